@@ -1,0 +1,41 @@
+"""Build the Cython kernels in csrc/ into fastbn._kernels.
+
+Environment switches (all off by default):
+  FASTBN_NATIVE=1  compile with -march=native (faster, not portable to other CPUs)
+  FASTBN_DEBUG=1   turn Cython bounds/wraparound checks back on and build with -O0 -g
+"""
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def flag(name):
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+debug = flag("FASTBN_DEBUG")
+compile_args = ["-O0", "-g"] if debug else ["-O3"]
+if flag("FASTBN_NATIVE"):
+    compile_args.append("-march=native")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": debug,
+    "wraparound": debug,
+    "initializedcheck": debug,
+    "cdivision": True,
+}
+
+extensions = [
+    Extension(
+        "fastbn._kernels",
+        ["csrc/_kernels.pyx"],
+        include_dirs=[np.get_include()],
+        extra_compile_args=compile_args,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))
