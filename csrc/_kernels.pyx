@@ -1,0 +1,346 @@
+# cython: language_level=3
+"""Hand-derived forward and backward kernels of fastbn.
+
+Dimension letters used in every shape comment below:
+    B  batch size (rows)            T  context length (characters per example)
+    D  feature / embedding width    V  vocabulary size (rows of an embedding table)
+    I  fan_in of a Linear           O  fan_out of a Linear
+    C  number of classes (logits)   N  number of elements of a flattened array
+
+Contract with the Python layer (fastbn/ops.py): every array handed to a kernel is C-contiguous, of
+one floating dtype per call (float32 or float64, the fused type ``floating``), of consistent shapes,
+and every index is in range. The kernels check none of it: they run with the GIL released and with
+bounds and wraparound checks off. Outputs are written (=), never accumulated, except the embedding
+backward, a scatter-add into a buffer the caller has zeroed. Reductions (sums over the batch)
+accumulate in double whatever the dtype.
+"""
+from cython cimport floating
+from libc.math cimport exp, expf, log, sqrt, tanh, tanhf
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+cdef inline double* _zeros(Py_ssize_t n) except NULL:
+    """A zeroed double workspace of n (>= 1) entries; the caller frees it."""
+    cdef double* p = <double*>malloc((n if n > 0 else 1) * sizeof(double))
+    cdef Py_ssize_t i
+    if p == NULL:
+        raise MemoryError()
+    for i in range(n):
+        p[i] = 0.0
+    return p
+
+
+cdef inline void _gemm(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
+                       const floating* A, const floating* B, floating beta,
+                       floating* C) noexcept nogil:
+    """Row-major C (M, N) = alpha * op(A) @ op(B) + beta * C through BLAS.
+
+    op(A) is (M, K): A is stored (M, K), or (K, M) when trans_a. op(B) is (K, N): B is stored
+    (K, N), or (N, K) when trans_b. BLAS is column-major, and a row-major matrix read column-major
+    is its transpose, so we ask BLAS for C^T = op(B)^T @ op(A)^T: operands swapped, flags kept.
+    """
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    cdef int lda = M if trans_a else K
+    cdef int ldb = K if trans_b else N
+    cdef int ldc = N
+    if floating is float:
+        sgemm(&tb, &ta, &N, &M, &K, &alpha, <float*>B, &ldb, <float*>A, &lda, &beta, C, &ldc)
+    else:
+        dgemm(&tb, &ta, &N, &M, &K, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# embedding: out[b, t*D:(t+1)*D] = weight[idx[b, t], :]
+
+def embedding_forward(const floating[:, ::1] weight,   # (V, D)
+                      const int64_t[:, ::1] idx,       # (B, T), 0 <= idx < V
+                      floating[:, ::1] out):           # (B, T*D)
+    cdef Py_ssize_t B = idx.shape[0], T = idx.shape[1], D = weight.shape[1]
+    cdef Py_ssize_t b, t, d
+    cdef const floating* row
+    with nogil:
+        for b in range(B):
+            for t in range(T):
+                row = &weight[idx[b, t], 0] if D > 0 else NULL
+                for d in range(D):
+                    out[b, t * D + d] = row[d]
+
+
+def embedding_backward(const floating[:, ::1] dout,    # (B, T*D)
+                       const int64_t[:, ::1] idx,      # (B, T)
+                       floating[:, ::1] dweight):      # (V, D), zeroed by the caller
+    # forward: out[b, t*D + d] = weight[idx[b, t], d]; every use of a row adds to its gradient:
+    # dweight[v, d] = sum over (b, t) with idx[b, t] == v of dout[b, t*D + d]   (scatter-add)
+    cdef Py_ssize_t B = idx.shape[0], T = idx.shape[1], D = dweight.shape[1]
+    cdef Py_ssize_t b, t, d
+    cdef floating* row
+    with nogil:
+        for b in range(B):
+            for t in range(T):
+                if D == 0:
+                    continue
+                row = &dweight[idx[b, t], 0]
+                for d in range(D):
+                    row[d] += dout[b, t * D + d]
+
+
+# ----------------------------------------------------------------------------------------------
+# linear: out = x @ w + b, w stored (fan_in, fan_out) as in the lecture
+
+def linear_forward(const floating[:, ::1] x,       # (B, I)
+                   const floating[:, ::1] w,       # (I, O)
+                   const floating[::1] bias,       # (O,) or None
+                   floating[:, ::1] out):          # (B, O)
+    cdef int B = x.shape[0], I = x.shape[1], O = w.shape[1]
+    cdef Py_ssize_t i, j
+    cdef floating beta = 0
+    with nogil:
+        if bias is not None:
+            beta = 1                               # out starts as the broadcast bias
+            for i in range(B):
+                for j in range(O):
+                    out[i, j] = bias[j]
+        _gemm(False, False, B, O, I, <floating>1, &x[0, 0], &w[0, 0], beta, &out[0, 0])
+
+
+def linear_backward(const floating[:, ::1] dout,   # (B, O)
+                    const floating[:, ::1] x,      # (B, I)
+                    const floating[:, ::1] w,      # (I, O)
+                    floating[:, ::1] dx,           # (B, I)
+                    floating[:, ::1] dw,           # (I, O)
+                    floating[::1] dbias):          # (O,) or None
+    # forward: out[b, o] = sum_i x[b, i] w[i, o] + bias[o]
+    # dx = dout @ w^T;  dw = x^T @ dout;  dbias[o] = sum_b dout[b, o]
+    cdef int B = x.shape[0], I = x.shape[1], O = w.shape[1]
+    cdef Py_ssize_t i, j
+    cdef double* acc
+    with nogil:
+        _gemm(False, True, B, I, O, <floating>1, &dout[0, 0], &w[0, 0], <floating>0, &dx[0, 0])
+        _gemm(True, False, I, O, B, <floating>1, &x[0, 0], &dout[0, 0], <floating>0, &dw[0, 0])
+    if dbias is None:
+        return
+    acc = _zeros(O)
+    with nogil:
+        for i in range(B):
+            for j in range(O):
+                acc[j] += dout[i, j]
+        for j in range(O):
+            dbias[j] = <floating>acc[j]
+    free(acc)
+
+
+# ----------------------------------------------------------------------------------------------
+# elementwise nonlinearities over flattened arrays (N,)
+
+def tanh_forward(const floating[::1] x, floating[::1] out):
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(x.shape[0]):
+            out[i] = _tanh(x[i])
+
+
+def tanh_backward(const floating[::1] dout, const floating[::1] t, floating[::1] dx):
+    # forward: t = tanh(x);  dt/dx = 1 - tanh(x)^2 = 1 - t^2, computed from the saved output
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(t.shape[0]):
+            dx[i] = dout[i] * (1 - t[i] * t[i])
+
+
+def leaky_relu_forward(const floating[::1] x, double negative_slope, floating[::1] out):
+    # out = x if x >= 0 else slope * x  (ReLU is slope 0); NaN falls to the x branch and propagates
+    cdef Py_ssize_t i
+    cdef floating s = <floating>negative_slope
+    with nogil:
+        for i in range(x.shape[0]):
+            out[i] = s * x[i] if x[i] < 0 else x[i]
+
+
+def leaky_relu_backward(const floating[::1] dout, const floating[::1] x, double negative_slope,
+                        floating[::1] dx):
+    # d out / dx = 1 where x > 0, slope elsewhere (0 at x == 0, as torch's threshold_backward)
+    cdef Py_ssize_t i
+    cdef floating s = <floating>negative_slope
+    with nogil:
+        for i in range(x.shape[0]):
+            dx[i] = dout[i] if x[i] > 0 else s * dout[i]
+
+
+# ----------------------------------------------------------------------------------------------
+# batch normalization over the batch axis of (B, D)
+
+def batchnorm_forward(const floating[:, ::1] x,      # (B, D), B >= 2
+                      const floating[::1] gamma,     # (D,)
+                      const floating[::1] beta,      # (D,)
+                      double eps,
+                      floating[:, ::1] out,          # (B, D)  gamma * xhat + beta
+                      floating[:, ::1] xhat,         # (B, D)  (x - mean) * invstd
+                      floating[::1] mean,            # (D,)    batch mean
+                      floating[::1] invstd,          # (D,)    1 / sqrt(biased var + eps)
+                      floating[::1] var_unbiased):   # (D,)    sum (x - mean)^2 / (B - 1)
+    # Training mode, as torch.nn.functional.batch_norm(training=True): normalize with the biased
+    # variance (/ B), report the unbiased one (/ (B - 1)) for the running estimate.
+    # Two passes over x for the statistics (mean, then squared deviations): stable in float32.
+    cdef Py_ssize_t B = x.shape[0], D = x.shape[1], i, j
+    cdef double* acc = _zeros(D)
+    cdef double* mu = _zeros(D)
+    cdef double dev, var_b
+    with nogil:
+        for i in range(B):
+            for j in range(D):
+                acc[j] += x[i, j]
+        for j in range(D):
+            mu[j] = acc[j] / B
+            acc[j] = 0.0
+        for i in range(B):
+            for j in range(D):
+                dev = x[i, j] - mu[j]
+                acc[j] += dev * dev
+        for j in range(D):
+            var_b = acc[j] / B
+            mean[j] = <floating>mu[j]
+            invstd[j] = <floating>(1.0 / sqrt(var_b + eps))
+            var_unbiased[j] = <floating>(acc[j] / (B - 1)) if B > 1 else <floating>0
+        for i in range(B):
+            for j in range(D):
+                xhat[i, j] = <floating>((x[i, j] - mu[j]) * invstd[j])
+                out[i, j] = gamma[j] * xhat[i, j] + beta[j]
+    free(acc)
+    free(mu)
+
+
+def batchnorm_backward(const floating[:, ::1] dout,  # (B, D)
+                       const floating[:, ::1] xhat,  # (B, D)
+                       const floating[::1] gamma,    # (D,)
+                       const floating[::1] invstd,   # (D,)
+                       floating[:, ::1] dx,          # (B, D)
+                       floating[::1] dgamma,         # (D,)
+                       floating[::1] dbeta):         # (D,)
+    # forward: xhat = (x - mean) * invstd, invstd = (var + eps)^-1/2, var = sum (x - mean)^2 / B,
+    #          out = gamma * xhat + beta
+    # dbeta  = sum_b dout;   dgamma = sum_b dout * xhat
+    # dx: the direct term through xhat, plus the paths through mean and var; they collapse to
+    #     dx = gamma * invstd / B * (B * dout - dbeta - xhat * dgamma)
+    cdef Py_ssize_t B = dout.shape[0], D = dout.shape[1], i, j
+    cdef double* sb = _zeros(D)
+    cdef double* sg = _zeros(D)
+    cdef double* k = _zeros(D)
+    with nogil:
+        for i in range(B):
+            for j in range(D):
+                sb[j] += dout[i, j]
+                sg[j] += dout[i, j] * xhat[i, j]
+        for j in range(D):
+            dbeta[j] = <floating>sb[j]
+            dgamma[j] = <floating>sg[j]
+            k[j] = gamma[j] * invstd[j] / <double>B
+        for i in range(B):
+            for j in range(D):
+                dx[i, j] = <floating>(k[j] * (B * dout[i, j] - sb[j] - xhat[i, j] * sg[j]))
+    free(sb)
+    free(sg)
+    free(k)
+
+
+def batchnorm_eval_forward(const floating[:, ::1] x,      # (B, D)
+                           const floating[::1] gamma,     # (D,)
+                           const floating[::1] beta,      # (D,)
+                           const floating[::1] mean,      # (D,) running mean
+                           const floating[::1] invstd,    # (D,) 1 / sqrt(running var + eps)
+                           floating[:, ::1] out,          # (B, D)
+                           floating[:, ::1] xhat):        # (B, D)
+    # Eval mode: the statistics are constants, so batch norm is the affine map
+    # out = gamma * (x - mean) * invstd + beta
+    cdef Py_ssize_t B = x.shape[0], D = x.shape[1], i, j
+    with nogil:
+        for i in range(B):
+            for j in range(D):
+                xhat[i, j] = (x[i, j] - mean[j]) * invstd[j]
+                out[i, j] = gamma[j] * xhat[i, j] + beta[j]
+
+
+def batchnorm_eval_backward(const floating[:, ::1] dout,  # (B, D)
+                            const floating[:, ::1] xhat,  # (B, D)
+                            const floating[::1] gamma,    # (D,)
+                            const floating[::1] invstd,   # (D,)
+                            floating[:, ::1] dx,          # (B, D)
+                            floating[::1] dgamma,         # (D,)
+                            floating[::1] dbeta):         # (D,)
+    # dx = dout * gamma * invstd;  dgamma = sum_b dout * xhat;  dbeta = sum_b dout
+    cdef Py_ssize_t B = dout.shape[0], D = dout.shape[1], i, j
+    cdef double* sb = _zeros(D)
+    cdef double* sg = _zeros(D)
+    with nogil:
+        for i in range(B):
+            for j in range(D):
+                sb[j] += dout[i, j]
+                sg[j] += dout[i, j] * xhat[i, j]
+                dx[i, j] = dout[i, j] * gamma[j] * invstd[j]
+        for j in range(D):
+            dbeta[j] = <floating>sb[j]
+            dgamma[j] = <floating>sg[j]
+    free(sb)
+    free(sg)
+
+
+# ----------------------------------------------------------------------------------------------
+# softmax cross-entropy: loss = mean_b [ logsumexp(logits[b]) - logits[b, target[b]] ]
+
+def cross_entropy_forward(const floating[:, ::1] logits,   # (B, C)
+                          const int64_t[::1] target,       # (B,), 0 <= target < C
+                          floating[:, ::1] probs):         # (B, C) softmax, kept for backward
+    # Stable: with m = max_c logits[b, c], logsumexp = m + log sum_c exp(logits[b, c] - m); every
+    # exponent is <= 0, so nothing overflows, and logits of +-1e4 give a finite loss.
+    # Returns the mean loss as a double.
+    cdef Py_ssize_t B = logits.shape[0], C = logits.shape[1], i, c
+    cdef double total = 0.0, s, m
+    cdef floating e
+    with nogil:
+        for i in range(B):
+            m = logits[i, 0]
+            for c in range(1, C):
+                if logits[i, c] > m:
+                    m = logits[i, c]
+            s = 0.0
+            for c in range(C):
+                e = _exp(<floating>(logits[i, c] - m))
+                probs[i, c] = e
+                s += e
+            for c in range(C):
+                probs[i, c] = <floating>(probs[i, c] / s)
+            total += m + log(s) - logits[i, target[i]]
+    return total / B
+
+
+def cross_entropy_backward(double dloss,
+                           const floating[:, ::1] probs,    # (B, C)
+                           const int64_t[::1] target,       # (B,)
+                           floating[:, ::1] dlogits):       # (B, C)
+    # d loss / d logits[b, c] = (softmax[b, c] - [c == target[b]]) / B, times the upstream dloss
+    cdef Py_ssize_t B = probs.shape[0], C = probs.shape[1], i, c
+    cdef double scale = dloss / B
+    with nogil:
+        for i in range(B):
+            for c in range(C):
+                dlogits[i, c] = <floating>(scale * probs[i, c])
+            dlogits[i, target[i]] -= <floating>scale

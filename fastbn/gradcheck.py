@@ -1,0 +1,288 @@
+"""Finite-difference gradient checking of hand-derived backward passes.
+
+The check (as ``torch.autograd.gradcheck``, with its defaults): for every floating input x of a
+function f and a fixed random upstream gradient g (seeded), compare the analytic vector-Jacobian
+product ``backward(g)`` with the central difference of the scalar ``s(x) = sum(f(x) * g)``:
+
+    numeric[i] = (s(x + eps e_i) - s(x - eps e_i)) / (2 eps)
+
+An element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``. Differencing is done
+in float64 only: in float32 the rounding error of s is ~1e-7 |s| / eps, far above any useful
+tolerance, so float32 inputs are refused.
+
+Two forms of ``fn`` are accepted:
+
+- a pair ``(forward, backward)`` following the ``fastbn.ops`` convention:
+  ``out, cache = forward(*inputs)`` and ``grads = backward(dout, cache)``;
+- a callable ``fn(*inputs) -> (out, backward)`` where ``backward(dout)`` returns the gradients
+  (the form to use for a whole stack of ops, see ``fastbn.cli``).
+
+``grads`` (one array or a tuple) are matched, in order, to the leading floating inputs; floating
+inputs after them (e.g. running statistics) are constants, and integer inputs (indices, targets) and
+scalars (eps, slopes) are passed through untouched.
+"""
+import inspect
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["gradcheck", "GradcheckError", "GradcheckReport", "GradcheckRow"]
+
+
+class GradcheckError(RuntimeError):
+    """A backward disagrees with finite differences (carries the report as ``.report``)."""
+
+    def __init__(self, message, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class GradcheckRow:
+    """The check of one input: errors over the ``checked`` elements of ``total``."""
+
+    input: str
+    shape: tuple
+    checked: int
+    total: int
+    max_abs_err: float
+    max_rel_err: float
+    passed: bool
+    worst_index: tuple
+    analytic: float
+    numeric: float
+
+
+@dataclass
+class GradcheckReport:
+    """The result of :func:`gradcheck`: one :class:`GradcheckRow` per differentiable input."""
+
+    name: str
+    rows: list = field(default_factory=list)
+    eps: float = 1e-6
+    atol: float = 1e-5
+    rtol: float = 1e-3
+
+    @property
+    def passed(self):
+        return all(r.passed for r in self.rows)
+
+    def __str__(self):
+        lines = [f"gradcheck {self.name} (eps={self.eps:g}, atol={self.atol:g}, "
+                 f"rtol={self.rtol:g}, float64)"]
+        for r in self.rows:
+            part = "all" if r.checked == r.total else f"{r.checked} of {r.total} (seeded subset)"
+            lines.append(f"  {r.input:<10} {str(r.shape):<12} checked {part}: max abs err "
+                         f"{r.max_abs_err:.2e}, max rel err {r.max_rel_err:.2e} "
+                         f"{'PASS' if r.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+
+def _input_names(fn, n):
+    target = fn[0] if isinstance(fn, tuple) else fn
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [names[i] if i < len(names) else f"input{i}" for i in range(n)]
+
+
+def _as_vjp(fn):
+    """Both accepted forms as ``f(*inputs) -> (out, backward)``."""
+    if isinstance(fn, tuple):
+        if len(fn) != 2 or not all(callable(f) for f in fn):
+            raise TypeError("fn must be a (forward, backward) pair of callables, or a callable "
+                            "returning (out, backward)")
+        forward, backward = fn
+
+        def vjp(*inputs):
+            out, cache = forward(*inputs)
+            return out, (lambda dout: backward(dout, cache))
+
+        return vjp
+    if not callable(fn):
+        raise TypeError(f"fn must be callable or a (forward, backward) pair, got {type(fn)}")
+    return fn
+
+
+def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, seed=0,
+              name=None, raise_exception=True):
+    """Check a hand-written backward against central finite differences.
+
+    Parameters
+    ----------
+    fn : (forward, backward) pair, or callable ``fn(*inputs) -> (out, backward)``
+        See the module docstring.
+    inputs : sequence
+        The forward's positional arguments. Floating arrays must be float64. Arrays are copied;
+        the caller's arrays are never modified.
+    eps, atol, rtol : float
+        Finite-difference step and tolerances (torch.autograd.gradcheck's defaults).
+    max_elements : int
+        Inputs with more elements are checked on a seeded random subset of this many elements
+        (the report says so); ``None`` checks every element.
+    seed : int
+        Seeds the upstream gradient and the subset.
+    name : str, optional
+        Name used in the report (default: the forward's name).
+    raise_exception : bool
+        Raise :class:`GradcheckError` on failure (default), or just return the report.
+
+    Returns
+    -------
+    GradcheckReport
+        ``report.passed`` is True when every checked element of every input passed.
+    """
+    if isinstance(inputs, np.ndarray) or not isinstance(inputs, (tuple, list)):
+        inputs = (inputs,)
+    inputs = list(inputs)
+    names = _input_names(fn, len(inputs))
+    f = _as_vjp(fn)
+    if name is None:
+        target = fn[0] if isinstance(fn, tuple) else fn
+        name = getattr(target, "__name__", "fn")
+
+    float_pos = []
+    for i, a in enumerate(inputs):
+        if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating):
+            if a.dtype != np.float64:
+                raise TypeError(
+                    f"gradcheck needs float64 inputs: {names[i]} is {a.dtype}. Finite differences "
+                    f"in {a.dtype} are dominated by rounding error; cast with .astype(np.float64)")
+            inputs[i] = np.array(a, dtype=np.float64, copy=True, order="C")
+            float_pos.append(i)
+    if not float_pos:
+        raise ValueError("gradcheck found no float64 array among the inputs to differentiate")
+
+    rng = np.random.default_rng(seed)
+    out, backward = f(*inputs)
+    out = np.array(out, dtype=np.float64, copy=True)
+    dout = rng.standard_normal(out.shape)
+    grads = backward(dout if out.ndim else float(dout))
+    if not isinstance(grads, (tuple, list)):
+        grads = (grads,)
+    grads = list(grads)
+    while len(grads) > len(float_pos) and grads[-1] is None:   # e.g. db of a bias-free linear
+        grads.pop()
+    if len(grads) > len(float_pos):
+        raise ValueError(f"backward returned {len(grads)} gradients for only {len(float_pos)} "
+                         "floating inputs")
+
+    def objective():
+        o, _ = f(*inputs)
+        return float(np.sum(np.asarray(o, dtype=np.float64) * dout))
+
+    report = GradcheckReport(name=name, eps=eps, atol=atol, rtol=rtol)
+    for pos, g in zip(float_pos, grads):
+        x = inputs[pos]
+        if g is None:
+            continue
+        g = np.asarray(g, dtype=np.float64)
+        if g.shape != x.shape:
+            raise ValueError(f"gradient of {names[pos]} has shape {g.shape}, input has {x.shape}")
+        flat, gflat = x.reshape(-1), g.reshape(-1)
+        n = flat.size
+        if max_elements is not None and n > max_elements:
+            which = np.sort(rng.choice(n, size=max_elements, replace=False))
+        else:
+            which = np.arange(n)
+        numeric = np.empty(which.size)
+        for k, i in enumerate(which):
+            orig = flat[i]
+            flat[i] = orig + eps
+            plus = objective()
+            flat[i] = orig - eps
+            minus = objective()
+            flat[i] = orig
+            numeric[k] = (plus - minus) / (2 * eps)
+        analytic = gflat[which]
+        err = np.abs(analytic - numeric)
+        bad = err > atol + rtol * np.abs(numeric)
+        if which.size == 0:
+            report.rows.append(GradcheckRow(names[pos], x.shape, 0, n, 0.0, 0.0, True, (), 0, 0))
+            continue
+        scale = np.maximum(np.abs(analytic), np.abs(numeric))
+        rel = np.divide(err, scale, out=np.zeros_like(err), where=scale > 0)
+        # the worst element: the first failing one by excess over the tolerance, else largest error
+        worst = int(np.argmax(err - (atol + rtol * np.abs(numeric))))
+        report.rows.append(GradcheckRow(
+            input=names[pos], shape=x.shape, checked=int(which.size), total=n,
+            max_abs_err=float(err.max()), max_rel_err=float(rel.max()), passed=not bad.any(),
+            worst_index=tuple(int(v) for v in np.unravel_index(which[worst], x.shape)),
+            analytic=float(analytic[worst]), numeric=float(numeric[worst])))
+
+    if raise_exception and not report.passed:
+        r = next(r for r in report.rows if not r.passed)
+        raise GradcheckError(
+            f"gradcheck of {name} failed for input '{r.input}' {r.shape} at index "
+            f"{r.worst_index}: analytic {r.analytic:.10g} vs numeric {r.numeric:.10g} "
+            f"(abs err {abs(r.analytic - r.numeric):.3g} > atol {atol:g} + rtol {rtol:g} "
+            f"* |numeric|)\n{report}", report)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# the checks behind `fastbn gradcheck`
+
+def mlp_stack(C, W1, gamma, beta, W2, b2, idx, target):
+    """The makemore BN-MLP as one function of its parameters, for checking the whole chain.
+
+    Embedding (V, D) -> Linear W1 (T*D, H), no bias -> BatchNorm (gamma, beta) -> tanh ->
+    Linear W2 (H, V) + b2 -> cross-entropy with ``target``. Returns ``(loss, backward)`` where
+    ``backward(dloss)`` returns ``(dC, dW1, dgamma, dbeta, dW2, db2)``.
+    """
+    from . import ops
+
+    emb, c_emb = ops.embedding_forward(C, idx)
+    hpre, c_l1 = ops.linear_forward(emb, W1)
+    hbn, c_bn = ops.batchnorm_forward(hpre, gamma, beta)
+    h, c_t = ops.tanh_forward(hbn)
+    logits, c_l2 = ops.linear_forward(h, W2, b2)
+    loss, c_ce = ops.cross_entropy_forward(logits, target)
+
+    def backward(dloss):
+        dlogits = ops.cross_entropy_backward(dloss, c_ce)
+        dh, dW2, db2 = ops.linear_backward(dlogits, c_l2)
+        dhbn = ops.tanh_backward(dh, c_t)
+        dhpre, dgamma, dbeta = ops.batchnorm_backward(dhbn, c_bn)
+        demb, dW1, _ = ops.linear_backward(dhpre, c_l1)
+        dC = ops.embedding_backward(demb, c_emb)
+        return dC, dW1, dgamma, dbeta, dW2, db2
+
+    return loss, backward
+
+
+def standard_checks(seed=0):
+    """Every op of ``fastbn.ops`` and the whole BN-MLP stack, on small float64 problems.
+
+    Returns a list of ``(label, fn, inputs)`` ready for :func:`gradcheck`.
+    """
+    from . import ops
+
+    rng = np.random.default_rng(seed)
+    r = rng.standard_normal
+    B, T, V, D, H = 8, 3, 11, 4, 16
+    idx = rng.integers(0, 5, size=(B, T))          # 5 of 11 rows: heavy repetition
+    target = rng.integers(0, V, size=B)
+    x_kinks = r((6, 5))
+    x_kinks[np.abs(x_kinks) < 1e-3] = 0.5          # keep finite differences off the ReLU kink
+    return [
+        ("embedding", (ops.embedding_forward, ops.embedding_backward), (r((V, D)), idx)),
+        ("linear", (ops.linear_forward, ops.linear_backward), (r((B, 7)), r((7, 5)), r(5))),
+        ("linear (no bias)", (ops.linear_forward, ops.linear_backward), (r((B, 7)), r((7, 5)))),
+        ("tanh", (ops.tanh_forward, ops.tanh_backward), (r((6, 5)),)),
+        ("relu", (ops.relu_forward, ops.relu_backward), (x_kinks,)),
+        ("leaky_relu", (ops.leaky_relu_forward, ops.leaky_relu_backward), (x_kinks, 0.1)),
+        ("batchnorm", (ops.batchnorm_forward, ops.batchnorm_backward),
+         (r((B, 6)), 1 + 0.1 * r(6), r(6))),
+        ("batchnorm (B=2)", (ops.batchnorm_forward, ops.batchnorm_backward),
+         (r((2, 6)), 1 + 0.1 * r(6), r(6))),
+        ("batchnorm_eval", (ops.batchnorm_eval_forward, ops.batchnorm_eval_backward),
+         (r((B, 6)), r(6), r(6), r(6), rng.uniform(0.5, 2, 6))),
+        ("cross_entropy", (ops.cross_entropy_forward, ops.cross_entropy_backward),
+         (r((B, V)), target)),
+        ("bn-mlp stack", mlp_stack,
+         (r((V, D)), r((T * D, H)) / np.sqrt(T * D), np.ones(H), np.zeros(H), 0.1 * r((H, V)),
+          np.zeros(V), idx, target)),
+    ]

@@ -1,0 +1,298 @@
+"""Layers: torch-like objects over ``fastbn.ops``, for models and teaching code.
+
+Every layer has the same small interface:
+
+- ``layer(x)`` runs the forward (training or eval mode), keeps the cache for backward and the
+  output as ``layer.out`` (the diagnostics read it);
+- ``layer.backward(dout)`` returns the gradient of the input and stores the gradients of the
+  parameters (written in place into the arrays ``grads()`` returns, so a list taken once stays
+  valid; they are overwritten, not accumulated: each backward follows its own forward);
+- ``parameters()`` and ``grads()`` return aligned lists of arrays, ``named_parameters()`` the
+  parameters with names; ``zero_grad()`` zeroes the gradients;
+- ``train()`` / ``eval()`` switch mode (only BatchNorm1d behaves differently).
+
+Layers take ``dtype=`` (float32 by default) and, where they initialize weights, ``generator=``: a
+``numpy.random.Generator``, an int seed, or None for fresh entropy.
+"""
+import numpy as np
+
+from . import ops
+
+__all__ = ["Module", "Embedding", "Linear", "BatchNorm1d", "Tanh", "ReLU", "LeakyReLU",
+           "Sequential"]
+
+
+def _dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt not in ops.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _rng(generator):
+    if isinstance(generator, np.random.Generator):
+        return generator
+    return np.random.default_rng(generator)
+
+
+def _positive_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+class Module:
+    """Base class: mode, parameter bookkeeping, and the forward/backward protocol."""
+
+    training = True
+    _param_names = ()          # attribute names of parameters; gradients live at "d" + name
+
+    def __call__(self, x):
+        self.out, self._cache = self.forward(x)
+        return self.out
+
+    def forward(self, x):      # pragma: no cover - every layer defines it
+        """Return (out, cache)."""
+        raise NotImplementedError
+
+    def backward(self, dout):
+        """Gradient of the input given the gradient of the output; stores parameter grads."""
+        cache = getattr(self, "_cache", None)
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before a forward")
+        return self._backward(dout, cache)
+
+    def _backward(self, dout, cache):  # pragma: no cover
+        raise NotImplementedError
+
+    def _store(self, **grads):
+        for name, g in grads.items():
+            getattr(self, "d" + name)[...] = g
+
+    def named_parameters(self):
+        return [(n, getattr(self, n)) for n in self._param_names]
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def grads(self):
+        return [getattr(self, "d" + n) for n in self._param_names]
+
+    def zero_grad(self):
+        for g in self.grads():
+            g[...] = 0
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def _init_grads(self):
+        for n in self._param_names:
+            setattr(self, "d" + n, np.zeros_like(getattr(self, n)))
+
+
+class Embedding(Module):
+    """A lookup table of ``num_embeddings`` vectors of size ``embedding_dim``.
+
+    ``weight``: (V, D), initialized N(0, 1) (as torch and the lecture's ``C = torch.randn``).
+    Input: integer indices (B, T); output: (B, T*D), the T vectors concatenated (the lecture's
+    ``C[X].view(B, -1)``), or (B, D) for 1-D indices. ``backward`` returns None (indices have no
+    gradient) and stores ``dweight``.
+    """
+
+    _param_names = ("weight",)
+
+    def __init__(self, num_embeddings, embedding_dim, *, dtype=np.float32, generator=None):
+        V = _positive_int("num_embeddings", num_embeddings)
+        D = _positive_int("embedding_dim", embedding_dim)
+        self.weight = _rng(generator).standard_normal((V, D)).astype(_dtype(dtype))
+        self._init_grads()
+
+    def forward(self, idx):
+        return ops.embedding_forward(self.weight, idx)
+
+    def _backward(self, dout, cache):
+        self._store(weight=ops.embedding_backward(dout, cache))
+        return None
+
+    def __repr__(self):
+        return f"Embedding({self.weight.shape[0]}, {self.weight.shape[1]})"
+
+
+class Linear(Module):
+    """``out = x @ weight + bias`` with ``weight`` of shape (fan_in, fan_out), as the lecture.
+
+    Init (the lecture's ``Linear``): weight ~ N(0, 1) / sqrt(fan_in), bias 0. ``fastbn.init``
+    rescales for other schemes. Input (B, fan_in), output (B, fan_out).
+    """
+
+    def __init__(self, fan_in, fan_out, bias=True, *, dtype=np.float32, generator=None):
+        fan_in = _positive_int("fan_in", fan_in)
+        fan_out = _positive_int("fan_out", fan_out)
+        dt = _dtype(dtype)
+        w = _rng(generator).standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)
+        self.weight = w.astype(dt)
+        self.bias = np.zeros(fan_out, dtype=dt) if bias else None
+        self._param_names = ("weight", "bias") if bias else ("weight",)
+        self._init_grads()
+
+    def forward(self, x):
+        return ops.linear_forward(x, self.weight, self.bias)
+
+    def _backward(self, dout, cache):
+        dx, dw, db = ops.linear_backward(dout, cache)
+        self._store(weight=dw, **({"bias": db} if self.bias is not None else {}))
+        return dx
+
+    def __repr__(self):
+        return f"Linear({self.weight.shape[0]}, {self.weight.shape[1]}, bias={self.bias is not None})"
+
+
+class BatchNorm1d(Module):
+    """Batch normalization over the batch axis of (B, dim) inputs, as ``torch.nn.BatchNorm1d``.
+
+    Parameters ``gamma`` (ones) and ``beta`` (zeros); buffers ``running_mean`` (zeros) and
+    ``running_var`` (ones). Training mode normalizes with the batch statistics (biased variance)
+    and updates the buffers as torch does: ``running = (1 - momentum) * running + momentum *
+    batch_stat``, with the **unbiased** batch variance; ``momentum`` is the weight of the new batch.
+    Eval mode normalizes with the buffers and does not change them.
+    """
+
+    _param_names = ("gamma", "beta")
+
+    def __init__(self, dim, eps=1e-5, momentum=0.1, *, dtype=np.float32):
+        dim = _positive_int("dim", dim)
+        eps, momentum = float(eps), float(momentum)
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        dt = _dtype(dtype)
+        self.eps, self.momentum = eps, momentum
+        self.gamma = np.ones(dim, dtype=dt)
+        self.beta = np.zeros(dim, dtype=dt)
+        self.running_mean = np.zeros(dim, dtype=dt)
+        self.running_var = np.ones(dim, dtype=dt)
+        self._init_grads()
+
+    def forward(self, x):
+        if not self.training:
+            return ops.batchnorm_eval_forward(x, self.gamma, self.beta, self.running_mean,
+                                              self.running_var, self.eps)
+        out, cache = ops.batchnorm_forward(x, self.gamma, self.beta, self.eps)
+        m = self.momentum
+        self.running_mean *= 1 - m
+        self.running_mean += m * cache.mean
+        self.running_var *= 1 - m
+        self.running_var += m * cache.var
+        return out, cache
+
+    def _backward(self, dout, cache):
+        if cache.op == "batchnorm":
+            dx, dgamma, dbeta = ops.batchnorm_backward(dout, cache)
+        else:
+            dx, dgamma, dbeta = ops.batchnorm_eval_backward(dout, cache)
+        self._store(gamma=dgamma, beta=dbeta)
+        return dx
+
+    def buffers(self):
+        """The running statistics, [running_mean, running_var]."""
+        return [self.running_mean, self.running_var]
+
+    def __repr__(self):
+        return f"BatchNorm1d({self.gamma.shape[0]}, eps={self.eps:g}, momentum={self.momentum:g})"
+
+
+class Tanh(Module):
+    """``tanh`` elementwise; backward ``dout * (1 - out**2)``."""
+
+    def forward(self, x):
+        return ops.tanh_forward(x)
+
+    def _backward(self, dout, cache):
+        return ops.tanh_backward(dout, cache)
+
+    def __repr__(self):
+        return "Tanh()"
+
+
+class ReLU(Module):
+    """``max(x, 0)`` elementwise."""
+
+    def forward(self, x):
+        return ops.relu_forward(x)
+
+    def _backward(self, dout, cache):
+        return ops.relu_backward(dout, cache)
+
+    def __repr__(self):
+        return "ReLU()"
+
+
+class LeakyReLU(Module):
+    """``x if x >= 0 else negative_slope * x`` elementwise."""
+
+    def __init__(self, negative_slope=0.01):
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        return ops.leaky_relu_forward(x, self.negative_slope)
+
+    def _backward(self, dout, cache):
+        return ops.leaky_relu_backward(dout, cache)
+
+    def __repr__(self):
+        return f"LeakyReLU(negative_slope={self.negative_slope:g})"
+
+
+class Sequential(Module):
+    """Layers applied in order; backward runs them in reverse.
+
+    Parameters are named ``"<index>.<name>"`` as in torch (``"1.weight"``).
+    """
+
+    def __init__(self, *layers):
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"layer {i} is not a fastbn.nn.Module: {layer!r}")
+        self.layers = list(layers)
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        self.out = x
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def named_parameters(self):
+        return [(f"{i}.{n}", p) for i, layer in enumerate(self.layers)
+                for n, p in layer.named_parameters()]
+
+    def grads(self):
+        return [g for layer in self.layers for g in layer.grads()]
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __repr__(self):
+        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential({inner}\n)"

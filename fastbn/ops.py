@@ -1,0 +1,423 @@
+"""The functional API: hand-derived forward/backward pairs over NumPy arrays.
+
+Every op is a pair. ``<op>_forward(...)`` returns ``(out, cache)``; ``<op>_backward(dout, cache)``
+returns the gradients of the forward's differentiable array inputs, in the forward's order (as in
+CS231n's ``layers.py``). Both run compiled kernels (``fastbn._kernels``) with the GIL released.
+
+This layer is where inputs are checked, because the kernels check nothing: floating arrays must be
+float32 or float64 and all of one dtype within a call (``TypeError``), shapes must agree
+(``ValueError`` naming them), indices must be integers (``TypeError``) in range (``IndexError``).
+Non-contiguous or negative-stride arrays are copied to contiguous ones. Outputs take the dtype of
+the inputs. Every call returns fresh arrays; nothing given is modified.
+
+Shapes use: B batch, T context length, D features, V vocabulary, I fan_in, O fan_out, C classes.
+"""
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import _kernels as K
+
+__all__ = [
+    "Cache",
+    "embedding_forward", "embedding_backward",
+    "linear_forward", "linear_backward",
+    "tanh_forward", "tanh_backward",
+    "relu_forward", "relu_backward",
+    "leaky_relu_forward", "leaky_relu_backward",
+    "batchnorm_forward", "batchnorm_backward",
+    "batchnorm_eval_forward", "batchnorm_eval_backward",
+    "cross_entropy_forward", "cross_entropy_backward",
+]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_BLAS_MAX = 2**31 - 1  # BLAS takes 32-bit int dimensions
+
+
+class Cache(SimpleNamespace):
+    """What a forward keeps for its backward: named arrays, plus ``op``, the forward's name.
+
+    Attributes are public so teaching code can look inside (``cache.mean``, ``cache.var``, ...).
+    """
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+
+def _float_array(name, a, dtype=None, ndim=None):
+    """``a`` as a C-contiguous float32/float64 array; ``dtype`` pins the dtype of the call."""
+    a = np.asarray(a)
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {a.dtype} but the other inputs are {np.dtype(dtype)}; "
+            "fastbn does not mix float32 and float64 in one call (cast with .astype)")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _index_array(name, a, bound, what):
+    """``a`` as a C-contiguous int64 array with every value in [0, bound)."""
+    a = np.asarray(a)
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
+    if a.size:
+        lo, hi = a.min(), a.max()
+        if lo < 0 or hi >= bound:
+            bad = lo if lo < 0 else hi
+            raise IndexError(f"{name} holds {bad}, outside [0, {bound}) ({what})")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _same_shape(name, a, shape):
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
+
+
+def _dout(dout, cache, shape):
+    """The upstream gradient of a backward: the forward output's shape and dtype."""
+    d = _float_array("dout", dout, dtype=cache.dtype)
+    _same_shape("dout", d, shape)
+    return d
+
+
+def _cache(cache, op):
+    if not isinstance(cache, Cache) or getattr(cache, "op", None) != op:
+        got = getattr(cache, "op", type(cache).__name__)
+        raise TypeError(f"{op}_backward needs the cache returned by {op}_forward, got {got!r}")
+    return cache
+
+
+def _check_eps(eps):
+    eps = float(eps)
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    return eps
+
+
+def _blas_dims(*dims):
+    if max(dims) > _BLAS_MAX:
+        raise ValueError(f"dimensions {dims} exceed the 32-bit limit of BLAS")
+
+
+# ----------------------------------------------------------------------------------------------
+# embedding
+
+def embedding_forward(weight, idx):
+    """Look up rows of an embedding table and concatenate the T context vectors.
+
+    Inputs:
+    - weight: array of shape (V, D), the embedding table
+    - idx: integer array of shape (B, T) with values in [0, V); a 1-D (B,) is read as T = 1
+
+    Returns (out, cache):
+    - out: array of shape (B, T*D), ``out[b, t*D:(t+1)*D] = weight[idx[b, t]]``
+      (the lecture's ``C[X].view(B, -1)``); shape (B, D) for a 1-D idx.
+    """
+    weight = _float_array("weight", weight, ndim=2)
+    idx_in = np.asarray(idx)
+    if idx_in.ndim not in (1, 2):
+        raise ValueError(f"idx must be of shape (B, T) or (B,), got shape {idx_in.shape}")
+    V, D = weight.shape
+    idx2 = _index_array("idx", idx_in, V, f"the embedding table has {V} rows").reshape(
+        idx_in.shape[0], -1)
+    B, T = idx2.shape
+    out = np.empty((B, T * D), dtype=weight.dtype)
+    K.embedding_forward(weight, idx2, out)
+    if idx_in.ndim == 1:
+        out = out.reshape(B, D)
+    return out, Cache(op="embedding", dtype=weight.dtype, idx=idx2, weight_shape=weight.shape,
+                      out_shape=out.shape)
+
+
+def embedding_backward(dout, cache):
+    """Gradient of the embedding table.
+
+    Inputs:
+    - dout: array of shape (B, T*D), upstream gradient
+    - cache: from embedding_forward
+
+    Returns dweight, array of shape (V, D): a scatter-add,
+    ``dweight[v] = sum over (b, t) with idx[b, t] == v of dout[b, t*D:(t+1)*D]``, so an index that
+    appears many times in the batch accumulates all of its gradients.
+    """
+    c = _cache(cache, "embedding")
+    d = _dout(dout, c, c.out_shape).reshape(c.idx.shape[0], -1)
+    dweight = np.zeros(c.weight_shape, dtype=c.dtype)
+    K.embedding_backward(d, c.idx, dweight)
+    return dweight
+
+
+# ----------------------------------------------------------------------------------------------
+# linear
+
+def linear_forward(x, w, b=None):
+    """Affine map ``out = x @ w + b`` (the lecture's L = H·W + B).
+
+    Inputs:
+    - x: array of shape (B, I)
+    - w: array of shape (I, O) — fan_in rows, fan_out columns, as in the lecture
+      (torch.nn.Linear stores the transpose, (O, I))
+    - b: array of shape (O,), or None for no bias
+
+    Returns (out, cache) with out of shape (B, O).
+    """
+    x = _float_array("x", x, ndim=2)
+    w = _float_array("w", w, dtype=x.dtype, ndim=2)
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(f"x of shape {x.shape} and w of shape {w.shape} do not chain: "
+                         f"x.shape[1] ({x.shape[1]}) != w.shape[0] ({w.shape[0]})")
+    if b is not None:
+        b = _float_array("b", b, dtype=x.dtype, ndim=1)
+        _same_shape("b", b, (w.shape[1],))
+    B, I = x.shape
+    O = w.shape[1]
+    _blas_dims(B, I, O)
+    if B == 0 or I == 0 or O == 0:
+        out = np.zeros((B, O), dtype=x.dtype) + (b if b is not None else 0)
+    else:
+        out = np.empty((B, O), dtype=x.dtype)
+        K.linear_forward(x, w, b, out)
+    return out, Cache(op="linear", dtype=x.dtype, x=x, w=w, has_bias=b is not None)
+
+
+def linear_backward(dout, cache):
+    """Gradients of the affine map.
+
+    Inputs:
+    - dout: array of shape (B, O)
+    - cache: from linear_forward
+
+    Returns (dx, dw, db): ``dx = dout @ w.T`` (B, I), ``dw = x.T @ dout`` (I, O),
+    ``db = dout.sum(0)`` (O,), or None when the forward had no bias.
+    """
+    c = _cache(cache, "linear")
+    B, I = c.x.shape
+    O = c.w.shape[1]
+    d = _dout(dout, c, (B, O))
+    dx = np.empty((B, I), dtype=c.dtype)
+    dw = np.empty((I, O), dtype=c.dtype)
+    db = np.empty(O, dtype=c.dtype) if c.has_bias else None
+    if B == 0 or I == 0 or O == 0:
+        dx[...] = 0
+        dw[...] = 0
+        if db is not None:
+            db[...] = d.sum(0)
+    else:
+        K.linear_backward(d, c.x, c.w, dx, dw, db)
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------------------------
+# elementwise nonlinearities
+
+def tanh_forward(x):
+    """``t = tanh(x)`` elementwise. x: array of any shape. Returns (t, cache)."""
+    x = _float_array("x", x)
+    t = np.empty_like(x)
+    K.tanh_forward(x.reshape(-1), t.reshape(-1))
+    return t, Cache(op="tanh", dtype=x.dtype, out=t)
+
+
+def tanh_backward(dout, cache):
+    """``dx = dout * (1 - t**2)``, from the saved output t = tanh(x). Returns dx, shape of x."""
+    c = _cache(cache, "tanh")
+    d = _dout(dout, c, c.out.shape)
+    dx = np.empty_like(c.out)
+    K.tanh_backward(d.reshape(-1), c.out.reshape(-1), dx.reshape(-1))
+    return dx
+
+
+def _leaky(x, slope, op):
+    x = _float_array("x", x)
+    slope = float(slope)
+    out = np.empty_like(x)
+    K.leaky_relu_forward(x.reshape(-1), slope, out.reshape(-1))
+    return out, Cache(op=op, dtype=x.dtype, x=x, negative_slope=slope)
+
+
+def _leaky_backward(dout, cache, op):
+    c = _cache(cache, op)
+    d = _dout(dout, c, c.x.shape)
+    dx = np.empty_like(c.x)
+    K.leaky_relu_backward(d.reshape(-1), c.x.reshape(-1), c.negative_slope, dx.reshape(-1))
+    return dx
+
+
+def relu_forward(x):
+    """``out = max(x, 0)`` elementwise (NaN propagates). x: array of any shape.
+
+    Returns (out, cache).
+    """
+    return _leaky(x, 0.0, "relu")
+
+
+def relu_backward(dout, cache):
+    """``dx = dout * (x > 0)``: zero where x <= 0, as torch. Returns dx, shape of x."""
+    return _leaky_backward(dout, cache, "relu")
+
+
+def leaky_relu_forward(x, negative_slope=0.01):
+    """``out = x if x >= 0 else negative_slope * x`` elementwise. Returns (out, cache)."""
+    return _leaky(x, negative_slope, "leaky_relu")
+
+
+def leaky_relu_backward(dout, cache):
+    """``dx = dout`` where x > 0, ``negative_slope * dout`` elsewhere. Returns dx, shape of x."""
+    return _leaky_backward(dout, cache, "leaky_relu")
+
+
+# ----------------------------------------------------------------------------------------------
+# batch normalization
+
+def _bn_params(x, gamma, beta):
+    x = _float_array("x", x, ndim=2)
+    D = x.shape[1]
+    gamma = _float_array("gamma", gamma, dtype=x.dtype, ndim=1)
+    beta = _float_array("beta", beta, dtype=x.dtype, ndim=1)
+    _same_shape("gamma", gamma, (D,))
+    _same_shape("beta", beta, (D,))
+    return x, gamma, beta
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    """Batch normalization in training mode, over the batch axis.
+
+    ``mean = x.mean(0)``, ``var = x.var(0)`` (biased, / B), ``xhat = (x - mean) / sqrt(var + eps)``,
+    ``out = gamma * xhat + beta`` — exactly ``torch.nn.functional.batch_norm(training=True)``.
+
+    Inputs:
+    - x: array of shape (B, D), B >= 2
+    - gamma, beta: arrays of shape (D,)
+    - eps: float >= 0
+
+    Returns (out, cache): out of shape (B, D). The cache exposes ``cache.mean`` (D,), the batch
+    mean, and ``cache.var`` (D,), the **unbiased** batch variance (/ (B - 1)), which is what
+    ``torch.nn.BatchNorm1d`` feeds into ``running_var``; also ``xhat`` (B, D) and ``invstd`` (D,).
+    """
+    x, gamma, beta = _bn_params(x, gamma, beta)
+    eps = _check_eps(eps)
+    B, D = x.shape
+    if B < 2:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input of "
+                         f"shape {x.shape}")
+    out, xhat = np.empty_like(x), np.empty_like(x)
+    mean, invstd, var = (np.empty(D, dtype=x.dtype) for _ in range(3))
+    K.batchnorm_forward(x, gamma, beta, eps, out, xhat, mean, invstd, var)
+    return out, Cache(op="batchnorm", dtype=x.dtype, xhat=xhat, gamma=gamma, invstd=invstd,
+                      mean=mean, var=var, eps=eps)
+
+
+def batchnorm_backward(dout, cache):
+    """Gradients of training-mode batch normalization.
+
+    Inputs:
+    - dout: array of shape (B, D)
+    - cache: from batchnorm_forward
+
+    Returns (dx, dgamma, dbeta), of shapes (B, D), (D,), (D,):
+    ``dbeta = dout.sum(0)``, ``dgamma = (dout * xhat).sum(0)`` and, with the paths through the
+    batch mean and variance folded into one closed form,
+    ``dx = gamma * invstd / B * (B * dout - dbeta - xhat * dgamma)``.
+    """
+    c = _cache(cache, "batchnorm")
+    d = _dout(dout, c, c.xhat.shape)
+    D = c.xhat.shape[1]
+    dx = np.empty_like(c.xhat)
+    dgamma, dbeta = np.empty(D, dtype=c.dtype), np.empty(D, dtype=c.dtype)
+    K.batchnorm_backward(d, c.xhat, c.gamma, c.invstd, dx, dgamma, dbeta)
+    return dx, dgamma, dbeta
+
+
+def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    """Batch normalization in eval mode: given statistics, so an affine map per feature.
+
+    ``out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``
+
+    Inputs:
+    - x: array of shape (B, D) (any B >= 0)
+    - gamma, beta, running_mean, running_var: arrays of shape (D,); running_var >= 0
+    - eps: float >= 0
+
+    Returns (out, cache), out of shape (B, D).
+    """
+    x, gamma, beta = _bn_params(x, gamma, beta)
+    eps = _check_eps(eps)
+    D = x.shape[1]
+    rm = _float_array("running_mean", running_mean, dtype=x.dtype, ndim=1)
+    rv = _float_array("running_var", running_var, dtype=x.dtype, ndim=1)
+    _same_shape("running_mean", rm, (D,))
+    _same_shape("running_var", rv, (D,))
+    invstd = (1.0 / np.sqrt(rv.astype(np.float64) + eps)).astype(x.dtype)
+    out, xhat = np.empty_like(x), np.empty_like(x)
+    K.batchnorm_eval_forward(x, gamma, beta, rm, invstd, out, xhat)
+    return out, Cache(op="batchnorm_eval", dtype=x.dtype, xhat=xhat, gamma=gamma, invstd=invstd)
+
+
+def batchnorm_eval_backward(dout, cache):
+    """Gradients of eval-mode batch normalization (statistics held constant).
+
+    Returns (dx, dgamma, dbeta): ``dx = dout * gamma * invstd`` (B, D),
+    ``dgamma = (dout * xhat).sum(0)`` (D,), ``dbeta = dout.sum(0)`` (D,).
+    """
+    c = _cache(cache, "batchnorm_eval")
+    d = _dout(dout, c, c.xhat.shape)
+    D = c.xhat.shape[1]
+    dx = np.empty_like(c.xhat)
+    dgamma, dbeta = np.empty(D, dtype=c.dtype), np.empty(D, dtype=c.dtype)
+    K.batchnorm_eval_backward(d, c.xhat, c.gamma, c.invstd, dx, dgamma, dbeta)
+    return dx, dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------------------------
+# softmax cross-entropy
+
+def cross_entropy_forward(logits, target):
+    """Mean softmax cross-entropy, ``mean_b -log softmax(logits[b])[target[b]]``.
+
+    Computed stably: ``logsumexp(l) = m + log(sum(exp(l - m)))`` with ``m = max(l)``, so no
+    exponent is positive and logits of +-1e4 give a finite loss and finite gradients.
+
+    Inputs:
+    - logits: array of shape (B, C), B >= 1, C >= 1
+    - target: integer array of shape (B,), values in [0, C)
+
+    Returns (loss, cache): loss is a NumPy scalar of the logits' dtype. The cache holds the
+    softmax probabilities ``cache.probs`` (B, C).
+    """
+    logits = _float_array("logits", logits, ndim=2)
+    B, C = logits.shape
+    if B == 0 or C == 0:
+        raise ValueError(f"cross-entropy needs at least one row and one class, got logits of "
+                         f"shape {logits.shape}")
+    t = np.asarray(target)
+    if t.ndim != 1 or t.shape[0] != B:
+        raise ValueError(f"target must have shape ({B},) to match logits {logits.shape}, "
+                         f"got {t.shape}")
+    t = _index_array("target", t, C, f"logits have {C} classes")
+    probs = np.empty_like(logits)
+    loss = K.cross_entropy_forward(logits, t, probs)
+    return logits.dtype.type(loss), Cache(op="cross_entropy", dtype=logits.dtype, probs=probs,
+                                          target=t)
+
+
+def cross_entropy_backward(dloss, cache):
+    """Gradient of the mean cross-entropy with respect to the logits.
+
+    Inputs:
+    - dloss: scalar, the upstream gradient of the loss (1.0 when the loss is the objective)
+    - cache: from cross_entropy_forward
+
+    Returns dlogits, array of shape (B, C): ``dloss * (softmax(logits) - onehot(target)) / B``.
+    """
+    c = _cache(cache, "cross_entropy")
+    d = np.asarray(dloss)
+    if d.size != 1:
+        raise ValueError(f"dloss must be a scalar, got shape {d.shape}")
+    if not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
+        raise TypeError(f"dloss must be a real number, got dtype {d.dtype}")
+    dlogits = np.empty_like(c.probs)
+    K.cross_entropy_backward(float(d.reshape(())), c.probs, c.target, dlogits)
+    return dlogits

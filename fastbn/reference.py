@@ -1,0 +1,113 @@
+"""The ops of ``fastbn.ops`` in plain NumPy: the test oracle and the NumPy baseline.
+
+Same names, arguments and return values as ``fastbn.ops`` (caches are plain tuples), written the
+way a student writes them, one NumPy expression per line, with no validation. The tests hold the
+compiled kernels to these; the benchmark times them as the NumPy peer.
+"""
+import numpy as np
+
+
+def embedding_forward(weight, idx):
+    """(V, D), (B, T) -> (B, T*D): ``weight[idx]`` concatenated per row."""
+    idx = np.asarray(idx)
+    out = weight[idx].reshape(idx.shape[0], -1)
+    return out, (idx, weight.shape)
+
+
+def embedding_backward(dout, cache):
+    """Scatter-add of dout rows into a (V, D) table; repeated indices accumulate (np.add.at)."""
+    idx, wshape = cache
+    dweight = np.zeros(wshape, dtype=dout.dtype)
+    np.add.at(dweight, idx.reshape(-1), dout.reshape(idx.size, wshape[1]))
+    return dweight
+
+
+def linear_forward(x, w, b=None):
+    """(B, I) @ (I, O) + (O,) -> (B, O)."""
+    out = x @ w
+    if b is not None:
+        out = out + b
+    return out, (x, w, b is not None)
+
+
+def linear_backward(dout, cache):
+    x, w, has_bias = cache
+    return dout @ w.T, x.T @ dout, (dout.sum(0) if has_bias else None)
+
+
+def tanh_forward(x):
+    t = np.tanh(x)
+    return t, t
+
+
+def tanh_backward(dout, cache):
+    return dout * (1 - cache**2)
+
+
+def relu_forward(x):
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dout, cache):
+    return dout * (cache > 0)
+
+
+def leaky_relu_forward(x, negative_slope=0.01):
+    return np.where(x >= 0, x, negative_slope * x), (x, negative_slope)
+
+
+def leaky_relu_backward(dout, cache):
+    x, slope = cache
+    return np.where(x > 0, dout, slope * dout)
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    """Training mode: normalize by the biased variance; the cache carries the unbiased one."""
+    mean = x.mean(0)
+    var = x.var(0)                       # biased, / B
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean) * invstd
+    out = gamma * xhat + beta
+    var_unbiased = x.var(0, ddof=1)
+    return out, (xhat, gamma, invstd, mean, var_unbiased)
+
+
+def batchnorm_backward(dout, cache):
+    xhat, gamma, invstd, _, _ = cache
+    B = dout.shape[0]
+    dbeta = dout.sum(0)
+    dgamma = (dout * xhat).sum(0)
+    dx = gamma * invstd / B * (B * dout - dbeta - xhat * dgamma)
+    return dx, dgamma, dbeta
+
+
+def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    invstd = 1.0 / np.sqrt(running_var + eps)
+    xhat = (x - running_mean) * invstd
+    return gamma * xhat + beta, (xhat, gamma, invstd)
+
+
+def batchnorm_eval_backward(dout, cache):
+    xhat, gamma, invstd = cache
+    return dout * gamma * invstd, (dout * xhat).sum(0), dout.sum(0)
+
+
+def cross_entropy_forward(logits, target):
+    """Mean of ``logsumexp(l) - l[target]`` with the max subtracted first."""
+    target = np.asarray(target)
+    shifted = logits - logits.max(1, keepdims=True)
+    e = np.exp(shifted)
+    s = e.sum(1, keepdims=True)
+    probs = e / s
+    logp = shifted - np.log(s)
+    B = logits.shape[0]
+    loss = -logp[np.arange(B), target].mean()
+    return logits.dtype.type(loss), (probs, target)
+
+
+def cross_entropy_backward(dloss, cache):
+    probs, target = cache
+    B = probs.shape[0]
+    d = probs.copy()
+    d[np.arange(B), target] -= 1
+    return d * (dloss / B)
