@@ -14,7 +14,8 @@ except ImportError as e:  # pragma: no cover - only without a build
         "'pip install .' and run from outside the source folder, or build in place with "
         "'python setup.py build_ext --inplace'.") from e
 
-from . import ops  # noqa: E402
+from . import nn, ops, reference  # noqa: E402
+from .gradcheck import GradcheckError, gradcheck  # noqa: E402  (the function shadows the module)
 
 __version__ = "0.1.0"
-__all__ = ["ops"]
+__all__ = ["ops", "nn", "reference", "gradcheck", "GradcheckError"]

@@ -1,0 +1,511 @@
+"""The character-level names dataset of makemore (Karpathy, "Building makemore", parts 2-4).
+
+One name per line in ``names.txt`` (32,033 names, 228 KB). Each name becomes ``len(name) + 1``
+training examples: the ``block_size`` previous characters predict the next one, and the token
+``"."`` (id 0) both pads the context at the start of a name and marks its end::
+
+    emma, block_size 3:   ... -> e   ..e -> m   .em -> m   emm -> a   mma -> .
+
+Finding the file (``locate_names``): an explicit path, else ``$FASTBN_DATA``, else the user cache
+``$XDG_CACHE_HOME/fastbn/names.txt`` (default ``~/.cache/fastbn/names.txt``), else one download
+from ``NAMES_URL`` into that cache, checked against ``NAMES_SHA256`` before it is used.
+
+This module uses only the standard library and NumPy, so it imports without the compiled kernels.
+
+Shapes: N is the number of examples, T = ``block_size`` the context length.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import random
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt"
+NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
+TOKEN = "."  # start/end token, id 0
+ENV_VAR = "FASTBN_DATA"
+
+_CHUNK = 1 << 16
+
+
+class ChecksumError(ValueError):
+    """A file's SHA-256 is not the expected one."""
+
+
+class DownloadError(OSError):
+    """A download failed (network, HTTP status, or a truncated body)."""
+
+
+class DatasetUnavailableError(OSError):
+    """names.txt is neither given, nor cached, nor downloadable; the message says how to provide it."""
+
+
+# ----------------------------------------------------------------------------------------------
+# finding and downloading the file
+
+
+def cache_path() -> Path:
+    """Where the downloaded names.txt lives: ``$XDG_CACHE_HOME/fastbn/names.txt``.
+
+    ``XDG_CACHE_HOME`` defaults to ``~/.cache`` when unset or empty.
+    """
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "fastbn" / "names.txt"
+
+
+def sha256_file(path) -> str:
+    """Hex SHA-256 of the file at ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url, dest, sha256=NAMES_SHA256, timeout=30) -> Path:
+    """Download ``url`` to ``dest`` atomically, after checking its SHA-256.
+
+    The body is streamed into a temporary file next to ``dest`` (same folder, so the final
+    ``os.replace`` is an atomic rename), hashed on the way, and moved into place only if the hash
+    is ``sha256``. On any failure the temporary file is deleted: ``dest`` is never left holding a
+    partial or wrong file (an existing ``dest`` is untouched).
+
+    Parameters
+    ----------
+    url : str
+        Anything ``urllib.request.urlopen`` accepts (http, https, file).
+    dest : str or os.PathLike
+        Final path; its folder is created if needed.
+    sha256 : str or None
+        Expected hex digest (case-insensitive). ``None`` skips the check.
+    timeout : float
+        Seconds for the connection and for each read.
+
+    Returns
+    -------
+    Path
+        ``dest``.
+
+    Raises
+    ------
+    DownloadError
+        Network failure, HTTP error status, or fewer bytes than the Content-Length announced.
+    ChecksumError
+        The downloaded bytes hash to something other than ``sha256``.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        h = hashlib.sha256()
+        received = 0
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    expected_len = resp.headers.get("Content-Length")
+                    for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                        out.write(chunk)
+                        h.update(chunk)
+                        received += len(chunk)
+            except (OSError, http.client.HTTPException) as e:
+                # urllib.error.HTTPError/URLError, timeouts and resets are OSErrors.
+                raise DownloadError(f"could not download {url}: {_reason(e)}") from e
+        if expected_len is not None and received != int(expected_len):
+            raise DownloadError(
+                f"could not download {url}: got {received} bytes, "
+                f"the server announced {expected_len} (connection cut?)"
+            )
+        actual = h.hexdigest()
+        if sha256 is not None and actual != sha256.lower():
+            raise ChecksumError(
+                f"SHA-256 mismatch for {url}: expected {sha256.lower()}, got {actual} "
+                f"({received} bytes); the file was not saved"
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+_download = download  # locate_names has a parameter called ``download``
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError):
+        return str(e.reason)
+    return f"{type(e).__name__}: {e}"
+
+
+def _how_to_provide(cached: Path, url: str) -> str:
+    return (
+        "Provide names.txt in one of these ways:\n"
+        "  - pass its path: --data PATH (or path=... in Python)\n"
+        f"  - set the environment variable {ENV_VAR}=/path/to/names.txt\n"
+        f"  - place it at {cached}\n"
+        f"It can be downloaded from {url}"
+    )
+
+
+def locate_names(path=None, *, download=True, url=NAMES_URL) -> Path:
+    """Find names.txt, downloading it into the user cache if needed.
+
+    Lookup order:
+
+    1. ``path`` if given (it must exist);
+    2. the environment variable ``FASTBN_DATA`` if set and non-empty (it must exist);
+    3. the cache, ``$XDG_CACHE_HOME/fastbn/names.txt`` (default ``~/.cache/fastbn/names.txt``);
+    4. a download from ``url`` into the cache, verified against ``NAMES_SHA256`` (``download=True``).
+
+    Files from 1 and 2 are used as given (they may be any word list). A cached file is used as is,
+    but its SHA-256 is checked on every call (about 1 ms): on a mismatch a ``UserWarning`` says so
+    and how to re-download. It is not an error, since a file may have been placed there by hand.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        Explicit file, e.g. from the ``--data`` option.
+    download : bool
+        Whether step 4 may run.
+    url : str
+        Where to download from (a mirror of names.txt; the hash is always ``NAMES_SHA256``).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` or ``$FASTBN_DATA`` names a file that does not exist.
+    DatasetUnavailableError
+        Not cached, and downloading is disabled or failed (offline, HTTP error...).
+    ChecksumError
+        The downloaded file is not names.txt (nothing is saved).
+    """
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"names file not found: {p}")
+        return p
+    env = os.environ.get(ENV_VAR)
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"{ENV_VAR}={env} but there is no such file: {p}")
+        return p
+    cached = cache_path()
+    if cached.is_file():
+        actual = sha256_file(cached)
+        if actual != NAMES_SHA256:
+            warnings.warn(
+                f"{cached} is not the expected names.txt (SHA-256 {actual}, expected "
+                f"{NAMES_SHA256}); using it as is. Delete it to download it again.",
+                stacklevel=2,
+            )
+        return cached
+    if not download:
+        raise DatasetUnavailableError(
+            f"names.txt is not cached at {cached} and downloading is disabled.\n"
+            + _how_to_provide(cached, url)
+        )
+    try:
+        return _download(url, cached, sha256=NAMES_SHA256)
+    except DownloadError as e:
+        raise DatasetUnavailableError(
+            f"names.txt is not cached and the download failed ({e}).\n"
+            + _how_to_provide(cached, url)
+        ) from e
+
+
+# ----------------------------------------------------------------------------------------------
+# words and vocabulary
+
+
+def load_words(path, *, max_len=1000) -> list[str]:
+    """Read a word list: UTF-8 text, one word per line.
+
+    Each line is stripped of surrounding whitespace (so ``\\r\\n`` endings are fine) and blank
+    lines are skipped; a leading UTF-8 byte-order mark is ignored. Inner spaces are kept and become
+    vocabulary characters.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    max_len : int
+        Longest allowed word, in characters (a guard against feeding in the wrong file).
+
+    Returns
+    -------
+    list of str
+        The words in file order.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        The file is binary (NUL bytes) or not UTF-8, a word contains the token ``"."``, a word is
+        longer than ``max_len``, or there are no words. The message gives the path and line number.
+    """
+    path = Path(path)
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: NUL byte; this looks like a binary file, not a word list")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    words = []
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        word = raw.strip()
+        if not word:
+            continue
+        if TOKEN in word:
+            raise ValueError(
+                f"{path}:{lineno}: {word[:50]!r} contains {TOKEN!r}, which is reserved as the "
+                "start/end token"
+            )
+        if len(word) > max_len:
+            raise ValueError(
+                f"{path}:{lineno}: line of {len(word)} characters is longer than "
+                f"max_len={max_len} (is this really a word list?)"
+            )
+        words.append(word)
+    if not words:
+        raise ValueError(f"{path}: no words (the file is empty or blank)")
+    return words
+
+
+class Vocab:
+    """Character <-> id mapping. The token ``"."`` is id 0; the other characters follow.
+
+    ``Vocab.from_words`` sorts the characters (by code point), as the lecture does:
+    for names.txt, ``"."`` = 0, ``"a"`` = 1, ..., ``"z"`` = 26, size 27.
+
+    Attributes
+    ----------
+    itos : list of str
+        ``itos[i]`` is the character with id ``i``; ``itos[0] == "."``.
+    stoi : dict of str to int
+        The inverse of ``itos``.
+    size : int
+        Number of ids, ``len(itos)``.
+    """
+
+    def __init__(self, itos):
+        itos = list(itos)
+        if not itos or itos[0] != TOKEN:
+            raise ValueError(f"the first character must be the token {TOKEN!r}, got {itos[:1]}")
+        for ch in itos:
+            if not isinstance(ch, str) or len(ch) != 1:
+                raise ValueError(f"vocabulary entries must be single characters, got {ch!r}")
+        if len(set(itos)) != len(itos):
+            raise ValueError(f"duplicate characters in vocabulary {''.join(itos)!r}")
+        self.itos = itos
+        self.stoi = {ch: i for i, ch in enumerate(itos)}
+        self.size = len(itos)
+
+    @classmethod
+    def from_words(cls, words) -> Vocab:
+        """Vocabulary of every character in ``words``, sorted, after the token."""
+        chars = sorted(set("".join(words)))
+        if TOKEN in chars:
+            raise ValueError(f"words must not contain the token {TOKEN!r}")
+        return cls([TOKEN, *chars])
+
+    @classmethod
+    def from_chars(cls, chars) -> Vocab:
+        """Rebuild from ``chars`` (as saved from ``Vocab.chars``: the token first, then the rest)."""
+        return cls(chars)
+
+    @property
+    def chars(self) -> str:
+        """All characters in id order, token included, e.g. ``".abcdefghijklmnopqrstuvwxyz"``."""
+        return "".join(self.itos)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocab) and self.itos == other.itos
+
+    def __repr__(self) -> str:
+        return f"Vocab({self.chars!r})"
+
+    def encode(self, word) -> list[int]:
+        """Ids of the characters of ``word``. ``"."`` encodes to 0; unknown characters raise."""
+        try:
+            return [self.stoi[ch] for ch in word]
+        except KeyError as e:
+            raise ValueError(
+                f"character {e.args[0]!r} of {word!r} is not in the vocabulary {self.chars!r}"
+            ) from None
+
+    def decode(self, ids) -> str:
+        """Characters of ``ids``, one per id: 0 becomes ``"."`` (nothing is stripped or cut).
+
+        So ``decode([0, 0, 5])`` is ``"..e"`` (a context), and ``decode(encode(w)) == w``.
+        Strip the token yourself when turning a sample into a name.
+        """
+        out = []
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < self.size:
+                raise ValueError(f"id {i} is out of range for a vocabulary of size {self.size}")
+            out.append(self.itos[i])
+        return "".join(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# examples and splits
+
+
+def build_dataset(words, vocab, block_size=3):
+    """Next-character examples from ``words``, exactly as in the lecture.
+
+    Equivalent to (vectorized here, linear in the number of characters)::
+
+        for w in words:
+            context = [0] * block_size
+            for ch in w + ".":
+                ix = stoi[ch]
+                X.append(context); Y.append(ix)
+                context = context[1:] + [ix]
+
+    Parameters
+    ----------
+    words : list of str
+    vocab : Vocab
+        Must contain every character of ``words``.
+    block_size : int
+        T, the context length.
+
+    Returns
+    -------
+    X : ndarray of int64, shape (N, T)
+        Contexts, N = sum(len(w) + 1 for w in words).
+    Y : ndarray of int64, shape (N,)
+        The id that follows each context.
+    """
+    if int(block_size) != block_size or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    block_size = int(block_size)
+    words = list(words)
+    if not words:
+        return np.zeros((0, block_size), np.int64), np.zeros(0, np.int64)
+    # One stream, each word preceded by T tokens and followed by one: "...emma." "...olivia." ...
+    pad = TOKEN * block_size
+    stream = "".join(pad + w + TOKEN for w in words)
+    ids = _encode_array(stream, vocab)  # (L,)
+    # Targets are every position except the T padding tokens in front of each word.
+    lengths = np.array([len(w) + 1 for w in words], dtype=np.int64)
+    counts = np.empty(2 * len(words), dtype=np.int64)
+    counts[0::2] = block_size
+    counts[1::2] = lengths
+    is_target = np.repeat(np.tile([False, True], len(words)), counts)  # (L,)
+    pos = np.flatnonzero(is_target)  # (N,)
+    windows = sliding_window_view(ids, block_size)  # (L - T + 1, T), windows[s] = ids[s:s+T]
+    X = windows[pos - block_size]  # fancy indexing copies: (N, T)
+    Y = ids[pos]
+    return X, Y
+
+
+def _encode_array(text, vocab):
+    """Ids of the characters of ``text`` as an int64 array, via a sorted code-point table."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # (L,)
+    table = np.array([ord(ch) for ch in vocab.itos], dtype=np.uint32)
+    order = np.argsort(table)
+    k = np.searchsorted(table[order], codes)
+    k = np.minimum(k, len(table) - 1)
+    ids = order[k]
+    bad = table[ids] != codes
+    if bad.any():
+        ch = chr(int(codes[np.argmax(bad)]))
+        raise ValueError(f"character {ch!r} is not in the vocabulary {vocab.chars!r}")
+    return ids.astype(np.int64)
+
+
+def split_words(words, seed=42):
+    """Shuffle a copy of ``words`` and cut it 80% / 10% / 10%, as the lecture does.
+
+    The shuffle is ``random.Random(seed).shuffle``, which gives the same order as the lecture's
+    ``random.seed(42); random.shuffle(words)`` without touching the global random state. The input
+    list is not modified.
+
+    Returns
+    -------
+    train, dev, test : list of str
+        ``shuffled[:n1]``, ``shuffled[n1:n2]``, ``shuffled[n2:]`` with ``n1 = int(0.8 * n)`` and
+        ``n2 = int(0.9 * n)``.
+    """
+    shuffled = list(words)
+    random.Random(seed).shuffle(shuffled)
+    n1 = int(0.8 * len(shuffled))
+    n2 = int(0.9 * len(shuffled))
+    return shuffled[:n1], shuffled[n1:n2], shuffled[n2:]
+
+
+_SPLITS = {"train": "tr", "val": "dev", "dev": "dev", "test": "te"}
+
+
+@dataclass
+class Dataset:
+    """names.txt as ready-to-train arrays (see ``load_dataset``).
+
+    ``words`` are all words in file order; ``vocab`` is built from all of them. The splits are
+    int64 arrays: ``Xtr`` of shape (Ntr, T) and ``Ytr`` of shape (Ntr,), likewise ``dev`` and
+    ``te``.
+    """
+
+    path: Path
+    words: list
+    vocab: Vocab
+    block_size: int
+    Xtr: np.ndarray
+    Ytr: np.ndarray
+    Xdev: np.ndarray
+    Ydev: np.ndarray
+    Xte: np.ndarray
+    Yte: np.ndarray
+
+    def split(self, name):
+        """``(X, Y)`` of ``"train"``, ``"val"`` (same as ``"dev"``), ``"dev"`` or ``"test"``."""
+        try:
+            suffix = _SPLITS[name]
+        except KeyError:
+            raise ValueError(f"unknown split {name!r}; expected one of {list(_SPLITS)}") from None
+        return getattr(self, "X" + suffix), getattr(self, "Y" + suffix)
+
+
+def load_dataset(path=None, block_size=3, *, download=True) -> Dataset:
+    """Locate, read, split and encode names.txt; the lecture's setup in one call.
+
+    ``path`` and ``download`` are as in ``locate_names``. The vocabulary comes from all words,
+    before the split (``split_words`` with seed 42). For names.txt at ``block_size=3`` the splits
+    have 182,625 / 22,655 / 22,866 examples.
+    """
+    p = locate_names(path, download=download)
+    words = load_words(p)
+    vocab = Vocab.from_words(words)
+    train, dev, test = split_words(words)
+    Xtr, Ytr = build_dataset(train, vocab, block_size)
+    Xdev, Ydev = build_dataset(dev, vocab, block_size)
+    Xte, Yte = build_dataset(test, vocab, block_size)
+    return Dataset(p, words, vocab, block_size, Xtr, Ytr, Xdev, Ydev, Xte, Yte)
