@@ -5,17 +5,17 @@
 import argparse
 import sys
 
-from . import gradcheck as _gc
+from .gradcheck import gradcheck, standard_checks
 
 
 def _cmd_gradcheck(args):
-    checks = _gc.standard_checks(seed=args.seed)
+    checks = standard_checks(seed=args.seed)
     header = f"{'op':<18} {'input':<9} {'checked':>9} {'max abs err':>12} {'max rel err':>12}  result"
     print(header)
     print("-" * len(header))
     failed = 0
     for label, fn, inputs in checks:
-        report = _gc.gradcheck(fn, inputs, eps=args.eps, atol=args.atol, rtol=args.rtol,
+        report = gradcheck(fn, inputs, eps=args.eps, atol=args.atol, rtol=args.rtol,
                                seed=args.seed, raise_exception=False)
         for row in report.rows:
             failed += not row.passed

@@ -1,0 +1,150 @@
+"""fastbn.nn layers: the interface, modes, running statistics and agreement with fastbn.ops."""
+import numpy as np
+import pytest
+
+from fastbn import gradcheck, nn, ops
+
+
+def stack(dtype=np.float64, seed=0):
+    g = np.random.default_rng(seed)
+    return nn.Sequential(nn.Embedding(11, 4, dtype=dtype, generator=g),
+                         nn.Linear(12, 16, bias=False, dtype=dtype, generator=g),
+                         nn.BatchNorm1d(16, dtype=dtype), nn.Tanh(),
+                         nn.Linear(16, 11, dtype=dtype, generator=g))
+
+
+def test_parameters_and_grads_are_aligned():
+    net = stack()
+    names = [n for n, _ in net.named_parameters()]
+    assert names == ["0.weight", "1.weight", "2.gamma", "2.beta", "4.weight", "4.bias"]
+    assert [p.shape for p in net.parameters()] == [g.shape for g in net.grads()]
+    assert sum(p.size for p in net.parameters()) == 11 * 4 + 12 * 16 + 2 * 16 + 16 * 11 + 11
+
+
+def test_seeded_generator_reproduces_weights():
+    a, b, c = stack(seed=1), stack(seed=1), stack(seed=2)
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p, q)
+    assert not np.array_equal(a[0].weight, c[0].weight)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_respected(dtype):
+    net = stack(dtype)
+    assert all(p.dtype == dtype for p in net.parameters())
+    out = net(np.zeros((4, 3), dtype=np.int64))
+    assert out.dtype == dtype
+
+
+def test_linear_init_matches_the_lecture():
+    lin = nn.Linear(400, 300, generator=0, dtype=np.float64)
+    assert lin.weight.shape == (400, 300)
+    assert lin.weight.std() == pytest.approx(1 / np.sqrt(400), rel=0.02)
+    np.testing.assert_array_equal(lin.bias, 0)
+    assert nn.Linear(3, 2, bias=False).bias is None
+
+
+def test_sequential_backward_equals_the_ops_chain(rng):
+    net = stack()
+    X = rng.integers(0, 11, (8, 3))
+    Y = rng.integers(0, 11, 8)
+    loss, c = ops.cross_entropy_forward(net(X), Y)
+    dx = net.backward(ops.cross_entropy_backward(1.0, c))
+    assert dx is None                                      # indices have no gradient
+    C, W1, gamma, beta, W2, b2 = net.parameters()
+    from fastbn.gradcheck import mlp_stack
+    loss2, backward = mlp_stack(C, W1, gamma, beta, W2, b2, X, Y)
+    assert loss == loss2
+    for got, want in zip(net.grads(), backward(1.0)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_layer_gradients_pass_gradcheck(rng):
+    """Every layer's backward through the object API, against finite differences."""
+    X = rng.integers(0, 11, (8, 3))
+    Y = rng.integers(0, 11, 8)
+
+    def fn(*params):
+        net = stack()
+        for p, v in zip(net.parameters(), params):
+            p[...] = v
+        loss, c = ops.cross_entropy_forward(net(X), Y)
+
+        def backward(dloss):
+            net.backward(ops.cross_entropy_backward(dloss, c))
+            return tuple(g.copy() for g in net.grads())
+        return loss, backward
+
+    assert gradcheck(fn, [p.copy() for p in stack().parameters()]).passed
+
+
+def test_batchnorm_running_statistics_update(rng):
+    bn = nn.BatchNorm1d(3, momentum=0.25, dtype=np.float64)
+    x = rng.standard_normal((10, 3)) * 2 + 5
+    bn(x)
+    np.testing.assert_allclose(bn.running_mean, 0.75 * 0 + 0.25 * x.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(bn.running_var, 0.75 * 1 + 0.25 * x.var(0, ddof=1), rtol=1e-14)
+
+
+def test_batchnorm_eval_uses_and_keeps_running_statistics(rng):
+    bn = nn.BatchNorm1d(3, dtype=np.float64)
+    bn.running_mean[:] = [1, 2, 3]
+    bn.running_var[:] = [4, 1, 0.25]
+    bn.eval()
+    x = rng.standard_normal((1, 3))                        # one row is fine in eval mode
+    out = bn(x)
+    np.testing.assert_allclose(out, (x - [1, 2, 3]) / np.sqrt(np.array([4, 1, 0.25]) + 1e-5))
+    np.testing.assert_array_equal(bn.running_mean, [1, 2, 3])
+    dx = bn.backward(np.ones((1, 3)))
+    np.testing.assert_allclose(dx[0], 1 / np.sqrt(np.array([4, 1, 0.25]) + 1e-5))
+    bn.train()
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn(x)
+
+
+def test_train_eval_propagate_through_sequential():
+    net = stack()
+    net.eval()
+    assert not net[2].training
+    net.train()
+    assert net[2].training
+
+
+def test_out_is_kept_for_diagnostics(rng):
+    net = stack()
+    net(rng.integers(0, 11, (5, 3)))
+    np.testing.assert_allclose(net[3].out, np.tanh(net[2].out), rtol=1e-15, atol=1e-16)
+    assert net.out.shape == (5, 11)
+
+
+def test_grads_are_written_in_place_and_zero_grad(rng):
+    net = stack()
+    grads = net.grads()
+    loss, c = ops.cross_entropy_forward(net(rng.integers(0, 11, (6, 3))), rng.integers(0, 11, 6))
+    net.backward(ops.cross_entropy_backward(1.0, c))
+    assert any(np.abs(g).sum() > 0 for g in grads)         # the list taken before backward
+    net.zero_grad()
+    assert all(np.all(g == 0) for g in net.grads())
+
+
+def test_activation_layers(rng):
+    x = rng.standard_normal((4, 5))
+    for layer, f in [(nn.ReLU(), lambda v: np.maximum(v, 0)),
+                     (nn.LeakyReLU(0.2), lambda v: np.where(v >= 0, v, 0.2 * v)),
+                     (nn.Tanh(), np.tanh)]:
+        np.testing.assert_allclose(layer(x), f(x), rtol=1e-15)
+        assert layer.backward(np.ones_like(x)).shape == x.shape
+        assert layer.parameters() == [] and layer.grads() == []
+
+
+@pytest.mark.parametrize("make,exc", [
+    (lambda: nn.BatchNorm1d(3, momentum=1.5), ValueError),
+    (lambda: nn.BatchNorm1d(3, eps=-1), ValueError),
+    (lambda: nn.Linear(0, 3), ValueError),
+    (lambda: nn.Embedding(3, 2, dtype=np.int32), TypeError),
+    (lambda: nn.Tanh().backward(np.ones(3)), RuntimeError),
+    (lambda: nn.Sequential(nn.Tanh(), np.tanh), TypeError),
+])
+def test_bad_construction_raises(make, exc):
+    with pytest.raises(exc):
+        make()

@@ -1,0 +1,186 @@
+"""Every output and gradient of fastbn.ops and fastbn.nn against PyTorch autograd.
+
+float64 must agree to 1e-10 relative, float32 to ~1e-5. Skipped (with the reason) without torch.
+"""
+import numpy as np
+import pytest
+
+from fastbn import nn, ops
+
+F64 = dict(rtol=1e-10, atol=1e-12)
+F32 = dict(rtol=1e-5, atol=1e-6)
+DTYPES = [np.float64, np.float32]
+
+
+def tol(dtype):
+    return F64 if dtype == np.float64 else F32
+
+
+def leaf(torch, a):
+    return torch.tensor(a, requires_grad=True)
+
+
+def check(got, want, dtype, scale=None):
+    want = want.detach().numpy()
+    assert np.asarray(got).dtype == np.dtype(dtype)
+    t = dict(tol(dtype))
+    if scale is not None:                  # for gradients that are sums of cancelling terms
+        t["atol"] = t["rtol"] * scale
+    np.testing.assert_allclose(got, want, **t)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_embedding(torch, rng, dtype):
+    w = rng.standard_normal((27, 10)).astype(dtype)
+    idx = rng.integers(0, 6, (32, 3))                     # few rows: many repeats
+    out, c = ops.embedding_forward(w, idx)
+    tw = leaf(torch, w)
+    tout = tw[torch.tensor(idx)].view(32, -1)
+    check(out, tout, dtype)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    tout.backward(torch.tensor(dout))
+    check(ops.embedding_backward(dout, c), tw.grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear(torch, rng, dtype, bias):
+    x = rng.standard_normal((32, 30)).astype(dtype)
+    w = rng.standard_normal((30, 200)).astype(dtype)
+    b = rng.standard_normal(200).astype(dtype) if bias else None
+    out, c = ops.linear_forward(x, w, b)
+    tx, tw = leaf(torch, x), leaf(torch, w)
+    tb = leaf(torch, b) if bias else None
+    tout = tx @ tw + (tb if bias else 0)
+    # a dot product's rounding error scales with the sum of |terms|, not with its result
+    ax, aw = np.abs(x), np.abs(w)
+    check(out, tout, dtype, scale=(ax @ aw).max())
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    tout.backward(torch.tensor(dout))
+    dx, dw, db = ops.linear_backward(dout, c)
+    check(dx, tx.grad, dtype, scale=(np.abs(dout) @ aw.T).max())
+    check(dw, tw.grad, dtype, scale=(ax.T @ np.abs(dout)).max())
+    if bias:
+        check(db, tb.grad, dtype)
+    else:
+        assert db is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["tanh", "relu", "leaky_relu"])
+def test_elementwise(torch, rng, dtype, name):
+    x = (2 * rng.standard_normal((32, 200))).astype(dtype)
+    x[0, :3] = 0                                            # the kink: torch's convention
+    tx = leaf(torch, x)
+    fwd, bwd = getattr(ops, name + "_forward"), getattr(ops, name + "_backward")
+    args, tf = {
+        "tanh": ((), torch.tanh),
+        "relu": ((), torch.relu),
+        "leaky_relu": ((0.2,), lambda t: torch.nn.functional.leaky_relu(t, 0.2)),
+    }[name]
+    out, c = fwd(x, *args)
+    tout = tf(tx)
+    check(out, tout, dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    tout.backward(torch.tensor(dout))
+    check(bwd(dout, c), tx.grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,D", [(2, 5), (32, 200), (256, 27)])
+def test_batchnorm_training(torch, rng, dtype, B, D):
+    x = (rng.standard_normal((B, D)) * 2 + 3).astype(dtype)
+    g = rng.uniform(0.5, 1.5, D).astype(dtype)
+    b = rng.standard_normal(D).astype(dtype)
+    out, c = ops.batchnorm_forward(x, g, b, 1e-5)
+    tx, tg, tb = leaf(torch, x), leaf(torch, g), leaf(torch, b)
+    rm, rv = torch.zeros(D, dtype=tx.dtype), torch.zeros(D, dtype=tx.dtype)
+    tout = torch.nn.functional.batch_norm(tx, rm, rv, tg, tb, training=True, momentum=1.0,
+                                          eps=1e-5)
+    check(out, tout, dtype)
+    check(c.mean, rm, dtype)               # momentum 1: running stats = this batch's stats,
+    check(c.var, rv, dtype)                # torch stores the unbiased variance
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    tout.backward(torch.tensor(dout))
+    dx, dg, db = ops.batchnorm_backward(dout, c)
+    check(dx, tx.grad, dtype, scale=np.abs(dout * g * c.invstd).max())
+    check(dg, tg.grad, dtype, scale=np.abs(dout).sum(0).max())
+    check(db, tb.grad, dtype, scale=np.abs(dout).sum(0).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_eval(torch, rng, dtype):
+    D = 20
+    x = rng.standard_normal((16, D)).astype(dtype)
+    g, b, m = (rng.standard_normal(D).astype(dtype) for _ in range(3))
+    v = rng.uniform(0.2, 2, D).astype(dtype)
+    out, c = ops.batchnorm_eval_forward(x, g, b, m, v, 1e-5)
+    tx, tg, tb = leaf(torch, x), leaf(torch, g), leaf(torch, b)
+    tout = torch.nn.functional.batch_norm(tx, torch.tensor(m), torch.tensor(v), tg, tb,
+                                          training=False, eps=1e-5)
+    check(out, tout, dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    tout.backward(torch.tensor(dout))
+    for got, want in zip(ops.batchnorm_eval_backward(dout, c), (tx.grad, tg.grad, tb.grad)):
+        check(got, want, dtype, scale=np.abs(dout).sum(0).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
+def test_cross_entropy(torch, rng, dtype, scale):
+    logits = (scale * rng.standard_normal((32, 27))).astype(dtype)
+    t = rng.integers(0, 27, 32)
+    loss, c = ops.cross_entropy_forward(logits, t)
+    tl = leaf(torch, logits)
+    tloss = torch.nn.functional.cross_entropy(tl, torch.tensor(t))
+    check(loss, tloss, dtype)
+    tloss.backward(torch.tensor(0.7, dtype=tl.dtype))
+    check(ops.cross_entropy_backward(0.7, c), tl.grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm1d_running_statistics_follow_torch(torch, rng, dtype):
+    D = 12
+    ours = nn.BatchNorm1d(D, momentum=0.1, dtype=dtype)
+    theirs = torch.nn.BatchNorm1d(D, momentum=0.1, dtype=torch.float64 if dtype == np.float64
+                                  else torch.float32)
+    for _ in range(5):
+        x = (rng.standard_normal((8, D)) * 3 + 1).astype(dtype)
+        check(ours(x), theirs(torch.tensor(x)), dtype)
+    check(ours.running_mean, theirs.running_mean, dtype)
+    check(ours.running_var, theirs.running_var, dtype)
+    ours.eval()
+    theirs.eval()
+    x = rng.standard_normal((4, D)).astype(dtype)
+    check(ours(x), theirs(torch.tensor(x)), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_whole_bn_mlp_step(torch, rng, dtype):
+    """Embedding -> Linear -> BatchNorm -> tanh -> Linear -> cross-entropy, layer API vs torch."""
+    V, D, T, H, B = 27, 10, 3, 200, 32
+    g = np.random.default_rng(0)
+    emb = nn.Embedding(V, D, dtype=dtype, generator=g)
+    l1 = nn.Linear(T * D, H, bias=False, dtype=dtype, generator=g)
+    bn = nn.BatchNorm1d(H, dtype=dtype)
+    act = nn.Tanh()
+    l2 = nn.Linear(H, V, dtype=dtype, generator=g)
+    net = nn.Sequential(emb, l1, bn, act, l2)
+    X = rng.integers(0, V, (B, T))
+    Y = rng.integers(0, V, B)
+    logits = net(X)
+    loss, c = ops.cross_entropy_forward(logits, Y)
+    net.backward(ops.cross_entropy_backward(1.0, c))
+
+    tparams = [leaf(torch, p) for p in net.parameters()]
+    C, W1, gamma, beta, W2, b2 = tparams
+    h = C[torch.tensor(X)].view(B, -1) @ W1
+    h = torch.nn.functional.batch_norm(h, None, None, gamma, beta, training=True)
+    tlogits = torch.tanh(h) @ W2 + b2
+    tloss = torch.nn.functional.cross_entropy(tlogits, torch.tensor(Y))
+    tloss.backward()
+    check(loss, tloss, dtype)
+    for (name, _), grad, tp in zip(net.named_parameters(), net.grads(), tparams):
+        np.testing.assert_allclose(grad, tp.grad.numpy(),
+                                   **(F64 if dtype == np.float64 else dict(rtol=1e-4, atol=1e-6)),
+                                   err_msg=name)
