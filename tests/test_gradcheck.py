@@ -83,8 +83,9 @@ def test_cli_exits_1_on_a_broken_op(monkeypatch, capsys):
     assert "FAIL" in out and "FAILED" in out
 
 
-def test_console_entry_point_runs():
+def test_console_entry_point_runs(tmp_path):
+    # run outside the source tree, so the installed package is the one imported
     r = subprocess.run([sys.executable, "-m", "fastbn", "gradcheck"], capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "all pass" in r.stdout
