@@ -16,7 +16,7 @@ accumulate in double whatever the dtype.
 """
 from cython cimport floating
 from libc.math cimport exp, expf, log, sqrt, tanh, tanhf
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -344,3 +344,171 @@ def cross_entropy_backward(double dloss,
             for c in range(C):
                 dlogits[i, c] = <floating>(scale * probs[i, c])
             dlogits[i, target[i]] -= <floating>scale
+
+
+# ----------------------------------------------------------------------------------------------
+# the fused BN-MLP training step and loop (csrc/fused.c); fastbn/fused.py builds and checks it
+
+cdef extern from "fused.h" nogil:
+    enum: FB_MAX_LAYERS
+    ctypedef void (*fb_sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*, float*,
+                                int*, float*, float*, int*)
+    ctypedef void (*fb_dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*,
+                                double*, int*, double*, double*, int*)
+    ctypedef struct fb_net:
+        int B, T, D, V, L
+        int H[FB_MAX_LAYERS]
+        double momentum, eps
+        fb_sgemm_t sgemm
+        fb_dgemm_t dgemm
+        void *C
+        void *dC
+        void *W[FB_MAX_LAYERS]
+        void *dW[FB_MAX_LAYERS]
+        void *gamma[FB_MAX_LAYERS]
+        void *dgamma[FB_MAX_LAYERS]
+        void *beta[FB_MAX_LAYERS]
+        void *dbeta[FB_MAX_LAYERS]
+        void *rmean[FB_MAX_LAYERS]
+        void *rvar[FB_MAX_LAYERS]
+        void *Wout
+        void *dWout
+        void *bout
+        void *dbout
+        void *x0
+        void *hpre[FB_MAX_LAYERS]
+        void *xhat[FB_MAX_LAYERS]
+        void *h[FB_MAX_LAYERS]
+        void *mean[FB_MAX_LAYERS]
+        void *invstd[FB_MAX_LAYERS]
+        void *var[FB_MAX_LAYERS]
+        void *logits
+        void *dh
+        double *acc1
+        double *acc2
+        int64_t *rows
+        int64_t *ctx
+        int64_t *tgt
+    void fb_pcg32_seed(uint64_t *state, uint64_t seed)
+    void fb_draw_rows(uint64_t *state, int64_t n, int64_t B, int64_t *rows)
+    double fb_step_f32(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
+                       float lr)
+    double fb_step_f64(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
+                       double lr)
+    double fb_loss_f32(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
+                       int training)
+    double fb_loss_f64(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
+                       int training)
+    int64_t fb_train_f32(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n,
+                         int64_t steps, float lr, uint64_t *rng, float *losses)
+    int64_t fb_train_f64(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n,
+                         int64_t steps, double lr, uint64_t *rng, float *losses)
+    void fb_tanh_f32_array(const float *x, float *out, int64_t n)
+    void fb_exp_f32_array(const float *x, float *out, int64_t n)
+
+
+MAX_LAYERS = FB_MAX_LAYERS
+
+
+cdef inline void* _ptr(object a):
+    return <void*><size_t>a.__array_interface__["data"][0]
+
+
+def pcg32_seed(uint64_t[::1] state, uint64_t seed):
+    """Seed a PCG32 state (2,) uint64 array."""
+    fb_pcg32_seed(&state[0], seed)
+
+
+def draw_rows(uint64_t[::1] state, int64_t n, int64_t[::1] rows):
+    """Fill rows (B,) with uniform draws from [0, n), advancing the PCG32 state."""
+    with nogil:
+        fb_draw_rows(&state[0], n, rows.shape[0], &rows[0])
+
+
+def fast_tanh_f32(const float[::1] x, float[::1] out):
+    """The fused step's vectorizable float32 tanh (tests compare it with libm)."""
+    with nogil:
+        fb_tanh_f32_array(&x[0], &out[0], x.shape[0])
+
+
+def fast_exp_f32(const float[::1] x, float[::1] out):
+    """The fused step's vectorizable float32 exp (tests compare it with libm)."""
+    with nogil:
+        fb_exp_f32_array(&x[0], &out[0], x.shape[0])
+
+
+cdef class FusedNet:
+    """Pointers to the arrays of one BN-MLP and its workspaces; see fastbn/fused.py.
+
+    ``arrays`` maps the fb_net field names to NumPy arrays (lists for per-layer fields), all
+    validated and kept alive by the caller and by this object (``self.refs``).
+    """
+    cdef fb_net net
+    cdef bint f64
+    cdef public object refs
+
+    def __init__(self, dict arrays, int B, int T, int D, int V, list H, double momentum,
+                 double eps, bint f64):
+        cdef int l
+        self.refs = arrays
+        self.f64 = f64
+        self.net.B, self.net.T, self.net.D, self.net.V = B, T, D, V
+        self.net.L = len(H)
+        for l in range(self.net.L):
+            self.net.H[l] = H[l]
+        self.net.momentum, self.net.eps = momentum, eps
+        self.net.sgemm = <fb_sgemm_t>sgemm
+        self.net.dgemm = <fb_dgemm_t>dgemm
+        self.net.C, self.net.dC = _ptr(arrays["C"]), _ptr(arrays["dC"])
+        self.net.Wout, self.net.dWout = _ptr(arrays["Wout"]), _ptr(arrays["dWout"])
+        self.net.bout, self.net.dbout = _ptr(arrays["bout"]), _ptr(arrays["dbout"])
+        self.net.x0, self.net.logits = _ptr(arrays["x0"]), _ptr(arrays["logits"])
+        self.net.dh = _ptr(arrays["dh"])
+        self.net.acc1, self.net.acc2 = <double*>_ptr(arrays["acc1"]), <double*>_ptr(arrays["acc2"])
+        self.net.rows = <int64_t*>_ptr(arrays["rows"])
+        self.net.ctx = <int64_t*>_ptr(arrays["ctx"])
+        self.net.tgt = <int64_t*>_ptr(arrays["tgt"])
+        for l in range(self.net.L):
+            self.net.W[l], self.net.dW[l] = _ptr(arrays["W"][l]), _ptr(arrays["dW"][l])
+            self.net.gamma[l] = _ptr(arrays["gamma"][l])
+            self.net.dgamma[l] = _ptr(arrays["dgamma"][l])
+            self.net.beta[l], self.net.dbeta[l] = _ptr(arrays["beta"][l]), _ptr(arrays["dbeta"][l])
+            self.net.rmean[l], self.net.rvar[l] = _ptr(arrays["rmean"][l]), _ptr(arrays["rvar"][l])
+            self.net.hpre[l], self.net.xhat[l] = _ptr(arrays["hpre"][l]), _ptr(arrays["xhat"][l])
+            self.net.h[l], self.net.mean[l] = _ptr(arrays["h"][l]), _ptr(arrays["mean"][l])
+            self.net.invstd[l], self.net.var[l] = _ptr(arrays["invstd"][l]), _ptr(arrays["var"][l])
+
+    def step(self, const int64_t[:, ::1] X, const int64_t[::1] Y, const int64_t[::1] rows,
+             double lr):
+        """One training step on X[rows], Y[rows]; returns the loss before the update."""
+        cdef double loss
+        with nogil:
+            if self.f64:
+                loss = fb_step_f64(&self.net, &X[0, 0], &Y[0], &rows[0], lr)
+            else:
+                loss = fb_step_f32(&self.net, &X[0, 0], &Y[0], &rows[0], <float>lr)
+        return loss
+
+    def loss(self, const int64_t[:, ::1] X, const int64_t[::1] Y, const int64_t[::1] rows,
+             bint training):
+        """The loss on X[rows], Y[rows] without any update (eval mode: running statistics)."""
+        cdef double loss
+        with nogil:
+            if self.f64:
+                loss = fb_loss_f64(&self.net, &X[0, 0], &Y[0], &rows[0], training)
+            else:
+                loss = fb_loss_f32(&self.net, &X[0, 0], &Y[0], &rows[0], training)
+        return loss
+
+    def train(self, const int64_t[:, ::1] X, const int64_t[::1] Y, int64_t steps, double lr,
+              uint64_t[::1] rng, float[::1] losses):
+        """steps steps on rows drawn from [0, len(X)); returns the number of steps applied."""
+        cdef int64_t done, n = X.shape[0]
+        with nogil:
+            if self.f64:
+                done = fb_train_f64(&self.net, &X[0, 0], &Y[0], n, steps, lr, &rng[0],
+                                    &losses[0])
+            else:
+                done = fb_train_f32(&self.net, &X[0, 0], &Y[0], n, steps, <float>lr, &rng[0],
+                                    &losses[0])
+        return done

@@ -1,0 +1,127 @@
+/* The fused training step: shared pieces, then the float and double instances of
+ * fused_impl.h. See fused.h for the model, the shapes and the contract. */
+#include <math.h>
+#include <string.h>
+
+#include "fused.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * PCG32 (pcg-random.org, "pcg32_random_r"): state[0] the state, state[1] the stream (odd). */
+
+uint32_t fb_pcg32(uint64_t *state) {
+    uint64_t old = state[0];
+    state[0] = old * 6364136223846793005ULL + state[1];
+    uint32_t xorshifted = (uint32_t)(((old >> 18u) ^ old) >> 27u);
+    uint32_t rot = (uint32_t)(old >> 59u);
+    return (xorshifted >> rot) | (xorshifted << ((-rot) & 31));
+}
+
+void fb_pcg32_seed(uint64_t *state, uint64_t seed) {
+    state[0] = 0u;
+    state[1] = (0xda3e39cb94b95bdbULL << 1u) | 1u;
+    fb_pcg32(state);
+    state[0] += seed;
+    fb_pcg32(state);
+}
+
+/* A uniform integer in [0, n), n < 2^32, without modulo bias (Lemire 2019). */
+static inline uint32_t fb_bounded(uint64_t *state, uint32_t n) {
+    uint64_t m = (uint64_t)fb_pcg32(state) * n;
+    uint32_t low = (uint32_t)m;
+    if (low < n) {
+        uint32_t threshold = (uint32_t)(-n) % n;
+        while (low < threshold) {
+            m = (uint64_t)fb_pcg32(state) * n;
+            low = (uint32_t)m;
+        }
+    }
+    return (uint32_t)(m >> 32);
+}
+
+void fb_draw_rows(uint64_t *state, int64_t n, int64_t B, int64_t *rows) {
+    for (int64_t b = 0; b < B; b++) rows[b] = (int64_t)fb_bounded(state, (uint32_t)n);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Vectorizable float32 tanh and exp: branch-free arithmetic that gcc turns into SIMD loops.
+ * Clamps are written as ternaries in the form of the min/max instructions, so NaN passes
+ * through to the result instead of being clamped. */
+
+/* tanh(x) = x P(x^2) / Q(x^2), degree 13/6, |x| clamped at 7.9053 where tanh rounds to 1 in
+ * float32 (the rational form Eigen uses for float). Max error a few ulp. */
+static inline float fb_tanhf(float x) {
+    const float lim = 7.90531110763549805f;
+    x = x > lim ? lim : x;
+    x = x < -lim ? -lim : x;
+    const float x2 = x * x;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 - 8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    p = p * x;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return p / q;
+}
+
+/* exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 (in two parts), exp(r) by the
+ * Cephes degree-7 polynomial; 2^n assembled in the exponent bits. Max error ~1 ulp. */
+static inline float fb_expf(float x) {
+    x = x > 88.0f ? 88.0f : x;                        /* keeps n <= 127: a finite 2^n */
+    x = x < -87.3365447505531f ? -87.3365447505531f : x;
+    const float shifter = 12582912.0f;                 /* 1.5 * 2^23: rounds to nearest int */
+    float n = (x * 1.44269504088896341f + shifter) - shifter;
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500E-4f;
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    float y = p * r * r + r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &e, sizeof s);
+    return y * s;
+}
+
+void fb_tanh_f32_array(const float *x, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = fb_tanhf(x[i]);
+}
+
+void fb_exp_f32_array(const float *x, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = fb_expf(x[i]);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * the two instances */
+
+#define REAL float
+#define SFX(name) name##_f32
+#define GEMM_FN sgemm
+#define TANH fb_tanhf
+#define EXP fb_expf
+#include "fused_impl.h"
+#undef REAL
+#undef SFX
+#undef GEMM_FN
+#undef TANH
+#undef EXP
+
+#define REAL double
+#define SFX(name) name##_f64
+#define GEMM_FN dgemm
+#define TANH tanh
+#define EXP exp
+#include "fused_impl.h"
+#undef REAL
+#undef SFX
+#undef GEMM_FN
+#undef TANH
+#undef EXP

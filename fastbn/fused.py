@@ -1,0 +1,224 @@
+"""The fused training step and the compiled training loop of the BN-MLP.
+
+``FusedTrainer(model, batch_size)`` binds a :class:`fastbn.CharMLP` to the C implementation in
+``csrc/fused.c``: one call runs forward, backward, the SGD update and the running-statistics update
+of a minibatch with the GIL released (``step``), or many steps, drawing minibatches with a seeded
+PCG32 generator, without returning to Python (``run``). It computes what the per-layer path
+(``CharMLP.train_step``) computes, in the same order; float32 tanh and exp use vectorizable
+approximations within a few ulp of libm, so the two paths agree to float tolerance, not bit for bit.
+
+The trainer works on the model's own arrays (parameters, gradients, running statistics), so the
+model always holds the current state and can be evaluated, sampled or saved between calls.
+Workspaces are allocated once, for one batch size. Supported models: batch norm on, tanh, no final
+batch norm, any number of hidden layers up to ``MAX_LAYERS`` (the default model is one);
+:func:`supports` says why another model is not.
+
+Minibatch rows come from :class:`BatchSampler` (PCG32, unbiased bounded integers), which the
+per-layer training path uses too, so both paths see the same minibatches for the same seed.
+"""
+import numpy as np
+
+from . import _kernels as K
+from . import nn
+
+__all__ = ["FusedTrainer", "BatchSampler", "supports", "MAX_LAYERS"]
+
+MAX_LAYERS = K.MAX_LAYERS
+
+
+class BatchSampler:
+    """Seeded minibatch rows: PCG32 in compiled code, uniform over [0, n), with replacement.
+
+    ``state`` (2,) uint64 is the whole generator state: copy it to checkpoint, assign it to resume.
+    """
+
+    def __init__(self, seed=0):
+        seed = int(seed)
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        self.state = np.zeros(2, dtype=np.uint64)
+        K.pcg32_seed(self.state, np.uint64(seed))
+
+    def draw(self, n, batch_size, out=None):
+        """``batch_size`` rows from [0, n) as int64 (into ``out`` when given)."""
+        if not 0 < n < 2**32:
+            raise ValueError(f"n must be in [1, 2**32), got {n}")
+        if out is None:
+            out = np.empty(batch_size, dtype=np.int64)
+        K.draw_rows(self.state, int(n), out)
+        return out
+
+
+def supports(model):
+    """``(True, "")`` when the fused path can train ``model``, else ``(False, reason)``."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or not hasattr(model, "layers"):
+        return False, "not a fastbn.CharMLP"
+    if not cfg["batchnorm"]:
+        return False, "the fused step needs batch norm (batchnorm=True)"
+    if cfg["activation"] != "tanh":
+        return False, f"the fused step is written for tanh, not {cfg['activation']}"
+    if cfg["final_bn"]:
+        return False, "the fused step has no final batch norm on the logits"
+    if cfg["n_layers"] > MAX_LAYERS:
+        return False, f"the fused step takes at most {MAX_LAYERS} hidden layers"
+    return True, ""
+
+
+def _model_arrays(model):
+    """The model's arrays in the fused step's terms, after checking the layer structure."""
+    layers = model.layers
+    L = model.config["n_layers"]
+    emb, out = layers[0], layers[-1]
+    blocks = [layers[1 + 3 * i: 4 + 3 * i] for i in range(L)]
+    ok = (isinstance(emb, nn.Embedding) and isinstance(out, nn.Linear) and out.bias is not None
+          and len(layers) == 2 + 3 * L
+          and all(isinstance(a, nn.Linear) and a.bias is None and isinstance(b, nn.BatchNorm1d)
+                  and isinstance(c, nn.Tanh) for a, b, c in blocks))
+    if not ok:
+        raise ValueError("the model's layers are not Embedding, [Linear(no bias), BatchNorm1d, "
+                         "Tanh] x n_layers, Linear")
+    a = {"C": emb.weight, "dC": emb.dweight, "Wout": out.weight, "dWout": out.dweight,
+         "bout": out.bias, "dbout": out.dbias}
+    for key, get in [("W", lambda b: b[0].weight), ("dW", lambda b: b[0].dweight),
+                     ("gamma", lambda b: b[1].gamma), ("dgamma", lambda b: b[1].dgamma),
+                     ("beta", lambda b: b[1].beta), ("dbeta", lambda b: b[1].dbeta),
+                     ("rmean", lambda b: b[1].running_mean), ("rvar", lambda b: b[1].running_var)]:
+        a[key] = [get(b) for b in blocks]
+    return a, [b[1] for b in blocks]
+
+
+class FusedTrainer:
+    """The fused step of one model at one batch size.
+
+    Parameters
+    ----------
+    model : fastbn.CharMLP
+        Its arrays are updated in place by every step.
+    batch_size : int
+        B of every step (>= 2: batch norm needs two rows).
+    """
+
+    def __init__(self, model, batch_size):
+        ok, why = supports(model)
+        if not ok:
+            raise ValueError(f"this model cannot use the fused step: {why}")
+        B = int(batch_size)
+        if B < 2:
+            raise ValueError(f"batch_size must be >= 2 with batch norm, got {batch_size}")
+        self.model, self.batch_size = model, B
+        self._bind()
+
+    def _bind(self):
+        model, B = self.model, self.batch_size
+        arrays, bns = _model_arrays(model)
+        dt = model.dtype
+        V, D = arrays["C"].shape
+        T = model.block_size
+        H = [w.shape[1] for w in arrays["W"]]
+        if arrays["Wout"].shape[1] != V:
+            raise ValueError(f"the embedding has {V} rows but the output layer "
+                             f"{arrays['Wout'].shape[1]} classes")
+        for name, v in arrays.items():
+            for arr in (v if isinstance(v, list) else [v]):
+                if arr.dtype != dt or not arr.flags.c_contiguous or not arr.flags.writeable:
+                    raise ValueError(f"model array {name} must be writeable, C-contiguous {dt}")
+        moms = {bn.momentum for bn in bns}
+        epss = {bn.eps for bn in bns}
+        if len(moms) != 1 or len(epss) != 1:
+            raise ValueError("the fused step needs one momentum and one eps for all BatchNorms")
+        widest = max([T * D] + H)
+        arrays.update(
+            x0=np.empty((B, T * D), dt), logits=np.empty((B, V), dt), dh=np.empty((B, widest), dt),
+            acc1=np.empty(max(H + [V]), np.float64), acc2=np.empty(max(H + [V]), np.float64),
+            rows=np.empty(B, np.int64), ctx=np.empty((B, T), np.int64), tgt=np.empty(B, np.int64),
+            hpre=[np.empty((B, h), dt) for h in H], xhat=[np.empty((B, h), dt) for h in H],
+            h=[np.empty((B, h), dt) for h in H], mean=[np.empty(h, dt) for h in H],
+            invstd=[np.empty(h, dt) for h in H], var=[np.empty(h, dt) for h in H])
+        self._arrays = arrays
+        self._bound = self._identity()
+        self._net = K.FusedNet(arrays, B, T, D, V, H, moms.pop(), epss.pop(), dt == np.float64)
+        self._vocab, self._T = V, T
+
+    def _identity(self):
+        return [id(p) for p in self.model.parameters()] + \
+               [id(b) for _, b in self.model.named_buffers()] + \
+               [id(g) for g in self.model.grads()]
+
+    def _check_bound(self):
+        # arrays replaced on the model (e.g. assigned, not written in place): bind again
+        if self._identity() != self._bound:
+            self._bind()
+
+    def _data(self, X, Y):
+        X = np.asarray(X)
+        Y = np.asarray(Y)
+        if X.ndim != 2 or X.shape[1] != self._T or Y.shape != (X.shape[0],) or X.shape[0] == 0:
+            raise ValueError(f"X must be (N, {self._T}) and Y (N,) with N >= 1, got {X.shape} "
+                             f"and {Y.shape}")
+        for name, a in (("X", X), ("Y", Y)):
+            if not np.issubdtype(a.dtype, np.integer):
+                raise TypeError(f"{name} must be integer ids, got dtype {a.dtype}")
+            lo, hi = a.min(), a.max()
+            if lo < 0 or hi >= self._vocab:
+                raise IndexError(f"{name} holds {lo if lo < 0 else hi}, outside "
+                                 f"[0, {self._vocab})")
+        return np.ascontiguousarray(X, np.int64), np.ascontiguousarray(Y, np.int64)
+
+    def step(self, X, Y, lr, rows=None):
+        """One SGD step on ``X[rows], Y[rows]`` (rows (B,) int, default all of X when len(X) == B).
+
+        Returns the loss before the update (a float); a non-finite loss is returned without any
+        update applied.
+        """
+        self._check_bound()
+        if rows is None:
+            rows = np.arange(np.shape(X)[0])
+        rows = np.asarray(rows)
+        if rows.shape != (self.batch_size,):
+            raise ValueError(f"rows must have shape ({self.batch_size},), got {rows.shape}")
+        X, Y = self._data(X, Y)
+        rows = _rows(rows, X.shape[0])
+        return self._net.step(X, Y, rows, float(lr))
+
+    def run(self, X, Y, steps, lr, sampler, losses=None):
+        """``steps`` SGD steps at learning rate ``lr``, minibatches drawn by ``sampler``.
+
+        ``losses`` (steps,) float32 receives each step's loss (allocated when None). Returns
+        ``(done, losses)``: done == steps, or the index of the first step whose loss was not
+        finite (that step was not applied; the model holds the state after step done - 1).
+        """
+        self._check_bound()
+        X, Y = self._data(X, Y)
+        if X.shape[0] >= 2**32:
+            raise ValueError("at most 2**32 - 1 training examples")
+        steps = int(steps)
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        if losses is None:
+            losses = np.empty(steps, dtype=np.float32)
+        if losses.dtype != np.float32 or losses.shape != (steps,) or not losses.flags.c_contiguous:
+            raise ValueError(f"losses must be a contiguous float32 array of shape ({steps},)")
+        if steps == 0:
+            return 0, losses
+        done = self._net.train(X, Y, steps, float(lr), sampler.state, losses)
+        return int(done), losses
+
+    def loss(self, X, Y, rows=None, training=False):
+        """The loss on ``X[rows], Y[rows]`` (B rows) without updating anything."""
+        self._check_bound()
+        if rows is None:
+            rows = np.arange(np.shape(X)[0])
+        X, Y = self._data(X, Y)
+        rows = np.asarray(rows)
+        if rows.shape != (self.batch_size,):
+            raise ValueError(f"rows must have shape ({self.batch_size},), got {rows.shape}")
+        return self._net.loss(X, Y, _rows(rows, X.shape[0]), bool(training))
+
+
+def _rows(rows, n):
+    if not np.issubdtype(rows.dtype, np.integer):
+        raise TypeError(f"rows must be integers, got dtype {rows.dtype}")
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise IndexError(f"rows must be in [0, {n})")
+    return np.ascontiguousarray(rows, np.int64)
