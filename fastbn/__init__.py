@@ -3,6 +3,10 @@
 - ``fastbn.ops``: the functional API, ``out, cache = <op>_forward(...)``,
   ``grads = <op>_backward(dout, cache)``.
 - ``fastbn.nn``: torch-like layers built on the ops.
+- ``fastbn.init``: gains and Kaiming-normal initialization.
+- ``fastbn.CharMLP`` (``fastbn.model``): the makemore BN-MLP; ``fastbn.train`` trains it;
+  ``fastbn.save`` / ``fastbn.load`` (``fastbn.checkpoint``) store it.
+- ``fastbn.data``: the names dataset.
 - ``fastbn.gradcheck``: the finite-difference gradient checker.
 - ``fastbn.reference``: the same ops in plain NumPy (test oracle and benchmark baseline).
 """
@@ -14,8 +18,28 @@ except ImportError as e:  # pragma: no cover - only without a build
         "'pip install .' and run from outside the source folder, or build in place with "
         "'python setup.py build_ext --inplace'.") from e
 
-from . import nn, ops, reference  # noqa: E402
-from .gradcheck import GradcheckError, gradcheck  # noqa: E402  (the function shadows the module)
+# The functions gradcheck and train shadow their modules as attributes of fastbn: import module
+# helpers by module path (``from fastbn.train import parse_lr_schedule``), never ``from . import
+# train``.
+from . import checkpoint, data, init, nn, ops, reference
+from .checkpoint import load, save
+from .gradcheck import GradcheckError, gradcheck
+from .model import CharMLP
+from .train import TrainResult, train
 
 __version__ = "0.1.0"
-__all__ = ["ops", "nn", "reference", "gradcheck", "GradcheckError"]
+__all__ = [
+    "CharMLP",
+    "GradcheckError",
+    "TrainResult",
+    "checkpoint",
+    "data",
+    "gradcheck",
+    "init",
+    "load",
+    "nn",
+    "ops",
+    "reference",
+    "save",
+    "train",
+]

@@ -1,0 +1,97 @@
+"""Weight initialization: gains and Kaiming-normal scaling, as ``torch.nn.init``.
+
+The rule (Kaiming He et al. 2015, in the lecture's form): draw ``W ~ N(0, 1)`` and scale it so that
+
+    sigma_W = gain / sqrt(fan_in)
+
+which keeps the variance of the activations roughly constant from layer to layer; ``gain``
+compensates for what the nonlinearity after the layer does to that variance (tanh squashes, so
+5/3; ReLU zeroes half, so sqrt(2)).
+
+Convention: fastbn's Linear weights are (fan_in, fan_out) (the lecture's ``x @ W``), so the fan-in of
+a 2-D weight is ``shape[0]``. ``torch.nn.init`` reads ``shape[1]``, because torch stores (out, in).
+"""
+import math
+
+import numpy as np
+
+__all__ = ["calculate_gain", "kaiming_normal", "kaiming_std"]
+
+_LINEAR = ("linear", "identity", "sigmoid")
+
+
+def calculate_gain(nonlinearity, param=None):
+    """The recommended gain for a nonlinearity, with ``torch.nn.init.calculate_gain``'s values.
+
+    ========================= ================================
+    nonlinearity              gain
+    ========================= ================================
+    linear, identity, sigmoid 1
+    tanh                      5/3
+    relu                      sqrt(2)
+    leaky_relu                sqrt(2 / (1 + negative_slope**2))
+    selu                      3/4
+    ========================= ================================
+
+    ``param`` is the negative slope of leaky_relu (default 0.01); other nonlinearities ignore it.
+    Raises ``ValueError`` for an unknown nonlinearity or a slope that is not a real number.
+    """
+    if nonlinearity in _LINEAR:
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        if param is None:
+            slope = 0.01
+        elif isinstance(param, (int, float)) and not isinstance(param, bool):
+            slope = float(param)
+        else:
+            raise ValueError(f"negative_slope {param!r} is not a valid number")
+        return math.sqrt(2.0 / (1 + slope**2))
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    raise ValueError(f"unsupported nonlinearity {nonlinearity!r}; expected one of "
+                     f"{[*_LINEAR, 'tanh', 'relu', 'leaky_relu', 'selu']}")
+
+
+def kaiming_std(fan_in, gain=1.0):
+    """``gain / sqrt(fan_in)``, the standard deviation of a Kaiming-normal weight."""
+    if isinstance(fan_in, bool) or not isinstance(fan_in, (int, np.integer)) or fan_in < 1:
+        raise ValueError(f"fan_in must be a positive integer, got {fan_in!r}")
+    return float(gain) / math.sqrt(int(fan_in))
+
+
+def kaiming_normal(shape_or_array, gain=1.0, fan_in=None, generator=None, dtype=None):
+    """Draw ``N(0, 1) * gain / sqrt(fan_in)``.
+
+    Inputs:
+    - shape_or_array: a shape (returns a new array) or a float array (filled in place, returned)
+    - gain: e.g. ``calculate_gain("tanh")``
+    - fan_in: default ``shape[0]`` (fastbn's (fan_in, fan_out) layout); for a 1-D shape, its size
+    - generator: ``numpy.random.Generator``, int seed, or None
+    - dtype: of a new array (float32 by default); an array keeps its own dtype
+
+    The draw is made in float64 and cast, so a seed gives the same values in float32 and float64
+    up to rounding.
+    """
+    rng = generator if isinstance(generator, np.random.Generator) else \
+        np.random.default_rng(generator)
+    if isinstance(shape_or_array, np.ndarray):
+        out = shape_or_array
+        if out.dtype not in (np.float32, np.float64):
+            raise TypeError(f"kaiming_normal fills float32/float64 arrays, got {out.dtype}")
+        shape = out.shape
+    else:
+        shape = tuple(int(s) for s in np.atleast_1d(shape_or_array))
+        out = None
+    if fan_in is None:
+        if not shape:
+            raise ValueError("cannot infer fan_in of a 0-D array; pass fan_in")
+        fan_in = shape[0]
+    w = rng.standard_normal(shape) * kaiming_std(fan_in, gain)
+    if out is None:
+        return w.astype(np.float32 if dtype is None else dtype)
+    out[...] = w
+    return out

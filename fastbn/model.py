@@ -1,0 +1,377 @@
+"""The makemore character-level MLP (Bengio et al. 2003) with batch normalization, on ``fastbn.nn``.
+
+The default model is the lecture's BN-MLP (makemore part 3), 12,097 parameters::
+
+    X (B, T) ids -> Embedding(V, 10) -> (B, T*10) -> Linear(T*10, 200, no bias) -> BatchNorm1d(200)
+                 -> Tanh -> Linear(200, V) -> logits (B, V) -> cross-entropy with Y (B,)
+
+Options make the other models of the lecture: ``n_layers`` hidden blocks (the deep net of part 3
+has 5 of width 100), ``batchnorm=False`` (hidden Linears get a bias), ``final_bn`` (a BatchNorm on
+the logits, the deep net's last layer), ``activation`` ("tanh", "relu", "leaky_relu"), ``dtype``
+and ``init``, the initialization scheme by name:
+
+============ ================== ======================== ===================== ===================
+init         hidden W           hidden b (no batchnorm)  output W              output b
+============ ================== ======================== ===================== ===================
+original     N(0,1)             N(0,1)                   N(0,1)                N(0,1)
+fix_softmax  N(0,1)             N(0,1)                   0.01 N(0,1)           0
+fix_tanh     0.2 N(0,1)         0.01 N(0,1)              0.01 N(0,1)           0
+kaiming      gain/sqrt(fan_in)  0                        0.01 N(0,1)           0
+============ ================== ======================== ===================== ===================
+
+These are the lecture's steps (``LADDER`` lists the five configurations with their batchnorm
+setting). The embedding is N(0,1) in every scheme. With ``final_bn`` the output Linear has no bias
+and is initialized like a hidden Linear, and the final BatchNorm's gamma is 0.1 (1 under
+"original"). Every scheme draws the same N(0,1) numbers from the same seed, in the same order, and
+only scales them, so the configurations differ only by their scales.
+
+Shapes: B batch, T = block_size, V = vocabulary size, D = n_embd, H = n_hidden.
+"""
+import numpy as np
+
+from . import init as _init
+from . import nn, ops
+from .data import Vocab
+
+__all__ = ["ACTIVATIONS", "INIT_SCHEMES", "LADDER", "CharMLP"]
+
+INIT_SCHEMES = ("original", "fix_softmax", "fix_tanh", "kaiming")
+ACTIVATIONS = ("tanh", "relu", "leaky_relu")
+
+# The lecture's ladder (part 3): each step fixes one thing; the last adds batch normalization.
+LADDER = {
+    "original": {"init": "original", "batchnorm": False},
+    "fix_softmax": {"init": "fix_softmax", "batchnorm": False},
+    "fix_tanh": {"init": "fix_tanh", "batchnorm": False},
+    "kaiming": {"init": "kaiming", "batchnorm": False},
+    "batchnorm": {"init": "kaiming", "batchnorm": True},
+}
+
+# scale of N(0,1) for: hidden W (None = Kaiming), hidden b, output W, output b
+_SCALES = {
+    "original": (1.0, 1.0, 1.0, 1.0),
+    "fix_softmax": (1.0, 1.0, 0.01, 0.0),
+    "fix_tanh": (0.2, 0.01, 0.01, 0.0),
+    "kaiming": (None, 0.0, 0.01, 0.0),
+}
+
+MAX_SAMPLE_LEN = 50
+
+
+def _pos_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _as_vocab(vocab):
+    if isinstance(vocab, Vocab):
+        return vocab
+    if isinstance(vocab, str):
+        return Vocab.from_chars(vocab)
+    raise TypeError(f"vocab must be a fastbn.data.Vocab or its characters as a string "
+                    f"(e.g. '.abc'), got {type(vocab).__name__}")
+
+
+class CharMLP:
+    """Character-level MLP language model over ``fastbn.nn`` layers (no autograd).
+
+    Parameters
+    ----------
+    vocab : fastbn.data.Vocab or str
+        The vocabulary (``dataset.vocab``, or its characters, token ``"."`` first).
+    block_size : int
+        T, characters of context.
+    n_embd, n_hidden, n_layers : int
+        Embedding size D, hidden width H, number of [Linear -> BatchNorm1d -> activation] blocks.
+    batchnorm : bool
+        BatchNorm1d after each hidden Linear (which then has no bias: BN subtracts it anyway).
+    final_bn : bool
+        BatchNorm1d on the logits (the lecture's deep net); the output Linear then has no bias.
+    bn_momentum, bn_eps : float
+        Of every BatchNorm1d. momentum is the weight of the new batch (torch's meaning); 0.001 is
+        the lecture's choice for batch 32.
+    activation : "tanh", "relu" or "leaky_relu"
+    negative_slope : float
+        Of leaky_relu.
+    init : one of ``INIT_SCHEMES``
+        See the module docstring.
+    dtype : float32 or float64
+    seed : int, numpy.random.Generator or None
+        The same seed gives identical parameters.
+
+    Attributes
+    ----------
+    layers : list of fastbn.nn.Module
+        Embedding, then per block Linear, [BatchNorm1d,] activation, then the output Linear
+        [and BatchNorm1d]; each keeps its last output as ``.out`` for diagnostics.
+    net : fastbn.nn.Sequential
+        The same layers; parameter names are its names (``"1.weight"``, ``"2.gamma"``, ...).
+    config : dict
+        The constructor arguments (minus seed), as saved in checkpoints.
+    """
+
+    def __init__(self, vocab, block_size=3, n_embd=10, n_hidden=200, n_layers=1, *,
+                 batchnorm=True, final_bn=False, bn_momentum=0.001, bn_eps=1e-5,
+                 activation="tanh", negative_slope=0.01, init="kaiming", dtype=np.float32,
+                 seed=None):
+        self.vocab = _as_vocab(vocab)
+        V = self.vocab.size
+        T = _pos_int("block_size", block_size)
+        D = _pos_int("n_embd", n_embd)
+        H = _pos_int("n_hidden", n_hidden)
+        L = _pos_int("n_layers", n_layers)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"init must be one of {INIT_SCHEMES}, got {init!r}")
+        dt = np.dtype(dtype)
+        if dt not in ops.FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        bn_momentum, bn_eps, negative_slope = float(bn_momentum), float(bn_eps), float(negative_slope)
+        if not 0 <= bn_momentum <= 1:
+            raise ValueError(f"bn_momentum must be in [0, 1], got {bn_momentum}")
+        if not bn_eps >= 0:
+            raise ValueError(f"bn_eps must be >= 0, got {bn_eps}")
+        if not np.isfinite(negative_slope):
+            raise ValueError(f"negative_slope must be finite, got {negative_slope}")
+        self.config = {"block_size": T, "n_embd": D, "n_hidden": H, "n_layers": L,
+                           "batchnorm": bool(batchnorm), "final_bn": bool(final_bn),
+                           "bn_momentum": bn_momentum, "bn_eps": bn_eps, "activation": activation,
+                           "negative_slope": negative_slope, "init": init}
+        self.dtype = dt
+        self.block_size = T
+
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        gain = _init.calculate_gain(activation, negative_slope)
+        w_scale, b_scale, out_w_scale, out_b_scale = _SCALES[init]
+        dummy = np.random.default_rng(0)   # nn layers draw their own init; we overwrite it
+
+        def linear(fan_in, fan_out, w_std, b_std=None):
+            """A Linear with W ~ N(0,1) * w_std and, unless b_std is None, b ~ N(0,1) * b_std."""
+            layer = nn.Linear(fan_in, fan_out, bias=b_std is not None, dtype=dt, generator=dummy)
+            layer.weight[...] = rng.standard_normal(layer.weight.shape) * w_std
+            if b_std is not None:
+                layer.bias[...] = rng.standard_normal(fan_out) * b_std
+            return layer
+
+        def hidden_std(fan_in):
+            return _init.kaiming_std(fan_in, gain) if w_scale is None else w_scale
+
+        def bn(dim):
+            return nn.BatchNorm1d(dim, eps=bn_eps, momentum=bn_momentum, dtype=dt)
+
+        def act():
+            if activation == "leaky_relu":
+                return nn.LeakyReLU(negative_slope)
+            return nn.Tanh() if activation == "tanh" else nn.ReLU()
+
+        layers = [nn.Embedding(V, D, dtype=dt, generator=rng)]
+        fan_in = T * D
+        for _ in range(L):
+            layers.append(linear(fan_in, H, hidden_std(fan_in), None if batchnorm else b_scale))
+            if batchnorm:
+                layers.append(bn(H))
+            layers.append(act())
+            fan_in = H
+        if final_bn:
+            layers.append(linear(H, V, hidden_std(H)))
+            last = bn(V)
+            last.gamma *= 1.0 if init == "original" else 0.1
+            layers.append(last)
+        else:
+            layers.append(linear(H, V, out_w_scale, out_b_scale))
+        self.net = nn.Sequential(*layers)
+        self.layers = self.net.layers
+        self._ce_cache = None
+        self.meta = {}
+
+    # ------------------------------------------------------------------------------------------
+    # parameters and mode
+
+    def named_parameters(self):
+        """[(name, array)]: the net's parameter names (``"0.weight"`` is the embedding)."""
+        return self.net.named_parameters()
+
+    def parameters(self):
+        """The parameter arrays, aligned with ``grads()``; updating them in place updates the model."""
+        return self.net.parameters()
+
+    def grads(self):
+        """The gradient arrays of the last ``backward()``, aligned with ``parameters()``."""
+        return self.net.grads()
+
+    def num_parameters(self):
+        return int(sum(p.size for p in self.parameters()))
+
+    def batchnorms(self):
+        """The BatchNorm1d layers, in order."""
+        return [layer for layer in self.layers if isinstance(layer, nn.BatchNorm1d)]
+
+    def named_buffers(self):
+        """[(name, array)] of the running statistics: ``"2.running_mean"``, ``"2.running_var"``."""
+        return [(f"{i}.{n}", getattr(layer, n)) for i, layer in enumerate(self.layers)
+                if isinstance(layer, nn.BatchNorm1d) for n in ("running_mean", "running_var")]
+
+    @property
+    def training(self):
+        return self.net.training
+
+    def train(self, mode=True):
+        """Training mode: BatchNorm normalizes with batch statistics and updates its buffers."""
+        self.net.train(mode)
+        return self
+
+    def eval(self):
+        """Eval mode: BatchNorm normalizes with its running statistics and changes nothing."""
+        return self.train(False)
+
+    def zero_grad(self):
+        self.net.zero_grad()
+
+    # ------------------------------------------------------------------------------------------
+    # forward / backward / one SGD step
+
+    def _check_X(self, X):
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.block_size:
+            raise ValueError(f"X must have shape (B, {self.block_size}) (block_size "
+                             f"{self.block_size}), got {X.shape}")
+        return X
+
+    def logits(self, X):
+        """Logits (B, V) of contexts X (B, T), in the current mode."""
+        return self.net(self._check_X(X))
+
+    def forward(self, X, Y):
+        """Mean cross-entropy of predicting Y (B,) from contexts X (B, T), in the current mode.
+
+        Returns the loss as a NumPy scalar of the model's dtype and keeps what ``backward`` needs.
+        """
+        loss, self._ce_cache = ops.cross_entropy_forward(self.logits(X), Y)
+        return loss
+
+    def backward(self, dloss=1.0):
+        """Backpropagate from the loss of the last ``forward``; fills ``grads()``."""
+        if self._ce_cache is None:
+            raise RuntimeError("CharMLP.backward called before forward")
+        self.net.backward(ops.cross_entropy_backward(dloss, self._ce_cache))
+
+    def train_step(self, X, Y, lr):
+        """One step of minibatch SGD: forward, backward, ``p -= lr * grad``. Returns the loss.
+
+        The training loop calls only this, so a fused implementation can replace it.
+        """
+        loss = self.forward(X, Y)
+        self.backward()
+        for p, g in zip(self.parameters(), self.grads()):
+            p -= lr * g
+        return float(loss)
+
+    # ------------------------------------------------------------------------------------------
+    # evaluation, calibration, sampling
+
+    def _chunks(self, n, chunk):
+        chunk = _pos_int("chunk", chunk)
+        return ((i, min(i + chunk, n)) for i in range(0, n, chunk))
+
+    def evaluate(self, X, Y, chunk=16384):
+        """Mean cross-entropy over all of (X, Y) in eval mode (running statistics), in chunks.
+
+        The mode the model was in is restored afterwards. Returns a Python float.
+        """
+        X = self._check_X(X)
+        Y = np.asarray(Y)
+        if Y.shape != (X.shape[0],):
+            raise ValueError(f"Y must have shape ({X.shape[0]},) to match X, got {Y.shape}")
+        if X.shape[0] == 0:
+            raise ValueError("cannot evaluate on zero examples")
+        was = self.training
+        self.eval()
+        try:
+            total = 0.0
+            for a, b in self._chunks(X.shape[0], chunk):
+                loss, _ = ops.cross_entropy_forward(self.net(X[a:b]), Y[a:b])
+                total += float(loss) * (b - a)
+        finally:
+            self.train(was)
+        return total / X.shape[0]
+
+    def calibrate_batchnorm(self, X, chunk=16384):
+        """Set every BatchNorm's running statistics from all of X (the lecture's "calibrate the
+        batch norm at the end of training").
+
+        running_mean = mean of the layer's input over X; running_var = its unbiased variance
+        (fastbn's convention for running_var). Layers are calibrated in order: the input of a
+        BatchNorm is computed in eval mode with the earlier BatchNorms already calibrated. Sums
+        are in float64 (per chunk mean and M2, combined as Chan et al.).
+        """
+        X = self._check_X(X)
+        N = X.shape[0]
+        if N < 2:
+            raise ValueError(f"calibration needs at least 2 examples, got {N}")
+        was = self.training
+        self.eval()
+        try:
+            for k, layer in enumerate(self.layers):
+                if not isinstance(layer, nn.BatchNorm1d):
+                    continue
+                n, mean, m2 = 0, 0.0, 0.0
+                for a, b in self._chunks(N, chunk):
+                    h = X[a:b]
+                    for prev in self.layers[:k]:
+                        h = prev(h)
+                    h = h.astype(np.float64)
+                    nb, mb = b - a, h.mean(0)
+                    m2b = ((h - mb) ** 2).sum(0)
+                    delta = mb - mean
+                    tot = n + nb
+                    mean = mean + delta * nb / tot
+                    m2 = m2 + m2b + delta**2 * n * nb / tot
+                    n = tot
+                layer.running_mean[...] = mean
+                layer.running_var[...] = m2 / (n - 1)
+        finally:
+            self.train(was)
+
+    def sample(self, n=20, seed=None, max_len=MAX_SAMPLE_LEN):
+        """Generate ``n`` names in eval mode (running statistics).
+
+        All n names are generated together, one character per step: the next id is drawn from
+        softmax(logits) by inverse CDF with one uniform number per name from
+        ``numpy.random.default_rng(seed)``; a name ends at the token ``"."`` or after ``max_len``
+        characters. Same model, n and seed -> same names. Returns a list of str (token removed).
+        """
+        n = _pos_int("n", n)
+        max_len = _pos_int("max_len", max_len)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        ctx = np.zeros((n, self.block_size), dtype=np.int64)
+        out = np.zeros((n, max_len), dtype=np.int64)
+        done = np.zeros(n, dtype=bool)
+        was = self.training
+        self.eval()
+        try:
+            for t in range(max_len):
+                logits = self.net(ctx).astype(np.float64)
+                p = np.exp(logits - logits.max(1, keepdims=True))
+                cdf = np.cumsum(p, axis=1)
+                u = rng.random(n) * cdf[:, -1]
+                ix = np.minimum((cdf <= u[:, None]).sum(1), cdf.shape[1] - 1)
+                ix[done] = 0
+                out[:, t] = ix
+                done |= ix == 0
+                if done.all():
+                    break
+                ctx = np.concatenate([ctx[:, 1:], ix[:, None]], axis=1)
+        finally:
+            self.train(was)
+        names = []
+        for row in out:
+            ids = row.tolist()
+            ids = ids[:ids.index(0)] if 0 in ids else ids
+            names.append(self.vocab.decode(ids))
+        return names
+
+    def __repr__(self):
+        return (f"CharMLP(vocab={self.vocab.size}, {', '.join(f'{k}={v!r}' for k, v in self.config.items())}, "
+                f"dtype={self.dtype.name}, parameters={self.num_parameters():,})\n{self.net!r}")

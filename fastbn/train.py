@@ -1,0 +1,362 @@
+"""Training a ``CharMLP``: minibatch SGD with a step learning-rate schedule, as in the lecture.
+
+    for step in range(steps):
+        ix = rng.integers(0, Ntr, batch_size)          # rng = numpy.random.default_rng(seed)
+        loss = model.train_step(Xtr[ix], Ytr[ix], lr_at(schedule, step))
+
+Everything random comes from the seeded NumPy generator, so a run is bit-for-bit reproducible for
+the same seed, dtype and machine (BLAS threading aside). The loop calls one function per step,
+``model.train_step``, so a fused implementation can replace it.
+
+After the loop: optionally the lecture's BatchNorm calibration over the whole training set, then
+the loss of each split in eval mode.
+"""
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_LR_SCHEDULE",
+    "DEFAULT_SEED",
+    "TrainResult",
+    "format_lr_schedule",
+    "lr_at",
+    "parse_lr_schedule",
+    "plot_history",
+    "train",
+]
+
+DEFAULT_LR_SCHEDULE = ((0, 0.1), (100_000, 0.01))
+DEFAULT_SEED = 2147483647   # the lecture's torch.Generator seed (NumPy's PCG64 draws differently)
+
+
+# ----------------------------------------------------------------------------------------------
+# learning-rate schedule
+
+def _check_schedule(schedule):
+    """A validated step schedule: a tuple of (step, lr), steps increasing from 0, lr > 0."""
+    if isinstance(schedule, str):
+        return parse_lr_schedule(schedule)
+    if isinstance(schedule, (int, float)) and not isinstance(schedule, bool):
+        schedule = ((0, schedule),)
+    try:
+        pairs = [(s, lr) for s, lr in schedule]
+    except (TypeError, ValueError):
+        raise ValueError(f"lr schedule must be a number or (step, lr) pairs, got {schedule!r}") \
+            from None
+    if not pairs:
+        raise ValueError("lr schedule is empty")
+    out = []
+    for s, lr in pairs:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+            raise ValueError(f"lr schedule steps must be integers >= 0, got {s!r}")
+        lr = float(lr)
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning rates must be finite and > 0, got {lr} at step {s}")
+        if out and s <= out[-1][0]:
+            raise ValueError(f"lr schedule steps must increase, got {s} after {out[-1][0]}")
+        out.append((int(s), lr))
+    if out[0][0] != 0:
+        raise ValueError(f"lr schedule must start at step 0, got {out[0][0]}")
+    return tuple(out)
+
+
+def parse_lr_schedule(text):
+    """``"0:0.1,100000:0.01"`` -> ((0, 0.1), (100000, 0.01)); a bare ``"0.05"`` is constant.
+
+    Steps may use underscores (``100_000``). Raises ValueError on anything else.
+    """
+    text = str(text).strip()
+    if not text:
+        raise ValueError("lr schedule is empty")
+    if ":" not in text and "," not in text:
+        try:
+            lr = float(text)
+        except ValueError:
+            raise ValueError(f"cannot read lr schedule {text!r}; expected e.g. 0.1 or "
+                             "'0:0.1,100000:0.01'") from None
+        return _check_schedule(lr)
+    pairs = []
+    for part in text.split(","):
+        try:
+            s, lr = part.split(":")
+            pairs.append((int(s.strip()), float(lr)))
+        except ValueError:
+            raise ValueError(f"cannot read {part.strip()!r} in lr schedule {text!r}; expected "
+                             "STEP:LR pairs separated by commas, e.g. '0:0.1,100000:0.01'") \
+                from None
+    return _check_schedule(pairs)
+
+
+def format_lr_schedule(schedule):
+    """The inverse of ``parse_lr_schedule``: ``"0:0.1,100000:0.01"``."""
+    return ",".join(f"{s}:{lr:g}" for s, lr in _check_schedule(schedule))
+
+
+def lr_at(schedule, step):
+    """The learning rate at ``step``: that of the last entry whose step is <= ``step``."""
+    lr = None
+    for s, v in _check_schedule(schedule):
+        if s > step:
+            break
+        lr = v
+    return lr
+
+
+# ----------------------------------------------------------------------------------------------
+# progress
+
+class _Progress:
+    """A one-line progress bar on a terminal, periodic log lines otherwise, or nothing.
+
+    mode "bar": rewritten with ``\\r`` at most 10 times a second; "lines": one line every
+    ``log_every`` steps (the lecture's ``print(f'{i:7d}/{max_steps:7d}: {loss:.4f}')``);
+    "off": silent.
+    """
+
+    def __init__(self, total, mode, stream, log_every):
+        self.total, self.mode, self.stream, self.log_every = total, mode, stream, log_every
+        self.start = time.perf_counter()
+        self.last = 0.0
+        self.avg = None
+
+    def update(self, step, loss, lr):
+        # running loss: exponential moving average over ~100 steps
+        self.avg = loss if self.avg is None else 0.99 * self.avg + 0.01 * loss
+        if self.mode == "bar":
+            now = time.perf_counter()
+            if now - self.last >= 0.1 or step + 1 == self.total:
+                self.last = now
+                self._bar(step + 1, now - self.start, lr)
+        elif self.mode == "lines" and (step % self.log_every == 0 or step + 1 == self.total):
+            self.stream.write(f"{step:7d}/{self.total:7d}: loss {loss:.4f} "
+                              f"(running {self.avg:.4f}) lr {lr:g}\n")
+            self.stream.flush()
+
+    def _bar(self, done, elapsed, lr):
+        frac = done / self.total
+        width = 24
+        fill = int(width * frac)
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        self.stream.write(f"\r{100 * frac:3.0f}% |{'#' * fill}{'.' * (width - fill)}| "
+                          f"{done}/{self.total} loss {self.avg:.4f} lr {lr:g} "
+                          f"{rate:,.0f} steps/s eta {eta:4.0f}s ")
+        self.stream.flush()
+
+    def close(self):
+        if self.mode == "bar":
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _progress_mode(quiet, stream):
+    if quiet:
+        return "off"
+    isatty = getattr(stream, "isatty", None)
+    return "bar" if isatty is not None and isatty() else "lines"
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns.
+
+    Attributes
+    ----------
+    history : ndarray of float64, shape (steps,)
+        The minibatch loss of every step (training mode, batch statistics), raw.
+    losses : dict
+        Split name -> mean loss in eval mode of the final model (after calibration if it ran).
+    losses_running : dict or None
+        When calibration ran: the same losses before it, i.e. with the running statistics.
+    wall_time : float
+        Seconds spent in the training loop (evaluation excluded).
+    steps, batch_size, seed, lr_schedule, calibrated, plot_path : as run
+    """
+
+    history: np.ndarray
+    losses: dict = field(default_factory=dict)
+    losses_running: dict | None = None
+    wall_time: float = 0.0
+    steps: int = 0
+    batch_size: int = 0
+    seed: object = None
+    lr_schedule: tuple = DEFAULT_LR_SCHEDULE
+    calibrated: bool = False
+    plot_path: Path | None = None
+
+    @property
+    def log10_history(self):
+        """``log10`` of the per-step losses, as the lecture plots them."""
+        return np.log10(self.history)
+
+    @property
+    def us_per_step(self):
+        return 1e6 * self.wall_time / self.steps if self.steps else float("nan")
+
+
+def _splits(data):
+    """(X, Y) of the training split and a {name: (X, Y)} of the splits to evaluate."""
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return (np.asarray(data[0]), np.asarray(data[1])), {"train": tuple(data)}
+    if hasattr(data, "split"):
+        names = ("train", "val", "test")
+        return data.split("train"), {n: data.split(n) for n in names}
+    raise TypeError("data must be a fastbn.data.Dataset or an (X, Y) pair of training arrays")
+
+
+def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHEDULE,
+          seed=DEFAULT_SEED, *, quiet=False, calibrate=False, evaluate=True, callback=None,
+          every=1000, log_every=10_000, plot=None, stream=None):
+    """Train ``model`` by minibatch SGD and evaluate it.
+
+    Parameters
+    ----------
+    model : CharMLP
+        Trained in place (left in eval mode).
+    data : fastbn.data.Dataset, or (Xtr, Ytr)
+        Minibatches come from the training split; a Dataset's train/val/test splits are evaluated.
+    steps, batch_size : int
+        The lecture's 200,000 and 32. With batch normalization, batch_size must be >= 2.
+    lr_schedule : number, sequence of (step, lr), or str
+        Piecewise constant; the lecture's is ((0, 0.1), (100000, 0.01)), as a string
+        "0:0.1,100000:0.01" (see ``parse_lr_schedule``).
+    seed : int, numpy.random.Generator or None
+        Of the minibatch indices (``rng.integers(0, Ntr, batch_size)`` per step).
+    quiet : bool
+        No progress output. Otherwise a progress bar on a terminal, or a log line every
+        ``log_every`` steps when ``stream`` (default sys.stderr) is not a terminal.
+    calibrate : bool
+        After training, set the BatchNorm running statistics from the whole training split
+        (``CharMLP.calibrate_batchnorm``); the losses before it are kept in ``losses_running``.
+    evaluate : bool
+        Compute the eval-mode losses of the splits at the end.
+    callback : callable, optional
+        ``callback(step, loss, lr)`` after every ``every``-th step (and the last), once the update
+        is applied; ``model.grads()`` still hold that step's gradients (for diagnostics).
+    plot : str or Path, optional
+        Write the loss curve PNG there (see ``plot_history``).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    FloatingPointError
+        The loss became NaN or infinite; the message names the step.
+    """
+    steps = int(steps)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
+    if batch_size < 2 and model.batchnorms():
+        raise ValueError("batch_size must be >= 2 with batch normalization (the batch variance "
+                         "of one example is undefined)")
+    every = int(every)
+    if every < 1 or int(log_every) < 1:
+        raise ValueError("every and log_every must be >= 1")
+    schedule = _check_schedule(lr_schedule)
+    (Xtr, Ytr), evals = _splits(data)
+    N = Xtr.shape[0]
+    if N == 0:
+        raise ValueError("the training split is empty")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    stream = sys.stderr if stream is None else stream
+    progress = _progress_mode(quiet, stream)
+    bar = _Progress(steps, progress, stream, int(log_every))
+
+    history = np.empty(steps, dtype=np.float64)
+    # lr changes at the schedule's steps: iterate over the constant segments
+    bounds = [s for s, _ in schedule[1:]] + [steps]
+    step_fn = model.train_step
+    model.train()
+    t0 = time.perf_counter()
+    step = 0
+    for (_, lr), end in zip(schedule, bounds):
+        while step < min(end, steps):
+            ix = rng.integers(0, N, size=batch_size)
+            loss = step_fn(Xtr[ix], Ytr[ix], lr)
+            if not math.isfinite(loss):
+                bar.close()
+                raise FloatingPointError(f"the loss is {loss} at step {step} (lr {lr:g}); "
+                                         "training stopped")
+            history[step] = loss
+            if progress != "off":
+                bar.update(step, loss, lr)
+            if callback is not None and (step % every == 0 or step + 1 == steps):
+                callback(step, loss, lr)
+            step += 1
+    wall = time.perf_counter() - t0
+    bar.close()
+    model.eval()
+
+    result = TrainResult(history=history, wall_time=wall, steps=steps, batch_size=batch_size,
+                         seed=seed if not isinstance(seed, np.random.Generator) else None,
+                         lr_schedule=schedule)
+    if calibrate and model.batchnorms():
+        if evaluate:
+            result.losses_running = {n: model.evaluate(X, Y) for n, (X, Y) in evals.items()
+                                     if len(X)}
+        model.calibrate_batchnorm(Xtr)
+        result.calibrated = True
+    if evaluate:
+        result.losses = {n: model.evaluate(X, Y) for n, (X, Y) in evals.items() if len(X)}
+    if plot is not None:
+        result.plot_path = plot_history(history, plot, schedule=schedule)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# the loss curve
+
+def plot_history(history, path, *, schedule=None, window=1000, title=None):
+    """Write the loss curve as a PNG: log10 of every step's loss, and its mean over ``window``
+    steps (the lecture's ``torch.tensor(lossi).view(-1, 1000).mean(1)``).
+
+    matplotlib is imported here, not at import time (``pip install fastbn[plot]``). Returns the
+    path written, or None (with a message on stderr) when matplotlib is not installed.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        print("fastbn: matplotlib is not installed, so the loss plot was skipped "
+              "(pip install 'fastbn[plot]')", file=sys.stderr)
+        return None
+    h = np.log10(np.asarray(history, dtype=np.float64))
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    steps = np.arange(h.size)
+    ax.plot(steps, h, lw=0.3, alpha=0.35, color="tab:blue", label="minibatch loss")
+    if h.size >= window:
+        n = h.size // window
+        means = h[: n * window].reshape(n, window).mean(1)
+        ax.plot((np.arange(n) + 0.5) * window, means, lw=1.8, color="tab:red",
+                label=f"mean over {window} steps")
+    for s, lr in (schedule or ())[1:]:
+        if s < h.size:
+            ax.axvline(s, color="gray", ls="--", lw=0.8)
+            ax.text(s, ax.get_ylim()[1], f" lr {lr:g}", va="top", fontsize=8, color="gray")
+    ax.set_xlabel("step")
+    ax.set_ylabel("log10(loss)")
+    ax.set_title(title or "training loss")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path

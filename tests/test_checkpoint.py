@@ -1,0 +1,201 @@
+"""Tests for fastbn.checkpoint: round trip, atomic save, and refusal of bad files."""
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastbn
+from fastbn import CharMLP, checkpoint, data
+
+REAL_NAMES = os.environ.get("FASTBN_DATA")
+VOCAB = data.Vocab(".abcdef")
+
+
+def trained(dtype=np.float32, **kw):
+    """A small model a few SGD steps away from its init (buffers moved too)."""
+    m = CharMLP(VOCAB, n_embd=4, n_hidden=8, dtype=dtype, seed=0, **kw)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        X, Y = rng.integers(0, 7, (16, 3)), rng.integers(0, 7, 16)
+        m.train_step(X, Y, 0.1)
+    return m
+
+
+def batch(n=64):
+    rng = np.random.default_rng(9)
+    return rng.integers(0, 7, (n, 3)), rng.integers(0, 7, n)
+
+
+@pytest.mark.parametrize("kw", [{}, {"dtype": np.float64},
+                                {"n_layers": 2, "final_bn": True, "activation": "relu"},
+                                {"batchnorm": False, "init": "fix_tanh"}])
+def test_round_trip_same_everything(tmp_path, kw):
+    m = trained(**kw)
+    path = fastbn.save(m, tmp_path / "m.npz", meta={"steps": 5, "losses": {"val": 2.1}})
+    assert path == tmp_path / "m.npz"
+    m2 = fastbn.load(path)
+    assert m2.config == m.config and m2.vocab == m.vocab and m2.dtype == m.dtype
+    assert not m2.training and m2.meta == {"steps": 5, "losses": {"val": 2.1}}
+    for (n1, a), (n2, b) in zip(m.named_parameters() + m.named_buffers(),
+                                m2.named_parameters() + m2.named_buffers()):
+        assert n1 == n2
+        np.testing.assert_array_equal(a, b)
+    X, Y = batch()
+    assert m.evaluate(X, Y) == m2.evaluate(X, Y)
+    assert m.sample(10, seed=1) == m2.sample(10, seed=1)
+
+
+def test_round_trip_on_names(tmp_path):
+    if not REAL_NAMES or not Path(REAL_NAMES).is_file():
+        pytest.skip("FASTBN_DATA is not set; point it at names.txt to run the real-data tests")
+    ds = data.load_dataset(REAL_NAMES)
+    m = CharMLP(ds.vocab, seed=0)
+    fastbn.train(m, ds, steps=300, quiet=True, evaluate=False)
+    m2 = fastbn.load(fastbn.save(m, tmp_path / "names.npz"))
+    for split in ("train", "val", "test"):
+        assert m.evaluate(*ds.split(split)) == m2.evaluate(*ds.split(split))
+    assert m.sample(20, seed=3) == m2.sample(20, seed=3)
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    path = tmp_path / "sub" / "m.npz"
+    fastbn.save(trained(), path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.npz"]
+    before = path.read_bytes()
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt   # e.g. Ctrl-C in the middle of writing
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fastbn.save(trained(dtype=np.float64), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.npz"]
+
+
+def test_save_overwrites(tmp_path):
+    path = tmp_path / "m.npz"
+    fastbn.save(trained(), path)
+    fastbn.save(trained(dtype=np.float64), path)
+    assert fastbn.load(path).dtype == np.float64
+
+
+def test_save_needs_a_charmlp(tmp_path):
+    with pytest.raises(TypeError, match="CharMLP"):
+        fastbn.save(object(), tmp_path / "x.npz")
+
+
+# ----------------------------------------------------------------------------------------------
+# refusing bad files
+
+def entries(m):
+    out = {"format_version": np.array(checkpoint.FORMAT_VERSION),
+           "config": np.array(json.dumps(m.config)), "chars": np.array(m.vocab.chars),
+           "dtype": np.array(m.dtype.name), "meta": np.array("{}")}
+    out.update({f"param/{n}": p for n, p in m.named_parameters()})
+    out.update({f"buffer/{n}": b for n, b in m.named_buffers()})
+    return out
+
+
+def write(tmp_path, d):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **d)
+    return path
+
+
+def test_entries_helper_matches_save(tmp_path):
+    m = trained()
+    saved = np.load(checkpoint.save(m, tmp_path / "m.npz"))
+    assert sorted(saved.files) == sorted(entries(m))
+
+
+def _edit(key, value):
+    def f(d):
+        d[key] = value
+    return f
+
+
+def _drop(key):
+    def f(d):
+        del d[key]
+    return f
+
+
+def _config(**change):
+    def f(d):
+        cfg = json.loads(str(d["config"]))
+        cfg.update(change)
+        d["config"] = np.array(json.dumps(cfg))
+    return f
+
+
+@pytest.mark.parametrize("change, match", [
+    (_edit("format_version", np.array(2)), "format version 2 is not supported"),
+    (_edit("format_version", np.array("1")), "format_version should be an integer"),
+    (_drop("param/1.weight"), r"missing \['param/1.weight'\]"),
+    (_drop("buffer/2.running_var"), r"missing \['buffer/2.running_var'\]"),
+    (_drop("chars"), r"missing entries \['chars'\]"),
+    (_edit("param/9.weight", np.zeros(3, np.float32)), r"unexpected \['param/9.weight'\]"),
+    (_config(n_hidden=9), r"param/1.weight has shape \(12, 8\), but the config needs \(12, 9\)"),
+    (_config(n_embd=5), "shape"),
+    (_config(batchnorm=False), "missing"),
+    (_config(colour="red"), "does not make a model"),
+    (_config(activation="gelu"), "does not make a model"),
+    (_edit("config", np.array("{not json")), "not valid JSON"),
+    (_edit("config", np.array("[1, 2]")), "JSON objects"),
+    (_edit("chars", np.array(".abcdefg")), "shape"),
+    (_edit("chars", np.array("abc")), "does not make a model"),
+    (_edit("dtype", np.array("float16")), "float32 or float64"),
+    (_edit("dtype", np.array("float64")), "dtype float32, but the checkpoint's dtype is float64"),
+    (_edit("param/0.weight", np.full((7, 4), np.nan, np.float32)), "NaN or infinite"),
+    (_edit("buffer/2.running_var", -np.ones(8, np.float32)), "negative variances"),
+    (_edit("meta", np.array(3.0)), "should be a string"),
+])
+def test_load_refuses_inconsistent_checkpoints(tmp_path, change, match):
+    d = entries(trained())
+    change(d)
+    with pytest.raises(ValueError, match=match):
+        checkpoint.load(write(tmp_path, d))
+
+
+def test_load_refuses_pickled_objects_without_running_them(tmp_path):
+    d = entries(trained())
+    d["meta"] = np.array([{"a": 1}], dtype=object)     # saved with pickle
+    with pytest.raises(ValueError, match="not a valid fastbn checkpoint.*allow_pickle"):
+        checkpoint.load(write(tmp_path, d))
+
+
+def test_load_refuses_truncated_and_non_npz_files(tmp_path):
+    good = checkpoint.save(trained(), tmp_path / "good.npz").read_bytes()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="not a valid fastbn checkpoint"):
+        checkpoint.load(cut)
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a valid fastbn checkpoint"):
+        checkpoint.load(text)
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.zeros(3))
+    with pytest.raises(ValueError, match="not a valid fastbn checkpoint"):
+        checkpoint.load(plain)
+    # a zip member that is not a valid .npy
+    z = tmp_path / "zip.npz"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("config.npy", b"garbage")
+    with pytest.raises(ValueError, match="not a valid fastbn checkpoint"):
+        checkpoint.load(z)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        checkpoint.load(tmp_path / "missing.npz")
+
+
+def test_load_error_messages_say_what_is_wrong_once(tmp_path):
+    plain = tmp_path / "plain.npz"
+    with open(plain, "wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(ValueError) as e:
+        checkpoint.load(plain)
+    assert str(e.value).count("not a valid fastbn checkpoint") == 1
+    assert "single .npy array" in str(e.value)

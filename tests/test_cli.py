@@ -1,0 +1,199 @@
+"""Tests for the ``fastbn`` command: train / eval / sample on short runs, usage errors, gradcheck.
+
+The commands run in-process through ``fastbn.cli.main`` and once through ``python -m fastbn``.
+Tests that need names.txt read it from $FASTBN_DATA and are skipped when it is not set.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastbn
+from fastbn.cli import main
+
+REAL_NAMES = os.environ.get("FASTBN_DATA")
+
+
+@pytest.fixture(scope="module")
+def names_path():
+    if not REAL_NAMES:
+        pytest.skip("FASTBN_DATA is not set; point it at names.txt to run the real-data tests")
+    if not Path(REAL_NAMES).is_file():
+        pytest.skip(f"FASTBN_DATA={REAL_NAMES} does not exist")
+    return REAL_NAMES
+
+
+@pytest.fixture(scope="module")
+def short_run(names_path, tmp_path_factory):
+    """One short `fastbn train` shared by the eval and sample tests: (out dir, its stdout)."""
+    out = tmp_path_factory.mktemp("run")
+    from contextlib import redirect_stdout
+    from io import StringIO
+    buf = StringIO()
+    with redirect_stdout(buf):
+        rc = main(["train", "--data", names_path, "--steps", "400", "--seed", "1",
+                   "--out", str(out), "--quiet"])
+    assert rc == 0
+    return out, buf.getvalue()
+
+
+def losses_in(text):
+    return {k: float(v) for k, v in re.findall(r"(train|val|test) (\d+\.\d+)", text)}
+
+
+def test_train_prints_losses_time_and_paths(short_run):
+    out, stdout = short_run
+    losses = losses_in(stdout)
+    assert set(losses) == {"train", "val", "test"}
+    assert all(2.0 < v < 3.0 for v in losses.values())
+    assert re.search(r"wall time \d+\.\d s \(\d+ us/step\)", stdout)
+    assert f"checkpoint {out / 'model.npz'}" in stdout
+    assert (out / "model.npz").is_file()
+    if (out / "loss.png").exists():            # matplotlib installed
+        assert f"loss plot {out / 'loss.png'}" in stdout
+    m = fastbn.load(out / "model.npz")
+    assert m.num_parameters() == 12_097 and m.meta["steps"] == 400 and m.meta["seed"] == 1
+    assert m.meta["lr_schedule"] == "0:0.1,100000:0.01"
+
+
+def test_eval_reports_the_same_losses(short_run, names_path, capsys):
+    out, stdout = short_run
+    assert main(["eval", "--checkpoint", str(out / "model.npz"), "--data", names_path]) == 0
+    assert losses_in(capsys.readouterr().out) == losses_in(stdout)
+
+
+def test_eval_with_calibration_reports_both(short_run, names_path, capsys):
+    out, _ = short_run
+    assert main(["eval", "--checkpoint", str(out / "model.npz"), "--data", names_path,
+                 "--calibrate"]) == 0
+    text = capsys.readouterr().out
+    assert "running BN statistics" in text and "calibrated BN statistics" in text
+
+
+def test_sample_is_reproducible(short_run, capsys):
+    out, _ = short_run
+    args = ["sample", "--checkpoint", str(out / "model.npz"), "-n", "7", "--seed", "3"]
+    assert main(args) == 0
+    first = capsys.readouterr().out.splitlines()
+    assert main(args) == 0
+    assert capsys.readouterr().out.splitlines() == first
+    assert len(first) == 7 and all(re.fullmatch(r"[a-z]*", s) for s in first)
+    assert main(args[:-1] + ["4"]) == 0
+    assert capsys.readouterr().out.splitlines() != first
+
+
+def test_train_options_reach_the_model(names_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", names_path, "--steps", "20", "--batch-size", "8",
+                 "--n-hidden", "16", "--n-embd", "5", "--block-size", "4", "--n-layers", "2",
+                 "--bn-momentum", "0.1", "--dtype", "float64", "--lr-schedule", "0:0.05,10:0.01",
+                 "--calibrate", "--no-plot", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "calibrated BN statistics" in text and not (out / "loss.png").exists()
+    m = fastbn.load(out / "model.npz")
+    assert m.dtype == np.float64 and m.block_size == 4
+    assert (m.config["n_hidden"], m.config["n_embd"], m.config["n_layers"]) == (16, 5, 2)
+    assert m.batchnorms()[0].momentum == 0.1 and m.meta["calibrated"]
+    assert m.meta["lr_schedule"] == "0:0.05,10:0.01" and m.meta["batch_size"] == 8
+
+
+def test_train_without_batchnorm_on_a_custom_word_file(tmp_path, capsys):
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(["anna", "bob", "otto", "ada", "abba", "nan"] * 20) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(words), "--steps", "30", "--batch-size", "1",
+                 "--no-batchnorm", "--n-hidden", "8", "--no-plot", "--out", str(out),
+                 "--quiet"]) == 0
+    m = fastbn.load(out / "model.npz")
+    assert m.vocab.chars == ".abdnot" and not m.batchnorms()
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(out / "model.npz"), "-n", "5"]) == 0
+    assert all(set(s) <= set("abdnot") for s in capsys.readouterr().out.splitlines())
+
+
+def test_eval_refuses_data_with_another_vocabulary(short_run, tmp_path, capsys):
+    out, _ = short_run
+    words = tmp_path / "words.txt"
+    words.write_text("abc\ncab\n")
+    assert main(["eval", "--checkpoint", str(out / "model.npz"), "--data", str(words)]) == 1
+    err = capsys.readouterr().err
+    assert "fastbn eval: error:" in err and "vocabulary" in err
+
+
+def test_runtime_errors_exit_1_with_a_message(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not a checkpoint")
+    assert main(["sample", "--checkpoint", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "fastbn sample: error:" in err and "not a valid fastbn checkpoint" in err
+    token = tmp_path / "dots.txt"
+    token.write_text("a.b\n")
+    assert main(["train", "--data", str(token), "--quiet"]) == 1
+    assert "reserved as the start/end token" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "--steps", "-5"], "--steps: must be > 0"),
+    (["train", "--steps", "0"], "--steps: must be > 0"),
+    (["train", "--steps", "1.5"], "--steps: invalid int"),
+    (["train", "--batch-size", "0"], "--batch-size: must be > 0"),
+    (["train", "--batch-size", "1"], "--batch-size 1 cannot train with batch normalization"),
+    (["train", "--lr-schedule", "0"], "--lr-schedule: learning rates must be finite and > 0"),
+    (["train", "--lr-schedule", "0:-0.1"], "> 0"),
+    (["train", "--lr-schedule", "0:0.1,5:0"], "> 0"),
+    (["train", "--lr-schedule", "fast"], "cannot read"),
+    (["train", "--lr-schedule", "10:0.1"], "start at step 0"),
+    (["train", "--dtype", "float16"], "invalid choice: 'float16'"),
+    (["train", "--bn-momentum", "1.5"], r"must be in \[0, 1\]"),
+    (["train", "--n-hidden", "0"], "--n-hidden: must be > 0"),
+    (["train", "--block-size", "-1"], "--block-size: must be > 0"),
+    (["train", "--data", "/nonexistent/names.txt"], "no such file"),
+    (["eval"], "required: --checkpoint"),
+    (["eval", "--checkpoint", "/nonexistent/m.npz"], "no such file"),
+    (["sample", "--checkpoint", "/nonexistent/m.npz"], "no such file"),
+    (["sample", "--checkpoint", "x", "-n", "0"], "-n: must be > 0"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+])
+def test_usage_errors_exit_2(argv, match, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and re.search(match, err) and "Traceback" not in err
+
+
+def test_gradcheck_subcommand_still_works(capsys):
+    assert main(["gradcheck"]) == 0
+    assert "all pass" in capsys.readouterr().out
+
+
+def test_python_dash_m_fastbn(names_path, tmp_path):
+    """The real entry point in a subprocess: train, then sample from the checkpoint.
+
+    It runs outside the source tree, importing the same fastbn as this process (installed, or
+    built in place: its folder goes on PYTHONPATH)."""
+    root = str(Path(fastbn.__file__).resolve().parent.parent)
+    env = dict(os.environ, FASTBN_DATA=names_path,
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-m", "fastbn", "train", "--steps", "100",
+                          "--no-plot", "--out", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    assert set(losses_in(run.stdout)) == {"train", "val", "test"}
+    # stderr is not a terminal here: lecture-style log lines, no progress bar
+    assert "\r" not in run.stderr and "/    100: loss" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "fastbn", "sample", "--checkpoint",
+                          str(tmp_path / "model.npz"), "-n", "3", "--seed", "0"],
+                         capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
+                         check=False)
+    assert run.returncode == 0 and len(run.stdout.splitlines()) == 3
+    bad = subprocess.run([sys.executable, "-m", "fastbn", "train", "--batch-size", "0"],
+                         capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
+                         check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -1,0 +1,240 @@
+"""Tests for fastbn.train: the schedule, reproducibility, learning, calibration, progress, plot.
+
+Tests that need names.txt read it from $FASTBN_DATA and are skipped when it is not set.
+"""
+import io
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastbn import CharMLP, data, train
+from fastbn.train import (
+    DEFAULT_LR_SCHEDULE,
+    TrainResult,
+    format_lr_schedule,
+    lr_at,
+    parse_lr_schedule,
+    plot_history,
+)
+
+REAL_NAMES = os.environ.get("FASTBN_DATA")
+
+
+@pytest.fixture(scope="module")
+def names():
+    if not REAL_NAMES:
+        pytest.skip("FASTBN_DATA is not set; point it at names.txt to run the real-data tests")
+    if not Path(REAL_NAMES).is_file():
+        pytest.skip(f"FASTBN_DATA={REAL_NAMES} does not exist")
+    return data.load_dataset(REAL_NAMES)
+
+
+@pytest.fixture
+def tiny():
+    """A small word list and model: fast, no names.txt needed."""
+    words = ["ab", "abc", "bca", "cab", "bb", "acca", "cc", "ba"] * 10
+    vocab = data.Vocab.from_words(words)
+    X, Y = data.build_dataset(words, vocab, 3)
+    return vocab, X, Y
+
+
+def tiny_model(vocab, **kw):
+    return CharMLP(vocab, n_embd=4, n_hidden=16, seed=kw.pop("seed", 0), **kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# learning-rate schedule
+
+def test_parse_lr_schedule():
+    assert parse_lr_schedule("0:0.1,100000:0.01") == DEFAULT_LR_SCHEDULE
+    assert parse_lr_schedule(" 0:0.1, 100_000:0.01 ") == DEFAULT_LR_SCHEDULE
+    assert parse_lr_schedule("0.05") == ((0, 0.05),)
+    assert parse_lr_schedule("0:1e-3") == ((0, 0.001),)
+    assert format_lr_schedule(DEFAULT_LR_SCHEDULE) == "0:0.1,100000:0.01"
+    assert parse_lr_schedule(format_lr_schedule(((0, 0.3), (5, 0.2)))) == ((0, 0.3), (5, 0.2))
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "empty"),
+    ("abc", "cannot read"),
+    ("0:0.1,x:0.01", "cannot read"),
+    ("0:0.1:3", "cannot read"),
+    ("0", "> 0"),
+    ("-0.1", "> 0"),
+    ("0:0.1,10:0", "> 0"),
+    ("0:nan", "> 0"),
+    ("0:inf", "> 0"),
+    ("5:0.1", "start at step 0"),
+    ("0:0.1,10:0.01,10:0.001", "increase"),
+    ("0:0.1,-10:0.01", "increase|>= 0"),
+])
+def test_parse_lr_schedule_errors(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_lr_schedule(text)
+
+
+def test_lr_at():
+    assert [lr_at(DEFAULT_LR_SCHEDULE, s) for s in (0, 99_999, 100_000, 10**9)] == \
+        [0.1, 0.1, 0.01, 0.01]
+    assert lr_at(0.5, 123) == 0.5
+
+
+def test_the_schedule_is_applied_per_step(tiny):
+    vocab, X, Y = tiny
+    seen = []
+    train(tiny_model(vocab), (X, Y), steps=10, batch_size=8, lr_schedule="0:0.3,4:0.2,7:0.1", quiet=True,
+          callback=lambda step, loss, lr: seen.append((step, lr)), every=1)
+    assert seen == [(i, 0.3) for i in range(4)] + [(i, 0.2) for i in range(4, 7)] + \
+        [(i, 0.1) for i in range(7, 10)]
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+
+def test_train_result(tiny):
+    vocab, X, Y = tiny
+    m = tiny_model(vocab)
+    calls = []
+    r = train(m, (X, Y), steps=50, batch_size=8, lr_schedule=0.1, seed=3, quiet=True,
+              callback=lambda *a: calls.append(a[0]), every=20)
+    assert isinstance(r, TrainResult)
+    assert r.history.shape == (50,) and r.history.dtype == np.float64
+    assert np.all(np.isfinite(r.history))
+    np.testing.assert_allclose(r.log10_history, np.log10(r.history))
+    assert r.steps == 50 and r.batch_size == 8 and r.wall_time > 0
+    assert r.us_per_step == pytest.approx(1e6 * r.wall_time / 50)
+    assert calls == [0, 20, 40, 49]
+    assert set(r.losses) == {"train"} and r.losses_running is None and not r.calibrated
+    assert r.losses["train"] == pytest.approx(m.evaluate(X, Y))
+    assert not m.training                    # left in eval mode
+
+
+def test_two_runs_with_the_same_seed_are_bit_identical(tiny):
+    vocab, X, Y = tiny
+
+    def run(seed):
+        m = tiny_model(vocab, seed=1)
+        r = train(m, (X, Y), steps=200, batch_size=8, lr_schedule="0:0.2,100:0.05", seed=seed,
+                  quiet=True, evaluate=False)
+        return r.history, m.parameters() + [b for _, b in m.named_buffers()]
+
+    h1, p1 = run(7)
+    h2, p2 = run(7)
+    h3, _ = run(8)
+    np.testing.assert_array_equal(h1, h2)
+    for a, b in zip(p1, p2):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(h1, h3)
+
+
+def test_generator_seed_is_the_same_stream(tiny):
+    vocab, X, Y = tiny
+    r1 = train(tiny_model(vocab), (X, Y), steps=30, batch_size=4, seed=5, quiet=True,
+               evaluate=False)
+    r2 = train(tiny_model(vocab), (X, Y), steps=30, batch_size=4,
+               seed=np.random.default_rng(5), quiet=True, evaluate=False)
+    np.testing.assert_array_equal(r1.history, r2.history)
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    ({"steps": 0}, ValueError, "steps"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"batch_size": 1}, ValueError, "batch normalization"),
+    ({"lr_schedule": -0.1}, ValueError, "> 0"),
+    ({"lr_schedule": ((0, 0.1), (0, 0.2))}, ValueError, "increase"),
+])
+def test_train_argument_errors(tiny, kw, err, match):
+    vocab, X, Y = tiny
+    with pytest.raises(err, match=match):
+        train(tiny_model(vocab), (X, Y), **{"quiet": True, **kw})
+    with pytest.raises(TypeError, match="Dataset"):
+        train(tiny_model(vocab), X, steps=1)
+
+
+def test_batch_size_one_without_batchnorm_trains(tiny):
+    vocab, X, Y = tiny
+    r = train(tiny_model(vocab, batchnorm=False), (X, Y), steps=20, batch_size=1, quiet=True)
+    assert np.all(np.isfinite(r.history))
+
+
+def test_non_finite_loss_stops_with_the_step(tiny):
+    vocab, X, Y = tiny
+    m = tiny_model(vocab, batchnorm=False)
+    with pytest.raises(FloatingPointError, match=r"at step \d+"):
+        train(m, (X, Y), steps=100, batch_size=8, lr_schedule=1e30, quiet=True)
+
+
+def test_calibration_after_training(tiny):
+    vocab, X, Y = tiny
+    m = tiny_model(vocab, dtype=np.float64)
+    r = train(m, (X, Y), steps=40, batch_size=8, quiet=True, calibrate=True)
+    assert r.calibrated and set(r.losses_running) == {"train"}
+    bn = m.batchnorms()[0]
+    rm, rv = bn.running_mean.copy(), bn.running_var.copy()
+    m.calibrate_batchnorm(X)                      # calibrating again changes nothing
+    np.testing.assert_allclose(bn.running_mean, rm, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(bn.running_var, rv, rtol=1e-12)
+    assert r.losses["train"] == pytest.approx(m.evaluate(X, Y), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# progress output
+
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal_lines_otherwise_nothing_when_quiet(tiny):
+    vocab, X, Y = tiny
+    kw = {"steps": 25, "batch_size": 8, "evaluate": False, "log_every": 10}
+    tty = FakeTTY()
+    train(tiny_model(vocab), (X, Y), stream=tty, **kw)
+    assert "\r" in tty.getvalue() and "25/25" in tty.getvalue() and "loss" in tty.getvalue()
+    log = io.StringIO()
+    train(tiny_model(vocab), (X, Y), stream=log, **kw)
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
+    assert [ln.split("/")[0].strip() for ln in lines] == ["0", "10", "20", "24"]
+    quiet = FakeTTY()
+    train(tiny_model(vocab), (X, Y), stream=quiet, quiet=True, **kw)
+    assert quiet.getvalue() == ""
+
+
+# ----------------------------------------------------------------------------------------------
+# the loss plot
+
+def test_plot_history_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    h = np.exp(-np.linspace(0, 1, 2500)) + 2
+    out = plot_history(h, tmp_path / "sub" / "loss.png", schedule=((0, 0.1), (1000, 0.01)))
+    assert out == tmp_path / "sub" / "loss.png"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["loss.png"]   # no temp file left
+
+
+def test_plot_history_without_matplotlib_skips_with_a_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    assert plot_history(np.ones(10), tmp_path / "loss.png") is None
+    assert "matplotlib is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "loss.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# on names.txt
+
+def test_2000_steps_bring_the_loss_below_2_6(names, tmp_path):
+    """2,000 steps of the default recipe (lr 0.1). Judged honestly in eval mode (running BN
+    statistics, momentum 0.001) on the held-out dev split, and on the minibatch losses."""
+    m = CharMLP(names.vocab, seed=0)
+    r = train(m, names, steps=2000, seed=0, quiet=True, plot=tmp_path / "loss.png")
+    assert r.history[:10].mean() == pytest.approx(math.log(27), abs=0.15)
+    assert r.history[-200:].mean() < 2.6
+    assert r.losses["val"] < 2.6 and r.losses["train"] < 2.6 and r.losses["test"] < 2.6
+    assert set(r.losses) == {"train", "val", "test"}
+    if r.plot_path is not None:
+        assert r.plot_path.is_file()
