@@ -19,8 +19,10 @@ debug = flag("FASTBN_DEBUG")
 # -fno-math-errno and -fno-trapping-math let gcc vectorize the elementwise loops (tanh, exp,
 # clamps); unlike -ffast-math they change no result: NaN, Inf and rounding stay IEEE.
 compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 if flag("FASTBN_NATIVE"):
     compile_args.append("-march=native")
+    macros.append(("FB_NO_CLONES", "1"))   # csrc/fused.c: no per-CPU clones needed
 
 directives = {
     "language_level": 3,
@@ -36,7 +38,7 @@ extensions = [
         ["csrc/_kernels.pyx", "csrc/fused.c"],
         include_dirs=[np.get_include(), "csrc"],
         extra_compile_args=compile_args,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=macros,
     ),
 ]
 

@@ -25,8 +25,8 @@ static inline void SFX(fb_bn_tanh_row)(const REAL *restrict x, REAL *restrict xh
 
 /* The forward pass to the loss: batch statistics when training, else the running statistics
  * (which it never changes). Leaves the softmax in net->logits. */
-static double SFX(fb_forward)(fb_net *net, const int64_t *X, const int64_t *Y,
-                              const int64_t *rows, int training) {
+static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int64_t *Y,
+                                        const int64_t *rows, int training) {
     const int B = net->B, T = net->T, D = net->D, V = net->V, L = net->L;
     REAL *restrict x0 = (REAL *)net->x0;
     const REAL *restrict C = (const REAL *)net->C;
@@ -124,8 +124,8 @@ static double SFX(fb_forward)(fb_net *net, const int64_t *X, const int64_t *Y,
     return total / B;
 }
 
-double SFX(fb_loss)(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
-                    int training) {
+FB_CLONES double SFX(fb_loss)(fb_net *net, const int64_t *X, const int64_t *Y,
+                              const int64_t *rows, int training) {
     return SFX(fb_forward)(net, X, Y, rows, training);
 }
 
@@ -134,8 +134,8 @@ static inline void SFX(fb_sgd)(REAL *restrict p, const REAL *restrict g, int64_t
     for (int64_t i = 0; i < n; i++) p[i] -= lr * g[i];
 }
 
-double SFX(fb_step)(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
-                    REAL lr) {
+static FB_INLINE double SFX(fb_step_impl)(fb_net *net, const int64_t *X, const int64_t *Y,
+                                          const int64_t *rows, REAL lr) {
     const int B = net->B, T = net->T, D = net->D, V = net->V, L = net->L;
     double *restrict acc1 = net->acc1, *restrict acc2 = net->acc2;
 
@@ -240,11 +240,16 @@ double SFX(fb_step)(fb_net *net, const int64_t *X, const int64_t *Y, const int64
     return loss;
 }
 
-int64_t SFX(fb_train)(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n, int64_t steps,
-                      REAL lr, uint64_t *rng, float *losses) {
+FB_CLONES double SFX(fb_step)(fb_net *net, const int64_t *X, const int64_t *Y,
+                              const int64_t *rows, REAL lr) {
+    return SFX(fb_step_impl)(net, X, Y, rows, lr);
+}
+
+FB_CLONES int64_t SFX(fb_train)(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n,
+                                int64_t steps, REAL lr, uint64_t *rng, float *losses) {
     for (int64_t s = 0; s < steps; s++) {
         fb_draw_rows(rng, n, net->B, net->rows);
-        double loss = SFX(fb_step)(net, X, Y, net->rows, lr);
+        double loss = SFX(fb_step_impl)(net, X, Y, net->rows, lr);
         losses[s] = (float)loss;
         if (!isfinite(loss)) return s;
     }
