@@ -8,8 +8,8 @@ which keeps the variance of the activations roughly constant from layer to layer
 compensates for what the nonlinearity after the layer does to that variance (tanh squashes, so
 5/3; ReLU zeroes half, so sqrt(2)).
 
-Convention: fastbn's Linear weights are (fan_in, fan_out) (the lecture's ``x @ W``), so the fan-in of
-a 2-D weight is ``shape[0]``. ``torch.nn.init`` reads ``shape[1]``, because torch stores (out, in).
+Convention: fastbn's Linear weights are (fan_in, fan_out) (the lecture's ``x @ W``), so the
+fan-in of a 2-D weight is ``shape[0]``. ``torch.nn.init`` reads ``shape[1]``, because torch stores (out, in).
 """
 import math
 

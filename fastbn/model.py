@@ -128,7 +128,8 @@ class CharMLP:
         dt = np.dtype(dtype)
         if dt not in ops.FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
-        bn_momentum, bn_eps, negative_slope = float(bn_momentum), float(bn_eps), float(negative_slope)
+        bn_momentum, bn_eps = float(bn_momentum), float(bn_eps)
+        negative_slope = float(negative_slope)
         if not 0 <= bn_momentum <= 1:
             raise ValueError(f"bn_momentum must be in [0, 1], got {bn_momentum}")
         if not bn_eps >= 0:
@@ -136,9 +137,9 @@ class CharMLP:
         if not np.isfinite(negative_slope):
             raise ValueError(f"negative_slope must be finite, got {negative_slope}")
         self.config = {"block_size": T, "n_embd": D, "n_hidden": H, "n_layers": L,
-                           "batchnorm": bool(batchnorm), "final_bn": bool(final_bn),
-                           "bn_momentum": bn_momentum, "bn_eps": bn_eps, "activation": activation,
-                           "negative_slope": negative_slope, "init": init}
+                       "batchnorm": bool(batchnorm), "final_bn": bool(final_bn),
+                       "bn_momentum": bn_momentum, "bn_eps": bn_eps, "activation": activation,
+                       "negative_slope": negative_slope, "init": init}
         self.dtype = dt
         self.block_size = T
 
@@ -194,7 +195,7 @@ class CharMLP:
         return self.net.named_parameters()
 
     def parameters(self):
-        """The parameter arrays, aligned with ``grads()``; updating them in place updates the model."""
+        """The parameter arrays, aligned with ``grads()``; update them in place."""
         return self.net.parameters()
 
     def grads(self):
@@ -373,5 +374,6 @@ class CharMLP:
         return names
 
     def __repr__(self):
-        return (f"CharMLP(vocab={self.vocab.size}, {', '.join(f'{k}={v!r}' for k, v in self.config.items())}, "
-                f"dtype={self.dtype.name}, parameters={self.num_parameters():,})\n{self.net!r}")
+        cfg = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return (f"CharMLP(vocab={self.vocab.size}, {cfg}, dtype={self.dtype.name}, "
+                f"parameters={self.num_parameters():,})\n{self.net!r}")

@@ -86,8 +86,8 @@ def test_lr_at():
 def test_the_schedule_is_applied_per_step(tiny):
     vocab, X, Y = tiny
     seen = []
-    train(tiny_model(vocab), (X, Y), steps=10, batch_size=8, lr_schedule="0:0.3,4:0.2,7:0.1", quiet=True,
-          callback=lambda step, loss, lr: seen.append((step, lr)), every=1)
+    train(tiny_model(vocab), (X, Y), steps=10, batch_size=8, lr_schedule="0:0.3,4:0.2,7:0.1",
+          quiet=True, callback=lambda step, loss, lr: seen.append((step, lr)), every=1)
     assert seen == [(i, 0.3) for i in range(4)] + [(i, 0.2) for i in range(4, 7)] + \
         [(i, 0.1) for i in range(7, 10)]
 
