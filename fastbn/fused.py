@@ -5,7 +5,7 @@
 of a minibatch with the GIL released (``step``), or many steps, drawing minibatches with a seeded
 PCG32 generator, without returning to Python (``run``). It computes what the per-layer path
 (``CharMLP.train_step``) computes, in the same order; float32 tanh and exp use vectorizable
-approximations within a few ulp of libm, so the two paths agree to float tolerance, not bit for bit.
+approximations (within 6 ulp of exact), so the two paths agree to float tolerance, not bit for bit.
 
 The trainer works on the model's own arrays (parameters, gradients, running statistics), so the
 model always holds the current state and can be evaluated, sampled or saved between calls.

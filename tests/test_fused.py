@@ -1,0 +1,189 @@
+"""The fused step and compiled loop against the per-layer path (the teaching path)."""
+import numpy as np
+import pytest
+
+from fastbn import _kernels as K
+from fastbn.data import Vocab
+from fastbn.fused import BatchSampler, FusedTrainer, supports
+from fastbn.model import CharMLP
+
+VOCAB = Vocab.from_chars(".abcdefghijklmnopqrstuvwxyz")
+
+
+@pytest.fixture(scope="module")
+def data():
+    """A synthetic character dataset: the next id repeats the last one, 90 % of the time."""
+    g = np.random.default_rng(7)
+    X = g.integers(0, 27, size=(5000, 3))
+    Y = np.where(g.random(5000) < 0.9, X[:, 2], g.integers(0, 27, 5000))
+    return X, Y
+
+
+def pair(dtype, seed=3, **kw):
+    return CharMLP(VOCAB, dtype=dtype, seed=seed, **kw), CharMLP(VOCAB, dtype=dtype, seed=seed, **kw)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("kw", [{}, dict(n_layers=3, n_hidden=40, n_embd=6, block_size=3),
+                                dict(bn_momentum=0.1, n_hidden=17)])
+def test_fused_steps_equal_per_layer_steps(data, dtype, tol, kw):
+    X, Y = data
+    ref, fused = pair(dtype, **kw)
+    trainer = FusedTrainer(fused, 32)
+    sampler = BatchSampler(11)
+    for step in range(30):
+        rows = sampler.draw(len(X), 32)
+        lr = 0.1 if step < 20 else 0.01
+        a = ref.train_step(X[rows], Y[rows], lr)
+        b = trainer.step(X, Y, lr, rows)
+        assert b == pytest.approx(a, rel=tol, abs=tol), step
+    for (name, p), q in zip(ref.named_parameters(), fused.parameters()):
+        np.testing.assert_allclose(q, p, rtol=50 * tol, atol=50 * tol, err_msg=name)
+    for (name, p), (_, q) in zip(ref.named_buffers(), fused.named_buffers()):
+        np.testing.assert_allclose(q, p, rtol=50 * tol, atol=50 * tol, err_msg=name)
+    for p, q in zip(ref.grads(), fused.grads()):         # the last step's gradients are kept
+        np.testing.assert_allclose(q, p, rtol=100 * tol, atol=100 * tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_loop_equals_fused_steps(data, dtype):
+    X, Y = data
+    a, b = pair(dtype)
+    s1, s2 = BatchSampler(5), BatchSampler(5)
+    ta, tb = FusedTrainer(a, 16), FusedTrainer(b, 16)
+    done, losses = ta.run(X, Y, 50, 0.05, s1)
+    assert done == 50
+    steps = [tb.step(X, Y, 0.05, s2.draw(len(X), 16)) for _ in range(50)]
+    np.testing.assert_array_equal(losses, np.float32(steps))
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(s1.state, s2.state)
+
+
+def test_run_is_reproducible_and_resumable(data):
+    X, Y = data
+    a, b = pair(np.float32)
+    sa = BatchSampler(9)
+    _, la = FusedTrainer(a, 32).run(X, Y, 100, 0.1, sa)
+    sb = BatchSampler(9)
+    tb = FusedTrainer(b, 32)
+    _, l1 = tb.run(X, Y, 40, 0.1, sb)
+    state = sb.state.copy()                          # a checkpoint of the sampler ...
+    sb2 = BatchSampler(0)
+    sb2.state[:] = state                             # ... restored into a new one
+    _, l2 = tb.run(X, Y, 60, 0.1, sb2)
+    np.testing.assert_array_equal(la, np.concatenate([l1, l2]))
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_training_lowers_the_loss(data):
+    X, Y = data
+    model = CharMLP(VOCAB, seed=0)
+    _, losses = FusedTrainer(model, 64).run(X, Y, 1500, 0.1, BatchSampler(1))
+    assert losses[0] == pytest.approx(np.log(27), abs=0.1)    # ~ln 27 at init
+    assert losses[-200:].mean() < 1.0                 # the rule is learnable (optimum ~0.5)
+    assert model.evaluate(X, Y) < 1.0                 # eval mode with the running statistics
+
+
+def test_eval_loss_matches_the_model(data):
+    X, Y = data
+    model = CharMLP(VOCAB, seed=1)
+    t = FusedTrainer(model, 64)
+    t.run(X, Y, 200, 0.1, BatchSampler(2))
+    rows = np.arange(64)
+    assert t.loss(X, Y, rows) == pytest.approx(model.evaluate(X[:64], Y[:64]), rel=1e-5)
+    model.train()
+    assert t.loss(X, Y, rows, training=True) == pytest.approx(
+        float(model.forward(X[:64], Y[:64])), rel=1e-5)
+
+
+def test_non_finite_loss_stops_before_the_update(data):
+    X, Y = data
+    model = CharMLP(VOCAB, seed=2)
+    t = FusedTrainer(model, 32)
+    done, losses = t.run(X, Y, 500, 1e37, BatchSampler(3))    # absurd lr: overflows
+    assert done < 500 and not np.isfinite(losses[done])
+    assert all(np.all(np.isfinite(p)) for p in model.parameters())
+    # the state is that after step done - 1: replaying those steps reproduces it
+    ref = CharMLP(VOCAB, seed=2)
+    FusedTrainer(ref, 32).run(X, Y, done, 1e37, BatchSampler(3))
+    for p, q in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_rebinds_when_the_model_arrays_are_replaced(data):
+    X, Y = data
+    a, b = pair(np.float64)
+    ta, tb = FusedTrainer(a, 8), FusedTrainer(b, 8)
+    fresh = CharMLP(VOCAB, dtype=np.float64, seed=99)
+    a.layers[1].weight = fresh.layers[1].weight.copy()        # replaced, not written in place
+    b.layers[1].weight[...] = fresh.layers[1].weight
+    rows = np.arange(8)
+    assert ta.step(X, Y, 0.1, rows) == tb.step(X, Y, 0.1, rows)
+
+
+@pytest.mark.parametrize("kw,reason", [
+    (dict(batchnorm=False), "batch norm"),
+    (dict(activation="relu"), "tanh"),
+    (dict(final_bn=True), "final batch norm"),
+])
+def test_unsupported_models_are_refused(kw, reason):
+    model = CharMLP(VOCAB, seed=0, **kw)
+    ok, why = supports(model)
+    assert not ok and reason in why
+    with pytest.raises(ValueError, match=reason):
+        FusedTrainer(model, 32)
+
+
+def test_bad_arguments(data):
+    X, Y = data
+    t = FusedTrainer(CharMLP(VOCAB, seed=0), 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        FusedTrainer(CharMLP(VOCAB, seed=0), 1)
+    with pytest.raises(IndexError):
+        t.step(X, Y, 0.1, np.array([0, 1, 2, len(X)]))
+    with pytest.raises(ValueError, match="rows"):
+        t.step(X, Y, 0.1, np.arange(5))
+    with pytest.raises(IndexError, match="27"):
+        t.run(np.where(X == 0, 27, X), Y, 3, 0.1, BatchSampler(0))
+    with pytest.raises(TypeError):
+        t.run(X.astype(float), Y, 3, 0.1, BatchSampler(0))
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        t.run(X[:, :2], Y, 3, 0.1, BatchSampler(0))
+
+
+def test_sampler_is_seeded_uniform_and_unbiased():
+    a, b = BatchSampler(42), BatchSampler(42)
+    x = a.draw(10, 200_000)
+    np.testing.assert_array_equal(x, b.draw(10, 200_000))
+    assert not np.array_equal(BatchSampler(43).draw(10, 100), BatchSampler(42).draw(10, 100))
+    assert x.min() == 0 and x.max() == 9
+    counts = np.bincount(x, minlength=10)
+    # chi-square with 9 degrees of freedom: 99.99 % quantile is 33.7
+    chi2 = ((counts - 20_000) ** 2 / 20_000).sum()
+    assert chi2 < 33.7
+    # a non-power-of-two bound near 2^32 would show modulo bias: all draws stay in range
+    big = BatchSampler(1).draw(3_000_000_019, 1000)
+    assert big.min() >= 0 and big.max() < 3_000_000_019
+
+
+def test_fast_tanh_and_exp_are_within_a_few_ulp():
+    x = np.concatenate([np.linspace(-12, 12, 200_001), [0.0, -0.0, 1e-30, -1e-30, 1e-5]])
+    x = x.astype(np.float32)
+    t = np.empty_like(x)
+    K.fast_tanh_f32(x, t)
+    exact = np.tanh(x.astype(np.float64))
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    assert (np.abs(t - exact) / ulp).max() <= 6     # measured 5.7 ulp near |x| = 5.9
+    assert np.all(np.abs(t) <= 1)
+    e_in = np.linspace(-87, 88, 200_001).astype(np.float32)
+    e = np.empty_like(e_in)
+    K.fast_exp_f32(e_in, e)
+    exact = np.exp(e_in.astype(np.float64))
+    assert (np.abs(e - exact) / exact).max() < 4 * 2.0**-23
+    special = np.array([np.nan, np.inf, -np.inf, -1000.0], dtype=np.float32)
+    K.fast_tanh_f32(special, t[:4])
+    assert np.isnan(t[0]) and t[1] == 1 and t[2] == -1 and t[3] == -1
+    K.fast_exp_f32(special, e[:4])
+    assert np.isnan(e[0]) and e[3] >= 0 and e[3] < 1e-37
