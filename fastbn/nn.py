@@ -4,7 +4,8 @@ Every layer has the same small interface:
 
 - ``layer(x)`` runs the forward (training or eval mode), keeps the cache for backward and the
   output as ``layer.out`` (the diagnostics read it);
-- ``layer.backward(dout)`` returns the gradient of the input and stores the gradients of the
+- ``layer.backward(dout)`` keeps ``dout`` as ``layer.dout`` (the gradient of ``.out``, for the
+  diagnostics), returns the gradient of the input and stores the gradients of the
   parameters (written in place into the arrays ``grads()`` returns, so a list taken once stays
   valid; they are overwritten, not accumulated: each backward follows its own forward);
 - ``parameters()`` and ``grads()`` return aligned lists of arrays, ``named_parameters()`` the
@@ -60,6 +61,7 @@ class Module:
         cache = getattr(self, "_cache", None)
         if cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before a forward")
+        self.dout = dout          # the gradient of .out, kept for diagnostics (no copy)
         return self._backward(dout, cache)
 
     def _backward(self, dout, cache):  # pragma: no cover

@@ -110,11 +110,16 @@ def test_train_eval_propagate_through_sequential():
     assert net[2].training
 
 
-def test_out_is_kept_for_diagnostics(rng):
+def test_out_and_dout_are_kept_for_diagnostics(rng):
     net = stack()
     net(rng.integers(0, 11, (5, 3)))
     np.testing.assert_allclose(net[3].out, np.tanh(net[2].out), rtol=1e-15, atol=1e-16)
     assert net.out.shape == (5, 11)
+    dlogits = rng.standard_normal((5, 11))
+    net.backward(dlogits)
+    assert net[4].dout is dlogits
+    np.testing.assert_allclose(net[3].dout, dlogits @ net[4].weight.T, rtol=1e-14)
+    np.testing.assert_allclose(net[2].dout, net[3].dout * (1 - net[3].out ** 2), rtol=1e-14)
 
 
 def test_grads_are_written_in_place_and_zero_grad(rng):
