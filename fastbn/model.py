@@ -96,6 +96,10 @@ class CharMLP:
         Of leaky_relu.
     init : one of ``INIT_SCHEMES``
         See the module docstring.
+    gain : float or None
+        Of the "kaiming" scheme: hidden W ~ N(0,1) * gain / sqrt(fan_in). None (the default) is
+        ``fastbn.init.calculate_gain(activation)``, 5/3 for tanh; the lecture's deep net tries
+        1, 5/3 and 3. Only the "kaiming" scheme has a gain.
     dtype : float32 or float64
     seed : int, numpy.random.Generator or None
         The same seed gives identical parameters.
@@ -113,8 +117,8 @@ class CharMLP:
 
     def __init__(self, vocab, block_size=3, n_embd=10, n_hidden=200, n_layers=1, *,
                  batchnorm=True, final_bn=False, bn_momentum=0.001, bn_eps=1e-5,
-                 activation="tanh", negative_slope=0.01, init="kaiming", dtype=np.float32,
-                 seed=None):
+                 activation="tanh", negative_slope=0.01, init="kaiming", gain=None,
+                 dtype=np.float32, seed=None):
         self.vocab = _as_vocab(vocab)
         V = self.vocab.size
         T = _pos_int("block_size", block_size)
@@ -136,15 +140,22 @@ class CharMLP:
             raise ValueError(f"bn_eps must be >= 0, got {bn_eps}")
         if not np.isfinite(negative_slope):
             raise ValueError(f"negative_slope must be finite, got {negative_slope}")
+        if gain is not None:
+            if init != "kaiming":
+                raise ValueError(f"gain applies to the 'kaiming' init only, not {init!r}")
+            gain = float(gain)
+            if not (np.isfinite(gain) and gain > 0):
+                raise ValueError(f"gain must be finite and > 0, got {gain}")
         self.config = {"block_size": T, "n_embd": D, "n_hidden": H, "n_layers": L,
                        "batchnorm": bool(batchnorm), "final_bn": bool(final_bn),
                        "bn_momentum": bn_momentum, "bn_eps": bn_eps, "activation": activation,
-                       "negative_slope": negative_slope, "init": init}
+                       "negative_slope": negative_slope, "init": init, "gain": gain}
         self.dtype = dt
         self.block_size = T
 
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        gain = _init.calculate_gain(activation, negative_slope)
+        if gain is None:
+            gain = _init.calculate_gain(activation, negative_slope)
         w_scale, b_scale, out_w_scale, out_b_scale = _SCALES[init]
         dummy = np.random.default_rng(0)   # nn layers draw their own init; we overwrite it
 
