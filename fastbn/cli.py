@@ -80,10 +80,13 @@ def _cmd_train(args):
         print(f"model: {model.num_parameters():,} parameters, {args.dtype}; {args.steps:,} steps "
               f"of batch {args.batch_size}, lr {format_lr_schedule(args.lr_schedule)}, "
               f"seed {args.seed}")
-    res = train(model, ds, steps=args.steps, batch_size=args.batch_size,
-                lr_schedule=args.lr_schedule, seed=np.random.default_rng(batch_ss),
-                quiet=args.quiet, calibrate=args.calibrate,
-                plot=None if args.no_plot else png)
+    try:
+        res = train(model, ds, steps=args.steps, batch_size=args.batch_size,
+                    lr_schedule=args.lr_schedule, seed=np.random.default_rng(batch_ss),
+                    quiet=args.quiet, calibrate=args.calibrate,
+                    plot=None if args.no_plot else png)
+    except FloatingPointError as e:    # the loss diverged: nothing is saved
+        raise _Fail(f"{e}; no checkpoint was written (try a smaller --lr-schedule)") from e
     meta = {"steps": res.steps, "batch_size": res.batch_size, "seed": args.seed,
                 "lr_schedule": format_lr_schedule(res.lr_schedule), "calibrated": res.calibrated,
                 "losses": res.losses, "losses_running": res.losses_running,
@@ -171,29 +174,41 @@ def build_parser():
     data_help = ("names file (default: $FASTBN_DATA, then the user cache, then a verified "
                  "download)")
     t = sub.add_parser("train", help="train the makemore BN-MLP",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Train the makemore BN-MLP by minibatch SGD; defaults are the "
-                                   "lecture's model and recipe. Writes OUT/model.npz and "
+                       description="Train the makemore BN-MLP by minibatch SGD; the defaults are "
+                                   "the lecture's model and recipe. Writes OUT/model.npz and "
                                    "OUT/loss.png.")
     t.add_argument("--data", metavar="PATH", help=data_help)
-    t.add_argument("--steps", type=_positive(), default=200_000)
-    t.add_argument("--batch-size", type=_positive(), default=32)
-    t.add_argument("--lr-schedule", type=_schedule, default=DEFAULT_LR_SCHEDULE,
-                   metavar="STEP:LR,...",
-                   help=f"piecewise-constant learning rate, e.g. "
-                        f"{format_lr_schedule(DEFAULT_LR_SCHEDULE)}, or one number")
-    t.add_argument("--n-hidden", type=_positive(), default=200)
-    t.add_argument("--n-embd", type=_positive(), default=10)
-    t.add_argument("--block-size", type=_positive(), default=3)
-    t.add_argument("--n-layers", type=_positive(), default=1)
-    t.add_argument("--no-batchnorm", action="store_true", help="hidden Linears with a bias, no BN")
-    t.add_argument("--bn-momentum", type=_momentum, default=0.001)
+    t.add_argument("--steps", type=_positive(), default=200_000, metavar="N",
+                   help="SGD steps (default %(default)s)")
+    t.add_argument("--batch-size", type=_positive(), default=32, metavar="B",
+                   help="examples per step (default %(default)s)")
+    t.add_argument("--lr-schedule", type=_schedule, metavar="STEP:LR,...",
+                   default=format_lr_schedule(DEFAULT_LR_SCHEDULE),
+                   help="piecewise-constant learning rate from each STEP on, or one number "
+                        "(default %(default)s)")
+    t.add_argument("--n-hidden", type=_positive(), default=200, metavar="H",
+                   help="hidden width (default %(default)s)")
+    t.add_argument("--n-embd", type=_positive(), default=10, metavar="E",
+                   help="embedding size (default %(default)s)")
+    t.add_argument("--block-size", type=_positive(), default=3, metavar="K",
+                   help="characters of context (default %(default)s)")
+    t.add_argument("--n-layers", type=_positive(), default=1, metavar="L",
+                   help="hidden [Linear, BatchNorm1d, Tanh] blocks (default %(default)s)")
+    t.add_argument("--no-batchnorm", action="store_true",
+                   help="no BatchNorm (the hidden Linears get a bias)")
+    t.add_argument("--bn-momentum", type=_momentum, default=0.001, metavar="M",
+                   help="weight of the new batch in the running statistics (default "
+                        "%(default)s)")
     t.add_argument("--calibrate", action="store_true",
-                   help="after training, set the BN statistics from the whole training set")
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                   help="seeds the parameters and the minibatches (two independent streams)")
-    t.add_argument("--out", metavar="DIR", default="fastbn-run")
+                   help="after training, set the BN statistics from the whole training set "
+                        "(the losses with the running statistics are printed too)")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="(default %(default)s)")
+    t.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S",
+                   help="seeds the parameters and the minibatches, as two independent streams "
+                        "(default %(default)s)")
+    t.add_argument("--out", metavar="DIR", default="fastbn-run",
+                   help="where model.npz and loss.png go (default %(default)s)")
     t.add_argument("--no-plot", action="store_true", help="do not write the loss plot")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(parser=t, run=_cmd_train)

@@ -101,9 +101,14 @@ def test_train_options_reach_the_model(names_path, tmp_path, capsys):
     assert m.meta["lr_schedule"] == "0:0.05,10:0.01" and m.meta["batch_size"] == 8
 
 
-def test_train_without_batchnorm_on_a_custom_word_file(tmp_path, capsys):
-    words = tmp_path / "words.txt"
+def words_file(folder):
+    words = folder / "words.txt"
     words.write_text("\n".join(["anna", "bob", "otto", "ada", "abba", "nan"] * 20) + "\n")
+    return words
+
+
+def test_train_without_batchnorm_on_a_custom_word_file(tmp_path, capsys):
+    words = words_file(tmp_path)
     out = tmp_path / "run"
     assert main(["train", "--data", str(words), "--steps", "30", "--batch-size", "1",
                  "--no-batchnorm", "--n-hidden", "8", "--no-plot", "--out", str(out),
@@ -130,6 +135,12 @@ def test_runtime_errors_exit_1_with_a_message(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "fastbn sample: error:" in err and "not a valid fastbn checkpoint" in err
+    out = tmp_path / "diverged"
+    assert main(["train", "--steps", "50", "--no-batchnorm", "--lr-schedule", "1e30",
+                 "--data", str(words_file(tmp_path)), "--out", str(out), "--quiet"]) == 1
+    assert re.search(r"fastbn train: error: the loss is (nan|inf) at step \d+",
+                     capsys.readouterr().err)
+    assert not (out / "model.npz").exists()
     token = tmp_path / "dots.txt"
     token.write_text("a.b\n")
     assert main(["train", "--data", str(token), "--quiet"]) == 1
