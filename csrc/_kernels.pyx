@@ -400,9 +400,9 @@ cdef extern from "fused.h" nogil:
     double fb_loss_f64(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
                        int training)
     int64_t fb_train_f32(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n,
-                         int64_t steps, float lr, uint64_t *rng, float *losses)
+                         int64_t steps, float lr, uint64_t *rng, double *losses)
     int64_t fb_train_f64(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n,
-                         int64_t steps, double lr, uint64_t *rng, float *losses)
+                         int64_t steps, double lr, uint64_t *rng, double *losses)
     void fb_tanh_f32_array(const float *x, float *out, int64_t n)
     void fb_exp_f32_array(const float *x, float *out, int64_t n)
 
@@ -501,7 +501,7 @@ cdef class FusedNet:
         return loss
 
     def train(self, const int64_t[:, ::1] X, const int64_t[::1] Y, int64_t steps, double lr,
-              uint64_t[::1] rng, float[::1] losses):
+              uint64_t[::1] rng, double[::1] losses):
         """steps steps on rows drawn from [0, len(X)); returns the number of steps applied."""
         cdef int64_t done, n = X.shape[0]
         with nogil:

@@ -74,13 +74,13 @@ double fb_loss_f32(fb_net *net, const int64_t *X, const int64_t *Y, const int64_
 double fb_loss_f64(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
                    int training);
 
-/* steps steps with minibatches drawn from [0, n); losses[s] receives step s's loss (float).
+/* steps steps with minibatches drawn from [0, n); losses[s] receives step s's loss.
  * Returns the number of steps done: steps, or the index of the first non-finite loss (that
  * step is not applied). */
 int64_t fb_train_f32(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n, int64_t steps,
-                     float lr, uint64_t *rng, float *losses);
+                     float lr, uint64_t *rng, double *losses);
 int64_t fb_train_f64(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n, int64_t steps,
-                     double lr, uint64_t *rng, float *losses);
+                     double lr, uint64_t *rng, double *losses);
 
 /* vectorizable float32 tanh and exp (exposed for the tests) */
 void fb_tanh_f32_array(const float *x, float *out, int64_t n);

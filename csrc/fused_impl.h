@@ -246,11 +246,11 @@ FB_CLONES double SFX(fb_step)(fb_net *net, const int64_t *X, const int64_t *Y,
 }
 
 FB_CLONES int64_t SFX(fb_train)(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n,
-                                int64_t steps, REAL lr, uint64_t *rng, float *losses) {
+                                int64_t steps, REAL lr, uint64_t *rng, double *losses) {
     for (int64_t s = 0; s < steps; s++) {
         fb_draw_rows(rng, n, net->B, net->rows);
         double loss = SFX(fb_step_impl)(net, X, Y, net->rows, lr);
-        losses[s] = (float)loss;
+        losses[s] = loss;
         if (!isfinite(loss)) return s;
     }
     return steps;

@@ -184,7 +184,7 @@ class FusedTrainer:
     def run(self, X, Y, steps, lr, sampler, losses=None):
         """``steps`` SGD steps at learning rate ``lr``, minibatches drawn by ``sampler``.
 
-        ``losses`` (steps,) float32 receives each step's loss (allocated when None). Returns
+        ``losses`` (steps,) float64 receives each step's loss (allocated when None). Returns
         ``(done, losses)``: done == steps, or the index of the first step whose loss was not
         finite (that step was not applied; the model holds the state after step done - 1).
         """
@@ -196,9 +196,9 @@ class FusedTrainer:
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         if losses is None:
-            losses = np.empty(steps, dtype=np.float32)
-        if losses.dtype != np.float32 or losses.shape != (steps,) or not losses.flags.c_contiguous:
-            raise ValueError(f"losses must be a contiguous float32 array of shape ({steps},)")
+            losses = np.empty(steps, dtype=np.float64)
+        if losses.dtype != np.float64 or losses.shape != (steps,) or not losses.flags.c_contiguous:
+            raise ValueError(f"losses must be a contiguous float64 array of shape ({steps},)")
         if steps == 0:
             return 0, losses
         done = self._net.train(X, Y, steps, float(lr), sampler.state, losses)

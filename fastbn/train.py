@@ -1,12 +1,16 @@
 """Training a ``CharMLP``: minibatch SGD with a step learning-rate schedule, as in the lecture.
 
+    sampler = BatchSampler(seed)                          # PCG32, in compiled code
     for step in range(steps):
-        ix = rng.integers(0, Ntr, batch_size)          # rng = numpy.random.default_rng(seed)
+        ix = sampler.draw(Ntr, batch_size)
         loss = model.train_step(Xtr[ix], Ytr[ix], lr_at(schedule, step))
 
-Everything random comes from the seeded NumPy generator, so a run is bit-for-bit reproducible for
-the same seed, dtype and machine (BLAS threading aside). The loop calls one function per step,
-``model.train_step``, so a fused implementation can replace it.
+That is the per-layer path (the teaching path: one ``model.train_step`` per step). For the models
+it supports (batch norm + tanh, the default), ``train`` runs the compiled loop of
+``fastbn.fused`` instead: the same steps on the same minibatches, many at a time without returning
+to Python, coming back every ``every`` steps (at most ``CHUNK``) for progress, the callback and the
+non-finite check. Both paths draw the minibatches from the same seeded generator, so a run is
+bit-for-bit reproducible for the same seed, dtype, path and machine.
 
 After the loop: optionally the lecture's BatchNorm calibration over the whole training set, then
 the loss of each split in eval mode.
@@ -20,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .fused import BatchSampler, FusedTrainer, supports
+
 __all__ = [
     "DEFAULT_LR_SCHEDULE",
     "DEFAULT_SEED",
@@ -32,7 +38,8 @@ __all__ = [
 ]
 
 DEFAULT_LR_SCHEDULE = ((0, 0.1), (100_000, 0.01))
-DEFAULT_SEED = 2147483647   # the lecture's torch.Generator seed (NumPy's PCG64 draws differently)
+DEFAULT_SEED = 2147483647   # the lecture's torch.Generator seed (our generators draw differently)
+CHUNK = 1000                # the compiled loop returns to Python at least every CHUNK steps
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,6 +187,8 @@ class TrainResult:
     wall_time : float
         Seconds spent in the training loop (evaluation excluded).
     steps, batch_size, seed, lr_schedule, calibrated, plot_path : as run
+    path : str
+        "fused" (the compiled loop) or "per-layer" (``model.train_step``).
     """
 
     history: np.ndarray
@@ -192,6 +201,7 @@ class TrainResult:
     lr_schedule: tuple = DEFAULT_LR_SCHEDULE
     calibrated: bool = False
     plot_path: Path | None = None
+    path: str = "per-layer"
 
     @property
     def log10_history(self):
@@ -215,7 +225,7 @@ def _splits(data):
 
 def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHEDULE,
           seed=DEFAULT_SEED, *, quiet=False, calibrate=False, evaluate=True, callback=None,
-          every=1000, log_every=10_000, plot=None, stream=None):
+          every=1000, log_every=10_000, plot=None, stream=None, fused="auto"):
     """Train ``model`` by minibatch SGD and evaluate it.
 
     Parameters
@@ -229,8 +239,9 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     lr_schedule : number, sequence of (step, lr), or str
         Piecewise constant; the lecture's is ((0, 0.1), (100000, 0.01)), as a string
         "0:0.1,100000:0.01" (see ``parse_lr_schedule``).
-    seed : int, numpy.random.Generator or None
-        Of the minibatch indices (``rng.integers(0, Ntr, batch_size)`` per step).
+    seed : int, numpy.random.SeedSequence, numpy.random.Generator or None
+        Of the minibatch indices: seeds the ``fastbn.fused.BatchSampler`` both paths draw from
+        (a Generator or SeedSequence gives it a 64-bit seed; None, fresh entropy).
     quiet : bool
         No progress output. Otherwise a progress bar on a terminal, or a log line every
         ``log_every`` steps when ``stream`` (default sys.stderr) is not a terminal.
@@ -244,6 +255,9 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         is applied; ``model.grads()`` still hold that step's gradients (for diagnostics).
     plot : str or Path, optional
         Write the loss curve PNG there (see ``plot_history``).
+    fused : "auto", True or False
+        Run the compiled loop ("auto": when ``fastbn.fused.supports(model)``; True: required,
+        ValueError otherwise) or the per-layer path (False).
 
     Returns
     -------
@@ -271,7 +285,8 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     N = Xtr.shape[0]
     if N == 0:
         raise ValueError("the training split is empty")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    sampler = BatchSampler(_sampler_seed(seed))
+    use_fused = _use_fused(fused, model)
     stream = sys.stderr if stream is None else stream
     progress = _progress_mode(quiet, stream)
     bar = _Progress(steps, progress, stream, int(log_every))
@@ -279,31 +294,48 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     history = np.empty(steps, dtype=np.float64)
     # lr changes at the schedule's steps: iterate over the constant segments
     bounds = [s for s, _ in schedule[1:]] + [steps]
-    step_fn = model.train_step
     model.train()
+    if use_fused:
+        trainer = FusedTrainer(model, batch_size)
+        Xtr64, Ytr64 = trainer._data(Xtr, Ytr)      # checked and converted once, not per chunk
+        chunk_losses = np.empty(min(CHUNK, every + 1), dtype=np.float64)
     t0 = time.perf_counter()
     step = 0
     for (_, lr), end in zip(schedule, bounds):
         while step < min(end, steps):
-            ix = rng.integers(0, N, size=batch_size)
-            loss = step_fn(Xtr[ix], Ytr[ix], lr)
-            if not math.isfinite(loss):
-                bar.close()
-                raise FloatingPointError(f"the loss is {loss} at step {step} (lr {lr:g}); "
-                                         "training stopped")
-            history[step] = loss
-            if progress != "off":
-                bar.update(step, loss, lr)
-            if callback is not None and (step % every == 0 or step + 1 == steps):
-                callback(step, loss, lr)
-            step += 1
+            if use_fused:
+                # through the next callback step (a multiple of `every`), so the callback sees
+                # that step's gradients; at most CHUNK steps and not past the segment's end
+                callback_step = -(-step // every) * every
+                n = min(end, steps, callback_step + 1, step + CHUNK) - step
+                done, out = trainer.run(Xtr64, Ytr64, n, lr, sampler, chunk_losses[:n])
+                losses = out[:done].copy()
+                if done < n:
+                    bar.close()
+                    raise FloatingPointError(
+                        f"the loss is {out[done]} at step {step + done} (lr {lr:g}); training "
+                        "stopped before applying that step")
+            else:
+                ix = sampler.draw(N, batch_size)
+                losses = [model.train_step(Xtr[ix], Ytr[ix], lr)]
+                if not math.isfinite(losses[0]):
+                    bar.close()
+                    raise FloatingPointError(f"the loss is {losses[0]} at step {step} "
+                                             f"(lr {lr:g}); training stopped")
+            history[step:step + len(losses)] = losses
+            for loss in losses:
+                if progress != "off":
+                    bar.update(step, float(loss), lr)
+                if callback is not None and (step % every == 0 or step + 1 == steps):
+                    callback(step, float(loss), lr)
+                step += 1
     wall = time.perf_counter() - t0
     bar.close()
     model.eval()
 
     result = TrainResult(history=history, wall_time=wall, steps=steps, batch_size=batch_size,
                          seed=seed if not isinstance(seed, np.random.Generator) else None,
-                         lr_schedule=schedule)
+                         lr_schedule=schedule, path="fused" if use_fused else "per-layer")
     if calibrate and model.batchnorms():
         if evaluate:
             result.losses_running = {n: model.evaluate(X, Y) for n, (X, Y) in evals.items()
@@ -315,6 +347,32 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     if plot is not None:
         result.plot_path = plot_history(history, plot, schedule=schedule)
     return result
+
+
+def _sampler_seed(seed):
+    """A 64-bit seed for the BatchSampler from an int, SeedSequence, Generator or None."""
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(0, 2**63))
+    if seed is None or isinstance(seed, np.random.SeedSequence):
+        ss = seed if seed is not None else np.random.SeedSequence()
+        return int(ss.generate_state(1, np.uint64)[0])
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), a SeedSequence, a Generator or "
+                         f"None, got {seed!r}")
+    return int(seed)
+
+
+def _use_fused(fused, model):
+    if fused == "auto":
+        return supports(model)[0]
+    if fused is True:
+        ok, why = supports(model)
+        if not ok:
+            raise ValueError(f"fused=True, but this model cannot use the fused step: {why}")
+        return True
+    if fused is False:
+        return False
+    raise ValueError(f"fused must be 'auto', True or False, got {fused!r}")
 
 
 # ----------------------------------------------------------------------------------------------

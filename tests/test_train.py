@@ -131,13 +131,46 @@ def test_two_runs_with_the_same_seed_are_bit_identical(tiny):
     assert not np.array_equal(h1, h3)
 
 
-def test_generator_seed_is_the_same_stream(tiny):
+def test_generator_and_seedsequence_seeds_are_reproducible(tiny):
     vocab, X, Y = tiny
-    r1 = train(tiny_model(vocab), (X, Y), steps=30, batch_size=4, seed=5, quiet=True,
-               evaluate=False)
-    r2 = train(tiny_model(vocab), (X, Y), steps=30, batch_size=4,
-               seed=np.random.default_rng(5), quiet=True, evaluate=False)
-    np.testing.assert_array_equal(r1.history, r2.history)
+
+    def run(seed):
+        return train(tiny_model(vocab), (X, Y), steps=30, batch_size=4, seed=seed, quiet=True,
+                     evaluate=False).history
+
+    np.testing.assert_array_equal(run(np.random.default_rng(5)), run(np.random.default_rng(5)))
+    np.testing.assert_array_equal(run(np.random.SeedSequence(5)), run(np.random.SeedSequence(5)))
+    assert not np.array_equal(run(np.random.default_rng(5)), run(np.random.default_rng(6)))
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-4)])
+def test_fused_and_per_layer_paths_agree(tiny, dtype, tol):
+    """Same seed and data: the compiled loop and the teaching path see the same minibatches and
+    compute the same losses, to float tolerance."""
+    vocab, X, Y = tiny
+    runs = {}
+    for fused in (True, False):
+        m = CharMLP(vocab, block_size=X.shape[1], n_embd=5, n_hidden=24, dtype=dtype, seed=4)
+        r = train(m, (X, Y), steps=300, batch_size=16, lr_schedule="0:0.2,150:0.05", seed=3,
+                  quiet=True, evaluate=False, fused=fused)
+        assert r.path == ("fused" if fused else "per-layer")
+        runs[fused] = (r.history, m.parameters())
+    np.testing.assert_allclose(runs[True][0][:50], runs[False][0][:50], rtol=tol, atol=tol)
+    assert abs(runs[True][0][-50:].mean() - runs[False][0][-50:].mean()) < 1e3 * tol + 1e-9
+
+
+def test_default_model_trains_on_the_fused_path_and_callback_sees_its_step(tiny):
+    vocab, X, Y = tiny
+    seen = []
+    m = CharMLP(vocab, block_size=X.shape[1], n_embd=5, n_hidden=24, seed=4)
+    r = train(m, (X, Y), steps=250, batch_size=8, seed=1, quiet=True, evaluate=False, every=100,
+              callback=lambda step, loss, lr: seen.append((step, loss)))
+    assert r.path == "fused"
+    assert [s for s, _ in seen] == [0, 100, 200, 249]
+    assert all(loss == r.history[s] for s, loss in seen)
+    with pytest.raises(ValueError, match="fused step"):
+        train(CharMLP(vocab, block_size=X.shape[1], activation="relu", seed=0), (X, Y), steps=5,
+              quiet=True, fused=True)
 
 
 @pytest.mark.parametrize("kw, err, match", [
