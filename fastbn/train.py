@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .fused import BatchSampler, FusedTrainer, supports
 
@@ -225,7 +226,7 @@ def _splits(data):
 
 def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHEDULE,
           seed=DEFAULT_SEED, *, quiet=False, calibrate=False, evaluate=True, callback=None,
-          every=1000, log_every=10_000, plot=None, stream=None, fused="auto"):
+          every=1000, log_every=10_000, plot=None, stream=None, fused="auto", threads=1):
     """Train ``model`` by minibatch SGD and evaluate it.
 
     Parameters
@@ -258,6 +259,9 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     fused : "auto", True or False
         Run the compiled loop ("auto": when ``fastbn.fused.supports(model)``; True: required,
         ValueError otherwise) or the per-layer path (False).
+    threads : int or None
+        BLAS threads during the loop (threadpoolctl); 1 by default: this model's GEMMs are small
+        and lose more to threading than they gain. None leaves BLAS as it is.
 
     Returns
     -------
@@ -299,37 +303,40 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         trainer = FusedTrainer(model, batch_size)
         Xtr64, Ytr64 = trainer._data(Xtr, Ytr)      # checked and converted once, not per chunk
         chunk_losses = np.empty(min(CHUNK, every + 1), dtype=np.float64)
-    t0 = time.perf_counter()
-    step = 0
-    for (_, lr), end in zip(schedule, bounds):
-        while step < min(end, steps):
-            if use_fused:
-                # through the next callback step (a multiple of `every`), so the callback sees
-                # that step's gradients; at most CHUNK steps and not past the segment's end
-                callback_step = -(-step // every) * every
-                n = min(end, steps, callback_step + 1, step + CHUNK) - step
-                done, out = trainer.run(Xtr64, Ytr64, n, lr, sampler, chunk_losses[:n])
-                losses = out[:done].copy()
-                if done < n:
-                    bar.close()
-                    raise FloatingPointError(
-                        f"the loss is {out[done]} at step {step + done} (lr {lr:g}); training "
-                        "stopped before applying that step")
-            else:
-                ix = sampler.draw(N, batch_size)
-                losses = [model.train_step(Xtr[ix], Ytr[ix], lr)]
-                if not math.isfinite(losses[0]):
-                    bar.close()
-                    raise FloatingPointError(f"the loss is {losses[0]} at step {step} "
-                                             f"(lr {lr:g}); training stopped")
-            history[step:step + len(losses)] = losses
-            for loss in losses:
-                if progress != "off":
-                    bar.update(step, float(loss), lr)
-                if callback is not None and (step % every == 0 or step + 1 == steps):
-                    callback(step, float(loss), lr)
-                step += 1
-    wall = time.perf_counter() - t0
+    if threads is not None and (int(threads) != threads or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    with threadpool_limits(threads, user_api="blas"):
+        t0 = time.perf_counter()
+        step = 0
+        for (_, lr), end in zip(schedule, bounds):
+            while step < min(end, steps):
+                if use_fused:
+                    # through the next callback step (a multiple of `every`), so the callback sees
+                    # that step's gradients; at most CHUNK steps and not past the segment's end
+                    callback_step = -(-step // every) * every
+                    n = min(end, steps, callback_step + 1, step + CHUNK) - step
+                    done, out = trainer.run(Xtr64, Ytr64, n, lr, sampler, chunk_losses[:n])
+                    losses = out[:done].copy()
+                    if done < n:
+                        bar.close()
+                        raise FloatingPointError(
+                            f"the loss is {out[done]} at step {step + done} (lr {lr:g}); training "
+                            "stopped before applying that step")
+                else:
+                    ix = sampler.draw(N, batch_size)
+                    losses = [model.train_step(Xtr[ix], Ytr[ix], lr)]
+                    if not math.isfinite(losses[0]):
+                        bar.close()
+                        raise FloatingPointError(f"the loss is {losses[0]} at step {step} "
+                                                 f"(lr {lr:g}); training stopped")
+                history[step:step + len(losses)] = losses
+                for loss in losses:
+                    if progress != "off":
+                        bar.update(step, float(loss), lr)
+                    if callback is not None and (step % every == 0 or step + 1 == steps):
+                        callback(step, float(loss), lr)
+                    step += 1
+        wall = time.perf_counter() - t0
     bar.close()
     model.eval()
 
