@@ -74,11 +74,13 @@ def test_smoke_run_verifies_then_times_every_peer(smoke):
         assert set(row["impls"]) == set(expected)
         for name, t in row["impls"].items():
             assert math.isfinite(t["us_per_step"]) and t["us_per_step"] > 0
-            assert len(t["us_all"]) == 1 and t["steps_per_block"] >= 1
+            assert len(t["us_all"]) == len(t["cpu_share"]) == 1 and t["steps_per_block"] >= 1
+            assert 0 <= t["discarded"] <= 1                     # at most `repeats` re-timed
         assert row["impls"]["fused"]["speedup"] == 1.0
         assert row["flops"] == bench.step_flops(row["batch_size"])
     m = res["machine"]
     assert m["blas_threads"] == [1]                 # pinned by threadpoolctl
+    assert m["torch"] is None or m["torch_threads"] == 1
     assert m["cpu"]["model"] and m["numpy"] and m["scipy"]
     assert set(res["gemm_peak"]) == {"float32", "float64"}
     assert all(p["gflops"] > 0 for p in res["gemm_peak"].values())
