@@ -9,6 +9,9 @@ Contents (every entry a plain array, so ``np.load(..., allow_pickle=False)`` rea
     meta             str, JSON of free-form metadata (steps, seed, losses, ...)
     param/<name>     the parameters, by ``named_parameters()`` name ("param/0.weight", ...)
     buffer/<name>    BatchNorm running statistics ("buffer/2.running_mean", ...)
+    state/step, state/sampler_state, state/history
+                     optional: where a training run stands (``fastbn.train.TrainState``), so
+                     ``fastbn train --resume`` continues it exactly
 
 ``save`` writes to a temporary file in the destination folder and renames it over the destination
 (``os.replace``), so a reader, or a crash mid-save, never sees a half-written checkpoint.
@@ -32,10 +35,11 @@ FORMAT_VERSION = 1
 _HEADER = ("format_version", "config", "chars", "dtype", "meta")
 
 
-def save(model, path, meta=None):
+def save(model, path, meta=None, state=None):
     """Write ``model`` (and JSON-serializable ``meta``) to ``path`` atomically. Returns the Path.
 
-    The folder is created if needed. ``path`` is used as given (no ".npz" is appended).
+    ``state``, a ``fastbn.train.TrainState``, makes the checkpoint resumable. The folder is
+    created if needed. ``path`` is used as given (no ".npz" is appended).
     """
     if not isinstance(model, CharMLP):
         raise TypeError(f"save expects a CharMLP, got {type(model).__name__}")
@@ -49,6 +53,10 @@ def save(model, path, meta=None):
     }
     entries.update({f"param/{n}": p for n, p in model.named_parameters()})
     entries.update({f"buffer/{n}": b for n, b in model.named_buffers()})
+    if state is not None:
+        entries.update({"state/step": np.array(state.step, dtype=np.int64),
+                        "state/sampler_state": np.asarray(state.sampler_state, dtype=np.uint64),
+                        "state/history": np.asarray(state.history, dtype=np.float64)})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -77,7 +85,8 @@ def _text(z, key, path):
 def load(path):
     """Read a checkpoint written by ``save``. Returns the ``CharMLP``, in eval mode.
 
-    The saved metadata is on ``model.meta`` (a dict). Raises ``FileNotFoundError`` if there is no
+    The saved metadata is on ``model.meta`` (a dict), the training state on ``model.train_state``
+    (a ``fastbn.train.TrainState``, or None). Raises ``FileNotFoundError`` if there is no
     file and ``ValueError`` if it is not a valid checkpoint (see the module docstring).
     Nothing in the file is executed: pickled objects are refused.
     """
@@ -122,7 +131,8 @@ def load(path):
 
     expected = {f"param/{n}": p for n, p in model.named_parameters()}
     expected.update({f"buffer/{n}": b for n, b in model.named_buffers()})
-    stored = {k for k in arrays if k not in _HEADER}
+    state = _train_state(arrays, path)
+    stored = {k for k in arrays if k not in _HEADER and k not in _STATE}
     if stored != set(expected):
         lost, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
         raise _bad(path, f"its entries do not match its config: missing {lost}, unexpected {extra}")
@@ -139,4 +149,28 @@ def load(path):
         if name.endswith("running_var") and np.any(rv < 0):
             raise _bad(path, f"buffer/{name} has negative variances")
     model.meta = meta
+    model.train_state = state
     return model.eval()
+
+
+_STATE = ("state/step", "state/sampler_state", "state/history")
+
+
+def _train_state(arrays, path):
+    """The optional TrainState entries, validated; None when the checkpoint has none."""
+    from .train import TrainState
+
+    present = [k for k in _STATE if k in arrays]
+    if not present:
+        return None
+    if len(present) != len(_STATE):
+        raise _bad(path, f"incomplete training state: has {present}, needs {list(_STATE)}")
+    step, rng, hist = (arrays[k] for k in _STATE)
+    if step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
+        raise _bad(path, f"state/step must be a non-negative integer, got {step!r}")
+    if rng.shape != (2,) or rng.dtype != np.uint64 or int(rng[1]) % 2 != 1:
+        raise _bad(path, "state/sampler_state must be 2 uint64 with an odd stream increment")
+    if hist.shape != (int(step),) or hist.dtype != np.float64:
+        raise _bad(path, f"state/history must be {int(step)} float64 losses, got {hist.dtype} "
+                         f"of shape {hist.shape}")
+    return TrainState(int(step), rng.copy(), hist.copy())

@@ -272,9 +272,18 @@ class CharMLP:
     def train_step(self, X, Y, lr):
         """One step of minibatch SGD: forward, backward, ``p -= lr * grad``. Returns the loss.
 
-        The training loop calls only this, so a fused implementation can replace it.
+        A non-finite loss is returned before backward: nothing is updated (the running
+        statistics included), as in the fused step (``fastbn.fused``).
         """
+        if self.batchnorms():
+            # BatchNorm updates its running statistics in forward: keep them to restore
+            saved = [b.copy() for _, b in self.named_buffers()]
         loss = self.forward(X, Y)
+        if not np.isfinite(loss):
+            if self.batchnorms():
+                for (_, b), old in zip(self.named_buffers(), saved):
+                    b[...] = old
+            return float(loss)
         self.backward()
         for p, g in zip(self.parameters(), self.grads()):
             p -= lr * g

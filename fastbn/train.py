@@ -17,7 +17,9 @@ the loss of each split in eval mode.
 """
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +176,19 @@ def _progress_mode(quiet, stream):
 # the loop
 
 @dataclass
+class TrainState:
+    """Where a run stands: steps done, the minibatch generator's state, the losses so far.
+
+    Enough, with the model's parameters and running statistics, to continue the run exactly as
+    if it had not stopped (``train(..., resume=state)``).
+    """
+
+    step: int
+    sampler_state: np.ndarray          # (2,) uint64, fastbn.fused.BatchSampler.state
+    history: np.ndarray                # (step,) float64
+
+
+@dataclass
 class TrainResult:
     """What ``train`` returns.
 
@@ -190,6 +205,10 @@ class TrainResult:
     steps, batch_size, seed, lr_schedule, calibrated, plot_path : as run
     path : str
         "fused" (the compiled loop) or "per-layer" (``model.train_step``).
+    interrupted : bool
+        Ctrl-C stopped the run after a complete step (``state.step < steps``; no evaluation).
+    state : TrainState
+        Where the run stopped, to resume from.
     """
 
     history: np.ndarray
@@ -203,6 +222,8 @@ class TrainResult:
     calibrated: bool = False
     plot_path: Path | None = None
     path: str = "per-layer"
+    interrupted: bool = False
+    state: TrainState | None = None
 
     @property
     def log10_history(self):
@@ -211,7 +232,10 @@ class TrainResult:
 
     @property
     def us_per_step(self):
-        return 1e6 * self.wall_time / self.steps if self.steps else float("nan")
+        """Wall time per step run in this call (a resumed run counts only its own steps)."""
+        return 1e6 * self.wall_time / self.steps_run if self.steps_run else float("nan")
+
+    steps_run: int = 0
 
 
 def _splits(data):
@@ -226,7 +250,8 @@ def _splits(data):
 
 def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHEDULE,
           seed=DEFAULT_SEED, *, quiet=False, calibrate=False, evaluate=True, callback=None,
-          every=1000, log_every=10_000, plot=None, stream=None, fused="auto", threads=1):
+          every=1000, log_every=10_000, plot=None, stream=None, fused="auto", threads=1,
+          resume=None, checkpoint=None, checkpoint_every=None):
     """Train ``model`` by minibatch SGD and evaluate it.
 
     Parameters
@@ -262,6 +287,16 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     threads : int or None
         BLAS threads during the loop (threadpoolctl); 1 by default: this model's GEMMs are small
         and lose more to threading than they gain. None leaves BLAS as it is.
+    resume : TrainState, optional
+        Continue a run from this state (the model must hold that run's parameters and buffers,
+        e.g. from its checkpoint); the result is that of the uninterrupted run.
+    checkpoint : callable, optional
+        ``checkpoint(state)`` with a :class:`TrainState`, after every ``checkpoint_every``-th step
+        and when Ctrl-C stops the run; never after a non-finite loss, so the last file it wrote
+        stays the last good state.
+
+    Ctrl-C (SIGINT, when called from the main thread) does not abort mid-step: the run stops
+    after the step (or compiled chunk) under way, with ``interrupted=True``.
 
     Returns
     -------
@@ -290,59 +325,81 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     if N == 0:
         raise ValueError("the training split is empty")
     sampler = BatchSampler(_sampler_seed(seed))
+    history = np.empty(steps, dtype=np.float64)
+    step = 0
+    if resume is not None:
+        step = int(resume.step)
+        if not 0 <= step <= steps or np.shape(resume.history) != (step,):
+            raise ValueError(f"resume state at step {step} does not fit a run of {steps} steps "
+                             f"(history of shape {np.shape(resume.history)})")
+        sampler.state[:] = resume.sampler_state
+        history[:step] = resume.history
+    if checkpoint_every is not None and int(checkpoint_every) < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     use_fused = _use_fused(fused, model)
     stream = sys.stderr if stream is None else stream
     progress = _progress_mode(quiet, stream)
     bar = _Progress(steps, progress, stream, int(log_every))
+    if threads is not None and (int(threads) != threads or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
 
-    history = np.empty(steps, dtype=np.float64)
-    # lr changes at the schedule's steps: iterate over the constant segments
-    bounds = [s for s, _ in schedule[1:]] + [steps]
     model.train()
     if use_fused:
         trainer = FusedTrainer(model, batch_size)
-        Xtr64, Ytr64 = trainer._data(Xtr, Ytr)      # checked and converted once, not per chunk
-        chunk_losses = np.empty(min(CHUNK, every + 1), dtype=np.float64)
-    if threads is not None and (int(threads) != threads or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-    with threadpool_limits(threads, user_api="blas"):
+        Xtr, Ytr = trainer._data(Xtr, Ytr)           # checked and converted once, not per chunk
+        chunk_losses = np.empty(CHUNK, dtype=np.float64)
+
+    def state():
+        return TrainState(step, sampler.state.copy(), history[:step].copy())
+
+    def next_stop(step):
+        """The number of steps until the next point where Python must see the run."""
+        lr_end = next((s for s, _ in schedule if s > step), steps)
+        stops = [lr_end, steps, -(-step // every) * every + 1, step + CHUNK]
+        if checkpoint is not None and checkpoint_every:
+            stops.append((step // checkpoint_every + 1) * checkpoint_every)
+        return min(stops) - step
+
+    first = step
+    with threadpool_limits(threads, user_api="blas"), _CatchInterrupt() as interrupt:
         t0 = time.perf_counter()
-        step = 0
-        for (_, lr), end in zip(schedule, bounds):
-            while step < min(end, steps):
-                if use_fused:
-                    # through the next callback step (a multiple of `every`), so the callback sees
-                    # that step's gradients; at most CHUNK steps and not past the segment's end
-                    callback_step = -(-step // every) * every
-                    n = min(end, steps, callback_step + 1, step + CHUNK) - step
-                    done, out = trainer.run(Xtr64, Ytr64, n, lr, sampler, chunk_losses[:n])
-                    losses = out[:done].copy()
-                    if done < n:
-                        bar.close()
-                        raise FloatingPointError(
-                            f"the loss is {out[done]} at step {step + done} (lr {lr:g}); training "
-                            "stopped before applying that step")
-                else:
-                    ix = sampler.draw(N, batch_size)
-                    losses = [model.train_step(Xtr[ix], Ytr[ix], lr)]
-                    if not math.isfinite(losses[0]):
-                        bar.close()
-                        raise FloatingPointError(f"the loss is {losses[0]} at step {step} "
-                                                 f"(lr {lr:g}); training stopped")
-                history[step:step + len(losses)] = losses
-                for loss in losses:
-                    if progress != "off":
-                        bar.update(step, float(loss), lr)
-                    if callback is not None and (step % every == 0 or step + 1 == steps):
-                        callback(step, float(loss), lr)
-                    step += 1
+        while step < steps and not interrupt.caught:
+            lr = lr_at(schedule, step)
+            if use_fused:
+                n = next_stop(step)
+                done, out = trainer.run(Xtr, Ytr, n, lr, sampler, chunk_losses[:n])
+                losses = out[:done]
+            else:
+                ix = sampler.draw(N, batch_size)
+                losses = np.array([model.train_step(Xtr[ix], Ytr[ix], lr)])
+                n, done = 1, int(math.isfinite(losses[0]))
+            if done < n:
+                bar.close()
+                bad = out[done] if use_fused else losses[0]
+                raise FloatingPointError(f"the loss is {bad} at step {step + done} (lr {lr:g}); "
+                                         "training stopped before applying that step")
+            history[step:step + n] = losses
+            for loss in losses:
+                if progress != "off":
+                    bar.update(step, float(loss), lr)
+                if callback is not None and (step % every == 0 or step + 1 == steps):
+                    callback(step, float(loss), lr)
+                step += 1
+            if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
+                checkpoint(state())
         wall = time.perf_counter() - t0
     bar.close()
     model.eval()
+    if interrupt.caught and checkpoint is not None:
+        checkpoint(state())
 
-    result = TrainResult(history=history, wall_time=wall, steps=steps, batch_size=batch_size,
+    result = TrainResult(history=history[:step], wall_time=wall, steps=steps,
+                         batch_size=batch_size,
                          seed=seed if not isinstance(seed, np.random.Generator) else None,
-                         lr_schedule=schedule, path="fused" if use_fused else "per-layer")
+                         lr_schedule=schedule, path="fused" if use_fused else "per-layer",
+                         interrupted=step < steps, state=state(), steps_run=step - first)
+    if result.interrupted:
+        return result
     if calibrate and model.batchnorms():
         if evaluate:
             result.losses_running = {n: model.evaluate(X, Y) for n, (X, Y) in evals.items()
@@ -354,6 +411,27 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     if plot is not None:
         result.plot_path = plot_history(history, plot, schedule=schedule)
     return result
+
+
+class _CatchInterrupt:
+    """Within the block, SIGINT sets ``caught`` instead of raising KeyboardInterrupt, so the loop
+    can stop between steps (a step cut in half would leave the model half updated). Only in the
+    main thread (elsewhere Python delivers no signals); the previous handler is restored."""
+
+    def __enter__(self):
+        self.caught = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.caught = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 def _sampler_seed(seed):

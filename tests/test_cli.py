@@ -50,14 +50,15 @@ def test_train_prints_losses_time_and_paths(short_run):
     losses = losses_in(stdout)
     assert set(losses) == {"train", "val", "test"}
     assert all(2.0 < v < 3.0 for v in losses.values())
-    assert re.search(r"wall time \d+\.\d s \(\d+ us/step\)", stdout)
+    assert re.search(r"wall time \d+\.\d s \(\d+ us/step, fused path\)", stdout)
     assert f"checkpoint {out / 'model.npz'}" in stdout
     assert (out / "model.npz").is_file()
     if (out / "loss.png").exists():            # matplotlib installed
         assert f"loss plot {out / 'loss.png'}" in stdout
     m = fastbn.load(out / "model.npz")
-    assert m.num_parameters() == 12_097 and m.meta["steps"] == 400 and m.meta["seed"] == 1
-    assert m.meta["lr_schedule"] == "0:0.1,100000:0.01"
+    assert m.num_parameters() == 12_097 and m.meta["run"]["steps"] == 400 and m.meta["run"]["seed"] == 1
+    assert m.meta["run"]["lr_schedule"] == "0:0.1,100000:0.01" and m.meta["complete"]
+    assert m.train_state.step == 400
 
 
 def test_eval_reports_the_same_losses(short_run, names_path, capsys):
@@ -98,7 +99,7 @@ def test_train_options_reach_the_model(names_path, tmp_path, capsys):
     assert m.dtype == np.float64 and m.block_size == 4
     assert (m.config["n_hidden"], m.config["n_embd"], m.config["n_layers"]) == (16, 5, 2)
     assert m.batchnorms()[0].momentum == 0.1 and m.meta["calibrated"]
-    assert m.meta["lr_schedule"] == "0:0.05,10:0.01" and m.meta["batch_size"] == 8
+    assert m.meta["run"]["lr_schedule"] == "0:0.05,10:0.01" and m.meta["run"]["batch_size"] == 8
 
 
 def words_file(folder):
