@@ -1,0 +1,301 @@
+"""Tests for fastbn.lab: statistics on inputs with known answers, the probe, figures and report,
+the CLI, and the lecture's orderings on short runs of the init ladder and the deep net.
+
+Tests that need names.txt read it from $FASTBN_DATA and are skipped when it is not set.
+"""
+import math
+import os
+import random
+from contextlib import redirect_stdout
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastbn import CharMLP, data, lab
+from fastbn.cli import main
+
+REAL_NAMES = os.environ.get("FASTBN_DATA")
+LN27 = math.log(27)
+SMALL_VOCAB = data.Vocab(".abcdef")
+
+
+@pytest.fixture(scope="module")
+def names():
+    if not REAL_NAMES:
+        pytest.skip("FASTBN_DATA is not set; point it at names.txt to run the real-data tests")
+    if not Path(REAL_NAMES).is_file():
+        pytest.skip(f"FASTBN_DATA={REAL_NAMES} does not exist")
+    return data.load_dataset(REAL_NAMES)
+
+
+def tiny_words(n=400, seed=0):
+    rng = random.Random(seed)
+    return ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 7))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small names file and its Dataset (vocabulary of 9), for runs that need no names.txt."""
+    path = tmp_path_factory.mktemp("words") / "words.txt"
+    path.write_text("\n".join(tiny_words()) + "\n")
+    return path, data.load_dataset(path)
+
+
+def small_batch(n=64, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, SMALL_VOCAB.size, (n, 3)), rng.integers(0, SMALL_VOCAB.size, n)
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics with known answers
+
+def test_activation_stats_count_exactly_the_saturated_entries():
+    t = np.full((4, 4), 0.5, dtype=np.float32)
+    t[0, 0], t[1, 2], t[2, 1], t[3, 3] = 0.98, -0.99, 0.975, -1.0      # 4 of 16 beyond 0.97
+    t[0, 1], t[2, 2] = 0.97, -0.97                                      # on the line: not counted
+    s = lab.activation_stats(t, "tanh")
+    assert s["saturated"] == 0.25
+    assert s["mean"] == pytest.approx(float(t.astype(np.float64).mean()), abs=1e-12)
+    assert s["std"] == pytest.approx(float(t.astype(np.float64).std()), abs=1e-12)
+    relu = np.array([[0.0, 1.0], [0.0, 0.0], [2.0, 0.5], [3.0, 0.0]])
+    assert lab.activation_stats(relu, "relu")["saturated"] == 0.5
+    assert lab.activation_stats(np.array([-0.01, 0.0, 1.0, -2.0]), "leaky_relu")["saturated"] \
+        == 0.5
+    with pytest.raises(ValueError, match="kind"):
+        lab.activation_stats(t, "gelu")
+
+
+def test_a_unit_dead_for_all_rows_is_found_and_only_it():
+    rng = np.random.default_rng(0)
+    t = np.tanh(rng.standard_normal((32, 6))).astype(np.float32)
+    t[:, 2] = 0.995                       # dead: beyond 0.99 on every row
+    t[:, 4] = -0.999
+    t[7, 4] = 0.5                         # saturated on all rows but one: alive
+    assert lab.dead_units(t).tolist() == [False, False, True, False, False, False]
+    m = lab.dead_map(t)
+    assert m.shape == (32, 6) and m[:, 2].all() and m[:, 4].sum() == 31
+    r = np.maximum(rng.standard_normal((10, 3)), 0)
+    r[:, 1] = 0.0
+    assert lab.dead_units(r, "relu").tolist() == [False, True, False]
+
+
+def test_grad_data_and_update_data_ratios_of_a_known_gradient():
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal((30, 200))
+    g = 0.02 * p + 5.0                                   # std(g) = 0.02 std(p); the shift is free
+    assert lab.grad_data_ratio(g, p) == pytest.approx(0.02, rel=1e-12)
+    assert lab.update_data_ratio(g, p, lr=0.05) == pytest.approx(-3.0, abs=1e-12)
+    assert math.isnan(lab.grad_data_ratio(g, np.zeros_like(p)))     # a zeroed bias
+    assert math.isnan(lab.update_data_ratio(np.zeros_like(p), p, 0.1))
+
+
+def test_initial_loss_verdicts_in_words():
+    ok = lab.initial_loss_check(3.30, 27)
+    assert ok.expected == pytest.approx(LN27) and ok.verdict == "as expected"
+    wrong = lab.initial_loss_check(27.0, 27)
+    assert wrong.verdict == "confidently wrong" and "confidently wrong" in wrong.explain()
+    assert "8.2x" in wrong.explain()
+    assert lab.initial_loss_check(4.0, 27).verdict == "too high"
+    assert lab.initial_loss_check(2.5, 27).verdict == "below chance level"
+    assert lab.initial_loss_check(float("nan"), 27).verdict == "not a number"
+
+
+def test_format_table_text_and_markdown():
+    rows = [["a", "1.0"], ["long name", "22"]]
+    text = lab.format_table(["x", "value"], rows)
+    assert text.splitlines()[0].split() == ["x", "value"]
+    assert text.splitlines()[3].startswith("long name") and text.splitlines()[3].endswith("22")
+    md = lab.format_table(["x", "value"], rows, markdown=True)
+    assert md.splitlines() == ["| x | value |", "|---|---|", "| a | 1.0 |", "| long name | 22 |"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the probe
+
+def test_probe_records_what_the_layers_hold():
+    m = CharMLP(SMALL_VOCAB, n_embd=4, n_hidden=16, n_layers=2, seed=0)
+    probe = lab.Probe(m, every=1)
+    X, Y = small_batch()
+    loss = m.train_step(X, Y, 0.1)
+    snap = probe(0, loss, 0.1)
+    tanhs = [layer for layer in m.layers if type(layer).__name__ == "Tanh"]
+    assert list(snap.activations) == ["layer 3 (Tanh)", "layer 6 (Tanh)"]
+    for (label, a), layer in zip(snap.activations.items(), tanhs):
+        ref = lab.activation_stats(layer.out, "tanh")
+        assert {k: a[k] for k in ref} == ref
+        assert a["dead"] == int(lab.dead_units(layer.out).sum()) and a["units"] == 16
+        assert snap.gradients[label]["std"] == pytest.approx(float(layer.dout.std()), rel=1e-6)
+        assert a["hist"][0].sum() == layer.out.size
+    named = dict(m.named_parameters())
+    assert list(snap.weights) == [n for n, p in named.items() if p.ndim == 2]
+    grads = dict(zip(named, m.grads()))
+    for n, p in named.items():
+        want = lab.update_data_ratio(grads[n], p, 0.1)
+        assert snap.updates[n] == pytest.approx(want, nan_ok=True)
+    assert snap.weights["1.weight"]["grad_data"] == pytest.approx(
+        lab.grad_data_ratio(grads["1.weight"], named["1.weight"]))
+    # the compiled loop does not run the layers: recording again without a step is refused
+    with pytest.raises(RuntimeError, match="fused=False"):
+        probe(1, loss, 0.1)
+    m.train_step(X, Y, 0.1)
+    probe(1, loss, 0.1)
+    m.train_step(X, Y, 0.1)
+    probe(2, loss, 0.1)
+    assert [s.maps is not None for s in probe.snapshots] == [True, False, True]
+    steps, std = probe.series("activations", "layer 3 (Tanh)", "std")
+    assert steps.tolist() == [0, 1, 2] and std.shape == (3,)
+
+
+def test_measure_changes_nothing_in_the_model():
+    m = CharMLP(SMALL_VOCAB, n_embd=4, n_hidden=16, seed=0)
+    before = [a.copy() for a in m.parameters()] + [b.copy() for _, b in m.named_buffers()]
+    snap = lab.Probe(m).measure(*small_batch(), lr=0.1)
+    after = list(m.parameters()) + [b for _, b in m.named_buffers()]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert snap.loss == pytest.approx(float(m.train().forward(*small_batch())), rel=1e-6)
+
+
+@pytest.mark.parametrize("activation, bias", [("tanh", 10.0), ("relu", -1.0)])
+def test_dead_units_on_a_whole_split(activation, bias):
+    m = CharMLP(SMALL_VOCAB, n_embd=4, n_hidden=8, batchnorm=False, activation=activation,
+                seed=0)
+    X, _ = small_batch(500)
+    assert list(lab.dead_units_on_split(m, X, chunk=128).values()) == [(0, 8)]
+    m.layers[1].weight[:, 5] = 0          # unit 5: constant tanh(10) = 1, or relu(-1) = 0
+    m.layers[1].bias[5] = bias
+    assert list(lab.dead_units_on_split(m, X, chunk=128).values()) == [(1, 8)]
+
+
+def test_gain_option_scales_the_kaiming_weights():
+    a = CharMLP(SMALL_VOCAB, n_embd=4, n_hidden=8, n_layers=2, seed=3)
+    b = CharMLP(SMALL_VOCAB, n_embd=4, n_hidden=8, n_layers=2, seed=3, gain=3.0)
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        scale = 3.0 / (5 / 3) if n in ("1.weight", "4.weight") else 1.0
+        np.testing.assert_allclose(q, p * scale, rtol=1e-6, atol=0, err_msg=n)
+    assert b.config["gain"] == 3.0 and a.config["gain"] is None
+    with pytest.raises(ValueError, match="kaiming"):
+        CharMLP(SMALL_VOCAB, init="original", gain=1.0)
+
+
+def test_recording_every_100_steps_costs_under_10_percent():
+    m = CharMLP(data.Vocab(".abcdefghijklmnopqrstuvwxyz"), seed=0)     # the default model
+    rng = np.random.default_rng(0)
+    X, Y = rng.integers(0, 27, (5000, 3)), rng.integers(0, 27, 5000)
+    r = lab.measure_overhead(m, X, Y, every=100, steps=500, repeats=5)
+    # from medians of one record and of one step (robust to a busy machine); end to end, a
+    # looser bound, as timing on a shared CI machine is noisy
+    assert r["record_ms"] * 1e-3 / (100 * r["step_us"] * 1e-6) < 0.10, r
+    assert r["overhead"] < 0.30, r
+
+
+# ----------------------------------------------------------------------------------------------
+# figures, report, CLI
+
+def _readable_png(path):
+    import matplotlib.image
+    img = matplotlib.image.imread(path)
+    return img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100 and img.std() > 0
+
+
+def test_run_lab_writes_readable_figures_tables_and_a_report_that_links_them(tiny, tmp_path):
+    _, ds = tiny
+    res = lab.run_lab(ds, tmp_path, steps=120, every=20, n_hidden=32, n_layers=2)
+    assert set(res.files) == {"activations", "gradients", "weight_grads", "update_ratio",
+                              "dead_units", "over_training", "loss"}
+    report = res.report.read_text()
+    for path in res.files.values():
+        assert path.parent == tmp_path and path.stat().st_size > 5000
+        assert _readable_png(path), path
+        assert f"]({path.name})" in report
+    assert [s.step for s in res.probe.snapshots] == [0, 20, 40, 60, 80, 100, 119]
+    assert "Initial loss" in report and "Dead units" in report and "update:data" in report
+    stats = (tmp_path / "stats.txt").read_text()
+    assert "layer 3 (Tanh)" in stats and "grad:data" in stats
+    assert (tmp_path / "stats.md").read_text().count("|---|") >= 5
+    assert res.loss_check.verdict == "as expected"
+
+
+def test_run_lab_init_only_in_svg(tiny, tmp_path):
+    _, ds = tiny
+    res = lab.run_lab(ds, tmp_path, steps=0, fmt="svg", activation="relu", batchnorm=False,
+                      init="fix_tanh")
+    assert len(res.probe.snapshots) == 1 and res.history is None
+    assert {p.suffix for p in res.files.values()} == {".svg"}
+    assert all(p.read_text().lstrip().startswith("<?xml") for p in res.files.values())
+    assert "t == 0" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_lab_and_lab_ladder(tiny, tmp_path):
+    path, _ = tiny
+    buf = StringIO()
+    with redirect_stdout(buf):
+        rc = main(["lab", "--data", str(path), "--steps", "50", "--every", "10",
+                   "--n-hidden", "16", "--out", str(tmp_path / "lab"), "--quiet"])
+    out = buf.getvalue()
+    assert rc == 0 and "as expected" in out and "% overhead" in out
+    assert (tmp_path / "lab" / "report.md").is_file()
+    buf = StringIO()
+    with redirect_stdout(buf):
+        rc = main(["lab", "ladder", "--data", str(path), "--steps", "20", "--deep-steps", "5",
+                   "--out", str(tmp_path / "ladder"), "--quiet"])
+    out = buf.getvalue()
+    assert rc == 0
+    for name in ("original", "fix_softmax", "fix_tanh", "kaiming", "batchnorm", "no BN, gain 3"):
+        assert name in out
+    report = (tmp_path / "ladder" / "ladder.md").read_text()
+    figs = sorted(p.name for p in (tmp_path / "ladder").glob("*.png"))
+    assert "ladder_init.png" in figs and "deep_activations_init.png" in figs
+    assert all(f"]({f})" in report for f in figs)
+
+
+def test_cli_lab_usage_errors(tiny, capsys):
+    path, _ = tiny
+    with pytest.raises(SystemExit) as e:
+        main(["lab", "--data", str(path), "--init", "original", "--gain", "2"])
+    assert e.value.code == 2 and "--gain" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["lab", "ladder", "--data", "/nonexistent/names.txt"])
+    assert e.value.code == 2 and "no such file" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# the lecture's orderings, on short runs of the real data
+
+@pytest.fixture(scope="module")
+def ladder(names):
+    return {r.name: r for r in lab.run_ladder(names, steps=200)}
+
+
+def test_ladder_initial_losses(ladder):
+    assert ladder["original"].init.loss > 3 * LN27           # confidently wrong (lecture: ~27)
+    for name in ("fix_softmax", "fix_tanh", "kaiming", "batchnorm"):
+        assert abs(ladder[name].init.loss - LN27) < 0.1, name
+
+
+def test_ladder_tanh_at_init(ladder):
+    default = ladder["batchnorm"].tanh          # the default model: Kaiming init + BatchNorm
+    assert 0.55 <= default["std"] <= 0.75 and default["saturated"] <= 0.05
+    sat = {n: r.tanh["saturated"] for n, r in ladder.items()}
+    assert sat["original"] == sat["fix_softmax"] > 0.5      # same W1: the softmax fix leaves it
+    assert sat["original"] > sat["kaiming"] > sat["fix_tanh"] > sat["batchnorm"]
+
+
+def test_ladder_short_training_orders_the_losses(ladder):
+    val = {n: r.losses["val"] for n, r in ladder.items()}
+    assert val["original"] > max(v for n, v in val.items() if n != "original") + 1
+    assert all(v < ladder[n].init.loss for n, v in val.items())
+
+
+def test_deep_net_batchnorm_keeps_tanh_at_065_and_the_gain_decides_without_it(names):
+    deep = {r.name: r for r in lab.run_deep(names, steps=100)}
+    for name, r in deep.items():
+        if name.startswith("BN"):
+            for snap in (r.init, r.final):
+                for a in snap.activations.values():
+                    assert 0.60 <= a["std"] <= 0.70 and a["saturated"] < 0.05, name
+            assert r.verdict() == "about right"
+    assert deep["no BN, gain 1"].verdict().startswith("too small")
+    assert deep["no BN, gain 5/3"].verdict() == "about right"
+    assert deep["no BN, gain 3"].verdict().startswith("too large")
