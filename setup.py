@@ -1,8 +1,10 @@
 """Build the Cython kernels in csrc/ into fastbn._kernels.
 
 Environment switches (all off by default):
-  FASTBN_NATIVE=1  compile with -march=native (faster, not portable to other CPUs)
-  FASTBN_DEBUG=1   turn Cython bounds/wraparound checks back on and build with -O0 -g
+  FASTBN_NATIVE=1    compile with -march=native (faster, not portable to other CPUs)
+  FASTBN_DEBUG=1     turn Cython bounds/wraparound checks back on and build with -O0 -g
+  FASTBN_SANITIZE=1  build with AddressSanitizer and UndefinedBehaviorSanitizer (any report is
+                     fatal); run it as .ci/sanitize does: LD_PRELOAD=libasan, detect_leaks=0
 """
 import os
 
@@ -19,6 +21,12 @@ debug = flag("FASTBN_DEBUG")
 # -fno-math-errno and -fno-trapping-math let gcc vectorize the elementwise loops (tanh, exp,
 # clamps); unlike -ffast-math they change no result: NaN, Inf and rounding stay IEEE.
 compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+link_args = []
+if flag("FASTBN_SANITIZE"):
+    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                "-fno-omit-frame-pointer", "-g"]
+    compile_args = ["-O1", "-fno-math-errno", "-fno-trapping-math"] + sanitize
+    link_args = sanitize
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 if flag("FASTBN_NATIVE"):
     compile_args.append("-march=native")
@@ -38,6 +46,7 @@ extensions = [
         ["csrc/_kernels.pyx", "csrc/fused.c"],
         include_dirs=[np.get_include(), "csrc"],
         extra_compile_args=compile_args,
+        extra_link_args=link_args,
         define_macros=macros,
     ),
 ]
