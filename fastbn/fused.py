@@ -45,8 +45,20 @@ class BatchSampler:
             raise ValueError(f"n must be in [1, 2**32), got {n}")
         if out is None:
             out = np.empty(batch_size, dtype=np.int64)
-        K.draw_rows(self.state, int(n), out)
+        K.draw_rows(_state(self), int(n), out)
         return out
+
+
+def _state(sampler):
+    """The sampler's PCG32 state, checked: the compiled code reads and writes two uint64."""
+    st = getattr(sampler, "state", None)
+    if (not isinstance(st, np.ndarray) or st.dtype != np.uint64 or st.shape != (2,)
+            or not st.flags.c_contiguous or not st.flags.writeable):
+        desc = f"{st.dtype} array of shape {st.shape}" if isinstance(st, np.ndarray) else \
+            type(st).__name__
+        raise ValueError(f"the sampler state must be a writeable uint64 array of shape (2,), "
+                         f"got a {desc}")
+    return st
 
 
 def supports(model):
@@ -113,20 +125,50 @@ class FusedTrainer:
         model, B = self.model, self.batch_size
         arrays, bns = _model_arrays(model)
         dt = model.dtype
+        for name, v in arrays.items():
+            for arr in (v if isinstance(v, list) else [v]):
+                if (not isinstance(arr, np.ndarray) or arr.dtype != dt
+                        or not arr.flags.c_contiguous or not arr.flags.writeable):
+                    raise ValueError(f"model array {name} must be writeable, C-contiguous {dt}")
+        for name in ("C", "Wout"):
+            if arrays[name].ndim != 2:
+                raise ValueError(f"model array {name} must be 2-D, got shape "
+                                 f"{arrays[name].shape}")
+        for i, w in enumerate(arrays["W"]):
+            if w.ndim != 2:
+                raise ValueError(f"model array W[{i}] must be 2-D, got shape {w.shape}")
         V, D = arrays["C"].shape
         T = model.block_size
         H = [w.shape[1] for w in arrays["W"]]
         if arrays["Wout"].shape[1] != V:
             raise ValueError(f"the embedding has {V} rows but the output layer "
                              f"{arrays['Wout'].shape[1]} classes")
-        for name, v in arrays.items():
-            for arr in (v if isinstance(v, list) else [v]):
-                if arr.dtype != dt or not arr.flags.c_contiguous or not arr.flags.writeable:
-                    raise ValueError(f"model array {name} must be writeable, C-contiguous {dt}")
+        # The C step reads every array with the shapes implied by (V, D, T, H): an array replaced
+        # by one of another shape would be read out of bounds, so all shapes are checked here.
+        fan_in = [T * D] + H[:-1]
+        want = {"W": [(i, h) for i, h in zip(fan_in, H)], "dW": [(i, h) for i, h in zip(fan_in, H)],
+                "C": (V, D), "dC": (V, D), "Wout": (H[-1], V), "dWout": (H[-1], V),
+                "bout": (V,), "dbout": (V,)}
+        for key in ("gamma", "dgamma", "beta", "dbeta", "rmean", "rvar"):
+            want[key] = [(h,) for h in H]
+        for name, shapes in want.items():
+            got = arrays[name]
+            for i, (arr, shape) in enumerate(zip(got, shapes) if isinstance(got, list)
+                                             else [(got, shapes)]):
+                if arr.shape != shape:
+                    where = f"{name}[{i}]" if isinstance(got, list) else name
+                    raise ValueError(f"model array {where} has shape {arr.shape}, expected "
+                                     f"{shape} (V={V}, D={D}, T={T}, H={H})")
+        if max([B, T * D, V] + H) > 2**31 - 1:
+            raise ValueError(f"dimensions B={B}, T*D={T * D}, V={V}, H={H} exceed the 32-bit "
+                             "int of the fused step and BLAS")
         moms = {bn.momentum for bn in bns}
         epss = {bn.eps for bn in bns}
         if len(moms) != 1 or len(epss) != 1:
             raise ValueError("the fused step needs one momentum and one eps for all BatchNorms")
+        if not (0 <= next(iter(moms)) <= 1 and next(iter(epss)) >= 0):
+            raise ValueError(f"BatchNorm momentum must be in [0, 1] and eps >= 0, got "
+                             f"{moms.pop()} and {epss.pop()}")
         widest = max([T * D] + H)
         arrays.update(
             x0=np.empty((B, T * D), dt), logits=np.empty((B, V), dt), dh=np.empty((B, widest), dt),
@@ -141,9 +183,12 @@ class FusedTrainer:
         self._vocab, self._T = V, T
 
     def _identity(self):
-        return [id(p) for p in self.model.parameters()] + \
-               [id(b) for _, b in self.model.named_buffers()] + \
-               [id(g) for g in self.model.grads()]
+        # each array's identity and layout (an in-place .shape assignment keeps the id), and the
+        # BatchNorm settings the C step copied when it was bound
+        arrays = self.model.parameters() + [b for _, b in self.model.named_buffers()] + \
+            self.model.grads()
+        return [(id(a), a.shape, a.strides, a.dtype, a.flags.writeable) for a in arrays] + \
+               [(bn.momentum, bn.eps) for bn in self.model.batchnorms()]
 
     def _check_bound(self):
         # arrays replaced on the model (e.g. assigned, not written in place): bind again
@@ -199,9 +244,10 @@ class FusedTrainer:
             losses = np.empty(steps, dtype=np.float64)
         if losses.dtype != np.float64 or losses.shape != (steps,) or not losses.flags.c_contiguous:
             raise ValueError(f"losses must be a contiguous float64 array of shape ({steps},)")
+        state = _state(sampler)
         if steps == 0:
             return 0, losses
-        done = self._net.train(X, Y, steps, float(lr), sampler.state, losses)
+        done = self._net.train(X, Y, steps, float(lr), state, losses)
         return int(done), losses
 
     def loss(self, X, Y, rows=None, training=False):

@@ -44,8 +44,13 @@ class Cache(SimpleNamespace):
 # ----------------------------------------------------------------------------------------------
 # validation
 
-def _float_array(name, a, dtype=None, ndim=None):
-    """``a`` as a C-contiguous float32/float64 array; ``dtype`` pins the dtype of the call."""
+def _float_array(name, a, dtype=None, ndim=None, shape=None, contiguous=True):
+    """``a`` as a C-contiguous float32/float64 array; ``dtype`` pins the dtype of the call.
+
+    Every check runs before the copy that makes ``a`` contiguous, so a refused input (say a
+    ``np.broadcast_to`` view of a huge shape) is never materialized. With ``contiguous=False``
+    the checked array is returned as given (the caller copies it once its other checks pass).
+    """
     a = np.asarray(a)
     if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
@@ -55,20 +60,33 @@ def _float_array(name, a, dtype=None, ndim=None):
             "fastbn does not mix float32 and float64 in one call (cast with .astype)")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
-    return np.ascontiguousarray(a)
+    if shape is not None:
+        _same_shape(name, a, shape)
+    return np.ascontiguousarray(a) if contiguous else a
 
 
-def _index_array(name, a, bound, what):
-    """``a`` as a C-contiguous int64 array with every value in [0, bound)."""
-    a = np.asarray(a)
-    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
+def _check_range(name, a, bound, what):
     if a.size:
         lo, hi = a.min(), a.max()
         if lo < 0 or hi >= bound:
             bad = lo if lo < 0 else hi
             raise IndexError(f"{name} holds {bad}, outside [0, {bound}) ({what})")
-    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _index_array(name, a, bound, what):
+    """A fresh, read-only, C-contiguous int64 copy of ``a``, every value in [0, bound).
+
+    Always a copy: the cache keeps it for the backward, whose kernel indexes with it unchecked,
+    so a caller reusing (refilling) its index buffer between forward and backward must not change
+    what the backward reads.
+    """
+    a = np.asarray(a)
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
+    _check_range(name, a, bound, what)
+    a = np.array(a, dtype=np.int64, order="C", copy=True)
+    a.flags.writeable = False
+    return a
 
 
 def _same_shape(name, a, shape):
@@ -78,9 +96,25 @@ def _same_shape(name, a, shape):
 
 def _dout(dout, cache, shape):
     """The upstream gradient of a backward: the forward output's shape and dtype."""
-    d = _float_array("dout", dout, dtype=cache.dtype)
-    _same_shape("dout", d, shape)
-    return d
+    return _float_array("dout", dout, dtype=cache.dtype, shape=shape)
+
+
+def _cached(cache, name, shape, dtype=None):
+    """``cache.<name>`` as the kernel will read it: an array of this shape and dtype.
+
+    The cache's attributes are public (teaching code looks inside); an attribute replaced or
+    reshaped after the forward must give an error here, not an out-of-bounds read in a kernel.
+    """
+    a = getattr(cache, name, None)
+    dtype = cache.dtype if dtype is None else dtype
+    if (not isinstance(a, np.ndarray) or a.shape != tuple(shape) or a.dtype != dtype
+            or not a.flags.c_contiguous):
+        desc = (f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray)
+                else type(a).__name__)
+        raise ValueError(f"cache.{name} must be a C-contiguous {np.dtype(dtype)} array of shape "
+                         f"{tuple(shape)}, got a {desc} (was the cache modified after the "
+                         f"forward?)")
+    return a
 
 
 def _cache(cache, op):
@@ -121,9 +155,8 @@ def embedding_forward(weight, idx):
     if idx_in.ndim not in (1, 2):
         raise ValueError(f"idx must be of shape (B, T) or (B,), got shape {idx_in.shape}")
     V, D = weight.shape
-    idx2 = _index_array("idx", idx_in, V, f"the embedding table has {V} rows").reshape(
-        idx_in.shape[0], -1)
-    B, T = idx2.shape
+    B, T = idx_in.shape[0], (idx_in.shape[1] if idx_in.ndim == 2 else 1)
+    idx2 = _index_array("idx", idx_in, V, f"the embedding table has {V} rows").reshape(B, T)
     out = np.empty((B, T * D), dtype=weight.dtype)
     K.embedding_forward(weight, idx2, out)
     if idx_in.ndim == 1:
@@ -144,9 +177,13 @@ def embedding_backward(dout, cache):
     appears many times in the batch accumulates all of its gradients.
     """
     c = _cache(cache, "embedding")
-    d = _dout(dout, c, c.out_shape).reshape(c.idx.shape[0], -1)
+    V, D = c.weight_shape
+    B = c.out_shape[0]
+    idx = _cached(c, "idx", (B, c.idx.shape[-1] if np.ndim(c.idx) == 2 else -1), np.int64)
+    _check_range("cache.idx", idx, V, f"the embedding table has {V} rows")
+    d = _dout(dout, c, c.out_shape).reshape(B, idx.shape[1] * D)
     dweight = np.zeros(c.weight_shape, dtype=c.dtype)
-    K.embedding_backward(d, c.idx, dweight)
+    K.embedding_backward(d, idx, dweight)
     return dweight
 
 
@@ -164,17 +201,17 @@ def linear_forward(x, w, b=None):
 
     Returns (out, cache) with out of shape (B, O).
     """
-    x = _float_array("x", x, ndim=2)
-    w = _float_array("w", w, dtype=x.dtype, ndim=2)
+    x = _float_array("x", x, ndim=2, contiguous=False)
+    w = _float_array("w", w, dtype=x.dtype, ndim=2, contiguous=False)
     if x.shape[1] != w.shape[0]:
         raise ValueError(f"x of shape {x.shape} and w of shape {w.shape} do not chain: "
                          f"x.shape[1] ({x.shape[1]}) != w.shape[0] ({w.shape[0]})")
     if b is not None:
-        b = _float_array("b", b, dtype=x.dtype, ndim=1)
-        _same_shape("b", b, (w.shape[1],))
+        b = _float_array("b", b, dtype=x.dtype, ndim=1, shape=(w.shape[1],))
     B, I = x.shape
     O = w.shape[1]
-    _blas_dims(B, I, O)
+    _blas_dims(B, I, O)                 # before x and w are copied to contiguous memory
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     if B == 0 or I == 0 or O == 0:
         out = np.zeros((B, O), dtype=x.dtype) + (b if b is not None else 0)
     else:
@@ -194,8 +231,9 @@ def linear_backward(dout, cache):
     ``db = dout.sum(0)`` (O,), or None when the forward had no bias.
     """
     c = _cache(cache, "linear")
-    B, I = c.x.shape
-    O = c.w.shape[1]
+    B, I = np.shape(c.x) if np.ndim(c.x) == 2 else (-1, -1)
+    O = np.shape(c.w)[1] if np.ndim(c.w) == 2 else -1
+    x, w = _cached(c, "x", (B, I)), _cached(c, "w", (I, O))
     d = _dout(dout, c, (B, O))
     dx = np.empty((B, I), dtype=c.dtype)
     dw = np.empty((I, O), dtype=c.dtype)
@@ -206,7 +244,7 @@ def linear_backward(dout, cache):
         if db is not None:
             db[...] = d.sum(0)
     else:
-        K.linear_backward(d, c.x, c.w, dx, dw, db)
+        K.linear_backward(d, x, w, dx, dw, db)
     return dx, dw, db
 
 
@@ -273,13 +311,17 @@ def leaky_relu_backward(dout, cache):
 # batch normalization
 
 def _bn_params(x, gamma, beta):
-    x = _float_array("x", x, ndim=2)
+    x = _float_array("x", x, ndim=2, contiguous=False)
     D = x.shape[1]
-    gamma = _float_array("gamma", gamma, dtype=x.dtype, ndim=1)
-    beta = _float_array("beta", beta, dtype=x.dtype, ndim=1)
-    _same_shape("gamma", gamma, (D,))
-    _same_shape("beta", beta, (D,))
+    gamma = _float_array("gamma", gamma, dtype=x.dtype, ndim=1, shape=(D,))
+    beta = _float_array("beta", beta, dtype=x.dtype, ndim=1, shape=(D,))
     return x, gamma, beta
+
+
+def _bn_cache(c):
+    """(xhat (B, D), gamma (D,), invstd (D,)) of a batch-norm cache, shapes checked."""
+    B, D = np.shape(c.xhat) if np.ndim(c.xhat) == 2 else (-1, -1)
+    return _cached(c, "xhat", (B, D)), _cached(c, "gamma", (D,)), _cached(c, "invstd", (D,))
 
 
 def batchnorm_forward(x, gamma, beta, eps=1e-5):
@@ -303,6 +345,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     if B < 2:
         raise ValueError(f"Expected more than 1 value per channel when training, got input of "
                          f"shape {x.shape}")
+    x = np.ascontiguousarray(x)
     out, xhat = np.empty_like(x), np.empty_like(x)
     mean, invstd, var = (np.empty(D, dtype=x.dtype) for _ in range(3))
     K.batchnorm_forward(x, gamma, beta, eps, out, xhat, mean, invstd, var)
@@ -323,11 +366,12 @@ def batchnorm_backward(dout, cache):
     ``dx = gamma * invstd / B * (B * dout - dbeta - xhat * dgamma)``.
     """
     c = _cache(cache, "batchnorm")
-    d = _dout(dout, c, c.xhat.shape)
-    D = c.xhat.shape[1]
-    dx = np.empty_like(c.xhat)
+    xhat, gamma, invstd = _bn_cache(c)
+    d = _dout(dout, c, xhat.shape)
+    D = xhat.shape[1]
+    dx = np.empty_like(xhat)
     dgamma, dbeta = np.empty(D, dtype=c.dtype), np.empty(D, dtype=c.dtype)
-    K.batchnorm_backward(d, c.xhat, c.gamma, c.invstd, dx, dgamma, dbeta)
+    K.batchnorm_backward(d, xhat, gamma, invstd, dx, dgamma, dbeta)
     return dx, dgamma, dbeta
 
 
@@ -346,10 +390,9 @@ def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
     x, gamma, beta = _bn_params(x, gamma, beta)
     eps = _check_eps(eps)
     D = x.shape[1]
-    rm = _float_array("running_mean", running_mean, dtype=x.dtype, ndim=1)
-    rv = _float_array("running_var", running_var, dtype=x.dtype, ndim=1)
-    _same_shape("running_mean", rm, (D,))
-    _same_shape("running_var", rv, (D,))
+    rm = _float_array("running_mean", running_mean, dtype=x.dtype, ndim=1, shape=(D,))
+    rv = _float_array("running_var", running_var, dtype=x.dtype, ndim=1, shape=(D,))
+    x = np.ascontiguousarray(x)
     invstd = (1.0 / np.sqrt(rv.astype(np.float64) + eps)).astype(x.dtype)
     out, xhat = np.empty_like(x), np.empty_like(x)
     K.batchnorm_eval_forward(x, gamma, beta, rm, invstd, out, xhat)
@@ -363,11 +406,12 @@ def batchnorm_eval_backward(dout, cache):
     ``dgamma = (dout * xhat).sum(0)`` (D,), ``dbeta = dout.sum(0)`` (D,).
     """
     c = _cache(cache, "batchnorm_eval")
-    d = _dout(dout, c, c.xhat.shape)
-    D = c.xhat.shape[1]
-    dx = np.empty_like(c.xhat)
+    xhat, gamma, invstd = _bn_cache(c)
+    d = _dout(dout, c, xhat.shape)
+    D = xhat.shape[1]
+    dx = np.empty_like(xhat)
     dgamma, dbeta = np.empty(D, dtype=c.dtype), np.empty(D, dtype=c.dtype)
-    K.batchnorm_eval_backward(d, c.xhat, c.gamma, c.invstd, dx, dgamma, dbeta)
+    K.batchnorm_eval_backward(d, xhat, gamma, invstd, dx, dgamma, dbeta)
     return dx, dgamma, dbeta
 
 
@@ -387,7 +431,7 @@ def cross_entropy_forward(logits, target):
     Returns (loss, cache): loss is a NumPy scalar of the logits' dtype. The cache holds the
     softmax probabilities ``cache.probs`` (B, C).
     """
-    logits = _float_array("logits", logits, ndim=2)
+    logits = _float_array("logits", logits, ndim=2, contiguous=False)
     B, C = logits.shape
     if B == 0 or C == 0:
         raise ValueError(f"cross-entropy needs at least one row and one class, got logits of "
@@ -397,6 +441,7 @@ def cross_entropy_forward(logits, target):
         raise ValueError(f"target must have shape ({B},) to match logits {logits.shape}, "
                          f"got {t.shape}")
     t = _index_array("target", t, C, f"logits have {C} classes")
+    logits = np.ascontiguousarray(logits)
     probs = np.empty_like(logits)
     loss = K.cross_entropy_forward(logits, t, probs)
     return logits.dtype.type(loss), Cache(op="cross_entropy", dtype=logits.dtype, probs=probs,
@@ -418,6 +463,10 @@ def cross_entropy_backward(dloss, cache):
         raise ValueError(f"dloss must be a scalar, got shape {d.shape}")
     if not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
         raise TypeError(f"dloss must be a real number, got dtype {d.dtype}")
-    dlogits = np.empty_like(c.probs)
-    K.cross_entropy_backward(float(d.reshape(())), c.probs, c.target, dlogits)
+    B, C = np.shape(c.probs) if np.ndim(c.probs) == 2 else (-1, -1)
+    probs = _cached(c, "probs", (B, C))
+    target = _cached(c, "target", (B,), np.int64)
+    _check_range("cache.target", target, C, f"logits have {C} classes")
+    dlogits = np.empty_like(probs)
+    K.cross_entropy_backward(float(d.reshape(())), probs, target, dlogits)
     return dlogits
