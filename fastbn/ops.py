@@ -62,7 +62,13 @@ def _float_array(name, a, dtype=None, ndim=None, shape=None, contiguous=True):
         raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
     if shape is not None:
         _same_shape(name, a, shape)
-    return np.ascontiguousarray(a) if contiguous else a
+    return _contiguous(a) if contiguous else a
+
+
+def _contiguous(a):
+    """``a`` itself when C-contiguous, else a C-contiguous copy. Unlike np.ascontiguousarray,
+    a 0-d array stays 0-d (so tanh of a scalar array has the shape of its input)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def _check_range(name, a, bound, what):
@@ -211,7 +217,7 @@ def linear_forward(x, w, b=None):
     B, I = x.shape
     O = w.shape[1]
     _blas_dims(B, I, O)                 # before x and w are copied to contiguous memory
-    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    x, w = _contiguous(x), _contiguous(w)
     if B == 0 or I == 0 or O == 0:
         out = np.zeros((B, O), dtype=x.dtype) + (b if b is not None else 0)
     else:
@@ -345,7 +351,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     if B < 2:
         raise ValueError(f"Expected more than 1 value per channel when training, got input of "
                          f"shape {x.shape}")
-    x = np.ascontiguousarray(x)
+    x = _contiguous(x)
     out, xhat = np.empty_like(x), np.empty_like(x)
     mean, invstd, var = (np.empty(D, dtype=x.dtype) for _ in range(3))
     K.batchnorm_forward(x, gamma, beta, eps, out, xhat, mean, invstd, var)
@@ -392,7 +398,7 @@ def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
     D = x.shape[1]
     rm = _float_array("running_mean", running_mean, dtype=x.dtype, ndim=1, shape=(D,))
     rv = _float_array("running_var", running_var, dtype=x.dtype, ndim=1, shape=(D,))
-    x = np.ascontiguousarray(x)
+    x = _contiguous(x)
     invstd = (1.0 / np.sqrt(rv.astype(np.float64) + eps)).astype(x.dtype)
     out, xhat = np.empty_like(x), np.empty_like(x)
     K.batchnorm_eval_forward(x, gamma, beta, rm, invstd, out, xhat)
@@ -441,7 +447,7 @@ def cross_entropy_forward(logits, target):
         raise ValueError(f"target must have shape ({B},) to match logits {logits.shape}, "
                          f"got {t.shape}")
     t = _index_array("target", t, C, f"logits have {C} classes")
-    logits = np.ascontiguousarray(logits)
+    logits = _contiguous(logits)
     probs = np.empty_like(logits)
     loss = K.cross_entropy_forward(logits, t, probs)
     return logits.dtype.type(loss), Cache(op="cross_entropy", dtype=logits.dtype, probs=probs,
