@@ -548,9 +548,10 @@ def plot_update_ratios(probe, path, title=None):
     ax = ax[0, 0]
     snaps = probe.snapshots
     steps = [s.step for s in snaps]
-    for name in snaps[0].weights:
+    for name, w in snaps[0].weights.items():
         v = [s.updates[name] for s in snaps]
-        ax.plot(steps, v, marker="o" if len(v) < 3 else None, lw=1, label=name)
+        ax.plot(steps, v, marker="o" if len(v) < 3 else None, lw=1,
+                label=f"{name} ({'x'.join(map(str, w['shape']))})")
     ax.axhline(UPDATE_GUIDE, color="k", ls="--", lw=1, label="guide: 1e-3 per step")
     ax.set_xlabel("step")
     ax.set_ylabel("log10( std(lr·grad) / std(param) )")
@@ -590,12 +591,14 @@ def plot_activations_over_training(probe, path, title=None):
         _, sat = probe.series("activations", label, "saturated")
         axes[0, 0].plot(steps, std, label=label)
         axes[0, 1].plot(steps, 100 * sat, label=label)
+    flat = FLAT_REGION[probe.nonlinear[0][1]]
     axes[0, 0].set_ylabel("std of the output")
-    axes[0, 1].set_ylabel("% of outputs in the flat region")
+    axes[0, 1].set_ylabel(f"% of outputs with {flat}")
     for ax in axes[0]:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    fig.suptitle(title or "Activations over training", fontsize=10)
+    fig.suptitle(title or "Activations over training, per nonlinearity layer (one minibatch "
+                          "per point)", fontsize=10)
     return _save(fig, path)
 
 
@@ -800,12 +803,16 @@ def run_lab(ds, out, *, steps=1000, every=100, batch_size=32, lr_schedule=DEFAUL
                   f"×{gd[hi] / gd[lo]:.0f}.\n")
     md.append("\nA parameter whose gradient is large next to its values moves faster than the "
               "others under one learning rate, and plain SGD cannot compensate: a good init and "
-              "batch norm keep the layers alike.\n")
+              "batch norm keep the layers alike. An output layer scaled down on purpose at init "
+              "(×0.01, so the softmax starts unconfident) has a high ratio because its values "
+              "are small, not its gradient; it settles as those weights grow.\n")
     md.append("\n## Update:data ratio\n")
     fig("update_ratio", "update to data ratio over training")
     md += [f"- {s}\n" for s in _update_finding(probe)]
     md.append("\nMean over the last snapshots. The guide is log10 ≈ -3: each step moves a "
-              "parameter by about a thousandth of its spread.\n")
+              "parameter by about a thousandth of its spread. Much higher: the learning rate is "
+              "too high for that parameter (or its values are tiny, as the ×0.01 output layer's); "
+              "much lower: it learns slowly.\n")
     md.append("\n## Dead units\n")
     fig("dead_units", "units by examples map")
     md += [f"- {k}: {dead_init[k][0]} of {dead_init[k][1]} units dead on the whole training split "
