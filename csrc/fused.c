@@ -6,6 +6,22 @@
 #include "fused.h"
 
 /* ---------------------------------------------------------------------------------------------
+ * per-CPU clones
+ *
+ * On x86-64 Linux with gcc, the entry points are compiled three times (AVX-512, AVX2+FMA, and the
+ * baseline SSE2) and the loader picks the best the CPU runs (target_clones, an ifunc): the
+ * elementwise loops run 4x-16x wide without -march=native, and the wheel stays portable. With FMA
+ * the clones may round a*b+c once instead of twice, so results are reproducible per machine, not
+ * across machines. FASTBN_NATIVE=1 builds (-march=native) skip the clones. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(FB_NO_CLONES)
+#define FB_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FB_CLONES
+#endif
+#define FB_INLINE inline __attribute__((always_inline))
+
+/* ---------------------------------------------------------------------------------------------
  * PCG32 (pcg-random.org, "pcg32_random_r"): state[0] the state, state[1] the stream (odd). */
 
 uint32_t fb_pcg32(uint64_t *state) {
@@ -91,29 +107,16 @@ static inline float fb_expf(float x) {
     return y * s;
 }
 
-void fb_tanh_f32_array(const float *x, float *out, int64_t n) {
+FB_CLONES void fb_tanh_f32_array(const float *x, float *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = fb_tanhf(x[i]);
 }
 
-void fb_exp_f32_array(const float *x, float *out, int64_t n) {
+FB_CLONES void fb_exp_f32_array(const float *x, float *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = fb_expf(x[i]);
 }
 
 /* ---------------------------------------------------------------------------------------------
- * the two instances
- *
- * On x86-64 Linux with gcc, the entry points are compiled three times (AVX-512, AVX2+FMA, and the
- * baseline SSE2) and the loader picks the best the CPU runs (target_clones, an ifunc): the
- * elementwise loops run 4x-16x wide without -march=native, and the wheel stays portable. With FMA
- * the clones may round a*b+c once instead of twice, so results are reproducible per machine, not
- * across machines. FASTBN_NATIVE=1 builds (-march=native) skip the clones. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(FB_NO_CLONES)
-#define FB_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define FB_CLONES
-#endif
-#define FB_INLINE inline __attribute__((always_inline))
+ * the two instances */
 
 #define REAL float
 #define SFX(name) name##_f32
