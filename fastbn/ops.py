@@ -185,7 +185,7 @@ def embedding_backward(dout, cache):
     c = _cache(cache, "embedding")
     V, D = c.weight_shape
     B = c.out_shape[0]
-    idx = _cached(c, "idx", (B, c.idx.shape[-1] if np.ndim(c.idx) == 2 else -1), np.int64)
+    idx = _cached(c, "idx", (B, np.shape(c.idx)[-1] if np.ndim(c.idx) == 2 else -1), np.int64)
     _check_range("cache.idx", idx, V, f"the embedding table has {V} rows")
     d = _dout(dout, c, c.out_shape).reshape(B, idx.shape[1] * D)
     dweight = np.zeros(c.weight_shape, dtype=c.dtype)
