@@ -178,22 +178,32 @@ def tanh_backward(const floating[::1] dout, const floating[::1] t, floating[::1]
 
 
 def leaky_relu_forward(const floating[::1] x, double negative_slope, floating[::1] out):
-    # out = x if x >= 0 else slope * x  (ReLU is slope 0); NaN falls to the x branch and propagates
+    # out = x if x >= 0 else slope * x; NaN falls to the x branch and propagates. ReLU (slope 0)
+    # writes 0 rather than 0 * x, which is NaN for x = -inf (torch.relu(-inf) is 0)
     cdef Py_ssize_t i
     cdef floating s = <floating>negative_slope
     with nogil:
-        for i in range(x.shape[0]):
-            out[i] = s * x[i] if x[i] < 0 else x[i]
+        if s == 0:
+            for i in range(x.shape[0]):
+                out[i] = 0 if x[i] < 0 else x[i]
+        else:
+            for i in range(x.shape[0]):
+                out[i] = s * x[i] if x[i] < 0 else x[i]
 
 
 def leaky_relu_backward(const floating[::1] dout, const floating[::1] x, double negative_slope,
                         floating[::1] dx):
-    # d out / dx = 1 where x > 0, slope elsewhere (0 at x == 0, as torch's threshold_backward)
+    # d out / dx = 1 where x > 0, slope elsewhere (0 at x == 0, as torch's threshold_backward);
+    # ReLU writes 0 there, not 0 * dout (NaN for an infinite dout), as torch does
     cdef Py_ssize_t i
     cdef floating s = <floating>negative_slope
     with nogil:
-        for i in range(x.shape[0]):
-            dx[i] = dout[i] if x[i] > 0 else s * dout[i]
+        if s == 0:
+            for i in range(x.shape[0]):
+                dx[i] = dout[i] if x[i] > 0 else 0
+        else:
+            for i in range(x.shape[0]):
+                dx[i] = dout[i] if x[i] > 0 else s * dout[i]
 
 
 # ----------------------------------------------------------------------------------------------

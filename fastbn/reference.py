@@ -49,7 +49,7 @@ def relu_forward(x):
 
 
 def relu_backward(dout, cache):
-    return dout * (cache > 0)
+    return np.where(cache > 0, dout, 0)
 
 
 def leaky_relu_forward(x, negative_slope=0.01):

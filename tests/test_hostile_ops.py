@@ -557,13 +557,13 @@ def test_relu_of_nan_and_inf(dtype):
     np.testing.assert_array_equal(ops.relu_backward(np.ones_like(x), c), [1, 0, 0, 1, 0])
 
 
-@pytest.mark.xfail(strict=True, reason="csrc leaky_relu_forward computes slope * x for x < 0, "
-                   "and 0 * -inf is NaN; max(-inf, 0) is 0 (torch.relu gives 0). Needs a "
-                   "kernel change (reported, not made: csrc is not ours to edit here)")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_of_minus_inf_is_zero(dtype):
-    out, _ = ops.relu_forward(np.array([-INF], dtype))
-    assert out[0] == 0
+    out, c = ops.relu_forward(np.array([-INF, -1.0, 2.0], dtype))
+    np.testing.assert_array_equal(out, [0, 0, 2])
+    # an infinite upstream gradient where x <= 0 gives 0, not 0 * inf = NaN (as torch)
+    np.testing.assert_array_equal(ops.relu_backward(np.array([INF, -INF, INF], dtype), c),
+                                  [0, 0, INF])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
