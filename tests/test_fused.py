@@ -187,3 +187,17 @@ def test_fast_tanh_and_exp_are_within_a_few_ulp():
     assert np.isnan(t[0]) and t[1] == 1 and t[2] == -1 and t[3] == -1
     K.fast_exp_f32(special, e[:4])
     assert np.isnan(e[0]) and e[3] >= 0 and e[3] < 1e-37
+
+
+def test_fast_tanh_float64_is_within_2_ulp():
+    x = np.concatenate([np.linspace(-25, 25, 400_001), np.geomspace(1e-300, 1, 2000),
+                        -np.geomspace(1e-300, 1, 2000), [0.625, np.nextafter(0.625, 1), 20.0]])
+    t = np.empty_like(x)
+    K.fast_tanh_f64(x, t)
+    exact = np.tanh(x.astype(np.longdouble))                 # 64-bit mantissa reference
+    ulp = np.spacing(np.abs(exact).astype(np.float64))
+    assert float((np.abs(t - exact) / ulp).max()) <= 2
+    special = np.array([np.nan, np.inf, -np.inf, -0.0])
+    s = np.empty(4)
+    K.fast_tanh_f64(special, s)
+    assert np.isnan(s[0]) and s[1] == 1 and s[2] == -1 and s[3] == 0 and np.signbit(s[3])
