@@ -402,6 +402,8 @@ cdef extern from "fused.h" nogil:
         int64_t *rows
         int64_t *ctx
         int64_t *tgt
+        int table
+        void *tab
     void fb_pcg32_seed(uint64_t *state, uint64_t seed)
     void fb_draw_rows(uint64_t *state, int64_t n, int64_t B, int64_t *rows)
     double fb_step_f32(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
@@ -486,6 +488,8 @@ cdef class FusedNet:
         self.net.rows = <int64_t*>_ptr(arrays["rows"])
         self.net.ctx = <int64_t*>_ptr(arrays["ctx"])
         self.net.tgt = <int64_t*>_ptr(arrays["tgt"])
+        self.net.tab = _ptr(arrays["tab"])
+        self.net.table = arrays["table"]
         for l in range(self.net.L):
             self.net.W[l], self.net.dW[l] = _ptr(arrays["W"][l]), _ptr(arrays["dW"][l])
             self.net.gamma[l] = _ptr(arrays["gamma"][l])

@@ -55,6 +55,8 @@ typedef struct {
     double *acc1, *acc2;                            /* (max(H_l, V),) double accumulators */
     int64_t *rows;                                  /* (B,) minibatch rows */
     int64_t *ctx, *tgt;                             /* (B, T), (B,): X[rows], Y[rows] */
+    int table;                  /* first layer through the table E_t = C @ W_0[t] (large B) */
+    void *tab;                                      /* (T, V, H_0) E_t, then S_t in backward */
 } fb_net;
 
 /* PCG32 (O'Neill), the minibatch sampler: state and stream increment in two uint64. */

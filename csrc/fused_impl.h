@@ -44,11 +44,12 @@ static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int
         tgt[b] = Y[rows[b]];
     }
 
-    /* embedding: x0[b, t*D + d] = C[ctx[b, t], d] */
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++)
-            memcpy(x0 + (int64_t)b * T * D + t * D, C + ctx[(int64_t)b * T + t] * D,
-                   D * sizeof(REAL));
+    /* embedding: x0[b, t*D + d] = C[ctx[b, t], d] (not needed with the table, see below) */
+    if (!net->table)
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++)
+                memcpy(x0 + (int64_t)b * T * D + t * D, C + ctx[(int64_t)b * T + t] * D,
+                       D * sizeof(REAL));
 
     const REAL *in = x0;
     int I = T * D;
@@ -61,8 +62,29 @@ static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int
         const REAL *restrict gamma = (const REAL *)net->gamma[l];
         const REAL *restrict beta = (const REAL *)net->beta[l];
 
-        /* hpre = in @ W_l */
-        SFX(fb_gemm)(net, 0, 0, B, H, I, 1, in, (const REAL *)net->W[l], 0, hpre);
+        if (l == 0 && net->table) {
+            /* The first layer through a table: x0 @ W_0 = sum_t C[ctx[:, t]] @ W_0[t*D:(t+1)*D]
+             * = sum_t E_t[ctx[:, t]] with E_t = C @ W_0[t*D:(t+1)*D] (V, H). T GEMMs of V*D*H
+             * instead of one of B*T*D*H, and a gather-add of B*T rows. */
+            REAL *restrict tab = (REAL *)net->tab;
+            const REAL *W0 = (const REAL *)net->W[0];
+            for (int t = 0; t < T; t++)
+                SFX(fb_gemm)(net, 0, 0, V, H, D, 1, C, W0 + (int64_t)t * D * H, 0,
+                             tab + (int64_t)t * V * H);
+            for (int b = 0; b < B; b++) {
+                REAL *restrict row = hpre + (int64_t)b * H;
+                const int64_t *c = ctx + (int64_t)b * T;
+                const REAL *restrict e0 = tab + c[0] * H;
+                for (int j = 0; j < H; j++) row[j] = e0[j];
+                for (int t = 1; t < T; t++) {
+                    const REAL *restrict et = tab + ((int64_t)t * V + c[t]) * H;
+                    for (int j = 0; j < H; j++) row[j] += et[j];
+                }
+            }
+        } else {
+            /* hpre = in @ W_l */
+            SFX(fb_gemm)(net, 0, 0, B, H, I, 1, in, (const REAL *)net->W[l], 0, hpre);
+        }
 
         if (training) {
             /* batch statistics, two passes (mean, then squared deviations), double sums */
@@ -208,16 +230,38 @@ static FB_INLINE double SFX(fb_step_impl)(fb_net *net, const int64_t *X, const i
             for (int j = 0; j < H; j++)
                 g[o + j] = k[j] * ((REAL)B * g[o + j] - dbeta[j] - xhat[o + j] * dgamma[j]);
         }
-        /* dW_l = in^T @ dhpre; d(in) = dhpre @ W_l^T into dh (dh is free once dy is formed) */
-        const REAL *in = l ? (const REAL *)net->h[l - 1] : (const REAL *)net->x0;
-        SFX(fb_gemm)(net, 1, 0, I, H, B, 1, in, g, 0, (REAL *)net->dW[l]);
-        SFX(fb_gemm)(net, 0, 1, B, I, H, 1, g, (const REAL *)net->W[l], 0, dh);
+        if (l == 0 && net->table) {
+            /* with S_t[v] = sum of dhpre rows b with ctx[b, t] == v (V, H):
+             * dW_0[t*D:(t+1)*D] = C^T @ S_t, and dC = sum_t S_t @ W_0[t*D:(t+1)*D]^T */
+            REAL *restrict tab = (REAL *)net->tab;
+            const REAL *W0 = (const REAL *)net->W[0];
+            memset(tab, 0, sizeof(REAL) * (size_t)T * (size_t)V * (size_t)H);
+            for (int b = 0; b < B; b++) {
+                const REAL *restrict src = g + (int64_t)b * H;
+                for (int t = 0; t < T; t++) {
+                    REAL *restrict st = tab + ((int64_t)t * V + net->ctx[(int64_t)b * T + t]) * H;
+                    for (int j = 0; j < H; j++) st[j] += src[j];
+                }
+            }
+            for (int t = 0; t < T; t++) {
+                const REAL *St = tab + (int64_t)t * V * H;
+                SFX(fb_gemm)(net, 1, 0, D, H, V, 1, (const REAL *)net->C, St, 0,
+                             (REAL *)net->dW[0] + (int64_t)t * D * H);
+                SFX(fb_gemm)(net, 0, 1, V, D, H, 1, St, W0 + (int64_t)t * D * H, t ? 1 : 0,
+                             (REAL *)net->dC);
+            }
+        } else {
+            /* dW_l = in^T @ dhpre; d(in) = dhpre @ W_l^T into dh (free once dy is formed) */
+            const REAL *in = l ? (const REAL *)net->h[l - 1] : (const REAL *)net->x0;
+            SFX(fb_gemm)(net, 1, 0, I, H, B, 1, in, g, 0, (REAL *)net->dW[l]);
+            SFX(fb_gemm)(net, 0, 1, B, I, H, 1, g, (const REAL *)net->W[l], 0, dh);
+        }
     }
 
     /* embedding backward: scatter-add d(x0) into dC (the table has V rows) */
     REAL *restrict dC = (REAL *)net->dC;
-    memset(dC, 0, sizeof(REAL) * (size_t)D * (size_t)V);
-    for (int b = 0; b < B; b++) {
+    if (!net->table) memset(dC, 0, sizeof(REAL) * (size_t)D * (size_t)V);
+    for (int b = 0; b < B && !net->table; b++) {
         const int64_t *ctx = net->ctx + (int64_t)b * T;
         for (int t = 0; t < T; t++) {
             REAL *restrict drow = dC + ctx[t] * D;

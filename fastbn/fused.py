@@ -24,6 +24,7 @@ from . import nn
 __all__ = ["FusedTrainer", "BatchSampler", "supports", "MAX_LAYERS"]
 
 MAX_LAYERS = K.MAX_LAYERS
+TABLE_MIN_BATCH = 48        # from this batch size on (for 27 classes) the table is faster
 
 
 class BatchSampler:
@@ -109,9 +110,14 @@ class FusedTrainer:
         Its arrays are updated in place by every step.
     batch_size : int
         B of every step (>= 2: batch norm needs two rows).
+    table : bool or None
+        Compute the embedding and first Linear through the table ``E_t = C @ W_0[t*D:(t+1)*D]``
+        (the same arithmetic, summed in another order): cheaper for large batches. None chooses
+        by batch size (``TABLE_MIN_BATCH``).
     """
 
-    def __init__(self, model, batch_size):
+    def __init__(self, model, batch_size, table=None):
+        self.table = table
         ok, why = supports(model)
         if not ok:
             raise ValueError(f"this model cannot use the fused step: {why}")
@@ -176,11 +182,19 @@ class FusedTrainer:
             rows=np.empty(B, np.int64), ctx=np.empty((B, T), np.int64), tgt=np.empty(B, np.int64),
             hpre=[np.empty((B, h), dt) for h in H], xhat=[np.empty((B, h), dt) for h in H],
             h=[np.empty((B, h), dt) for h in H], mean=[np.empty(h, dt) for h in H],
-            invstd=[np.empty(h, dt) for h in H], var=[np.empty(h, dt) for h in H])
+            invstd=[np.empty(h, dt) for h in H], var=[np.empty(h, dt) for h in H],
+            tab=np.empty((T, V, H[0]), dt), table=int(self._use_table(B, V, D, H[0])))
         self._arrays = arrays
         self._bound = self._identity()
         self._net = K.FusedNet(arrays, B, T, D, V, H, moms.pop(), epss.pop(), dt == np.float64)
         self._vocab, self._T = V, T
+
+    def _use_table(self, B, V, D, H):
+        """Whether the first layer goes through the table E_t = C @ W_0[t] (see csrc): its cost,
+        3 GEMMs of V*D*H per pass, does not grow with B; the direct GEMMs' B*D*H does."""
+        if self.table is not None:
+            return bool(self.table)
+        return B >= TABLE_MIN_BATCH * V / 27
 
     def _identity(self):
         # each array's identity and layout (an in-place .shape assignment keeps the id), and the

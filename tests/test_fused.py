@@ -26,10 +26,11 @@ def pair(dtype, seed=3, **kw):
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("kw", [{}, dict(n_layers=3, n_hidden=40, n_embd=6, block_size=3),
                                 dict(bn_momentum=0.1, n_hidden=17)])
-def test_fused_steps_equal_per_layer_steps(data, dtype, tol, kw):
+@pytest.mark.parametrize("table", [False, True])
+def test_fused_steps_equal_per_layer_steps(data, dtype, tol, kw, table):
     X, Y = data
     ref, fused = pair(dtype, **kw)
-    trainer = FusedTrainer(fused, 32)
+    trainer = FusedTrainer(fused, 32, table=table)
     sampler = BatchSampler(11)
     for step in range(30):
         rows = sampler.draw(len(X), 32)
@@ -58,6 +59,12 @@ def test_compiled_loop_equals_fused_steps(data, dtype):
     for p, q in zip(a.parameters(), b.parameters()):
         np.testing.assert_array_equal(p, q)
     np.testing.assert_array_equal(s1.state, s2.state)
+
+
+def test_table_is_chosen_by_batch_size():
+    model = CharMLP(VOCAB, seed=0)
+    assert not FusedTrainer(model, 32)._arrays["table"]
+    assert FusedTrainer(model, 1024)._arrays["table"]
 
 
 def test_run_is_reproducible_and_resumable(data):
