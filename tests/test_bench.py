@@ -54,6 +54,11 @@ def test_step_flops_is_the_six_gemms():
     B, T, D, H, V = 32, 3, 10, 200, 27
     gemms = [(B, H, T * D), (B, V, H), (H, V, B), (B, H, V), (T * D, H, B), (B, T * D, H)]
     assert bench.step_flops(B) == sum(2 * m * n * k for m, n, k in gemms) == 2_188_800
+    assert bench.fused_flops(B, table=False) == bench.step_flops(B)
+    # the table path: the first Linear's GEMMs run over the vocabulary (T of each), not the batch
+    B = 1024
+    table = [(V, H, D)] * T + [(D, H, V)] * T + [(V, D, H)] * T + [(B, V, H), (H, V, B), (B, H, V)]
+    assert bench.fused_flops(B, table=True) == sum(2 * m * n * k for m, n, k in table)
 
 
 def test_smoke_run_verifies_then_times_every_peer(smoke):
@@ -78,6 +83,8 @@ def test_smoke_run_verifies_then_times_every_peer(smoke):
             assert 0 <= t["discarded"] <= 1                     # at most `repeats` re-timed
         assert row["impls"]["fused"]["speedup"] == 1.0
         assert row["flops"] == bench.step_flops(row["batch_size"])
+        assert row["fused_flops"] == bench.fused_flops(row["batch_size"], row["fused_table"])
+        assert row["floor_us"] > 0 and row["fused_gflops"] > 0
     m = res["machine"]
     assert m["blas_threads"] == [1]                 # pinned by threadpoolctl
     assert m["torch"] is None or m["torch_threads"] == 1
