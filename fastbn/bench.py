@@ -901,7 +901,7 @@ def _chart(res, path):
     axes = fig.subplots(1, len(dts), sharey=True, squeeze=False)[0]
     styles = {"fused": ("tab:red", "o"), "per_layer": ("tab:orange", "s"),
               "numpy": ("tab:blue", "^"), "torch": ("tab:green", "D")}
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
     for ax, dt in zip(axes, dts):
         rows = sorted((r for r in res["results"] if r["dtype"] == dt),
                       key=lambda r: r["batch_size"])
@@ -918,11 +918,11 @@ def _chart(res, path):
         ax.set_yscale("log")
         ax.set_xticks(Bs)
         ax.set_xticklabels([str(b) for b in Bs])
-        ax.xaxis.set_minor_locator(LogLocator(subs=()))
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1
                                                    else f"{v:g}"))
-        ax.yaxis.set_minor_locator(LogLocator(subs=()))
+        ax.yaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("batch size B")
         ax.set_title(f"{dt} (GEMM peak {res['gemm_peak'][dt]['gflops']:.0f} GFLOP/s)")
         ax.grid(True, which="major", alpha=0.3)
