@@ -189,6 +189,11 @@ class FusedTrainer:
         self._net = K.FusedNet(arrays, B, T, D, V, H, moms.pop(), epss.pop(), dt == np.float64)
         self._vocab, self._T = V, T
 
+    @property
+    def uses_table(self):
+        """True when the first layer goes through the table (see ``table``)."""
+        return bool(self._arrays["table"])
+
     def _use_table(self, B, V, D, H):
         """Whether the first layer goes through the table E_t = C @ W_0[t] (see csrc): its cost,
         3 GEMMs of V*D*H per pass, does not grow with B; the direct GEMMs' B*D*H does."""

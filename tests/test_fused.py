@@ -63,8 +63,8 @@ def test_compiled_loop_equals_fused_steps(data, dtype):
 
 def test_table_is_chosen_by_batch_size():
     model = CharMLP(VOCAB, seed=0)
-    assert not FusedTrainer(model, 32)._arrays["table"]
-    assert FusedTrainer(model, 1024)._arrays["table"]
+    assert not FusedTrainer(model, 32).uses_table
+    assert FusedTrainer(model, 1024).uses_table
 
 
 def test_run_is_reproducible_and_resumable(data):
