@@ -184,7 +184,7 @@ class _Fused:
     @property
     def uses_table(self):
         # the trainer's own choice, as bound (FusedTrainer(table=None) picks by batch size)
-        return bool(getattr(self.trainer, "_arrays", {}).get("table", 0))
+        return self.trainer.uses_table
 
 
 class _PerLayer:
