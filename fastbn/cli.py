@@ -1,4 +1,4 @@
-"""The ``fastbn`` console command.
+"""fastbn: hand-derived backprop for the makemore BN-MLP, checked, trained, timed, diagnosed.
 
     fastbn gradcheck     check every op and the whole BN-MLP stack by finite differences
     fastbn train         train the makemore BN-MLP (defaults: the lecture's model and recipe)
