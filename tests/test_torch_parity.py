@@ -83,7 +83,9 @@ def test_elementwise(torch, rng, dtype, name):
     check(out, tout, dtype)
     dout = rng.standard_normal(x.shape).astype(dtype)
     tout.backward(torch.tensor(dout))
-    check(bwd(dout, c), tx.grad, dtype)
+    # tanh's dx = dout (1 - t^2) from each side's own t: a few ulp apart in t become
+    # ~|dout| * 2|t| * ulp apart in dx where |t| -> 1, so judge on the scale of |dout|
+    check(bwd(dout, c), tx.grad, dtype, scale=np.abs(dout).max() if name == "tanh" else None)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
