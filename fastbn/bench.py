@@ -481,20 +481,20 @@ def gemm_peak(n=2048, repeats=5, dtype="float32"):
 def full_training(ds, seed, steps=FULL_STEPS, log=None):
     """``fastbn train``'s default run, timed: the 200,000 steps of the lecture on the fused loop.
 
-    As ``fastbn train --seed SEED`` does it: ``SeedSequence(seed).spawn(2)`` gives the parameter
-    stream and the minibatch stream; ``fastbn.train.train`` runs the compiled loop (it must: the
+    As ``fastbn train --seed SEED`` does it: ``fastbn.train.seed_streams(seed)`` gives the
+    parameter stream and the minibatch stream; ``fastbn.train.train`` runs the compiled loop (it must: the
     result records ``path == "fused"``), float32, batch 32, lr 0.1 then 0.01 from step 100,000,
     coming back to Python every 1,000 steps. Returns the loop's wall seconds (the time
     ``fastbn train`` prints), µs/step and the eval-mode losses afterwards (running statistics).
     """
-    from .train import DEFAULT_LR_SCHEDULE, train
+    from .train import DEFAULT_LR_SCHEDULE, seed_streams, train
     attempts = []
     for _ in range(3):            # timed again (at most twice) when other processes preempt it
-        init_ss, batch_ss = np.random.SeedSequence(seed).spawn(2)
+        init_ss, batch_ss = seed_streams(seed)
         model = _make_model(ds.vocab, np.float32, np.random.default_rng(init_ss))
         t0, c0 = time.perf_counter(), time.process_time()
         res = train(model, ds, steps=steps, batch_size=32, lr_schedule=DEFAULT_LR_SCHEDULE,
-                    seed=np.random.default_rng(batch_ss), quiet=True)
+                    seed=batch_ss, quiet=True)
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
         attempts.append(res.wall_time)
         if cpu >= MIN_CPU_SHARE * total:

@@ -33,10 +33,12 @@ __all__ = [
     "DEFAULT_LR_SCHEDULE",
     "DEFAULT_SEED",
     "TrainResult",
+    "TrainState",
     "format_lr_schedule",
     "lr_at",
     "parse_lr_schedule",
     "plot_history",
+    "seed_streams",
     "train",
 ]
 
@@ -411,6 +413,17 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     if plot is not None:
         result.plot_path = plot_history(history, plot, schedule=schedule)
     return result
+
+
+def seed_streams(seed):
+    """The two independent seed streams of a run from one int seed: (parameters, minibatches).
+
+    ``fastbn train --seed S`` and the benchmark's full run use this, so a seed means the same
+    run everywhere: ``CharMLP(..., seed=np.random.default_rng(init))`` and
+    ``train(..., seed=batches)``.
+    """
+    init, batches = np.random.SeedSequence(int(seed)).spawn(2)
+    return init, batches
 
 
 class _CatchInterrupt:
