@@ -17,9 +17,11 @@ Two forms of ``fn`` are accepted:
 - a callable ``fn(*inputs) -> (out, backward)`` where ``backward(dout)`` returns the gradients
   (the form to use for a whole stack of ops, see ``fastbn.cli``).
 
-``grads`` (one array or a tuple) are matched, in order, to the leading floating inputs; floating
-inputs after them (e.g. running statistics) are constants, and integer inputs (indices, targets) and
-scalars (eps, slopes) are passed through untouched.
+``grads`` (one array or a tuple) are matched, in order, to the floating inputs that are not
+declared ``constants`` (e.g. the running statistics of an eval-mode batch norm); every one of them
+must get a gradient, and a missing or None gradient fails the check. Integer inputs (indices,
+targets) and scalars (eps, slopes) are passed through untouched. A NaN or infinite analytic or
+numeric value fails too.
 """
 import inspect
 from dataclasses import dataclass, field
@@ -71,6 +73,9 @@ class GradcheckReport:
         lines = [f"gradcheck {self.name} (eps={self.eps:g}, atol={self.atol:g}, "
                  f"rtol={self.rtol:g}, float64)"]
         for r in self.rows:
+            if r.checked == 0 and not r.passed:
+                lines.append(f"  {r.input:<10} {str(r.shape):<12} no gradient returned FAIL")
+                continue
             part = "all" if r.checked == r.total else f"{r.checked} of {r.total} (seeded subset)"
             lines.append(f"  {r.input:<10} {str(r.shape):<12} checked {part}: max abs err "
                          f"{r.max_abs_err:.2e}, max rel err {r.max_rel_err:.2e} "
@@ -107,7 +112,7 @@ def _as_vjp(fn):
 
 
 def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, seed=0,
-              name=None, raise_exception=True):
+              name=None, raise_exception=True, constants=()):
     """Check a hand-written backward against central finite differences.
 
     Parameters
@@ -128,6 +133,8 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, 
         Name used in the report (default: the forward's name).
     raise_exception : bool
         Raise :class:`GradcheckError` on failure (default), or just return the report.
+    constants : sequence of str or int
+        Floating inputs (by name or position) that backward returns no gradient for.
 
     Returns
     -------
@@ -143,9 +150,19 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, 
         target = fn[0] if isinstance(fn, tuple) else fn
         name = getattr(target, "__name__", "fn")
 
+    eps, atol, rtol = float(eps), float(atol), float(rtol)
+    if not (eps > 0 and np.isfinite(eps)):
+        raise ValueError(f"eps must be a finite number > 0, got {eps}")
+    if not (atol >= 0 and rtol >= 0):
+        raise ValueError(f"atol and rtol must be >= 0, got {atol} and {rtol}")
+    unknown = [c for c in constants if c not in names and not
+               (isinstance(c, int) and 0 <= c < len(inputs))]
+    if unknown:
+        raise ValueError(f"constants {unknown} are not inputs of {name} (inputs: {names})")
+    const = {c if isinstance(c, int) else names.index(c) for c in constants}
     float_pos = []
     for i, a in enumerate(inputs):
-        if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating):
+        if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating) and i not in const:
             if a.dtype != np.float64:
                 raise TypeError(
                     f"gradcheck needs float64 inputs: {names[i]} is {a.dtype}. Finite differences "
@@ -167,7 +184,8 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, 
         grads.pop()
     if len(grads) > len(float_pos):
         raise ValueError(f"backward returned {len(grads)} gradients for only {len(float_pos)} "
-                         "floating inputs")
+                         "floating inputs (declare the others constants=)")
+    grads += [None] * (len(float_pos) - len(grads))
 
     def objective():
         o, _ = f(*inputs)
@@ -176,7 +194,10 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, 
     report = GradcheckReport(name=name, eps=eps, atol=atol, rtol=rtol)
     for pos, g in zip(float_pos, grads):
         x = inputs[pos]
-        if g is None:
+        if g is None:             # a differentiable input without a gradient: a failure
+            nan = float("nan")
+            report.rows.append(GradcheckRow(names[pos], x.shape, 0, x.size, nan, nan, False, (),
+                                            nan, nan))
             continue
         g = np.asarray(g, dtype=np.float64)
         if g.shape != x.shape:
@@ -198,14 +219,15 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, 
             numeric[k] = (plus - minus) / (2 * eps)
         analytic = gflat[which]
         err = np.abs(analytic - numeric)
-        bad = err > atol + rtol * np.abs(numeric)
+        bad = ~(err <= atol + rtol * np.abs(numeric))      # NaN anywhere counts as a failure
         if which.size == 0:
             report.rows.append(GradcheckRow(names[pos], x.shape, 0, n, 0.0, 0.0, True, (), 0, 0))
             continue
         scale = np.maximum(np.abs(analytic), np.abs(numeric))
         rel = np.divide(err, scale, out=np.zeros_like(err), where=scale > 0)
-        # the worst element: the first failing one by excess over the tolerance, else largest error
-        worst = int(np.argmax(err - (atol + rtol * np.abs(numeric))))
+        # the worst element: a non-finite one, else the largest excess over the tolerance
+        excess = np.where(np.isfinite(err), err - (atol + rtol * np.abs(numeric)), np.inf)
+        worst = int(np.argmax(excess))
         report.rows.append(GradcheckRow(
             input=names[pos], shape=x.shape, checked=int(which.size), total=n,
             max_abs_err=float(err.max()), max_rel_err=float(rel.max()), passed=not bad.any(),
@@ -214,6 +236,10 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, 
 
     if raise_exception and not report.passed:
         r = next(r for r in report.rows if not r.passed)
+        if r.checked == 0:
+            raise GradcheckError(f"gradcheck of {name} failed: backward returned no gradient for "
+                                 f"input '{r.input}' {r.shape} (declare it in constants= if it "
+                                 f"has none)\n{report}", report)
         raise GradcheckError(
             f"gradcheck of {name} failed for input '{r.input}' {r.shape} at index "
             f"{r.worst_index}: analytic {r.analytic:.10g} vs numeric {r.numeric:.10g} "
@@ -265,6 +291,11 @@ def standard_checks(seed=0):
     B, T, V, D, H = 8, 3, 11, 4, 16
     idx = rng.integers(0, 5, size=(B, T))          # 5 of 11 rows: heavy repetition
     target = rng.integers(0, V, size=B)
+    running_mean, running_var = r(6), rng.uniform(0.5, 2, 6)
+
+    def bn_eval_forward(x, gamma, beta):      # the running statistics are constants
+        return ops.batchnorm_eval_forward(x, gamma, beta, running_mean, running_var)
+
     x_kinks = r((6, 5))
     x_kinks[np.abs(x_kinks) < 1e-3] = 0.5          # keep finite differences off the ReLU kink
     return [
@@ -278,8 +309,8 @@ def standard_checks(seed=0):
          (r((B, 6)), 1 + 0.1 * r(6), r(6))),
         ("batchnorm (B=2)", (ops.batchnorm_forward, ops.batchnorm_backward),
          (r((2, 6)), 1 + 0.1 * r(6), r(6))),
-        ("batchnorm_eval", (ops.batchnorm_eval_forward, ops.batchnorm_eval_backward),
-         (r((B, 6)), r(6), r(6), r(6), rng.uniform(0.5, 2, 6))),
+        ("batchnorm_eval", (bn_eval_forward, ops.batchnorm_eval_backward),
+         (r((B, 6)), r(6), r(6))),
         ("cross_entropy", (ops.cross_entropy_forward, ops.cross_entropy_backward),
          (r((B, V)), target)),
         ("bn-mlp stack", mlp_stack,

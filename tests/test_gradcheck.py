@@ -89,3 +89,42 @@ def test_console_entry_point_runs(tmp_path):
                        text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "all pass" in r.stdout
+
+
+@pytest.mark.parametrize("backward", [
+    lambda dout, c: ops.tanh_backward(dout, c) * np.nan,                  # NaN everywhere
+    lambda dout, c: np.where(np.arange(c.out.size).reshape(c.out.shape) == 3, np.nan,
+                             ops.tanh_backward(dout, c)),                    # one NaN
+])
+def test_nan_gradients_fail(rng, backward):
+    with pytest.raises(GradcheckError):
+        gradcheck((ops.tanh_forward, backward), (rng.standard_normal((2, 3)),))
+
+
+def test_missing_gradients_fail(rng):
+    x, w, b = rng.standard_normal((4, 3)), rng.standard_normal((3, 2)), rng.standard_normal(2)
+    with pytest.raises(GradcheckError, match="no gradient returned|no gradient for input 'b'"):
+        gradcheck((ops.linear_forward, lambda d, c: ops.linear_backward(d, c)[:2]), (x, w, b))
+    g, be = np.ones(3), np.zeros(3)
+    with pytest.raises(GradcheckError, match="'gamma'"):
+        gradcheck((ops.batchnorm_forward, lambda d, c: (ops.batchnorm_backward(d, c)[0], None,
+                                                        None)), (x, g, be))
+
+
+def test_constants_are_declared_by_name(rng):
+    x, g, b = rng.standard_normal((5, 3)), rng.standard_normal(3), rng.standard_normal(3)
+    rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    fn = (ops.batchnorm_eval_forward, ops.batchnorm_eval_backward)
+    report = gradcheck(fn, (x, g, b, rm, rv), constants=("running_mean", "running_var"))
+    assert [r.input for r in report.rows] == ["x", "gamma", "beta"]
+    with pytest.raises(GradcheckError, match="'running_mean'"):
+        gradcheck(fn, (x, g, b, rm, rv))                   # undeclared: they need gradients
+    with pytest.raises(ValueError, match="not inputs"):
+        gradcheck(fn, (x, g, b, rm, rv), constants=("mean",))
+
+
+@pytest.mark.parametrize("kw", [{"eps": 0}, {"eps": -1e-6}, {"eps": float("nan")},
+                                {"atol": -1.0}])
+def test_bad_settings_are_refused(rng, kw):
+    with pytest.raises(ValueError):
+        gradcheck((ops.tanh_forward, ops.tanh_backward), (rng.standard_normal(3),), **kw)
