@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if any((ROOT / "fastbn").glob("_kernels*.so")) or any((ROOT / "fastbn").glob("_kernels*.pyd")):
     sys.path.insert(0, str(ROOT))
 
-from fastbn.bench import main
+from fastbn.bench import main  # noqa: E402  (after choosing which fastbn to import)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -47,7 +47,8 @@ class DownloadError(OSError):
 
 
 class DatasetUnavailableError(OSError):
-    """names.txt is neither given, nor cached, nor downloadable; the message says how to provide it."""
+    """names.txt is neither given, nor cached, nor downloadable; the message says how to
+    provide it."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,7 +168,8 @@ def locate_names(path=None, *, download=True, url=NAMES_URL) -> Path:
     1. ``path`` if given (it must exist);
     2. the environment variable ``FASTBN_DATA`` if set and non-empty (it must exist);
     3. the cache, ``$XDG_CACHE_HOME/fastbn/names.txt`` (default ``~/.cache/fastbn/names.txt``);
-    4. a download from ``url`` into the cache, verified against ``NAMES_SHA256`` (``download=True``).
+    4. a download from ``url`` into the cache, verified against ``NAMES_SHA256``
+       (``download=True``).
 
     Files from 1 and 2 are used as given (they may be any word list). A cached file is used as is,
     but its SHA-256 is checked on every call (about 1 ms): on a mismatch a ``UserWarning`` says so
@@ -332,7 +334,8 @@ class Vocab:
 
     @classmethod
     def from_chars(cls, chars) -> Vocab:
-        """Rebuild from ``chars`` (as saved from ``Vocab.chars``: the token first, then the rest)."""
+        """Rebuild from ``chars`` (as saved from ``Vocab.chars``: the token first, then the
+        rest)."""
         return cls(chars)
 
     @property

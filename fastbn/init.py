@@ -9,7 +9,8 @@ compensates for what the nonlinearity after the layer does to that variance (tan
 5/3; ReLU zeroes half, so sqrt(2)).
 
 Convention: fastbn's Linear weights are (fan_in, fan_out) (the lecture's ``x @ W``), so the
-fan-in of a 2-D weight is ``shape[0]``. ``torch.nn.init`` reads ``shape[1]``, because torch stores (out, in).
+fan-in of a 2-D weight is ``shape[0]``. ``torch.nn.init`` reads ``shape[1]``, because torch
+stores (out, in).
 """
 import math
 

@@ -150,7 +150,8 @@ class Linear(Module):
         return dx
 
     def __repr__(self):
-        return f"Linear({self.weight.shape[0]}, {self.weight.shape[1]}, bias={self.bias is not None})"
+        fan_in, fan_out = self.weight.shape
+        return f"Linear({fan_in}, {fan_out}, bias={self.bias is not None})"
 
 
 class BatchNorm1d(Module):

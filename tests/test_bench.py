@@ -77,7 +77,7 @@ def test_smoke_run_verifies_then_times_every_peer(smoke):
             if name != "fused_loop":
                 assert v["max_loss_diff"] <= loss_tol, (row["dtype"], name)
         assert set(row["impls"]) == set(expected)
-        for name, t in row["impls"].items():
+        for t in row["impls"].values():
             assert math.isfinite(t["us_per_step"]) and t["us_per_step"] > 0
             assert len(t["us_all"]) == len(t["cpu_share"]) == 1 and t["steps_per_block"] >= 1
             assert 0 <= t["discarded"] <= 1                     # at most `repeats` re-timed

@@ -20,7 +20,7 @@ def data():
 
 
 def pair(dtype, seed=3, **kw):
-    return CharMLP(VOCAB, dtype=dtype, seed=seed, **kw), CharMLP(VOCAB, dtype=dtype, seed=seed, **kw)
+    return tuple(CharMLP(VOCAB, dtype=dtype, seed=seed, **kw) for _ in range(2))
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])

@@ -229,7 +229,7 @@ def test_any_memory_layout_gives_the_result_of_a_contiguous_copy(name, dtype):
     dout = dout_for(want_out)
     arrays = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
     labels = [label for label, _ in layouts(args[arrays[0]])]
-    for k, label in enumerate(labels):
+    for label in labels:
         # every array argument in this layout at once, and dout too
         moved = [dict(layouts(a))[label] if isinstance(a, np.ndarray) and
                  label in dict(layouts(a)) else a for a in args]
@@ -361,7 +361,8 @@ def test_batchnorm_eval_handles_empty_and_single_rows(dtype, B):
 
 @pytest.mark.parametrize("shape", [(0, 5), (3, 0), (0, 0)])
 def test_cross_entropy_refuses_no_rows_or_no_classes(shape):
-    with pytest.raises(ValueError, match=r"at least one row and one class.*" + re.escape(str(shape))):
+    match = r"at least one row and one class.*" + re.escape(str(shape))
+    with pytest.raises(ValueError, match=match):
         ops.cross_entropy_forward(np.ones(shape), np.zeros(shape[0], np.int64))
 
 

@@ -9,7 +9,8 @@ Tolerance ``atol + rtol * |reference|`` with rtol 1e-10 (float64) or 1e-4 (float
 ``atol = rtol * scale``, where ``scale`` is the magnitude of the terms the result is computed from,
 elementwise: the rounding error of a sum is proportional to the sum of |terms|, not to the (possibly
 cancelled) result. So a dot product is judged against ``|x| @ |w|``, a batch-norm dx against
-``|gamma * invstd| * (|dout| + mean|dout| + |xhat| * mean|dout * xhat|)``, a normalized value against
+``|gamma * invstd| * (|dout| + mean|dout| + |xhat| * mean|dout * xhat|)``, a normalized value
+against
 ``invstd * (|x| + |mean|)``.
 """
 import numpy as np
@@ -26,7 +27,7 @@ dtypes = st.sampled_from([np.dtype(np.float32), np.dtype(np.float64)])
 
 
 def values(draw, dtype, shape, lo=-100.0, hi=100.0):
-    """A float array of ``dtype`` and ``shape`` with finite values in [lo, hi], in a drawn layout."""
+    """A float array of ``dtype`` and ``shape``, finite values in [lo, hi], in a drawn layout."""
     a = draw(hnp.arrays(dtype, shape, elements=st.floats(lo, hi, width=dtype.itemsize * 8)))
     return layout(draw, a)
 
