@@ -483,8 +483,8 @@ def full_training(ds, seed, steps=FULL_STEPS, log=None):
 
     As ``fastbn train --seed SEED`` does it: ``fastbn.train.seed_streams(seed)`` gives the
     parameter stream and the minibatch stream; ``fastbn.train.train`` runs the compiled loop
-    (it must: the result records ``path == "fused"``), float32, batch 32, lr 0.1 then 0.01 from step 100,000,
-    coming back to Python every 1,000 steps. Returns the loop's wall seconds (the time
+    (it must: the result records ``path == "fused"``), float32, batch 32, lr 0.1 then 0.01 from
+    step 100,000, coming back to Python every 1,000 steps. Returns the loop's wall seconds (the time
     ``fastbn train`` prints), µs/step and the eval-mode losses afterwards (running statistics).
     """
     from .train import DEFAULT_LR_SCHEDULE, seed_streams, train
