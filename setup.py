@@ -23,7 +23,7 @@ debug = flag("FASTBN_DEBUG")
 compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 link_args = []
 if flag("FASTBN_SANITIZE"):
-    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+    sanitize = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all",
                 "-fno-omit-frame-pointer", "-g"]
     compile_args = ["-O1", "-fno-math-errno", "-fno-trapping-math"] + sanitize
     link_args = sanitize

@@ -214,7 +214,9 @@ class FusedTrainer:
         if self._identity() != self._bound:
             self._bind()
 
-    def _data(self, X, Y):
+    def _data(self, X, Y, rows=None):
+        """X (N, T) and Y (N,) as contiguous int64, checked: every id in [0, V) -- or, given the
+        (checked) rows of a step, the ids of those rows, which are all the step reads."""
         X = np.asarray(X)
         Y = np.asarray(Y)
         if X.ndim != 2 or X.shape[1] != self._T or Y.shape != (X.shape[0],) or X.shape[0] == 0:
@@ -223,7 +225,8 @@ class FusedTrainer:
         for name, a in (("X", X), ("Y", Y)):
             if not np.issubdtype(a.dtype, np.integer):
                 raise TypeError(f"{name} must be integer ids, got dtype {a.dtype}")
-            lo, hi = a.min(), a.max()
+            used = a if rows is None else a[rows]
+            lo, hi = used.min(), used.max()
             if lo < 0 or hi >= self._vocab:
                 raise IndexError(f"{name} holds {lo if lo < 0 else hi}, outside "
                                  f"[0, {self._vocab})")
@@ -241,9 +244,9 @@ class FusedTrainer:
         rows = np.asarray(rows)
         if rows.shape != (self.batch_size,):
             raise ValueError(f"rows must have shape ({self.batch_size},), got {rows.shape}")
-        X, Y = self._data(X, Y)
-        rows = _rows(rows, X.shape[0])
-        return self._net.step(X, Y, rows, float(lr))
+        rows = _rows(rows, np.shape(X)[0] if np.ndim(X) else 0)
+        X, Y = self._data(X, Y, rows)
+        return self._net.step(X, Y, rows, _lr(lr))
 
     def run(self, X, Y, steps, lr, sampler, losses=None):
         """``steps`` SGD steps at learning rate ``lr``, minibatches drawn by ``sampler``.
@@ -252,10 +255,16 @@ class FusedTrainer:
         ``(done, losses)``: done == steps, or the index of the first step whose loss was not
         finite (that step was not applied; the model holds the state after step done - 1).
         """
-        self._check_bound()
         X, Y = self._data(X, Y)
+        return self._run(X, Y, steps, lr, sampler, losses)
+
+    def _run(self, X, Y, steps, lr, sampler, losses=None):
+        """``run`` on X and Y already checked by ``_data`` and owned by the caller, who keeps
+        them unchanged (``fastbn.train`` checks its copy once instead of once per chunk)."""
+        self._check_bound()
         if X.shape[0] >= 2**32:
             raise ValueError("at most 2**32 - 1 training examples")
+        lr = _lr(lr)
         steps = int(steps)
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
@@ -266,7 +275,7 @@ class FusedTrainer:
         state = _state(sampler)
         if steps == 0:
             return 0, losses
-        done = self._net.train(X, Y, steps, float(lr), state, losses)
+        done = self._net.train(X, Y, steps, lr, state, losses)
         return int(done), losses
 
     def loss(self, X, Y, rows=None, training=False):
@@ -274,11 +283,19 @@ class FusedTrainer:
         self._check_bound()
         if rows is None:
             rows = np.arange(np.shape(X)[0])
-        X, Y = self._data(X, Y)
         rows = np.asarray(rows)
         if rows.shape != (self.batch_size,):
             raise ValueError(f"rows must have shape ({self.batch_size},), got {rows.shape}")
-        return self._net.loss(X, Y, _rows(rows, X.shape[0]), bool(training))
+        rows = _rows(rows, np.shape(X)[0] if np.ndim(X) else 0)
+        X, Y = self._data(X, Y, rows)
+        return self._net.loss(X, Y, rows, bool(training))
+
+
+def _lr(lr):
+    lr = float(lr)
+    if not np.isfinite(lr):
+        raise ValueError(f"the learning rate must be finite, got {lr}")
+    return lr
 
 
 def _rows(rows, n):

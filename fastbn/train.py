@@ -348,7 +348,8 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     model.train()
     if use_fused:
         trainer = FusedTrainer(model, batch_size)
-        Xtr, Ytr = trainer._data(Xtr, Ytr)           # checked and converted once, not per chunk
+        # checked once, into arrays of our own (a callback cannot change them under the loop)
+        Xtr, Ytr = (np.array(a, copy=True) for a in trainer._data(Xtr, Ytr))
         chunk_losses = np.empty(CHUNK, dtype=np.float64)
 
     def state():
@@ -369,7 +370,7 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
             lr = lr_at(schedule, step)
             if use_fused:
                 n = next_stop(step)
-                done, out = trainer.run(Xtr, Ytr, n, lr, sampler, chunk_losses[:n])
+                done, out = trainer._run(Xtr, Ytr, n, lr, sampler, chunk_losses[:n])
                 losses = out[:done]
             else:
                 ix = sampler.draw(N, batch_size)

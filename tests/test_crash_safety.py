@@ -259,11 +259,10 @@ done, losses = t.run(X, Y, 300, 1e38, BatchSampler(0))
 assert done < 300 and not np.isfinite(losses[done])
 assert all(np.isfinite(p).all() for p in m.parameters())
 """),
-    ("fused_step_with_nan_lr", "RETURNED", """
-m, t = trainer()
-assert np.isfinite(t.step(X, Y, float("nan"), ROWS))
-assert not np.isfinite(t.step(X, Y, 0.1, ROWS))       # NaN parameters now: no crash, NaN loss
-"""),
+    ("fused_step_with_nan_lr", "ValueError",
+     "trainer()[1].step(X, Y, float('nan'), ROWS)"),
+    ("fused_run_with_inf_lr", "ValueError",
+     "trainer()[1].run(X, Y, 3, float('inf'), BatchSampler(0))"),
     # ---------------------------------------------------------------- the fused trainer's data
     ("fused_rows_past_the_data", "IndexError",
      "trainer()[1].step(X, Y, 0.1, np.array([0, 1, 2, 3, 4, 5, 6, 300]))"),
