@@ -25,11 +25,18 @@ def pair(dtype, seed=3, **kw):
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("kw", [{}, dict(n_layers=3, n_hidden=40, n_embd=6, block_size=3),
-                                dict(bn_momentum=0.1, n_hidden=17)])
+                                dict(bn_momentum=0.1, n_hidden=17),
+                                dict(block_size=5, n_embd=4, n_hidden=30, V=11),
+                                dict(block_size=1, n_embd=7, n_hidden=12, n_layers=2, V=40)])
 @pytest.mark.parametrize("table", [False, True])
 def test_fused_steps_equal_per_layer_steps(data, dtype, tol, kw, table):
+    kw = dict(kw)
+    V, T = kw.pop("V", 27), kw.get("block_size", 3)
     X, Y = data
-    ref, fused = pair(dtype, **kw)
+    X, Y = np.tile(X, 2)[:, :T] % V, Y % V             # T context ids, V classes
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    vocab = Vocab.from_chars("." + letters[:V - 1])
+    ref, fused = (CharMLP(vocab, dtype=dtype, seed=3, **kw) for _ in range(2))
     trainer = FusedTrainer(fused, 32, table=table)
     sampler = BatchSampler(11)
     for step in range(30):
@@ -208,3 +215,52 @@ def test_fast_tanh_float64_is_within_2_ulp():
     s = np.empty(4)
     K.fast_tanh_f64(special, s)
     assert np.isnan(s[0]) and s[1] == 1 and s[2] == -1 and s[3] == 0 and np.signbit(s[3])
+
+
+# ------------------------------------------------------------------ the sampler against a model
+
+_M = 2**64
+
+
+def _pcg32(st):
+    """O'Neill's pcg32_random_r, in Python: the model the C sampler is held to."""
+    old = st[0]
+    st[0] = (old * 6364136223846793005 + st[1]) % _M
+    xs = (((old >> 18) ^ old) >> 27) & 0xFFFFFFFF
+    rot = old >> 59
+    return ((xs >> rot) | (xs << ((-rot) & 31))) & 0xFFFFFFFF
+
+
+def _srandom(seed, seq):
+    st = [0, ((seq << 1) | 1) % _M]
+    _pcg32(st)
+    st[0] = (st[0] + seed) % _M
+    _pcg32(st)
+    return st
+
+
+def _lemire(st, n):
+    m = _pcg32(st) * n
+    low = m & 0xFFFFFFFF
+    if low < n:
+        threshold = (2**32 - n) % n
+        while low < threshold:
+            m = _pcg32(st) * n
+            low = m & 0xFFFFFFFF
+    return m >> 32
+
+
+def test_pcg32_matches_the_reference_and_lemire_is_exact():
+    st = _srandom(42, 54)
+    # pcg32-demo's first outputs for srandom(42, 54), from the PCG paper's reference code
+    assert [_pcg32(st) for _ in range(6)] == [0xA15C02B7, 0x7B47F409, 0xBA1D3330, 0x83D2F293,
+                                               0xBFA4784B, 0xCBED606E]
+    # fastbn's seeding is srandom(seed, the default stream)
+    s = BatchSampler(42)
+    assert [int(v) for v in s.state] == _srandom(42, 0xDA3E39CB94B95BDB)
+    # the bounded draws, rejection included: n near 2^32 rejects often
+    for n in (3, 27, 182_625, 3 * 2**30 + 1, 2**32 - 5):
+        model = [int(v) for v in s.state]
+        got = s.draw(n, 2000)
+        assert got.tolist() == [_lemire(model, n) for _ in range(2000)], n
+        assert [int(v) for v in s.state] == model
