@@ -1,7 +1,8 @@
 # cython: language_level=3
 """Hand-derived forward and backward kernels of fastbn.
 
-Dimension letters used in every shape comment below:
+Dimension letters used in every shape comment below (as in csrc/fused.h, where the classes are
+the vocabulary, V):
     B  batch size (rows)            T  context length (characters per example)
     D  feature / embedding width    V  vocabulary size (rows of an embedding table)
     I  fan_in of a Linear           O  fan_out of a Linear

@@ -10,6 +10,10 @@ float32 or float64 and all of one dtype within a call (``TypeError``), shapes mu
 Non-contiguous or negative-stride arrays are copied to contiguous ones. Outputs take the dtype of
 the inputs. Every call returns fresh arrays; nothing given is modified.
 
+A cache may hold the caller's own arrays (``linear`` keeps ``x`` and ``w``, ``batchnorm`` keeps
+``gamma``; index arrays are always copied): as with any backprop code, change them in place between
+a forward and its backward and the backward computes the gradient of the changed values.
+
 Shapes use: B batch, T context length, D features, V vocabulary, I fan_in, O fan_out, C classes.
 """
 from types import SimpleNamespace
