@@ -1,6 +1,9 @@
 """Tests for fastbn.checkpoint: round trip, atomic save, and refusal of bad files."""
+import io
 import json
 import os
+import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -146,7 +149,7 @@ def _config(**change):
     (_edit("config", np.array("{not json")), "not valid JSON"),
     (_edit("config", np.array("[1, 2]")), "JSON objects"),
     (_edit("chars", np.array(".abcdefg")), "shape"),
-    (_edit("chars", np.array("abc")), "does not make a model"),
+    (_edit("chars", np.array("abc")), "vocabulary 'abc' is not valid"),
     (_edit("dtype", np.array("float16")), "float32 or float64"),
     (_edit("dtype", np.array("float64")), "dtype float32, but the checkpoint's dtype is float64"),
     (_edit("param/0.weight", np.full((7, 4), np.nan, np.float32)), "NaN or infinite"),
@@ -199,3 +202,122 @@ def test_load_error_messages_say_what_is_wrong_once(tmp_path):
         checkpoint.load(plain)
     assert str(e.value).count("not a valid fastbn checkpoint") == 1
     assert "single .npy array" in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# a hostile file cannot make load allocate what the file does not hold
+
+@pytest.mark.parametrize("change, match", [
+    # within the bounds: refused by the shapes, which the config is compared with before building
+    ({"n_hidden": 10**9}, r"param/1.weight has shape \(12, 8\), but the config needs "
+                          r"\(12, 1000000000\)"),
+    ({"block_size": 10**8}, r"param/1.weight has shape \(12, 8\), but the config needs "
+                            r"\(400000000, 8\)"),
+    ({"n_embd": 2**31 - 1}, r"param/0.weight has shape \(7, 4\)"),
+    # out of bounds or of the wrong type
+    ({"n_hidden": 10**12}, r"n_hidden must be an integer in \[1, 2,147,483,647\]"),
+    ({"n_layers": 10**9}, r"n_layers must be an integer in \[1, 10,000\]"),
+    ({"block_size": 0}, "block_size must be an integer"),
+    ({"n_embd": "4"}, "n_embd must be an integer"),
+    ({"n_hidden": 8.0}, "n_hidden must be an integer"),
+    ({"n_hidden": True}, "n_hidden must be an integer"),
+    ({"batchnorm": "yes"}, "batchnorm must be true or false"),
+    ({"bn_momentum": float("nan")}, r"bn_momentum must be a number in \[0, 1\]"),
+    ({"bn_eps": -1.0}, "bn_eps must be a number >= 0"),
+    ({"negative_slope": float("inf")}, "negative_slope must be a number finite"),
+    ({"init": "xavier"}, "init must be one of"),
+    ({"gain": -1.0}, "gain must be null or a number > 0"),
+    ({"gain": 2.0, "init": "fix_tanh"}, "with init 'kaiming'"),
+])
+def test_load_checks_the_config_before_building_the_model(tmp_path, monkeypatch, change, match):
+    """A 5 KB file claiming n_hidden = 10**9 once made load allocate 89 GiB: now the config's
+    values and the shapes they imply are checked first, and no CharMLP is ever built."""
+    d = entries(trained())
+    _config(**change)(d)
+    path = write(tmp_path, d)
+
+    def no_model(*a, **k):
+        raise AssertionError("load built a model from a config it had not checked")
+    monkeypatch.setattr(checkpoint, "CharMLP", no_model)
+    with pytest.raises(ValueError, match="not a valid fastbn checkpoint: ") as e:
+        checkpoint.load(path)
+    assert re.search(match, str(e.value)), str(e.value)
+
+
+def test_config_without_optional_keys_takes_the_defaults(tmp_path):
+    """A config missing keys gets CharMLP's defaults (gain: None), as CharMLP(**config) did."""
+    m = trained()
+    d = entries(m)
+    cfg = dict(m.config)
+    del cfg["gain"]
+    d["config"] = np.array(json.dumps(cfg))
+    assert checkpoint.load(write(tmp_path, d)).config == m.config
+
+
+@pytest.mark.parametrize("kw", [{}, {"batchnorm": False}, {"final_bn": True, "n_layers": 3},
+                                {"final_bn": True, "batchnorm": False, "block_size": 5},
+                                {"activation": "leaky_relu", "n_layers": 2}])
+def test_layout_is_the_models(kw):
+    """The shapes load expects from a config are those of the model the config builds."""
+    m = CharMLP(VOCAB, n_embd=3, n_hidden=6, seed=0, **kw)
+    want = [(f"param/{n}", p.shape) for n, p in m.named_parameters()]
+    want += [(f"buffer/{n}", b.shape) for n, b in m.named_buffers()]
+    assert checkpoint._layout(m.config, VOCAB.size) == want
+
+
+def _npy_header(shape, descr="<f4"):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue()
+
+
+def _add_member(path, name, payload, compress=zipfile.ZIP_STORED):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")       # zipfile warns about duplicate names
+        with zipfile.ZipFile(path, "a", compression=compress) as z:
+            z.writestr(name, payload)
+    return path
+
+
+def test_load_reads_no_array_whose_header_the_file_does_not_back(tmp_path):
+    """A member whose .npy header claims (10**12,) float32 and holds nothing once made load
+    allocate 3.6 TiB; every header is now checked against the member's size first."""
+    d = entries(trained())
+    del d["param/1.weight"]
+    path = _add_member(write(tmp_path, d), "param/1.weight.npy", _npy_header((10**12,)))
+    with pytest.raises(ValueError, match=r"declares float32 of shape \(1000000000000,\) "
+                                         r"\(4,000,000,000,000 bytes\), but holds 0 bytes"):
+        checkpoint.load(path)
+    path = _add_member(write(tmp_path, d), "param/1.weight.npy", _npy_header((12, 8)) + b"x")
+    with pytest.raises(ValueError, match="holds 1 bytes"):
+        checkpoint.load(path)
+
+
+def test_load_refuses_a_zip_bomb_and_odd_members(tmp_path):
+    d = entries(trained())
+    d["param/1.weight"] = np.zeros((12, 8 * 10**5), np.float32)      # 38 MB of zeros
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, **d)
+    assert bomb.stat().st_size < 10**6
+    with pytest.raises(ValueError, match="claims to inflate from"):
+        checkpoint.load(bomb)
+    good = tmp_path / "compressed.npz"                # an honest compressed file loads
+    np.savez_compressed(good, **entries(trained()))
+    assert checkpoint.load(good).config == trained().config
+
+
+@pytest.mark.parametrize("name, payload, match", [
+    ("readme.txt", b"hello", r"member 'readme.txt' is not a .npy array"),
+    ("config.npy", b"garbage", r"entry 'config' is not a readable .npy array"),
+    ("chars.npy", _npy_header((), "|O") + b"x" * 8, "pickled Python objects"),
+    ("param/0.weight.npy", _npy_header((2,), [("a", "<f4")]) + b"x" * 8, "not a plain number"),
+    ("meta.npy", _npy_header((), "<U2") + "{}".encode("utf-32-le"), "'meta' appears twice"),
+])
+def test_load_refuses_odd_members(tmp_path, name, payload, match):
+    d = entries(trained())
+    if name != "meta.npy":
+        d.pop(name[:-4], None)
+    path = _add_member(write(tmp_path, d), name, payload)
+    with pytest.raises(ValueError, match=match):
+        checkpoint.load(path)
