@@ -10,6 +10,7 @@
 """
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from .gradcheck import gradcheck, standard_checks
@@ -17,7 +18,8 @@ from .gradcheck import gradcheck, standard_checks
 
 def _cmd_gradcheck(args):
     checks = standard_checks(seed=args.seed)
-    header = f"{'op':<18} {'input':<9} {'checked':>9} {'max abs err':>12} {'max rel err':>12}  result"
+    header = (f"{'op':<18} {'input':<9} {'checked':>9} {'max abs err':>12} "
+              f"{'max rel err':>12}  result")
     print(header)
     print("-" * len(header))
     failed = 0
@@ -61,12 +63,88 @@ def _print_losses(losses, label):
     print(f"{label}: " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
 
 
+# The flags that define a run. A new run takes them (or these defaults); `--resume` takes them
+# from the checkpoint and refuses them on the command line. Their argparse defaults are None, so
+# that `_validate` can see which were given; `--help` shows these.
+def _run_defaults():
+    from .train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
+    return {"steps": 200_000, "batch_size": 32, "n_hidden": 200, "n_embd": 10, "block_size": 3,
+            "n_layers": 1, "no_batchnorm": False, "bn_momentum": 0.001, "calibrate": False,
+            "dtype": "float32", "seed": DEFAULT_SEED,
+            "lr_schedule": format_lr_schedule(DEFAULT_LR_SCHEDULE)}
+
+
+def _out_dir(args):
+    """Where `fastbn train` writes: --out, else the folder of --resume, else fastbn-run."""
+    if args.out is not None:
+        return Path(args.out).expanduser()
+    return Path(args.resume).parent if args.resume else Path("fastbn-run")
+
+
+def _check_run(run, model, state, path):
+    """The run settings a checkpoint stores in meta["run"], checked (the file may be edited)."""
+    from .train import format_lr_schedule, parse_lr_schedule
+
+    def bad(why):
+        return _Fail(f"cannot resume {path}: {why}")
+    for key in ("steps", "batch_size", "seed"):
+        v = run.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (key != "seed"):
+            kind = "non-negative" if key == "seed" else "positive"
+            raise bad(f"its run's {key} must be a {kind} integer, got {v!r}")
+    try:
+        schedule = format_lr_schedule(parse_lr_schedule(str(run.get("lr_schedule"))))
+    except ValueError as e:
+        raise bad(f"its run's lr_schedule: {e}") from None
+    if not isinstance(run.get("calibrate"), bool):
+        raise bad(f"its run's calibrate must be true or false, got {run.get('calibrate')!r}")
+    for key in ("data", "data_sha256"):
+        if not isinstance(run.get(key), (str, type(None))):
+            raise bad(f"its run's {key} must be a string, got {run.get(key)!r}")
+    if run["batch_size"] < 2 and model.batchnorms():
+        raise bad("its run's batch size 1 cannot train with batch normalization")
+    if state.step > run["steps"]:
+        raise bad(f"its state is at step {state.step:,}, past the run's {run['steps']:,} steps")
+    return {**run, "lr_schedule": schedule}
+
+
+def _sha256(path):
+    from .data import sha256_file
+    try:
+        return sha256_file(path)
+    except OSError as e:
+        raise _Fail(f"cannot read {path}: {e}") from e
+
+
+def _resume_data(args, run, block_size):
+    """The dataset of the run being resumed: --data or the stored path, the same file by its
+    SHA-256 (a copy elsewhere is fine). Records where it is now in ``run``."""
+    try:
+        ds = _load_data(args.data or run.get("data"), block_size)
+    except _Fail as e:
+        if args.data is None and run.get("data"):
+            raise _Fail(f"{e} (the run's data; if it moved, pass --data PATH)") from e
+        raise
+    digest = _sha256(ds.path)
+    if run.get("data_sha256") is None:
+        print(f"fastbn train: warning: {args.resume} stores no hash of its data (an older "
+              "fastbn wrote it); only the vocabulary can be compared", file=sys.stderr)
+    elif digest != run["data_sha256"]:
+        same = run.get("data") == str(ds.path.resolve())
+        what = "has changed since this run trained on it" if same else \
+            f"is not the data this run trained on ({run.get('data')})"
+        raise _Fail(f"{ds.path} {what}: its SHA-256 is {digest}, the checkpoint's "
+                    f"{run['data_sha256']}; resuming on other data would not continue the run")
+    run.update(data=str(ds.path.resolve()), data_sha256=digest)
+    return ds
+
+
 def _cmd_train(args):
     import numpy as np
 
     from . import checkpoint
     from .model import CharMLP
-    from .train import format_lr_schedule, train
+    from .train import format_lr_schedule, plot_history, seed_streams, train
 
     if args.resume:
         # the run's settings come from the checkpoint; the flags only choose output and noise
@@ -75,41 +153,50 @@ def _cmd_train(args):
         if not isinstance(run, dict) or state is None:
             raise _Fail(f"{args.resume} holds no training state to resume (it was not written "
                         "by a 'fastbn train' that stopped early)")
-        ds = _load_data(args.data or run.get("data"), model.block_size)
+        run = _check_run(run, model, state, args.resume)
+        ds = _resume_data(args, run, model.block_size)
         if ds.vocab != model.vocab:
             raise _Fail(f"the data's vocabulary {ds.vocab.chars!r} is not the checkpoint's")
-        out = Path(args.resume).parent if args.out is None else Path(args.out)
-        seed = run["seed"]
+        _, batch_ss = seed_streams(run["seed"])
     else:
+        state = None
+        ds = _load_data(args.data, args.block_size)
         run = {"steps": args.steps, "batch_size": args.batch_size,
                "lr_schedule": format_lr_schedule(args.lr_schedule), "seed": args.seed,
-               "calibrate": args.calibrate}
-        ds = _load_data(args.data, args.block_size)
-        run["data"] = str(ds.path)
+               "calibrate": args.calibrate, "data": str(ds.path.resolve()),
+               "data_sha256": _sha256(ds.path)}
         # one --seed, two independent streams: parameters and minibatch indices
-        init_ss, _ = np.random.SeedSequence(args.seed).spawn(2)
+        init_ss, batch_ss = seed_streams(args.seed)
         model = CharMLP(ds.vocab, block_size=args.block_size, n_embd=args.n_embd,
                         n_hidden=args.n_hidden, n_layers=args.n_layers,
                         batchnorm=not args.no_batchnorm, bn_momentum=args.bn_momentum,
                         dtype=args.dtype, seed=np.random.default_rng(init_ss))
-        out, state, seed = Path(args.out or "fastbn-run"), None, args.seed
+    out = _out_dir(args)
     ckpt, png = out / "model.npz", out / "loss.png"
-    batch_ss = np.random.SeedSequence(seed).spawn(2)[1]
+    try:    # before any training: a folder we cannot write to would lose the whole run
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise _Fail(f"cannot write to the output folder {out}: {e}") from e
     if not args.quiet:
         print(f"data {ds.path}: {len(ds.Xtr):,} / {len(ds.Xdev):,} / {len(ds.Xte):,} examples, "
               f"vocabulary {ds.vocab.size}")
         print(f"model: {model.num_parameters():,} parameters, {model.dtype.name}; "
               f"{run['steps']:,} steps of batch {run['batch_size']}, lr {run['lr_schedule']}, "
-              f"seed {seed}" + (f"; resuming at step {state.step:,}" if state else ""))
+              f"seed {run['seed']}" + (f"; resuming at step {state.step:,}" if state else ""))
 
     def save(st, **extra):
-        checkpoint.save(model, ckpt, meta={"run": run, **extra}, state=st)
+        try:
+            checkpoint.save(model, ckpt, meta={"run": run, **extra}, state=st)
+        except OSError as e:
+            raise _Fail(f"cannot save the checkpoint {ckpt} at step {st.step:,}: {e}") from e
 
     try:
         res = train(model, ds, steps=run["steps"], batch_size=run["batch_size"],
                     lr_schedule=run["lr_schedule"], seed=batch_ss, quiet=args.quiet,
-                    calibrate=run["calibrate"], plot=None if args.no_plot else png,
-                    resume=state, checkpoint=save, checkpoint_every=args.checkpoint_every)
+                    calibrate=run["calibrate"], resume=state, checkpoint=save,
+                    checkpoint_every=args.checkpoint_every)
     except FloatingPointError as e:    # the loss diverged: the last checkpoint stays as it was
         kept = f"the last good checkpoint is {ckpt}" if ckpt.exists() else \
             "no checkpoint was written"
@@ -127,8 +214,13 @@ def _cmd_train(args):
         _print_losses(res.losses, "loss")
     print(f"wall time {res.wall_time:.1f} s ({res.us_per_step:.0f} us/step, {res.path} path)")
     print(f"checkpoint {ckpt}")
-    if res.plot_path is not None:
-        print(f"loss plot {res.plot_path}")
+    if not args.no_plot:     # after the checkpoint: a failed plot loses nothing
+        try:
+            plot = plot_history(res.history, png, schedule=res.lr_schedule)
+        except OSError as e:
+            raise _Fail(f"cannot write the loss plot {png}: {e} (the checkpoint is saved)") from e
+        if plot is not None:
+            print(f"loss plot {plot}")
     return 0
 
 
@@ -241,7 +333,7 @@ def _add_lab_parser(sub):
                        help="where the figures, tables and report go (default %(default)s)")
         q.add_argument("--steps", type=_nonnegative, default=steps, metavar="N",
                        help=f"{steps_help} (default %(default)s)")
-        q.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S",
+        q.add_argument("--seed", type=_nonnegative, default=DEFAULT_SEED, metavar="S",
                        help="seeds the parameters and the minibatches (default %(default)s)")
         q.add_argument("--format", choices=["png", "svg"], default="png",
                        help="figure format (default %(default)s)")
@@ -335,15 +427,13 @@ def _momentum(text):
 
 
 def build_parser():
-    from .train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
-
     p = argparse.ArgumentParser(prog="fastbn", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     g = sub.add_parser("gradcheck", help="check every backward against finite differences")
     g.add_argument("--eps", type=float, default=1e-6)
     g.add_argument("--atol", type=float, default=1e-5)
     g.add_argument("--rtol", type=float, default=1e-3)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_nonnegative, default=0)
     g.set_defaults(parser=g, run=_cmd_gradcheck)
 
     data_help = ("names file (default: $FASTBN_DATA, then the user cache, then a verified "
@@ -353,35 +443,36 @@ def build_parser():
                                    "the lecture's model and recipe. Writes OUT/model.npz and "
                                    "OUT/loss.png.")
     t.add_argument("--data", metavar="PATH", help=data_help)
-    t.add_argument("--steps", type=_positive(), default=200_000, metavar="N",
-                   help="SGD steps (default %(default)s)")
-    t.add_argument("--batch-size", type=_positive(), default=32, metavar="B",
-                   help="examples per step (default %(default)s)")
+    # the run-defining flags: default None (see _run_defaults), so --resume can refuse them
+    d = _run_defaults()
+    t.add_argument("--steps", type=_positive(), metavar="N",
+                   help=f"SGD steps (default {d['steps']})")
+    t.add_argument("--batch-size", type=_positive(), metavar="B",
+                   help=f"examples per step (default {d['batch_size']})")
     t.add_argument("--lr-schedule", type=_schedule, metavar="STEP:LR,...",
-                   default=format_lr_schedule(DEFAULT_LR_SCHEDULE),
                    help="piecewise-constant learning rate from each STEP on, or one number "
-                        "(default %(default)s)")
-    t.add_argument("--n-hidden", type=_positive(), default=200, metavar="H",
-                   help="hidden width (default %(default)s)")
-    t.add_argument("--n-embd", type=_positive(), default=10, metavar="E",
-                   help="embedding size (default %(default)s)")
-    t.add_argument("--block-size", type=_positive(), default=3, metavar="K",
-                   help="characters of context (default %(default)s)")
-    t.add_argument("--n-layers", type=_positive(), default=1, metavar="L",
-                   help="hidden [Linear, BatchNorm1d, Tanh] blocks (default %(default)s)")
-    t.add_argument("--no-batchnorm", action="store_true",
+                        f"(default {d['lr_schedule']})")
+    t.add_argument("--n-hidden", type=_positive(), metavar="H",
+                   help=f"hidden width (default {d['n_hidden']})")
+    t.add_argument("--n-embd", type=_positive(), metavar="E",
+                   help=f"embedding size (default {d['n_embd']})")
+    t.add_argument("--block-size", type=_positive(), metavar="K",
+                   help=f"characters of context (default {d['block_size']})")
+    t.add_argument("--n-layers", type=_positive(), metavar="L",
+                   help=f"hidden [Linear, BatchNorm1d, Tanh] blocks (default {d['n_layers']})")
+    t.add_argument("--no-batchnorm", action="store_true", default=None,
                    help="no BatchNorm (the hidden Linears get a bias)")
-    t.add_argument("--bn-momentum", type=_momentum, default=0.001, metavar="M",
+    t.add_argument("--bn-momentum", type=_momentum, metavar="M",
                    help="weight of the new batch in the running statistics (default "
-                        "%(default)s)")
-    t.add_argument("--calibrate", action="store_true",
+                        f"{d['bn_momentum']})")
+    t.add_argument("--calibrate", action="store_true", default=None,
                    help="after training, set the BN statistics from the whole training set "
                         "(the losses with the running statistics are printed too)")
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
-                   help="(default %(default)s)")
-    t.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S",
+    t.add_argument("--dtype", choices=["float32", "float64"],
+                   help=f"(default {d['dtype']})")
+    t.add_argument("--seed", type=_nonnegative, metavar="S",
                    help="seeds the parameters and the minibatches, as two independent streams "
-                        "(default %(default)s)")
+                        f"(default {d['seed']})")
     t.add_argument("--out", metavar="DIR", default=None,
                    help="where model.npz and loss.png go (default fastbn-run, or the folder of "
                         "the --resume checkpoint)")
@@ -389,8 +480,10 @@ def build_parser():
                    help="save a resumable OUT/model.npz every N steps (default %(default)s); "
                         "Ctrl-C saves one too")
     t.add_argument("--resume", metavar="PATH",
-                   help="continue the run saved in this checkpoint, with its settings; the "
-                        "result equals that of an uninterrupted run")
+                   help="continue the run saved in this checkpoint, with its settings (the "
+                        "flags above that define a run are refused) and its data (the same "
+                        "file, by SHA-256; --data may point at a copy); the result equals that "
+                        "of an uninterrupted run")
     t.add_argument("--no-plot", action="store_true", help="do not write the loss plot")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(parser=t, run=_cmd_train)
@@ -405,7 +498,7 @@ def build_parser():
     s = sub.add_parser("sample", help="generate names from a checkpoint")
     s.add_argument("--checkpoint", metavar="PATH", required=True)
     s.add_argument("-n", type=_positive(), default=20, help="how many names")
-    s.add_argument("--seed", type=int, default=None, help="same seed, same names")
+    s.add_argument("--seed", type=_nonnegative, default=None, help="same seed, same names")
     s.add_argument("--max-len", type=_positive(), default=50, help="longest name, in characters")
     s.set_defaults(parser=s, run=_cmd_sample)
 
@@ -425,7 +518,24 @@ def _validate(args):
     """Usage errors the argument types alone cannot see; parser.error exits with status 2."""
     parser = args.parser
     if args.command == "train":
-        if args.batch_size < 2 and not args.no_batchnorm:
+        defaults = _run_defaults()
+        if args.resume is not None:
+            given = [f"--{k.replace('_', '-')}" for k in defaults if getattr(args, k) is not None]
+            if given:
+                parser.error(f"--resume continues a run with the settings stored in its "
+                             f"checkpoint; {', '.join(given)} cannot change them (start a new "
+                             "run to train with other settings)")
+        else:
+            for k, v in defaults.items():
+                if getattr(args, k) is None:
+                    setattr(args, k, _schedule(v) if k == "lr_schedule" else v)
+        out = _out_dir(args)
+        for folder in (out, *out.parents):
+            if folder.exists():
+                if not folder.is_dir():
+                    parser.error(f"--out {out}: {folder} exists and is not a folder")
+                break
+        if args.resume is None and args.batch_size < 2 and not args.no_batchnorm:
             parser.error("--batch-size 1 cannot train with batch normalization (the variance of "
                          "one example is undefined); use --batch-size >= 2 or --no-batchnorm")
         if args.data is not None and not Path(args.data).expanduser().is_file():
@@ -447,6 +557,10 @@ def main(argv=None):
         return args.run(args)
     except _Fail as e:
         print(f"fastbn {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except MemoryError as e:    # e.g. --steps 10**15 (a float64 loss per step) or --n-hidden 10**9
+        print(f"fastbn {args.command}: error: not enough memory for what was asked ({e})",
+              file=sys.stderr)
         return 1
 
 

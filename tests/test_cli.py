@@ -3,6 +3,7 @@
 The commands run in-process through ``fastbn.cli.main`` and once through ``python -m fastbn``.
 Tests that need names.txt read it from $FASTBN_DATA and are skipped when it is not set.
 """
+import importlib
 import os
 import re
 import subprocess
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 
 import fastbn
+import fastbn.checkpoint
+import fastbn.data
 from fastbn.cli import main
 
 REAL_NAMES = os.environ.get("FASTBN_DATA")
@@ -56,9 +59,12 @@ def test_train_prints_losses_time_and_paths(short_run):
     if (out / "loss.png").exists():            # matplotlib installed
         assert f"loss plot {out / 'loss.png'}" in stdout
     m = fastbn.load(out / "model.npz")
-    assert m.num_parameters() == 12_097 and m.meta["run"]["steps"] == 400 and m.meta["run"]["seed"] == 1
+    assert m.num_parameters() == 12_097
+    assert m.meta["run"]["steps"] == 400 and m.meta["run"]["seed"] == 1
     assert m.meta["run"]["lr_schedule"] == "0:0.1,100000:0.01" and m.meta["complete"]
     assert m.train_state.step == 400
+    assert m.meta["run"]["data"] == str(Path(REAL_NAMES).resolve())
+    assert m.meta["run"]["data_sha256"] == fastbn.data.sha256_file(REAL_NAMES)
 
 
 def test_eval_reports_the_same_losses(short_run, names_path, capsys):
@@ -164,6 +170,19 @@ def test_runtime_errors_exit_1_with_a_message(tmp_path, capsys):
     (["train", "--n-hidden", "0"], "--n-hidden: must be > 0"),
     (["train", "--block-size", "-1"], "--block-size: must be > 0"),
     (["train", "--data", "/nonexistent/names.txt"], "no such file"),
+    (["train", "--seed", "-1"], "--seed: must be >= 0"),
+    (["train", "--seed", "1.5"], "--seed: invalid int"),
+    (["sample", "--checkpoint", "x", "--seed", "-3"], "--seed: must be >= 0"),
+    (["lab", "--seed", "-1"], "--seed: must be >= 0"),
+    (["lab", "ladder", "--seed", "-1"], "--seed: must be >= 0"),
+    (["gradcheck", "--seed", "-1"], "--seed: must be >= 0"),
+    *[(["train", "--resume", "m.npz", *flag], "--resume continues a run with the settings "
+       f"stored in its checkpoint; {flag[0]} cannot change them")
+      for flag in (["--steps", "5"], ["--batch-size", "8"], ["--lr-schedule", "0.1"],
+                   ["--n-hidden", "8"], ["--n-embd", "4"], ["--block-size", "2"],
+                   ["--n-layers", "2"], ["--no-batchnorm"], ["--bn-momentum", "0.1"],
+                   ["--dtype", "float64"], ["--seed", "0"], ["--calibrate"])],
+    (["train", "--resume", "m.npz", "--seed", "1", "--steps", "9"], "--steps, --seed cannot"),
     (["eval"], "required: --checkpoint"),
     (["eval", "--checkpoint", "/nonexistent/m.npz"], "no such file"),
     (["sample", "--checkpoint", "/nonexistent/m.npz"], "no such file"),
@@ -177,6 +196,83 @@ def test_usage_errors_exit_2(argv, match, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "usage:" in err and re.search(match, err) and "Traceback" not in err
+
+
+def test_help_shows_the_real_defaults(capsys):
+    """The run-defining flags default to None (so --resume can see them given); --help still
+    shows the values a new run takes."""
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("SGD steps (default 200000)", "examples per step (default 32)",
+                  "(default 0:0.1,100000:0.01)", "hidden width (default 200)",
+                  "embedding size (default 10)", "characters of context (default 3)",
+                  "blocks (default 1)", "(default 0.001)", "(default float32)",
+                  "(default 2147483647)"):
+        assert shown in text
+
+
+def test_out_that_is_not_a_folder_is_refused_before_training(tmp_path, capsys):
+    """`--out FILE` used to train the whole run, then die at the first save (FileExistsError)."""
+    words = words_file(tmp_path)
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    for out in (taken, taken / "sub"):
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--data", str(words), "--steps", "30", "--no-plot",
+                  "--out", str(out), "--quiet"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}: {taken} exists and is not a folder" in err
+        assert "Traceback" not in err
+    assert taken.read_text() == "not a folder"
+
+
+def test_a_save_or_plot_that_fails_exits_1_with_a_message(tmp_path, capsys, monkeypatch):
+    words = words_file(tmp_path)
+    args = ["train", "--data", str(words), "--steps", "30", "--no-batchnorm", "--n-hidden", "8",
+            "--quiet"]
+    real_save = fastbn.checkpoint.save
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(fastbn.checkpoint, "save", disk_full)
+    assert main([*args, "--checkpoint-every", "10", "--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"fastbn train: error: cannot save the checkpoint .*model.npz at step 10: "
+                     r".*No space left on device", err)
+
+    monkeypatch.setattr(fastbn.checkpoint, "save", real_save)
+    # fastbn.train is also the name of the function: reach the module through importlib
+    monkeypatch.setattr(importlib.import_module("fastbn.train"), "plot_history", disk_full)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 1
+    assert re.search(r"fastbn train: error: cannot write the loss plot .*loss.png: .*No space "
+                     r"left on device \(the checkpoint is saved\)", capsys.readouterr().err)
+    assert fastbn.load(tmp_path / "b" / "model.npz").meta["complete"]
+
+
+@pytest.mark.parametrize("flags", [["--steps", str(10**15)], ["--n-hidden", str(10**12)]])
+def test_a_run_too_big_for_memory_exits_1_with_a_message(tmp_path, capsys, flags):
+    words = words_file(tmp_path)
+    assert main(["train", "--data", str(words), *flags, "--no-plot", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "fastbn train: error: not enough memory for what was asked (Unable to allocate" in err
+
+
+def test_sample_refuses_a_checkpoint_whose_config_asks_for_terabytes(tmp_path, capsys):
+    """A 5 KB file with n_hidden = 10**9 made `fastbn sample` die with 'Unable to allocate'."""
+    import json
+    m = fastbn.CharMLP(".abc", n_embd=4, n_hidden=8, seed=0)
+    path = fastbn.save(m, tmp_path / "m.npz")
+    d = dict(np.load(path))
+    d["config"] = np.array(json.dumps({**m.config, "n_hidden": 10**9}))
+    np.savez(path, **d)
+    assert main(["sample", "--checkpoint", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "not a valid fastbn checkpoint: param/1.weight has shape (12, 8), but the config " \
+           "needs (12, 1000000000)" in err
 
 
 def test_gradcheck_subcommand_still_works(capsys):

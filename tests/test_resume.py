@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastbn
+import fastbn.data
 from fastbn import CharMLP, checkpoint
 from fastbn.cli import main
 from fastbn.data import Vocab
@@ -128,6 +129,7 @@ def test_resume_needs_a_training_state(tmp_path, capsys):
 def test_a_kill_during_save_leaves_the_previous_checkpoint(tmp_path):
     path = tmp_path / "model.npz"
     old = CharMLP(VOCAB, seed=0, n_hidden=400)
+    new = CharMLP(VOCAB, seed=1, n_hidden=400)      # what the killed process saves
     checkpoint.save(old, path)
     code = (f"import numpy as np\nfrom fastbn import CharMLP, checkpoint\nfrom fastbn.data import "
             f"Vocab\nm = CharMLP(Vocab.from_chars({VOCAB.chars!r}), seed=1, n_hidden=400)\n"
@@ -140,4 +142,103 @@ def test_a_kill_during_save_leaves_the_previous_checkpoint(tmp_path):
         p.kill()                            # SIGKILL: no cleanup runs
         p.wait()
         m = checkpoint.load(path)          # whole: the old one or a complete new one
-        np.testing.assert_array_equal(m.layers[1].weight.shape, (30, 400))
+        loaded = arrays(m)
+        same = [all(np.array_equal(a, b) for a, b in zip(loaded, arrays(ref)))
+                for ref in (old, new)]
+        assert len(loaded) == len(arrays(old)) and any(same), \
+            "the checkpoint left by the kill holds neither the old nor the new model's weights"
+
+
+# ----------------------------------------------------------------------------------------------
+# --resume continues the same run: same data (by hash), same settings (from the checkpoint)
+
+RUN = ["--batch-size", "16", "--n-hidden", "16", "--no-plot", "--quiet", "--seed", "4"]
+
+
+def stopped_run(tmp_path, words, at=200, steps=300):
+    """A `fastbn train` checkpoint at step ``at`` of a ``steps``-step run (as Ctrl-C leaves it)."""
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(words), "--steps", str(at), *RUN, "--out", str(out)]) == 0
+    ckpt = out / "model.npz"
+    m = checkpoint.load(ckpt)
+    m.meta["run"]["steps"] = steps
+    del m.meta["complete"]
+    checkpoint.save(m, ckpt, meta=m.meta, state=m.train_state)
+    return ckpt
+
+
+def test_resume_checks_the_data_by_its_hash(tmp_path, words, capsys):
+    ckpt = stopped_run(tmp_path, words)
+    run = checkpoint.load(ckpt).meta["run"]
+    assert run["data"] == str(words.resolve())
+    assert run["data_sha256"] == fastbn.data.sha256_file(words)
+    before = ckpt.read_bytes()
+
+    # other words with the same vocabulary: refused (once only the vocabulary was compared)
+    original = words.read_text()
+    words.write_text("\n".join(reversed(original.splitlines())) + "\n")
+    assert main(["train", "--resume", str(ckpt), "--quiet", "--no-plot"]) == 1
+    err = capsys.readouterr().err
+    assert f"fastbn train: error: {words.resolve()} has changed since this run trained on " \
+           "it: its SHA-256 is" in err
+    assert ckpt.read_bytes() == before
+    other = tmp_path / "other.txt"
+    other.write_text(words.read_text())
+    assert main(["train", "--resume", str(ckpt), "--data", str(other), "--quiet",
+                 "--no-plot"]) == 1
+    assert f"{other.resolve()} is not the data this run trained on ({words.resolve()})" in \
+        capsys.readouterr().err
+
+    # moved: the stored path is gone, and --data points at a copy, which the hash accepts
+    copy = tmp_path / "elsewhere" / "copy.txt"
+    copy.parent.mkdir()
+    copy.write_text(original)
+    words.unlink()
+    assert main(["train", "--resume", str(ckpt), "--quiet", "--no-plot"]) == 1
+    assert "if it moved, pass --data PATH" in capsys.readouterr().err
+    assert main(["train", "--resume", str(ckpt), "--data", str(copy), "--quiet",
+                 "--no-plot"]) == 0
+    resumed = checkpoint.load(ckpt)
+    assert resumed.meta["complete"] and resumed.train_state.step == 300
+    assert resumed.meta["run"]["data"] == str(copy.resolve())
+
+    ref = tmp_path / "ref"
+    assert main(["train", "--data", str(copy), "--steps", "300", *RUN, "--out", str(ref)]) == 0
+    whole = checkpoint.load(ref / "model.npz")
+    np.testing.assert_array_equal(resumed.train_state.history, whole.train_state.history)
+    for a, b in zip(arrays(resumed), arrays(whole)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"steps": "many"}, "its run's steps must be a positive integer, got 'many'"),
+    ({"steps": 100}, "its state is at step 200, past the run's 100 steps"),
+    ({"batch_size": 0}, "its run's batch_size must be a positive integer"),
+    ({"batch_size": 1}, "its run's batch size 1 cannot train with batch normalization"),
+    ({"seed": -1}, "its run's seed must be a non-negative integer"),
+    ({"lr_schedule": "fast"}, "its run's lr_schedule: cannot read"),
+    ({"calibrate": "no"}, "its run's calibrate must be true or false"),
+    ({"data": 7}, "its run's data must be a string"),
+])
+def test_resume_refuses_an_edited_run(tmp_path, words, capsys, edit, match):
+    """The run settings in a checkpoint's meta are checked like the flags they came from: an
+    edited file gives a message, not a traceback from deep in train()."""
+    ckpt = stopped_run(tmp_path, words)
+    m = checkpoint.load(ckpt)
+    m.meta["run"].update(edit)
+    checkpoint.save(m, ckpt, meta=m.meta, state=m.train_state)
+    assert main(["train", "--resume", str(ckpt), "--quiet", "--no-plot"]) == 1
+    err = capsys.readouterr().err
+    assert f"fastbn train: error: cannot resume {ckpt}: {match}" in err, err
+
+
+def test_resume_of_a_checkpoint_without_a_data_hash_warns(tmp_path, words, capsys):
+    """Checkpoints written before the hash was stored still resume, with a warning."""
+    ckpt = stopped_run(tmp_path, words)
+    m = checkpoint.load(ckpt)
+    del m.meta["run"]["data_sha256"]
+    checkpoint.save(m, ckpt, meta=m.meta, state=m.train_state)
+    assert main(["train", "--resume", str(ckpt), "--quiet", "--no-plot"]) == 0
+    assert "stores no hash of its data" in capsys.readouterr().err
+    resumed = checkpoint.load(ckpt)
+    assert resumed.meta["run"]["data_sha256"] == fastbn.data.sha256_file(words)
