@@ -9,6 +9,7 @@
     fastbn lab ladder    the lecture's init ladder and its deep net with and without BatchNorm
 """
 import argparse
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -404,8 +405,20 @@ def _positive(kind=int):
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
         if not v > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
         return v
     return conv
+
+
+def _tolerance(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
 
 
 def _schedule(text):
@@ -430,9 +443,9 @@ def build_parser():
     p = argparse.ArgumentParser(prog="fastbn", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     g = sub.add_parser("gradcheck", help="check every backward against finite differences")
-    g.add_argument("--eps", type=float, default=1e-6)
-    g.add_argument("--atol", type=float, default=1e-5)
-    g.add_argument("--rtol", type=float, default=1e-3)
+    g.add_argument("--eps", type=_positive(float), default=1e-6)
+    g.add_argument("--atol", type=_tolerance, default=1e-5)
+    g.add_argument("--rtol", type=_tolerance, default=1e-3)
     g.add_argument("--seed", type=_nonnegative, default=0)
     g.set_defaults(parser=g, run=_cmd_gradcheck)
 

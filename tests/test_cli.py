@@ -176,6 +176,10 @@ def test_runtime_errors_exit_1_with_a_message(tmp_path, capsys):
     (["lab", "--seed", "-1"], "--seed: must be >= 0"),
     (["lab", "ladder", "--seed", "-1"], "--seed: must be >= 0"),
     (["gradcheck", "--seed", "-1"], "--seed: must be >= 0"),
+    (["gradcheck", "--eps", "0"], "--eps: must be > 0"),
+    (["gradcheck", "--eps", "inf"], "--eps: must be a finite number > 0"),
+    (["gradcheck", "--atol", "-1"], "--atol: must be a finite number >= 0"),
+    (["gradcheck", "--rtol", "nan"], "--rtol: must be a finite number >= 0"),
     *[(["train", "--resume", "m.npz", *flag], "--resume continues a run with the settings "
        f"stored in its checkpoint; {flag[0]} cannot change them")
       for flag in (["--steps", "5"], ["--batch-size", "8"], ["--lr-schedule", "0.1"],
