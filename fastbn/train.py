@@ -280,7 +280,9 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         Compute the eval-mode losses of the splits at the end.
     callback : callable, optional
         ``callback(step, loss, lr)`` after every ``every``-th step (and the last), once the update
-        is applied; ``model.grads()`` still hold that step's gradients (for diagnostics).
+        is applied; ``model.grads()`` still hold that step's gradients (for diagnostics). The
+        compiled loop does not run the layers, so their ``.out`` and ``.dout`` are only current
+        on the per-layer path (``fused=False``, what ``fastbn.lab`` uses).
     plot : str or Path, optional
         Write the loss curve PNG there (see ``plot_history``).
     fused : "auto", True or False
@@ -367,7 +369,7 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     with threadpool_limits(threads, user_api="blas"), _CatchInterrupt() as interrupt:
         t0 = time.perf_counter()
         while step < steps and not interrupt.caught:
-            lr = lr_at(schedule, step)
+            lr = next(v for s, v in reversed(schedule) if s <= step)   # checked above
             if use_fused:
                 n = next_stop(step)
                 done, out = trainer._run(Xtr, Ytr, n, lr, sampler, chunk_losses[:n])

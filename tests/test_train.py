@@ -168,6 +168,25 @@ def test_default_model_trains_on_the_fused_path_and_callback_sees_its_step(tiny)
     assert r.path == "fused"
     assert [s for s, _ in seen] == [0, 100, 200, 249]
     assert all(loss == r.history[s] for s, loss in seen)
+
+
+def test_the_callback_sees_the_gradients_of_its_step(tiny):
+    """On both paths, model.grads() in the callback are those of the step it reports."""
+    vocab, X, Y = tiny
+    grads = {}
+    for fused in (True, False):
+        m = CharMLP(vocab, block_size=X.shape[1], n_embd=5, n_hidden=24, dtype=np.float64,
+                    seed=4)
+        seen = grads[fused] = {}
+
+        def keep(step, loss, lr, m=m, seen=seen):
+            seen[step] = [g.copy() for g in m.grads()]
+        train(m, (X, Y), steps=120, batch_size=8, seed=1, quiet=True, evaluate=False, every=50,
+              fused=fused, callback=keep)
+    assert sorted(grads[True]) == [0, 50, 100, 119]
+    for step in grads[True]:
+        for a, b in zip(grads[True][step], grads[False][step]):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="fused step"):
         train(CharMLP(vocab, block_size=X.shape[1], activation="relu", seed=0), (X, Y), steps=5,
               quiet=True, fused=True)
