@@ -1,7 +1,10 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+REAL_NAMES = os.environ.get("FASTBN_DATA")  # read at import, before any test unsets it
 
 
 @pytest.fixture
@@ -20,3 +23,20 @@ def torch():
         return torch
     return pytest.importorskip(
         "torch", reason="PyTorch parity tests need torch: pip install torch==2.13.0")
+
+
+@pytest.fixture(scope="session")
+def names_path():
+    """The real names.txt, from FASTBN_DATA (CI sets it); the test skips, saying why, without it."""
+    if not REAL_NAMES:
+        pytest.skip("FASTBN_DATA is not set; point it at names.txt to run the real-data tests")
+    if not Path(REAL_NAMES).is_file():
+        pytest.skip(f"FASTBN_DATA={REAL_NAMES} does not exist")
+    return REAL_NAMES
+
+
+@pytest.fixture(scope="session")
+def names(names_path):
+    """The names dataset (fastbn.data.Dataset) at block size 3, loaded once per session."""
+    from fastbn import data
+    return data.load_dataset(names_path)

@@ -22,15 +22,6 @@ REAL_NAMES = os.environ.get("FASTBN_DATA")
 
 
 @pytest.fixture(scope="module")
-def names_path():
-    if not REAL_NAMES:
-        pytest.skip("FASTBN_DATA is not set; point it at names.txt to run the real-data tests")
-    if not Path(REAL_NAMES).is_file():
-        pytest.skip(f"FASTBN_DATA={REAL_NAMES} does not exist")
-    return REAL_NAMES
-
-
-@pytest.fixture(scope="module")
 def short_run(names_path, tmp_path_factory):
     """One short `fastbn train` shared by the eval and sample tests: (out dir, its stdout)."""
     out = tmp_path_factory.mktemp("run")

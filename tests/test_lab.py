@@ -4,11 +4,9 @@ the CLI, and the lecture's orderings on short runs of the init ladder and the de
 Tests that need names.txt read it from $FASTBN_DATA and are skipped when it is not set.
 """
 import math
-import os
 import random
 from contextlib import redirect_stdout
 from io import StringIO
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,18 +14,8 @@ import pytest
 from fastbn import CharMLP, data, lab
 from fastbn.cli import main
 
-REAL_NAMES = os.environ.get("FASTBN_DATA")
 LN27 = math.log(27)
 SMALL_VOCAB = data.Vocab(".abcdef")
-
-
-@pytest.fixture(scope="module")
-def names():
-    if not REAL_NAMES:
-        pytest.skip("FASTBN_DATA is not set; point it at names.txt to run the real-data tests")
-    if not Path(REAL_NAMES).is_file():
-        pytest.skip(f"FASTBN_DATA={REAL_NAMES} does not exist")
-    return data.load_dataset(REAL_NAMES)
 
 
 def tiny_words(n=400, seed=0):

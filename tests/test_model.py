@@ -4,8 +4,6 @@ sampling, and the whole forward/backward against finite differences.
 Tests that need names.txt read it from $FASTBN_DATA and are skipped when it is not set.
 """
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +12,7 @@ from fastbn import CharMLP, data, nn
 from fastbn.gradcheck import GradcheckError, gradcheck
 from fastbn.model import INIT_SCHEMES, LADDER
 
-REAL_NAMES = os.environ.get("FASTBN_DATA")
 SMALL_VOCAB = data.Vocab(".abcdef")
-
-
-@pytest.fixture(scope="module")
-def names():
-    if not REAL_NAMES:
-        pytest.skip("FASTBN_DATA is not set; point it at names.txt to run the real-data tests")
-    if not Path(REAL_NAMES).is_file():
-        pytest.skip(f"FASTBN_DATA={REAL_NAMES} does not exist")
-    return data.load_dataset(REAL_NAMES)
 
 
 def small(**kw):

@@ -4,9 +4,7 @@ Tests that need names.txt read it from $FASTBN_DATA and are skipped when it is n
 """
 import io
 import math
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,17 +18,6 @@ from fastbn.train import (
     parse_lr_schedule,
     plot_history,
 )
-
-REAL_NAMES = os.environ.get("FASTBN_DATA")
-
-
-@pytest.fixture(scope="module")
-def names():
-    if not REAL_NAMES:
-        pytest.skip("FASTBN_DATA is not set; point it at names.txt to run the real-data tests")
-    if not Path(REAL_NAMES).is_file():
-        pytest.skip(f"FASTBN_DATA={REAL_NAMES} does not exist")
-    return data.load_dataset(REAL_NAMES)
 
 
 @pytest.fixture
