@@ -186,3 +186,44 @@ def test_whole_bn_mlp_step(torch, rng, dtype):
         np.testing.assert_allclose(grad, tp.grad.numpy(),
                                    **(F64 if dtype == np.float64 else dict(rtol=1e-4, atol=1e-6)),
                                    err_msg=name)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 2e-4)])
+def test_training_follows_torch_step_for_step(torch, dtype, tol):
+    """fastbn.train (the compiled loop) and the same SGD in PyTorch autograd, from the same
+    parameters on the same minibatches: the losses agree at every step."""
+    from fastbn import CharMLP, train
+    from fastbn.data import Vocab
+    from fastbn.fused import BatchSampler
+
+    g = np.random.default_rng(0)
+    X = g.integers(0, 27, size=(4000, 3))
+    Y = np.where(g.random(4000) < 0.7, X[:, 2], g.integers(0, 27, 4000))
+    model = CharMLP(Vocab.from_chars(".abcdefghijklmnopqrstuvwxyz"), dtype=dtype, seed=1)
+    C, W1, gamma, beta, W2, b2 = (torch.tensor(p.copy(), requires_grad=True)
+                                  for p in model.parameters())
+    rm = torch.zeros(200, dtype=C.dtype)
+    rv = torch.ones(200, dtype=C.dtype)
+    steps, B, seed = 300, 32, 7
+    ours = train(model, (X, Y), steps=steps, batch_size=B, lr_schedule="0:0.1,150:0.01",
+                 seed=seed, quiet=True, evaluate=False)
+    assert ours.path == "fused"
+    sampler = BatchSampler(seed)                     # train's minibatches, drawn again
+    theirs = []
+    for step in range(steps):
+        ix = torch.tensor(sampler.draw(len(X), B))
+        h = C[torch.tensor(X)[ix]].view(B, -1) @ W1
+        h = torch.nn.functional.batch_norm(h, rm, rv, gamma, beta, training=True,
+                                           momentum=0.001)
+        loss = torch.nn.functional.cross_entropy(torch.tanh(h) @ W2 + b2, torch.tensor(Y)[ix])
+        for p in (C, W1, gamma, beta, W2, b2):
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p in (C, W1, gamma, beta, W2, b2):
+                p -= (0.1 if step < 150 else 0.01) * p.grad
+        theirs.append(loss.item())
+    np.testing.assert_allclose(ours.history, theirs, rtol=tol, atol=tol)
+    bn = model.batchnorms()[0]
+    np.testing.assert_allclose(bn.running_mean, rm.numpy(), rtol=10 * tol, atol=10 * tol)
+    np.testing.assert_allclose(bn.running_var, rv.numpy(), rtol=10 * tol, atol=10 * tol)
