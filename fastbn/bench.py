@@ -993,23 +993,14 @@ def _dtype_list(text):
     return vals
 
 
-def _positive(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return v
-
-
 def add_arguments(p):
     """The benchmark's options, on an argparse parser (shared by the CLI and bench/run.py)."""
+    from .cli import _nonnegative, _positive
     p.add_argument("--batch-sizes", type=_int_list, default=list(DEFAULT_BATCH_SIZES),
                    metavar="B,B,...", help="batch sizes (default 32,256,1024,4096)")
     p.add_argument("--dtypes", type=_dtype_list, default=list(DEFAULT_DTYPES),
                    metavar="DT,...", help="float32 and/or float64 (default both)")
-    p.add_argument("--repeats", type=_positive, default=None,
+    p.add_argument("--repeats", type=_positive(), default=None,
                    help="timed blocks per measurement; the median is reported (default 5, "
                         "--quick 1)")
     p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
@@ -1021,7 +1012,7 @@ def add_arguments(p):
                    help="smoke test: ~10 ms blocks, 1 repeat, small GEMM; not real numbers")
     p.add_argument("--data", metavar="PATH",
                    help="names file (default: $FASTBN_DATA, the user cache, a verified download)")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=_nonnegative, default=None,
                    help="parameter and minibatch seed (default fastbn train's)")
     return p
 
