@@ -500,46 +500,46 @@ def _when(snap):
     return "at initialization" if snap.step == 0 else f"at step {snap.step}"
 
 
-def plot_activations(snap, path, title=None):
-    """Histogram (as density lines) of every nonlinearity layer's output, stats in the legend."""
+def _histograms(path, curves, xlabel, title, legend_loc):
+    """One figure of density lines: ``curves`` is [(hist, legend label)]."""
     fig, ax = _figure()
     ax = ax[0, 0]
-    for label, a in snap.activations.items():
-        _density(ax, a["hist"], f"{label}: mean {a['mean']:+.2f}, std {a['std']:.2f}, "
-                               f"{FLAT_REGION[a['kind']]} {_pct(a['saturated'])}")
-    ax.set_xlabel("activation value (layer output)")
+    for hist, label in curves:
+        _density(ax, hist, label)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
-    ax.set_title(title or "Forward pass: distribution of each nonlinearity's output")
-    ax.legend(fontsize=7, loc="upper center")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc=legend_loc)
     return _save(fig, path)
+
+
+def plot_activations(snap, path, title=None):
+    """Histogram (as density lines) of every nonlinearity layer's output, stats in the legend."""
+    curves = [(a["hist"], f"{label}: mean {a['mean']:+.2f}, std {a['std']:.2f}, "
+                          f"{FLAT_REGION[a['kind']]} {_pct(a['saturated'])}")
+              for label, a in snap.activations.items()]
+    return _histograms(path, curves, "activation value (layer output)",
+                       title or "Forward pass: distribution of each nonlinearity's output",
+                       "upper center")
 
 
 def plot_gradients(snap, path, title=None):
     """Histogram of dL/d(output) of every nonlinearity layer: homogeneous layers overlap."""
-    fig, ax = _figure()
-    ax = ax[0, 0]
-    for label, g in snap.gradients.items():
-        _density(ax, g["hist"], f"{label}: mean {g['mean']:+.1e}, std {g['std']:.2e}")
-    ax.set_xlabel("gradient of the loss w.r.t. the layer output, dL/dt")
-    ax.set_ylabel("density")
-    ax.set_title(title or "Backward pass: distribution of each nonlinearity's output gradient")
-    ax.legend(fontsize=7, loc="upper right")
-    return _save(fig, path)
+    curves = [(g["hist"], f"{label}: mean {g['mean']:+.1e}, std {g['std']:.2e}")
+              for label, g in snap.gradients.items()]
+    return _histograms(path, curves, "gradient of the loss w.r.t. the layer output, dL/dt",
+                       title or "Backward pass: distribution of each nonlinearity's output "
+                                "gradient", "upper right")
 
 
 def plot_weight_grads(snap, path, title=None):
     """Histogram of the gradient of every 2-D parameter, with grad:data in the legend."""
-    fig, ax = _figure()
-    ax = ax[0, 0]
-    for name, w in snap.weights.items():
-        shape = "x".join(map(str, w["shape"]))
-        _density(ax, w["hist"], f"{name} ({shape}): grad std {w['std']:.1e}, "
-                               f"grad:data {w['grad_data']:.1e}")
-    ax.set_xlabel("gradient value")
-    ax.set_ylabel("density")
-    ax.set_title(title or "Weight gradients per 2-D parameter (grad:data = std(grad)/std(W))")
-    ax.legend(fontsize=7, loc="upper right")
-    return _save(fig, path)
+    curves = [(w["hist"], f"{name} ({'x'.join(map(str, w['shape']))}): grad std "
+                          f"{w['std']:.1e}, grad:data {w['grad_data']:.1e}")
+              for name, w in snap.weights.items()]
+    return _histograms(path, curves, "gradient value",
+                       title or "Weight gradients per 2-D parameter (grad:data = "
+                                "std(grad)/std(W))", "upper right")
 
 
 def plot_update_ratios(probe, path, title=None):
