@@ -232,12 +232,8 @@ class FusedTrainer:
                                  f"[0, {self._vocab})")
         return np.ascontiguousarray(X, np.int64), np.ascontiguousarray(Y, np.int64)
 
-    def step(self, X, Y, lr, rows=None):
-        """One SGD step on ``X[rows], Y[rows]`` (rows (B,) int, default all of X when len(X) == B).
-
-        Returns the loss before the update (a float); a non-finite loss is returned without any
-        update applied.
-        """
+    def _batch(self, X, Y, rows):
+        """Bind again if needed; check one step's rows (B,) and the ids they select."""
         self._check_bound()
         if rows is None:
             rows = np.arange(np.shape(X)[0])
@@ -246,6 +242,15 @@ class FusedTrainer:
             raise ValueError(f"rows must have shape ({self.batch_size},), got {rows.shape}")
         rows = _rows(rows, np.shape(X)[0] if np.ndim(X) else 0)
         X, Y = self._data(X, Y, rows)
+        return X, Y, rows
+
+    def step(self, X, Y, lr, rows=None):
+        """One SGD step on ``X[rows], Y[rows]`` (rows (B,) int, default all of X when len(X) == B).
+
+        Returns the loss before the update (a float); a non-finite loss is returned without any
+        update applied.
+        """
+        X, Y, rows = self._batch(X, Y, rows)
         return self._net.step(X, Y, rows, _lr(lr))
 
     def run(self, X, Y, steps, lr, sampler, losses=None):
@@ -280,14 +285,7 @@ class FusedTrainer:
 
     def loss(self, X, Y, rows=None, training=False):
         """The loss on ``X[rows], Y[rows]`` (B rows) without updating anything."""
-        self._check_bound()
-        if rows is None:
-            rows = np.arange(np.shape(X)[0])
-        rows = np.asarray(rows)
-        if rows.shape != (self.batch_size,):
-            raise ValueError(f"rows must have shape ({self.batch_size},), got {rows.shape}")
-        rows = _rows(rows, np.shape(X)[0] if np.ndim(X) else 0)
-        X, Y = self._data(X, Y, rows)
+        X, Y, rows = self._batch(X, Y, rows)
         return self._net.loss(X, Y, rows, bool(training))
 
 
