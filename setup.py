@@ -44,6 +44,8 @@ extensions = [
     Extension(
         "fastbn._kernels",
         ["csrc/_kernels.pyx", "csrc/fused.c"],
+        # the headers fused.c includes: an edit to one rebuilds the extension
+        depends=["csrc/fused.h", "csrc/fused_impl.h"],
         include_dirs=[np.get_include(), "csrc"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

@@ -389,6 +389,8 @@ cdef extern from "fused.h" nogil:
         void *dWout
         void *bout
         void *dbout
+        void *WoutT
+        void *dWoutT
         void *x0
         void *hpre[FB_MAX_LAYERS]
         void *xhat[FB_MAX_LAYERS]
@@ -483,6 +485,7 @@ cdef class FusedNet:
         self.net.C, self.net.dC = _ptr(arrays["C"]), _ptr(arrays["dC"])
         self.net.Wout, self.net.dWout = _ptr(arrays["Wout"]), _ptr(arrays["dWout"])
         self.net.bout, self.net.dbout = _ptr(arrays["bout"]), _ptr(arrays["dbout"])
+        self.net.WoutT, self.net.dWoutT = _ptr(arrays["WoutT"]), _ptr(arrays["dWoutT"])
         self.net.x0, self.net.logits = _ptr(arrays["x0"]), _ptr(arrays["logits"])
         self.net.dh = _ptr(arrays["dh"])
         self.net.acc1, self.net.acc2 = <double*>_ptr(arrays["acc1"]), <double*>_ptr(arrays["acc2"])

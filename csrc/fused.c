@@ -170,6 +170,18 @@ FB_CLONES void fb_exp_f32_array(const float *x, float *out, int64_t n) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * column blocks (fused_impl.h): rows summed in the floating type before a double total */
+#define FB_CHUNK 64
+#define FB_SB 64        /* examples per block of the softmax */
+
+/* The first column of block jb (width w) of H columns: the last block is moved left to end at
+ * H, overlapping its neighbour (whose columns it computes again, to the same values), so every
+ * block is full when H >= w. */
+static inline int fb_block_start(int jb, int w, int H) {
+    return jb + w <= H || H < w ? jb : H - w;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * the two instances */
 
 #define REAL float

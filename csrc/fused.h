@@ -44,16 +44,20 @@ typedef struct {
     void *rmean[FB_MAX_LAYERS], *rvar[FB_MAX_LAYERS];     /* (H_l,) running statistics */
     void *Wout, *dWout;                             /* (H_{L-1}, V) */
     void *bout, *dbout;                             /* (V,) */
+    /* Wout^T and its gradient (V, H_{L-1}): inside a call the step works on this copy, whose
+     * three GEMMs run faster than those with the (H, V) layout (V = 27 is a poor width for
+     * the BLAS kernels); each call copies Wout in at its start and Wout and dWout out at its end */
+    void *WoutT, *dWoutT;
     /* workspaces */
     void *x0;                                       /* (B, T*D) the concatenated embeddings */
     void *hpre[FB_MAX_LAYERS];                      /* (B, H_l) pre-activation, then its grad */
     void *xhat[FB_MAX_LAYERS];                      /* (B, H_l) normalized */
     void *h[FB_MAX_LAYERS];                         /* (B, H_l) tanh output */
     void *mean[FB_MAX_LAYERS], *invstd[FB_MAX_LAYERS], *var[FB_MAX_LAYERS];   /* (H_l,) */
-    void *logits;                                   /* (B, V) logits, probs, then dlogits */
+    void *logits;                           /* (V, B) logits^T, softmax^T, then dlogits^T */
     void *dh;                                       /* (B, max(T*D, H_l)) gradient carried down */
     double *acc1, *acc2;                            /* (max(H_l, V),) double accumulators */
-    int64_t *rows;                                  /* (B,) minibatch rows */
+    int64_t *rows;                      /* (2, B) minibatch rows: this step's and the next's */
     int64_t *ctx, *tgt;                             /* (B, T), (B,): X[rows], Y[rows] */
     int table;                  /* first layer through the table E_t = C @ W_0[t] (large B) */
     void *tab;                                      /* (T, V, H_0) E_t, then S_t in backward */

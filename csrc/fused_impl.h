@@ -23,10 +23,93 @@ static inline void SFX(fb_bn_tanh_row)(const REAL *restrict x, REAL *restrict xh
     }
 }
 
+/* Sums over the rows of a (B, H) array, per column. The columns go in blocks of FB_W (one
+ * 64-byte line), the rows inner, so a block's partial sums stay in registers; rows are added in
+ * REAL within chunks of FB_CHUNK rows and the chunks in double. w is FB_W (a constant, for the
+ * vectorized loop) or less (a narrow array's one block). */
+#define FB_W (64 / (int)sizeof(REAL))
+
+/* s1[j] = sum_b x[b, j] for the columns j0..j0+w */
+static FB_INLINE void SFX(fb_colsum_block)(const REAL *restrict x, int B, int H, int j0, int w,
+                                          double *restrict s1) {
+    double t1[FB_W];
+    for (int k = 0; k < w; k++) t1[k] = 0;
+    for (int b0 = 0; b0 < B; b0 += FB_CHUNK) {
+        const int b1 = b0 + FB_CHUNK < B ? b0 + FB_CHUNK : B;
+        REAL a1[FB_W];
+        for (int k = 0; k < w; k++) a1[k] = 0;
+        for (int b = b0; b < b1; b++)
+            for (int k = 0; k < w; k++) a1[k] += x[(int64_t)b * H + j0 + k];
+        for (int k = 0; k < w; k++) t1[k] += a1[k];
+    }
+    for (int k = 0; k < w; k++) s1[j0 + k] = t1[k];
+}
+
+/* s2[j] = sum_b (x[b, j] - mean[j])^2 for the columns j0..j0+w */
+static FB_INLINE void SFX(fb_colsqdev_block)(const REAL *restrict x, const REAL *restrict mean,
+                                            int B, int H, int j0, int w, double *restrict s2) {
+    double t2[FB_W];
+    for (int k = 0; k < w; k++) t2[k] = 0;
+    for (int b0 = 0; b0 < B; b0 += FB_CHUNK) {
+        const int b1 = b0 + FB_CHUNK < B ? b0 + FB_CHUNK : B;
+        REAL a2[FB_W];
+        for (int k = 0; k < w; k++) a2[k] = 0;
+        for (int b = b0; b < b1; b++)
+            for (int k = 0; k < w; k++) {
+                const REAL dev = x[(int64_t)b * H + j0 + k] - mean[j0 + k];
+                a2[k] += dev * dev;
+            }
+        for (int k = 0; k < w; k++) t2[k] += a2[k];
+    }
+    for (int k = 0; k < w; k++) s2[j0 + k] = t2[k];
+}
+
+/* tanh and batch norm backward, the columns j0..j0+w: dy = dh (1 - h^2) into g, and its sums
+ * s1[j] = sum_b dy (dbeta), s2[j] = sum_b dy xhat (dgamma) */
+static FB_INLINE void SFX(fb_dy_block)(const REAL *restrict dh, const REAL *restrict h,
+                                      const REAL *restrict xhat, REAL *restrict g, int B, int H,
+                                      int j0, int w, double *restrict s1, double *restrict s2) {
+    double t1[FB_W], t2[FB_W];
+    for (int k = 0; k < w; k++) t1[k] = 0, t2[k] = 0;
+    for (int b0 = 0; b0 < B; b0 += FB_CHUNK) {
+        const int b1 = b0 + FB_CHUNK < B ? b0 + FB_CHUNK : B;
+        REAL a1[FB_W], a2[FB_W];
+        for (int k = 0; k < w; k++) a1[k] = 0, a2[k] = 0;
+        for (int b = b0; b < b1; b++)
+            for (int k = 0; k < w; k++) {
+                const int64_t o = (int64_t)b * H + j0 + k;
+                const REAL dy = dh[o] * (1 - h[o] * h[o]);
+                g[o] = dy;
+                a1[k] += dy;
+                a2[k] += dy * xhat[o];
+            }
+        for (int k = 0; k < w; k++) t1[k] += a1[k], t2[k] += a2[k];
+    }
+    for (int k = 0; k < w; k++) s1[j0 + k] = t1[k], s2[j0 + k] = t2[k];
+}
+
+/* The sum of x[0..n): 8 interleaved partial sums in REAL (one vector add per 8 elements, where
+ * an ordered sum is a chain of dependent adds) over chunks of FB_CHUNK elements, the chunks'
+ * sums added in double. */
+static inline double SFX(fb_sum)(const REAL *restrict x, int64_t n) {
+    double total = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += FB_CHUNK) {
+        const int w = n - i0 < FB_CHUNK ? (int)(n - i0) : FB_CHUNK;
+        REAL p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int i = 0;
+        for (; i + 8 <= w; i += 8)
+            for (int k = 0; k < 8; k++) p[k] += x[i0 + i + k];
+        for (int k = 0; i + k < w; k++) p[k] += x[i0 + i + k];
+        total += ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
+    }
+    return total;
+}
+
 /* The forward pass to the loss: batch statistics when training, else the running statistics
- * (which it never changes). Leaves the softmax in net->logits. */
+ * (which it never changes). Leaves softmax^T (V, B) times pscale in net->logits (a step asks
+ * for softmax / B, the first term of dlogits). */
 static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int64_t *Y,
-                                        const int64_t *rows, int training) {
+                                        const int64_t *rows, int training, double pscale) {
     const int B = net->B, T = net->T, D = net->D, V = net->V, L = net->L;
     REAL *restrict x0 = (REAL *)net->x0;
     const REAL *restrict C = (const REAL *)net->C;
@@ -87,22 +170,19 @@ static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int
         }
 
         if (training) {
-            /* batch statistics, two passes (mean, then squared deviations), double sums */
-            for (int j = 0; j < H; j++) acc1[j] = 0, acc2[j] = 0;
-            for (int b = 0; b < B; b++) {
-                const REAL *row = hpre + (int64_t)b * H;
-                for (int j = 0; j < H; j++) acc1[j] += row[j];
+            /* batch statistics, two passes: the mean, then the squared deviations from it */
+            for (int jb = 0; jb < H; jb += FB_W) {
+                const int j0 = fb_block_start(jb, FB_W, H);
+                if (j0 + FB_W <= H) SFX(fb_colsum_block)(hpre, B, H, j0, FB_W, acc1);
+                else SFX(fb_colsum_block)(hpre, B, H, j0, H - j0, acc1);
             }
-            for (int j = 0; j < H; j++) acc1[j] /= B;
-            for (int b = 0; b < B; b++) {
-                const REAL *row = hpre + (int64_t)b * H;
-                for (int j = 0; j < H; j++) {
-                    double dev = row[j] - acc1[j];
-                    acc2[j] += dev * dev;
-                }
+            for (int j = 0; j < H; j++) mean[j] = (REAL)(acc1[j] / B);
+            for (int jb = 0; jb < H; jb += FB_W) {
+                const int j0 = fb_block_start(jb, FB_W, H);
+                if (j0 + FB_W <= H) SFX(fb_colsqdev_block)(hpre, mean, B, H, j0, FB_W, acc2);
+                else SFX(fb_colsqdev_block)(hpre, mean, B, H, j0, H - j0, acc2);
             }
             for (int j = 0; j < H; j++) {
-                mean[j] = (REAL)acc1[j];
                 invstd[j] = (REAL)(1.0 / sqrt(acc2[j] / B + net->eps));   /* biased var */
                 var[j] = (REAL)(acc2[j] / (B - 1));                         /* unbiased */
             }
@@ -123,32 +203,70 @@ static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int
         I = H;
     }
 
-    /* logits = h @ Wout + bout, then softmax and the loss, row by row */
+    /* logits^T (V, B) = Wout^T @ h^T + bout: row c holds class c's logits for the batch, so the
+     * softmax below runs across the batch in full vectors (a row of V = 27 would not fill them) */
     REAL *restrict lg = (REAL *)net->logits;
     const REAL *restrict bout = (const REAL *)net->bout;
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < V; c++) lg[(int64_t)b * V + c] = bout[c];
-    SFX(fb_gemm)(net, 0, 0, B, V, I, 1, in, (const REAL *)net->Wout, 1, lg);
+    for (int c = 0; c < V; c++)
+        for (int b = 0; b < B; b++) lg[(int64_t)c * B + b] = bout[c];
+    SFX(fb_gemm)(net, 0, 1, V, B, I, 1, (const REAL *)net->WoutT, in, 1, lg);
 
+    /* softmax over the classes of each example (column), FB_SB examples at a time, and the
+     * loss: the sum over b of max_b + log s_b - logit_b[target], with one log of a product of
+     * sums s_b (each in [1, V]) in double per block instead of one log per example */
     double total = 0;
-    for (int b = 0; b < B; b++) {
-        REAL *restrict row = lg + (int64_t)b * V;
-        REAL m = row[0];
-        for (int c = 1; c < V; c++) m = row[c] > m ? row[c] : m;
-        const REAL target_logit = row[tgt[b]];
-        for (int c = 0; c < V; c++) row[c] = EXP(row[c] - m);     /* vectorizes */
-        double s = 0;
-        for (int c = 0; c < V; c++) s += row[c];                  /* an ordered sum does not */
-        const REAL inv = (REAL)(1.0 / s);
-        for (int c = 0; c < V; c++) row[c] *= inv;
-        total += (double)m + log(s) - (double)target_logit;
+    for (int b0 = 0; b0 < B; b0 += FB_SB) {
+        const int w = B - b0 < FB_SB ? B - b0 : FB_SB;
+        REAL *restrict blk = lg + b0;        /* blk[c * B + k]: class c of example b0 + k */
+        REAL m[FB_SB], sum[FB_SB];
+        for (int k = 0; k < w; k++) m[k] = blk[k], sum[k] = 0;
+        for (int k = 0; k < w; k++) total -= blk[tgt[b0 + k] * B + k];
+        for (int c = 1; c < V; c++)
+            for (int k = 0; k < w; k++) {
+                const REAL x = blk[(int64_t)c * B + k];
+                m[k] = x > m[k] ? x : m[k];
+            }
+        for (int c = 0; c < V; c++)
+            for (int k = 0; k < w; k++) {
+                const REAL e = EXP(blk[(int64_t)c * B + k] - m[k]);
+                blk[(int64_t)c * B + k] = e;
+                sum[k] += e;
+            }
+        double prod = 1;
+        for (int k = 0; k < w; k++) {
+            total += m[k];
+            prod *= sum[k];
+            if (prod > 1e250) total += log(prod), prod = 1;   /* sum < 2^31: never overflows */
+        }
+        total += log(prod);
+        for (int k = 0; k < w; k++) sum[k] = (REAL)(pscale / sum[k]);
+        for (int c = 0; c < V; c++)
+            for (int k = 0; k < w; k++) blk[(int64_t)c * B + k] *= sum[k];
     }
     return total / B;
 }
 
+/* dst (C, R) = src (R, C)^T */
+static inline void SFX(fb_transpose)(const REAL *restrict src, REAL *restrict dst, int R, int C) {
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) dst[(int64_t)c * R + r] = src[(int64_t)r * C + c];
+}
+
+/* at a call's start: the step's copy WoutT = Wout^T */
+static inline void SFX(fb_copy_in)(fb_net *net) {
+    SFX(fb_transpose)((const REAL *)net->Wout, (REAL *)net->WoutT, net->H[net->L - 1], net->V);
+}
+
+/* at a training call's end: Wout = WoutT^T and dWout = dWoutT^T */
+static inline void SFX(fb_copy_out)(fb_net *net) {
+    SFX(fb_transpose)((const REAL *)net->WoutT, (REAL *)net->Wout, net->V, net->H[net->L - 1]);
+    SFX(fb_transpose)((const REAL *)net->dWoutT, (REAL *)net->dWout, net->V, net->H[net->L - 1]);
+}
+
 FB_CLONES double SFX(fb_loss)(fb_net *net, const int64_t *X, const int64_t *Y,
                               const int64_t *rows, int training) {
-    return SFX(fb_forward)(net, X, Y, rows, training);
+    SFX(fb_copy_in)(net);
+    return SFX(fb_forward)(net, X, Y, rows, training, 1.0);
 }
 
 /* p -= lr * g over n elements */
@@ -161,7 +279,7 @@ static FB_INLINE double SFX(fb_step_impl)(fb_net *net, const int64_t *X, const i
     const int B = net->B, T = net->T, D = net->D, V = net->V, L = net->L;
     double *restrict acc1 = net->acc1, *restrict acc2 = net->acc2;
 
-    const double loss = SFX(fb_forward)(net, X, Y, rows, 1);
+    const double loss = SFX(fb_forward)(net, X, Y, rows, 1, 1.0 / B);
     if (!isfinite(loss)) return loss;
 
     /* running statistics, from this step's batch statistics (as BatchNorm1d does in forward) */
@@ -177,26 +295,19 @@ static FB_INLINE double SFX(fb_step_impl)(fb_net *net, const int64_t *X, const i
         }
     }
 
-    /* cross-entropy backward, in place: dlogits = (softmax - onehot) / B */
+    /* cross-entropy backward, in place: dlogits^T = softmax^T / B - onehot^T / B */
     REAL *restrict dl = (REAL *)net->logits;
     const REAL invB = (REAL)(1.0 / B);
-    for (int b = 0; b < B; b++) {
-        REAL *restrict row = dl + (int64_t)b * V;
-        row[net->tgt[b]] -= 1;
-        for (int c = 0; c < V; c++) row[c] *= invB;
-    }
+    for (int b = 0; b < B; b++) dl[net->tgt[b] * B + b] -= invB;
 
-    /* output layer: dWout = h^T @ dlogits, dbout = sum_b dlogits, dh = dlogits @ Wout^T */
+    /* output layer: dbout = sum_b dlogits, dh = dlogits @ Wout^T, dWout^T = dlogits^T @ h */
     const int Hl = net->H[L - 1];
     const REAL *hlast = (const REAL *)net->h[L - 1];
     REAL *restrict dh = (REAL *)net->dh;
-    SFX(fb_gemm)(net, 1, 0, Hl, V, B, 1, hlast, dl, 0, (REAL *)net->dWout);
-    for (int c = 0; c < V; c++) acc1[c] = 0;
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < V; c++) acc1[c] += dl[(int64_t)b * V + c];
     REAL *restrict dbout = (REAL *)net->dbout;
-    for (int c = 0; c < V; c++) dbout[c] = (REAL)acc1[c];
-    SFX(fb_gemm)(net, 0, 1, B, Hl, V, 1, dl, (const REAL *)net->Wout, 0, dh);
+    for (int c = 0; c < V; c++) dbout[c] = (REAL)SFX(fb_sum)(dl + (int64_t)c * B, B);
+    SFX(fb_gemm)(net, 1, 0, B, Hl, V, 1, dl, (const REAL *)net->WoutT, 0, dh);
+    SFX(fb_gemm)(net, 0, 0, V, Hl, B, 1, dl, hlast, 0, (REAL *)net->dWoutT);
 
     for (int l = L - 1; l >= 0; l--) {
         const int H = net->H[l];
@@ -209,15 +320,10 @@ static FB_INLINE double SFX(fb_step_impl)(fb_net *net, const int64_t *X, const i
 
         /* tanh backward, dy = dh (1 - h^2), with the batch sums of batch norm's backward:
          * dbeta = sum_b dy, dgamma = sum_b dy xhat */
-        for (int j = 0; j < H; j++) acc1[j] = 0, acc2[j] = 0;
-        for (int b = 0; b < B; b++) {
-            const int64_t o = (int64_t)b * H;
-            for (int j = 0; j < H; j++) {
-                REAL dy = dh[o + j] * (1 - h[o + j] * h[o + j]);
-                g[o + j] = dy;
-                acc1[j] += dy;
-                acc2[j] += dy * xhat[o + j];
-            }
+        for (int jb = 0; jb < H; jb += FB_W) {
+            const int j0 = fb_block_start(jb, FB_W, H);
+            if (j0 + FB_W <= H) SFX(fb_dy_block)(dh, h, xhat, g, B, H, j0, FB_W, acc1, acc2);
+            else SFX(fb_dy_block)(dh, h, xhat, g, B, H, j0, H - j0, acc1, acc2);
         }
         REAL *restrict dgamma = (REAL *)net->dgamma[l], *restrict dbeta = (REAL *)net->dbeta[l];
         for (int j = 0; j < H; j++) dbeta[j] = (REAL)acc1[j], dgamma[j] = (REAL)acc2[j];
@@ -279,23 +385,50 @@ static FB_INLINE double SFX(fb_step_impl)(fb_net *net, const int64_t *X, const i
         SFX(fb_sgd)((REAL *)net->gamma[l], (const REAL *)net->dgamma[l], H, lr);
         SFX(fb_sgd)((REAL *)net->beta[l], (const REAL *)net->dbeta[l], H, lr);
     }
-    SFX(fb_sgd)((REAL *)net->Wout, (const REAL *)net->dWout, (int64_t)Hl * V, lr);
+    SFX(fb_sgd)((REAL *)net->WoutT, (const REAL *)net->dWoutT, (int64_t)Hl * V, lr);
     SFX(fb_sgd)((REAL *)net->bout, (const REAL *)net->dbout, V, lr);
     return loss;
 }
 
 FB_CLONES double SFX(fb_step)(fb_net *net, const int64_t *X, const int64_t *Y,
                               const int64_t *rows, REAL lr) {
-    return SFX(fb_step_impl)(net, X, Y, rows, lr);
+    SFX(fb_copy_in)(net);
+    const double loss = SFX(fb_step_impl)(net, X, Y, rows, lr);
+    if (isfinite(loss)) SFX(fb_copy_out)(net);
+    return loss;
 }
 
 FB_CLONES int64_t SFX(fb_train)(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n,
                                 int64_t steps, REAL lr, uint64_t *rng, double *losses) {
+    if (steps <= 0) return 0;
+    const int B = net->B, T = net->T;
+    int64_t *cur = net->rows, *next = net->rows + B;
+    uint64_t before[2] = {rng[0], rng[1]};
+    SFX(fb_copy_in)(net);
+    fb_draw_rows(rng, n, B, cur);
     for (int64_t s = 0; s < steps; s++) {
-        fb_draw_rows(rng, n, net->B, net->rows);
-        double loss = SFX(fb_step_impl)(net, X, Y, net->rows, lr);
+        /* draw the next step's rows now and prefetch their X and Y: the random reads then
+         * arrive during this step instead of stalling the next (the draws keep their order) */
+        if (s + 1 < steps) {
+            before[0] = rng[0], before[1] = rng[1];
+            fb_draw_rows(rng, n, B, next);
+            for (int b = 0; b < B; b++) {
+                __builtin_prefetch(X + next[b] * T);
+                __builtin_prefetch(X + next[b] * T + T - 1);    /* a row may span two lines */
+                __builtin_prefetch(Y + next[b]);
+            }
+        }
+        double loss = SFX(fb_step_impl)(net, X, Y, cur, lr);
         losses[s] = loss;
-        if (!isfinite(loss)) return s;
+        if (!isfinite(loss)) {
+            if (s + 1 < steps) rng[0] = before[0], rng[1] = before[1];   /* undraw the next */
+            if (s) SFX(fb_copy_out)(net);
+            return s;
+        }
+        int64_t *tmp = cur;
+        cur = next, next = tmp;
     }
+    SFX(fb_copy_out)(net);
     return steps;
 }
+#undef FB_W
