@@ -131,8 +131,11 @@ static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int
     if (!net->table)
         for (int b = 0; b < B; b++)
             for (int t = 0; t < T; t++)
-                memcpy(x0 + (int64_t)b * T * D + t * D, C + ctx[(int64_t)b * T + t] * D,
-                       D * sizeof(REAL));
+{
+                REAL *restrict dst = x0 + (int64_t)b * T * D + t * D;
+                const REAL *restrict src = C + ctx[(int64_t)b * T + t] * D;
+                for (int d = 0; d < D; d++) dst[d] = src[d];     /* not memcpy: D is small */
+            }
 
     const REAL *in = x0;
     int I = T * D;
