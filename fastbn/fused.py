@@ -176,7 +176,7 @@ class FusedTrainer:
             raise ValueError(f"BatchNorm momentum must be in [0, 1] and eps >= 0, got "
                              f"{moms.pop()} and {epss.pop()}")
         widest = max([T * D] + H)
-        ws = _aligned    # workspaces on 64-byte lines: misaligned, a step is ~5 % slower
+        ws = nn.aligned_empty    # workspaces on 64-byte lines (see there)
         arrays.update(
             WoutT=ws((V, H[-1]), dt), dWoutT=ws((V, H[-1]), dt),
             x0=ws((B, T * D), dt), logits=ws((V, B), dt), dh=ws((B, widest), dt),
@@ -289,15 +289,6 @@ class FusedTrainer:
         """The loss on ``X[rows], Y[rows]`` (B rows) without updating anything."""
         X, Y, rows = self._batch(X, Y, rows)
         return self._net.loss(X, Y, rows, bool(training))
-
-
-def _aligned(shape, dtype, align=64):
-    """An uninitialized C-contiguous array whose data starts on an ``align``-byte boundary."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    buf = np.empty(nbytes + align, np.uint8)
-    start = -buf.ctypes.data % align
-    return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def _lr(lr):

@@ -30,6 +30,26 @@ def _dtype(dtype):
     return dt
 
 
+def aligned_empty(shape, dtype, align=64):
+    """An uninitialized C-contiguous array whose data starts on an ``align``-byte boundary.
+
+    Parameters, gradients and buffers are allocated this way: the fused step's vector loads and
+    BLAS run measurably faster on arrays that start on a cache line (NumPy guarantees 16 bytes).
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(nbytes + align, np.uint8)
+    start = -buf.ctypes.data % align
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _aligned(a):
+    """``a`` copied into a 64-byte aligned array (see ``aligned_empty``)."""
+    out = aligned_empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
 def _rng(generator):
     if isinstance(generator, np.random.Generator):
         return generator
@@ -93,7 +113,7 @@ class Module:
 
     def _init_grads(self):
         for n in self._param_names:
-            setattr(self, "d" + n, np.zeros_like(getattr(self, n)))
+            setattr(self, "d" + n, _aligned(np.zeros_like(getattr(self, n))))
 
 
 class Embedding(Module):
@@ -110,7 +130,7 @@ class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, *, dtype=np.float32, generator=None):
         V = _positive_int("num_embeddings", num_embeddings)
         D = _positive_int("embedding_dim", embedding_dim)
-        self.weight = _rng(generator).standard_normal((V, D)).astype(_dtype(dtype))
+        self.weight = _aligned(_rng(generator).standard_normal((V, D)).astype(_dtype(dtype)))
         self._init_grads()
 
     def forward(self, idx):
@@ -136,8 +156,8 @@ class Linear(Module):
         fan_out = _positive_int("fan_out", fan_out)
         dt = _dtype(dtype)
         w = _rng(generator).standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)
-        self.weight = w.astype(dt)
-        self.bias = np.zeros(fan_out, dtype=dt) if bias else None
+        self.weight = _aligned(w.astype(dt))
+        self.bias = _aligned(np.zeros(fan_out, dtype=dt)) if bias else None
         self._param_names = ("weight", "bias") if bias else ("weight",)
         self._init_grads()
 
@@ -175,10 +195,10 @@ class BatchNorm1d(Module):
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         dt = _dtype(dtype)
         self.eps, self.momentum = eps, momentum
-        self.gamma = np.ones(dim, dtype=dt)
-        self.beta = np.zeros(dim, dtype=dt)
-        self.running_mean = np.zeros(dim, dtype=dt)
-        self.running_var = np.ones(dim, dtype=dt)
+        self.gamma = _aligned(np.ones(dim, dtype=dt))
+        self.beta = _aligned(np.zeros(dim, dtype=dt))
+        self.running_mean = _aligned(np.zeros(dim, dtype=dt))
+        self.running_var = _aligned(np.ones(dim, dtype=dt))
         self._init_grads()
 
     def forward(self, x):

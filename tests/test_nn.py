@@ -21,6 +21,18 @@ def test_parameters_and_grads_are_aligned():
     assert sum(p.size for p in net.parameters()) == 11 * 4 + 12 * 16 + 2 * 16 + 16 * 11 + 11
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_arrays_start_on_a_cache_line(dtype):
+    # parameters, gradients and buffers start on 64-byte boundaries (nn.aligned_empty)
+    net = stack(dtype)
+    arrays = net.parameters() + net.grads() + net.layers[2].buffers()
+    assert len(arrays) == 14
+    for a in arrays:
+        assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous and a.dtype == dtype
+    e = nn.aligned_empty((3, 5), np.float32)
+    assert e.shape == (3, 5) and e.ctypes.data % 64 == 0 and e.flags.c_contiguous
+
+
 def test_seeded_generator_reproduces_weights():
     a, b, c = stack(seed=1), stack(seed=1), stack(seed=2)
     for p, q in zip(a.parameters(), b.parameters()):
