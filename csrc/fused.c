@@ -173,6 +173,7 @@ FB_CLONES void fb_exp_f32_array(const float *x, float *out, int64_t n) {
  * column blocks (fused_impl.h): rows summed in the floating type before a double total */
 #define FB_CHUNK 64
 #define FB_SB 64        /* examples per block of the softmax */
+#define FB_PANEL 32     /* examples per GEMM of the output layer (fused_impl.h) */
 
 /* The first column of block jb (width w) of H columns: the last block is moved left to end at
  * H, overlapping its neighbour (whose columns it computes again, to the same values), so every

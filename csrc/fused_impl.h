@@ -3,12 +3,19 @@
  * Shapes follow fused.h; every matrix is row-major. */
 
 /* Row-major C (M, N) = alpha op(A) op(B) + beta C through column-major BLAS: ask for
- * C^T = op(B)^T op(A)^T, operands swapped, flags kept (A is (K, M) when ta, B is (N, K) when tb). */
+ * C^T = op(B)^T op(A)^T, operands swapped, flags kept (A is (K, M) when ta, B is (N, K) when tb);
+ * lda, ldb, ldc are the row strides of A, B and C as stored. */
+static inline void SFX(fb_gemm_ld)(const fb_net *net, int ta, int tb, int M, int N, int K,
+                                   REAL alpha, const REAL *A, int lda, const REAL *B, int ldb,
+                                   REAL beta, REAL *C, int ldc) {
+    char cta = ta ? 'T' : 'N', ctb = tb ? 'T' : 'N';
+    net->GEMM_FN(&ctb, &cta, &N, &M, &K, &alpha, (REAL *)B, &ldb, (REAL *)A, &lda, &beta, C, &ldc);
+}
+
+/* the same on contiguous operands */
 static inline void SFX(fb_gemm)(const fb_net *net, int ta, int tb, int M, int N, int K,
                                 REAL alpha, const REAL *A, const REAL *B, REAL beta, REAL *C) {
-    char cta = ta ? 'T' : 'N', ctb = tb ? 'T' : 'N';
-    int lda = ta ? M : K, ldb = tb ? K : N, ldc = N;
-    net->GEMM_FN(&ctb, &cta, &N, &M, &K, &alpha, (REAL *)B, &ldb, (REAL *)A, &lda, &beta, C, &ldc);
+    SFX(fb_gemm_ld)(net, ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta, C, N);
 }
 
 /* One row of batch norm and tanh: xhat = (x - mean) invstd, h = tanh(gamma xhat + beta). */
@@ -207,12 +214,19 @@ static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int
     }
 
     /* logits^T (V, B) = Wout^T @ h^T + bout: row c holds class c's logits for the batch, so the
-     * softmax below runs across the batch in full vectors (a row of V = 27 would not fill them) */
+     * softmax below runs across the batch in full vectors (a row of V = 27 would not fill them).
+     * The GEMM goes in panels of FB_PANEL examples, as do the output layer's two in backward:
+     * OpenBLAS runs these GEMMs with a side of V = 27 at about half speed once they outgrow its
+     * small-matrix kernels (measured at B = 1024). */
     REAL *restrict lg = (REAL *)net->logits;
     const REAL *restrict bout = (const REAL *)net->bout;
     for (int c = 0; c < V; c++)
         for (int b = 0; b < B; b++) lg[(int64_t)c * B + b] = bout[c];
-    SFX(fb_gemm)(net, 0, 1, V, B, I, 1, (const REAL *)net->WoutT, in, 1, lg);
+    for (int p = 0; p < B; p += FB_PANEL) {
+        const int n = B - p < FB_PANEL ? B - p : FB_PANEL;
+        SFX(fb_gemm_ld)(net, 0, 1, V, n, I, 1, (const REAL *)net->WoutT, I, in + (int64_t)p * I,
+                        I, 1, lg + p, B);
+    }
 
     /* softmax over the classes of each example (column), FB_SB examples at a time, and the
      * loss: the sum over b of max_b + log s_b - logit_b[target], with one log of a product of
@@ -309,8 +323,13 @@ static FB_INLINE double SFX(fb_step_impl)(fb_net *net, const int64_t *X, const i
     REAL *restrict dh = (REAL *)net->dh;
     REAL *restrict dbout = (REAL *)net->dbout;
     for (int c = 0; c < V; c++) dbout[c] = (REAL)SFX(fb_sum)(dl + (int64_t)c * B, B);
-    SFX(fb_gemm)(net, 1, 0, B, Hl, V, 1, dl, (const REAL *)net->WoutT, 0, dh);
-    SFX(fb_gemm)(net, 0, 0, V, Hl, B, 1, dl, hlast, 0, (REAL *)net->dWoutT);
+    for (int p = 0; p < B; p += FB_PANEL) {        /* in panels, as the forward's GEMM */
+        const int n = B - p < FB_PANEL ? B - p : FB_PANEL;
+        SFX(fb_gemm_ld)(net, 1, 0, n, Hl, V, 1, dl + p, B, (const REAL *)net->WoutT, Hl, 0,
+                        dh + (int64_t)p * Hl, Hl);
+        SFX(fb_gemm_ld)(net, 0, 0, V, Hl, n, 1, dl + p, B, hlast + (int64_t)p * Hl, Hl, p ? 1 : 0,
+                        (REAL *)net->dWoutT, Hl);
+    }
 
     for (int l = L - 1; l >= 0; l--) {
         const int H = net->H[l];
