@@ -8,8 +8,10 @@ PCG32 generator, without returning to Python (``run``). It computes what the per
 approximations (within 6 ulp of exact), so the two paths agree to float tolerance, not bit for bit.
 
 The trainer works on the model's own arrays (parameters, gradients, running statistics), so the
-model always holds the current state and can be evaluated, sampled or saved between calls.
-Workspaces are allocated once, for one batch size. Supported models: batch norm on, tanh, no final
+model always holds the current state and can be evaluated, sampled or saved between calls. The one
+exception lives inside a call: the output weight is used transposed, ``(V, H)``, whose GEMMs run
+faster, so each call copies ``Wout`` into that layout at its start and back (with ``dWout``) at its
+end. Workspaces are allocated once, for one batch size, 64-byte aligned. Supported models: batch norm on, tanh, no final
 batch norm, any number of hidden layers up to ``MAX_LAYERS`` (the default model is one);
 :func:`supports` says why another model is not.
 
