@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The default `fastbn train` at ten seeds: the spread of the final losses behind the README's
-# "mean ± sd" row. Prints one line per seed; about 5-10 s per run.
+# "mean ± sd" row. Prints one line per seed; about 3-8 s per run.
 #     FASTBN_DATA=names.txt bash bench/seeds.sh > bench/results/seeds.txt
 set -euo pipefail
 out=$(mktemp -d)

@@ -616,7 +616,7 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
     use_torch : bool
         Time PyTorch when it is importable (skipped with a note otherwise).
     full : bool
-        Also time the full 200,000-step training (about 5 s).
+        Also time the full 200,000-step training (about 3 s here).
     quick : bool
         A smoke run: blocks of about 10 ms and a 512^3 GEMM for the peak. Not for real numbers.
     data : path of names.txt, a fastbn.data.Dataset, or None ($FASTBN_DATA, cache, download)
@@ -1007,7 +1007,7 @@ def add_arguments(p):
                    help=f"results folder (default {DEFAULT_OUT})")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     p.add_argument("--full", action="store_true",
-                   help="also time the full 200,000-step training (about 5 s)")
+                   help="also time the full 200,000-step training (about 3 s here)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: ~10 ms blocks, 1 repeat, small GEMM; not real numbers")
     p.add_argument("--data", metavar="PATH",
