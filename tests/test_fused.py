@@ -29,7 +29,8 @@ def pair(dtype, seed=3, **kw):
                                 dict(block_size=5, n_embd=4, n_hidden=30, V=11),
                                 dict(block_size=1, n_embd=7, n_hidden=12, n_layers=2, V=40)])
 @pytest.mark.parametrize("table", [False, True])
-def test_fused_steps_equal_per_layer_steps(data, dtype, tol, kw, table):
+@pytest.mark.parametrize("B", [32, 7, 100])   # 100: several GEMM panels, softmax and sum blocks
+def test_fused_steps_equal_per_layer_steps(data, dtype, tol, kw, table, B):
     kw = dict(kw)
     V, T = kw.pop("V", 27), kw.get("block_size", 3)
     X, Y = data
@@ -37,10 +38,10 @@ def test_fused_steps_equal_per_layer_steps(data, dtype, tol, kw, table):
     letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
     vocab = Vocab.from_chars("." + letters[:V - 1])
     ref, fused = (CharMLP(vocab, dtype=dtype, seed=3, **kw) for _ in range(2))
-    trainer = FusedTrainer(fused, 32, table=table)
+    trainer = FusedTrainer(fused, B, table=table)
     sampler = BatchSampler(11)
     for step in range(30):
-        rows = sampler.draw(len(X), 32)
+        rows = sampler.draw(len(X), B)
         lr = 0.1 if step < 20 else 0.01
         a = ref.train_step(X[rows], Y[rows], lr)
         b = trainer.step(X, Y, lr, rows)
@@ -116,9 +117,16 @@ def test_non_finite_loss_stops_before_the_update(data):
     X, Y = data
     model = CharMLP(VOCAB, seed=2)
     t = FusedTrainer(model, 32)
-    done, losses = t.run(X, Y, 500, 1e37, BatchSampler(3))    # absurd lr: overflows
+    sampler = BatchSampler(3)
+    done, losses = t.run(X, Y, 500, 1e37, sampler)           # absurd lr: overflows
     assert done < 500 and not np.isfinite(losses[done])
     assert all(np.all(np.isfinite(p)) for p in model.parameters())
+    # the sampler has drawn the rows of steps 0..done, the failing one's included, and no more
+    # (the loop draws a step ahead, and takes that draw back)
+    drawn = BatchSampler(3)
+    for _ in range(done + 1):
+        drawn.draw(len(X), 32)
+    np.testing.assert_array_equal(sampler.state, drawn.state)
     # the state is that after step done - 1: replaying those steps reproduces it
     ref = CharMLP(VOCAB, seed=2)
     FusedTrainer(ref, 32).run(X, Y, done, 1e37, BatchSampler(3))
