@@ -28,6 +28,8 @@ if flag("FASTBN_SANITIZE"):
     compile_args = ["-O1", "-fno-math-errno", "-fno-trapping-math"] + sanitize
     link_args = sanitize
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+if flag("FASTBN_SANITIZE"):
+    macros.append(("FB_SANITIZE", "1"))     # fastbn._kernels.SANITIZED
 if flag("FASTBN_NATIVE"):
     compile_args.append("-march=native")
     macros.append(("FB_NO_CLONES", "1"))   # csrc/fused.c: no per-CPU clones needed

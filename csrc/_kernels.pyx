@@ -26,6 +26,20 @@ cdef extern from "fused.h" nogil:
     void fb_tanh_f32_array(const float *x, float *out, int64_t n)
     void fb_tanh_f64_array(const double *x, double *out, int64_t n)
 
+cdef extern from *:
+    """
+    #ifdef FB_SANITIZE
+    #define FB_SANITIZED 1
+    #else
+    #define FB_SANITIZED 0
+    #endif
+    """
+    int FB_SANITIZED
+
+# True in a FASTBN_SANITIZE=1 build (AddressSanitizer + UBSan): fastbn.nn then allocates arrays
+# to their exact size, so that ASan sees an overrun of even a few bytes
+SANITIZED = bool(FB_SANITIZED)
+
 
 # ----------------------------------------------------------------------------------------------
 # helpers

@@ -51,7 +51,9 @@ typedef struct {
     void *bout, *dbout;                             /* (V,) */
     /* Wout^T and its gradient (V, H_{L-1}): inside a call the step works on this copy, whose
      * three GEMMs run faster than those with the (H, V) layout (V = 27 is a poor width for
-     * the BLAS kernels); each call copies Wout in at its start and Wout and dWout out at its end */
+     * the BLAS kernels). Every call copies Wout in at its start; a call that applied steps
+     * copies Wout and dWout out at its end (fb_loss and a step refused for a non-finite loss
+     * change neither) */
     void *WoutT, *dWoutT;
     /* workspaces */
     void *x0;                                       /* (B, T*D) the concatenated embeddings */
@@ -61,7 +63,7 @@ typedef struct {
     void *mean[FB_MAX_LAYERS], *invstd[FB_MAX_LAYERS], *var[FB_MAX_LAYERS];   /* (H_l,) */
     void *logits;                           /* (V, B) logits^T, softmax^T, then dlogits^T */
     void *dh;                                       /* (B, max(T*D, H_l)) gradient carried down */
-    double *acc1, *acc2;                            /* (max(H_l, V),) double accumulators */
+    double *acc1, *acc2;                            /* (max H_l,) double accumulators */
     int64_t *rows;                      /* (2, B) minibatch rows: this step's and the next's */
     int64_t *ctx, *tgt;                             /* (B, T), (B,): X[rows], Y[rows] */
     int table;                  /* first layer through the table E_t = C @ W_0[t] (large B) */

@@ -137,8 +137,7 @@ static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int
     /* embedding: x0[b, t*D + d] = C[ctx[b, t], d] (not needed with the table, see below) */
     if (!net->table)
         for (int b = 0; b < B; b++)
-            for (int t = 0; t < T; t++)
-{
+            for (int t = 0; t < T; t++) {
                 REAL *restrict dst = x0 + (int64_t)b * T * D + t * D;
                 const REAL *restrict src = C + ctx[(int64_t)b * T + t] * D;
                 for (int d = 0; d < D; d++) dst[d] = src[d];     /* not memcpy: D is small */

@@ -8,12 +8,12 @@ PCG32 generator, without returning to Python (``run``). It computes what the per
 approximations (within 6 ulp of exact), so the two paths agree to float tolerance, not bit for bit.
 
 The trainer works on the model's own arrays (parameters, gradients, running statistics), so the
-model always holds the current state and can be evaluated, sampled or saved between calls. The one
-exception lives inside a call: the output weight is used transposed, ``(V, H)``, whose GEMMs run
-faster, so each call copies ``Wout`` into that layout at its start and back (with ``dWout``) at its
-end. Workspaces are allocated once, for one batch size, 64-byte aligned. Supported models: batch norm on, tanh, no final
-batch norm, any number of hidden layers up to ``MAX_LAYERS`` (the default model is one);
-:func:`supports` says why another model is not.
+model always holds the current state and can be evaluated, sampled or saved between calls.
+Inside a call the output weight is used transposed, ``(V, H)``, whose GEMMs run faster: each
+call copies ``Wout`` into that layout at its start and back (with ``dWout``) at its end.
+Workspaces are allocated once, for one batch size, 64-byte aligned. Supported models: batch
+norm on, tanh, no final batch norm, any number of hidden layers up to ``MAX_LAYERS`` (the default
+model is one); :func:`supports` says why another model is not.
 
 Minibatch rows come from :class:`BatchSampler` (PCG32, unbiased bounded integers), which the
 per-layer training path uses too, so both paths see the same minibatches for the same seed.
@@ -167,9 +167,10 @@ class FusedTrainer:
                     where = f"{name}[{i}]" if isinstance(got, list) else name
                     raise ValueError(f"model array {where} has shape {arr.shape}, expected "
                                      f"{shape} (V={V}, D={D}, T={T}, H={H})")
-        if max([B, T * D, V] + H) > 2**31 - 1:
-            raise ValueError(f"dimensions B={B}, T*D={T * D}, V={V}, H={H} exceed the 32-bit "
-                             "int of the fused step and BLAS")
+        # (2**30, not 2**31 - 1: the C loops step an int index by up to 64 past a bound)
+        if max([B, T * D, V] + H) > 2**30:
+            raise ValueError(f"dimensions B={B}, T*D={T * D}, V={V}, H={H} exceed 2**30, the "
+                             "limit of the fused step's 32-bit int loops and BLAS")
         moms = {bn.momentum for bn in bns}
         epss = {bn.eps for bn in bns}
         if len(moms) != 1 or len(epss) != 1:
@@ -182,7 +183,7 @@ class FusedTrainer:
         arrays.update(
             WoutT=ws((V, H[-1]), dt), dWoutT=ws((V, H[-1]), dt),
             x0=ws((B, T * D), dt), logits=ws((V, B), dt), dh=ws((B, widest), dt),
-            acc1=ws(max(H + [V]), np.float64), acc2=ws(max(H + [V]), np.float64),
+            acc1=ws(max(H), np.float64), acc2=ws(max(H), np.float64),
             rows=ws(2 * B, np.int64), ctx=ws((B, T), np.int64), tgt=ws(B, np.int64),
             hpre=[ws((B, h), dt) for h in H], xhat=[ws((B, h), dt) for h in H],
             h=[ws((B, h), dt) for h in H], mean=[ws(h, dt) for h in H],

@@ -163,6 +163,8 @@ def test_bad_arguments(data):
     t = FusedTrainer(CharMLP(VOCAB, seed=0), 4)
     with pytest.raises(ValueError, match="batch_size"):
         FusedTrainer(CharMLP(VOCAB, seed=0), 1)
+    with pytest.raises(ValueError, match=r"exceed 2\*\*30"):     # refused before allocating
+        FusedTrainer(CharMLP(VOCAB, seed=0), 2**30 + 1)
     with pytest.raises(IndexError):
         t.step(X, Y, 0.1, np.array([0, 1, 2, len(X)]))
     with pytest.raises(ValueError, match="rows"):
