@@ -436,6 +436,7 @@ cdef extern from "fused.h" nogil:
     int64_t fb_train_f64(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n,
                          int64_t steps, double lr, uint64_t *rng, double *losses)
     void fb_exp_f32_array(const float *x, float *out, int64_t n)
+    void fb_exp_f64_array(const double *x, double *out, int64_t n)
 
 
 MAX_LAYERS = FB_MAX_LAYERS
@@ -472,6 +473,12 @@ def fast_exp_f32(const float[::1] x, float[::1] out):
     """The fused step's vectorizable float32 exp (tests compare it with libm)."""
     with nogil:
         fb_exp_f32_array(&x[0], &out[0], x.shape[0])
+
+
+def fast_exp_f64(const double[::1] x, double[::1] out):
+    """The fused step's vectorizable float64 exp (tests compare it with libm)."""
+    with nogil:
+        fb_exp_f64_array(&x[0], &out[0], x.shape[0])
 
 
 cdef class FusedNet:

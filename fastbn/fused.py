@@ -4,8 +4,9 @@
 ``csrc/fused.c``: one call runs forward, backward, the SGD update and the running-statistics update
 of a minibatch with the GIL released (``step``), or many steps, drawing minibatches with a seeded
 PCG32 generator, without returning to Python (``run``). It computes what the per-layer path
-(``CharMLP.train_step``) computes, in the same order; float32 tanh and exp use vectorizable
-approximations (within 6 ulp of exact), so the two paths agree to float tolerance, not bit for bit.
+(``CharMLP.train_step``) computes, in the same order; tanh and exp use vectorizable
+approximations (within 6 ulp of exact in float32, 2 in float64) and sums are blocked, so the two
+paths agree to float tolerance, not bit for bit.
 
 The trainer works on the model's own arrays (parameters, gradients, running statistics), so the
 model always holds the current state and can be evaluated, sampled or saved between calls.

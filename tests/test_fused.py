@@ -213,6 +213,21 @@ def test_fast_tanh_and_exp_are_within_a_few_ulp():
     assert np.isnan(e[0]) and e[3] >= 0 and e[3] < 1e-37
 
 
+def test_fast_exp_float64_is_within_2_ulp():
+    # the float64 softmax's exp: clamped to [-708, 709], so smaller arguments give ~3e-308
+    x = np.concatenate([np.linspace(-708, 709, 400_001), np.linspace(-1, 1, 20_001)])
+    e = np.empty_like(x)
+    K.fast_exp_f64(x, e)
+    exact = np.exp(x.astype(np.longdouble))                  # 64-bit mantissa reference
+    ulp = np.spacing(exact.astype(np.float64))
+    assert float((np.abs(e - exact) / ulp).max()) <= 2       # measured 1.6 ulp
+    special = np.array([np.nan, -np.inf, -1000.0, 0.0])
+    s = np.empty(4)
+    K.fast_exp_f64(special, s)
+    assert np.isnan(s[0]) and s[1] == s[2] and s[3] == 1.0
+    assert abs(s[1] - np.exp(-708.0)) <= 2 * np.spacing(np.exp(-708.0))
+
+
 def test_fast_tanh_float64_is_within_2_ulp():
     x = np.concatenate([np.linspace(-25, 25, 400_001), np.geomspace(1e-300, 1, 2000),
                         -np.geomspace(1e-300, 1, 2000), [0.625, np.nextafter(0.625, 1), 20.0]])
