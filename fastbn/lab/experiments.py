@@ -1,0 +1,264 @@
+"""The laboratory's experiments: ``run_lab`` (``fastbn lab``) trains one model under a Probe and
+writes its figures, tables and report; ``run_ladder`` and ``run_deep`` (``fastbn lab ladder``) run
+the lecture's five initializations of the BN-MLP and its deep 5-layer net with and without batch
+norm at gains 1, 5/3 and 3; ``write_ladder`` writes their report.
+"""
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..model import LADDER, CharMLP
+from ..train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, lr_at, seed_streams, train
+from . import report
+from .plots import (
+    plot_activations,
+    plot_activations_over_training,
+    plot_dead_units,
+    plot_deep,
+    plot_gradients,
+    plot_ladder,
+    plot_loss,
+    plot_update_ratios,
+    plot_weight_grads,
+)
+from .probe import Probe, Snapshot, dead_units_on_split
+from .report import _when
+from .stats import LossCheck, initial_loss_check
+
+__all__ = ["DEEP_GAINS", "DEEP_NET", "LabResult", "run_deep", "run_lab", "run_ladder",
+           "write_ladder"]
+
+# The lecture's deep net (part 3, second half) and the gains it tries.
+DEEP_NET = {"n_hidden": 100, "n_layers": 5, "final_bn": True, "bn_momentum": 0.1}
+DEEP_GAINS = (1.0, 5 / 3, 3.0)
+
+
+@dataclass
+class LabResult:
+    """What ``run_lab`` made: the model, its probe, checks, losses, files written."""
+
+    model: CharMLP
+    probe: Probe
+    loss_check: LossCheck
+    dead_init: dict
+    dead_final: dict
+    losses: dict
+    history: np.ndarray | None
+    wall_time: float
+    overhead: float
+    files: dict
+    report: Path
+
+
+def _seeds(seed):
+    """Generators of ``train.seed_streams(seed)``: (parameters, minibatches)."""
+    return tuple(np.random.default_rng(s) for s in seed_streams(seed))
+
+
+def _init_batch(ds, n, seed):
+    ix = np.random.default_rng(seed).integers(0, len(ds.Xtr), size=n)
+    return ds.Xtr[ix], ds.Ytr[ix]
+
+
+def _draw_lab_figures(probe, history, out, ext):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("fastbn lab: matplotlib is not installed, so no figures were drawn "
+              "(pip install 'fastbn[plot]')", file=sys.stderr)
+        return {}
+    last, when = probe.last, _when(probe.last)
+    files = {
+        "activations": plot_activations(
+            last, out / f"activations.{ext}",
+            f"Forward pass {when}: distribution of each nonlinearity's output"),
+        "gradients": plot_gradients(
+            last, out / f"gradients.{ext}",
+            f"Backward pass {when}: distribution of dL/d(output) per nonlinearity"),
+        "weight_grads": plot_weight_grads(
+            last, out / f"weight_grads.{ext}",
+            f"Weight gradients {when} (grad:data = std(grad) / std(W))"),
+        "update_ratio": plot_update_ratios(probe, out / f"update_ratio.{ext}"),
+        "dead_units": plot_dead_units(probe, out / f"dead_units.{ext}"),
+    }
+    if len(probe.snapshots) > 2:
+        files["over_training"] = plot_activations_over_training(
+            probe, out / f"activations_over_training.{ext}")
+    if history is not None:
+        files["loss"] = plot_loss(history, out / f"loss.{ext}")
+    return files
+
+
+def run_lab(ds, out, *, steps=1000, every=100, batch_size=32, lr_schedule=DEFAULT_LR_SCHEDULE,
+            seed=DEFAULT_SEED, init_batch=1000, fmt="png", quiet=True, **model_kw):
+    """Build a CharMLP(``ds.vocab``, **model_kw), train it ``steps`` steps on the per-layer path
+    with a Probe recording every ``every`` steps, and write the figures, ``stats.txt`` and
+    ``stats.md`` (tables) and ``report.md`` (figures and findings in words) into ``out``.
+
+    The initial loss is measured over ``init_batch`` random training examples (training mode, no
+    update); the first snapshot is step 0's minibatch (the init parameters), or with ``steps=0``
+    one minibatch of ``batch_size``. Dead units are counted over the whole training split at init
+    and at the end. ``fmt`` is "png" or "svg". Returns a LabResult.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    init_rng, batch_rng = _seeds(seed)
+    model = CharMLP(ds.vocab, seed=init_rng, **model_kw)
+    probe = Probe(model, every=every)
+    check = initial_loss_check(probe.measure(*_init_batch(ds, init_batch, seed)).loss,
+                               ds.vocab.size)
+    dead_init = dead_units_on_split(model, ds.Xtr)
+    history, wall = None, 0.0
+    if steps > 0:
+        res = train(model, ds, steps=steps, batch_size=batch_size, lr_schedule=lr_schedule,
+                    seed=batch_rng, quiet=quiet, callback=probe, every=every, fused=False)
+        history, wall, losses = res.history, res.wall_time, res.losses
+    else:
+        probe.measure(*_init_batch(ds, batch_size, seed + 1), lr=lr_at(lr_schedule, 0),
+                      keep=True)
+        losses = {n: model.evaluate(*ds.split(n)) for n in ("train", "val")}
+    dead_final = dead_units_on_split(model, ds.Xtr)
+    files = _draw_lab_figures(probe, history, out, "svg" if fmt == "svg" else "png")
+
+    tables = report.lab_tables(check, losses, probe.first, probe.last, dead_init, dead_final,
+                               init_batch, steps)
+    (out / "stats.txt").write_text(report.tables_text(tables))
+    (out / "stats.md").write_text(report.tables_text(tables, markdown=True))
+    overhead = probe.seconds / (wall - probe.seconds) if steps else float("nan")
+    md = report.lab_report(model, probe, check, losses, dead_init, dead_final, files, steps=steps,
+                           batch_size=batch_size, seed=seed, every=every, wall=wall,
+                           overhead=overhead)
+    report_path = out / "report.md"
+    report_path.write_text(md)
+    return LabResult(model, probe, check, dead_init, dead_final, losses, history, wall,
+                     overhead, files, report_path)
+
+
+@dataclass
+class LadderRow:
+    name: str
+    init: Snapshot
+    losses: dict
+    history: np.ndarray | None
+
+    @property
+    def tanh(self):
+        return next(iter(self.init.activations.values()))
+
+
+@dataclass
+class DeepRow:
+    batchnorm: bool
+    gain: float
+    init: Snapshot
+    final: Snapshot
+    losses: dict
+    diverged: str | None = None
+
+    @property
+    def name(self):
+        g = {1.0: "1", 5 / 3: "5/3", 3.0: "3"}.get(self.gain, f"{self.gain:g}")
+        return f"{'BN' if self.batchnorm else 'no BN'}, gain {g}"
+
+    def verdict(self):
+        """"gain too small / about right / too large", read from the statistics at init.
+
+        The first tanh layer is left out: its input is the embedding (std 1), not a tanh. Too
+        large: more than 15 % saturated on average; too small: the std falls by more than 20 %
+        from the second tanh layer to the last.
+        """
+        acts = list(self.init.activations.values())[1:] or list(self.init.activations.values())
+        if np.mean([a["saturated"] for a in acts]) > 0.15:
+            return "too large: tanh saturates"
+        if acts[-1]["std"] < 0.8 * acts[0]["std"]:
+            return "too small: activations shrink with depth"
+        return "about right"
+
+
+def _train_quiet(model, ds, steps, seed, probe=None, splits=("train", "val")):
+    res = train(model, ds, steps=steps, seed=seed, quiet=True, evaluate=False, callback=probe,
+                every=probe.every if probe else 1000, fused=False)
+    return res.history, {n: model.evaluate(*ds.split(n)) for n in splits}
+
+
+def run_ladder(ds, steps=200_000, seed=DEFAULT_SEED, init_batch=1000, configs=None,
+               progress=None):
+    """The lecture's five configurations of the BN-MLP (``fastbn.model.LADDER``), each trained
+    ``steps`` steps on the per-layer path from the same seed (same N(0,1) draws, same
+    minibatches).
+
+    The init statistics come from one forward on ``init_batch`` random training examples (the
+    same for every configuration). Returns a list of LadderRow.
+    """
+    Xi, Yi = _init_batch(ds, init_batch, seed)
+    rows = []
+    for name in configs or LADDER:
+        init_rng, batch_rng = _seeds(seed)
+        model = CharMLP(ds.vocab, seed=init_rng, **LADDER[name])
+        snap = Probe(model).measure(Xi, Yi)
+        if progress:
+            progress(f"{name}: initial loss {snap.loss:.4f}; training {steps:,} steps")
+        history = None
+        if steps:
+            history, losses = _train_quiet(model, ds, steps, batch_rng)
+        else:
+            losses = {n: model.evaluate(*ds.split(n)) for n in ("train", "val")}
+        rows.append(LadderRow(name, snap, losses, history))
+    return rows
+
+
+def run_deep(ds, steps=1000, seed=DEFAULT_SEED, gains=DEEP_GAINS, batch_size=32, progress=None):
+    """The lecture's deep net (``DEEP_NET``) with and without batch norm at each gain.
+
+    Without batch norm the net also has no final BatchNorm (the lecture removes both); its output
+    layer is then 0.01 N(0,1) = 0.1/sqrt(100) N(0,1), the lecture's "make it less confident".
+    Each is trained ``steps`` steps (lr 0.1, the per-layer path). Returns a list of DeepRow with
+    the snapshots of the first minibatch (init) and the last (B = ``batch_size``, the lecture's).
+    """
+    rows = []
+    for bn in (True, False):
+        for gain in gains:
+            init_rng, batch_rng = _seeds(seed)
+            kw = dict(DEEP_NET, batchnorm=bn, final_bn=bn and DEEP_NET["final_bn"])
+            model = CharMLP(ds.vocab, seed=init_rng, gain=gain, **kw)
+            probe = Probe(model, every=max(steps, 1))
+            losses, diverged = {}, None
+            if steps:
+                try:
+                    _, losses = _train_quiet(model, ds, steps, batch_rng, probe, ("val",))
+                except FloatingPointError as e:
+                    diverged = str(e)
+            if not probe.snapshots:
+                probe.measure(*_init_batch(ds, batch_size, seed), keep=True,
+                              lr=lr_at(DEFAULT_LR_SCHEDULE, 0))
+            row = DeepRow(bn, gain, probe.first, probe.last, losses, diverged)
+            if progress:
+                progress(f"deep net {row.name}: gain {row.verdict()}")
+            rows.append(row)
+    return rows
+
+
+def write_ladder(rows, deep, out, ext="png", steps=None, deep_steps=None):
+    """Figures, ladder.txt, ladder.md (the report) into ``out``; returns {kind: path}."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("fastbn lab ladder: matplotlib is not installed, so no figures were drawn",
+              file=sys.stderr)
+    else:
+        if rows:
+            files.update(plot_ladder(rows, out, ext))
+        for section in ("activations", "gradients") if deep else ():
+            for when in ("init", "final"):
+                files[f"deep_{section}_{when}"] = plot_deep(
+                    deep, out / f"deep_{section}_{when}.{ext}", section, when)
+    text, md = report.ladder_report(rows, deep, files, steps, deep_steps, DEEP_NET)
+    (out / "ladder.txt").write_text(text)
+    (out / "ladder.md").write_text(md)
+    files["report"] = out / "ladder.md"
+    return files

@@ -1,0 +1,225 @@
+"""The laboratory's figures: one function per figure, each drawn from Snapshots or results.
+
+matplotlib is imported only inside the functions (an Agg canvas, no pyplot state); a path
+ending in ``.svg`` writes SVG, anything else PNG.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .report import _distinct, _pct, _when
+from .stats import DEAD, FLAT_REGION, SATURATED, UPDATE_GUIDE
+
+__all__ = [
+    "plot_activations", "plot_activations_over_training", "plot_dead_units", "plot_deep",
+    "plot_gradients", "plot_ladder", "plot_loss", "plot_update_ratios", "plot_weight_grads",
+]
+
+MAP_ROWS = 32           # examples shown in the units x examples map (the lecture's batch)
+
+
+def _figure(w=8.0, h=4.5, rows=1, cols=1, **kw):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=False, **kw)
+
+
+def _save(fig, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = "svg" if path.suffix.lower() == ".svg" else "png"
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format=fmt)
+    os.replace(tmp, path)
+    return path
+
+
+def _density(ax, hist, label, **kw):
+    counts, lo, hi = hist
+    n = len(counts)
+    width = (hi - lo) / n
+    centers = lo + width * (np.arange(n) + 0.5)
+    ax.plot(centers, counts / max(counts.sum(), 1) / width, label=label, **kw)
+
+
+def _histograms(path, curves, xlabel, title, legend_loc):
+    """One figure of density lines: ``curves`` is [(hist, legend label)]."""
+    fig, ax = _figure()
+    ax = ax[0, 0]
+    for hist, label in curves:
+        _density(ax, hist, label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc=legend_loc)
+    return _save(fig, path)
+
+
+def plot_activations(snap, path, title=None):
+    """Histogram (as density lines) of every nonlinearity layer's output, stats in the legend."""
+    curves = [(a["hist"], f"{label}: mean {a['mean']:+.2f}, std {a['std']:.2f}, "
+                          f"{FLAT_REGION[a['kind']]} {_pct(a['saturated'])}")
+              for label, a in snap.activations.items()]
+    return _histograms(path, curves, "activation value (layer output)",
+                       title or "Forward pass: distribution of each nonlinearity's output",
+                       "upper center")
+
+
+def plot_gradients(snap, path, title=None):
+    """Histogram of dL/d(output) of every nonlinearity layer: homogeneous layers overlap."""
+    curves = [(g["hist"], f"{label}: mean {g['mean']:+.1e}, std {g['std']:.2e}")
+              for label, g in snap.gradients.items()]
+    return _histograms(path, curves, "gradient of the loss w.r.t. the layer output, dL/dt",
+                       title or "Backward pass: distribution of each nonlinearity's output "
+                                "gradient", "upper right")
+
+
+def plot_weight_grads(snap, path, title=None):
+    """Histogram of the gradient of every 2-D parameter, with grad:data in the legend."""
+    curves = [(w["hist"], f"{name} ({'x'.join(map(str, w['shape']))}): grad std "
+                          f"{w['std']:.1e}, grad:data {w['grad_data']:.1e}")
+              for name, w in snap.weights.items()]
+    return _histograms(path, curves, "gradient value",
+                       title or "Weight gradients per 2-D parameter (grad:data = "
+                                "std(grad)/std(W))", "upper right")
+
+
+def plot_update_ratios(probe, path, title=None):
+    """log10(std(lr*grad)/std(param)) of every 2-D parameter over training, and the -3 guide."""
+    fig, ax = _figure()
+    ax = ax[0, 0]
+    snaps = probe.snapshots
+    steps = [s.step for s in snaps]
+    for name, w in snaps[0].weights.items():
+        v = [s.updates[name] for s in snaps]
+        ax.plot(steps, v, marker="o" if len(v) < 3 else None, lw=1,
+                label=f"{name} ({'x'.join(map(str, w['shape']))})")
+    ax.axhline(UPDATE_GUIDE, color="k", ls="--", lw=1, label="guide: 1e-3 per step")
+    ax.set_xlabel("step")
+    ax.set_ylabel("log10( std(lr·grad) / std(param) )")
+    ax.set_title(title or "Update:data ratio per 2-D parameter (above -3: lr high for it; "
+                          "below: slow)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def plot_dead_units(probe, path, title=None):
+    """The units x examples maps (white: flat region) of the first and latest snapshot."""
+    pairs = [(s, _when(s)) for s in _distinct(probe.first, probe.last)]
+    labels = list(pairs[0][0].maps)
+    fig, axes = _figure(4.5 * len(pairs), 1.0 + 1.6 * len(labels), len(labels), len(pairs))
+    for c, (snap, when) in enumerate(pairs):
+        for r, label in enumerate(labels):
+            ax, m = axes[r, c], snap.maps[label][:MAP_ROWS]
+            a = snap.activations[label]
+            ax.imshow(m, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+            ax.set_title(f"{label} {when}: {a['dead']}/{a['units']} dead on this batch",
+                         fontsize=8)
+            ax.set_ylabel("example", fontsize=7)
+            ax.tick_params(labelsize=6)
+        axes[-1, c].set_xlabel("hidden unit", fontsize=7)
+    kind = next(iter(pairs[0][0].activations.values()))["kind"]
+    flat = {"tanh": f"|t| > {DEAD}"}.get(kind, FLAT_REGION[kind])
+    fig.suptitle(title or f"Units x examples, white where {flat}: an all-white column is a "
+                          "dead unit (no gradient flows through it)", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_activations_over_training(probe, path, title=None):
+    """Per layer: std and flat fraction of the output over the recorded steps."""
+    fig, axes = _figure(9, 4, 1, 2)
+    for label, _, _ in probe.nonlinear:
+        steps, std = probe.series("activations", label, "std")
+        _, sat = probe.series("activations", label, "saturated")
+        axes[0, 0].plot(steps, std, label=label)
+        axes[0, 1].plot(steps, 100 * sat, label=label)
+    flat = FLAT_REGION[probe.nonlinear[0][1]]
+    axes[0, 0].set_ylabel("std of the output")
+    axes[0, 1].set_ylabel(f"% of outputs with {flat}")
+    for ax in axes[0]:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "Activations over training, per nonlinearity layer (one minibatch "
+                          "per point)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_loss(history, path, window=100, title=None):
+    """log10 of the minibatch loss per step and its mean over ``window`` steps."""
+    h = np.log10(np.asarray(history, dtype=np.float64))
+    fig, ax = _figure()
+    ax = ax[0, 0]
+    ax.plot(h, lw=0.3, alpha=0.4, label="minibatch")
+    if h.size >= window:
+        n = h.size // window
+        ax.plot((np.arange(n) + 0.5) * window, h[:n * window].reshape(n, window).mean(1),
+                lw=1.8, label=f"mean over {window} steps")
+    ax.set_xlabel("step")
+    ax.set_ylabel("log10(loss)")
+    ax.set_title(title or "Training loss")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_deep(rows, path, section="activations", when="init", title=None):
+    """A grid: rows with / without batch norm, columns by gain; per panel the density of every
+    tanh layer's output ("activations") or its gradient ("gradients"), at init or at the end."""
+    gains = sorted({r.gain for r in rows})
+    nets = sorted({r.batchnorm for r in rows}, reverse=True)
+    fig, axes = _figure(4.2 * len(gains), 3.3 * len(nets), len(nets), len(gains))
+    for r in rows:
+        ax = axes[nets.index(r.batchnorm), gains.index(r.gain)]
+        snap = r.init if when == "init" else r.final
+        for label, st in getattr(snap, section).items():
+            if section == "activations":
+                text = f"std {st['std']:.2f}, sat {_pct(st['saturated'])}"
+            else:
+                text = f"std {st['std']:.1e}"
+            _density(ax, st["hist"], f"{label.split(' (')[0]}: {text}", lw=1)
+        ax.set_title(f"{r.name}: {r.verdict()}", fontsize=9)
+        ax.set_xlabel("tanh output" if section == "activations" else "dL/d(tanh output)",
+                      fontsize=8)
+        ax.set_ylabel("density", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    what = "tanh outputs" if section == "activations" else "gradients of the tanh outputs"
+    snap = rows[0].init if when == "init" else rows[0].final
+    fig.suptitle(title or f"5-layer tanh net {_when(snap)}: {what} per layer, by gain (columns), "
+                          "with and without batch norm (rows)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_ladder(rows, out, ext="png"):
+    """ladder_init (tanh histograms at init per configuration) and ladder_loss figures."""
+    fig, ax = _figure()
+    ax = ax[0, 0]
+    for r, ls in zip(rows, ["-", "--", "-", "-", "-", ":"]):
+        t = r.tanh
+        _density(ax, t["hist"], f"{r.name}: std {t['std']:.2f}, "
+                               f"|t| > {SATURATED} {_pct(t['saturated'])}", ls=ls)
+    ax.set_xlabel("tanh output at initialization")
+    ax.set_ylabel("density")
+    ax.set_yscale("log")
+    ax.set_title("The init ladder: hidden tanh outputs at initialization "
+                 "(fix_softmax keeps the original W1)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center")
+    files = {"ladder_init": _save(fig, Path(out) / f"ladder_init.{ext}")}
+    if all(r.history is not None and r.history.size >= 100 for r in rows):
+        fig, ax = _figure()
+        ax = ax[0, 0]
+        for r in rows:
+            h = np.log10(r.history)
+            w = max(100, h.size // 200)
+            n = h.size // w
+            ax.plot((np.arange(n) + 0.5) * w, h[:n * w].reshape(n, w).mean(1),
+                    label=f"{r.name}: val {r.losses['val']:.4f}")
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"log10(loss), mean over {w} steps")
+        ax.set_title("The init ladder: training loss")
+        ax.legend(fontsize=8)
+        files["ladder_loss"] = _save(fig, Path(out) / f"ladder_loss.{ext}")
+    return files

@@ -1,0 +1,227 @@
+"""The probe: what a model's layers hold after a step, recorded as Snapshots.
+
+``Probe(model)`` is the ``callback`` of ``fastbn.train`` (per-layer path); ``Probe.measure``
+runs one forward and backward without an update. ``dead_units_on_split`` counts dead units over
+a whole split; ``measure_overhead`` times what recording costs.
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .stats import (
+    BINS,
+    _hist,
+    _kind,
+    _std,
+    activation_stats,
+    dead_map,
+    grad_data_ratio,
+    update_data_ratio,
+)
+
+__all__ = ["Probe", "Snapshot", "dead_units_on_split", "measure_overhead"]
+
+
+@dataclass
+class Snapshot:
+    """What a probe read from the model at one step.
+
+    ``activations``: label -> {kind, mean, std, saturated (fraction in the flat region), dead
+    (units flat on every example of the batch), units, hist}; ``gradients``: label -> {mean, std,
+    hist} of dL/d(output); ``weights``: 2-D parameter name -> {shape, mean, std (of the gradient),
+    grad_data, hist}; ``updates``: parameter name -> log10 update:data (every parameter; NaN when
+    lr is None). ``maps``: label -> (B, H) ``dead_map``, kept only by the first and the latest
+    snapshot. A hist is (counts, lo, hi) over equal bins.
+    """
+
+    step: int
+    loss: float | None
+    lr: float | None
+    activations: dict = field(default_factory=dict)
+    gradients: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+    updates: dict = field(default_factory=dict)
+    maps: dict | None = None
+
+
+def _label(i, layer):
+    return f"layer {i} ({type(layer).__name__})"
+
+
+class Probe:
+    """Records diagnostics of a model every ``every`` steps.
+
+    Parameters
+    ----------
+    model : CharMLP (or anything with ``layers`` and aligned ``named_parameters()``/``grads()``)
+    every : int
+        Pass it on as ``fastbn.train(..., callback=probe, every=probe.every, fused=False)``.
+    bins : int
+        Histogram bins.
+
+    The probe is the callback: ``probe(step, loss, lr)`` reads the nonlinearity layers' ``.out``
+    and ``.dout`` and the parameters' gradients of the step that just ran (the parameters already
+    updated, as the lecture measures). Only the per-layer path runs the layers, so train with
+    ``fused=False``: the compiled loop leaves ``.out`` untouched, which ``record`` detects and
+    refuses. ``measure(X, Y)`` runs one forward and backward without an update instead.
+    ``snapshots`` are the records in order; ``seconds`` the time spent recording.
+    """
+
+    def __init__(self, model, every=100, bins=BINS):
+        every = int(every)
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.model, self.every, self.bins = model, every, int(bins)
+        self.nonlinear = [(_label(i, layer), _kind(layer), layer)
+                          for i, layer in enumerate(model.layers) if _kind(layer)]
+        names, params = zip(*model.named_parameters())
+        self.params = list(zip(names, params, model.grads()))
+        self.snapshots = []
+        self.seconds = 0.0
+        self._seen = None         # the .out arrays of the last record (to detect stale layers)
+
+    def __call__(self, step, loss=None, lr=None):
+        return self.record(step, loss, lr)
+
+    def record(self, step, loss=None, lr=None):
+        """Read the model now and append the Snapshot (returned)."""
+        t0 = time.perf_counter()
+        outs = [getattr(layer, "out", None) for _, _, layer in self.nonlinear]
+        if self._seen is not None and all(o is s for o, s in zip(outs, self._seen)):
+            raise RuntimeError("the layers have not run since the last record (the compiled "
+                               "training loop does not run them): train with fused=False")
+        self._seen = outs
+        snap = self._append(self._read(step, loss, lr))
+        self.seconds += time.perf_counter() - t0
+        return snap
+
+    def _append(self, snap):
+        if len(self.snapshots) > 1:          # keep the maps of the first and the latest only
+            self.snapshots[-1].maps = None
+        self.snapshots.append(snap)
+        return snap
+
+    def measure(self, X, Y, lr=None, keep=False):
+        """One forward and backward in training mode on (X, Y), no update; returns the Snapshot
+        (appended to ``snapshots`` when ``keep``).
+
+        BatchNorm running statistics are restored afterwards, so the model is unchanged (but its
+        layers' ``.out`` and gradients are those of this batch). ``lr``, when given, is the one
+        the update:data ratios are computed for. Gradients are of the mean loss over the batch,
+        so they scale as 1/B: compare snapshots of equal batch sizes.
+        """
+        m = self.model
+        saved = [b.copy() for _, b in m.named_buffers()]
+        was = m.training
+        m.train()
+        try:
+            loss = float(m.forward(X, Y))
+            m.backward()
+            snap = self._read(0, loss, lr)
+        finally:
+            for (_, b), s in zip(m.named_buffers(), saved):
+                b[...] = s
+            m.train(was)
+        return self._append(snap) if keep else snap
+
+    def _read(self, step, loss, lr):
+        snap = Snapshot(int(step), None if loss is None else float(loss),
+                        None if lr is None else float(lr), maps={})
+        for label, kind, layer in self.nonlinear:
+            t = getattr(layer, "out", None)
+            d = getattr(layer, "dout", None)
+            if t is None or d is None:
+                raise RuntimeError(f"{label} has no output or output gradient yet: record after "
+                                   "a forward and backward")
+            stats = activation_stats(t, kind)
+            flat = dead_map(t, kind)
+            stats.update(kind=kind, dead=int(flat.all(0).sum()), units=int(t.shape[1]),
+                         hist=_hist(t, kind, self.bins))
+            snap.activations[label] = stats
+            snap.maps[label] = flat
+            snap.gradients[label] = {"mean": float(d.mean(dtype=np.float64)), "std": _std(d),
+                                     "hist": _hist(d, None, self.bins)}
+        for name, p, g in self.params:
+            if p.ndim == 2:
+                snap.weights[name] = {"shape": p.shape, "mean": float(g.mean(dtype=np.float64)),
+                                      "std": _std(g), "grad_data": grad_data_ratio(g, p),
+                                      "hist": _hist(g, None, self.bins)}
+            snap.updates[name] = (update_data_ratio(g, p, lr) if lr is not None
+                                  else float("nan"))
+        return snap
+
+    def series(self, section, name, key=None):
+        """(steps, values) over the snapshots, e.g. ``("activations", label, "std")`` or
+        ``("updates", "1.weight")``."""
+        steps = np.array([s.step for s in self.snapshots], dtype=np.int64)
+        vals = [getattr(s, section)[name] for s in self.snapshots]
+        if key is not None:
+            vals = [v[key] for v in vals]
+        return steps, np.array(vals, dtype=np.float64)
+
+    @property
+    def first(self):
+        return self.snapshots[0]
+
+    @property
+    def last(self):
+        return self.snapshots[-1]
+
+
+def dead_units_on_split(model, X, chunk=8192):
+    """Per nonlinearity layer, the number of units flat on every example of X (N, T).
+
+    The forward runs in training mode, over chunks (batch statistics per chunk of ``chunk``
+    examples, what the net sees while it trains), with the BatchNorm running statistics restored
+    afterwards. Returns {label: (dead, units)}. The layers' ``.out`` are left from the last chunk.
+    """
+    nonlinear = [(_label(i, layer), _kind(layer), layer)
+                 for i, layer in enumerate(model.layers) if _kind(layer)]
+    alive = {label: None for label, _, _ in nonlinear}
+    saved = [b.copy() for _, b in model.named_buffers()]
+    was = model.training
+    model.train()
+    try:
+        for a in range(0, len(X), chunk):
+            model.logits(X[a:a + chunk])
+            for label, kind, layer in nonlinear:
+                flat = dead_map(layer.out, kind).all(0)
+                alive[label] = ~flat if alive[label] is None else alive[label] | ~flat
+    finally:
+        for (_, b), s in zip(model.named_buffers(), saved):
+            b[...] = s
+        model.train(was)
+    return {label: (int((~v).sum()), int(v.size)) for label, v in alive.items()}
+
+
+def measure_overhead(model, X, Y, every=100, steps=2000, repeats=3, lr=0.01, seed=0):
+    """How much a Probe recording every ``every`` steps slows ``model.train_step``.
+
+    Alternates ``repeats`` timed runs of ``steps`` steps with and without the probe (minibatches
+    of 32 from (X, Y)) and compares medians. Returns {"plain_s", "probed_s", "overhead" (fraction),
+    "record_ms" (median time of one record), "step_us"}. Trains the model.
+    """
+    rng = np.random.default_rng(seed)
+    probe = Probe(model, every=every)
+
+    def run(with_probe):
+        ix = rng.integers(0, len(X), size=(steps, 32))
+        t0 = time.perf_counter()
+        for i in range(steps):
+            loss = model.train_step(X[ix[i]], Y[ix[i]], lr)
+            if with_probe and i % every == 0:
+                probe(i, loss, lr)
+        return time.perf_counter() - t0
+
+    run(False)                                   # warm-up
+    plain, probed, per_record = [], [], []
+    for _ in range(repeats):
+        plain.append(run(False))
+        n0, s0 = len(probe.snapshots), probe.seconds
+        probed.append(run(True))
+        per_record.append((probe.seconds - s0) / (len(probe.snapshots) - n0))
+    p, q = float(np.median(plain)), float(np.median(probed))
+    return {"plain_s": p, "probed_s": q, "overhead": q / p - 1,
+            "record_ms": 1e3 * float(np.median(per_record)), "step_us": 1e6 * p / steps}
+

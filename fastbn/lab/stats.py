@@ -1,0 +1,166 @@
+"""Statistics of a network's activations, gradients and parameters: numbers only.
+
+Every function takes arrays (a layer's output ``t``, a gradient, a parameter) and returns Python
+numbers or boolean arrays; nothing here knows about models, files or figures.
+
+Conventions: std is the population std (ddof 0; torch's ``.std()`` is unbiased, a difference of
+one part in 2*B*H here), computed in float64. Fractions are in [0, 1].
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import nn
+
+__all__ = [
+    "BINS", "DEAD", "FLAT_REGION", "SATURATED", "UPDATE_GUIDE", "LossCheck", "activation_stats",
+    "dead_map", "dead_units", "grad_data_ratio", "initial_loss_check", "update_data_ratio",
+]
+
+SATURATED = 0.97        # |t| above this counts as saturated (the lecture's histogram statistic)
+DEAD = 0.99             # |t| above this for every example of a batch: a dead tanh unit (the map)
+UPDATE_GUIDE = -3.0     # log10 of the update:data ratio the rule of thumb aims for
+BINS = 60
+
+# What the "saturated" statistic counts for each kind of nonlinearity.
+FLAT_REGION = {"tanh": f"|t| > {SATURATED}", "relu": "t == 0", "leaky_relu": "t < 0"}
+
+
+
+def _kind(layer):
+    if isinstance(layer, nn.Tanh):
+        return "tanh"
+    if isinstance(layer, nn.ReLU):
+        return "relu"
+    if isinstance(layer, nn.LeakyReLU):
+        return "leaky_relu"
+    return None
+
+
+def _flat(t, kind, threshold):
+    """Boolean array: where ``t`` sits in the flat region of its nonlinearity."""
+    if kind == "tanh":
+        return np.abs(t) > threshold
+    if kind == "relu":
+        return t == 0
+    if kind == "leaky_relu":
+        return t < 0
+    raise ValueError(f"kind must be one of {tuple(FLAT_REGION)}, got {kind!r}")
+
+
+def activation_stats(t, kind="tanh", threshold=SATURATED):
+    """Mean, std and fraction in the flat region of a nonlinearity's output ``t`` (any shape).
+
+    The flat region is |t| > ``threshold`` for tanh (the gradient factor 1 - t**2 is below
+    1 - 0.97**2 = 0.06 there), t == 0 for ReLU (gradient 0), t < 0 for leaky ReLU (gradient
+    ``negative_slope``). Returns ``{"mean", "std", "saturated"}`` as Python floats.
+    """
+    t = np.asarray(t)
+    if t.size == 0:
+        raise ValueError("activation_stats of an empty array")
+    return {"mean": float(t.mean(dtype=np.float64)), "std": float(t.std(dtype=np.float64)),
+            "saturated": float(np.count_nonzero(_flat(t, kind, threshold))) / t.size}
+
+
+def dead_map(t, kind="tanh", threshold=DEAD):
+    """Boolean (B, H): example b drives unit h into the flat region (tanh |t| > 0.99, ReLU 0).
+
+    Shown as an image (rows examples, columns units, white = flat) it is the lecture's
+    ``plt.imshow(h.abs() > 0.99, cmap="gray")``; an all-white column is a dead unit.
+    """
+    t = np.asarray(t)
+    if t.ndim != 2:
+        raise ValueError(f"dead_map needs a (B, H) array, got shape {t.shape}")
+    return _flat(t, kind, threshold)
+
+
+def dead_units(t, kind="tanh", threshold=DEAD):
+    """Boolean (H,): units flat on every example of ``t`` (B, H), i.e. that pass no gradient."""
+    return dead_map(t, kind, threshold).all(axis=0)
+
+
+def _std(x):
+    return float(np.asarray(x).std(dtype=np.float64))
+
+
+def grad_data_ratio(grad, param):
+    """std(grad) / std(param): how big the gradient is next to the values it changes.
+
+    NaN when std(param) is 0 (a freshly zeroed bias or BatchNorm beta).
+    """
+    s = _std(param)
+    return _std(grad) / s if s > 0 else float("nan")
+
+
+def update_data_ratio(grad, param, lr):
+    """log10(std(lr * grad) / std(param)): the relative size of one SGD update.
+
+    Rule of thumb (the lecture): about -3, i.e. each step changes a parameter by a thousandth of
+    its spread; much above means lr is too high for it, much below that it learns slowly. NaN when
+    std(param) or the update is 0.
+    """
+    r = abs(float(lr)) * grad_data_ratio(grad, param)
+    return math.log10(r) if r > 0 else float("nan")
+
+
+def _hist(x, kind=None, bins=BINS):
+    """(counts int32, lo, hi) of ``x`` over ``bins`` equal bins ([-1, 1] for tanh outputs)."""
+    x = np.asarray(x).ravel()
+    if kind == "tanh":
+        lo, hi = -1.0, 1.0
+    else:
+        lo, hi = float(x.min()), float(x.max())
+        if not hi > lo:
+            lo, hi = lo - 0.5, hi + 0.5
+    counts, _ = np.histogram(x, bins=bins, range=(lo, hi))
+    return counts.astype(np.int32), lo, hi
+
+
+@dataclass
+class LossCheck:
+    """The initial-loss check: ``measured`` against ln(``n_classes``), with a verdict in words."""
+
+    measured: float
+    n_classes: int
+    tolerance: float = 0.1
+
+    @property
+    def expected(self):
+        return math.log(self.n_classes)
+
+    @property
+    def verdict(self):
+        m, e = self.measured, self.expected
+        if not math.isfinite(m):
+            return "not a number"
+        if abs(m - e) <= self.tolerance:
+            return "as expected"
+        if m > 2 * e:
+            return "confidently wrong"
+        return "too high" if m > e else "below chance level"
+
+    def explain(self):
+        m, e, C = self.measured, self.expected, self.n_classes
+        head = f"initial loss {m:.4f}, expected ln({C}) = {e:.4f}: {self.verdict}."
+        return head + " " + {
+            "as expected": "The net starts out equally unsure of every class, as it should: "
+                           "no training steps are wasted undoing a bad start.",
+            "confidently wrong": f"It is {m / e:.1f}x the loss of a uniform guess: the logits "
+                                 "are large at init, so the softmax puts most of its mass on "
+                                 "a few classes, mostly the wrong ones. The first steps are spent "
+                                 "squashing the logits (the hockey stick in the loss curve); "
+                                 "scale the output layer down (W ×0.01, b = 0).",
+            "too high": "The initial predictions are more confident than they should be: shrink "
+                        "the output layer's weights.",
+            "below chance level": "The net already predicts better than a uniform guess: it is "
+                                  "not at its initialization, or the classes are unbalanced and "
+                                  "the output bias knows it.",
+            "not a number": "The forward pass produced NaN or infinity.",
+        }[self.verdict]
+
+
+def initial_loss_check(measured, n_classes, tolerance=0.1):
+    """``LossCheck(measured, n_classes)``: ``.expected`` ln(C), ``.verdict``, ``.explain()``."""
+    return LossCheck(float(measured), int(n_classes), float(tolerance))
+
