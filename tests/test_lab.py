@@ -191,7 +191,8 @@ def test_run_lab_writes_readable_figures_tables_and_a_report_that_links_them(tin
     _, ds = tiny
     res = lab.run_lab(ds, tmp_path, steps=120, every=20, n_hidden=32, n_layers=2)
     assert set(res.files) == {"activations", "gradients", "weight_grads", "update_ratio",
-                              "dead_units", "over_training", "loss"}
+                              "dead_units", "activations_over_training", "loss"}
+    assert set(res.figures) == set(res.files)
     report = res.report.read_text()
     for path in res.files.values():
         assert path.parent == tmp_path and path.stat().st_size > 5000
@@ -213,6 +214,61 @@ def test_run_lab_init_only_in_svg(tiny, tmp_path):
     assert {p.suffix for p in res.files.values()} == {".svg"}
     assert all(p.read_text().lstrip().startswith("<?xml") for p in res.files.values())
     assert "t == 0" in (tmp_path / "report.md").read_text()
+
+
+def test_run_lab_without_a_folder_writes_nothing_and_returns_figures_and_html(
+        tiny, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+    _, ds = tiny
+    monkeypatch.chdir(tmp_path)
+    res = lab.run_lab(ds, steps=40, every=20, n_hidden=16)
+    assert list(tmp_path.iterdir()) == [] and res.files == {} and res.report is None
+    assert set(res.figures) == {"activations", "gradients", "weight_grads", "update_ratio",
+                                "dead_units", "activations_over_training", "loss"}
+    assert all(isinstance(f, Figure) for f in res.figures.values())
+    page = res._repr_html_()
+    # every figure embedded as a PNG, the findings and the tables as HTML
+    assert page.count('src="data:image/png;base64,') == len(res.figures)
+    assert "<h3>Initial loss</h3>" in page and "<table>" in page and "<li>" in page
+    assert "stats.md" not in page                # no link to files that were not written
+    md = res.markdown()
+    assert md.count("](data:image/png;base64,") == len(res.figures)
+    assert len(repr(res)) < 300 and "40 steps" in repr(res)
+
+
+def test_plot_functions_return_figures_and_save_when_given_a_path(tiny, tmp_path):
+    from matplotlib.figure import Figure
+    _, ds = tiny
+    res = lab.run_lab(ds, steps=40, every=20, n_hidden=16)
+    snap, probe = res.probe.last, res.probe
+    for plot, arg in ((lab.plot_activations, snap), (lab.plot_gradients, snap),
+                      (lab.plot_weight_grads, snap), (lab.plot_update_ratios, probe),
+                      (lab.plot_dead_units, probe), (lab.plot_activations_over_training, probe),
+                      (lab.plot_loss, res.history)):
+        fig = plot(arg)
+        assert isinstance(fig, Figure) and fig.axes, plot.__name__
+        path = tmp_path / f"{plot.__name__}.png"
+        assert isinstance(plot(arg, path), Figure) and _readable_png(path), plot.__name__
+    assert not list(tmp_path.glob(".*"))         # no temporary files left behind
+
+
+def test_lab_reprs_are_short(tiny):
+    _, ds = tiny
+    res = lab.run_lab(ds, steps=40, every=20, n_hidden=16, n_layers=3)
+    for obj in (res, res.probe, res.probe.last, res.loss_check):
+        assert len(repr(obj)) < 300, repr(obj)
+    assert repr(res.probe.last).startswith("Snapshot(step 39")
+    assert "snapshots" in repr(res.probe)
+
+
+def test_markdown_to_html_renders_the_report_subset():
+    from fastbn.lab.report import markdown_to_html
+    page = markdown_to_html("# T\n\nsome **bold** <x>\n\n- a [l](u)\n- b\n\n"
+                            "| h1 | h2 |\n|---|---|\n| 1 | 2 |\n\n![alt](data:x)\n")
+    assert "<h2>T</h2>" in page and "<strong>bold</strong> &lt;x&gt;" in page
+    assert '<ul><li>a <a href="u">l</a></li><li>b</li></ul>' in page
+    assert "<th>h1</th><th>h2</th>" in page and "<td>1</td><td>2</td>" in page
+    assert '<img alt="alt" src="data:x"' in page
 
 
 def test_cli_lab_and_lab_ladder(tiny, tmp_path):

@@ -3,8 +3,7 @@ writes its figures, tables and report; ``run_ladder`` and ``run_deep`` (``fastbn
 the lecture's five initializations of the BN-MLP and its deep 5-layer net with and without batch
 norm at gains 1, 5/3 and 3; ``write_ladder`` writes their report.
 """
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +21,29 @@ from .plots import (
     plot_loss,
     plot_update_ratios,
     plot_weight_grads,
+    save_figure,
 )
 from .probe import Probe, Snapshot, dead_units_on_split
 from .report import _when
 from .stats import LossCheck, initial_loss_check
 
-__all__ = ["DEEP_GAINS", "DEEP_NET", "LabResult", "run_deep", "run_lab", "run_ladder",
-           "write_ladder"]
+__all__ = ["DEEP_GAINS", "DEEP_NET", "LabResult", "ladder_figures", "run_deep", "run_lab",
+           "run_ladder", "write_ladder"]
 
 # The lecture's deep net (part 3, second half) and the gains it tries.
 DEEP_NET = {"n_hidden": 100, "n_layers": 5, "final_bn": True, "bn_momentum": 0.1}
 DEEP_GAINS = (1.0, 5 / 3, 3.0)
 
 
-@dataclass
+@dataclass(repr=False)
 class LabResult:
-    """What ``run_lab`` made: the model, its probe, checks, losses, files written."""
+    """What ``run_lab`` made: the trained model and its probe, the checks and losses, the figures
+    (name -> ``matplotlib.figure.Figure``) and tables, and the files written (name -> path; empty,
+    and ``report`` None, when ``run_lab`` was given no folder).
+
+    In Jupyter a LabResult shows itself as the report: findings in words, the tables and the
+    figures (embedded PNGs). ``markdown()`` is the same report as markdown.
+    """
 
     model: CharMLP
     probe: Probe
@@ -48,8 +54,33 @@ class LabResult:
     history: np.ndarray | None
     wall_time: float
     overhead: float
-    files: dict
-    report: Path
+    figures: dict
+    tables: list
+    settings: dict
+    files: dict = field(default_factory=dict)
+    report: Path | None = None
+
+    def markdown(self, embed=True):
+        """The report as markdown; figures embedded as PNG data URIs (``embed=True``, renders
+        anywhere) or linked by the file names written next to ``report.md``."""
+        if embed:
+            links = {k: "data:image/png;base64," + report.png_base64(f)
+                     for k, f in self.figures.items()}
+        else:
+            links = {k: p.name for k, p in self.files.items()}
+        return report.lab_report(self, links)
+
+    def _repr_html_(self):
+        return report.markdown_to_html(self.markdown(embed=True) + "\n## Tables\n\n"
+                                       + report.tables_text(self.tables, markdown=True))
+
+    def __repr__(self):
+        c = self.loss_check
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in self.losses.items())
+        where = f", report={str(self.report)!r}" if self.report else ""
+        return (f"LabResult({self.settings['steps']:,} steps, {len(self.probe.snapshots)} "
+                f"snapshots, initial loss {c.measured:.4f} ({c.verdict}), loss {losses}, "
+                f"{len(self.figures)} figures{where})")
 
 
 def _seeds(seed):
@@ -62,48 +93,44 @@ def _init_batch(ds, n, seed):
     return ds.Xtr[ix], ds.Ytr[ix]
 
 
-def _draw_lab_figures(probe, history, out, ext):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print("fastbn lab: matplotlib is not installed, so no figures were drawn "
-              "(pip install 'fastbn[plot]')", file=sys.stderr)
-        return {}
+def _lab_figures(probe, history):
+    """The figures of a lab run, by name (the file stem each is saved under)."""
     last, when = probe.last, _when(probe.last)
-    files = {
+    figs = {
         "activations": plot_activations(
-            last, out / f"activations.{ext}",
-            f"Forward pass {when}: distribution of each nonlinearity's output"),
+            last, None, f"Forward pass {when}: distribution of each nonlinearity's output"),
         "gradients": plot_gradients(
-            last, out / f"gradients.{ext}",
-            f"Backward pass {when}: distribution of dL/d(output) per nonlinearity"),
+            last, None, f"Backward pass {when}: distribution of dL/d(output) per nonlinearity"),
         "weight_grads": plot_weight_grads(
-            last, out / f"weight_grads.{ext}",
-            f"Weight gradients {when} (grad:data = std(grad) / std(W))"),
-        "update_ratio": plot_update_ratios(probe, out / f"update_ratio.{ext}"),
-        "dead_units": plot_dead_units(probe, out / f"dead_units.{ext}"),
+            last, None, f"Weight gradients {when} (grad:data = std(grad) / std(W))"),
+        "update_ratio": plot_update_ratios(probe),
+        "dead_units": plot_dead_units(probe),
     }
     if len(probe.snapshots) > 2:
-        files["over_training"] = plot_activations_over_training(
-            probe, out / f"activations_over_training.{ext}")
+        figs["activations_over_training"] = plot_activations_over_training(probe)
     if history is not None:
-        files["loss"] = plot_loss(history, out / f"loss.{ext}")
-    return files
+        figs["loss"] = plot_loss(history)
+    return figs
 
 
-def run_lab(ds, out, *, steps=1000, every=100, batch_size=32, lr_schedule=DEFAULT_LR_SCHEDULE,
-            seed=DEFAULT_SEED, init_batch=1000, fmt="png", quiet=True, **model_kw):
+def run_lab(ds, out=None, *, steps=1000, every=100, batch_size=32,
+            lr_schedule=DEFAULT_LR_SCHEDULE, seed=DEFAULT_SEED, init_batch=1000, fmt="png",
+            quiet=True, **model_kw):
     """Build a CharMLP(``ds.vocab``, **model_kw), train it ``steps`` steps on the per-layer path
-    with a Probe recording every ``every`` steps, and write the figures, ``stats.txt`` and
-    ``stats.md`` (tables) and ``report.md`` (figures and findings in words) into ``out``.
+    with a Probe recording every ``every`` steps, and return a :class:`LabResult` with its
+    figures, tables and findings.
+
+    With ``out`` (a folder) it also writes the figures (``fmt`` "png" or "svg"), ``stats.txt`` and
+    ``stats.md`` (the tables) and ``report.md`` (figures and findings in words) there; without,
+    it writes nothing.
 
     The initial loss is measured over ``init_batch`` random training examples (training mode, no
     update); the first snapshot is step 0's minibatch (the init parameters), or with ``steps=0``
     one minibatch of ``batch_size``. Dead units are counted over the whole training split at init
-    and at the end. ``fmt`` is "png" or "svg". Returns a LabResult.
+    and at the end.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"fmt must be 'png' or 'svg', got {fmt!r}")
     init_rng, batch_rng = _seeds(seed)
     model = CharMLP(ds.vocab, seed=init_rng, **model_kw)
     probe = Probe(model, every=every)
@@ -120,28 +147,35 @@ def run_lab(ds, out, *, steps=1000, every=100, batch_size=32, lr_schedule=DEFAUL
                       keep=True)
         losses = {n: model.evaluate(*ds.split(n)) for n in ("train", "val")}
     dead_final = dead_units_on_split(model, ds.Xtr)
-    files = _draw_lab_figures(probe, history, out, "svg" if fmt == "svg" else "png")
-
     tables = report.lab_tables(check, losses, probe.first, probe.last, dead_init, dead_final,
                                init_batch, steps)
-    (out / "stats.txt").write_text(report.tables_text(tables))
-    (out / "stats.md").write_text(report.tables_text(tables, markdown=True))
     overhead = probe.seconds / (wall - probe.seconds) if steps else float("nan")
-    md = report.lab_report(model, probe, check, losses, dead_init, dead_final, files, steps=steps,
-                           batch_size=batch_size, seed=seed, every=every, wall=wall,
-                           overhead=overhead)
-    report_path = out / "report.md"
-    report_path.write_text(md)
-    return LabResult(model, probe, check, dead_init, dead_final, losses, history, wall,
-                     overhead, files, report_path)
+    settings = {"steps": steps, "batch_size": batch_size, "seed": seed, "every": every}
+    result = LabResult(model, probe, check, dead_init, dead_final, losses, history, wall,
+                       overhead, _lab_figures(probe, history), tables, settings)
+    if out is not None:
+        _write_lab(result, Path(out), fmt)
+    return result
+
+
+def _write_lab(result, out, fmt):
+    """Write a LabResult's figures, tables and report into the folder ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    result.files = {k: save_figure(f, out / f"{k}.{fmt}") for k, f in result.figures.items()}
+    (out / "stats.txt").write_text(report.tables_text(result.tables))
+    (out / "stats.md").write_text(report.tables_text(result.tables, markdown=True))
+    result.report = out / "report.md"
+    result.report.write_text(result.markdown(embed=False))
 
 
 @dataclass
 class LadderRow:
+    """One configuration of the init ladder: its init Snapshot, final losses, loss history."""
+
     name: str
     init: Snapshot
     losses: dict
-    history: np.ndarray | None
+    history: np.ndarray | None = field(repr=False)
 
     @property
     def tanh(self):
@@ -150,6 +184,8 @@ class LadderRow:
 
 @dataclass
 class DeepRow:
+    """The deep net at one gain, with or without batch norm: Snapshots at init and at the end."""
+
     batchnorm: bool
     gain: float
     init: Snapshot
@@ -240,24 +276,23 @@ def run_deep(ds, steps=1000, seed=DEFAULT_SEED, gains=DEEP_GAINS, batch_size=32,
     return rows
 
 
+def ladder_figures(rows, deep):
+    """The figures of the ladder (``plot_ladder``) and of the deep net (``plot_deep``: tanh
+    outputs and their gradients, at init and at the end), by name."""
+    figs = plot_ladder(rows) if rows else {}
+    for section in ("activations", "gradients") if deep else ():
+        for when in ("init", "final"):
+            figs[f"deep_{section}_{when}"] = plot_deep(deep, None, section, when)
+    return figs
+
+
 def write_ladder(rows, deep, out, ext="png", steps=None, deep_steps=None):
     """Figures, ladder.txt, ladder.md (the report) into ``out``; returns {kind: path}."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print("fastbn lab ladder: matplotlib is not installed, so no figures were drawn",
-              file=sys.stderr)
-    else:
-        if rows:
-            files.update(plot_ladder(rows, out, ext))
-        for section in ("activations", "gradients") if deep else ():
-            for when in ("init", "final"):
-                files[f"deep_{section}_{when}"] = plot_deep(
-                    deep, out / f"deep_{section}_{when}.{ext}", section, when)
-    text, md = report.ladder_report(rows, deep, files, steps, deep_steps, DEEP_NET)
+    files = {k: save_figure(f, out / f"{k}.{ext}") for k, f in ladder_figures(rows, deep).items()}
+    text, md = report.ladder_report(rows, deep, {k: p.name for k, p in files.items()}, steps,
+                                    deep_steps, DEEP_NET)
     (out / "ladder.txt").write_text(text)
     (out / "ladder.md").write_text(md)
     files["report"] = out / "ladder.md"

@@ -1,7 +1,9 @@
 """The laboratory's figures: one function per figure, each drawn from Snapshots or results.
 
-matplotlib is imported only inside the functions (an Agg canvas, no pyplot state); a path
-ending in ``.svg`` writes SVG, anything else PNG.
+Every ``plot_*`` returns a ``matplotlib.figure.Figure`` (which a Jupyter notebook shows inline as
+the value of a cell); given a ``path`` it also writes it there, SVG when the path ends in
+``.svg``, PNG otherwise. Figures are made without pyplot (an Agg canvas each), so drawing one
+changes no global matplotlib state and no window opens.
 """
 import os
 from pathlib import Path
@@ -14,6 +16,7 @@ from .stats import DEAD, FLAT_REGION, SATURATED, UPDATE_GUIDE
 __all__ = [
     "plot_activations", "plot_activations_over_training", "plot_dead_units", "plot_deep",
     "plot_gradients", "plot_ladder", "plot_loss", "plot_update_ratios", "plot_weight_grads",
+    "save_figure",
 ]
 
 MAP_ROWS = 32           # examples shown in the units x examples map (the lecture's batch)
@@ -27,15 +30,24 @@ def _figure(w=8.0, h=4.5, rows=1, cols=1, **kw):
     return fig, fig.subplots(rows, cols, squeeze=False, **kw)
 
 
-def _save(fig, path):
+def save_figure(fig, path):
+    """Write ``fig`` to ``path`` (SVG when it ends in .svg, else PNG), creating its folder, and
+    return the path. The file appears whole or not at all (written aside, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = "svg" if path.suffix.lower() == ".svg" else "png"
-    fig.tight_layout()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fig.savefig(tmp, format=fmt)
     os.replace(tmp, path)
     return path
+
+
+def _done(fig, path):
+    """Lay ``fig`` out, save it when ``path`` is given, and return it."""
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
 
 
 def _density(ax, hist, label, **kw):
@@ -56,10 +68,10 @@ def _histograms(path, curves, xlabel, title, legend_loc):
     ax.set_ylabel("density")
     ax.set_title(title)
     ax.legend(fontsize=7, loc=legend_loc)
-    return _save(fig, path)
+    return _done(fig, path)
 
 
-def plot_activations(snap, path, title=None):
+def plot_activations(snap, path=None, title=None):
     """Histogram (as density lines) of every nonlinearity layer's output, stats in the legend."""
     curves = [(a["hist"], f"{label}: mean {a['mean']:+.2f}, std {a['std']:.2f}, "
                           f"{FLAT_REGION[a['kind']]} {_pct(a['saturated'])}")
@@ -69,7 +81,7 @@ def plot_activations(snap, path, title=None):
                        "upper center")
 
 
-def plot_gradients(snap, path, title=None):
+def plot_gradients(snap, path=None, title=None):
     """Histogram of dL/d(output) of every nonlinearity layer: homogeneous layers overlap."""
     curves = [(g["hist"], f"{label}: mean {g['mean']:+.1e}, std {g['std']:.2e}")
               for label, g in snap.gradients.items()]
@@ -78,7 +90,7 @@ def plot_gradients(snap, path, title=None):
                                 "gradient", "upper right")
 
 
-def plot_weight_grads(snap, path, title=None):
+def plot_weight_grads(snap, path=None, title=None):
     """Histogram of the gradient of every 2-D parameter, with grad:data in the legend."""
     curves = [(w["hist"], f"{name} ({'x'.join(map(str, w['shape']))}): grad std "
                           f"{w['std']:.1e}, grad:data {w['grad_data']:.1e}")
@@ -88,7 +100,7 @@ def plot_weight_grads(snap, path, title=None):
                                 "std(grad)/std(W))", "upper right")
 
 
-def plot_update_ratios(probe, path, title=None):
+def plot_update_ratios(probe, path=None, title=None):
     """log10(std(lr*grad)/std(param)) of every 2-D parameter over training, and the -3 guide."""
     fig, ax = _figure()
     ax = ax[0, 0]
@@ -104,10 +116,10 @@ def plot_update_ratios(probe, path, title=None):
     ax.set_title(title or "Update:data ratio per 2-D parameter (above -3: lr high for it; "
                           "below: slow)", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return _done(fig, path)
 
 
-def plot_dead_units(probe, path, title=None):
+def plot_dead_units(probe, path=None, title=None):
     """The units x examples maps (white: flat region) of the first and latest snapshot."""
     pairs = [(s, _when(s)) for s in _distinct(probe.first, probe.last)]
     labels = list(pairs[0][0].maps)
@@ -126,10 +138,10 @@ def plot_dead_units(probe, path, title=None):
     flat = {"tanh": f"|t| > {DEAD}"}.get(kind, FLAT_REGION[kind])
     fig.suptitle(title or f"Units x examples, white where {flat}: an all-white column is a "
                           "dead unit (no gradient flows through it)", fontsize=9)
-    return _save(fig, path)
+    return _done(fig, path)
 
 
-def plot_activations_over_training(probe, path, title=None):
+def plot_activations_over_training(probe, path=None, title=None):
     """Per layer: std and flat fraction of the output over the recorded steps."""
     fig, axes = _figure(9, 4, 1, 2)
     for label, _, _ in probe.nonlinear:
@@ -145,10 +157,10 @@ def plot_activations_over_training(probe, path, title=None):
         ax.legend(fontsize=7)
     fig.suptitle(title or "Activations over training, per nonlinearity layer (one minibatch "
                           "per point)", fontsize=10)
-    return _save(fig, path)
+    return _done(fig, path)
 
 
-def plot_loss(history, path, window=100, title=None):
+def plot_loss(history, path=None, window=100, title=None):
     """log10 of the minibatch loss per step and its mean over ``window`` steps."""
     h = np.log10(np.asarray(history, dtype=np.float64))
     fig, ax = _figure()
@@ -162,10 +174,10 @@ def plot_loss(history, path, window=100, title=None):
     ax.set_ylabel("log10(loss)")
     ax.set_title(title or "Training loss")
     ax.legend()
-    return _save(fig, path)
+    return _done(fig, path)
 
 
-def plot_deep(rows, path, section="activations", when="init", title=None):
+def plot_deep(rows, path=None, section="activations", when="init", title=None):
     """A grid: rows with / without batch norm, columns by gain; per panel the density of every
     tanh layer's output ("activations") or its gradient ("gradients"), at init or at the end."""
     gains = sorted({r.gain for r in rows})
@@ -190,11 +202,13 @@ def plot_deep(rows, path, section="activations", when="init", title=None):
     snap = rows[0].init if when == "init" else rows[0].final
     fig.suptitle(title or f"5-layer tanh net {_when(snap)}: {what} per layer, by gain (columns), "
                           "with and without batch norm (rows)", fontsize=10)
-    return _save(fig, path)
+    return _done(fig, path)
 
 
-def plot_ladder(rows, out, ext="png"):
-    """ladder_init (tanh histograms at init per configuration) and ladder_loss figures."""
+def plot_ladder(rows, out=None, ext="png"):
+    """The ladder's figures, {"ladder_init": tanh histograms at init per configuration,
+    "ladder_loss": the training losses (when every row has a history of 100 steps or more)};
+    each also written to ``out/<name>.<ext>`` when ``out`` is given."""
     fig, ax = _figure()
     ax = ax[0, 0]
     for r, ls in zip(rows, ["-", "--", "-", "-", "-", ":"]):
@@ -207,7 +221,7 @@ def plot_ladder(rows, out, ext="png"):
     ax.set_title("The init ladder: hidden tanh outputs at initialization "
                  "(fix_softmax keeps the original W1)", fontsize=10)
     ax.legend(fontsize=7, loc="upper center")
-    files = {"ladder_init": _save(fig, Path(out) / f"ladder_init.{ext}")}
+    figs = {"ladder_init": fig}
     if all(r.history is not None and r.history.size >= 100 for r in rows):
         fig, ax = _figure()
         ax = ax[0, 0]
@@ -221,5 +235,7 @@ def plot_ladder(rows, out, ext="png"):
         ax.set_ylabel(f"log10(loss), mean over {w} steps")
         ax.set_title("The init ladder: training loss")
         ax.legend(fontsize=8)
-        files["ladder_loss"] = _save(fig, Path(out) / f"ladder_loss.{ext}")
-    return files
+        figs["ladder_loss"] = fig
+    for name, fig in figs.items():
+        _done(fig, None if out is None else Path(out) / f"{name}.{ext}")
+    return figs

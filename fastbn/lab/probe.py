@@ -23,7 +23,7 @@ from .stats import (
 __all__ = ["Probe", "Snapshot", "dead_units_on_split", "measure_overhead"]
 
 
-@dataclass
+@dataclass(repr=False)
 class Snapshot:
     """What a probe read from the model at one step.
 
@@ -43,6 +43,13 @@ class Snapshot:
     weights: dict = field(default_factory=dict)
     updates: dict = field(default_factory=dict)
     maps: dict | None = None
+
+    def __repr__(self):
+        loss = "" if self.loss is None else f", loss {self.loss:.4f}"
+        acts = ", ".join(f"{k.split(' (')[0]} std {a['std']:.2f} flat {100 * a['saturated']:.1f}%"
+                         for k, a in list(self.activations.items())[:3])
+        more = "" if len(self.activations) <= 3 else f", +{len(self.activations) - 3} layers"
+        return f"Snapshot(step {self.step}{loss}; {acts}{more}; {len(self.weights)} weights)"
 
 
 def _label(i, layer):
@@ -83,6 +90,12 @@ class Probe:
 
     def __call__(self, step, loss=None, lr=None):
         return self.record(step, loss, lr)
+
+    def __repr__(self):
+        steps = [s.step for s in self.snapshots]
+        span = f", steps {steps[0]}..{steps[-1]}" if steps else ""
+        return (f"Probe(every={self.every}, {len(self.snapshots)} snapshots{span}, "
+                f"{len(self.nonlinear)} nonlinearity layers, {len(self.params)} parameters)")
 
     def record(self, step, loss=None, lr=None):
         """Read the model now and append the Snapshot (returned)."""

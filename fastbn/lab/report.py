@@ -3,7 +3,11 @@ the reports of ``run_lab`` and ``run_ladder`` (markdown that links figures by fi
 
 Fractions are shown as percents.
 """
+import base64
+import html
+import io
 import math
+import re
 
 import numpy as np
 
@@ -163,22 +167,24 @@ def tables_text(tables, markdown=False):
     return "".join(f"{t}\n{format_table(h, r)}\n" for t, h, r in tables)
 
 
-def lab_report(model, probe, check, losses, dead_init, dead_final, files, *, steps, batch_size,
-               seed, every, wall, overhead):
-    """The markdown report of a lab run: findings in words, figures linked by file name
-    (``files`` maps a figure's key to its path, next to the report)."""
+def lab_report(result, links):
+    """The markdown report of a lab run (a ``LabResult``): findings in words, with the figures
+    shown from ``links`` (figure name -> URL: a file name next to the report, or a data URI)."""
+    probe, check, losses = result.probe, result.loss_check, result.losses
+    dead_init, dead_final = result.dead_init, result.dead_final
+    steps, every = result.settings["steps"], result.settings["every"]
     first, last = probe.first, probe.last
-    cfg = ", ".join(f"{k}={v}" for k, v in model.config.items())
+    cfg = ", ".join(f"{k}={v}" for k, v in result.model.config.items())
     md = ["# fastbn lab report\n\n",
-          (f"Model: CharMLP({cfg}), {model.num_parameters():,} parameters. {steps:,} steps of "
-           f"batch {batch_size}, seed {seed}; {len(probe.snapshots)} snapshots (every {every} "
-           "steps). Final loss: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
-           + ".\n"),
+          (f"Model: CharMLP({cfg}), {result.model.num_parameters():,} parameters. {steps:,} "
+           f"steps of batch {result.settings['batch_size']}, seed {result.settings['seed']}; "
+           f"{len(probe.snapshots)} snapshots (every {every} steps). Final loss: "
+           + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()) + ".\n"),
           "\n## Initial loss\n\n", check.explain() + "\n"]
 
     def fig(key, alt):
-        if key in files:
-            md.append(f"\n![{alt}]({files[key].name})\n\n")
+        if key in links:
+            md.append(f"\n![{alt}]({links[key]})\n\n")
     md.append("\n## Forward pass: activations\n")
     fig("activations", "activation histograms")
     for snap in _distinct(last, first):
@@ -213,22 +219,25 @@ def lab_report(model, probe, check, losses, dead_init, dead_final, files, *, ste
            f"at init, {dead_final[k][0]} at the end.\n" for k in dead_init]
     md.append("\nA dead unit sits in the flat part of its nonlinearity for every example, so no "
               "gradient ever reaches its weights: it never learns.\n")
-    if "over_training" in files:
+    if "activations_over_training" in links:
         md.append("\n## Activations over training\n")
-        fig("over_training", "activation statistics over training")
-    if "loss" in files:
+        fig("activations_over_training", "activation statistics over training")
+    if "loss" in links:
         md.append("\n## Loss\n")
         fig("loss", "training loss")
-    md.append("\n## Numbers\n\nAll tables: [stats.md](stats.md) (plain text: "
-              "[stats.txt](stats.txt)).\n")
+    if result.files:
+        md.append("\n## Numbers\n\nAll tables: [stats.md](stats.md) (plain text: "
+                  "[stats.txt](stats.txt)).\n")
     if steps:
-        md.append(f"\nProbe cost: {probe.seconds:.2f} s recording within {wall:.2f} s of "
-                  f"training: {100 * overhead:.1f} % on top of the training steps.\n")
+        md.append(f"\nProbe cost: {probe.seconds:.2f} s recording within "
+                  f"{result.wall_time:.2f} s of training: {100 * result.overhead:.1f} % on top "
+                  "of the training steps.\n")
     return "".join(md)
 
 
-def ladder_report(rows, deep, files, steps=None, deep_steps=None, deep_net=None):
-    """(plain text, markdown) of the ladder and deep-net results; figures linked by file name."""
+def ladder_report(rows, deep, links, steps=None, deep_steps=None, deep_net=None):
+    """(plain text, markdown) of the ladder and deep-net results; figures shown from ``links``
+    (figure name -> URL, e.g. the file name next to the report)."""
     text, md = [], ["# The init ladder and the deep net\n"]
     if rows:
         text += [f"The init ladder, {steps:,} steps each\n", ladder_table(rows), "\n"]
@@ -238,8 +247,8 @@ def ladder_report(rows, deep, files, steps=None, deep_steps=None, deep_net=None)
                 "lecture's numbers are after 200,000 steps; its initial loss is about 27 for "
                 "the original init and ln 27 = 3.29 once fixed.\n\n"), ladder_table(rows, True)]
         for key, alt in (("ladder_init", "tanh at init"), ("ladder_loss", "ladder loss")):
-            if key in files:
-                md.append(f"\n![{alt}]({files[key].name})\n")
+            if key in links:
+                md.append(f"\n![{alt}]({links[key]})\n")
     if deep:
         text += [(f"The deep net ({deep_net['n_layers']} x {deep_net['n_hidden']} tanh), "
                   f"at init and after {deep_steps} steps\n"), deep_table(deep, False, deep_steps),
@@ -254,8 +263,73 @@ def ladder_report(rows, deep, files, steps=None, deep_steps=None, deep_net=None)
                 "every layer is renormalized and the gain barely matters. The lecture, with "
                 "batch norm after 1,000 steps: std 0.63-0.65, 1.7-2.8 % saturated, gradient std "
                 "2.0e-3 to 2.6e-3.\n\n"), deep_table(deep, True, deep_steps)]
-        for key, path in files.items():
+        for key, url in links.items():
             if key.startswith("deep_"):
-                md.append(f"\n![{key}]({path.name})\n")
+                md.append(f"\n![{key}]({url})\n")
         md += [f"\n- {r.name} diverged: {r.diverged}\n" for r in deep if r.diverged]
     return "".join(text), "".join(md)
+
+
+# ----------------------------------------------------------------------------------------------
+# for notebooks: figures as data URIs, the reports' markdown as HTML
+
+def png_base64(fig, dpi=None):
+    """A Figure as a base64 PNG (for a ``data:image/png;base64,`` URI)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]*)\)")
+_LINK = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+
+
+def _inline(text):
+    text = html.escape(text, quote=False)
+    text = _IMAGE.sub(lambda m: f'<img alt="{m[1]}" src="{m[2]}" style="max-width:100%">', text)
+    text = _LINK.sub(lambda m: f'<a href="{m[2]}">{m[1]}</a>', text)
+    return _BOLD.sub(r"<strong>\1</strong>", text)
+
+
+def markdown_to_html(md):
+    """HTML of the markdown these reports are written in: headings, paragraphs, bullet lists,
+    pipe tables, images, links and bold; nothing else (no dependency on a markdown package)."""
+    out, para, items, table = [], [], [], []
+
+    def flush():
+        if para:
+            out.append(f"<p>{_inline(' '.join(para))}</p>")
+        if items:
+            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+        if table:
+            head, *body = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table
+                           if not set(r.replace("|", "").strip()) <= set("-: ")]
+            out.append("<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head)
+                       + "</tr></thead><tbody>"
+                       + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>"
+                                 for r in body) + "</tbody></table>")
+        para.clear(), items.clear(), table.clear()
+
+    for line in md.splitlines():
+        s = line.strip()
+        if not s:
+            flush()
+        elif s.startswith("#"):
+            flush()
+            level = min(len(s) - len(s.lstrip("#")) + 1, 6)   # h2 and below inside a notebook
+            out.append(f"<h{level}>{_inline(s.lstrip('#').strip())}</h{level}>")
+        elif s.startswith("|"):
+            if para or items:
+                flush()
+            table.append(s)
+        elif s.startswith("- "):
+            if para or table:
+                flush()
+            items.append(s[2:])
+        else:
+            if table:
+                flush()
+            para.append(s)
+    flush()
+    return '<div class="fastbn-report">' + "\n".join(out) + "</div>"
