@@ -24,10 +24,34 @@ MAP_ROWS = 32           # examples shown in the units x examples map (the lectur
 
 def _figure(w=8.0, h=4.5, rows=1, cols=1, **kw):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(w, h), dpi=100)
+    fig = _figure_class()(figsize=(w, h), dpi=100)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(rows, cols, squeeze=False, **kw)
+
+
+_FIGURE = None
+
+
+def _figure_class():
+    """A ``matplotlib.figure.Figure`` that shows itself in Jupyter as a PNG (``_repr_png_``).
+
+    A Figure made without pyplot has no rich display of its own until pyplot's inline backend
+    is loaded; this one displays inline in any notebook, and no global display state changes.
+    """
+    global _FIGURE
+    if _FIGURE is None:
+        import io
+
+        from matplotlib.figure import Figure
+
+        class LabFigure(Figure):
+            def _repr_png_(self):
+                buf = io.BytesIO()
+                self.savefig(buf, format="png")
+                return buf.getvalue()
+
+        _FIGURE = LabFigure
+    return _FIGURE
 
 
 def save_figure(fig, path):
