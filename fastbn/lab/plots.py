@@ -6,6 +6,7 @@ the value of a cell); given a ``path`` it also writes it there, SVG when the pat
 changes no global matplotlib state and no window opens.
 """
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,8 @@ def plot_dead_units(probe, path=None, title=None):
     """The units x examples maps (white: flat region) of the first and latest snapshot."""
     pairs = [(s, _when(s)) for s in _distinct(probe.first, probe.last)]
     labels = list(pairs[0][0].maps)
-    fig, axes = _figure(4.5 * len(pairs), 1.0 + 1.6 * len(labels), len(labels), len(pairs))
+    width = max(8.0, 4.5 * len(pairs))
+    fig, axes = _figure(width, 1.2 + 1.6 * len(labels), len(labels), len(pairs))
     for c, (snap, when) in enumerate(pairs):
         for r, label in enumerate(labels):
             ax, m = axes[r, c], snap.maps[label][:MAP_ROWS]
@@ -160,8 +162,9 @@ def plot_dead_units(probe, path=None, title=None):
         axes[-1, c].set_xlabel("hidden unit", fontsize=7)
     kind = next(iter(pairs[0][0].activations.values()))["kind"]
     flat = {"tanh": f"|t| > {DEAD}"}.get(kind, FLAT_REGION[kind])
-    fig.suptitle(title or f"Units x examples, white where {flat}: an all-white column is a "
-                          "dead unit (no gradient flows through it)", fontsize=9)
+    text = title or (f"Units x examples, white where {flat}: an all-white column is a dead unit "
+                     "(no gradient flows through it)")
+    fig.suptitle(textwrap.fill(text, int(width * 12)), fontsize=9)
     return _done(fig, path)
 
 
