@@ -13,8 +13,10 @@ Contents (every entry a plain array, so ``np.load(..., allow_pickle=False)`` rea
                      optional: where a training run stands (``fastbn.train.TrainState``), so
                      ``fastbn train --resume`` continues it exactly
 
-``save`` writes to a temporary file in the destination folder and renames it over the destination
-(``os.replace``), so a reader, or a crash mid-save, never sees a half-written checkpoint.
+``save`` writes through ``fastbn._fileio.atomic_write``: a temporary file in the destination
+folder, synced and renamed over the destination (``os.replace``), the folder synced, so a reader,
+a crash or a power loss mid-save never sees a half-written checkpoint. The file's permissions
+are those of any new file (0o666 less the umask).
 ``load`` refuses, with a ``ValueError`` that says what is wrong, anything that does not match:
 an unreadable archive, pickled objects, a member whose header declares more data than the file
 holds, an unknown format version, a config with wrong types or values out of bounds, missing or
@@ -26,14 +28,13 @@ the file holds (up to 100 times the stored bytes of a compressed member).
 import inspect
 import json
 import math
-import os
 import reprlib
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ._fileio import atomic_write
 from .data import Vocab
 from .model import ACTIVATIONS, INIT_SCHEMES, CharMLP
 
@@ -65,17 +66,8 @@ def save(model, path, meta=None, state=None):
         entries.update({"state/step": np.array(state.step, dtype=np.int64),
                         "state/sampler_state": np.asarray(state.sampler_state, dtype=np.uint64),
                         "state/history": np.asarray(state.history, dtype=np.float64)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **entries)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **entries)
     return path
 
 

@@ -9,6 +9,7 @@
     fastbn lab ladder    the lecture's init ladder and its deep net with and without BatchNorm
 """
 import argparse
+import contextlib
 import math
 import sys
 import tempfile
@@ -562,12 +563,23 @@ def _validate(args):
         parser.error(f"--data {args.data}: no such file")
 
 
+def _blas_threads(command):
+    """One BLAS thread for the whole of `fastbn train` and `fastbn lab` (this model's GEMMs are
+    small and lose more to threading than they gain; the library leaves BLAS alone). The command
+    owns its process; as a context manager, main() called from Python restores the setting."""
+    if command not in ("train", "lab"):
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(1, user_api="blas")
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     _validate(args)
     try:
-        return args.run(args)
+        with _blas_threads(args.command):
+            return args.run(args)
     except _Fail as e:
         print(f"fastbn {args.command}: error: {e}", file=sys.stderr)
         return 1

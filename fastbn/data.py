@@ -20,7 +20,6 @@ import hashlib
 import http.client
 import os
 import random
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from ._fileio import atomic_write
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
@@ -76,10 +77,13 @@ def sha256_file(path) -> str:
 def download(url, dest, sha256=NAMES_SHA256, timeout=30) -> Path:
     """Download ``url`` to ``dest`` atomically, after checking its SHA-256.
 
-    The body is streamed into a temporary file next to ``dest`` (same folder, so the final
-    ``os.replace`` is an atomic rename), hashed on the way, and moved into place only if the hash
-    is ``sha256``. On any failure the temporary file is deleted: ``dest`` is never left holding a
-    partial or wrong file (an existing ``dest`` is untouched).
+    The body is streamed into a temporary file next to ``dest`` (``fastbn._fileio.atomic_write``:
+    same folder, so the final ``os.replace`` is an atomic rename, synced), hashed on the way, and
+    moved into place only if the hash is ``sha256``. On any failure the temporary file is
+    deleted: ``dest`` is never left holding a partial or wrong file (an existing ``dest`` is
+    untouched). Threads or processes downloading to the same ``dest`` at once each write their
+    own temporary file; the last rename wins, and every one is a complete, checked file. The
+    file's permissions are those of any new file (0o666 less the umask).
 
     Parameters
     ----------
@@ -105,22 +109,19 @@ def download(url, dest, sha256=NAMES_SHA256, timeout=30) -> Path:
         The downloaded bytes hash to something other than ``sha256``.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
+    with atomic_write(dest, "wb") as out:    # removed on any failure below: dest untouched
         h = hashlib.sha256()
         received = 0
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    expected_len = resp.headers.get("Content-Length")
-                    for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                        out.write(chunk)
-                        h.update(chunk)
-                        received += len(chunk)
-            except (OSError, http.client.HTTPException) as e:
-                # urllib.error.HTTPError/URLError, timeouts and resets are OSErrors.
-                raise DownloadError(f"could not download {url}: {_reason(e)}") from e
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                expected_len = resp.headers.get("Content-Length")
+                for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                    out.write(chunk)
+                    h.update(chunk)
+                    received += len(chunk)
+        except (OSError, http.client.HTTPException) as e:
+            # urllib.error.HTTPError/URLError, timeouts and resets are OSErrors.
+            raise DownloadError(f"could not download {url}: {_reason(e)}") from e
         if expected_len is not None and received != int(expected_len):
             raise DownloadError(
                 f"could not download {url}: got {received} bytes, "
@@ -132,10 +133,6 @@ def download(url, dest, sha256=NAMES_SHA256, timeout=30) -> Path:
                 f"SHA-256 mismatch for {url}: expected {sha256.lower()}, got {actual} "
                 f"({received} bytes); the file was not saved"
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dest
 
 

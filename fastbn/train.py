@@ -16,17 +16,15 @@ After the loop: optionally the lecture's BatchNorm calibration over the whole tr
 the loss of each split in eval mode.
 """
 import math
-import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from ._fileio import atomic_save_figure
 from .fused import BatchSampler, FusedTrainer, supports
 
 __all__ = [
@@ -252,7 +250,7 @@ def _splits(data):
 
 def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHEDULE,
           seed=DEFAULT_SEED, *, quiet=False, calibrate=False, evaluate=True, callback=None,
-          every=1000, log_every=10_000, plot=None, stream=None, fused="auto", threads=1,
+          every=1000, log_every=10_000, plot=None, stream=None, fused="auto", threads=None,
           resume=None, checkpoint=None, checkpoint_every=None):
     """Train ``model`` by minibatch SGD and evaluate it.
 
@@ -288,9 +286,16 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     fused : "auto", True or False
         Run the compiled loop ("auto": when ``fastbn.fused.supports(model)``; True: required,
         ValueError otherwise) or the per-layer path (False).
-    threads : int or None
-        BLAS threads during the loop (threadpoolctl); 1 by default: this model's GEMMs are small
-        and lose more to threading than they gain. None leaves BLAS as it is.
+    threads : None
+        Must be None (BLAS is left as it is). The number of BLAS threads is a setting of the
+        whole process, so a library call does not change it (it would change the speed of every
+        other thread, and two overlapping runs would leave it changed). To pin it, as
+        ``fastbn train`` does (one thread: this model's GEMMs are small and lose more to
+        threading than they gain), wrap your call::
+
+            from threadpoolctl import threadpool_limits
+            with threadpool_limits(1, user_api="blas"):
+                train(model, data)
     resume : TrainState, optional
         Continue a run from this state (the model must hold that run's parameters and buffers,
         e.g. from its checkpoint); the result is that of the uninterrupted run.
@@ -299,8 +304,13 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         and when Ctrl-C stops the run; never after a non-finite loss, so the last file it wrote
         stays the last good state.
 
-    Ctrl-C (SIGINT, when called from the main thread) does not abort mid-step: the run stops
-    after the step (or compiled chunk) under way, with ``interrupted=True``.
+    Ctrl-C does not abort mid-step: the run stops after the step (or compiled chunk) under way
+    and returns with ``interrupted=True`` (no evaluation). That holds in the main thread while
+    SIGINT would raise KeyboardInterrupt (Python's default handler; in a terminal, and in a
+    Jupyter cell, where the kernel's interrupt sends SIGINT); the handler is swapped only during
+    the loop and the previous one is restored, also when the loop raises. A run in another
+    thread, or under any other SIGINT handler (a handler of yours, SIGINT ignored), leaves
+    signal handling alone (Python calls signal handlers in the main thread only).
 
     Returns
     -------
@@ -344,8 +354,11 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     stream = sys.stderr if stream is None else stream
     progress = _progress_mode(quiet, stream)
     bar = _Progress(steps, progress, stream, int(log_every))
-    if threads is not None and (int(threads) != threads or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if threads is not None:
+        raise ValueError(
+            f"train() no longer sets BLAS threads (threads={threads!r}): that limit is "
+            "process-wide. Leave threads=None and wrap the call in "
+            "threadpoolctl.threadpool_limits(n, user_api='blas') to pin BLAS yourself")
 
     model.train()
     if use_fused:
@@ -366,7 +379,7 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         return min(stops) - step
 
     first = step
-    with threadpool_limits(threads, user_api="blas"), _CatchInterrupt() as interrupt:
+    with _CatchInterrupt() as interrupt:
         t0 = time.perf_counter()
         while step < steps and not interrupt.caught:
             lr = next(v for s, v in reversed(schedule) if s <= step)   # checked above
@@ -431,21 +444,31 @@ def seed_streams(seed):
 
 class _CatchInterrupt:
     """Within the block, SIGINT sets ``caught`` instead of raising KeyboardInterrupt, so the loop
-    can stop between steps (a step cut in half would leave the model half updated). Only in the
-    main thread (elsewhere Python delivers no signals); the previous handler is restored."""
+    can stop between steps (a step cut in half would leave the model half updated).
+
+    Only where SIGINT would raise KeyboardInterrupt: in the main thread (``signal.signal``
+    refuses elsewhere), under Python's ``signal.default_int_handler`` (a terminal, a Jupyter
+    cell). Any other handler (the caller's own, SIG_IGN, SIG_DFL, one installed from C) is left
+    alone. On exit the previous handler is put back if ours is still the one installed, so
+    nested or overlapping blocks restore in order and never leave ours behind.
+    """
 
     def __enter__(self):
         self.caught = False
         self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+        def handler(signum, frame):
+            self.caught = True
+        self._handler = handler
+        try:
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:      # not the main thread (of the main interpreter)
+            pass
         return self
 
-    def _handler(self, signum, frame):
-        self.caught = True
-
     def __exit__(self, *exc):
-        if self._previous is not None:
+        if self._previous is not None and signal.getsignal(signal.SIGINT) is self._handler:
             signal.signal(signal.SIGINT, self._previous)
         return False
 
@@ -483,8 +506,10 @@ def plot_history(history, path, *, schedule=None, window=1000, title=None):
     """Write the loss curve as a PNG: log10 of every step's loss, and its mean over ``window``
     steps (the lecture's ``torch.tensor(lossi).view(-1, 1000).mean(1)``).
 
-    matplotlib is imported here, not at import time (``pip install fastbn[plot]``). Returns the
-    path written, or None (with a message on stderr) when matplotlib is not installed.
+    matplotlib is imported here, not at import time (``pip install fastbn[plot]``). The file is
+    written atomically (``fastbn._fileio.atomic_save_figure``: a failed write leaves the old file
+    and no temporary one). Returns the path written, or None (with a message on stderr) when
+    matplotlib is not installed.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -513,9 +538,4 @@ def plot_history(history, path, *, schedule=None, window=1000, title=None):
     ax.set_title(title or "training loss")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    return atomic_save_figure(fig, path, format="png")
