@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._fileio import atomic_write_text
 from ..model import LADDER, CharMLP
 from ..train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, lr_at, seed_streams, train
 from . import report
@@ -162,10 +163,9 @@ def _write_lab(result, out, fmt):
     """Write a LabResult's figures, tables and report into the folder ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     result.files = {k: save_figure(f, out / f"{k}.{fmt}") for k, f in result.figures.items()}
-    (out / "stats.txt").write_text(report.tables_text(result.tables))
-    (out / "stats.md").write_text(report.tables_text(result.tables, markdown=True))
-    result.report = out / "report.md"
-    result.report.write_text(result.markdown(embed=False))
+    atomic_write_text(out / "stats.txt", report.tables_text(result.tables))
+    atomic_write_text(out / "stats.md", report.tables_text(result.tables, markdown=True))
+    result.report = atomic_write_text(out / "report.md", result.markdown(embed=False))
 
 
 @dataclass
@@ -293,7 +293,6 @@ def write_ladder(rows, deep, out, ext="png", steps=None, deep_steps=None):
     files = {k: save_figure(f, out / f"{k}.{ext}") for k, f in ladder_figures(rows, deep).items()}
     text, md = report.ladder_report(rows, deep, {k: p.name for k, p in files.items()}, steps,
                                     deep_steps, DEEP_NET)
-    (out / "ladder.txt").write_text(text)
-    (out / "ladder.md").write_text(md)
-    files["report"] = out / "ladder.md"
+    atomic_write_text(out / "ladder.txt", text)
+    files["report"] = atomic_write_text(out / "ladder.md", md)
     return files

@@ -5,12 +5,12 @@ the value of a cell); given a ``path`` it also writes it there, SVG when the pat
 ``.svg``, PNG otherwise. Figures are made without pyplot (an Agg canvas each), so drawing one
 changes no global matplotlib state and no window opens.
 """
-import os
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
+from .._fileio import atomic_save_figure
 from .report import _distinct, _pct, _when
 from .stats import DEAD, FLAT_REGION, SATURATED, UPDATE_GUIDE
 
@@ -57,14 +57,9 @@ def _figure_class():
 
 def save_figure(fig, path):
     """Write ``fig`` to ``path`` (SVG when it ends in .svg, else PNG), creating its folder, and
-    return the path. The file appears whole or not at all (written aside, then renamed)."""
+    return the path. The file appears whole or not at all (``fastbn._fileio.atomic_write``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = "svg" if path.suffix.lower() == ".svg" else "png"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format=fmt)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_figure(fig, path, format="svg" if path.suffix.lower() == ".svg" else "png")
 
 
 def _done(fig, path):
