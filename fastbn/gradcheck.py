@@ -294,10 +294,13 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, 
     # default_rng(seed) would otherwise meet a dout equal to x, and a symmetric x.T @ dout hides a
     # transposed weight gradient
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
-    out, backward = f(*inputs)
+    # the analytic pass gets copies of the inputs and of dout: a backward that writes into what
+    # it was given (dout *= ..., or the inputs its cache holds) cannot change the differencing
+    out, backward = f(*[np.array(a, copy=True) if isinstance(a, np.ndarray) else a
+                        for a in inputs])
     out = np.array(out, dtype=np.float64, copy=True)
     dout = rng.standard_normal(out.shape)
-    grads = backward(dout if out.ndim else float(dout))
+    grads = backward(dout.copy() if out.ndim else float(dout))
     if not isinstance(grads, (tuple, list)):
         grads = (grads,)
     grads = list(grads)
