@@ -172,7 +172,7 @@ class Report:
         if r.fd:
             line += f"  fd {r.fd}"
         if r.value is not None and not r.approximate and r.shape_ok:
-            line += f"  yours {r.value:.6g} vs {r.reference:.6g}"
+            line += f"  yours {r.value:.6g}, fastbn {r.reference:.6g}"
         return line + (f"  [{r.note}]" if r.note else "")
 
     def verdict(self):
@@ -201,7 +201,8 @@ class Report:
         n_approx = sum(r.approximate and r.shape_ok for r in self.rows)
         diffs = [r for r in self.rows if r.maxdiff is not None and r.shape_ok]
         worst = max(diffs, key=lambda r: (np.nan_to_num(r.maxdiff, nan=np.inf)), default=None)
-        w = f", max maxdiff {worst.maxdiff:.2g} ({worst.name})" if worst else ""
+        w = "" if worst is None else f", max maxdiff {worst.maxdiff:.2g}" + (
+            f" ({worst.name})" if worst.maxdiff else "")
         return (f"<{self.title}: {len(self.rows)} names, {n_approx} approximate, {n_exact} "
                 f"exact{w}: {self.verdict()}>")
 
