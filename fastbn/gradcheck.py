@@ -177,10 +177,10 @@ def _layer_vjp(layer, inputs):
         raise ValueError(f"gradcheck of a layer takes one input, (x,); got {len(inputs)}")
     work = copy.deepcopy(layer)          # the caller's layer, buffers and grads stay untouched
     named = work.named_parameters()
-    wrong = [n for n, p in named if p.dtype != np.float64]
+    wrong = [(n, p.dtype) for n, p in named if p.dtype != np.float64]
     if wrong:
-        raise TypeError(f"gradcheck needs float64: {title} has {named[0][1].dtype} parameters "
-                        f"({', '.join(wrong)}); build it with dtype=np.float64")
+        raise TypeError(f"gradcheck needs float64: {title} has {wrong[0][1]} parameters "
+                        f"({', '.join(n for n, _ in wrong)}); build it with dtype=np.float64")
     x = inputs[0]
     x_float = isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)
     params = [p for _, p in named]
