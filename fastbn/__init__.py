@@ -7,7 +7,10 @@
 - ``fastbn.CharMLP`` (``fastbn.model``): the makemore BN-MLP; ``fastbn.train`` trains it;
   ``fastbn.save`` / ``fastbn.load`` (``fastbn.checkpoint``) store it.
 - ``fastbn.data``: the names dataset.
-- ``fastbn.gradcheck``: the finite-difference gradient checker.
+- ``fastbn.gradcheck``: the finite-difference gradient checker; ``fastbn.gradcheck_all`` the
+  table of ``fastbn gradcheck``.
+- ``fastbn.exercises``: the lecture's backprop exercise (every intermediate, by hand) and its
+  ``check``; ``fastbn.compare`` (``fastbn.comparison``): your backward of one op against fastbn's.
 - ``fastbn.reference``: the same ops in plain NumPy (test oracle and benchmark baseline).
 """
 try:
@@ -21,9 +24,10 @@ except ImportError as e:  # pragma: no cover - only without a build
 # The functions gradcheck and train shadow their modules as attributes of fastbn: import module
 # helpers by module path (``from fastbn.train import parse_lr_schedule``), never ``from . import
 # train``.
-from . import checkpoint, data, init, nn, ops, reference
+from . import checkpoint, comparison, data, exercises, init, nn, ops, reference
 from .checkpoint import load, save
-from .gradcheck import GradcheckError, gradcheck
+from .comparison import compare
+from .gradcheck import GradcheckError, gradcheck, gradcheck_all
 from .model import CharMLP
 from .train import TrainResult, train
 
@@ -33,8 +37,12 @@ __all__ = [
     "GradcheckError",
     "TrainResult",
     "checkpoint",
+    "compare",
+    "comparison",
     "data",
+    "exercises",
     "gradcheck",
+    "gradcheck_all",
     "init",
     "load",
     "nn",

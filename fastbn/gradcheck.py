@@ -15,20 +15,30 @@ Two forms of ``fn`` are accepted:
 - a pair ``(forward, backward)`` following the ``fastbn.ops`` convention:
   ``out, cache = forward(*inputs)`` and ``grads = backward(dout, cache)``;
 - a callable ``fn(*inputs) -> (out, backward)`` where ``backward(dout)`` returns the gradients
-  (the form to use for a whole stack of ops, see ``fastbn.cli``).
+  (the form to use for a whole stack of ops, see ``fastbn.cli``);
+- a layer of ``fastbn.nn`` (``gradcheck(layer, (x,))``): its input and every parameter are checked,
+  on a private float64 copy of the layer (the layer itself, its parameters, buffers and gradients
+  are left as they were).
 
 ``grads`` (one array or a tuple) are matched, in order, to the floating inputs that are not
 declared ``constants`` (e.g. the running statistics of an eval-mode batch norm); every one of them
 must get a gradient, and a missing or None gradient fails the check. Integer inputs (indices,
 targets) and scalars (eps, slopes) are passed through untouched. A NaN or infinite analytic or
 numeric value fails too.
+
+The report is titled after the function that was checked: the backward of a pair, the callable,
+or the layer. :func:`gradcheck_all` runs the checks of ``fastbn gradcheck`` (every op and the whole
+BN-MLP stack) and returns their table.
 """
+import copy
+import html
 import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["gradcheck", "GradcheckError", "GradcheckReport", "GradcheckRow"]
+__all__ = ["gradcheck", "gradcheck_all", "GradcheckError", "GradcheckReport", "GradcheckRow",
+           "GradcheckSuite"]
 
 
 class GradcheckError(RuntimeError):
@@ -82,6 +92,47 @@ class GradcheckReport:
                          f"{'PASS' if r.passed else 'FAIL'}")
         return "\n".join(lines)
 
+    def __repr__(self):            # the table: a few lines, never an array
+        return str(self)
+
+    def _table(self):
+        head = ("input", "shape", "checked", "max abs err", "max rel err", "result")
+        body = []
+        for r in self.rows:
+            checked = "none" if r.checked == 0 and not r.passed else (
+                "all" if r.checked == r.total else f"{r.checked} of {r.total}")
+            body.append((r.input, str(r.shape), checked, f"{r.max_abs_err:.2e}",
+                         f"{r.max_rel_err:.2e}", "PASS" if r.passed else "FAIL"))
+        return head, body
+
+    def _title(self):
+        return (f"gradcheck {self.name}: {'pass' if self.passed else 'FAIL'} (eps={self.eps:g}, "
+                f"atol={self.atol:g}, rtol={self.rtol:g}, float64)")
+
+    def _repr_markdown_(self):
+        head, body = self._table()
+        lines = [f"**{self._title()}**", "", "| " + " | ".join(head) + " |",
+                 "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+        return "\n".join(lines)
+
+    def _repr_html_(self):
+        head, body = self._table()
+        return _html_table(self._title(), head, body)
+
+
+def _html_table(title, head, body):
+    """A small HTML table; the last column (PASS/FAIL) in green or red."""
+    def cell(c, last):
+        color = (' style="color:#1a7f37"' if c.upper() == "PASS" else
+                 ' style="color:#cf222e"' if c.upper() == "FAIL" else "") if last else ""
+        return f"<td{color}>{html.escape(c)}</td>"
+    rows = ["<tr>" + "".join(cell(c, i == len(row) - 1) for i, c in enumerate(row)) + "</tr>"
+            for row in body]
+    return (f"<p><b>{html.escape(title)}</b></p><table><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+            + "".join(rows) + "</table>")
+
 
 def _input_names(fn, n):
     target = fn[0] if isinstance(fn, tuple) else fn
@@ -91,6 +142,62 @@ def _input_names(fn, n):
         params = []
     names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return [names[i] if i < len(names) else f"input{i}" for i in range(n)]
+
+
+def _checked_name(fn):
+    """The name of the function a report is about: the backward of a pair, else the callable."""
+    if isinstance(fn, tuple) and len(fn) == 2:
+        forward, backward = fn
+        b = getattr(backward, "__name__", type(backward).__name__)
+        if b != "<lambda>":
+            return b
+        return f"{getattr(forward, '__name__', 'forward')} (backward: a lambda)"
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _is_layer(fn):
+    from .nn import Module
+    return isinstance(fn, Module)
+
+
+def _layer_title(layer):
+    r = repr(layer)
+    if "\n" not in r:
+        return r
+    return f"{type(layer).__name__}({', '.join(type(sub).__name__ for sub in layer)})"
+
+
+def _layer_vjp(layer, inputs):
+    """A layer as ``f(x, *params) -> (out, backward)``, on a private copy of the layer.
+
+    Returns ``(f, inputs, names, title)``: the inputs are x and copies of the parameters.
+    """
+    title = _layer_title(layer)
+    if len(inputs) != 1:
+        raise ValueError(f"gradcheck of a layer takes one input, (x,); got {len(inputs)}")
+    work = copy.deepcopy(layer)          # the caller's layer, buffers and grads stay untouched
+    named = work.named_parameters()
+    wrong = [(n, p.dtype) for n, p in named if p.dtype != np.float64]
+    if wrong:
+        raise TypeError(f"gradcheck needs float64: {title} has {wrong[0][1]} parameters "
+                        f"({', '.join(n for n, _ in wrong)}); build it with dtype=np.float64")
+    x = inputs[0]
+    x_float = isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)
+    params = [p for _, p in named]
+
+    def f(x, *values):
+        for p, v in zip(params, values):
+            p[...] = v
+        out = work(x)
+
+        def backward(dout):
+            dx = work.backward(dout)
+            grads = [np.array(g, copy=True) for g in work.grads()]
+            return [dx] + grads if x_float else grads
+        return out, backward
+
+    names = ["x" if x_float else "idx"] + [n for n, _ in named]
+    return f, [x] + [p.copy() for p in params], names, title
 
 
 def _as_vjp(fn):
@@ -112,29 +219,34 @@ def _as_vjp(fn):
 
 
 def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, seed=0,
-              name=None, raise_exception=True, constants=()):
+              name=None, raise_exception=True, constants=(), input_names=None):
     """Check a hand-written backward against central finite differences.
 
     Parameters
     ----------
-    fn : (forward, backward) pair, or callable ``fn(*inputs) -> (out, backward)``
+    fn : (forward, backward) pair, callable ``fn(*inputs) -> (out, backward)``, or a layer
         See the module docstring.
     inputs : sequence
-        The forward's positional arguments. Floating arrays must be float64. Arrays are copied;
-        the caller's arrays are never modified.
+        The forward's positional arguments (for a layer: ``(x,)``). Floating arrays must be
+        float64. Arrays are copied; the caller's arrays are never modified.
     eps, atol, rtol : float
         Finite-difference step and tolerances (torch.autograd.gradcheck's defaults).
     max_elements : int
         Inputs with more elements are checked on a seeded random subset of this many elements
         (the report says so); ``None`` checks every element.
     seed : int
-        Seeds the upstream gradient and the subset.
+        Seeds the upstream gradient and the subset (through a child ``SeedSequence``, so they
+        never repeat the draws of a caller's ``default_rng(seed)``).
     name : str, optional
-        Name used in the report (default: the forward's name).
+        Name used in the report (default: the checked function's: the backward of a pair, the
+        callable, the layer).
     raise_exception : bool
         Raise :class:`GradcheckError` on failure (default), or just return the report.
     constants : sequence of str or int
         Floating inputs (by name or position) that backward returns no gradient for.
+    input_names : sequence of str, optional
+        Names of the inputs in the report (default: the forward's parameter names; for a layer
+        ``x`` and the parameters' names).
 
     Returns
     -------
@@ -144,11 +256,17 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, 
     if isinstance(inputs, np.ndarray) or not isinstance(inputs, (tuple, list)):
         inputs = (inputs,)
     inputs = list(inputs)
-    names = _input_names(fn, len(inputs))
-    f = _as_vjp(fn)
+    if _is_layer(fn):
+        f, inputs, names, title = _layer_vjp(fn, inputs)
+    else:
+        names, f, title = _input_names(fn, len(inputs)), _as_vjp(fn), _checked_name(fn)
+    if input_names is not None:
+        input_names = [str(n) for n in input_names]
+        if len(input_names) != len(inputs):
+            raise ValueError(f"input_names has {len(input_names)} names for {len(inputs)} inputs")
+        names = input_names
     if name is None:
-        target = fn[0] if isinstance(fn, tuple) else fn
-        name = getattr(target, "__name__", "fn")
+        name = title
 
     eps, atol, rtol = float(eps), float(atol), float(rtol)
     if not (eps > 0 and np.isfinite(eps)):
@@ -172,11 +290,17 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=2000, 
     if not float_pos:
         raise ValueError("gradcheck found no float64 array among the inputs to differentiate")
 
-    rng = np.random.default_rng(seed)
-    out, backward = f(*inputs)
+    # a child stream of the seed, not default_rng(seed) itself: inputs drawn by the caller from
+    # default_rng(seed) would otherwise meet a dout equal to x, and a symmetric x.T @ dout hides a
+    # transposed weight gradient
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    # the analytic pass gets copies of the inputs and of dout: a backward that writes into what
+    # it was given (dout *= ..., or the inputs its cache holds) cannot change the differencing
+    out, backward = f(*[np.array(a, copy=True) if isinstance(a, np.ndarray) else a
+                        for a in inputs])
     out = np.array(out, dtype=np.float64, copy=True)
     dout = rng.standard_normal(out.shape)
-    grads = backward(dout if out.ndim else float(dout))
+    grads = backward(dout.copy() if out.ndim else float(dout))
     if not isinstance(grads, (tuple, list)):
         grads = (grads,)
     grads = list(grads)
@@ -317,3 +441,73 @@ def standard_checks(seed=0):
          (r((V, D)), r((T * D, H)) / np.sqrt(T * D), np.ones(H), np.zeros(H), 0.1 * r((H, V)),
           np.zeros(V), idx, target)),
     ]
+
+
+@dataclass
+class GradcheckSuite:
+    """The result of :func:`gradcheck_all`: ``(label, GradcheckReport)`` per check.
+
+    ``str()`` is the table ``fastbn gradcheck`` prints; ``repr()`` a short summary (and the
+    failures); ``_repr_html_`` the table for Jupyter. ``suite["batchnorm"]`` is a report.
+    """
+
+    checks: list = field(default_factory=list)
+    eps: float = 1e-6
+    atol: float = 1e-5
+    rtol: float = 1e-3
+
+    @property
+    def passed(self):
+        return all(report.passed for _, report in self.checks)
+
+    def __getitem__(self, label):
+        for lab, report in self.checks:
+            if lab == label:
+                return report
+        raise KeyError(label)
+
+    def _failures(self):
+        return [(lab, r.input) for lab, rep in self.checks for r in rep.rows if not r.passed]
+
+    def _summary(self):
+        bad = self._failures()
+        return (f"{len(self.checks)} ops checked in float64 (eps={self.eps:g}, atol={self.atol:g}, "
+                f"rtol={self.rtol:g}): " + ("all pass" if not bad else
+                                            f"{len(bad)} input(s) FAILED"))
+
+    def _body(self):
+        return [(lab, r.input, str(r.checked), f"{r.max_abs_err:.2e}", f"{r.max_rel_err:.2e}",
+                 "pass" if r.passed else "FAIL") for lab, rep in self.checks for r in rep.rows]
+
+    def __str__(self):
+        header = (f"{'op':<18} {'input':<9} {'checked':>9} {'max abs err':>12} "
+                  f"{'max rel err':>12}  result")
+        lines = [header, "-" * len(header)]
+        lines += [f"{a:<18} {b:<9} {c:>9} {d:>12} {e:>12}  {f}" for a, b, c, d, e, f in
+                  self._body()]
+        return "\n".join(lines + ["", self._summary()])
+
+    def __repr__(self):
+        bad = self._failures()
+        more = "" if not bad else ": " + ", ".join(f"{lab} {inp}" for lab, inp in bad[:4]) + (
+            " ..." if len(bad) > 4 else "")
+        return f"<gradcheck_all: {self._summary()}{more}>"
+
+    def _repr_html_(self):
+        head = ("op", "input", "checked", "max abs err", "max rel err", "result")
+        return _html_table(self._summary(), head, self._body())
+
+
+def gradcheck_all(*, seed=0, eps=1e-6, atol=1e-5, rtol=1e-3):
+    """Every op of ``fastbn.ops`` and the whole BN-MLP stack by finite differences: the checks and
+    the table of ``fastbn gradcheck``, from Python (for notebooks). Nothing is raised on failure:
+    look at ``.passed``.
+
+    Returns a :class:`GradcheckSuite`.
+    """
+    suite = GradcheckSuite(eps=float(eps), atol=float(atol), rtol=float(rtol))
+    for label, fn, inputs in standard_checks(seed=seed):
+        report = gradcheck(fn, inputs, eps=eps, atol=atol, rtol=rtol, seed=seed,
+                           raise_exception=False)
+        suite.checks.append((label, report))
+    return suite
