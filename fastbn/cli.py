@@ -13,6 +13,7 @@ import contextlib
 import math
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from .gradcheck import gradcheck, standard_checks
@@ -146,7 +147,7 @@ def _cmd_train(args):
 
     from . import checkpoint
     from .model import CharMLP
-    from .train import format_lr_schedule, plot_history, seed_streams, train
+    from .train import TrainingInterrupted, format_lr_schedule, plot_history, seed_streams, train
 
     if args.resume:
         # the run's settings come from the checkpoint; the flags only choose output and noise
@@ -195,15 +196,18 @@ def _cmd_train(args):
             raise _Fail(f"cannot save the checkpoint {ckpt} at step {st.step:,}: {e}") from e
 
     try:
-        res = train(model, ds, steps=run["steps"], batch_size=run["batch_size"],
-                    lr_schedule=run["lr_schedule"], seed=batch_ss, quiet=args.quiet,
-                    calibrate=run["calibrate"], resume=state, checkpoint=save,
-                    checkpoint_every=args.checkpoint_every)
+        with warnings.catch_warnings():      # an interrupt is reported below, as a line
+            warnings.simplefilter("ignore", TrainingInterrupted)
+            res = train(model, ds, steps=run["steps"], batch_size=run["batch_size"],
+                        lr_schedule=run["lr_schedule"], seed=batch_ss, quiet=args.quiet,
+                        calibrate=run["calibrate"], resume=state, checkpoint=save,
+                        checkpoint_every=args.checkpoint_every)
     except FloatingPointError as e:    # the loss diverged: the last checkpoint stays as it was
         kept = f"the last good checkpoint is {ckpt}" if ckpt.exists() else \
             "no checkpoint was written"
         raise _Fail(f"{e}; {kept} (try a smaller --lr-schedule)") from e
     if res.interrupted:
+        _print_losses(res.losses, f"loss after step {res.state.step:,}")
         print(f"\ninterrupted after step {res.state.step:,} of {run['steps']:,}; checkpoint "
               f"{ckpt}\ncontinue with: fastbn train --resume {ckpt}", file=sys.stderr)
         return 130

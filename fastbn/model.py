@@ -27,6 +27,8 @@ only scales them, so the configurations differ only by their scales.
 
 Shapes: B batch, T = block_size, V = vocabulary size, D = n_embd, H = n_hidden.
 """
+import contextlib
+
 import numpy as np
 
 from . import init as _init
@@ -56,6 +58,7 @@ _SCALES = {
 }
 
 MAX_SAMPLE_LEN = 50
+_LAYER_STATE = ("out", "dout", "_cache")      # what a forward/backward leaves on a layer
 
 
 def _pos_int(name, v):
@@ -274,7 +277,15 @@ class CharMLP:
 
         A non-finite loss is returned before backward: nothing is updated (the running
         statistics included), as in the fused step (``fastbn.fused``).
+
+        The model must be in training mode (batch statistics, running statistics updated): in
+        eval mode this raises RuntimeError rather than train with frozen batch norm.
         """
+        if not self.training:
+            raise RuntimeError(
+                "train_step needs the model in training mode, and it is in eval mode (batch norm "
+                "would normalize with its running statistics and never update them): call "
+                "model.train() first")
         if self.batchnorms():
             # BatchNorm updates its running statistics in forward: keep them to restore
             saved = [b.copy() for _, b in self.named_buffers()]
@@ -296,10 +307,32 @@ class CharMLP:
         chunk = _pos_int("chunk", chunk)
         return ((i, min(i + chunk, n)) for i in range(0, n, chunk))
 
+    @contextlib.contextmanager
+    def _aside(self):
+        """Run the net in eval mode, then put back the mode and what the layers hold: their
+        ``.out``, ``.dout`` and caches, and the loss's cache. So evaluating or sampling between a
+        training step and a look at the activations (or a ``backward``) changes nothing there."""
+        kept = [(m, {k: v for k, v in vars(m).items() if k in _LAYER_STATE})
+                for m in [self.net, *self.layers]]
+        ce_cache, was = self._ce_cache, self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was)
+            for m, attrs in kept:
+                for k in _LAYER_STATE:
+                    if k in attrs:
+                        setattr(m, k, attrs[k])
+                    else:
+                        vars(m).pop(k, None)
+            self._ce_cache = ce_cache
+
     def evaluate(self, X, Y, chunk=16384):
         """Mean cross-entropy over all of (X, Y) in eval mode (running statistics), in chunks.
 
-        The mode the model was in is restored afterwards. Returns a Python float.
+        The mode the model was in is restored afterwards, and so are the layers' ``.out``,
+        ``.dout`` and caches (those of the last training step). Returns a Python float.
         """
         X = self._check_X(X)
         Y = np.asarray(Y)
@@ -307,15 +340,11 @@ class CharMLP:
             raise ValueError(f"Y must have shape ({X.shape[0]},) to match X, got {Y.shape}")
         if X.shape[0] == 0:
             raise ValueError("cannot evaluate on zero examples")
-        was = self.training
-        self.eval()
-        try:
+        with self._aside():
             total = 0.0
             for a, b in self._chunks(X.shape[0], chunk):
                 loss, _ = ops.cross_entropy_forward(self.net(X[a:b]), Y[a:b])
                 total += float(loss) * (b - a)
-        finally:
-            self.train(was)
         return total / X.shape[0]
 
     def calibrate_batchnorm(self, X, chunk=16384):
@@ -331,9 +360,7 @@ class CharMLP:
         N = X.shape[0]
         if N < 2:
             raise ValueError(f"calibration needs at least 2 examples, got {N}")
-        was = self.training
-        self.eval()
-        try:
+        with self._aside():
             for k, layer in enumerate(self.layers):
                 if not isinstance(layer, nn.BatchNorm1d):
                     continue
@@ -352,8 +379,6 @@ class CharMLP:
                     n = tot
                 layer.running_mean[...] = mean
                 layer.running_var[...] = m2 / (n - 1)
-        finally:
-            self.train(was)
 
     def sample(self, n=20, seed=None, max_len=MAX_SAMPLE_LEN):
         """Generate ``n`` names in eval mode (running statistics).
@@ -369,9 +394,7 @@ class CharMLP:
         ctx = np.zeros((n, self.block_size), dtype=np.int64)
         out = np.zeros((n, max_len), dtype=np.int64)
         done = np.zeros(n, dtype=bool)
-        was = self.training
-        self.eval()
-        try:
+        with self._aside():
             for t in range(max_len):
                 logits = self.net(ctx).astype(np.float64)
                 p = np.exp(logits - logits.max(1, keepdims=True))
@@ -384,8 +407,6 @@ class CharMLP:
                 if done.all():
                     break
                 ctx = np.concatenate([ctx[:, 1:], ix[:, None]], axis=1)
-        finally:
-            self.train(was)
         names = []
         for row in out:
             ids = row.tolist()

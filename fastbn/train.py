@@ -19,6 +19,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_SEED",
     "TrainResult",
     "TrainState",
+    "TrainingInterrupted",
     "format_lr_schedule",
     "lr_at",
     "parse_lr_schedule",
@@ -122,54 +124,70 @@ def lr_at(schedule, step):
 # progress
 
 class _Progress:
-    """A one-line progress bar on a terminal, periodic log lines otherwise, or nothing.
+    """Progress of a run: a tqdm bar (rate, ETA, running loss), periodic log lines, or nothing.
 
-    mode "bar": rewritten with ``\\r`` at most 10 times a second; "lines": one line every
-    ``log_every`` steps (the lecture's ``print(f'{i:7d}/{max_steps:7d}: {loss:.4f}')``);
-    "off": silent.
+    mode "bar": ``tqdm`` on a terminal, its widget in a Jupyter kernel (``tqdm.notebook``, when
+    ipywidgets is installed; the text bar otherwise), refreshed at most 10 times a second;
+    "lines": one line every ``log_every`` steps (the lecture's ``print(f'{i:7d}/{max_steps:7d}:
+    {loss:.4f}')``); "off": silent.
     """
 
-    def __init__(self, total, mode, stream, log_every):
+    def __init__(self, total, mode, stream, log_every, initial=0):
         self.total, self.mode, self.stream, self.log_every = total, mode, stream, log_every
-        self.start = time.perf_counter()
-        self.last = 0.0
         self.avg = None
+        self.bar = None
+        if mode == "bar":
+            self.bar = _tqdm_class(stream)(total=total, initial=initial, file=stream,
+                                           unit="step", mininterval=0.1, smoothing=0.1,
+                                           dynamic_ncols=True, leave=True)
 
     def update(self, step, loss, lr):
         # running loss: exponential moving average over ~100 steps
         self.avg = loss if self.avg is None else 0.99 * self.avg + 0.01 * loss
-        if self.mode == "bar":
-            now = time.perf_counter()
-            if now - self.last >= 0.1 or step + 1 == self.total:
-                self.last = now
-                self._bar(step + 1, now - self.start, lr)
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.bar.n == self.total or self.bar.n % 256 == 0:
+                self.bar.set_postfix_str(f"loss {self.avg:.4f} lr {lr:g}", refresh=False)
         elif self.mode == "lines" and (step % self.log_every == 0 or step + 1 == self.total):
             self.stream.write(f"{step:7d}/{self.total:7d}: loss {loss:.4f} "
                               f"(running {self.avg:.4f}) lr {lr:g}\n")
             self.stream.flush()
 
-    def _bar(self, done, elapsed, lr):
-        frac = done / self.total
-        width = 24
-        fill = int(width * frac)
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else 0.0
-        self.stream.write(f"\r{100 * frac:3.0f}% |{'#' * fill}{'.' * (width - fill)}| "
-                          f"{done}/{self.total} loss {self.avg:.4f} lr {lr:g} "
-                          f"{rate:,.0f} steps/s eta {eta:4.0f}s ")
-        self.stream.flush()
-
     def close(self):
-        if self.mode == "bar":
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _in_jupyter():
+    """True inside a Jupyter kernel (where stderr is not a terminal but a bar still renders)."""
+    ip = sys.modules.get("IPython")
+    try:
+        return ip is not None and "IPKernelApp" in ip.get_ipython().config
+    except Exception:                      # no running IPython
+        return False
+
+
+def _tqdm_class(stream):
+    if _in_jupyter() and stream in (sys.stderr, sys.stdout):
+        try:
+            import ipywidgets  # noqa: F401  (tqdm.notebook's widget)
+            from tqdm.notebook import tqdm
+            return tqdm
+        except ImportError:
+            pass
+    from tqdm import tqdm
+    return tqdm
 
 
 def _progress_mode(quiet, stream):
     if quiet:
         return "off"
     isatty = getattr(stream, "isatty", None)
-    return "bar" if isatty is not None and isatty() else "lines"
+    if (isatty is not None and isatty()) or (_in_jupyter() and stream in (sys.stderr,
+                                                                          sys.stdout)):
+        return "bar"
+    return "lines"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,7 +206,7 @@ class TrainState:
     history: np.ndarray                # (step,) float64
 
 
-@dataclass
+@dataclass(repr=False)
 class TrainResult:
     """What ``train`` returns.
 
@@ -237,6 +255,14 @@ class TrainResult:
 
     steps_run: int = 0
 
+    def __repr__(self):
+        done = (f"{self.state.step:,} of {self.steps:,} steps (interrupted)" if self.interrupted
+                else f"{self.steps:,} steps")
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in self.losses.items()) or "not evaluated"
+        plot = f", plot={str(self.plot_path)!r}" if self.plot_path else ""
+        return (f"TrainResult({done} of batch {self.batch_size}, {self.path} path, "
+                f"{self.wall_time:.2f} s ({self.us_per_step:.1f} us/step); loss {losses}{plot})")
+
 
 def _splits(data):
     """(X, Y) of the training split and a {name: (X, Y)} of the splits to evaluate."""
@@ -257,7 +283,9 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     Parameters
     ----------
     model : CharMLP
-        Trained in place (left in eval mode).
+        Trained in place, and left in the mode it was in (training mode unless you put it in eval
+        mode). Its layers' ``.out`` and ``.dout`` are those of the last minibatch (on the compiled
+        path, recomputed once at the end through the final parameters), never of the evaluation.
     data : fastbn.data.Dataset, or (Xtr, Ytr)
         Minibatches come from the training split; a Dataset's train/val/test splits are evaluated.
     steps, batch_size : int
@@ -269,8 +297,10 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         Of the minibatch indices: seeds the ``fastbn.fused.BatchSampler`` both paths draw from
         (a Generator or SeedSequence gives it a 64-bit seed; None, fresh entropy).
     quiet : bool
-        No progress output. Otherwise a progress bar on a terminal, or a log line every
-        ``log_every`` steps when ``stream`` (default sys.stderr) is not a terminal.
+        No progress output. Otherwise a progress bar (tqdm) with the running loss, rate and ETA:
+        a widget in a Jupyter notebook (text there without ipywidgets), one updating line on a
+        terminal; when ``stream`` (default sys.stderr) is neither, a log line every
+        ``log_every`` steps.
     calibrate : bool
         After training, set the BatchNorm running statistics from the whole training split
         (``CharMLP.calibrate_batchnorm``); the losses before it are kept in ``losses_running``.
@@ -280,7 +310,8 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         ``callback(step, loss, lr)`` after every ``every``-th step (and the last), once the update
         is applied; ``model.grads()`` still hold that step's gradients (for diagnostics). The
         compiled loop does not run the layers, so their ``.out`` and ``.dout`` are only current
-        on the per-layer path (``fused=False``, what ``fastbn.lab`` uses).
+        on the per-layer path: a callback with ``reads_layers = True`` (a ``fastbn.lab.Probe``)
+        makes ``fused="auto"`` take the per-layer path, and ``fused=True`` refuse it.
     plot : str or Path, optional
         Write the loss curve PNG there (see ``plot_history``).
     fused : "auto", True or False
@@ -304,8 +335,9 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         and when Ctrl-C stops the run; never after a non-finite loss, so the last file it wrote
         stays the last good state.
 
-    Ctrl-C does not abort mid-step: the run stops after the step (or compiled chunk) under way
-    and returns with ``interrupted=True`` (no evaluation). That holds in the main thread while
+    Ctrl-C does not abort mid-step: the run stops after the step (or compiled chunk) under way,
+    warns (``TrainingInterrupted``), evaluates the model as it stands and returns with
+    ``interrupted=True`` (resume it from ``result.state``). That holds in the main thread while
     SIGINT would raise KeyboardInterrupt (Python's default handler; in a terminal, and in a
     Jupyter cell, where the kernel's interrupt sends SIGINT); the handler is swapped only during
     the loop and the previous one is restored, also when the loop raises. A run in another
@@ -350,17 +382,20 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         history[:step] = resume.history
     if checkpoint_every is not None and int(checkpoint_every) < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-    use_fused = _use_fused(fused, model)
+    use_fused = _use_fused(fused, model, callback)
     stream = sys.stderr if stream is None else stream
     progress = _progress_mode(quiet, stream)
-    bar = _Progress(steps, progress, stream, int(log_every))
+    bar = _Progress(steps, progress, stream, int(log_every),
+                    initial=0 if resume is None else int(resume.step))
     if threads is not None:
         raise ValueError(
             f"train() no longer sets BLAS threads (threads={threads!r}): that limit is "
             "process-wide. Leave threads=None and wrap the call in "
             "threadpoolctl.threadpool_limits(n, user_api='blas') to pin BLAS yourself")
 
+    was_training = model.training
     model.train()
+    last_chunk = None          # (sampler state before the last compiled chunk, its steps)
     if use_fused:
         trainer = FusedTrainer(model, batch_size)
         # checked once, into arrays of our own (a callback cannot change them under the loop)
@@ -385,7 +420,9 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
             lr = next(v for s, v in reversed(schedule) if s <= step)   # checked above
             if use_fused:
                 n = next_stop(step)
+                before = sampler.state.copy()
                 done, out = trainer._run(Xtr, Ytr, n, lr, sampler, chunk_losses[:n])
+                last_chunk = (before, done)
                 losses = out[:done]
             else:
                 ix = sampler.draw(N, batch_size)
@@ -407,7 +444,6 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
                 checkpoint(state())
         wall = time.perf_counter() - t0
     bar.close()
-    model.eval()
     if interrupt.caught and checkpoint is not None:
         checkpoint(state())
 
@@ -417,8 +453,12 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
                          lr_schedule=schedule, path="fused" if use_fused else "per-layer",
                          interrupted=step < steps, state=state(), steps_run=step - first)
     if result.interrupted:
-        return result
-    if calibrate and model.batchnorms():
+        warnings.warn(f"training interrupted after step {step:,} of {steps:,}: the model is "
+                      "as those steps left it (resume with train(..., resume=result.state))",
+                      TrainingInterrupted, stacklevel=2)
+    if use_fused and last_chunk is not None:
+        _refresh_layers(model, Xtr, Ytr, batch_size, *last_chunk)
+    if calibrate and model.batchnorms() and not result.interrupted:
         if evaluate:
             result.losses_running = {n: model.evaluate(X, Y) for n, (X, Y) in evals.items()
                                      if len(X)}
@@ -426,9 +466,35 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         result.calibrated = True
     if evaluate:
         result.losses = {n: model.evaluate(X, Y) for n, (X, Y) in evals.items() if len(X)}
+    model.train(was_training)
     if plot is not None:
         result.plot_path = plot_history(history, plot, schedule=schedule)
     return result
+
+
+class TrainingInterrupted(UserWarning):
+    """``train`` was stopped by Ctrl-C (or a Jupyter interrupt) between two steps."""
+
+
+def _refresh_layers(model, X, Y, batch_size, sampler_state, steps):
+    """After the compiled loop, which does not run the layers: put the last minibatch of the run
+    through the model (training mode, forward and backward) so its layers' ``.out`` and ``.dout``
+    hold a real training batch, as after the per-layer path, but computed with the final
+    parameters. The running statistics and ``grads()`` (the last step's) are put back."""
+    if steps < 1:
+        return
+    sampler = BatchSampler(0)
+    sampler.state[:] = sampler_state
+    for _ in range(steps):                     # the draws of the last chunk; keep the last
+        ix = sampler.draw(len(X), batch_size)
+    buffers = [b.copy() for _, b in model.named_buffers()]
+    grads = [g.copy() for g in model.grads()]
+    model.forward(X[ix], Y[ix])
+    model.backward()
+    for (_, b), old in zip(model.named_buffers(), buffers):
+        b[...] = old
+    for g, old in zip(model.grads(), grads):
+        g[...] = old
 
 
 def seed_streams(seed):
@@ -486,13 +552,19 @@ def _sampler_seed(seed):
     return int(seed)
 
 
-def _use_fused(fused, model):
+def _use_fused(fused, model, callback=None):
+    reads_layers = getattr(callback, "reads_layers", False) is True
     if fused == "auto":
-        return supports(model)[0]
+        return supports(model)[0] and not reads_layers
     if fused is True:
         ok, why = supports(model)
         if not ok:
             raise ValueError(f"fused=True, but this model cannot use the fused step: {why}")
+        if reads_layers:
+            raise ValueError(
+                f"fused=True, but the callback ({type(callback).__name__}) reads the layers' "
+                ".out and .dout, which only the per-layer path computes: pass fused=False (or "
+                "leave fused='auto', which then takes the per-layer path)")
         return True
     if fused is False:
         return False

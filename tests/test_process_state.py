@@ -30,7 +30,7 @@ ENV = dict(os.environ, PYTHONPATH=ROOT)
 
 # the start of every subprocess: a small model and data (no names.txt needed)
 PRELUDE = r"""
-import json, os, signal, sys, threading, time
+import json, os, signal, sys, threading, time, warnings
 import numpy as np
 from fastbn import CharMLP, train
 from fastbn.data import Vocab, build_dataset
@@ -237,7 +237,10 @@ def press_ctrl_c():
 
 threading.Thread(target=press_ctrl_c, daemon=True).start()
 m = model()
-r = train(m, (X, Y), steps=2_000_000, batch_size=16, quiet=True, callback=cb, every=100)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    r = train(m, (X, Y), steps=2_000_000, batch_size=16, quiet=True, callback=cb, every=100)
+warned = [str(w.message) for w in caught if w.category.__name__ == "TrainingInterrupted"]
 restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
 try:                                 # and it works: Ctrl-C raises KeyboardInterrupt again
     os.kill(os.getpid(), signal.SIGINT)
@@ -247,12 +250,15 @@ except KeyboardInterrupt:
     raised = True
 finite = all(np.isfinite(a).all() for a in arrays(m))
 report(interrupted=r.interrupted, step=r.state.step, ours=all(ours), restored=restored,
-       raised=raised, finite=finite, losses=r.losses)
+       raised=raised, finite=finite, losses=r.losses, warned=warned,
+       evaluated=m.evaluate(X, Y))
 """)
     assert res["interrupted"] and 0 < res["step"] < 2_000_000
     assert res["ours"], "train() did not catch SIGINT during its loop"
     assert res["restored"] and res["raised"]
-    assert res["finite"] and res["losses"] == {}
+    # it says so, and reports the losses of the model as it stands
+    assert len(res["warned"]) == 1 and f"after step {res['step']:,}" in res["warned"][0]
+    assert res["finite"] and res["losses"] == {"train": res["evaluated"]}
 
 
 def test_train_in_another_thread_leaves_signals_alone():

@@ -97,7 +97,7 @@ def test_train_result(tiny):
     assert calls == [0, 20, 40, 49]
     assert set(r.losses) == {"train"} and r.losses_running is None and not r.calibrated
     assert r.losses["train"] == pytest.approx(m.evaluate(X, Y))
-    assert not m.training                    # left in eval mode
+    assert m.training                        # left in the mode it was in (training)
 
 
 def test_two_runs_with_the_same_seed_are_bit_identical(tiny):
@@ -277,3 +277,108 @@ def test_2000_steps_bring_the_loss_below_2_6(names, tmp_path):
     assert set(r.losses) == {"train", "val", "test"}
     if r.plot_path is not None:
         assert r.plot_path.is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# no silent state: the mode, the layers' outputs, probes, interrupts, reprs
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_train_leaves_the_mode_as_it_found_it_and_train_step_refuses_eval_mode(tiny, fused):
+    vocab, X, Y = tiny
+    m = tiny_model(vocab)
+    train(m, (X, Y), steps=20, batch_size=8, quiet=True, fused=fused)
+    assert m.training
+    before = [b.copy() for _, b in m.named_buffers()]
+    m.train_step(X[:8], Y[:8], 0.1)                    # trains: the running statistics move
+    assert any(not np.array_equal(a, b) for a, (_, b) in zip(before, m.named_buffers()))
+    m.eval()
+    train(m, (X, Y), steps=20, batch_size=8, quiet=True, fused=fused)
+    assert not m.training
+    with pytest.raises(RuntimeError, match=r"eval mode.*model\.train\(\)"):
+        m.train_step(X[:8], Y[:8], 0.1)
+
+
+def _draws(seed, n, N, B, steps):
+    from fastbn.fused import BatchSampler
+    from fastbn.train import _sampler_seed
+    s = BatchSampler(_sampler_seed(seed))
+    for _ in range(steps):
+        ix = s.draw(N, B)
+    return ix
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_after_train_the_layers_hold_the_last_training_minibatch_not_the_evaluation(tiny, fused):
+    vocab, X, Y = tiny
+    m = tiny_model(vocab)
+    r = train(m, (X, Y), steps=37, batch_size=8, seed=5, quiet=True, fused=fused, every=10)
+    assert r.path == ("fused" if fused else "per-layer")
+    ix = _draws(5, 1, len(X), 8, 37)                   # the run's last minibatch
+    emb, lin, bn, tanh = m.layers[:4]
+    assert tanh.out.shape == (8, 16) and tanh.dout.shape == (8, 16)
+    if fused:       # recomputed through the final parameters: exactly the embedding of that batch
+        np.testing.assert_array_equal(emb.out, emb.weight[X[ix]].reshape(8, -1))
+    else:           # the last step's own forward, before its update
+        assert emb.out.shape == (8, 12)
+    # the refresh put back the running statistics and the last step's gradients
+    m2 = tiny_model(vocab)
+    train(m2, (X, Y), steps=37, batch_size=8, seed=5, quiet=True, fused=fused, every=10,
+          evaluate=False)
+    for (_, a), (_, b) in zip(m.named_buffers(), m2.named_buffers()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(m.grads(), m2.grads()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_evaluate_and_sample_leave_the_layers_outputs_and_caches_alone(tiny):
+    vocab, X, Y = tiny
+    m = tiny_model(vocab)
+    m.forward(X[:8], Y[:8])
+    m.backward()
+    held = [(layer, {k: getattr(layer, k, None) for k in ("out", "dout", "_cache")})
+            for layer in m.layers]
+    ce = m._ce_cache
+    m.evaluate(X, Y)
+    m.sample(3, seed=0)
+    m.calibrate_batchnorm(X)
+    for layer, attrs in held:
+        for k, v in attrs.items():
+            assert getattr(layer, k, None) is v, (layer, k)
+    assert m._ce_cache is ce and m.training
+    m.backward()                                       # still the training batch's backward
+
+
+def test_a_probe_takes_the_per_layer_path_and_fused_true_refuses_it(tiny):
+    from fastbn import lab
+    vocab, X, Y = tiny
+    m = tiny_model(vocab)
+    probe = lab.Probe(m, every=10)
+    r = train(m, (X, Y), steps=30, batch_size=8, quiet=True, callback=probe, every=10)
+    assert r.path == "per-layer" and [s.step for s in probe.snapshots] == [0, 10, 20, 29]
+    m2 = tiny_model(vocab)
+    probe2 = lab.Probe(m2, every=10)
+    with pytest.raises(ValueError, match="fused=False"):
+        train(m2, (X, Y), steps=30, batch_size=8, quiet=True, callback=probe2, fused=True)
+    assert probe2.snapshots == []                      # refused before recording anything
+
+
+def test_train_result_repr_is_short(tiny):
+    vocab, X, Y = tiny
+    r = train(tiny_model(vocab), (X, Y), steps=200, batch_size=8, quiet=True)
+    text = repr(r)
+    assert len(text) < 200, text
+    assert text.startswith("TrainResult(200 steps of batch 8, fused path") and "train " in text
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal_shows_rate_eta_and_loss(tiny):
+    vocab, X, Y = tiny
+    out = _Terminal()
+    train(tiny_model(vocab), (X, Y), steps=3000, batch_size=8, stream=out)
+    text = out.getvalue()
+    assert "3000/3000" in text and "step/s" in text and "loss " in text and "<" in text
+    assert text.count("\n") <= 2                       # one line, rewritten in place

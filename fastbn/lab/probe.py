@@ -63,17 +63,20 @@ class Probe:
     ----------
     model : CharMLP (or anything with ``layers`` and aligned ``named_parameters()``/``grads()``)
     every : int
-        Pass it on as ``fastbn.train(..., callback=probe, every=probe.every, fused=False)``.
+        Pass it on as ``fastbn.train(..., callback=probe, every=probe.every)``.
     bins : int
         Histogram bins.
 
     The probe is the callback: ``probe(step, loss, lr)`` reads the nonlinearity layers' ``.out``
     and ``.dout`` and the parameters' gradients of the step that just ran (the parameters already
-    updated, as the lecture measures). Only the per-layer path runs the layers, so train with
-    ``fused=False``: the compiled loop leaves ``.out`` untouched, which ``record`` detects and
-    refuses. ``measure(X, Y)`` runs one forward and backward without an update instead.
-    ``snapshots`` are the records in order; ``seconds`` the time spent recording.
+    updated, as the lecture measures). Only the per-layer path runs the layers: a Probe says so
+    (``reads_layers``), so ``fastbn.train`` takes that path for it, and ``record`` refuses
+    layers that have not run since its last record. ``measure(X, Y)`` runs one forward and
+    backward without an update instead. ``snapshots`` are the records in order; ``seconds`` the
+    time spent recording.
     """
+
+    reads_layers = True       # fastbn.train then takes the per-layer path (fused="auto")
 
     def __init__(self, model, every=100, bins=BINS):
         every = int(every)
