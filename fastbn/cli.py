@@ -10,12 +10,17 @@
 """
 import argparse
 import contextlib
-import math
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
+from . import _bench_options as bench_options
+from ._argtypes import momentum as _momentum
+from ._argtypes import nonnegative as _nonnegative
+from ._argtypes import positive as _positive
+from ._argtypes import schedule as _schedule
+from ._argtypes import tolerance as _tolerance
 from .gradcheck import gradcheck, standard_checks
 
 
@@ -259,8 +264,9 @@ def _cmd_bench(args):
     from . import bench
     try:
         return bench.run_from_args(args)
-    except (OSError, ImportError, bench.VerificationError) as e:
-        # no names file, no threadpoolctl, or a peer that disagrees with the fused step
+    except (OSError, ImportError, ValueError, bench.VerificationError) as e:
+        # no names file, no threadpoolctl, a bad --targets file, or a peer that disagrees with
+        # the fused step
         raise _Fail(str(e)) from e
 
 
@@ -392,58 +398,6 @@ def _add_lab_parser(sub):
     ladder.set_defaults(parser=ladder, run=_cmd_lab_ladder)
 
 
-def _nonnegative(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
-
-
-def _positive(kind=int):
-    def conv(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        if not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-        return v
-    return conv
-
-
-def _tolerance(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return v
-
-
-def _schedule(text):
-    from .train import parse_lr_schedule
-    try:
-        return parse_lr_schedule(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _momentum(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return v
-
-
 def build_parser():
     p = argparse.ArgumentParser(prog="fastbn", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -520,13 +474,10 @@ def build_parser():
     s.add_argument("--max-len", type=_positive(), default=50, help="longest name, in characters")
     s.set_defaults(parser=s, run=_cmd_sample)
 
-    from .bench import add_arguments as bench_arguments
     b = sub.add_parser("bench", help="time a training step: fused loop, per-layer API, NumPy, "
                                      "PyTorch",
-                       description="Verify, then time one training step of the default BN-MLP "
-                                   "(fused loop, per-layer API, NumPy, PyTorch eager) on one "
-                                   "thread; writes results.md, results.json and a chart.")
-    bench_arguments(b)
+                       description=bench_options.DESCRIPTION)
+    bench_options.add_arguments(b)
     b.set_defaults(parser=b, run=_cmd_bench)
     _add_lab_parser(sub)
     return p

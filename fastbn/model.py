@@ -33,6 +33,7 @@ import numpy as np
 
 from . import init as _init
 from . import nn, ops
+from ._validate import positive_int as _pos_int
 from .data import Vocab
 
 __all__ = ["ACTIVATIONS", "INIT_SCHEMES", "LADDER", "CharMLP"]
@@ -59,12 +60,6 @@ _SCALES = {
 
 MAX_SAMPLE_LEN = 50
 _LAYER_STATE = ("out", "dout", "_cache")      # what a forward/backward leaves on a layer
-
-
-def _pos_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
 
 
 def _as_vocab(vocab):

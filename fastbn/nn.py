@@ -18,6 +18,7 @@ Layers take ``dtype=`` (float32 by default) and, where they initialize weights, 
 import numpy as np
 
 from . import _kernels, ops
+from ._validate import positive_int as _positive_int
 
 __all__ = ["Module", "Embedding", "Linear", "BatchNorm1d", "Tanh", "ReLU", "LeakyReLU",
            "Sequential"]
@@ -58,12 +59,6 @@ def _rng(generator):
     if isinstance(generator, np.random.Generator):
         return generator
     return np.random.default_rng(generator)
-
-
-def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
 
 
 class Module:

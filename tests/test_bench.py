@@ -2,8 +2,10 @@
 
 It must verify every peer against the fused step before timing, write a readable table, JSON and
 chart, and refuse to time a peer that computes something else. No timing assertions here: the
-speed targets are checked and reported by the benchmark itself, never by the tests.
-Needs names.txt through $FASTBN_DATA (skipped otherwise), like the other real-data tests.
+speed targets (bench/targets.json) are checked and reported by the benchmark itself, never by the
+tests. The committed bench/results/results.md must be what the report writer makes of the
+committed results.json. Needs names.txt through $FASTBN_DATA (skipped otherwise), like the other
+real-data tests.
 """
 import io
 import json
@@ -15,12 +17,16 @@ from pathlib import Path
 
 import pytest
 
+import fastbn
 from fastbn import bench, reference
-from fastbn.cli import main
+from fastbn.bench import report
+from fastbn.cli import build_parser, main
 from fastbn.model import CharMLP
 
 REAL_NAMES = os.environ.get("FASTBN_DATA")
 ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ROOT / "bench" / "targets.json"          # the project's targets
+RESULTS = ROOT / "bench" / "results"               # the committed record of a full run
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +44,13 @@ def torch_available():
 
 @pytest.fixture(scope="module")
 def smoke(dataset, tmp_path_factory):
-    """One quick run at B = 32 and 64, both dtypes: (results, out dir, printed table)."""
+    """One quick run at B = 32 and 64, both dtypes, judged against the project's targets:
+    (results, out dir, printed table)."""
     out = tmp_path_factory.mktemp("bench")
     printed = io.StringIO()
     res = bench.run((32, 64), ("float32", "float64"), repeats=1, out=out, quick=True,
-                    data=dataset, stream=None, stdout=printed)
+                    data=dataset, targets=TARGETS, machine={"fastbn_git": "v0-test-describe"},
+                    stream=None, stdout=printed)
     return res, out, printed.getvalue()
 
 
@@ -89,7 +97,16 @@ def test_smoke_run_verifies_then_times_every_peer(smoke):
     assert set(res["gemm_peak"]) == {"float32", "float64"}
     assert all(p["gflops"] > 0 for p in res["gemm_peak"].values())
     assert res["full_training"] is None                       # --full is off by default
+    assert m["fastbn_git"] == "v0-test-describe"              # the caller's machine information
+    assert Path(m["fastbn_file"]) == Path(fastbn.__file__).resolve().parent
+    targets = json.loads(TARGETS.read_text(encoding="utf-8"))["targets"]
+    assert [t["target"] for t in res["targets"]] == \
+        [t["target"] for t in bench.judge(res, bench.load_targets(TARGETS))]
+    assert len(res["targets"]) == len(targets)
     assert {t["ok"] for t in res["targets"] if "200,000" in t["target"]} == {None}
+    # B = 1024 was not run: not measured, not failed
+    assert {t["ok"] for t in res["targets"] if "B=1024" in t["target"]} == {None}
+    assert {t["ok"] for t in res["targets"] if "B=32" in t["target"]} <= {True, False}
 
 
 def test_smoke_run_writes_table_json_and_chart(smoke):
@@ -99,6 +116,9 @@ def test_smoke_run_writes_table_json_and_chart(smoke):
     for label in res["implementations"].values():
         assert label in md
     assert "## float32" in md and "## float64" in md and "GEMM peak" in md
+    assert f"fastbn {fastbn.__version__} (v0-test-describe)." in md
+    assert "\n## Targets (issue 5)\n" in md
+    assert md.count("| not measured |") == sum(t["ok"] is None for t in res["targets"]) >= 3
     assert md.count("\n| 32 |") == 2 and md.count("\n| 64 |") == 2
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert data["results"][0]["impls"]["fused"]["us_per_step"] == \
@@ -146,15 +166,45 @@ def test_a_wrong_peer_fails_verification_and_nothing_is_timed(dataset, tmp_path,
     assert not (tmp_path / "results.json").exists() and not (tmp_path / "results.md").exists()
 
 
-def test_cli_bench_command(dataset, tmp_path, capsys):
+def test_cli_bench_command(dataset, tmp_path, monkeypatch, capsys):
+    """Without --out, ``fastbn bench`` writes fastbn-bench/ in the current folder; without
+    --targets it judges nothing; the installed benchmark knows no git."""
+    monkeypatch.chdir(tmp_path)
     rc = main(["bench", "--quick", "--no-torch", "--batch-sizes", "32", "--dtypes", "float32",
-               "--data", REAL_NAMES, "--out", str(tmp_path)])
+               "--data", REAL_NAMES])
     assert rc == 0
     out = capsys.readouterr().out
     assert "| 32 |" in out and "fastbn fused loop" in out
-    data = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fastbn-bench"]
+    data = json.loads((tmp_path / "fastbn-bench" / "results.json").read_text(encoding="utf-8"))
     assert list(data["implementations"]) == ["fused", "per_layer", "numpy"]
     assert data["settings"]["repeats"] == 1 and data["settings"]["quick"] is True
+    assert data["targets"] == [] and "Targets" not in out
+    assert "fastbn_git" not in data["machine"] and f"fastbn {fastbn.__version__}." in out
+
+
+def test_cli_bench_help_states_the_default_folder(capsys):
+    args = build_parser().parse_args(["bench"])
+    assert args.out == bench.DEFAULT_OUT == "fastbn-bench" and args.targets is None
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default fastbn-bench in the current folder)" in text
+
+
+def test_cli_bench_refuses_bad_targets_before_running(tmp_path, capsys):
+    bad = tmp_path / "targets.json"
+    bad.write_text('[{"metric": "speedup", "dtype": "float32", "batch_size": 32, "min": 10}]')
+    out = tmp_path / "out"
+    # no --data: the names file is not even looked for before the targets are checked
+    rc = main(["bench", "--quick", "--targets", str(bad), "--out", str(out)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "fastbn bench: error:" in err and "target 0: metric speedup needs peer" in err
+    rc = main(["bench", "--quick", "--targets", str(tmp_path / "missing.json"), "--out", str(out)])
+    assert rc == 1 and "missing.json" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_cli_bench_reports_a_failed_verification(dataset, tmp_path, monkeypatch, capsys):
@@ -169,6 +219,111 @@ def test_bench_script_help():
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--help"],
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
-    for opt in ("--batch-sizes", "--dtypes", "--repeats", "--out", "--no-torch", "--full",
-                "--quick"):
+    for opt in ("--batch-sizes", "--dtypes", "--repeats", "--out", "--targets", "--no-torch",
+                "--full", "--quick"):
         assert opt in r.stdout
+    # the repository's script writes the repository's figures and judges the project's targets,
+    # wherever it is started from
+    text = " ".join(r.stdout.split())
+    assert f"(default {RESULTS})" in text and f"default {TARGETS})" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# the report and the targets, without running anything
+
+def test_committed_results_md_is_the_report_of_committed_results_json():
+    """bench/results/ is the record of a full run: results.md must be what the report writer
+    makes of results.json, and the targets judged as bench/targets.json says."""
+    res = json.loads((RESULTS / "results.json").read_text(encoding="utf-8"))
+    targets = bench.load_targets(TARGETS)
+    assert bench.judge(res, targets) == res["targets"]
+    res.setdefault("targets_title", targets["title"])     # that run predates the stored title
+    assert report.markdown(res) == (RESULTS / "results.md").read_text(encoding="utf-8")
+
+
+def _result(us, full=None):
+    """A results dict with the cells {(dtype, B): {peer: us/step}} and full training."""
+    rows = [{"dtype": dt, "batch_size": B,
+             "impls": {k: {"us_per_step": v, "speedup": v / cell["fused"]}
+                       for k, v in cell.items()}}
+            for (dt, B), cell in us.items()]
+    return {"results": rows, "full_training": full}
+
+
+def test_targets_are_judged_by_their_bounds():
+    res = _result({("float32", 32): {"fused": 20.0, "torch": 200.0, "numpy": 60.0}},
+                  full={"steps": 1000, "wall_seconds": 3.0, "losses": {"val": 2.2}})
+    targets = bench.load_targets({"title": "Goals", "targets": [
+        {"metric": "us_per_step", "dtype": "float32", "batch_size": 32, "max": 20},
+        {"metric": "us_per_step", "dtype": "float32", "batch_size": 32, "max": 19.9},
+        {"metric": "us_per_step", "dtype": "float32", "batch_size": 32, "peer": "numpy",
+         "max": 100},
+        {"metric": "speedup", "dtype": "float32", "batch_size": 32, "peer": "torch", "min": 10},
+        {"metric": "speedup", "dtype": "float32", "batch_size": 32, "peer": "numpy", "min": 3.5},
+        {"metric": "speedup", "dtype": "float64", "batch_size": 32, "peer": "numpy", "min": 1},
+        {"metric": "speedup", "dtype": "float32", "batch_size": 32, "peer": "per_layer",
+         "min": 1},
+        {"metric": "full_seconds", "max": 3},
+        {"metric": "full_val_loss", "max": 2.11},
+    ]})
+    assert targets["title"] == "Goals"
+    got = [(t["target"], t["measured"], t["ok"]) for t in bench.judge(res, targets)]
+    assert got == [
+        ("B=32 float32: fused <= 20 us/step", "20.0 us", True),           # the bound is met
+        ("B=32 float32: fused <= 19.9 us/step", "20.0 us", False),
+        ("B=32 float32: NumPy <= 100 us/step", "60.0 us", True),
+        ("B=32 float32: >= 10x faster than PyTorch eager", "10.0x", True),
+        ("B=32 float32: >= 3.5x faster than NumPy", "3.0x", False),
+        ("B=32 float64: >= 1x faster than NumPy", None, None),            # dtype not run
+        ("B=32 float32: >= 1x faster than the per-layer API", None, None),  # peer not run
+        ("1,000 steps (fused loop) <= 3 s", "3.00 s", True),
+        ("val loss after 1,000 steps <= 2.11", "2.2000", False),
+    ]
+    assert bench.judge(res, None) == []
+    # no full training: those targets are not measured (and name the default run's steps)
+    got = bench.judge(_result({}), bench.load_targets([{"metric": "full_seconds", "max": 1}]))
+    assert got == [{"target": f"{bench.FULL_STEPS:,} steps (fused loop) <= 1 s",
+                    "measured": None, "value": None, "ok": None}]
+
+
+@pytest.mark.parametrize("spec, message", [
+    (42, "expected a list of targets"),
+    ({"targets": [], "extra": 1}, "expected a list of targets"),
+    ({"title": "", "targets": []}, "the title must be a one-line string"),
+    ([{"metric": "flops", "max": 1}], "target 0: expected {\"metric\": one of"),
+    (["us_per_step"], "target 0: expected {\"metric\""),
+    ([{"metric": "full_seconds"}], "exactly one bound"),
+    ([{"metric": "full_seconds", "min": 1, "max": 2}], "exactly one bound"),
+    ([{"metric": "full_seconds", "max": True}], "max must be a finite number"),
+    ([{"metric": "full_seconds", "max": float("nan")}], "max must be a finite number"),
+    ([{"metric": "full_seconds", "max": "12"}], "max must be a finite number"),
+    ([{"metric": "full_seconds", "max": 12, "dtype": "float32"}], "unknown key(s) dtype"),
+    ([{"metric": "us_per_step", "max": 1, "batch_size": 32}], "needs dtype"),
+    ([{"metric": "us_per_step", "max": 1, "dtype": "float16", "batch_size": 32}],
+     "dtype must be float32 or float64"),
+    ([{"metric": "us_per_step", "max": 1, "dtype": "float32", "batch_size": 1}],
+     "batch_size must be an integer >= 2"),
+    ([{"metric": "us_per_step", "max": 1, "dtype": "float32", "batch_size": 32.0}],
+     "batch_size must be an integer >= 2"),
+    ([{"metric": "us_per_step", "max": 1, "dtype": "float32", "batch_size": 32, "peer": "jax"}],
+     "peer must be one of fused, per_layer, numpy, torch"),
+    ([{"metric": "full_val_loss", "max": 3}, {"metric": "speedup", "min": 1,
+                                               "dtype": "float32", "batch_size": 32,
+                                               "peer": "fused"}],
+     "target 1: peer must be one of per_layer, numpy, torch"),
+])
+def test_bad_targets_are_refused_with_the_reason(spec, message):
+    with pytest.raises(ValueError) as info:
+        bench.load_targets(spec)
+    assert message in str(info.value)
+
+
+def test_targets_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=f"targets file {path}: not valid JSON"):
+        bench.load_targets(path)
+    with pytest.raises(OSError):
+        bench.load_targets(tmp_path / "missing.json")
+    assert bench.load_targets(None) is None
+    assert bench.load_targets(TARGETS)["title"] == "Targets (issue 5)"

@@ -1,0 +1,67 @@
+"""Argument types of the command line (argparse ``type=`` converters), shared by ``fastbn.cli``
+and the benchmark's options (``fastbn._bench_options``).
+
+Each takes the text of one option and returns its value, or raises
+``argparse.ArgumentTypeError`` with a message argparse shows as a usage error (exit status 2).
+"""
+import argparse
+import math
+
+__all__ = ["momentum", "nonnegative", "positive", "schedule", "tolerance"]
+
+
+def nonnegative(text):
+    """An int >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
+def positive(kind=int):
+    """A converter to a finite ``kind`` (int or float) > 0: ``type=positive(float)``."""
+    def conv(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+        return v
+    return conv
+
+
+def tolerance(text):
+    """A finite float >= 0 (an atol or rtol)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
+def schedule(text):
+    """A learning-rate schedule, ``STEP:LR,...`` or one number (``train.parse_lr_schedule``)."""
+    from .train import parse_lr_schedule
+    try:
+        return parse_lr_schedule(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def momentum(text):
+    """A float in [0, 1] (BatchNorm momentum: the weight of the new batch)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return v

@@ -1,0 +1,40 @@
+"""The benchmark's command line: ``fastbn bench`` (through ``fastbn.cli``) and ``bench/run.py``."""
+import argparse
+import sys
+
+from .._bench_options import DEFAULT_OUT, DESCRIPTION, add_arguments
+from .runner import _STD, run
+from .targets import load_targets
+from .verify import VerificationError
+
+__all__ = ["main", "run_from_args"]
+
+
+def run_from_args(args, stream=_STD, stdout=_STD, machine=None):
+    """Run with parsed ``add_arguments`` options; returns 0 (raises on failure).
+
+    The targets file (``--targets``) is read and checked before anything runs: a bad one raises
+    ValueError (OSError when unreadable). ``machine`` is passed on to ``run``.
+    """
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
+    targets = load_targets(args.targets)
+    run(args.batch_sizes, args.dtypes, repeats, args.out, use_torch=not args.no_torch,
+        full=args.full, quick=args.quick, data=args.data, seed=args.seed, targets=targets,
+        machine=machine, stream=stream, stdout=stdout)
+    return 0
+
+
+def main(argv=None, *, prog=None, out=DEFAULT_OUT, targets=None, machine=None):
+    """Parse ``argv``, run; returns the exit status (1 with the message on a failure).
+
+    ``out`` and ``targets`` are the defaults of ``--out`` and ``--targets``; ``machine`` is added
+    to the machine information (``bench/run.py`` passes the repository's folders and its
+    ``git describe``).
+    """
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    args = add_arguments(p, out=out, targets=targets).parse_args(argv)
+    try:
+        return run_from_args(args, machine=machine)
+    except (VerificationError, OSError, ImportError, ValueError) as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 1

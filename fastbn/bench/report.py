@@ -1,0 +1,151 @@
+"""The report of a benchmark run: results.md (also printed), results.json and the chart."""
+import json
+import os
+
+import numpy as np
+
+from .chart import draw
+from .peers import IMPLS
+from .timing import MIN_CPU_SHARE
+
+__all__ = ["CHART", "markdown", "write"]
+
+CHART = "us_per_step.png"
+
+
+def markdown(res):
+    """results.md of the run ``res`` (as ``run`` returns it, or as results.json holds it)."""
+    m, s, mod, cpu = res["machine"], res["settings"], res["model"], res["machine"]["cpu"]
+    names = list(res["implementations"])
+    arch = ", ".join(str(a) for a in dict.fromkeys(m["blas_architecture"].values()))
+    out = [f"# {res['title']}"]
+
+    def para(*parts):
+        out.extend(["", "".join(parts)])
+
+    para(f"Measured {res['created']} on **{cpu['model']}** ",
+         f"({cpu.get('usable_cpus', cpu['logical_cpus'])} usable CPUs, ",
+         f"{'/'.join(cpu['flags'])}), everything on **one thread** (BLAS threads ",
+         f"{m['blas_threads']}, torch threads {m.get('torch_threads', '-')}). ",
+         f"OpenBLAS kernel: **{arch}**; numpy {m['numpy']}, scipy {m['scipy']}, torch ",
+         f"{m['torch'] or 'not installed'} (BLAS {m.get('torch_blas') or '-'}, ",
+         f"{m.get('torch_cpu_capability') or '-'}), Python {m['python']}, fastbn ",
+         f"{m['fastbn']}", f" ({m['fastbn_git']})" if m.get("fastbn_git") else "", ".")
+    env = {k: v for k, v in m["env"].items() if v is not None}
+    if env:
+        para("Environment: ", ", ".join(f"`{k}={v}`" for k, v in env.items()), ".")
+    para(f"Model: the default BN-MLP, vocab {mod['vocab']}, block {mod['block_size']}, ",
+         f"n_embd {mod['n_embd']}, n_hidden {mod['n_hidden']}, {mod['n_layers']} layer, ",
+         f"BN momentum {mod['bn_momentum']:g}, {mod['init']} init, {mod['parameters']:,} ",
+         "parameters. One step = a random minibatch of the names training set ",
+         f"({res['data']['train_examples']:,} examples) + forward + backward + SGD ",
+         f"(lr {s['lr']:g}) + BN running statistics.")
+    para(f"Median µs/step of {s['repeats']} timed blocks of ~{s['block_seconds']:g} s each, ",
+         "after warm-up, the implementations taking turns; (N×) = its time / the fused ",
+         "loop's time. Verified before timing: every implementation's losses over ",
+         f"{s['verify_steps']} steps and its parameters afterwards agree with the fused step ",
+         f"(loss within {s['loss_tol']['float32']['atol']:g} in float32, ",
+         f"{s['loss_tol']['float64']['atol']:g} in float64).")
+    for note in res["notes"]:
+        para(f"Note: {note}")
+    for dt in s["dtypes"]:
+        peak = res["gemm_peak"][dt]
+        head = (["B"] + [IMPLS[k] + " µs" for k in names]
+                + ["fused GEMM MFLOP", "fused GFLOP/s", "% of GEMM peak", "floor µs"])
+        out += ["", f"## {dt}", "", "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+        for r in (r for r in res["results"] if r["dtype"] == dt):
+            cells = [str(r["batch_size"])]
+            for k in names:
+                t = r["impls"][k]
+                us = f"{t['us_per_step']:,.1f}" + ("†" if min(t["cpu_share"]) < MIN_CPU_SHARE
+                                                   else "")
+                cells.append(us if k == "fused" else f"{us} ({t['speedup']:.1f}×)")
+            cells += [f"{r['fused_flops'] / 1e6:.2f}" + ("‡" if r["fused_table"] else ""),
+                      f"{r['fused_gflops']:.1f}", f"{100 * r['fraction_of_peak']:.0f} %",
+                      f"{r['floor_us']:,.1f}"]
+            out.append("| " + " | ".join(cells) + " |")
+        para(f"GEMM peak ({dt}, {peak['n']}³, one thread): **{peak['gflops']:.1f} GFLOP/s** ",
+             f"(scipy.linalg.blas {peak['scipy']['gflops']:.1f}, numpy.matmul ",
+             f"{peak['numpy']['gflops']:.1f}); floor µs = FLOPs / peak.")
+    flagged = any(min(t["cpu_share"]) < MIN_CPU_SHARE
+                  for r in res["results"] for t in r["impls"].values())
+    discarded = sum(t["discarded"] for r in res["results"] for t in r["impls"].values())
+    para("Every implementation runs on one thread: a timed block in which the process got less ",
+         f"than {MIN_CPU_SHARE:.0%} of a CPU (other processes running) is discarded and timed ",
+         f"again; {discarded} blocks were discarded in this run. ",
+         "† marks a time whose blocks still include such a block (inflated). " if flagged else "",
+         f"Load average at start / end: {_fmt_load(m.get('loadavg_at_start'))} / ",
+         f"{_fmt_load(m.get('loadavg_at_end'))}.")
+    para(f"FLOPs per step: {res['flops']['formula']}; ",
+         f"{res['flops']['per_step_b32'] / 1e6:.2f} MFLOP at B=32. ",
+         "‡ From B = 48 the fused step computes the embedding and the first Linear through ",
+         "the table E_t = C @ W1[t] (fastbn.fused), so it performs fewer GEMM FLOPs than the ",
+         f"other implementations: {res['flops']['fused_table_formula'].split(':')[0]}. ",
+         "The fused GFLOP/s, % of peak and floor (µs at GEMM peak) use the FLOPs the fused ",
+         "step performs; results.json also has the effective GFLOP/s of the 6-GEMM count.")
+    full = res["full_training"]
+    if full:
+        out += ["", "## Full training (`fastbn train` defaults, fused loop)"]
+        para(f"`fastbn.train` (the function behind `fastbn train`; path: {full['path']}), ",
+             f"{full['steps']:,} steps, float32, batch {full['batch_size']}, lr 0.1 then 0.01 ",
+             f"from step 100,000, seed {full['seed']}: **{full['wall_seconds']:.2f} s** in the ",
+             f"training loop ({full['us_per_step']:.1f} µs/step; ",
+             f"{full['seconds_with_evaluation']:.2f} s with the final evaluation). Then, in eval ",
+             f"mode (running BN statistics): train loss {full['losses']['train']:.4f}, val loss ",
+             f"{full['losses']['val']:.4f}. CPU share {full['cpu_share']:.2f}",
+             f"; {len(full['discarded_attempts'])} preempted attempt(s) discarded"
+             if full["discarded_attempts"] else "", ".")
+    if res["targets"]:
+        out += ["", f"## {res.get('targets_title') or 'Targets'}", "",
+                "| target | measured | |", "|---|---:|---|"]
+        for t in res["targets"]:
+            verdict = "not measured" if t["ok"] is None else ("pass" if t["ok"] else "**FAIL**")
+            out.append(f"| {t['target']} | {t['measured'] or '-'} | {verdict} |")
+    out.append("")
+    if res.get("chart"):
+        out += [f"![µs/step vs batch size]({res['chart']})", ""]
+    return "\n".join(out)
+
+
+def _fmt_load(load):
+    return "-" if not load else " ".join(f"{v:.2f}" for v in load)
+
+
+def _atomic(path, write):
+    """``write(tmp)`` to a temporary file next to ``path``, then rename it to ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write(res, out, stdout):
+    """Write results.md, results.json and the chart into the folder ``out`` (created); print
+    results.md to ``stdout`` unless None. Sets ``res["chart"]`` (the chart's file name or None).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    fig = draw(res)
+    if fig is not None:
+        _atomic(out / CHART, lambda tmp: fig.savefig(tmp, format="png"))
+        res["chart"] = CHART
+    else:
+        res["chart"] = None
+        res["notes"].append("chart skipped: matplotlib is not installed")
+    md = markdown(res)
+    _atomic(out / "results.md", lambda tmp: tmp.write_text(md, encoding="utf-8"))
+    _atomic(out / "results.json",
+            lambda tmp: tmp.write_text(json.dumps(res, indent=1, default=_json_default) + "\n",
+                                       encoding="utf-8"))
+    if stdout is not None:
+        print(md, file=stdout)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")

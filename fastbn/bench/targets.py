@@ -1,0 +1,148 @@
+"""Targets a benchmark run is judged against: which number, and its bound.
+
+The installed benchmark has no targets of its own; a run is judged against the targets it is
+given (``run(targets=...)``, ``fastbn bench --targets FILE``), and results.md lists them under
+their title. A targets file is JSON, ``{"title": "Targets (...)", "targets": [target, ...]}`` or
+just the list; each target names a metric and one bound, ``"max"`` (met when measured <= max) or
+``"min"`` (met when measured >= min):
+
+============== ========================================= ==========================================
+metric         keys besides the bound                    measured
+============== ========================================= ==========================================
+us_per_step    dtype, batch_size, peer (default fused)   the peer's median µs per step
+speedup        dtype, batch_size, peer                   peer µs / fused µs (times slower than
+                                                         the fused loop)
+full_seconds   (none)                                    wall seconds of the full training run
+full_val_loss  (none)                                    its val loss afterwards (eval mode)
+============== ========================================= ==========================================
+
+Example: ``{"metric": "speedup", "dtype": "float32", "batch_size": 32, "peer": "torch",
+"min": 10}`` reads "B=32 float32: >= 10x faster than PyTorch eager". A target the run did not
+measure (another batch size, no ``--full``, no torch) is reported as not measured.
+"""
+import json
+import math
+from pathlib import Path
+
+from .peers import IMPLS
+from .timing import FULL_STEPS
+
+__all__ = ["judge", "load_targets"]
+
+_KEYS = {"us_per_step": {"dtype", "batch_size", "peer"},
+         "speedup": {"dtype", "batch_size", "peer"},
+         "full_seconds": set(), "full_val_loss": set()}
+# the peers as a target's text names them
+_SHORT = {"fused": "fused", "per_layer": "the per-layer API", "numpy": "NumPy",
+          "torch": "PyTorch eager"}
+
+
+def load_targets(source):
+    """Targets from a JSON file (str or Path), a dict or a list as in the module docstring.
+
+    Returns ``{"title": str, "targets": [dict, ...]}`` checked and completed (``peer`` filled
+    in), or None for None. Raises ValueError naming the bad entry, OSError for an unreadable file.
+    """
+    if source is None:
+        return None
+    where = "targets"
+    if isinstance(source, (str, Path)):
+        where = f"targets file {source}"
+        try:
+            source = json.loads(Path(source).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e})") from None
+    if isinstance(source, list):
+        source = {"targets": source}
+    if not isinstance(source, dict) or set(source) - {"title", "targets"} or \
+            not isinstance(source.get("targets"), list):
+        raise ValueError(f"{where}: expected a list of targets or {{\"title\": ..., "
+                         f"\"targets\": [...]}}, got {_short(source)}")
+    title = source.get("title", "Targets")
+    if not isinstance(title, str) or not title.strip() or "\n" in title:
+        raise ValueError(f"{where}: the title must be a one-line string, got {title!r}")
+    return {"title": title, "targets": [_check(t, f"{where}, target {i}")
+                                        for i, t in enumerate(source["targets"])]}
+
+
+def _check(t, where):
+    if not isinstance(t, dict) or t.get("metric") not in _KEYS:
+        raise ValueError(f"{where}: expected {{\"metric\": one of {', '.join(_KEYS)}, ...}}, "
+                         f"got {_short(t)}")
+    keys = _KEYS[t["metric"]]
+    bounds = [k for k in ("min", "max") if k in t]
+    unknown = set(t) - keys - {"metric", "min", "max"}
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} for metric "
+                         f"{t['metric']} (its keys: {', '.join(sorted(keys | {'min', 'max'}))})")
+    if len(bounds) != 1:
+        raise ValueError(f"{where}: give exactly one bound, min or max, got {_short(t)}")
+    bound = t[bounds[0]]
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+        raise ValueError(f"{where}: {bounds[0]} must be a finite number, got {bound!r}")
+    out = dict(t)
+    if keys:
+        need = {"dtype", "batch_size"} | ({"peer"} if t["metric"] == "speedup" else set())
+        missing = need - set(t)
+        if missing:
+            raise ValueError(f"{where}: metric {t['metric']} needs {', '.join(sorted(missing))}")
+        if t["dtype"] not in ("float32", "float64"):
+            raise ValueError(f"{where}: dtype must be float32 or float64, got {t['dtype']!r}")
+        B = t["batch_size"]
+        if isinstance(B, bool) or not isinstance(B, int) or B < 2:
+            raise ValueError(f"{where}: batch_size must be an integer >= 2, got {B!r}")
+        out["peer"] = t.get("peer", "fused")
+        if out["peer"] not in IMPLS or (t["metric"] == "speedup" and out["peer"] == "fused"):
+            allowed = [k for k in IMPLS if t["metric"] != "speedup" or k != "fused"]
+            raise ValueError(f"{where}: peer must be one of {', '.join(allowed)}, got "
+                             f"{out['peer']!r}")
+    return out
+
+
+def _short(obj, n=80):
+    text = repr(obj)
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def _find(res, dt, B, name):
+    for r in res["results"]:
+        if r["dtype"] == dt and r["batch_size"] == B and name in r["impls"]:
+            return r["impls"][name]
+    return None
+
+
+def judge(res, targets):
+    """The run ``res`` (as ``run`` returns it) against ``load_targets``' targets.
+
+    Returns [{"target": text, "measured": formatted or None, "value": float or None, "ok": bool,
+    or None when not measured}], in the order of the targets; [] for None.
+    """
+    if targets is None:
+        return []
+    full = res["full_training"]
+    steps = full["steps"] if full else FULL_STEPS
+    out = []
+    for t in targets["targets"]:
+        kind = "min" if "min" in t else "max"
+        bound, op = t[kind], ">=" if kind == "min" else "<="
+        metric = t["metric"]
+        if metric in ("us_per_step", "speedup"):
+            cell = _find(res, t["dtype"], t["batch_size"], t["peer"])
+            where = f"B={t['batch_size']} {t['dtype']}: "
+            if metric == "us_per_step":
+                value = cell and cell["us_per_step"]
+                text, fmt = f"{where}{_SHORT[t['peer']]} {op} {bound:g} us/step", "{:.1f} us"
+            else:
+                value = cell and cell["speedup"]
+                text = f"{where}{op} {bound:g}x faster than {_SHORT[t['peer']]}"
+                fmt = "{:.1f}x"
+        elif metric == "full_seconds":
+            value = full and full["wall_seconds"]
+            text, fmt = f"{steps:,} steps (fused loop) {op} {bound:g} s", "{:.2f} s"
+        else:
+            value = full and full["losses"]["val"]
+            text, fmt = f"val loss after {steps:,} steps {op} {bound:g}", "{:.4f}"
+        ok = None if value is None else (value >= bound if kind == "min" else value <= bound)
+        out.append({"target": text, "measured": None if value is None else fmt.format(value),
+                    "value": value, "ok": ok})
+    return out
