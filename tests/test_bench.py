@@ -48,10 +48,29 @@ def smoke(dataset, tmp_path_factory):
     (results, out dir, printed table)."""
     out = tmp_path_factory.mktemp("bench")
     printed = io.StringIO()
-    res = bench.run((32, 64), ("float32", "float64"), repeats=1, out=out, quick=True,
-                    data=dataset, targets=TARGETS, machine={"fastbn_git": "v0-test-describe"},
-                    stream=None, stdout=printed)
+    torch = pytest.importorskip("torch") if torch_available() else None
+    with bench.one_thread(torch):                  # as `fastbn bench` runs it
+        res = bench.run((32, 64), ("float32", "float64"), repeats=1, out=out, quick=True,
+                        data=dataset, targets=TARGETS, machine={"fastbn_git": "v0-test-describe"},
+                        stream=None, stdout=printed)
     return res, out, printed.getvalue()
+
+
+def _blas():
+    from threadpoolctl import threadpool_info
+    return sorted((p["filepath"], p["num_threads"]) for p in threadpool_info()
+                  if p["user_api"] == "blas")
+
+
+def test_run_leaves_the_process_threads_alone_and_one_thread_restores_them(dataset, tmp_path):
+    before = _blas()
+    res = bench.run((32,), ("float32",), repeats=1, out=tmp_path, quick=True, data=dataset,
+                    use_torch=False, stream=None, stdout=None)
+    assert _blas() == before
+    assert res["machine"]["blas_threads"] == sorted({n for _, n in before})
+    with bench.one_thread():
+        assert {n for _, n in _blas()} == {1}
+    assert _blas() == before
 
 
 def test_step_flops_is_the_six_gemms():

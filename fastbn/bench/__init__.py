@@ -31,7 +31,7 @@ from .command import main, run_from_args
 from .flops import fused_flops, step_flops
 from .peers import IMPLS, LR, MODEL
 from .report import CHART
-from .runner import run
+from .runner import one_thread, run
 from .targets import judge, load_targets
 from .timing import FULL_STEPS, MIN_CPU_SHARE, full_training, gemm_peak
 from .verify import LOSS_TOL, STATE_TOL, VERIFY_STEPS, VerificationError
@@ -39,4 +39,4 @@ from .verify import LOSS_TOL, STATE_TOL, VERIFY_STEPS, VerificationError
 __all__ = ["CHART", "DEFAULT_BATCH_SIZES", "DEFAULT_DTYPES", "DEFAULT_OUT", "FULL_STEPS", "IMPLS",
            "LOSS_TOL", "LR", "MIN_CPU_SHARE", "MODEL", "STATE_TOL", "VERIFY_STEPS",
            "VerificationError", "add_arguments", "full_training", "fused_flops", "gemm_peak",
-           "judge", "load_targets", "main", "run", "run_from_args", "step_flops"]
+           "judge", "load_targets", "main", "one_thread", "run", "run_from_args", "step_flops"]

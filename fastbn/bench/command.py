@@ -3,7 +3,7 @@ import argparse
 import sys
 
 from .._bench_options import DEFAULT_OUT, DESCRIPTION, add_arguments
-from .runner import _STD, run
+from .runner import _STD, one_thread, run
 from .targets import load_targets
 from .verify import VerificationError
 
@@ -18,9 +18,16 @@ def run_from_args(args, stream=_STD, stdout=_STD, machine=None):
     """
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
     targets = load_targets(args.targets)
-    run(args.batch_sizes, args.dtypes, repeats, args.out, use_torch=not args.no_torch,
-        full=args.full, quick=args.quick, data=args.data, seed=args.seed, targets=targets,
-        machine=machine, stream=stream, stdout=stdout)
+    torch_mod = None
+    if not args.no_torch:
+        try:
+            import torch as torch_mod
+        except ImportError:
+            pass                     # run() notes that PyTorch was skipped, and why
+    with one_thread(torch_mod):      # the command owns its process: one thread everywhere
+        run(args.batch_sizes, args.dtypes, repeats, args.out, use_torch=not args.no_torch,
+            full=args.full, quick=args.quick, data=args.data, seed=args.seed, targets=targets,
+            machine=machine, stream=stream, stdout=stdout)
     return 0
 
 

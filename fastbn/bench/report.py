@@ -1,9 +1,9 @@
 """The report of a benchmark run: results.md (also printed), results.json and the chart."""
 import json
-import os
 
 import numpy as np
 
+from .._fileio import atomic_save_figure, atomic_write_text
 from .chart import draw
 from .peers import IMPLS
 from .timing import MIN_CPU_SHARE
@@ -111,17 +111,6 @@ def _fmt_load(load):
     return "-" if not load else " ".join(f"{v:.2f}" for v in load)
 
 
-def _atomic(path, write):
-    """``write(tmp)`` to a temporary file next to ``path``, then rename it to ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write(res, out, stdout):
     """Write results.md, results.json and the chart into the folder ``out`` (created); print
     results.md to ``stdout`` unless None. Sets ``res["chart"]`` (the chart's file name or None).
@@ -129,16 +118,15 @@ def write(res, out, stdout):
     out.mkdir(parents=True, exist_ok=True)
     fig = draw(res)
     if fig is not None:
-        _atomic(out / CHART, lambda tmp: fig.savefig(tmp, format="png"))
+        atomic_save_figure(fig, out / CHART, format="png")
         res["chart"] = CHART
     else:
         res["chart"] = None
         res["notes"].append("chart skipped: matplotlib is not installed")
     md = markdown(res)
-    _atomic(out / "results.md", lambda tmp: tmp.write_text(md, encoding="utf-8"))
-    _atomic(out / "results.json",
-            lambda tmp: tmp.write_text(json.dumps(res, indent=1, default=_json_default) + "\n",
-                                       encoding="utf-8"))
+    atomic_write_text(out / "results.md", md)
+    atomic_write_text(out / "results.json",
+                      json.dumps(res, indent=1, default=_json_default) + "\n")
     if stdout is not None:
         print(md, file=stdout)
 

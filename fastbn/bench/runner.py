@@ -1,4 +1,5 @@
 """A benchmark run: verify every peer, time them, write the report (``run``)."""
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -34,10 +35,30 @@ def _log_to(stream):
     return log
 
 
+@contextlib.contextmanager
+def one_thread(torch_mod=None):
+    """Pin BLAS (threadpoolctl) and, given, torch to one thread within the block, and restore
+    both after: what ``fastbn bench`` does for its whole run. These are settings of the whole
+    process, so ``run`` leaves them to its caller (the command line owns its process)."""
+    from threadpoolctl import threadpool_limits
+    before = torch_mod.get_num_threads() if torch_mod is not None else None
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            if torch_mod is not None:
+                torch_mod.set_num_threads(1)
+            yield
+    finally:
+        if torch_mod is not None:
+            torch_mod.set_num_threads(before)
+
+
 def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=DEFAULT_OUT, *,
         use_torch=True, full=False, quick=False, data=None, seed=None, block_seconds=None,
         gemm_n=None, targets=None, machine=None, stream=_STD, stdout=_STD):
     """Verify, then time every peer at every batch size and dtype; write the results.
+
+    The run times with the threads the process has: ``fastbn bench`` pins BLAS and torch to one
+    thread (``with one_thread(torch): run(...)``); results.json records the thread counts.
 
     Parameters
     ----------
@@ -78,11 +99,6 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
     ValueError
         Bad batch sizes, dtypes, repeats or targets.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        raise ImportError("fastbn bench pins BLAS to one thread with threadpoolctl: "
-                          "pip install threadpoolctl") from None
     from .. import data as fdata
     from ..train import DEFAULT_SEED
 
@@ -119,33 +135,25 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
 
     init_ss, seeds = _seeds(seed)
     X, Y = ds.Xtr, ds.Ytr
-    torch_threads = torch_mod.get_num_threads() if torch_mod is not None else None
-    try:
-        with threadpool_limits(limits=1):
-            if torch_mod is not None:
-                torch_mod.set_num_threads(1)
-            machine = machine_info(torch_mod, machine)
-            # verify everything first
-            cells = {}
-            for dt in dtypes:
-                base = make_model(ds.vocab, dt, np.random.default_rng(init_ss))
-                for B in batch_sizes:
-                    peers = {k: PEERS[k](base, B, X, Y, seeds) for k in names}
-                    cells[dt, B] = (peers, verify_cell(peers, base, B, X, Y, dt, seeds))
-            log(f"verified: {len(names)} implementations agree with the fused step over "
-                f"{VERIFY_STEPS} steps at every batch size and dtype")
-            log(f"GEMM peak ({gemm_n}^3, one thread) ...")
-            peaks = {dt: gemm_peak(gemm_n, 2 if quick else 5, dt) for dt in dtypes}
-            rows = []
-            for (dt, B), (peers, ver) in cells.items():
-                log(f"{dt}, B={B}:")
-                timing = time_cell(peers, repeats, block_seconds, log=log)
-                rows.append(_row(dt, B, timing, ver, peaks[dt], peers["fused"].uses_table))
-            fulltrain = full_training(ds, seed, log=log) if full else None
-            machine["loadavg_at_end"] = loadavg()
-    finally:
-        if torch_mod is not None:
-            torch_mod.set_num_threads(torch_threads)
+    machine = machine_info(torch_mod, machine)
+    # verify everything first
+    cells = {}
+    for dt in dtypes:
+        base = make_model(ds.vocab, dt, np.random.default_rng(init_ss))
+        for B in batch_sizes:
+            peers = {k: PEERS[k](base, B, X, Y, seeds) for k in names}
+            cells[dt, B] = (peers, verify_cell(peers, base, B, X, Y, dt, seeds))
+    log(f"verified: {len(names)} implementations agree with the fused step over "
+        f"{VERIFY_STEPS} steps at every batch size and dtype")
+    log(f"GEMM peak ({gemm_n}^3, one thread) ...")
+    peaks = {dt: gemm_peak(gemm_n, 2 if quick else 5, dt) for dt in dtypes}
+    rows = []
+    for (dt, B), (peers, ver) in cells.items():
+        log(f"{dt}, B={B}:")
+        timing = time_cell(peers, repeats, block_seconds, log=log)
+        rows.append(_row(dt, B, timing, ver, peaks[dt], peers["fused"].uses_table))
+    fulltrain = full_training(ds, seed, log=log) if full else None
+    machine["loadavg_at_end"] = loadavg()
 
     res = {
         "title": "fastbn benchmark: one training step of the makemore BN-MLP",
