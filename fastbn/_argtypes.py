@@ -7,7 +7,7 @@ Each takes the text of one option and returns its value, or raises
 import argparse
 import math
 
-__all__ = ["momentum", "nonnegative", "positive", "schedule", "tolerance"]
+__all__ = ["momentum", "nonnegative", "positive", "schedule", "sweep_param", "tolerance"]
 
 
 def nonnegative(text):
@@ -65,3 +65,13 @@ def momentum(text):
     if not 0 <= v <= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return v
+
+
+def sweep_param(text):
+    """A sweep's ``NAME=V1,V2,...`` or ``NAME=LOW:HIGH[:lin]`` -> (name, values or Range)
+    (``fastbn.sweep.space.parse_param``; imports no Dask)."""
+    from .sweep.space import parse_param
+    try:
+        return parse_param(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
