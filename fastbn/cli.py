@@ -22,6 +22,7 @@ from . import _bench_options as bench_options
 from ._argtypes import momentum as _momentum
 from ._argtypes import nonnegative as _nonnegative
 from ._argtypes import positive as _positive
+from ._argtypes import positive_floats as _positive_floats
 from ._argtypes import schedule as _schedule
 from ._argtypes import sweep_param as _sweep_param
 from ._argtypes import tolerance as _tolerance
@@ -377,15 +378,24 @@ def _cmd_lab(args):
 
 def _cmd_lab_ladder(args):
     from . import lab
+    from .lab.trials import lab_cluster
     ds = _lab_data(args)
 
     def progress(msg):
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    rows = lab.run_ladder(ds, steps=args.steps, seed=args.seed, progress=progress)
-    deep = [] if args.no_deep else lab.run_deep(ds, steps=args.deep_steps, seed=args.seed,
-                                                progress=progress)
+    n = (len(lab.LADDER) if args.steps else 0) + \
+        (0 if args.no_deep or not args.deep_steps else 2 * len(lab.DEEP_GAINS))
+    try:
+        with lab_cluster(args.scheduler, args.workers, n, progress) as where:
+            rows = lab.run_ladder(ds, steps=args.steps, seed=args.seed, progress=progress,
+                                  **where)
+            deep = [] if args.no_deep else lab.run_deep(ds, steps=args.deep_steps,
+                                                        seed=args.seed, progress=progress,
+                                                        **where)
+    except (ImportError, OSError, RuntimeError) as e:   # no Dask, no scheduler, workers
+        raise _Fail(str(e)) from e
     files = lab.write_ladder(rows, deep, args.out, ext=args.format, steps=args.steps,
                              deep_steps=args.deep_steps)
     print(f"The init ladder, {args.steps:,} steps each (lecture: 200,000)")
@@ -398,11 +408,35 @@ def _cmd_lab_ladder(args):
     return 0
 
 
+def _cmd_lab_robustness(args):
+    from .lab import robustness
+    if args.steps < 1:
+        args.parser.error("--steps must be >= 1 (every cell is a training run)")
+    ds = _lab_data(args)
+    try:
+        m = robustness.run_robustness(
+            ds, args.out, gains=args.gains, lrs=args.lrs, steps=args.steps, seeds=args.seeds,
+            scheduler=args.scheduler, workers=args.workers, trial_timeout=args.trial_timeout,
+            resume=args.resume, quiet=args.quiet, fmt=args.format)
+    except FileExistsError as e:
+        args.parser.error(f"{e} (here: --resume)")
+    except KeyboardInterrupt:
+        print(f"interrupted; what finished is in {Path(args.out) / 'robustness'}; continue with "
+              "the same command and --resume", file=sys.stderr)
+        return 130
+    except (ImportError, OSError, ValueError, RuntimeError) as e:
+        raise _Fail(str(e)) from e
+    print(m.markdown())
+    for key, path in m.files.items():
+        print(f"{key} {path}")
+    return 0
+
+
 def _add_lab_parser(sub):
     from .model import ACTIVATIONS, INIT_SCHEMES
     from .train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
 
-    def common(q, out, steps, steps_help):
+    def common(q, out, steps, steps_help, seed=True):
         q.add_argument("--data", metavar="PATH",
                        help="names file (default: $FASTBN_DATA, then the user cache, then a "
                             "verified download)")
@@ -410,8 +444,10 @@ def _add_lab_parser(sub):
                        help="where the figures, tables and report go (default %(default)s)")
         q.add_argument("--steps", type=_nonnegative, default=steps, metavar="N",
                        help=f"{steps_help} (default %(default)s)")
-        q.add_argument("--seed", type=_nonnegative, default=DEFAULT_SEED, metavar="S",
-                       help="seeds the parameters and the minibatches (default %(default)s)")
+        if seed:
+            q.add_argument("--seed", type=_nonnegative, default=DEFAULT_SEED, metavar="S",
+                           help="seeds the parameters and the minibatches (default "
+                                "%(default)s)")
         q.add_argument("--format", choices=["png", "svg"], default="png",
                        help="figure format (default %(default)s)")
         q.add_argument("--quiet", action="store_true", help="no progress output")
@@ -448,7 +484,15 @@ def _add_lab_parser(sub):
     lab.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     lab.set_defaults(parser=lab, run=_cmd_lab)
 
-    lsub = lab.add_subparsers(dest="lab_command", metavar="{ladder}")
+    def cluster_options(q):
+        q.add_argument("--workers", type=_positive(), metavar="W",
+                       help="worker processes of the Dask LocalCluster the runs go to (default: "
+                            "one per core; without Dask installed, one after another here)")
+        q.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on the Dask cluster of this scheduler instead")
+
+    robustness_defaults = ("0.2,0.5,1,5/3,3,5", "0.01,0.03,0.1,0.3,1")
+    lsub = lab.add_subparsers(dest="lab_command", metavar="{ladder,robustness}")
     ladder = lsub.add_parser(
         "ladder", help="the init ladder and the deep net",
         description="Train the lecture's five configurations of the BN-MLP (original init, fix "
@@ -460,7 +504,31 @@ def _add_lab_parser(sub):
     ladder.add_argument("--deep-steps", type=_nonnegative, default=1000, metavar="N",
                         help="training steps of each deep net (default %(default)s)")
     ladder.add_argument("--no-deep", action="store_true", help="skip the deep net")
+    cluster_options(ladder)
     ladder.set_defaults(parser=ladder, run=_cmd_lab_ladder)
+
+    rob = lsub.add_parser(
+        "robustness", help="batch norm's robustness map: val loss over init gain x lr",
+        description="Train the lecture's 5-layer tanh net, with and without BatchNorm, at every "
+                    "init gain x learning rate of a grid (a sweep on Dask, see fastbn sweep), "
+                    "and draw the val losses as two heatmaps side by side. Writes "
+                    "robustness.png and robustness.md into OUT, the sweep's results into "
+                    "OUT/robustness/.")
+    common(rob, "fastbn-robustness", 10_000, "training steps per run", seed=False)
+    rob.add_argument("--gains", type=_positive_floats, default=robustness_defaults[0],
+                     metavar="G1,G2,...",
+                     help="Kaiming gains (fractions allowed: 5/3; default %(default)s)")
+    rob.add_argument("--lrs", type=_positive_floats, default=robustness_defaults[1],
+                     metavar="LR1,LR2,...", help="constant learning rates (default %(default)s)")
+    rob.add_argument("--seeds", type=_positive(), default=1, metavar="K",
+                     help="runs of every cell, with the seeds 2147483647 (fastbn train's "
+                          "default), 1, ..., K-1 (default 1)")
+    rob.add_argument("--resume", action="store_true",
+                     help="continue the sweep in OUT/robustness (its finished runs are kept)")
+    rob.add_argument("--trial-timeout", type=_positive(float), metavar="SECONDS",
+                     help="a run still going after this long is recorded as failed")
+    cluster_options(rob)
+    rob.set_defaults(parser=rob, run=_cmd_lab_robustness)
 
 
 def build_parser():

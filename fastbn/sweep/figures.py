@@ -31,9 +31,15 @@ def _axis_values(values, param):
     return np.arange(len(values), dtype=float), labels, False
 
 
-def val_against(points, name, values=None, ceiling=None, path=None):
-    """Val loss (mean ± sd over seeds) of every point against parameter ``name``; a line through
-    the best point at each value; a red x at the top for points where no seed finished."""
+def val_against(points, name, values=None, ceiling=None, path=None, max_lines=8):
+    """Val loss (mean ± sd over seeds) of every point against parameter ``name``.
+
+    Points that differ only in ``name`` are joined by a line, one per setting of the other
+    swept parameters (labelled), when there are at most ``max_lines`` of them; otherwise the
+    points are dots and a red line joins the best at each value. A random search's points
+    (``values`` a Range) are dots. Points where no seed finished are red x's at the top; those
+    above ``ceiling``, orange triangles there.
+    """
     param = PARAMS[name]
     fig, ax = _figure(7, 4.2)
     ax = ax[0, 0]
@@ -42,37 +48,48 @@ def val_against(points, name, values=None, ceiling=None, path=None):
     xs, labels, log = _axis_values(present, param)
     if rng_param:
         log = values.scale == "log"
-    values = present
-    pos = {v: x for v, x in zip(values, xs)}
+    pos = {v: x for v, x in zip(present, xs)}
     ok = [p for p in points if p.val]
     top = max([p.val_mean for p in ok], default=1.0)
     if ceiling is not None:
         top = min(top, ceiling)
-    above, div = [], []
+    groups = {}
     for p in points:
-        x = pos[p.params[name]]
-        if not p.val:
-            div.append(x)
-        elif p.val_mean > top:
-            above.append(x)
-        else:
+        others = tuple((k, _short(PARAMS[k], v)) for k, v in p.params.items() if k != name)
+        groups.setdefault(others, []).append(p)
+    keys = [k for k in points[0].params if k != name] if points else []
+    varying = [k for k in keys if len({dict(g).get(k) for g in groups}) > 1]
+    lines = not rng_param and 1 < len(present) and len(groups) <= max_lines
+    above, div = [], []
+    for gi, (others, ps) in enumerate(groups.items()):
+        label = " ".join(f"{k}={v}" for k, v in others if k in varying) or None
+        color = f"C{gi % 10}" if lines else "tab:blue"
+        shown = sorted(((pos[p.params[name]], p) for p in ps if p.val and p.val_mean <= top),
+                       key=lambda t: t[0])
+        for x, p in shown:
             sd = 0 if math.isnan(p.val_sd) else p.val_sd
-            ax.errorbar([x], [p.val_mean], yerr=[sd], fmt="o", ms=4, color="tab:blue",
-                        alpha=0.6, capsize=2, lw=1)
-    best = {}
-    for p in ok:
-        v = p.params[name]
-        best[v] = min(best.get(v, math.inf), p.val_mean)
-    if len(best) > 1 and not rng_param:
-        bx = sorted((pos[v], m) for v, m in best.items())
-        ax.plot([b[0] for b in bx], [min(b[1], top) for b in bx], "-", color="tab:red", lw=1.2,
-                label="best at each value")
+            ax.errorbar([x], [p.val_mean], yerr=[sd], fmt="o", ms=4, color=color,
+                        alpha=0.8 if lines else 0.6, capsize=2, lw=1)
+        if lines and shown:
+            ax.plot([x for x, _ in shown], [p.val_mean for _, p in shown], "-", color=color,
+                    lw=1.2, label=label)
+        above += [pos[p.params[name]] for p in ps if p.val and p.val_mean > top]
+        div += [pos[p.params[name]] for p in ps if not p.val]
+    if not lines and not rng_param:
+        best = {}
+        for p in ok:
+            v = p.params[name]
+            best[v] = min(best.get(v, math.inf), p.val_mean)
+        if len(best) > 1:
+            bx = sorted((pos[v], m) for v, m in best.items())
+            ax.plot([b[0] for b in bx], [min(b[1], top) for b in bx], "-", color="tab:red",
+                    lw=1.2, label="best at each value")
     y_top = top + 0.02 * max(top - min([p.val_mean for p in ok], default=top), 0.05)
     if above:
-        ax.plot(above, [y_top] * len(above), "^", color="tab:orange",
+        ax.plot(above, [y_top] * len(above), "^", color="tab:orange", ls="",
                 label=f"val loss above {top:.2f}")
     if div:
-        ax.plot(div, [y_top] * len(div), "x", color="tab:red", ms=8,
+        ax.plot(div, [y_top] * len(div), "x", color="tab:red", ms=8, ls="",
                 label="no seed finished (diverged / failed)")
     if log:
         ax.set_xscale("log")
@@ -142,13 +159,13 @@ def pair_heatmap(points, a, b, values_a, values_b, ceiling=None, path=None):
     if ceiling is not None:
         vmax = min(vmax, ceiling)
     vmax = max(vmax, vmin + 1e-3)
-    fig, ax = _figure(1.6 + 0.75 * len(values_b), 1.4 + 0.45 * len(values_a))
+    fig, ax = _figure(2.4 + 0.75 * len(values_b), 1.6 + 0.45 * len(values_a))
+    fig.set_layout_engine("constrained")
     ax = ax[0, 0]
     img = draw_heatmap(ax, cells, text, [_short(pb, v) for v in values_b],
                        [_short(pa, v) for v in values_a], vmin, vmax, b, a,
                        f"Val loss: {a} x {b}")
     fig.colorbar(img, ax=ax, label="val loss")
-    fig.tight_layout()
     if path is not None:
         from ..lab.plots import save_figure
         save_figure(fig, path)

@@ -133,9 +133,9 @@ class ResultsFile:
             w.writerow({k: _cell(v) for k, v in row.items()})
         return buf.getvalue()
 
-    def flush(self):
+    def flush(self, force=False):
         """Write the file now if anything changed since the last write (atomically)."""
-        if self.path is None or not self._dirty:
+        if self.path is None or not (self._dirty or force):
             return
         atomic_write_text(self.path, self.text())
         self._dirty = False

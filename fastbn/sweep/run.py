@@ -277,6 +277,7 @@ def sweep(space, data=None, out=None, *, client=None, scheduler=None, workers=No
                     result.wall_time = time.perf_counter() - t1
         except KeyboardInterrupt:
             result.interrupted = True
+            result.wall_time = time.perf_counter() - t0 - result.setup_time
         finally:
             progress.close()
             results.flush()
@@ -320,7 +321,7 @@ def _prepare(out, results, trials, spaces, ds, sha, resume, retry_failed):
             "data": None if ds.path is None else str(Path(ds.path).resolve()),
             "data_sha256": sha, "columns": results.header}
     atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
-    results.flush()
+    results.flush(force=True)       # the header at least: the folder is a sweep's from now on
 
 
 def _report(result, out, fmt):

@@ -107,10 +107,34 @@ def _local_cluster(n):
     """
     import dask
     import distributed
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+            _sigint_ignored():
+        # no dashboard; the scheduler's HTTP server (health, metrics) on a free port, not 8787
         return distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                         host="127.0.0.1", dashboard_address=None,
+                                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                                         silence_logs=logging.ERROR)
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored while the workers are spawned, which they inherit (an ignored signal stays
+    ignored across exec, and Python then installs no handler): Ctrl-C in a terminal signals the
+    whole foreground process group, and the sweep's client, not each worker, handles it (it
+    cancels the trials and closes the cluster). Only in the main thread, where handlers can be
+    set; the previous handler is put back as soon as the cluster is up (a Ctrl-C in those
+    seconds is lost)."""
+    import signal
+    import threading
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(ValueError):
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
 
 
 @contextlib.contextmanager
@@ -251,7 +275,7 @@ def run_trials(client, trials, data, fn, *, data_key=None, trial_timeout=None, o
                 for tid, (t0, worker) in list(started.items()):
                     if now - t0 > trial_timeout and tid in by_trial:
                         _time_out(client, pending[by_trial[tid]][0], worker, trial_timeout,
-                                  log, lambda r, tid=tid: finish(by_trial[tid], r))
+                                  now - t0, log, lambda r, tid=tid: finish(by_trial[tid], r))
             if not batch:
                 time.sleep(_POLL)
     finally:
@@ -266,10 +290,10 @@ def run_trials(client, trials, data, fn, *, data_key=None, trial_timeout=None, o
                 f.release()
 
 
-def _time_out(client, future, worker, timeout, log, record):
+def _time_out(client, future, worker, timeout, elapsed, log, record):
     """Record a trial that ran past ``timeout`` as failed, cancel it and restart its worker."""
-    record(_failed(f"timed out: still running after {timeout:g} s on {worker} (the worker was "
-                   "restarted)"))
+    record({**_failed(f"timed out: still running after {timeout:g} s (its worker was "
+                      "restarted)"), "worker": worker, "trial_time": elapsed})
     with contextlib.suppress(Exception):
         future.cancel()
     try:
