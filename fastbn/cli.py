@@ -379,13 +379,14 @@ def _cmd_lab(args):
 def _cmd_lab_ladder(args):
     from . import lab
     from .lab.trials import lab_cluster
+    from .model import LADDER
     ds = _lab_data(args)
 
     def progress(msg):
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    n = (len(lab.LADDER) if args.steps else 0) + \
+    n = (len(LADDER) if args.steps else 0) + \
         (0 if args.no_deep or not args.deep_steps else 2 * len(lab.DEEP_GAINS))
     try:
         with lab_cluster(args.scheduler, args.workers, n, progress) as where:

@@ -11,7 +11,7 @@ import numpy as np
 from .._fileio import atomic_write_text
 from ..model import LADDER, CharMLP
 from ..sweep.space import Space
-from ..train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, lr_at, seed_streams, train
+from ..train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, lr_at, train
 from . import report
 from .plots import (
     plot_activations,
@@ -28,6 +28,7 @@ from .plots import (
 from .probe import Probe, Snapshot, dead_units_on_split
 from .report import _when
 from .stats import LossCheck, initial_loss_check
+from .trials import _seeds, deep_trial, ladder_trial, run_sweep
 
 __all__ = ["DEEP_GAINS", "DEEP_NET", "LabResult", "ladder_figures", "run_deep", "run_lab",
            "run_ladder", "write_ladder"]
@@ -83,11 +84,6 @@ class LabResult:
         return (f"LabResult({self.settings['steps']:,} steps, {len(self.probe.snapshots)} "
                 f"snapshots, initial loss {c.measured:.4f} ({c.verdict}), loss {losses}, "
                 f"{len(self.figures)} figures{where})")
-
-
-def _seeds(seed):
-    """Generators of ``train.seed_streams(seed)``: (parameters, minibatches)."""
-    return tuple(np.random.default_rng(s) for s in seed_streams(seed))
 
 
 def _init_batch(ds, n, seed):
@@ -214,12 +210,6 @@ class DeepRow:
         return "about right"
 
 
-def _train_quiet(model, ds, steps, seed, probe=None, splits=("train", "val")):
-    res = train(model, ds, steps=steps, seed=seed, quiet=True, evaluate=False, callback=probe,
-                every=probe.every if probe else 1000, fused=False)
-    return res.history, {n: model.evaluate(*ds.split(n)) for n in splits}
-
-
 def run_ladder(ds, steps=200_000, seed=DEFAULT_SEED, init_batch=1000, configs=None,
                progress=None, *, client=None, scheduler=None, workers=None):
     """The lecture's five configurations of the BN-MLP (``fastbn.model.LADDER``), each trained
@@ -245,7 +235,6 @@ def run_ladder(ds, steps=200_000, seed=DEFAULT_SEED, init_batch=1000, configs=No
     if not steps:
         return [LadderRow(n, snaps[n], {s: models[n].evaluate(*ds.split(s))
                                         for s in ("train", "val")}, None) for n in names]
-    from .trials import ladder_trial, run_sweep
     spaces = [Space({**LADDER[n], "steps": steps}, seeds=[seed]) for n in names]
     done = run_sweep(spaces, ds, ladder_trial, client=client, scheduler=scheduler,
                      workers=workers, progress=progress)
@@ -278,7 +267,6 @@ def run_deep(ds, steps=1000, seed=DEFAULT_SEED, gains=DEEP_GAINS, batch_size=32,
            for bn in (True, False) for gain in gains]
     done = [(None, None, {})] * len(kws)
     if steps:
-        from .trials import deep_trial, run_sweep
         spaces = [Space({**kw, "gain": gain, "steps": steps}, seeds=[seed])
                   for _, gain, kw in kws]
         done = run_sweep(spaces, ds, deep_trial, client=client, scheduler=scheduler,

@@ -3,7 +3,7 @@ LocalCluster with a worker per core, or a cluster by address), one trial per con
 
 The ladder and the deep net keep the laboratory's own recipe, so their numbers are those of the
 one-after-another runs they replace, to the bit: the parameters and minibatches from
-``experiments._seeds(seed)`` (generators of ``seed_streams(seed)``), the per-layer path, the
+``_seeds(seed)`` (generators of ``seed_streams(seed)``), the per-layer path, the
 losses of the splits they report. ``ladder_trial`` and ``deep_trial`` are those runs as trial
 functions (module-level, so Dask workers import them by name). ``run_sweep`` runs trials and
 returns their rows: on Dask when it is installed, else one after another in this process.
@@ -11,16 +11,31 @@ returns their rows: on Dask when it is installed, else one after another in this
 import contextlib
 import warnings
 
+import numpy as np
+
 from ..model import CharMLP
 from ..sweep.space import resolve
+from ..train import seed_streams, train
+from .probe import Probe
 
 __all__ = ["deep_trial", "lab_cluster", "ladder_trial", "run_sweep"]
+
+
+def _seeds(seed):
+    """Generators of ``train.seed_streams(seed)``: (parameters, minibatches)."""
+    return tuple(np.random.default_rng(s) for s in seed_streams(seed))
+
+
+def _train_quiet(model, ds, steps, seed, probe=None, splits=("train", "val")):
+    """Train on the per-layer path without output; (loss history, {split: eval loss})."""
+    res = train(model, ds, steps=steps, seed=seed, quiet=True, evaluate=False, callback=probe,
+                every=probe.every if probe else 1000, fused=False)
+    return res.history, {n: model.evaluate(*ds.split(n)) for n in splits}
 
 
 def ladder_trial(data, trial):
     """One configuration of the init ladder (``run_ladder``): train and val loss and the loss
     of every step (``extra["history"]``)."""
-    from .experiments import _seeds, _train_quiet
     model_kw, run_kw = resolve(trial.params)
     init_rng, batch_rng = _seeds(trial.seed)
     model = CharMLP(data.vocab, seed=init_rng, **model_kw)
@@ -33,8 +48,6 @@ def deep_trial(data, trial):
     """The deep net at one gain, with or without batch norm (``run_deep``): val loss and the
     probe's snapshots of the first and the last step (``extra``). A diverging run keeps the
     snapshots it has (status "diverged")."""
-    from .experiments import _seeds, _train_quiet
-    from .probe import Probe
     model_kw, run_kw = resolve(trial.params)
     init_rng, batch_rng = _seeds(trial.seed)
     model = CharMLP(data.vocab, seed=init_rng, **model_kw)
