@@ -71,6 +71,9 @@ def lab_cluster(scheduler=None, workers=None, n_trials=None, progress=None):
     another in this process) when Dask is not installed and no scheduler is given. The
     LocalCluster has ``workers`` processes (default: one per core, at most ``n_trials``)."""
     from ..sweep.runner import cluster, default_workers, require_dask
+    if n_trials == 0 and scheduler is None:     # nothing to train: no cluster to start
+        yield {"workers": 0}
+        return
     if scheduler is None:
         try:
             require_dask()

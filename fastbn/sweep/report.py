@@ -113,12 +113,14 @@ def markdown_report(result, links=None, top=20):
     counts = result.counts()
     lines = [f"# Sweep: {result.description}", ""]
     done = sum(counts.values())
+    ran = f" Ran on {result.cluster}" if result.cluster else ""
+    if ran and result.wall_time:
+        ran += f" in {result.wall_time:.1f} s"
     lines.append(f"{done} of {len(result.trials)} trials finished"
                  + (" (interrupted: resume to run the rest)" if done < len(result.trials)
                     else "")
-                 + ": " + ", ".join(f"{v} {k}" for k, v in counts.items())
-                 + f". Ran on {result.cluster}"
-                 + (f" in {result.wall_time:.1f} s" if result.wall_time else "") + ".")
+                 + ": " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "none") + "."
+                 + (ran + " (this run)." if ran else ""))
     if result.data_text:
         lines.append(f"Data: {result.data_text}.")
     lines += ["", "Losses are in eval mode after training; val loss is the mean over the seeds "
