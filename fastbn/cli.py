@@ -24,7 +24,6 @@ from ._argtypes import nonnegative as _nonnegative
 from ._argtypes import positive as _positive
 from ._argtypes import positive_floats as _positive_floats
 from ._argtypes import schedule as _schedule
-from ._argtypes import sweep_param as _sweep_param
 from ._argtypes import tolerance as _tolerance
 from .gradcheck import gradcheck, standard_checks
 
@@ -284,55 +283,10 @@ def _cmd_sweep(args):
 
 
 def _add_sweep_parser(sub):
-    from .sweep.space import PARAMS
-    s = sub.add_parser(
-        "sweep", help="many training runs over a grid (or random search) of options and seeds, "
-                      "on Dask",
-        description="Train one model per trial of a search space, in parallel on Dask: a "
-                    "LocalCluster of --workers processes on this machine, or the cluster of "
-                    "--scheduler ADDRESS. A trial with seed S is 'fastbn train --seed S' with "
-                    "its options. Results stream into OUT/results.csv (one row per trial); at "
-                    "the end OUT/report.md ranks the configurations by val loss (mean ± sd over "
-                    "seeds) with a figure per parameter and heatmaps. Needs Dask: pip install "
-                    "'fastbn[sweep]'.",
-        epilog="parameters: " + "; ".join(f"{p.name} ({p.help})" for p in PARAMS.values())
-               + ". Unset ones keep fastbn train's defaults.")
-    s.add_argument("--param", action="append", type=_sweep_param, metavar="NAME=V1,V2,...",
-                   help="values of one parameter (repeatable; the grid is their product); "
-                        "NAME=LOW:HIGH is a log-uniform range (LOW:HIGH:lin uniform) for "
-                        "--random; lr_schedule values are separated by ';'")
-    s.add_argument("--random", type=_positive(), metavar="N",
-                   help="N random draws from the lists and ranges instead of the grid")
-    s.add_argument("--seeds", type=_positive(), metavar="K",
-                   help="K runs of every configuration, with the seeds 2147483647 (fastbn "
-                        "train's default), 1, ..., K-1 (default 1)")
-    s.add_argument("--space-seed", type=_nonnegative, metavar="S",
-                   help="seed of the random draws (default 0)")
-    s.add_argument("--data", metavar="PATH",
-                   help="names file, loaded here once and shipped to the workers (default: "
-                        "$FASTBN_DATA, then the user cache, then a verified download)")
-    s.add_argument("--out", metavar="DIR",
-                   help="where sweep.json, results.csv, report.md and the figures go (default "
-                        "fastbn-sweep)")
-    s.add_argument("--resume", metavar="OUT",
-                   help="continue the sweep in OUT (its space and data): the trials in its "
-                        "results.csv are not run again")
-    s.add_argument("--retry-failed", action="store_true",
-                   help="with --resume: run the failed trials again (not the diverged ones)")
-    s.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run on the Dask cluster of this scheduler (tcp://host:8786) instead of "
-                        "a LocalCluster")
-    s.add_argument("--workers", type=_positive(), metavar="W",
-                   help="worker processes of the LocalCluster, one thread each (default: the "
-                        "number of cores)")
-    s.add_argument("--trial-timeout", type=_positive(float), metavar="SECONDS",
-                   help="a trial still running after this long is recorded as failed and its "
-                        "worker restarted")
-    s.add_argument("--format", choices=["png", "svg"], default="png",
-                   help="figure format (default %(default)s)")
-    s.add_argument("--dry-run", action="store_true",
-                   help="list the trials (id and options) and exit")
-    s.add_argument("--quiet", action="store_true", help="no progress output")
+    from .sweep.command import DESCRIPTION, add_arguments
+    s = sub.add_parser("sweep", help="many training runs over a grid (or random search) of "
+                                     "options and seeds, on Dask", description=DESCRIPTION)
+    add_arguments(s)
     s.set_defaults(parser=s, run=_cmd_sweep)
 
 

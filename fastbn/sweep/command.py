@@ -1,14 +1,66 @@
-"""``fastbn sweep``: the command line of ``fastbn.sweep.sweep`` (its options are in
-``fastbn.cli``). Usage errors exit with status 2 (``parser.error``); a sweep that cannot run
+"""``fastbn sweep``: the command line of ``fastbn.sweep.sweep``: its options
+(``add_arguments``, which ``fastbn.cli`` adds to its ``sweep`` subcommand) and the command
+(``run_from_args``). Usage errors exit with status 2 (``parser.error``); a sweep that cannot run
 (no Dask, no scheduler at the address, workers without fastbn) raises ``SweepError``, which the
-command line prints as an error (status 1)."""
+command line prints as an error (status 1). Imports no Dask until a sweep runs."""
 import sys
 import warnings
 from pathlib import Path
 
-from .space import Space
+from .._argtypes import nonnegative, positive, sweep_param
+from .space import PARAMS, Space
 
-__all__ = ["SweepError", "run_from_args"]
+__all__ = ["DESCRIPTION", "SweepError", "add_arguments", "run_from_args"]
+
+DESCRIPTION = (
+    "Train one model per trial of a search space, in parallel on Dask: a LocalCluster of "
+    "--workers processes on this machine, or the cluster of --scheduler ADDRESS. A trial with "
+    "seed S is 'fastbn train --seed S' with its options. Results stream into OUT/results.csv "
+    "(one row per trial); at the end OUT/report.md ranks the configurations by val loss (mean "
+    "± sd over seeds) with a figure per parameter and heatmaps. Needs Dask: pip install "
+    "'fastbn[sweep]'.")
+
+
+def add_arguments(s):
+    """The options of ``fastbn sweep`` on the argparse parser ``s``."""
+    s.epilog = ("parameters: " + "; ".join(f"{p.name} ({p.help})" for p in PARAMS.values())
+                + ". Unset ones keep fastbn train's defaults.")
+    s.add_argument("--param", action="append", type=sweep_param, metavar="NAME=V1,V2,...",
+                   help="values of one parameter (repeatable; the grid is their product); "
+                        "NAME=LOW:HIGH is a log-uniform range (LOW:HIGH:lin uniform) for "
+                        "--random; lr_schedule values are separated by ';'")
+    s.add_argument("--random", type=positive(), metavar="N",
+                   help="N random draws from the lists and ranges instead of the grid")
+    s.add_argument("--seeds", type=positive(), metavar="K",
+                   help="K runs of every configuration, with the seeds 2147483647 (fastbn "
+                        "train's default), 1, ..., K-1 (default 1)")
+    s.add_argument("--space-seed", type=nonnegative, metavar="S",
+                   help="seed of the random draws (default 0)")
+    s.add_argument("--data", metavar="PATH",
+                   help="names file, loaded here once and shipped to the workers (default: "
+                        "$FASTBN_DATA, then the user cache, then a verified download)")
+    s.add_argument("--out", metavar="DIR",
+                   help="where sweep.json, results.csv, report.md and the figures go (default "
+                        "fastbn-sweep)")
+    s.add_argument("--resume", metavar="OUT",
+                   help="continue the sweep in OUT (its space and data): the trials in its "
+                        "results.csv are not run again")
+    s.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: run the failed trials again (not the diverged ones)")
+    s.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on the Dask cluster of this scheduler (tcp://host:8786) instead of "
+                        "a LocalCluster")
+    s.add_argument("--workers", type=positive(), metavar="W",
+                   help="worker processes of the LocalCluster, one thread each (default: the "
+                        "number of cores)")
+    s.add_argument("--trial-timeout", type=positive(float), metavar="SECONDS",
+                   help="a trial still running after this long is recorded as failed and its "
+                        "worker restarted")
+    s.add_argument("--format", choices=["png", "svg"], default="png",
+                   help="figure format (default %(default)s)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="list the trials (id and options) and exit")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 class SweepError(Exception):
