@@ -410,6 +410,9 @@ class CharMLP:
         return names
 
     def __repr__(self):
-        cfg = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
-        return (f"CharMLP(vocab={self.vocab.size}, {cfg}, dtype={self.dtype.name}, "
-                f"parameters={self.num_parameters():,})\n{self.net!r}")
+        """A torch-like tree: the layers with their shapes and parameter counts (the full
+        configuration is ``model.config``)."""
+        mode = "training" if self.training else "eval"
+        tree = repr(self.net).split("\n", 1)[1]          # the Sequential's rows and ")"
+        return (f"CharMLP(vocab={self.vocab.size}, {self.num_parameters():,} parameters, "
+                f"{self.dtype.name}, {mode} mode\n{tree}")

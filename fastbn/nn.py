@@ -316,5 +316,9 @@ class Sequential(Module):
         return iter(self.layers)
 
     def __repr__(self):
-        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        rows = [(f"({i}): {layer!r}", sum(p.size for _, p in layer.named_parameters()))
+                for i, layer in enumerate(self.layers)]
+        width = max((len(r) for r, _ in rows), default=0)
+        inner = "".join(f"\n  {r:<{width}}  {n:>7,} params" if n else f"\n  {r}"
+                        for r, n in rows)
         return f"Sequential({inner}\n)"

@@ -42,7 +42,18 @@ class Cache(SimpleNamespace):
     """What a forward keeps for its backward: named arrays, plus ``op``, the forward's name.
 
     Attributes are public so teaching code can look inside (``cache.mean``, ``cache.var``, ...).
+    Its repr names them with their shapes and dtypes, never their values.
     """
+
+    def __repr__(self):
+        def show(v):
+            if isinstance(v, np.ndarray):
+                return f"{v.dtype.name}{list(v.shape)}"
+            if isinstance(v, np.dtype):
+                return v.name
+            return repr(v)
+        items = ", ".join(f"{k}={show(v)}" for k, v in vars(self).items() if k != "op")
+        return f"Cache({getattr(self, 'op', '?')}: {items})"
 
 
 # ----------------------------------------------------------------------------------------------
