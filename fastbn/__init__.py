@@ -32,6 +32,15 @@ from .model import CharMLP
 from .train import TrainResult, train
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``fastbn.lab`` on first use: the laboratory loads its modules only when asked for."""
+    if name == "lab":
+        import importlib
+        return importlib.import_module(".lab", __name__)
+    raise AttributeError(f"module 'fastbn' has no attribute {name!r}")
+
 __all__ = [
     "CharMLP",
     "GradcheckError",
@@ -44,6 +53,7 @@ __all__ = [
     "gradcheck",
     "gradcheck_all",
     "init",
+    "lab",
     "load",
     "nn",
     "ops",

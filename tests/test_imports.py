@@ -248,3 +248,10 @@ def test_fastbn_train_imports_no_benchmark_or_torch(names_path, tmp_path):
                 FASTBN_DATA=names_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_fastbn_lab_is_reachable_from_import_fastbn_without_loading_it_first(tmp_path):
+    r = _python("import sys, fastbn\nassert 'fastbn.lab' not in sys.modules\n"
+                "assert fastbn.lab.run_lab.__module__ == 'fastbn.lab.experiments'\nprint('ok')",
+                tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
