@@ -1,4 +1,6 @@
 """The fused step and compiled loop against the per-layer path (the teaching path)."""
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -163,8 +165,13 @@ def test_bad_arguments(data):
     t = FusedTrainer(CharMLP(VOCAB, seed=0), 4)
     with pytest.raises(ValueError, match="batch_size"):
         FusedTrainer(CharMLP(VOCAB, seed=0), 1)
-    with pytest.raises(ValueError, match=r"exceed 2\*\*30"):     # refused before allocating
-        FusedTrainer(CharMLP(VOCAB, seed=0), 2**30 + 1)
+    tracemalloc.start()                         # NumPy reports its buffers to tracemalloc
+    try:
+        with pytest.raises(ValueError, match=r"exceed 2\*\*30"):
+            FusedTrainer(CharMLP(VOCAB, seed=0), 2**30 + 1)
+        assert tracemalloc.get_traced_memory()[1] < 2**26      # refused before allocating
+    finally:
+        tracemalloc.stop()
     with pytest.raises(IndexError):
         t.step(X, Y, 0.1, np.array([0, 1, 2, len(X)]))
     with pytest.raises(ValueError, match="rows"):
