@@ -8,8 +8,9 @@
  * seeded PCG32 generator, without coming back to Python. The arithmetic is that of fastbn.ops (the
  * same closed forms, the same order of updates); tanh and exp are computed by vectorizable
  * approximations (fb_tanhf within 6 ulp, fb_tanh_f64 within 2, fb_expf within 4 ulp, fb_exp_f64
- * within 2, of exact) instead of libm calls; fastbn.ops uses the same tanh. Sums may be ordered differently
- * (blocked partial sums), so results agree with fastbn.ops to rounding, not bit for bit.
+ * within 2, of exact, subnormals, zeros and infinities included) instead of libm calls;
+ * fastbn.ops uses the same tanh. Sums may be ordered differently (blocked partial sums), so
+ * results agree with fastbn.ops to rounding, not bit for bit.
  *
  * Layouts chosen for speed at small B (measured with OpenBLAS, B = 32, V = 27, H = 200): the
  * output weight is used as Wout^T (V, H), copied in and out once per call; logits are (V, B),
@@ -19,7 +20,9 @@
  * L hidden layers, I_l / H_l fan_in / width of hidden layer l.
  *
  * Nothing here checks its input: fastbn/fused.py validates shapes, dtypes, contiguity and index
- * ranges and owns every buffer. No allocation happens in a step.
+ * ranges and owns every buffer (the data X, Y and the rows are copies private to the call, checked
+ * after they were copied; csrc/_kernels.pyx checks the sizes it passes, with the GIL held). No
+ * allocation happens in a step. A net is used by one call at a time (fastbn/fused.py locks it).
  */
 #ifndef FASTBN_FUSED_H
 #define FASTBN_FUSED_H
@@ -64,6 +67,7 @@ typedef struct {
     void *logits;                           /* (V, B) logits^T, softmax^T, then dlogits^T */
     void *dh;                                       /* (B, max(T*D, H_l)) gradient carried down */
     double *acc1, *acc2;                            /* (max H_l,) double accumulators */
+    void *kfac;                 /* (max H_l,) gamma invstd / B, batch norm's backward factor */
     int64_t *rows;                      /* (2, B) minibatch rows: this step's and the next's */
     int64_t *ctx, *tgt;                             /* (B, T), (B,): X[rows], Y[rows] */
     int table;                  /* first layer through the table E_t = C @ W_0[t] (large B) */

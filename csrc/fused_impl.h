@@ -349,8 +349,8 @@ static FB_INLINE double SFX(fb_step_impl)(fb_net *net, const int64_t *X, const i
         REAL *restrict dgamma = (REAL *)net->dgamma[l], *restrict dbeta = (REAL *)net->dbeta[l];
         for (int j = 0; j < H; j++) dbeta[j] = (REAL)acc1[j], dgamma[j] = (REAL)acc2[j];
         /* dhpre = gamma invstd / B (B dy - dbeta - xhat dgamma), in place over dy; the
-         * per-feature factors reuse the accumulators as REAL-valued scratch */
-        REAL *restrict k = (REAL *)acc1;     /* acc1 holds H doubles: room for H REALs */
+         * per-feature factors in their own workspace (a restrict pointer may not alias acc1) */
+        REAL *restrict k = (REAL *)net->kfac;
         for (int j = 0; j < H; j++) k[j] = gamma[j] * invstd[j] * invB;
         for (int b = 0; b < B; b++) {
             const int64_t o = (int64_t)b * H;

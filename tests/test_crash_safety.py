@@ -157,6 +157,52 @@ _, c = ops.linear_forward(x, w)
 w.shape = (2, 6)
 ops.linear_backward(np.ones((64, 3)), c)
 """),
+    ("kernels_refuse_arguments_of_inconsistent_shapes", "RETURNED", """
+from fastbn import _kernels as K
+f = lambda *s: np.zeros(s)
+i = lambda *s: np.zeros(s, np.int64)
+u = lambda n: np.zeros(n, np.uint64)
+m, t = trainer()
+net = t._net
+bad = [
+    (K.embedding_forward, (f(7, 4), i(6, 3), f(6, 8))),
+    (K.embedding_backward, (f(6, 8), i(6, 3), f(7, 4))),
+    (K.linear_forward, (f(6, 5), f(5, 3), f(3), f(6, 300))),
+    (K.linear_forward, (f(6, 5), f(4, 3), None, f(6, 3))),
+    (K.linear_forward, (f(6, 5), f(5, 3), f(300), f(6, 3))),
+    (K.linear_backward, (f(6, 3), f(6, 5), f(5, 3), f(6, 5), f(5, 3), f(300))),
+    (K.linear_backward, (f(600, 3), f(6, 5), f(5, 3), f(6, 5), f(5, 3), None)),
+    (K.tanh_forward, (f(10), f(3))),
+    (K.tanh_backward, (f(10), f(10), f(3))),
+    (K.leaky_relu_forward, (f(10), 0.1, f(3))),
+    (K.leaky_relu_backward, (f(3), f(10), 0.1, f(10))),
+    (K.batchnorm_forward, (f(6, 5), f(5), f(5), 1e-5, f(6, 5), f(6, 5), f(5), f(5), f(2))),
+    (K.batchnorm_backward, (f(6, 5), f(6, 5), f(500), f(5), f(6, 5), f(5), f(5))),
+    (K.batchnorm_eval_forward, (f(6, 5), f(5), f(5), f(5), f(1), f(6, 5), f(6, 5))),
+    (K.batchnorm_eval_backward, (f(600, 5), f(6, 5), f(5), f(5), f(6, 5), f(5), f(5))),
+    (K.cross_entropy_forward, (f(6, 5), i(3), f(6, 5))),
+    (K.cross_entropy_forward, (f(6, 0), i(6), f(6, 0))),
+    (K.cross_entropy_backward, (1.0, f(6, 5), i(6), f(3, 5))),
+    (K.pcg32_seed, (u(1), 0)),
+    (K.draw_rows, (u(1), 10, i(4))),
+    (K.draw_rows, (u(2), 0, i(4))),
+    (K.fast_exp_f32, (np.zeros(10, np.float32), np.zeros(3, np.float32))),
+    (K.fast_tanh_f64, (f(10), f(3))),
+    (net.step, (i(300, 2), i(300), i(8), 0.1)),
+    (net.step, (i(300, 3), i(10), i(8), 0.1)),
+    (net.step, (i(300, 3), i(300), i(9), 0.1)),
+    (net.loss, (i(0, 3), i(0), i(8), False)),
+    (net.train, (i(300, 3), i(300), 10, 0.1, u(2), f(5))),
+    (net.train, (i(300, 3), i(300), 10, 0.1, u(1), f(10))),
+]
+for fn, args in bad:
+    try:
+        fn(*args)
+    except ValueError as e:
+        assert "shapes disagree" in str(e), (fn.__name__, e)
+    else:
+        raise AssertionError(fn.__name__ + ": no error")
+"""),
     # ---------------------------------------------------------------- shapes
     ("linear_shapes_do_not_chain", "ValueError",
      "ops.linear_forward(np.ones((4, 3)), np.ones((300, 2)))"),
@@ -300,7 +346,7 @@ s = BatchSampler(0)
 s.state = np.zeros(2, np.int64)
 s.draw(10, 4)
 """),
-    ("fused_not_a_sampler", "ValueError",
+    ("fused_not_a_sampler", "TypeError",
      "trainer()[1].run(X, Y, 5, 0.1, None)"),
     ("fused_batch_of_one", "ValueError",
      "FusedTrainer(model(), 1)"),

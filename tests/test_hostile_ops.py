@@ -514,6 +514,55 @@ def test_a_cache_modified_after_the_forward_is_refused(name, attr, value, exc, m
         bwd(name)(dout_for(out), cache)
 
 
+def unaligned(a):
+    """``a``'s values in a C-contiguous array whose data is not aligned to its itemsize."""
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    out = buf[1:].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned and out.flags.c_contiguous
+    return out
+
+
+def cache_layouts(a):
+    """``a``'s values in every layout a cache attribute may be replaced by: strided, reversed,
+    Fortran, transposed (2-D), read-only, unaligned."""
+    return layouts(a) + [("unaligned", unaligned(a))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", OPS)
+def test_every_cache_array_in_any_layout_gives_the_gradient_or_an_error(name, dtype):
+    """Each array attribute of each op's cache, replaced by the same values in another layout:
+    the backward returns what it returns for the original (read-only arrays are read as they
+    are) or refuses with a ValueError naming the attribute; never anything else (a backward
+    that filled an F-ordered copy of its output once returned uninitialized memory)."""
+    args = inputs(name, dtype)
+    out, cache = fwd(name)(*args)
+    dout = dout_for(out)
+    want = bwd(name)(dout, cache)
+    want = want if isinstance(want, tuple) else (want,)
+    attrs = [k for k, v in vars(cache).items() if isinstance(v, np.ndarray)]
+    assert attrs
+    for attr in attrs:
+        original = getattr(cache, attr)
+        for label, moved in cache_layouts(original):
+            setattr(cache, attr, moved)
+            try:
+                got = bwd(name)(dout, cache)
+            except ValueError as e:
+                assert label != "readonly", (attr, e)
+                assert f"cache.{attr} must be a C-contiguous, aligned" in str(e), (attr, label, e)
+            else:
+                got = got if isinstance(got, tuple) else (got,)     # (or not read at all:
+                for g, w in zip(got, want):                           # batchnorm's mean, var)
+                    if w is None:
+                        assert g is None
+                    else:
+                        np.testing.assert_array_equal(g, w, err_msg=f"{attr} {label}")
+            finally:
+                setattr(cache, attr, original)
+
+
 def test_linear_cache_sees_an_in_place_reshape_of_the_callers_array():
     x = np.ones((6, 4))
     _, c = ops.linear_forward(x, np.ones((4, 3)))
