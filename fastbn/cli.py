@@ -227,11 +227,10 @@ def _cmd_train(args):
     print(f"checkpoint {ckpt}")
     if not args.no_plot:     # after the checkpoint: a failed plot loses nothing
         try:
-            plot = plot_history(res.history, png, schedule=res.lr_schedule)
+            plot_history(res.history, png, schedule=res.lr_schedule)
         except OSError as e:
             raise _Fail(f"cannot write the loss plot {png}: {e} (the checkpoint is saved)") from e
-        if plot is not None:
-            print(f"loss plot {plot}")
+        print(f"loss plot {png}")
     return 0
 
 
