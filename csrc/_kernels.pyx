@@ -23,7 +23,10 @@ from cython cimport floating
 from libc.math cimport exp, expf, log, sqrt
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+import numpy as np
 
 
 cdef extern from "Python.h":
@@ -497,49 +500,38 @@ def cross_entropy_backward(double dloss,
 
 cdef extern from "fused.h" nogil:
     enum: FB_MAX_LAYERS
+    enum: FB_NPHASES
     ctypedef void (*fb_sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*, float*,
                                 int*, float*, float*, int*)
     ctypedef void (*fb_dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*,
                                 double*, int*, double*, double*, int*)
+    # the scalar fields only: the arrays are set through fb_net_fields, the data form of
+    # FB_NET_ARRAYS, the one list of them (fused.h)
     ctypedef struct fb_net:
         int B, T, D, V, L
         int H[FB_MAX_LAYERS]
         double momentum, eps
+        int table
         fb_sgemm_t sgemm
         fb_dgemm_t dgemm
-        void *C
-        void *dC
-        void *W[FB_MAX_LAYERS]
-        void *dW[FB_MAX_LAYERS]
-        void *gamma[FB_MAX_LAYERS]
-        void *dgamma[FB_MAX_LAYERS]
-        void *beta[FB_MAX_LAYERS]
-        void *dbeta[FB_MAX_LAYERS]
-        void *rmean[FB_MAX_LAYERS]
-        void *rvar[FB_MAX_LAYERS]
-        void *Wout
-        void *dWout
-        void *bout
-        void *dbout
-        void *WoutT
-        void *dWoutT
-        void *x0
-        void *hpre[FB_MAX_LAYERS]
-        void *xhat[FB_MAX_LAYERS]
-        void *h[FB_MAX_LAYERS]
-        void *mean[FB_MAX_LAYERS]
-        void *invstd[FB_MAX_LAYERS]
-        void *var[FB_MAX_LAYERS]
-        void *logits
-        void *dh
-        double *acc1
-        double *acc2
-        void *kfac
-        int64_t *rows
-        int64_t *ctx
-        int64_t *tgt
-        int table
-        void *tab
+        int profile
+        uint64_t phase_ns[FB_NPHASES]
+    ctypedef enum fb_dtype:
+        FB_DTYPE_REAL
+        FB_DTYPE_F64
+        FB_DTYPE_I64
+    ctypedef enum fb_dim:
+        FB_DIM_NONE
+    ctypedef struct fb_field:
+        const char *name
+        fb_dtype dtype
+        int per_layer, model, rank
+        fb_dim dims[3]
+        size_t offset
+    const fb_field *fb_net_fields
+    const int fb_net_nfields
+    const char * const *fb_phase_names
+    int64_t fb_net_dim(const fb_net *net, fb_dim dim, int l)
     void fb_pcg32_seed(uint64_t *state, uint64_t seed)
     void fb_draw_rows(uint64_t *state, int64_t n, int64_t B, int64_t *rows)
     double fb_step_f32(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
@@ -559,10 +551,68 @@ cdef extern from "fused.h" nogil:
 
 
 MAX_LAYERS = FB_MAX_LAYERS
+# the phases of a step the per-phase timing reports, in their order (FB_PHASES in fused.h)
+PHASES = tuple([fb_phase_names[i].decode() for i in range(FB_NPHASES)])
 
 
 cdef inline void* _ptr(object a):
     return <void*><size_t>a.__array_interface__["data"][0]
+
+
+cdef int _check_array(str name, object a, str dtype, tuple shape) except -1:
+    """What C reads through the net's pointer to a: an ndarray of this dtype and shape,
+    C-contiguous, aligned and writeable."""
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"FusedNet: {name} must be a NumPy array, got {type(a).__name__}")
+    if a.dtype != dtype or a.shape != shape:
+        raise ValueError(f"FusedNet: {name} must be {dtype} of shape {shape}, got {a.dtype} of "
+                         f"shape {a.shape}")
+    if not (a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
+        raise ValueError(f"FusedNet: {name} must be C-contiguous, aligned and writeable")
+    return 0
+
+
+cdef int _set_dims(fb_net *net, int B, int T, int D, int V, list H) except -1:
+    """The sizes of a net, checked: everything fb_net_dim derives shapes from."""
+    cdef int l
+    if not (1 <= len(H) <= FB_MAX_LAYERS and B >= 2 and min(T, D, V) >= 1
+            and all([1 <= h <= 2**30 for h in H]) and max(B, T * D, V) <= 2**30):
+        raise ValueError(f"FusedNet: sizes B={B}, T={T}, D={D}, V={V}, H={H} out of range "
+                         f"(B >= 2, 1 <= L <= {FB_MAX_LAYERS} layers, all <= 2**30)")
+    net.B, net.T, net.D, net.V, net.L = B, T, D, V, len(H)
+    for l in range(net.L):
+        net.H[l] = H[l]
+    return 0
+
+
+cdef dict _layout(const fb_net *net, bint f64):
+    """{name: (dtype, owner, shape)} for every array of the net, in the order of fb_net_fields:
+    dtype a NumPy dtype name, owner "model" or "work", shape a tuple, or a list of one per hidden
+    layer."""
+    cdef int i, l, k
+    cdef const fb_field *f
+    cdef dict out = {}
+    for i in range(fb_net_nfields):
+        f = &fb_net_fields[i]
+        dtype = ("float64" if f64 else "float32") if f.dtype == FB_DTYPE_REAL else \
+            "float64" if f.dtype == FB_DTYPE_F64 else "int64"
+        shapes = []
+        for l in range(net.L if f.per_layer else 1):
+            shapes.append(tuple([fb_net_dim(net, f.dims[k], l) for k in range(f.rank)]))
+        out[f.name.decode()] = (dtype, "model" if f.model else "work",
+                                shapes if f.per_layer else shapes[0])
+    return out
+
+
+def fused_layout(int B, int T, int D, int V, list H, bint f64):
+    """The arrays of a fused net with these sizes (H: the hidden widths, one per layer), from the
+    one list of them, FB_NET_ARRAYS (csrc/fused.h): {name: (dtype, owner, shape)}, owner "model"
+    (the model's arrays) or "work" (workspaces), shape a list of one per layer for a per-layer
+    array. fastbn/fused.py allocates the workspaces from it."""
+    cdef fb_net net
+    memset(&net, 0, sizeof(net))
+    _set_dims(&net, B, T, D, V, H)
+    return _layout(&net, f64)
 
 
 def pcg32_seed(uint64_t[::1] state, uint64_t seed):
@@ -617,47 +667,71 @@ def fast_exp_f64(const double[::1] x, double[::1] out):
 cdef class FusedNet:
     """Pointers to the arrays of one BN-MLP and its workspaces; see fastbn/fused.py.
 
-    ``arrays`` maps the fb_net field names to NumPy arrays (lists for per-layer fields), all
-    validated and kept alive by the caller and by this object (``self.refs``).
+    ``arrays`` maps the names of fused.h's FB_NET_ARRAYS to NumPy arrays (lists of one per hidden
+    layer for the per-layer ones): every one is checked here against ``fused_layout`` (dtype,
+    shape, C-contiguous, aligned, writeable) before the net points at it, and kept alive by this
+    object (``self.refs``).
     """
     cdef fb_net net
     cdef bint f64
     cdef public object refs
 
     def __init__(self, dict arrays, int B, int T, int D, int V, list H, double momentum,
-                 double eps, bint f64):
-        cdef int l
-        self.refs = arrays
+                 double eps, bint f64, bint table):
+        cdef int i, l
+        cdef const fb_field *f
+        cdef void **slot
+        _set_dims(&self.net, B, T, D, V, H)
         self.f64 = f64
-        self.net.B, self.net.T, self.net.D, self.net.V = B, T, D, V
-        self.net.L = len(H)
-        for l in range(self.net.L):
-            self.net.H[l] = H[l]
         self.net.momentum, self.net.eps = momentum, eps
+        self.net.table = table
         self.net.sgemm = <fb_sgemm_t>sgemm
         self.net.dgemm = <fb_dgemm_t>dgemm
-        self.net.C, self.net.dC = _ptr(arrays["C"]), _ptr(arrays["dC"])
-        self.net.Wout, self.net.dWout = _ptr(arrays["Wout"]), _ptr(arrays["dWout"])
-        self.net.bout, self.net.dbout = _ptr(arrays["bout"]), _ptr(arrays["dbout"])
-        self.net.WoutT, self.net.dWoutT = _ptr(arrays["WoutT"]), _ptr(arrays["dWoutT"])
-        self.net.x0, self.net.logits = _ptr(arrays["x0"]), _ptr(arrays["logits"])
-        self.net.dh = _ptr(arrays["dh"])
-        self.net.acc1, self.net.acc2 = <double*>_ptr(arrays["acc1"]), <double*>_ptr(arrays["acc2"])
-        self.net.kfac = _ptr(arrays["kfac"])
-        self.net.rows = <int64_t*>_ptr(arrays["rows"])
-        self.net.ctx = <int64_t*>_ptr(arrays["ctx"])
-        self.net.tgt = <int64_t*>_ptr(arrays["tgt"])
-        self.net.tab = _ptr(arrays["tab"])
-        self.net.table = arrays["table"]
-        for l in range(self.net.L):
-            self.net.W[l], self.net.dW[l] = _ptr(arrays["W"][l]), _ptr(arrays["dW"][l])
-            self.net.gamma[l] = _ptr(arrays["gamma"][l])
-            self.net.dgamma[l] = _ptr(arrays["dgamma"][l])
-            self.net.beta[l], self.net.dbeta[l] = _ptr(arrays["beta"][l]), _ptr(arrays["dbeta"][l])
-            self.net.rmean[l], self.net.rvar[l] = _ptr(arrays["rmean"][l]), _ptr(arrays["rvar"][l])
-            self.net.hpre[l], self.net.xhat[l] = _ptr(arrays["hpre"][l]), _ptr(arrays["xhat"][l])
-            self.net.h[l], self.net.mean[l] = _ptr(arrays["h"][l]), _ptr(arrays["mean"][l])
-            self.net.invstd[l], self.net.var[l] = _ptr(arrays["invstd"][l]), _ptr(arrays["var"][l])
+        layout = _layout(&self.net, f64)
+        unknown = sorted(set(arrays) - set(layout))
+        if unknown:
+            raise ValueError(f"FusedNet: no array of the net is called {unknown[0]!r}")
+        # every array checked, then kept, before the net points at any of them
+        for name, (dtype, _, want) in layout.items():
+            if name not in arrays:
+                raise ValueError(f"FusedNet: the array {name!r} is missing")
+            got = arrays[name]
+            if isinstance(want, list):
+                if not isinstance(got, list) or len(got) != self.net.L:
+                    raise ValueError(f"FusedNet: {name!r} must be a list of {self.net.L} "
+                                     "arrays, one per hidden layer")
+                for l in range(self.net.L):
+                    _check_array(f"{name}[{l}]", got[l], dtype, want[l])
+            else:
+                _check_array(name, got, dtype, want)
+        self.refs = arrays
+        for i in range(fb_net_nfields):
+            f = &fb_net_fields[i]
+            got = arrays[f.name.decode()]
+            slot = <void**>(<char*>&self.net + f.offset)
+            if f.per_layer:
+                for l in range(self.net.L):
+                    slot[l] = _ptr(got[l])
+            else:
+                slot[0] = _ptr(got)
+
+    @property
+    def profile(self):
+        """Whether the steps time their phases (``phase_times``); off by default."""
+        return bool(self.net.profile)
+
+    @profile.setter
+    def profile(self, bint on):
+        self.net.profile = on
+
+    def phase_times(self):
+        """{phase: seconds} spent in each phase (``PHASES``) while ``profile`` was on."""
+        return {PHASES[i]: self.net.phase_ns[i] * 1e-9 for i in range(FB_NPHASES)}
+
+    def reset_phase_times(self):
+        cdef int i
+        for i in range(FB_NPHASES):
+            self.net.phase_ns[i] = 0
 
     cdef int _data(self, const int64_t[:, ::1] X, const int64_t[::1] Y) except -1:
         # the sizes the C step reads X (N, T) and Y (N,) with; their ids and the rows are

@@ -1,7 +1,9 @@
 /* The fused training step: shared pieces, then the float and double instances of
  * fused_impl.h. See fused.h for the model, the shapes and the contract. */
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
+#include <time.h>
 
 #include "fused.h"
 
@@ -20,6 +22,75 @@
 #define FB_CLONES
 #endif
 #define FB_INLINE inline __attribute__((always_inline))
+
+/* ---------------------------------------------------------------------------------------------
+ * the net's description as data (FB_NET_ARRAYS in fused.h), for csrc/_kernels.pyx and
+ * fastbn/fused.py */
+
+#define FB_PER_LAYER_ONE 0
+#define FB_PER_LAYER_LAYER 1
+#define FB_MODEL_MODEL 1
+#define FB_MODEL_WORK 0
+#define FB_RANK(d0, d1, d2) \
+    (3 - (FB_DIM_##d0 == FB_DIM_NONE) - (FB_DIM_##d1 == FB_DIM_NONE) - (FB_DIM_##d2 == FB_DIM_NONE))
+#define FB_DESCRIBE(name, dtype, count, owner, d0, d1, d2)                                      \
+    {#name, FB_DTYPE_##dtype, FB_PER_LAYER_##count, FB_MODEL_##owner, FB_RANK(d0, d1, d2),      \
+     {FB_DIM_##d0, FB_DIM_##d1, FB_DIM_##d2}, offsetof(fb_net, name)},
+
+const fb_field fb_net_fields[] = {FB_NET_ARRAYS(FB_DESCRIBE)};
+const int fb_net_nfields = (int)(sizeof fb_net_fields / sizeof fb_net_fields[0]);
+
+#define FB_PHASE_NAME(id, name) #name,
+const char *const fb_phase_names[] = {FB_PHASES(FB_PHASE_NAME)};
+
+/* I_l, the fan-in of hidden layer l */
+static inline int fb_fan_in(const fb_net *net, int l) {
+    return l ? net->H[l - 1] : net->T * net->D;
+}
+
+int64_t fb_net_dim(const fb_net *net, fb_dim dim, int l) {
+    int64_t hmax = 0;
+    for (int k = 0; k < net->L; k++) hmax = net->H[k] > hmax ? net->H[k] : hmax;
+    const int64_t td = (int64_t)net->T * net->D;
+    switch (dim) {
+    case FB_DIM_B: return net->B;
+    case FB_DIM_T: return net->T;
+    case FB_DIM_D: return net->D;
+    case FB_DIM_V: return net->V;
+    case FB_DIM_TD: return td;
+    case FB_DIM_H: return net->H[l];
+    case FB_DIM_I: return fb_fan_in(net, l);
+    case FB_DIM_HL: return net->H[net->L - 1];
+    case FB_DIM_H0: return net->H[0];
+    case FB_DIM_HMAX: return hmax;
+    case FB_DIM_WIDE: return td > hmax ? td : hmax;
+    case FB_DIM_2: return 2;
+    case FB_DIM_NONE: break;
+    }
+    return -1;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * the per-phase timing: t = fb_clock(net) before a phase, t = fb_lap(net, FB_PHASE_X, t) after
+ * it adds its time to net->phase_ns[FB_PHASE_X] and starts the next. Both are a test of
+ * net->profile and nothing else when it is 0. */
+
+static inline uint64_t fb_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t fb_clock(const fb_net *net) {
+    return net->profile ? fb_now_ns() : 0;
+}
+
+static inline uint64_t fb_lap(fb_net *net, fb_phase phase, uint64_t t0) {
+    if (!net->profile) return 0;
+    const uint64_t t = fb_now_ns();
+    net->phase_ns[phase] += t - t0;
+    return t;
+}
 
 /* ---------------------------------------------------------------------------------------------
  * PCG32 (pcg-random.org, "pcg32_random_r"): state[0] the state, state[1] the stream (odd). */
@@ -210,6 +281,23 @@ FB_CLONES void fb_exp_f32_array(const float *x, float *out, int64_t n) {
 
 FB_CLONES void fb_exp_f64_array(const double *x, double *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = fb_exp_f64_any(x[i]);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * the minibatch of a step: ctx (B, T) = X[rows], tgt (B,) = Y[rows]. Rows are random, so each
+ * read misses the cache; prefetching a few rows ahead overlaps the misses. */
+static FB_INLINE void fb_gather_batch(fb_net *net, const int64_t *X, const int64_t *Y,
+                                      const int64_t *rows) {
+    const int B = net->B, T = net->T;
+    int64_t *restrict ctx = net->ctx, *restrict tgt = net->tgt;
+    for (int b = 0; b < B; b++) {
+        if (b + 8 < B) {
+            __builtin_prefetch(X + rows[b + 8] * T);
+            __builtin_prefetch(Y + rows[b + 8]);
+        }
+        for (int t = 0; t < T; t++) ctx[(int64_t)b * T + t] = X[rows[b] * T + t];
+        tgt[b] = Y[rows[b]];
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------

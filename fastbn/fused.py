@@ -38,9 +38,12 @@ from . import _kernels as K
 from . import nn
 from .ops import _index_array
 
-__all__ = ["FusedTrainer", "BatchSampler", "supports", "MAX_LAYERS"]
+__all__ = ["FusedTrainer", "BatchSampler", "supports", "MAX_LAYERS", "PHASES"]
 
 MAX_LAYERS = K.MAX_LAYERS
+# the phases of the compiled step, in their order, as FusedTrainer.time_phases reports them
+# (FB_PHASES in csrc/fused.h)
+PHASES = K.PHASES
 TABLE_MIN_BATCH = 48        # from this batch size on (for 27 classes) the table is faster
 
 
@@ -204,26 +207,24 @@ class FusedTrainer:
         if arrays["Wout"].shape[1] != V:
             raise ValueError(f"the embedding has {V} rows but the output layer "
                              f"{arrays['Wout'].shape[1]} classes")
-        # The C step reads every array with the shapes implied by (V, D, T, H): an array replaced
-        # by one of another shape would be read out of bounds, so all shapes are checked here.
-        fan_in = [T * D] + H[:-1]
-        want = {"W": [(i, h) for i, h in zip(fan_in, H)], "dW": [(i, h) for i, h in zip(fan_in, H)],
-                "C": (V, D), "dC": (V, D), "Wout": (H[-1], V), "dWout": (H[-1], V),
-                "bout": (V,), "dbout": (V,)}
-        for key in ("gamma", "dgamma", "beta", "dbeta", "rmean", "rvar"):
-            want[key] = [(h,) for h in H]
-        for name, shapes in want.items():
-            got = arrays[name]
-            for i, (arr, shape) in enumerate(zip(got, shapes) if isinstance(got, list)
-                                             else [(got, shapes)]):
-                if arr.shape != shape:
-                    where = f"{name}[{i}]" if isinstance(got, list) else name
-                    raise ValueError(f"model array {where} has shape {arr.shape}, expected "
-                                     f"{shape} (V={V}, D={D}, T={T}, H={H})")
         # (2**30, not 2**31 - 1: the C loops step an int index by up to 64 past a bound)
         if max([B, T * D, V] + H) > 2**30:
             raise ValueError(f"dimensions B={B}, T*D={T * D}, V={V}, H={H} exceed 2**30, the "
                              "limit of the fused step's 32-bit int loops and BLAS")
+        # The C step reads every array with the shapes implied by (V, D, T, H), those of the one
+        # list of its arrays (csrc/fused.h): a model array replaced by one of another shape would
+        # be read out of bounds, so all are checked here (and again where the net is filled)
+        layout = K.fused_layout(B, T, D, V, H, dt == np.float64)
+        for name, (_, owner, want) in layout.items():
+            if owner != "model":
+                continue
+            got = arrays[name]
+            for i, (arr, shape) in enumerate(zip(got, want) if isinstance(got, list)
+                                             else [(got, want)]):
+                if arr.shape != shape:
+                    where = f"{name}[{i}]" if isinstance(got, list) else name
+                    raise ValueError(f"model array {where} has shape {arr.shape}, expected "
+                                     f"{shape} (V={V}, D={D}, T={T}, H={H})")
         moms = {bn.momentum for bn in bns}
         epss = {bn.eps for bn in bns}
         if len(moms) != 1 or len(epss) != 1:
@@ -231,28 +232,24 @@ class FusedTrainer:
         if not (0 <= next(iter(moms)) <= 1 and next(iter(epss)) >= 0):
             raise ValueError(f"BatchNorm momentum must be in [0, 1] and eps >= 0, got "
                              f"{moms.pop()} and {epss.pop()}")
-        widest = max([T * D] + H)
-        ws = nn.aligned_empty    # workspaces on 64-byte lines (see there)
-        arrays.update(
-            WoutT=ws((V, H[-1]), dt), dWoutT=ws((V, H[-1]), dt),
-            x0=ws((B, T * D), dt), logits=ws((V, B), dt), dh=ws((B, widest), dt),
-            acc1=ws(max(H), np.float64), acc2=ws(max(H), np.float64), kfac=ws(max(H), dt),
-            rows=ws(2 * B, np.int64), ctx=ws((B, T), np.int64), tgt=ws(B, np.int64),
-            hpre=[ws((B, h), dt) for h in H], xhat=[ws((B, h), dt) for h in H],
-            h=[ws((B, h), dt) for h in H], mean=[ws(h, dt) for h in H],
-            invstd=[ws(h, dt) for h in H], var=[ws(h, dt) for h in H],
-            tab=ws((T, V, H[0]), dt), table=int(self._use_table(B, V, D, H[0])))
+        # the workspaces, as the list says, on 64-byte lines (nn.aligned_empty)
+        for name, (dtype, owner, shape) in layout.items():
+            if owner == "work":
+                arrays[name] = [nn.aligned_empty(s, dtype) for s in shape] \
+                    if isinstance(shape, list) else nn.aligned_empty(shape, dtype)
+        table = self._use_table(B, V, D, H[0])
         self._arrays = arrays
         self._rows = np.arange(B)                # the rows of a gathered batch (private)
         self._rows.flags.writeable = False
         self._bound = self._identity()
-        self._net = K.FusedNet(arrays, B, T, D, V, H, moms.pop(), epss.pop(), dt == np.float64)
-        self._vocab, self._T = V, T
+        self._net = K.FusedNet(arrays, B, T, D, V, H, moms.pop(), epss.pop(), dt == np.float64,
+                               table)
+        self._vocab, self._T, self._table = V, T, table
 
     @property
     def uses_table(self):
         """True when the first layer goes through the table (see ``table``)."""
-        return bool(self._arrays["table"])
+        return self._table
 
     def _use_table(self, B, V, D, H):
         """Whether the first layer goes through the table E_t = C @ W_0[t] (see csrc): its cost,
@@ -359,6 +356,31 @@ class FusedTrainer:
                 return 0, losses
             done = self._net.train(X, Y, steps, lr, state, losses)
         return int(done), losses
+
+    def time_phases(self, X, Y, steps, lr, sampler):
+        """``run``, with the time of each phase of the compiled step measured.
+
+        The steps are those ``run`` takes (they update the model, to the same values: the clock
+        reads change no arithmetic). Returns ``(done, losses, seconds)``, ``seconds`` a dict
+        ``{phase: total seconds in the call}`` over ``PHASES`` in the order of the step:
+        ``transpose`` (Wout into and out of its step layout, once per call), ``batch`` (drawing
+        the rows, gathering X[rows] and Y[rows]), then the first layer (the embedding and
+        W_0, or the table), the hidden linear layers, batch norm and tanh, the output layer,
+        softmax and the loss, each ``_forward`` or ``_backward``, ``running_stats`` and ``sgd``.
+        A phase that does not occur (``linear_*`` in a net of one hidden layer) reads 0. Each
+        phase costs a clock read, some tens of nanoseconds; bench/phases.py reports the shares.
+        """
+        with self._lock:
+            X, Y = self._data(X, Y)
+            self._check_bound()
+            net = self._net
+            net.reset_phase_times()
+            net.profile = True
+            try:
+                done, losses = self._run_locked(X, Y, steps, lr, sampler, None)
+            finally:
+                net.profile = False
+            return done, losses, net.phase_times()
 
     def loss(self, X, Y, rows=None, training=False):
         """The loss on ``X[rows], Y[rows]`` (B rows) without updating anything."""
