@@ -26,20 +26,24 @@ _LINEAR = ("linear", "identity", "sigmoid")
 def calculate_gain(nonlinearity, param=None):
     """The recommended gain for a nonlinearity, with ``torch.nn.init.calculate_gain``'s values.
 
-    ========================= ================================
+    ========================= ===========================================================
     nonlinearity              gain
-    ========================= ================================
+    ========================= ===========================================================
     linear, identity, sigmoid 1
     tanh                      5/3
     relu                      sqrt(2)
     leaky_relu                sqrt(2 / (1 + negative_slope**2))
     selu                      3/4
-    ========================= ================================
+    elu                       1 / sqrt(E[elu(z)**2]) for z ~ N(0, 1): 1.2452 for alpha = 1
+    ========================= ===========================================================
+
+    torch has no ELU entry; fastbn's keeps the second moment of unit-normal pre-activations, the
+    argument that gives ReLU its sqrt(2) (see ``fastbn.registry``).
 
     The gains of the activations of ``fastbn.ops`` (tanh, relu, leaky_relu, ...) are their
     ``fastbn.registry`` entries'. ``param`` is the activation's option (leaky_relu's negative
-    slope, default 0.01); nonlinearities without one ignore it. Raises ``ValueError`` for an
-    unknown nonlinearity or an option that is not a real number.
+    slope, default 0.01; elu's alpha, default 1); nonlinearities without one ignore it. Raises
+    ``ValueError`` for an unknown nonlinearity or an option that is not a real number.
     """
     if nonlinearity in _LINEAR:
         return 1.0

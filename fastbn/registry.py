@@ -231,6 +231,27 @@ def _leaky_relu_gain(negative_slope=0.01):
     return math.sqrt(2.0 / (1 + negative_slope**2))
 
 
+def _elu_flat(t, threshold, alpha=1.0):
+    # for x <= 0 (t <= 0) the derivative is alpha e^x = t + alpha: flat where it is under tanh's
+    # factor at |t| = threshold, 1 - threshold**2 (alpha = 1: x < ln 0.059 = -2.83 for 0.97)
+    return (t <= 0) & (t + alpha < 1 - threshold**2)
+
+
+def _elu_gain(alpha=1.0):
+    """torch.nn.init.calculate_gain has no ELU. Kaiming's own argument, the one that gives ReLU
+    sqrt(2) and leaky ReLU sqrt(2 / (1 + slope**2)): the gain that keeps the second moment of
+    unit-normal pre-activations (what batch norm hands the activation), 1 / sqrt(E[elu(z)**2])
+    for z ~ N(0, 1), with, from E[e^(kz); z < 0] = e^(k**2/2) Phi(-k),
+
+        E[elu(z)**2] = 1/2 + alpha**2 (e**2 Phi(-2) - 2 e**(1/2) Phi(-1) + 1/2)
+
+    1.2452 for alpha = 1; sqrt(2) at alpha = 0, where ELU is ReLU."""
+    def phi(k):                                 # the normal CDF at -k
+        return 0.5 * math.erfc(k / math.sqrt(2))
+    m2 = 0.5 + alpha**2 * (math.exp(2) * phi(2) - 2 * math.exp(0.5) * phi(1) + 0.5)
+    return 1 / math.sqrt(m2)
+
+
 _ELEMENTWISE = {"B": 8, "D": 6}
 
 _OPS = [
@@ -253,6 +274,11 @@ _OPS = [
            options=(Option("negative_slope", 0.1, 0.0, 1.0),), elementwise=True,
            nonlinearity=Nonlinearity(nn.LeakyReLU, _leaky_relu_gain, _leaky_relu_flat,
                                      lambda threshold: "t < 0")),
+    OpInfo("elu", _x_off_kink, _ELEMENTWISE,
+           torch=lambda torch, x, alpha=1.0: torch.nn.functional.elu(x, alpha),
+           options=(Option("alpha", 1.3, 0.0, 2.0),), elementwise=True, grad_from_output=True,
+           nonlinearity=Nonlinearity(nn.ELU, _elu_gain, _elu_flat,
+                                     lambda threshold: f"t + alpha < {1 - threshold**2:.3g}")),
     OpInfo("batchnorm", _batchnorm_inputs, {"B": 8, "D": 6},
            torch=lambda torch, x, gamma, beta, eps=1e-5: torch.nn.functional.batch_norm(
                x, None, None, gamma, beta, training=True, eps=eps),

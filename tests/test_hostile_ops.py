@@ -593,6 +593,22 @@ def test_leaky_relu_of_nan_and_inf(dtype, slope):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_elu_of_nan_and_inf(dtype, alpha):
+    x = np.array([-INF, INF, NAN, -0.0, 0.0, -1e30, 1e30, -2.0], dtype)
+    out, c = ops.elu_forward(x, alpha)
+    want = np.array([-alpha, INF, NAN, -0.0, 0.0, -alpha, 1e30, alpha * np.expm1(-2.0)], dtype)
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+    assert np.signbit(out[3]) and not np.signbit(out[4])
+    dx = ops.elu_backward(np.ones_like(x), c)
+    # the slope at 0 is alpha (torch's); at NaN the gradient is NaN (torch: 1)
+    np.testing.assert_allclose(dx, np.array([0, 1, NAN, alpha, alpha, 0, 1,
+                                             alpha * np.exp(-2.0)], dtype), rtol=1e-6)
+    # an infinite dout where the slope is 0 gives NaN (0 * inf), as torch
+    assert np.isnan(ops.elu_backward(np.full_like(x, INF), c)[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_of_nan_and_inf(dtype):
     x = np.array([INF, NAN, -2.0, 2.0, 0.0], dtype)
     out, c = ops.relu_forward(x)

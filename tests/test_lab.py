@@ -74,6 +74,19 @@ def test_the_flat_region_is_where_the_local_derivative_is_below_1_minus_threshol
     assert kind in lab.FLAT_REGION
 
 
+def test_elu_flat_region_is_where_its_slope_t_plus_alpha_is_under_0_059():
+    t = np.array([-0.95, -0.9, 0.5, -0.999, 0.01, 0.0])     # slopes 0.05, 0.1, 1, 0.001, 1, 1
+    assert lab.activation_stats(t, "elu")["saturated"] == 2 / 6
+    assert lab.FLAT_REGION["elu"] == "t + alpha < 0.0591"
+    # alpha 2: the slope is t + 2, under 0.0591 for t < -1.9409
+    t2 = np.array([-1.95, -1.9, -0.95, 1.0])
+    assert lab.activation_stats(t2, "elu", options={"alpha": 2.0})["saturated"] == 0.25
+    # alpha under the cutoff: every x <= 0 is flat (never a positive output)
+    t3 = np.array([-0.01, 0.0, 0.02, 3.0])
+    assert lab.dead_map(t3[None], "elu", lab.SATURATED, options={"alpha": 0.03})[0].tolist() == \
+        [True, True, False, False]
+
+
 @pytest.mark.parametrize("kind", NONLINEARITIES)
 def test_the_probe_reads_every_activation_of_the_registry(kind):
     m = CharMLP(SMALL_VOCAB, n_embd=4, n_hidden=16, n_layers=2, activation=kind, seed=0)

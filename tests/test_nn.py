@@ -181,6 +181,8 @@ def test_activation_layers_pass_gradcheck(rng, name):
     (lambda: nn.Linear(0, 3), ValueError),
     (lambda: nn.Embedding(3, 2, dtype=np.int32), TypeError),
     (lambda: nn.Tanh().backward(np.ones(3)), RuntimeError),
+    (lambda: nn.ELU(-1.0), ValueError),
+    (lambda: nn.ELU(float("nan")), ValueError),
     (lambda: nn.Sequential(nn.Tanh(), np.tanh), TypeError),
 ])
 def test_bad_construction_raises(make, exc):

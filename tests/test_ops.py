@@ -196,6 +196,51 @@ def test_cross_entropy_uniform_logits_give_log_c():
     assert loss == pytest.approx(np.log(27), rel=1e-14)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha", [1.0, 0.3, 2.0])
+def test_elu_backward_on_its_saved_output(rng, dtype, alpha):
+    """dx = dout where out > 0, dout * (out + alpha) elsewhere, of the saved output, to the last
+    bits; and out + alpha = alpha e^x (the reference, from x) up to one ulp of alpha."""
+    x = (3 * rng.standard_normal((32, 200))).astype(dtype)
+    out, c = ops.elu_forward(x, alpha)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    dx = ops.elu_backward(dout, c)
+    a = np.asarray(alpha, dtype)
+    close(dx, np.where(out > 0, dout, dout * (out + a)), dtype)
+    want = reference.elu_backward(dout.astype(np.float64), (x.astype(np.float64), alpha))
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(dx - want) <= 4 * eps * (alpha + np.abs(want)) * np.abs(dout) + 1e-300)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elu_with_alpha_0_is_relu(rng, dtype):
+    x = (3 * rng.standard_normal((16, 20))).astype(dtype)
+    x[0, :3] = 0
+    out, c = ops.elu_forward(x, 0.0)
+    rout, rc = ops.relu_forward(x)
+    np.testing.assert_array_equal(out, rout)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    np.testing.assert_array_equal(ops.elu_backward(dout, c), ops.relu_backward(dout, rc))
+
+
+def test_elu_default_alpha_is_1(rng):
+    x = rng.standard_normal(50)
+    np.testing.assert_array_equal(ops.elu_forward(x)[0], ops.elu_forward(x, 1.0)[0])
+    np.testing.assert_allclose(ops.elu_forward(np.array([-1.0]))[0], np.exp(-1.0) - 1, rtol=1e-15)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, -1.0, float("nan"), float("inf"), "1", None, True])
+def test_elu_alpha_must_be_finite_and_nonnegative(alpha):
+    bad_type = alpha is None or isinstance(alpha, (str, bool))
+    with pytest.raises(TypeError if bad_type else ValueError, match="alpha must be"):
+        ops.elu_forward(np.ones(3), alpha)
+    np.testing.assert_array_equal(ops.elu_forward(np.ones(3), np.float32(0.5))[0], 1)
+    _, c = ops.elu_forward(np.ones(3))
+    c.alpha = -1.0                                   # a cache changed after the forward
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+        ops.elu_backward(np.ones(3), c)
+
+
 # ------------------------------------------------------------------ float32 agrees with float64
 
 @pytest.mark.parametrize("name", list(OPS))
@@ -277,6 +322,7 @@ BROKEN = {
                                        (dout * c.xhat).sum(0), dout.sum(0)),
     "cross_entropy": lambda dl, c: dl * c.probs / c.probs.shape[0],    # forgot the one-hot
     "embedding": lambda dout, c: np.zeros(c.weight_shape),
+    "elu": lambda dout, c: np.where(c.out > 0, dout, dout * c.out),    # forgot + alpha
 }
 
 
