@@ -151,7 +151,8 @@ def test_rebinds_when_the_model_arrays_are_replaced(data):
 @pytest.mark.parametrize("kw,reason", [
     (dict(batchnorm=False), "batch norm"),
     (dict(final_bn=True), "final batch norm"),
-] + [(dict(activation=a), "written for tanh") for a in NONLINEARITIES if a != "tanh"])
+] + [pytest.param(dict(activation=a), "written for tanh", id=a)
+      for a in NONLINEARITIES if a != "tanh"])
 def test_unsupported_models_are_refused(kw, reason):
     model = CharMLP(VOCAB, seed=0, **kw)
     ok, why = supports(model)

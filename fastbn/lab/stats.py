@@ -61,11 +61,12 @@ def _flat(t, kind, threshold, options=None):
 def activation_stats(t, kind="tanh", threshold=SATURATED, options=None):
     """Mean, std and fraction in the flat region of a nonlinearity's output ``t`` (any shape).
 
-    The flat region (``fastbn.registry``'s, where the local derivative is about 0) is
-    |t| > ``threshold`` for tanh (the gradient factor 1 - t**2 is below 1 - 0.97**2 = 0.06 there),
-    t == 0 for ReLU (gradient 0), t < 0 for leaky ReLU (gradient ``negative_slope``).
-    ``options`` are the layer's (``{"negative_slope": 0.01}``), for a flat region that depends on
-    them. Returns ``{"mean", "std", "saturated"}`` as Python floats.
+    The flat region, where the local derivative is about 0, is each activation's own
+    (``fastbn.registry``, ``FLAT_REGION``): e.g. |t| > ``threshold`` for tanh (the gradient
+    factor 1 - t**2 is below 1 - 0.97**2 = 0.06 there), t == 0 for ReLU (gradient 0), t < 0 for
+    leaky ReLU (gradient ``negative_slope``); an activation whose slope varies is flat where it
+    is under 1 - threshold**2. ``options`` are the layer's (``{"negative_slope": 0.01}``), for a
+    flat region that depends on them. Returns ``{"mean", "std", "saturated"}`` as Python floats.
     """
     t = np.asarray(t)
     if t.size == 0:
