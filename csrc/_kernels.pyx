@@ -299,6 +299,46 @@ def leaky_relu_backward(const floating[::1] dout, const floating[::1] x, double 
 
 
 # ----------------------------------------------------------------------------------------------
+# ELU (Clevert et al. 2015) over flattened arrays (N,): out = x (x > 0), alpha (e^x - 1) (x <= 0)
+
+from libc.math cimport expm1, expm1f
+
+
+cdef inline floating _expm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
+def elu_forward(const floating[::1] x, double alpha, floating[::1] out):
+    # out = x where x > 0, alpha * (exp(x) - 1) elsewhere, computed as alpha * expm1(x): exp(x) - 1
+    # cancels for |x| << 1, where expm1 keeps full relative precision. NaN takes the second
+    # branch and propagates; -inf gives -alpha
+    cdef Py_ssize_t i
+    cdef floating a = <floating>alpha
+    _shapes(out.shape[0] == x.shape[0], "elu_forward", "x (N,), out (N,)")
+    with nogil:
+        for i in range(x.shape[0]):
+            out[i] = x[i] if x[i] > 0 else a * _expm1(x[i])
+
+
+def elu_backward(const floating[::1] dout, const floating[::1] out, double alpha,
+                 floating[::1] dx):
+    # forward: out = x (x > 0), alpha (e^x - 1) (x <= 0)
+    # d out / dx = 1 (x > 0), alpha e^x = out + alpha (x <= 0): from the saved output, no exp.
+    # For alpha >= 0 (fastbn.ops checks it) out > 0 exactly where x > 0, so the output also
+    # tells the branch; at x = 0 the slope is alpha (torch's convention). A NaN output gives NaN
+    cdef Py_ssize_t i
+    cdef floating a = <floating>alpha
+    _shapes(dout.shape[0] == out.shape[0] and dx.shape[0] == out.shape[0], "elu_backward",
+            "dout (N,), out (N,), dx (N,)")
+    with nogil:
+        for i in range(out.shape[0]):
+            dx[i] = dout[i] if out[i] > 0 else dout[i] * (out[i] + a)
+
+
+# ----------------------------------------------------------------------------------------------
 # batch normalization over the batch axis of (B, D)
 
 def batchnorm_forward(const floating[:, ::1] x,      # (B, D), B >= 2

@@ -12,6 +12,8 @@
 - ``fastbn.exercises``: the lecture's backprop exercise (every intermediate, by hand) and its
   ``check``; ``fastbn.compare`` (``fastbn.comparison``): your backward of one op against fastbn's.
 - ``fastbn.reference``: the same ops in plain NumPy (test oracle and benchmark baseline).
+- ``fastbn.registry``: one entry per op (sample inputs, torch equivalent, and for activations the
+  layer, gain and flat region) that gradcheck, the tests, the model and the lab read.
 """
 try:
     from . import _kernels  # noqa: F401
@@ -24,7 +26,7 @@ except ImportError as e:  # pragma: no cover - only without a build
 # The functions gradcheck and train shadow their modules as attributes of fastbn: import module
 # helpers by module path (``from fastbn.train import parse_lr_schedule``), never ``from . import
 # train``.
-from . import checkpoint, comparison, data, exercises, init, nn, ops, reference
+from . import checkpoint, comparison, data, exercises, init, nn, ops, reference, registry
 from .checkpoint import load, save
 from .comparison import compare
 from .gradcheck import GradcheckError, gradcheck, gradcheck_all
@@ -58,6 +60,7 @@ __all__ = [
     "nn",
     "ops",
     "reference",
+    "registry",
     "save",
     "train",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 from . import _kernels, ops
 from ._validate import positive_int as _positive_int
 
-__all__ = ["Module", "Embedding", "Linear", "BatchNorm1d", "Tanh", "ReLU", "LeakyReLU",
+__all__ = ["Module", "Embedding", "Linear", "BatchNorm1d", "Tanh", "ReLU", "LeakyReLU", "ELU",
            "Sequential"]
 
 
@@ -268,6 +268,23 @@ class LeakyReLU(Module):
 
     def __repr__(self):
         return f"LeakyReLU(negative_slope={self.negative_slope:g})"
+
+
+class ELU(Module):
+    """``x if x > 0 else alpha * (exp(x) - 1)`` elementwise (Clevert et al. 2015): no dead units,
+    as LeakyReLU, and a smooth negative side that saturates at -alpha. ``alpha`` finite, >= 0."""
+
+    def __init__(self, alpha=1.0):
+        self.alpha = ops._elu_alpha(alpha)
+
+    def forward(self, x):
+        return ops.elu_forward(x, self.alpha)
+
+    def _backward(self, dout, cache):
+        return ops.elu_backward(dout, cache)
+
+    def __repr__(self):
+        return f"ELU(alpha={self.alpha:g})"
 
 
 class Sequential(Module):

@@ -26,6 +26,7 @@ thread writing one during a call gives wrong numbers, as with any racy NumPy cod
 
 Shapes use: B batch, T context length, D features, V vocabulary, I fan_in, O fan_out, C classes.
 """
+import numbers
 from types import SimpleNamespace
 
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "tanh_forward", "tanh_backward",
     "relu_forward", "relu_backward",
     "leaky_relu_forward", "leaky_relu_backward",
+    "elu_forward", "elu_backward",
     "batchnorm_forward", "batchnorm_backward",
     "batchnorm_eval_forward", "batchnorm_eval_backward",
     "cross_entropy_forward", "cross_entropy_backward",
@@ -359,6 +361,47 @@ def leaky_relu_forward(x, negative_slope=0.01):
 def leaky_relu_backward(dout, cache):
     """``dx = dout`` where x > 0, ``negative_slope * dout`` elsewhere. Returns dx, shape of x."""
     return _leaky_backward(dout, cache, "leaky_relu")
+
+
+def _elu_alpha(alpha):
+    """``alpha`` of an ELU as a float: a real number (TypeError), finite and >= 0 (ValueError)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be a real number, got {type(alpha).__name__}")
+    alpha = float(alpha)
+    if not (alpha >= 0 and np.isfinite(alpha)):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
+    return alpha
+
+
+def elu_forward(x, alpha=1.0):
+    """ELU (Clevert et al. 2015), elementwise: ``out = x`` where x > 0, ``alpha * (exp(x) - 1)``
+    elsewhere (computed as ``alpha * expm1(x)``, exact near 0). x: array of any shape.
+
+    ``alpha``: finite, >= 0 (default 1.0, torch's). The backward reads the branch from the sign
+    of the output, which is the sign of x only for alpha >= 0; torch also takes a negative alpha.
+    Returns (out, cache).
+    """
+    x = _float_array("x", x)
+    alpha = _elu_alpha(alpha)
+    out = np.empty_like(x)
+    K.elu_forward(x.reshape(-1), alpha, out.reshape(-1))
+    return out, Cache(op="elu", dtype=x.dtype, out=out, alpha=alpha)
+
+
+def elu_backward(dout, cache):
+    """``dx = dout`` where out > 0 (x > 0), ``dout * (out + alpha)`` elsewhere, from the saved
+    output: d/dx alpha (e^x - 1) = alpha e^x = out + alpha. Returns dx, shape of x.
+
+    At x = 0 the slope is alpha, as torch. Where x is NaN, dx is NaN (torch gives dout there: its
+    backward tests x <= 0). Like tanh's 1 - t**2, out + alpha loses relative precision where
+    out -> -alpha (x << 0): its absolute error is about one ulp of alpha, times |dout|.
+    """
+    c = _cache(cache, "elu")
+    out = _cached(c, "out")
+    d = _dout(dout, c, out.shape)
+    dx = np.empty(out.shape, dtype=out.dtype)
+    K.elu_backward(d.reshape(-1), out.reshape(-1), _elu_alpha(c.alpha), dx.reshape(-1))
+    return dx
 
 
 # ----------------------------------------------------------------------------------------------

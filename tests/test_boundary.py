@@ -28,6 +28,7 @@ import fastbn
 from fastbn import _kernels, ops
 from fastbn.fused import BatchSampler, FusedTrainer
 from fastbn.model import CharMLP
+from fastbn.registry import OPS as REGISTRY
 
 TIMEOUT = 300
 
@@ -148,13 +149,9 @@ else:
 '''
 
 OPS_ARGS = '''
-r = np.random.default_rng(1)
-f = lambda *s: r.standard_normal(s)
-ARGS = {"embedding": (f(7, 4), r.integers(0, 7, (6, 3))), "linear": (f(6, 5), f(5, 3), f(3)),
-        "tanh": (f(6, 5),), "relu": (f(6, 5),), "leaky_relu": (f(6, 5), 0.1),
-        "batchnorm": (f(6, 5), f(5), f(5)),
-        "batchnorm_eval": (f(6, 5), f(5), f(5), f(5), np.abs(f(5))),
-        "cross_entropy": (f(6, 5), r.integers(0, 5, 6))}
+from fastbn.registry import OPS as REGISTRY
+ARGS = {name: op.args(seed=1, B=6, T=3, V=7, D=5, I=5, O=3, C=5)      # every op of fastbn.ops
+        for name, op in REGISTRY.items()}
 
 def fwd_bwd(name):
     out, c = getattr(ops, name + "_forward")(*ARGS[name])
@@ -400,18 +397,11 @@ def check_handed_over(calls, given):
                 assert not any(np.shares_memory(a, g) for g in given), name
 
 
-OPS = ["embedding", "linear", "tanh", "relu", "leaky_relu", "batchnorm", "batchnorm_eval",
-       "cross_entropy"]
+OPS = list(REGISTRY)
 
 
 def op_args(name):
-    r = np.random.default_rng(1)
-    f = lambda *s: r.standard_normal(s)             # noqa: E731
-    return {"embedding": [f(7, 4), r.integers(0, 7, (6, 3))], "linear": [f(6, 5), f(5, 3), f(3)],
-            "tanh": [f(6, 5)], "relu": [f(6, 5)], "leaky_relu": [f(6, 5), 0.1],
-            "batchnorm": [f(6, 5), f(5), f(5)],
-            "batchnorm_eval": [f(6, 5), f(5), f(5), f(5), np.abs(f(5))],
-            "cross_entropy": [f(6, 5), r.integers(0, 5, 6)]}[name]
+    return REGISTRY[name].args(seed=1, B=6, T=3, V=7, D=5, I=5, O=3, C=5)
 
 
 @pytest.mark.parametrize("name", OPS)

@@ -81,18 +81,12 @@ def fwd_bwd(name, *args):
     grads = grads if isinstance(grads, tuple) else (grads,)
     return (np.asarray(out),) + tuple(g for g in grads if g is not None)
 
-def op_args(name, dtype=np.float64):
-    r = np.random.default_rng(1)
-    f = lambda *s: r.standard_normal(s).astype(dtype)
-    return {"embedding": (f(7, 4), r.integers(0, 7, (6, 3))),
-            "linear": (f(6, 5), f(5, 3), f(3)),
-            "tanh": (f(6, 5),), "relu": (f(6, 5),), "leaky_relu": (f(6, 5), 0.1),
-            "batchnorm": (f(6, 5), f(5), f(5)),
-            "batchnorm_eval": (f(6, 5), f(5), f(5), f(5), np.abs(f(5))),
-            "cross_entropy": (f(6, 5), r.integers(0, 5, 6))}[name]
+from fastbn.registry import OPS as REGISTRY
+OPS = list(REGISTRY)                     # every op of fastbn.ops
 
-OPS = ["embedding", "linear", "tanh", "relu", "leaky_relu", "batchnorm", "batchnorm_eval",
-       "cross_entropy"]
+def op_args(name, dtype=np.float64):
+    """the registry's sample arguments: a batch of 6, 5 features, 7 rows, 3 characters"""
+    return tuple(REGISTRY[name].args(dtype, seed=1, B=6, T=3, V=7, D=5, I=5, O=3, C=5))
 '''
 
 HARNESS = '''
@@ -186,6 +180,9 @@ bad = [
     (K.tanh_backward, (f(10), f(10), f(3))),
     (K.leaky_relu_forward, (f(10), 0.1, f(3))),
     (K.leaky_relu_backward, (f(3), f(10), 0.1, f(10))),
+    (K.elu_forward, (f(10), 1.0, f(3))),
+    (K.elu_backward, (f(10), f(3), 1.0, f(10))),
+    (K.elu_backward, (f(10), f(10), 1.0, f(3))),
     (K.batchnorm_forward, (f(6, 5), f(5), f(5), 1e-5, f(6, 5), f(6, 5), f(5), f(5), f(2))),
     (K.batchnorm_backward, (f(6, 5), f(6, 5), f(500), f(5), f(6, 5), f(5), f(5))),
     (K.batchnorm_eval_forward, (f(6, 5), f(5), f(5), f(5), f(1), f(6, 5), f(6, 5))),
@@ -212,6 +209,10 @@ for fn, args in bad:
         assert "shapes disagree" in str(e), (fn.__name__, e)
     else:
         raise AssertionError(fn.__name__ + ": no error")
+# every op kernel is in the list (a new op's kernels too)
+missing = {n for n in dir(K) if n.endswith(("_forward", "_backward"))} - {
+    fn.__name__ for fn, _ in bad}
+assert not missing, missing
 """),
     # ---------------------------------------------------------------- shapes
     ("linear_shapes_do_not_chain", "ValueError",

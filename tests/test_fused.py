@@ -8,6 +8,7 @@ from fastbn import _kernels as K
 from fastbn.data import Vocab
 from fastbn.fused import BatchSampler, FusedTrainer, supports
 from fastbn.model import CharMLP
+from fastbn.registry import NONLINEARITIES
 
 VOCAB = Vocab.from_chars(".abcdefghijklmnopqrstuvwxyz")
 
@@ -149,9 +150,9 @@ def test_rebinds_when_the_model_arrays_are_replaced(data):
 
 @pytest.mark.parametrize("kw,reason", [
     (dict(batchnorm=False), "batch norm"),
-    (dict(activation="relu"), "tanh"),
     (dict(final_bn=True), "final batch norm"),
-])
+] + [pytest.param(dict(activation=a), "written for tanh", id=a)
+      for a in NONLINEARITIES if a != "tanh"])
 def test_unsupported_models_are_refused(kw, reason):
     model = CharMLP(VOCAB, seed=0, **kw)
     ok, why = supports(model)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fastbn import CharMLP, data, train
+from fastbn.registry import NONLINEARITIES
 from fastbn.train import (
     DEFAULT_LR_SCHEDULE,
     TrainResult,
@@ -143,6 +144,19 @@ def test_fused_and_per_layer_paths_agree(tiny, dtype, tol):
         runs[fused] = (r.history, m.parameters())
     np.testing.assert_allclose(runs[True][0][:50], runs[False][0][:50], rtol=tol, atol=tol)
     assert abs(runs[True][0][-50:].mean() - runs[False][0][-50:].mean()) < 1e3 * tol + 1e-9
+
+
+@pytest.mark.parametrize("activation", NONLINEARITIES)
+def test_every_activation_trains_and_only_tanh_on_the_fused_path(tiny, activation):
+    vocab, X, Y = tiny
+    m = tiny_model(vocab, activation=activation, dtype=np.float64)
+    r = train(m, (X, Y), steps=300, batch_size=16, lr_schedule="0.2", seed=1, quiet=True,
+              evaluate=False)
+    assert r.path == ("fused" if activation == "tanh" else "per-layer")
+    assert r.history[-50:].mean() < r.history[:10].mean() - 0.3
+    if activation != "tanh":
+        with pytest.raises(ValueError, match="written for tanh"):
+            train(m, (X, Y), steps=1, quiet=True, evaluate=False, fused=True)
 
 
 def test_default_model_trains_on_the_fused_path_and_callback_sees_its_step(tiny):

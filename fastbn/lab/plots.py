@@ -12,7 +12,7 @@ import numpy as np
 
 from .._figures import new_figure, save_figure
 from .report import _distinct, _pct, _when
-from .stats import DEAD, FLAT_REGION, SATURATED, UPDATE_GUIDE
+from .stats import DEAD, FLAT_REGION, SATURATED, UPDATE_GUIDE, flat_region
 
 __all__ = [
     "plot_activations", "plot_activations_over_training", "plot_dead_units", "plot_deep",
@@ -120,7 +120,7 @@ def plot_dead_units(probe, path=None, title=None):
             ax.tick_params(labelsize=6)
         axes[-1, c].set_xlabel("hidden unit", fontsize=7)
     kind = next(iter(pairs[0][0].activations.values()))["kind"]
-    flat = {"tanh": f"|t| > {DEAD}"}.get(kind, FLAT_REGION[kind])
+    flat = flat_region(kind, DEAD)
     text = title or (f"Units x examples, white where {flat}: an all-white column is a dead unit "
                      "(no gradient flows through it)")
     fig.suptitle(textwrap.fill(text, int(width * 12)), fontsize=9)
