@@ -7,7 +7,8 @@ Each takes the text of one option and returns its value, or raises
 import argparse
 import math
 
-__all__ = ["momentum", "nonnegative", "positive", "schedule", "tolerance"]
+__all__ = ["momentum", "nonnegative", "positive", "positive_floats", "schedule", "sweep_param",
+           "tolerance"]
 
 
 def nonnegative(text):
@@ -65,3 +66,29 @@ def momentum(text):
     if not 0 <= v <= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return v
+
+
+def sweep_param(text):
+    """A sweep's ``NAME=V1,V2,...`` or ``NAME=LOW:HIGH[:lin]`` -> (name, values or Range)
+    (``fastbn.sweep.space.parse_param``; imports no Dask)."""
+    from .sweep.space import parse_param
+    try:
+        return parse_param(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_floats(text):
+    """Comma-separated finite numbers > 0, fractions allowed (``0.2,1,5/3``) -> tuple of float."""
+    from fractions import Fraction
+    out = []
+    for part in str(text).split(","):
+        try:
+            v = float(Fraction(part.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise argparse.ArgumentTypeError(f"invalid number {part.strip()!r} in {text!r}") \
+                from None
+        if not (v > 0 and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"must be finite numbers > 0, got {part.strip()}")
+        out.append(v)
+    return tuple(dict.fromkeys(out))

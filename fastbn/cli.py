@@ -7,6 +7,9 @@
     fastbn bench         time a training step: fused loop, per-layer API, NumPy, PyTorch
     fastbn lab           diagnostics of a training run: figures, tables and a report
     fastbn lab ladder    the lecture's init ladder and its deep net with and without BatchNorm
+    fastbn lab robustness  batch norm's robustness map: val loss over init gain x learning rate
+    fastbn sweep         many training runs over a grid or random search of options and seeds, on
+                         Dask (every core of this machine, or a cluster by its address)
 """
 import argparse
 import contextlib
@@ -19,7 +22,9 @@ from . import _bench_options as bench_options
 from ._argtypes import momentum as _momentum
 from ._argtypes import nonnegative as _nonnegative
 from ._argtypes import positive as _positive
+from ._argtypes import positive_floats as _positive_floats
 from ._argtypes import schedule as _schedule
+from ._argtypes import sweep_param as _sweep_param
 from ._argtypes import tolerance as _tolerance
 from .gradcheck import gradcheck, standard_checks
 
@@ -269,6 +274,67 @@ def _cmd_bench(args):
         raise _Fail(str(e)) from e
 
 
+def _cmd_sweep(args):
+    from .sweep.command import SweepError, run_from_args
+    try:
+        return run_from_args(args)
+    except SweepError as e:
+        raise _Fail(str(e)) from e
+
+
+def _add_sweep_parser(sub):
+    from .sweep.space import PARAMS
+    s = sub.add_parser(
+        "sweep", help="many training runs over a grid (or random search) of options and seeds, "
+                      "on Dask",
+        description="Train one model per trial of a search space, in parallel on Dask: a "
+                    "LocalCluster of --workers processes on this machine, or the cluster of "
+                    "--scheduler ADDRESS. A trial with seed S is 'fastbn train --seed S' with "
+                    "its options. Results stream into OUT/results.csv (one row per trial); at "
+                    "the end OUT/report.md ranks the configurations by val loss (mean ± sd over "
+                    "seeds) with a figure per parameter and heatmaps. Needs Dask: pip install "
+                    "'fastbn[sweep]'.",
+        epilog="parameters: " + "; ".join(f"{p.name} ({p.help})" for p in PARAMS.values())
+               + ". Unset ones keep fastbn train's defaults.")
+    s.add_argument("--param", action="append", type=_sweep_param, metavar="NAME=V1,V2,...",
+                   help="values of one parameter (repeatable; the grid is their product); "
+                        "NAME=LOW:HIGH is a log-uniform range (LOW:HIGH:lin uniform) for "
+                        "--random; lr_schedule values are separated by ';'")
+    s.add_argument("--random", type=_positive(), metavar="N",
+                   help="N random draws from the lists and ranges instead of the grid")
+    s.add_argument("--seeds", type=_positive(), metavar="K",
+                   help="K runs of every configuration, with the seeds 2147483647 (fastbn "
+                        "train's default), 1, ..., K-1 (default 1)")
+    s.add_argument("--space-seed", type=_nonnegative, metavar="S",
+                   help="seed of the random draws (default 0)")
+    s.add_argument("--data", metavar="PATH",
+                   help="names file, loaded here once and shipped to the workers (default: "
+                        "$FASTBN_DATA, then the user cache, then a verified download)")
+    s.add_argument("--out", metavar="DIR",
+                   help="where sweep.json, results.csv, report.md and the figures go (default "
+                        "fastbn-sweep)")
+    s.add_argument("--resume", metavar="OUT",
+                   help="continue the sweep in OUT (its space and data): the trials in its "
+                        "results.csv are not run again")
+    s.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: run the failed trials again (not the diverged ones)")
+    s.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on the Dask cluster of this scheduler (tcp://host:8786) instead of "
+                        "a LocalCluster")
+    s.add_argument("--workers", type=_positive(), metavar="W",
+                   help="worker processes of the LocalCluster, one thread each (default: the "
+                        "number of cores)")
+    s.add_argument("--trial-timeout", type=_positive(float), metavar="SECONDS",
+                   help="a trial still running after this long is recorded as failed and its "
+                        "worker restarted")
+    s.add_argument("--format", choices=["png", "svg"], default="png",
+                   help="figure format (default %(default)s)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="list the trials (id and options) and exit")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(parser=s, run=_cmd_sweep)
+
+
 # ----------------------------------------------------------------------------------------------
 # lab
 
@@ -311,15 +377,25 @@ def _cmd_lab(args):
 
 def _cmd_lab_ladder(args):
     from . import lab
+    from .lab.trials import lab_cluster
+    from .model import LADDER
     ds = _lab_data(args)
 
     def progress(msg):
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    rows = lab.run_ladder(ds, steps=args.steps, seed=args.seed, progress=progress)
-    deep = [] if args.no_deep else lab.run_deep(ds, steps=args.deep_steps, seed=args.seed,
-                                                progress=progress)
+    n = (len(LADDER) if args.steps else 0) + \
+        (0 if args.no_deep or not args.deep_steps else 2 * len(lab.DEEP_GAINS))
+    try:
+        with lab_cluster(args.scheduler, args.workers, n, progress) as where:
+            rows = lab.run_ladder(ds, steps=args.steps, seed=args.seed, progress=progress,
+                                  **where)
+            deep = [] if args.no_deep else lab.run_deep(ds, steps=args.deep_steps,
+                                                        seed=args.seed, progress=progress,
+                                                        **where)
+    except (ImportError, OSError, RuntimeError) as e:   # no Dask, no scheduler, workers
+        raise _Fail(str(e)) from e
     files = lab.write_ladder(rows, deep, args.out, ext=args.format, steps=args.steps,
                              deep_steps=args.deep_steps)
     print(f"The init ladder, {args.steps:,} steps each (lecture: 200,000)")
@@ -332,11 +408,35 @@ def _cmd_lab_ladder(args):
     return 0
 
 
+def _cmd_lab_robustness(args):
+    from .lab import robustness
+    if args.steps < 1:
+        args.parser.error("--steps must be >= 1 (every cell is a training run)")
+    ds = _lab_data(args)
+    try:
+        m = robustness.run_robustness(
+            ds, args.out, gains=args.gains, lrs=args.lrs, steps=args.steps, seeds=args.seeds,
+            scheduler=args.scheduler, workers=args.workers, trial_timeout=args.trial_timeout,
+            resume=args.resume, quiet=args.quiet, fmt=args.format)
+    except FileExistsError as e:
+        args.parser.error(f"{e} (here: --resume)")
+    except KeyboardInterrupt:
+        print(f"interrupted; what finished is in {Path(args.out) / 'robustness'}; continue with "
+              "the same command and --resume", file=sys.stderr)
+        return 130
+    except (ImportError, OSError, ValueError, RuntimeError) as e:
+        raise _Fail(str(e)) from e
+    print(m.markdown())
+    for key, path in m.files.items():
+        print(f"{key} {path}")
+    return 0
+
+
 def _add_lab_parser(sub):
     from .model import ACTIVATIONS, INIT_SCHEMES
     from .train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
 
-    def common(q, out, steps, steps_help):
+    def common(q, out, steps, steps_help, seed=True):
         q.add_argument("--data", metavar="PATH",
                        help="names file (default: $FASTBN_DATA, then the user cache, then a "
                             "verified download)")
@@ -344,8 +444,10 @@ def _add_lab_parser(sub):
                        help="where the figures, tables and report go (default %(default)s)")
         q.add_argument("--steps", type=_nonnegative, default=steps, metavar="N",
                        help=f"{steps_help} (default %(default)s)")
-        q.add_argument("--seed", type=_nonnegative, default=DEFAULT_SEED, metavar="S",
-                       help="seeds the parameters and the minibatches (default %(default)s)")
+        if seed:
+            q.add_argument("--seed", type=_nonnegative, default=DEFAULT_SEED, metavar="S",
+                           help="seeds the parameters and the minibatches (default "
+                                "%(default)s)")
         q.add_argument("--format", choices=["png", "svg"], default="png",
                        help="figure format (default %(default)s)")
         q.add_argument("--quiet", action="store_true", help="no progress output")
@@ -382,7 +484,15 @@ def _add_lab_parser(sub):
     lab.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     lab.set_defaults(parser=lab, run=_cmd_lab)
 
-    lsub = lab.add_subparsers(dest="lab_command", metavar="{ladder}")
+    def cluster_options(q):
+        q.add_argument("--workers", type=_positive(), metavar="W",
+                       help="worker processes of the Dask LocalCluster the runs go to (default: "
+                            "one per core; without Dask installed, one after another here)")
+        q.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on the Dask cluster of this scheduler instead")
+
+    robustness_defaults = ("0.2,0.5,1,5/3,3,5", "0.01,0.03,0.1,0.3,1")
+    lsub = lab.add_subparsers(dest="lab_command", metavar="{ladder,robustness}")
     ladder = lsub.add_parser(
         "ladder", help="the init ladder and the deep net",
         description="Train the lecture's five configurations of the BN-MLP (original init, fix "
@@ -394,7 +504,31 @@ def _add_lab_parser(sub):
     ladder.add_argument("--deep-steps", type=_nonnegative, default=1000, metavar="N",
                         help="training steps of each deep net (default %(default)s)")
     ladder.add_argument("--no-deep", action="store_true", help="skip the deep net")
+    cluster_options(ladder)
     ladder.set_defaults(parser=ladder, run=_cmd_lab_ladder)
+
+    rob = lsub.add_parser(
+        "robustness", help="batch norm's robustness map: val loss over init gain x lr",
+        description="Train the lecture's 5-layer tanh net, with and without BatchNorm, at every "
+                    "init gain x learning rate of a grid (a sweep on Dask, see fastbn sweep), "
+                    "and draw the val losses as two heatmaps side by side. Writes "
+                    "robustness.png and robustness.md into OUT, the sweep's results into "
+                    "OUT/robustness/.")
+    common(rob, "fastbn-robustness", 10_000, "training steps per run", seed=False)
+    rob.add_argument("--gains", type=_positive_floats, default=robustness_defaults[0],
+                     metavar="G1,G2,...",
+                     help="Kaiming gains (fractions allowed: 5/3; default %(default)s)")
+    rob.add_argument("--lrs", type=_positive_floats, default=robustness_defaults[1],
+                     metavar="LR1,LR2,...", help="constant learning rates (default %(default)s)")
+    rob.add_argument("--seeds", type=_positive(), default=1, metavar="K",
+                     help="runs of every cell, with the seeds 2147483647 (fastbn train's "
+                          "default), 1, ..., K-1 (default 1)")
+    rob.add_argument("--resume", action="store_true",
+                     help="continue the sweep in OUT/robustness (its finished runs are kept)")
+    rob.add_argument("--trial-timeout", type=_positive(float), metavar="SECONDS",
+                     help="a run still going after this long is recorded as failed")
+    cluster_options(rob)
+    rob.set_defaults(parser=rob, run=_cmd_lab_robustness)
 
 
 def build_parser():
@@ -479,6 +613,7 @@ def build_parser():
     bench_options.add_arguments(b)
     b.set_defaults(parser=b, run=_cmd_bench)
     _add_lab_parser(sub)
+    _add_sweep_parser(sub)
     return p
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import fastbn
 
 PKG = Path(fastbn.__file__).resolve().parent
-HEAVY = ("fastbn.bench", "matplotlib", "torch", "dask")
+HEAVY = ("fastbn.bench", "matplotlib", "torch", "dask", "distributed")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,3 +255,23 @@ def test_fastbn_lab_is_reachable_from_import_fastbn_without_loading_it_first(tmp
                 "assert fastbn.lab.run_lab.__module__ == 'fastbn.lab.experiments'\nprint('ok')",
                 tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_fastbn_and_its_sweep_package_import_no_dask(tmp_path):
+    """Dask is imported when a sweep runs, not by ``import fastbn``, ``import fastbn.sweep``,
+    ``import fastbn.lab``, nor by listing a sweep's trials (``fastbn sweep --dry-run``)."""
+    r = _python("import sys, fastbn, fastbn.sweep, fastbn.lab, fastbn.cli as c\n"
+                "rc = c.main(['sweep', '--param', 'lr=0.1,0.2', '--seeds', '2', '--dry-run'])\n"
+                "print(rc, [m for m in ('dask', 'distributed') if m in sys.modules])", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_fastbn_lab_imports_no_dask(names_path, tmp_path):
+    r = _python("import sys, fastbn.cli as c\n"
+                "rc = c.main(['lab', '--steps', '20', '--every', '10', '--n-hidden', '16', "
+                "'--quiet', '--out', 'lab'])\n"
+                "print(rc, [m for m in ('dask', 'distributed', 'torch') if m in sys.modules])",
+                tmp_path, FASTBN_DATA=names_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "0 []"

@@ -23,7 +23,10 @@ parameters and gradients) and is the ``callback`` of ``fastbn.train``::
 
 ``run_lab`` (``fastbn lab``) trains one model and writes figures, tables and a report;
 ``run_ladder`` (``fastbn lab ladder``) runs the lecture's five initializations of the BN-MLP and its
-deep 5-layer net with and without batch norm at gains 1, 5/3 and 3.
+deep 5-layer net with and without batch norm at gains 1, 5/3 and 3; ``run_robustness``
+(``fastbn lab robustness``) maps the deep net's val loss over init gain x learning rate with and
+without batch norm. The ladder's, the deep net's and the map's runs are sweeps
+(``fastbn.sweep``): in parallel on Dask, every core by default.
 
 Conventions: std is the population std (ddof 0; torch's ``.std()`` is unbiased, a difference of
 one part in 2*B*H here), computed in float64. Fractions are in [0, 1]; tables show percents.
@@ -35,7 +38,9 @@ Where things are, one job a module:
 - ``probe``: ``Probe`` and ``Snapshot``, reading a model's layers during training;
 - ``plots``: the figures (matplotlib, imported only when a figure is drawn; no pyplot state);
 - ``report``: tables, findings in words, the markdown reports;
-- ``experiments``: ``run_lab``, ``run_ladder``, ``run_deep``, ``write_ladder``.
+- ``experiments``: ``run_lab``, ``run_ladder``, ``run_deep``, ``write_ladder``;
+- ``trials``: the ladder's and the deep net's runs as sweep trials, and ``run_sweep``;
+- ``robustness``: batch norm's robustness map (``run_robustness``, ``plot_robustness``).
 """
 from .experiments import (
     DEEP_GAINS,
@@ -63,6 +68,7 @@ from .plots import (
 )
 from .probe import Probe, Snapshot, dead_units_on_split, measure_overhead
 from .report import LECTURE_LOSSES, deep_table, format_table, ladder_table
+from .robustness import RobustnessMap, plot_robustness, run_robustness, write_robustness
 from .stats import (
     DEAD,
     FLAT_REGION,
@@ -79,10 +85,12 @@ from .stats import (
 
 __all__ = [
     "DEAD", "DEEP_GAINS", "DEEP_NET", "FLAT_REGION", "LECTURE_LOSSES", "SATURATED", "UPDATE_GUIDE",
-    "DeepRow", "LabResult", "LadderRow", "LossCheck", "Probe", "Snapshot", "activation_stats",
+    "DeepRow", "LabResult", "LadderRow", "LossCheck", "Probe", "RobustnessMap", "Snapshot",
+    "activation_stats",
     "dead_map", "dead_units", "dead_units_on_split", "deep_table", "format_table",
     "grad_data_ratio", "initial_loss_check", "ladder_figures", "ladder_table", "measure_overhead",
     "plot_activations", "plot_activations_over_training", "plot_dead_units", "plot_deep",
-    "plot_gradients", "plot_ladder", "plot_loss", "plot_update_ratios", "plot_weight_grads",
-    "run_deep", "run_lab", "run_ladder", "save_figure", "update_data_ratio", "write_ladder",
+    "plot_gradients", "plot_ladder", "plot_loss", "plot_robustness", "plot_update_ratios",
+    "plot_weight_grads", "run_deep", "run_lab", "run_ladder", "run_robustness", "save_figure",
+    "update_data_ratio", "write_ladder", "write_robustness",
 ]

@@ -10,7 +10,8 @@ import numpy as np
 
 from .._fileio import atomic_write_text
 from ..model import LADDER, CharMLP
-from ..train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, lr_at, seed_streams, train
+from ..sweep.space import Space
+from ..train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, lr_at, train
 from . import report
 from .plots import (
     plot_activations,
@@ -27,6 +28,7 @@ from .plots import (
 from .probe import Probe, Snapshot, dead_units_on_split
 from .report import _when
 from .stats import LossCheck, initial_loss_check
+from .trials import _seeds, deep_trial, ladder_trial, run_sweep
 
 __all__ = ["DEEP_GAINS", "DEEP_NET", "LabResult", "ladder_figures", "run_deep", "run_lab",
            "run_ladder", "write_ladder"]
@@ -82,11 +84,6 @@ class LabResult:
         return (f"LabResult({self.settings['steps']:,} steps, {len(self.probe.snapshots)} "
                 f"snapshots, initial loss {c.measured:.4f} ({c.verdict}), loss {losses}, "
                 f"{len(self.figures)} figures{where})")
-
-
-def _seeds(seed):
-    """Generators of ``train.seed_streams(seed)``: (parameters, minibatches)."""
-    return tuple(np.random.default_rng(s) for s in seed_streams(seed))
 
 
 def _init_batch(ds, n, seed):
@@ -213,66 +210,84 @@ class DeepRow:
         return "about right"
 
 
-def _train_quiet(model, ds, steps, seed, probe=None, splits=("train", "val")):
-    res = train(model, ds, steps=steps, seed=seed, quiet=True, evaluate=False, callback=probe,
-                every=probe.every if probe else 1000, fused=False)
-    return res.history, {n: model.evaluate(*ds.split(n)) for n in splits}
-
-
 def run_ladder(ds, steps=200_000, seed=DEFAULT_SEED, init_batch=1000, configs=None,
-               progress=None):
+               progress=None, *, client=None, scheduler=None, workers=None):
     """The lecture's five configurations of the BN-MLP (``fastbn.model.LADDER``), each trained
     ``steps`` steps on the per-layer path from the same seed (same N(0,1) draws, same
     minibatches).
 
     The init statistics come from one forward on ``init_batch`` random training examples (the
-    same for every configuration). Returns a list of LadderRow.
+    same for every configuration), here. The trainings are a sweep (``lab.trials.run_sweep``):
+    in parallel on Dask (``client``, ``scheduler`` or ``workers``; by default a LocalCluster
+    with a worker per core, or one after another here without Dask), with the same results as
+    one after another. Returns a list of LadderRow.
     """
     Xi, Yi = _init_batch(ds, init_batch, seed)
-    rows = []
-    for name in configs or LADDER:
-        init_rng, batch_rng = _seeds(seed)
-        model = CharMLP(ds.vocab, seed=init_rng, **LADDER[name])
-        snap = Probe(model).measure(Xi, Yi)
+    names = list(configs or LADDER)
+    snaps, models = {}, {}
+    for name in names:
+        init_rng, _ = _seeds(seed)
+        models[name] = CharMLP(ds.vocab, seed=init_rng, **LADDER[name])
+        snaps[name] = Probe(models[name]).measure(Xi, Yi)
         if progress:
-            progress(f"{name}: initial loss {snap.loss:.4f}; training {steps:,} steps")
-        history = None
-        if steps:
-            history, losses = _train_quiet(model, ds, steps, batch_rng)
-        else:
-            losses = {n: model.evaluate(*ds.split(n)) for n in ("train", "val")}
-        rows.append(LadderRow(name, snap, losses, history))
+            progress(f"{name}: initial loss {snaps[name].loss:.4f}"
+                     + (f"; training {steps:,} steps" if steps else ""))
+    if not steps:
+        return [LadderRow(n, snaps[n], {s: models[n].evaluate(*ds.split(s))
+                                        for s in ("train", "val")}, None) for n in names]
+    spaces = [Space({**LADDER[n], "steps": steps}, seeds=[seed]) for n in names]
+    done = run_sweep(spaces, ds, ladder_trial, client=client, scheduler=scheduler,
+                     workers=workers, progress=progress)
+    rows = []
+    for name, (_, row, extra) in zip(names, done):
+        if row["status"] != "ok":
+            raise _not_ok(name, row)
+        rows.append(LadderRow(name, snaps[name], {"train": row["train_loss"],
+                                                  "val": row["val_loss"]}, extra["history"]))
     return rows
 
 
-def run_deep(ds, steps=1000, seed=DEFAULT_SEED, gains=DEEP_GAINS, batch_size=32, progress=None):
+def _not_ok(name, row):
+    """The exception of a trial that did not finish: FloatingPointError when it diverged."""
+    kind = FloatingPointError if row["status"] == "diverged" else RuntimeError
+    return kind(f"{name}: {row['error']}")
+
+
+def run_deep(ds, steps=1000, seed=DEFAULT_SEED, gains=DEEP_GAINS, batch_size=32, progress=None,
+             *, client=None, scheduler=None, workers=None):
     """The lecture's deep net (``DEEP_NET``) with and without batch norm at each gain.
 
     Without batch norm the net also has no final BatchNorm (the lecture removes both); its output
     layer is then 0.01 N(0,1) = 0.1/sqrt(100) N(0,1), the lecture's "make it less confident".
-    Each is trained ``steps`` steps (lr 0.1, the per-layer path). Returns a list of DeepRow with
-    the snapshots of the first minibatch (init) and the last (B = ``batch_size``, the lecture's).
+    Each is trained ``steps`` steps (lr 0.1, the per-layer path), as a sweep like ``run_ladder``
+    (``client``, ``scheduler``, ``workers``). Returns a list of DeepRow with the snapshots of the
+    first minibatch (init) and the last (B = ``batch_size``, the lecture's).
     """
+    kws = [(bn, gain, dict(DEEP_NET, batchnorm=bn, final_bn=bn and DEEP_NET["final_bn"]))
+           for bn in (True, False) for gain in gains]
+    done = [(None, None, {})] * len(kws)
+    if steps:
+        spaces = [Space({**kw, "gain": gain, "steps": steps}, seeds=[seed])
+                  for _, gain, kw in kws]
+        done = run_sweep(spaces, ds, deep_trial, client=client, scheduler=scheduler,
+                         workers=workers, progress=progress)
     rows = []
-    for bn in (True, False):
-        for gain in gains:
-            init_rng, batch_rng = _seeds(seed)
-            kw = dict(DEEP_NET, batchnorm=bn, final_bn=bn and DEEP_NET["final_bn"])
-            model = CharMLP(ds.vocab, seed=init_rng, gain=gain, **kw)
+    for (bn, gain, kw), (_, row, extra) in zip(kws, done):
+        first, last = extra.get("init"), extra.get("final")
+        if row is not None and row["status"] == "failed":
+            raise _not_ok(f"deep net, {'BN' if bn else 'no BN'}, gain {gain:g}", row)
+        if first is None:
+            model = CharMLP(ds.vocab, seed=_seeds(seed)[0], gain=gain, **kw)
             probe = Probe(model, every=max(steps, 1))
-            losses, diverged = {}, None
-            if steps:
-                try:
-                    _, losses = _train_quiet(model, ds, steps, batch_rng, probe, ("val",))
-                except FloatingPointError as e:
-                    diverged = str(e)
-            if not probe.snapshots:
-                probe.measure(*_init_batch(ds, batch_size, seed), keep=True,
-                              lr=lr_at(DEFAULT_LR_SCHEDULE, 0))
-            row = DeepRow(bn, gain, probe.first, probe.last, losses, diverged)
-            if progress:
-                progress(f"deep net {row.name}: gain {row.verdict()}")
-            rows.append(row)
+            probe.measure(*_init_batch(ds, batch_size, seed), keep=True,
+                          lr=lr_at(DEFAULT_LR_SCHEDULE, 0))
+            first = last = probe.first
+        losses = {} if row is None or row["status"] != "ok" else {"val": row["val_loss"]}
+        diverged = row["error"] if row is not None and row["status"] == "diverged" else None
+        r = DeepRow(bn, gain, first, last, losses, diverged)
+        if progress:
+            progress(f"deep net {r.name}: gain {r.verdict()}")
+        rows.append(r)
     return rows
 
 

@@ -1,0 +1,340 @@
+"""``sweep()``: a space of trials, run on Dask, into ``OUT/results.csv``, a report and figures.
+
+What a sweep writes into its folder ``OUT``:
+
+- ``sweep.json``: the space (or spaces), the data file and its SHA-256, the fastbn version; what
+  ``fastbn sweep --resume OUT`` reads back;
+- ``results.csv``: a row per finished trial, rewritten atomically as trials finish
+  (``fastbn.sweep.results``);
+- ``report.md`` and the figures (``val_vs_<param>.png``, ``heatmap_<a>_<b>.png``): the
+  configurations ranked by val loss, at the end (also after Ctrl-C, for what finished).
+
+A second client writing the same folder at the same time is refused (a lock on ``OUT/.lock``).
+"""
+import contextlib
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .. import __version__
+from .._fileio import atomic_write_text
+from .progress import SweepProgress
+from .report import markdown_report, summarize
+from .results import ResultsFile
+from .runner import cluster, require_dask, run_local, run_trials
+from .space import Space, resolve
+from .trial import run_trial
+
+__all__ = ["SweepInterrupted", "SweepResult", "dataset_for", "load_sweep", "sweep"]
+
+SWEEP_FILE, RESULTS_FILE, REPORT_FILE, LOCK_FILE = "sweep.json", "results.csv", "report.md", \
+    ".lock"
+
+
+class SweepInterrupted(UserWarning):
+    """A sweep was stopped by Ctrl-C; what finished is in its results (resume to finish)."""
+
+
+@dataclass(repr=False)
+class SweepResult:
+    """What ``sweep`` returns: the trials, their rows (trial id -> row of results.csv, losses as
+    floats), the configurations ranked (``points()``, ``best()``), the figures (name ->
+    matplotlib Figure) and the files written. In Jupyter it shows itself as its report."""
+
+    spaces: list
+    trials: list
+    rows: dict
+    cluster: str = ""
+    wall_time: float = 0.0
+    setup_time: float = 0.0
+    interrupted: bool = False
+    out: Path | None = None
+    data_text: str = ""
+    vocab_size: int = 27
+    figures: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def description(self):
+        return " + ".join(s.describe() for s in self.spaces)
+
+    def param_names(self):
+        return list(dict.fromkeys(n for s in self.spaces for n in s.params))
+
+    def swept(self):
+        """The parameters whose value differs between trials."""
+        return [n for n in self.param_names() if len({t.text(n) for t in self.trials}) > 1]
+
+    def points(self):
+        """The configurations (``report.Point``), best mean val loss first."""
+        return summarize(self.trials, self.rows)
+
+    def best(self, n=5):
+        return self.points()[:n]
+
+    def counts(self):
+        """{status: number of trials} of the finished trials (ok, diverged, failed)."""
+        out = {}
+        for s in ("ok", "diverged", "failed"):
+            k = sum(r["status"] == s for r in self.rows.values())
+            if k:
+                out[s] = k
+        return out
+
+    def markdown(self, embed=True):
+        """The report; figures embedded as PNG data URIs, or linked by the files written."""
+        links = None if embed else {k: p.name for k, p in self.files.items() if k != "report"}
+        return markdown_report(self, links)
+
+    def _repr_markdown_(self):
+        return self.markdown(embed=True)
+
+    def __repr__(self):
+        c = ", ".join(f"{v} {k}" for k, v in self.counts().items()) or "none finished"
+        best = self.best(1)
+        b = f"; best {best[0].label()}: val {best[0].val_mean:.4f}" if best and best[0].val \
+            else ""
+        where = f", out={str(self.out)!r}" if self.out else ""
+        stop = " (interrupted)" if self.interrupted else ""
+        return (f"SweepResult({len(self.rows)} of {len(self.trials)} trials{stop}: {c}{b}"
+                f"{where})")
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+def _load_data(data):
+    from ..data import Dataset, load_dataset
+    if isinstance(data, Dataset):
+        return data
+    return load_dataset(data)
+
+
+def dataset_for(ds, block_size):
+    """``ds`` at another block size: the same words, split and vocabulary (``load_dataset``'s
+    recipe), contexts of ``block_size`` characters."""
+    if ds.block_size == block_size:
+        return ds
+    from ..data import Dataset, build_dataset, split_words
+    parts = [build_dataset(w, ds.vocab, block_size) for w in split_words(ds.words)]
+    return Dataset(ds.path, ds.words, ds.vocab, block_size, *parts[0], *parts[1], *parts[2])
+
+
+def _block_size(trial):
+    return resolve(trial.params)[0]["block_size"]
+
+
+def _sha256(path):
+    from ..data import sha256_file
+    return sha256_file(path) if path is not None and Path(path).is_file() else None
+
+
+# ----------------------------------------------------------------------------------------------
+# the folder
+
+@contextlib.contextmanager
+def _locked(out):
+    """Hold ``OUT/.lock`` (POSIX advisory lock): one client writes a sweep folder at a time."""
+    if out is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:         # Windows: no lock
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RuntimeError(f"another fastbn sweep is writing {out} (it holds "
+                               f"{out / LOCK_FILE})") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def load_sweep(out):
+    """(spaces, data path, data SHA-256) stored in ``OUT/sweep.json`` by ``sweep``.
+
+    Raises FileNotFoundError when there is none, ValueError when it cannot be read."""
+    path = Path(out) / SWEEP_FILE
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        spaces = [Space.from_dict(s) for s in d["spaces"]]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist: {out} is not a sweep's folder") \
+            from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    return spaces, d.get("data"), d.get("data_sha256")
+
+
+# ----------------------------------------------------------------------------------------------
+# the sweep
+
+def sweep(space, data=None, out=None, *, client=None, scheduler=None, workers=None,
+          trial_timeout=None, resume=False, retry_failed=False, quiet=False, fmt="png",
+          fn=None, stream=None, report=True):
+    """Run every trial of ``space`` on Dask and return a :class:`SweepResult`.
+
+    Parameters
+    ----------
+    space : Space or list of Space
+        The trials (several spaces: their trials together; they must have the same parameters).
+    data : fastbn.data.Dataset, path or None
+        Loaded once here (None: ``FASTBN_DATA``, the cache or a download, as ``fastbn train``)
+        and shipped to every worker; a sweep over ``block_size`` ships one dataset per size.
+    out : folder, optional
+        Where ``sweep.json``, ``results.csv``, ``report.md`` and the figures go. Without it
+        nothing is written.
+    client, scheduler, workers :
+        The cluster (``runner.cluster``): a ``distributed.Client``, a scheduler address, or a
+        LocalCluster of ``workers`` processes (default: one per core), one thread each.
+        ``workers=0`` runs the trials one after another in this process, without Dask (and
+        without ``trial_timeout``).
+    trial_timeout : float, optional
+        Seconds after which a running trial is recorded as failed (its worker is restarted).
+    resume : bool
+        Continue the sweep in ``out``: the trials in its results.csv are skipped. Without it an
+        ``out`` that holds results is refused (FileExistsError).
+    retry_failed : bool
+        With ``resume``: run the failed trials again (diverged ones stay).
+    quiet : bool
+        No progress (otherwise a bar on a terminal, a line per trial elsewhere, on ``stream``).
+    fmt : "png" or "svg"
+        Figure format.
+    fn : callable, optional
+        The trial function (default ``trial.run_trial``), module-level so workers can import it.
+    report : bool
+        Draw the figures and write report.md at the end.
+
+    Ctrl-C stops the sweep: the trials under way are cancelled, the results so far written,
+    and it returns with ``interrupted=True`` (a ``SweepInterrupted`` warning says how to resume).
+    """
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"fmt must be 'png' or 'svg', got {fmt!r}")
+    if trial_timeout is not None and not trial_timeout > 0:
+        raise ValueError(f"trial_timeout must be > 0 seconds, got {trial_timeout}")
+    if client is not None and (scheduler is not None or workers is not None):
+        raise ValueError("give a client, a scheduler address or a number of workers, not several")
+    if scheduler is not None and workers is not None:
+        raise ValueError("workers is the size of a LocalCluster; a scheduler's cluster has its "
+                         "own workers")
+    spaces = [space] if isinstance(space, Space) else list(space)
+    names = [list(s.params) for s in spaces]
+    if any(sorted(n) != sorted(names[0]) for n in names):
+        raise ValueError("the spaces of one sweep must have the same parameters")
+    trials = list({t.id: t for s in spaces for t in s.trials()}.values())
+    local = workers == 0 and client is None and scheduler is None
+    if local and trial_timeout is not None:
+        raise ValueError("trial_timeout needs Dask workers (a trial in this process cannot be "
+                         "stopped): give workers >= 1")
+    if client is None and scheduler is None and not local:
+        require_dask()      # before loading anything: say how to install it
+    ds = _load_data(data)
+    sha = _sha256(ds.path)
+    out = None if out is None else Path(out).expanduser()
+    result = SweepResult(spaces, trials, {}, out=out, vocab_size=ds.vocab.size,
+                         data_text=_describe_data(ds, sha))
+    results = ResultsFile(None if out is None else out / RESULTS_FILE, result.param_names())
+    with _locked(out):
+        if out is not None:
+            _prepare(out, results, trials, spaces, ds, sha, resume, retry_failed)
+        todo = [t for t in trials if t.id not in results.rows]
+        progress = SweepProgress(len(trials), done=len(results.rows), quiet=quiet,
+                                 stream=stream)
+
+        def record(trial, res, runs):
+            row = results.add(trial, res, runs=runs, steps=resolve(trial.params)[1]["steps"])
+            if res.get("extra") is not None:
+                result.extras[trial.id] = res["extra"]
+            progress.finished(trial, row)
+
+        data_by_size = {T: replace(dataset_for(ds, T), words=[])
+                        for T in dict.fromkeys(_block_size(t) for t in todo)}
+        t0 = time.perf_counter()
+        try:
+            if todo and local:
+                result.cluster = "this process, one trial after another (no Dask)"
+                run_local(todo, data_by_size, fn or run_trial, data_key=_block_size,
+                          on_result=record, on_start=progress.started)
+                result.wall_time = time.perf_counter() - t0
+            elif todo:
+                with cluster(client, scheduler, workers) as (c, desc):
+                    result.cluster = desc
+                    result.setup_time = time.perf_counter() - t0
+                    t1 = time.perf_counter()
+                    run_trials(c, todo, data_by_size, fn or run_trial, data_key=_block_size,
+                               trial_timeout=trial_timeout, on_result=record,
+                               on_start=progress.started, log=progress.note)
+                    result.wall_time = time.perf_counter() - t1
+        except KeyboardInterrupt:
+            result.interrupted = True
+            result.wall_time = time.perf_counter() - t0 - result.setup_time
+        finally:
+            progress.close()
+            results.flush()
+        result.rows = dict(results.rows)
+        if out is not None:
+            result.files["results"] = results.path
+        if report and result.rows:
+            _report(result, out, fmt)
+    if result.interrupted:
+        where = f" (fastbn sweep --resume {out})" if out is not None else ""
+        warnings.warn(f"sweep interrupted after {len(result.rows)} of {len(trials)} trials; "
+                      f"resume it with sweep(..., resume=True){where}", SweepInterrupted,
+                      stacklevel=2)
+    return result
+
+
+def _describe_data(ds, sha):
+    return (f"{ds.path} ({len(ds.Xtr):,} / {len(ds.Xdev):,} / {len(ds.Xte):,} examples, "
+            f"vocabulary {ds.vocab.size}" + (f", SHA-256 {sha[:16]}..." if sha else "") + ")")
+
+
+def _prepare(out, results, trials, spaces, ds, sha, resume, retry_failed):
+    """Check the folder against ``resume``, read its results, write sweep.json."""
+    meta_path = out / SWEEP_FILE
+    if results.path.exists() and not resume:
+        raise FileExistsError(f"{out} already holds a sweep's results ({results.path}): resume "
+                              "it (fastbn sweep --resume OUT, or sweep(..., resume=True)) or "
+                              "choose another folder")
+    if resume and meta_path.exists():
+        _, path, old_sha = load_sweep(out)
+        if old_sha is not None and sha is not None and old_sha != sha:
+            raise ValueError(f"the data {ds.path} is not the data of the sweep in {out} "
+                             f"({path}, SHA-256 {old_sha[:16]}...): its trials would not be "
+                             "comparable")
+    if resume:
+        results.load([t.id for t in trials])
+        if retry_failed:
+            results.drop("failed")
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"fastbn": __version__, "spaces": [s.to_dict() for s in spaces],
+            "data": None if ds.path is None else str(Path(ds.path).resolve()),
+            "data_sha256": sha, "columns": results.header}
+    atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
+    results.flush(force=True)       # the header at least: the folder is a sweep's from now on
+
+
+def _report(result, out, fmt):
+    """Draw the figures and, with a folder, write them and report.md."""
+    from .figures import sweep_figures
+    values = {}
+    for s in result.spaces:
+        values.update(s.params)
+    result.figures = sweep_figures(result.points(), values, result.swept(),
+                                   ceiling=math.log(result.vocab_size))
+    if out is None:
+        return
+    from ..lab.plots import save_figure
+    for name, fig in result.figures.items():
+        result.files[name] = save_figure(fig, out / f"{name}.{fmt}")
+    result.files["report"] = atomic_write_text(out / REPORT_FILE, result.markdown(embed=False))
