@@ -23,15 +23,14 @@ except ImportError as e:  # pragma: no cover - only without a build
         "'pip install .' and run from outside the source folder, or build in place with "
         "'python setup.py build_ext --inplace'.") from e
 
-# The functions gradcheck and train shadow their modules as attributes of fastbn: import module
-# helpers by module path (``from fastbn.train import parse_lr_schedule``), never ``from . import
-# train``.
+# fastbn.train and fastbn.gradcheck are the functions; their modules are fastbn.training and
+# fastbn.gradchecks, so that no attribute of fastbn hides a module of it.
 from . import checkpoint, comparison, data, exercises, init, nn, ops, reference, registry
 from .checkpoint import load, save
 from .comparison import compare
-from .gradcheck import GradcheckError, gradcheck, gradcheck_all
+from .gradchecks import GradcheckError, gradcheck, gradcheck_all
 from .model import CharMLP
-from .train import TrainResult, train
+from .training import TrainResult, train
 
 __version__ = "0.1.0"
 

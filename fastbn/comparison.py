@@ -493,7 +493,7 @@ def compare(student, op, *, shapes=None, dtype=np.float64, seed=0, call="cache",
 
 def _finite_differences(student, pair, call, entry, inputs, op_kwargs, rows, who):
     """gradcheck of the student's function (float64); fills ``row.fd``; returns notes."""
-    from .gradcheck import gradcheck
+    from .gradchecks import gradcheck
 
     kw = op_kwargs
     if pair:

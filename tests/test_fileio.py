@@ -19,7 +19,7 @@ import pytest
 import fastbn
 from fastbn import CharMLP, checkpoint, data
 from fastbn._fileio import atomic_save_figure, atomic_write, atomic_write_text
-from fastbn.train import plot_history
+from fastbn.training import plot_history
 
 ENV = dict(os.environ, PYTHONPATH=str(Path(fastbn.__file__).resolve().parents[1]))
 
@@ -50,7 +50,7 @@ os.umask(int(sys.argv[1], 8))       # this subprocess's own umask
 import numpy as np
 from fastbn import CharMLP, checkpoint, data
 from fastbn._fileio import atomic_write, atomic_write_text
-from fastbn.train import plot_history
+from fastbn.training import plot_history
 
 out = Path(sys.argv[2])
 src = out / "src.txt"
@@ -216,7 +216,7 @@ def test_figure_format_from_the_suffix(tmp_path):
 
 
 def test_helper_does_not_import_matplotlib():
-    code = ("import sys, fastbn._fileio, fastbn.checkpoint, fastbn.data, fastbn.train; "
+    code = ("import sys, fastbn._fileio, fastbn.checkpoint, fastbn.data, fastbn.training; "
             "assert 'matplotlib' not in sys.modules, 'imported matplotlib'")
     p = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True,
                        timeout=60, check=False)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastbn import CharMLP, data, init, nn
-from fastbn.gradcheck import GradcheckError, gradcheck
+from fastbn.gradchecks import GradcheckError, gradcheck
 from fastbn.model import ACTIVATIONS, INIT_SCHEMES, LADDER
 from fastbn.registry import NONLINEARITIES, OPS
 

@@ -69,7 +69,7 @@ def test_sequential_backward_equals_the_ops_chain(rng):
     dx = net.backward(ops.cross_entropy_backward(1.0, c))
     assert dx is None                                      # indices have no gradient
     C, W1, gamma, beta, W2, b2 = net.parameters()
-    from fastbn.gradcheck import mlp_stack
+    from fastbn.gradchecks import mlp_stack
     loss2, backward = mlp_stack(C, W1, gamma, beta, W2, b2, X, Y)
     assert loss == loss2
     for got, want in zip(net.grads(), backward(1.0)):

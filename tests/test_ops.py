@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fastbn import gradcheck, ops, reference
-from fastbn.gradcheck import GradcheckError, standard_checks
+from fastbn.gradchecks import GradcheckError, standard_checks
 from fastbn.registry import OPS
 
 DTYPES = [np.float32, np.float64]

@@ -180,7 +180,7 @@ def _blas():
 def test_cli_train_pins_blas_to_one_thread_and_restores_it(tmp_path, monkeypatch):
     """`fastbn train` owns its process and runs BLAS on one thread; main() called from Python
     gives the setting back."""
-    ftrain = importlib.import_module("fastbn.train")     # the module (fastbn.train is train())
+    ftrain = importlib.import_module("fastbn.training")     # the module (fastbn.train is train())
     real, during = ftrain.train, []
 
     def spy(*a, **kw):

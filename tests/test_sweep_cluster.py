@@ -22,7 +22,7 @@ import fastbn
 from fastbn.cli import main
 from fastbn.sweep import Space
 from fastbn.sweep.results import STATUSES, columns
-from fastbn.train import seed_streams
+from fastbn.training import seed_streams
 
 distributed = pytest.importorskip("distributed",
                                   reason="the sweep tests need Dask: pip install 'fastbn[sweep]'")

@@ -31,7 +31,7 @@ def _seeds(seed):
 def _bar(total, stream):
     """A tqdm bar over the timed cells (rate and ETA) where ``fastbn.train`` would show one (a
     terminal, a Jupyter kernel); None elsewhere (the log lines say it all)."""
-    from ..train import _progress_mode, _tqdm_class
+    from ..training import _progress_mode, _tqdm_class
     if stream is None or _progress_mode(False, stream) != "bar":
         return None
     return _tqdm_class(stream)(total=total, file=stream, unit="cell", leave=True)
@@ -109,7 +109,7 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
         Bad batch sizes, dtypes, repeats or targets.
     """
     from .. import data as fdata
-    from ..train import DEFAULT_SEED
+    from ..training import DEFAULT_SEED
 
     log = _log_to(sys.stderr if stream is _STD else stream)
     stdout = sys.stdout if stdout is _STD else stdout

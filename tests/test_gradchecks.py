@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastbn import cli, gradcheck, ops
-from fastbn.gradcheck import GradcheckError
+from fastbn.gradchecks import GradcheckError
 from fastbn.registry import OPS
 
 
@@ -244,7 +244,7 @@ def test_input_names(rng):
 
 
 def test_gradcheck_all_is_the_cli_table(capsys):
-    from fastbn.gradcheck import gradcheck_all
+    from fastbn.gradchecks import gradcheck_all
     suite = gradcheck_all()
     assert cli.main(["gradcheck"]) == 0
     assert capsys.readouterr().out == str(suite) + "\n"
@@ -254,7 +254,7 @@ def test_gradcheck_all_is_the_cli_table(capsys):
 
 
 def test_gradcheck_all_reports_a_broken_op(monkeypatch):
-    from fastbn.gradcheck import gradcheck_all
+    from fastbn.gradchecks import gradcheck_all
     monkeypatch.setattr(ops, "tanh_backward", lambda dout, cache: dout)
     suite = gradcheck_all()
     assert not suite.passed and not suite["tanh"].passed and suite["relu"].passed

@@ -10,7 +10,7 @@ import pytest
 
 from fastbn import CharMLP, data, train
 from fastbn.registry import NONLINEARITIES
-from fastbn.train import (
+from fastbn.training import (
     DEFAULT_LR_SCHEDULE,
     TrainResult,
     format_lr_schedule,
@@ -306,7 +306,7 @@ def test_train_leaves_the_mode_as_it_found_it_and_train_step_refuses_eval_mode(t
 
 def _draws(seed, n, N, B, steps):
     from fastbn.fused import BatchSampler
-    from fastbn.train import _sampler_seed
+    from fastbn.training import _sampler_seed
     s = BatchSampler(_sampler_seed(seed))
     for _ in range(steps):
         ix = s.draw(N, B)
