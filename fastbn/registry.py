@@ -169,10 +169,6 @@ class OpInfo:
 # ----------------------------------------------------------------------------------------------
 # the sample inputs (float64; the same draws fastbn.compare has always made)
 
-def _normal(*shape):
-    return lambda r, d: r.standard_normal(tuple(d[s] for s in shape))
-
-
 def _off_kink(x):
     x[np.abs(x) < 1e-3] = 0.5            # finite differences must not straddle the kink at 0
     return x
