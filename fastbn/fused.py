@@ -14,9 +14,9 @@ Inside a call the output weight is used transposed, ``(V, H)``, whose GEMMs run 
 call copies ``Wout`` into that layout at its start and back (with ``dWout``) at its end.
 Workspaces are allocated once, for one batch size, 64-byte aligned, from the one list of the
 step's arrays (``FB_NET_ARRAYS`` in ``csrc/fused.h``, read as ``_kernels.fused_layout``), which
-the model's arrays are checked against too. Supported models: batch
-norm on, tanh, no final batch norm, any number of hidden layers up to ``MAX_LAYERS`` (the default
-model is one); :func:`supports` says why another model is not.
+the model's arrays are checked against too. Supported models: batch norm on, tanh, no final
+batch norm, any number of hidden layers up to ``MAX_LAYERS`` (the default model is one);
+:func:`supports` says why another model is not.
 
 ``FusedTrainer.time_phases`` runs ``run`` with each phase of the compiled step timed
 (``PHASES``: the first layer, batch norm and tanh, the output layer, softmax and the loss, each
