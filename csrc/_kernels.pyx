@@ -616,7 +616,7 @@ cdef int _set_dims(fb_net *net, int B, int T, int D, int V, list H) except -1:
     """The sizes of a net, checked: everything fb_net_dim derives shapes from."""
     cdef int l
     if not (1 <= len(H) <= FB_MAX_LAYERS and B >= 2 and min(T, D, V) >= 1
-            and all([1 <= h <= 2**30 for h in H]) and max(B, T * D, V) <= 2**30):
+            and all([1 <= h <= 2**30 for h in H]) and max(B, <int64_t>T * D, V) <= 2**30):
         raise ValueError(f"FusedNet: sizes B={B}, T={T}, D={D}, V={V}, H={H} out of range "
                          f"(B >= 2, 1 <= L <= {FB_MAX_LAYERS} layers, all <= 2**30)")
     net.B, net.T, net.D, net.V, net.L = B, T, D, V, len(H)

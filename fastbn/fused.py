@@ -12,9 +12,15 @@ The trainer works on the model's own arrays (parameters, gradients, running stat
 model always holds the current state and can be evaluated, sampled or saved between calls.
 Inside a call the output weight is used transposed, ``(V, H)``, whose GEMMs run faster: each
 call copies ``Wout`` into that layout at its start and back (with ``dWout``) at its end.
-Workspaces are allocated once, for one batch size, 64-byte aligned. Supported models: batch
-norm on, tanh, no final batch norm, any number of hidden layers up to ``MAX_LAYERS`` (the default
-model is one); :func:`supports` says why another model is not.
+Workspaces are allocated once, for one batch size, 64-byte aligned, from the one list of the
+step's arrays (``FB_NET_ARRAYS`` in ``csrc/fused.h``, read as ``_kernels.fused_layout``), which
+the model's arrays are checked against too. Supported models: batch norm on, tanh, no final
+batch norm, any number of hidden layers up to ``MAX_LAYERS`` (the default model is one);
+:func:`supports` says why another model is not.
+
+``FusedTrainer.time_phases`` runs ``run`` with each phase of the compiled step timed
+(``PHASES``: the first layer, batch norm and tanh, the output layer, softmax and the loss, each
+forward and backward, SGD, ...); ``bench/phases.py`` in the repository prints the shares.
 
 Minibatch rows come from :class:`BatchSampler` (PCG32, unbiased bounded integers), which the
 per-layer training path uses too, so both paths see the same minibatches for the same seed.

@@ -56,6 +56,7 @@ def test_the_layout_names_the_arrays_fused_py_takes_from_the_model():
                                    dict(B=2, T=0, D=10, V=27, H=[4]),
                                    dict(B=2, T=3, D=10, V=27, H=[4, 0]),
                                    dict(B=2, T=3, D=10, V=2**30 + 1, H=[4]),
+                                   dict(B=2, T=2**16, D=2**16, V=27, H=[4]),
                                    dict(B=2, T=3, D=10, V=27, H=[4] * (K.MAX_LAYERS + 1))])
 def test_the_layout_refuses_sizes_out_of_range(sizes):
     with pytest.raises(ValueError, match="out of range"):
