@@ -37,8 +37,8 @@ import numpy as np
 
 from . import nn, ops, reference
 
-__all__ = ["OPS", "NONLINEARITIES", "Nonlinearity", "OpInfo", "Option", "Variant", "get",
-           "layer_options", "nonlinearity_of"]
+__all__ = ["OPS", "NONLINEARITIES", "Nonlinearity", "OpInfo", "Option", "Variant", "check_entries",
+           "get", "layer_options", "nonlinearity_of"]
 
 
 @dataclass(frozen=True)
@@ -291,22 +291,26 @@ OPS = {op.name: op for op in _OPS}
 NONLINEARITIES = tuple(op.name for op in _OPS if op.nonlinearity is not None)
 
 
-def _check_entries():
-    """Each entry agrees with its functions: the forward takes the sample arrays then the options,
-    by those names; the constants are trailing arrays (they are bound by keyword); an activation
-    layer has its op's options as attributes."""
+def check_entries():
+    """The entries that disagree with their functions, as ``[(op name, why)]`` (empty when all
+    agree; tests/test_registry.py asks for that, so importing fastbn does not pay for it): the
+    forward takes the sample arrays then the options, by those names; the constants are
+    trailing arrays (gradcheck binds them by keyword); an activation's layer has its options as
+    attributes; the reference takes the forward's arguments."""
+    bad = []
     for op in _OPS:
         names, params = op.arg_names, list(inspect.signature(op.forward).parameters)
+        ref = list(inspect.signature(op.reference_forward).parameters)
         arrays = list(op.arrays())
-        layer = op.nonlinearity.layer() if op.nonlinearity else None
-        if (params[:len(names)] != names
-                or (op.constants and arrays[-len(op.constants):] != list(op.constants))
-                or (layer is not None and not all(hasattr(layer, o.name) for o in op.options))):
-            raise RuntimeError(f"registry entry {op.name!r} disagrees with fastbn.ops."
-                               f"{op.name}_forward{tuple(params)} or its layer")
-
-
-_check_entries()
+        if params[:len(names)] != names or ref[:len(names)] != names:
+            bad.append((op.name, f"arguments {names}, forward {params}, reference {ref}"))
+        if op.constants and arrays[-len(op.constants):] != list(op.constants):
+            bad.append((op.name, f"constants {op.constants} are not the last arrays {arrays}"))
+        if op.nonlinearity is not None:
+            layer = op.nonlinearity.layer()
+            if not all(hasattr(layer, o.name) for o in op.options):
+                bad.append((op.name, f"{type(layer).__name__} lacks an option attribute"))
+    return bad
 
 
 def get(name):
