@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fastbn import comparison, init, lab, model, nn, ops, reference, registry
-from fastbn.gradcheck import standard_checks
+from fastbn.gradchecks import standard_checks
 from fastbn.registry import NONLINEARITIES, OPS
 
 
