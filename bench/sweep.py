@@ -72,14 +72,14 @@ def stamped_trial(data, trial):
     return out
 
 
-def gaps(res, t_start):
+def gaps(res, t_end):
     """(mean gap between consecutive trials on a worker, s; end-of-sweep idle per worker, s;
-    time from the last trial's end to the sweep's end, s), from the trials' stamps."""
+    time from the last trial's end to the sweep's end, s), from the trials' stamps and the
+    wall-clock time ``t_end`` at which ``sweep`` returned."""
     by_worker = {}
     for tid, row in res.rows.items():
         by_worker.setdefault(row["worker"], []).append(res.extras[tid])
     between, idle = [], []
-    t_end = t_start + res.wall_time
     for stamps in by_worker.values():
         stamps.sort(key=lambda e: e["start"])
         between += [b["start"] - a["end"] for a, b in zip(stamps, stamps[1:])]
@@ -96,12 +96,12 @@ def on_cluster(ds, space, workers, folder):
         t1 = time.perf_counter()
         check_workers(client)                   # each worker imports fastbn once
         t2 = time.perf_counter()
-        wall0 = time.time()
         res = sweep(space, ds, folder, client=client, quiet=True, report=False,
                     fn=stamped_trial)
+        t_end = time.time()
     assert res.counts() == {"ok": len(space.trials())}, res.counts()
     return (t1 - t0, t2 - t1, res.wall_time, [r["trial_time"] for r in res.rows.values()],
-            res.rows, gaps(res, wall0 + (res.setup_time or 0)))
+            res.rows, gaps(res, t_end))
 
 
 def main(argv=None):
@@ -189,7 +189,8 @@ def main(argv=None):
         f"| workers' first import of fastbn (not in the sweep time) | {warm[1]:.2f} s | "
         f"{warm[2]:.2f} s |",
         "",
-        f"Machine: {cpu['model']}, {cpu.get('usable_cpus')} usable cores (shared with other "
+        f"Machine: {cpu['model']} ({', '.join(cpu['flags'])}), {cpu.get('usable_cpus')} usable "
+        "cores (shared with other "
         f"users' work: see the load averages below); Python {platform.python_version()}, numpy "
         f"{np.__version__}, dask {_dask_version()}, fastbn {fastbn.__version__}; "
         f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
