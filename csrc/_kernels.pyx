@@ -8,19 +8,29 @@ the vocabulary, V):
     I  fan_in of a Linear           O  fan_out of a Linear
     C  number of classes (logits)   N  number of elements of a flattened array
 
-Contract with the Python layer (fastbn/ops.py): every array handed to a kernel is C-contiguous, of
-one floating dtype per call (float32 or float64, the fused type ``floating``), of consistent shapes,
-and every index is in range. The kernels check none of it: they run with the GIL released and with
-bounds and wraparound checks off. Outputs are written (=), never accumulated, except the embedding
-backward, a scatter-add into a buffer the caller has zeroed. Reductions (sums over the batch)
-accumulate in double whatever the dtype.
+Contract with the Python layer (fastbn/ops.py): every array handed to a kernel is C-contiguous and
+aligned, of one floating dtype per call (float32 or float64, the fused type ``floating``), and every
+index is in range, in an array private to the call (checked after it was copied). The kernels run
+with the GIL released and with bounds and wraparound checks off; they check no index. What they do
+check, with the GIL held, once they hold the buffers (whose shapes no other thread can change from
+then on), is that the shapes of their arguments agree (``_shapes``): the Python layer checked them
+too, but another thread may reshape a caller's array in place in between. Outputs are written
+(=), never accumulated, except the embedding backward, a scatter-add into a buffer the caller has
+zeroed. Reductions (sums over the batch) accumulate in double whatever the dtype, in one workspace
+per call (one allocation, freed on every path).
 """
 from cython cimport floating
 from libc.math cimport exp, expf, log, sqrt
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
+import numpy as np
+
+
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
 
 cdef extern from "fused.h" nogil:
     void fb_tanh_f32_array(const float *x, float *out, int64_t n)
@@ -44,10 +54,21 @@ SANITIZED = bool(FB_SANITIZED)
 # ----------------------------------------------------------------------------------------------
 # helpers
 
+cdef inline int _shapes(bint ok, str kernel, str want) except -1:
+    """Raise ValueError unless the shapes of a kernel's arguments agree (``ok``)."""
+    if not ok:
+        raise ValueError(f"{kernel}: the arguments' shapes disagree (expected {want}); was an "
+                         "array reshaped in place by another thread during the call?")
+    return 0
+
+
 cdef inline double* _zeros(Py_ssize_t n) except NULL:
-    """A zeroed double workspace of n (>= 1) entries; the caller frees it."""
-    cdef double* p = <double*>malloc((n if n > 0 else 1) * sizeof(double))
+    """A zeroed double workspace of n (>= 1) entries; the caller frees it (try/finally): a kernel
+    needing several takes them from one, so a failed allocation leaves nothing to free."""
+    cdef double* p = NULL
     cdef Py_ssize_t i
+    if n <= <Py_ssize_t>(PY_SSIZE_T_MAX // sizeof(double)):
+        p = <double*>malloc((n if n > 0 else 1) * sizeof(double))
     if p == NULL:
         raise MemoryError()
     for i in range(n):
@@ -83,6 +104,46 @@ cdef inline floating _exp(floating x) noexcept nogil:
 
 
 # ----------------------------------------------------------------------------------------------
+# index arrays: a private copy, checked
+
+cdef extern from *:
+    """
+    /* dst = src (n,), in one pass with the check of what was copied: 1 when every value of dst
+     * is in [0, bound), 0 < bound < 2^63. What is checked is dst, private to the caller
+     * (restrict), whatever another thread writes into src meanwhile. v is in range when the
+     * sign bits of v - bound (v < bound) and of ~v (v >= 0) are both set: and-ed over all
+     * values, in 64-bit integer operations every x86-64 vectorizes (no 64-bit compare). */
+    static int fb_copy_ids(const int64_t *src, int64_t *restrict dst, int64_t n,
+                           uint64_t bound) {
+        uint64_t all = ~(uint64_t)0;
+        for (int64_t i = 0; i < n; i++) {
+            dst[i] = src[i];
+            const uint64_t v = (uint64_t)dst[i];
+            all &= (v - bound) & ~v;
+        }
+        return (int)(all >> 63);
+    }
+    """
+    int fb_copy_ids(const int64_t *src, int64_t *dst, int64_t n, uint64_t bound) nogil
+
+
+def copy_ids(const int64_t[::1] src, int64_t[::1] dst, int64_t bound):
+    """dst (N,) = src (N,); True when every value copied is in [0, bound) (fb_copy_ids).
+
+    fastbn.ops._index_array's copy and check in one pass: the values checked are those of dst,
+    a copy private to the caller, so another thread writing into src meanwhile can change what
+    is copied, never what was checked.
+    """
+    cdef int ok
+    _shapes(dst.shape[0] == src.shape[0], "copy_ids", "src (N,), dst (N,)")
+    if src.shape[0] == 0:
+        return True
+    with nogil:
+        ok = fb_copy_ids(&src[0], &dst[0], src.shape[0], <uint64_t>bound if bound > 0 else 0)
+    return bool(ok) and bound > 0
+
+
+# ----------------------------------------------------------------------------------------------
 # embedding: out[b, t*D:(t+1)*D] = weight[idx[b, t], :]
 
 def embedding_forward(const floating[:, ::1] weight,   # (V, D)
@@ -91,6 +152,8 @@ def embedding_forward(const floating[:, ::1] weight,   # (V, D)
     cdef Py_ssize_t B = idx.shape[0], T = idx.shape[1], D = weight.shape[1]
     cdef Py_ssize_t b, t, d
     cdef const floating* row
+    _shapes(out.shape[0] == B and out.shape[1] == T * D, "embedding_forward",
+            "weight (V, D), idx (B, T), out (B, T*D)")
     with nogil:
         for b in range(B):
             for t in range(T):
@@ -107,6 +170,8 @@ def embedding_backward(const floating[:, ::1] dout,    # (B, T*D)
     cdef Py_ssize_t B = idx.shape[0], T = idx.shape[1], D = dweight.shape[1]
     cdef Py_ssize_t b, t, d
     cdef floating* row
+    _shapes(dout.shape[0] == B and dout.shape[1] == T * D, "embedding_backward",
+            "dout (B, T*D), idx (B, T), dweight (V, D)")
     with nogil:
         for b in range(B):
             for t in range(T):
@@ -127,6 +192,11 @@ def linear_forward(const floating[:, ::1] x,       # (B, I)
     cdef int B = x.shape[0], I = x.shape[1], O = w.shape[1]
     cdef Py_ssize_t i, j
     cdef floating beta = 0
+    _shapes(w.shape[0] == I and out.shape[0] == B and out.shape[1] == O
+            and (bias is None or bias.shape[0] == O), "linear_forward",
+            "x (B, I), w (I, O), bias (O,), out (B, O)")
+    if B == 0 or I == 0 or O == 0:     # (BLAS needs leading dimensions >= 1; ops.py handles it)
+        raise ValueError("linear_forward: empty dimensions")
     with nogil:
         if bias is not None:
             beta = 1                               # out starts as the broadcast bias
@@ -147,19 +217,27 @@ def linear_backward(const floating[:, ::1] dout,   # (B, O)
     cdef int B = x.shape[0], I = x.shape[1], O = w.shape[1]
     cdef Py_ssize_t i, j
     cdef double* acc
+    _shapes(w.shape[0] == I and dout.shape[0] == B and dout.shape[1] == O
+            and dx.shape[0] == B and dx.shape[1] == I and dw.shape[0] == I and dw.shape[1] == O
+            and (dbias is None or dbias.shape[0] == O), "linear_backward",
+            "dout (B, O), x (B, I), w (I, O), dx (B, I), dw (I, O), dbias (O,)")
+    if B == 0 or I == 0 or O == 0:
+        raise ValueError("linear_backward: empty dimensions")
     with nogil:
         _gemm(False, True, B, I, O, <floating>1, &dout[0, 0], &w[0, 0], <floating>0, &dx[0, 0])
         _gemm(True, False, I, O, B, <floating>1, &x[0, 0], &dout[0, 0], <floating>0, &dw[0, 0])
     if dbias is None:
         return
     acc = _zeros(O)
-    with nogil:
-        for i in range(B):
+    try:
+        with nogil:
+            for i in range(B):
+                for j in range(O):
+                    acc[j] += dout[i, j]
             for j in range(O):
-                acc[j] += dout[i, j]
-        for j in range(O):
-            dbias[j] = <floating>acc[j]
-    free(acc)
+                dbias[j] = <floating>acc[j]
+    finally:
+        free(acc)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,6 +246,7 @@ def linear_backward(const floating[:, ::1] dout,   # (B, O)
 def tanh_forward(const floating[::1] x, floating[::1] out):
     # the fused step's vectorizable tanh (csrc/fused.c: within 6 ulp in float32, 2 in float64);
     # a libm call per element costs ~10x more
+    _shapes(out.shape[0] == x.shape[0], "tanh_forward", "x (N,), out (N,)")
     if x.shape[0] == 0:
         return
     with nogil:
@@ -180,6 +259,8 @@ def tanh_forward(const floating[::1] x, floating[::1] out):
 def tanh_backward(const floating[::1] dout, const floating[::1] t, floating[::1] dx):
     # forward: t = tanh(x);  dt/dx = 1 - tanh(x)^2 = 1 - t^2, computed from the saved output
     cdef Py_ssize_t i
+    _shapes(dout.shape[0] == t.shape[0] and dx.shape[0] == t.shape[0], "tanh_backward",
+            "dout (N,), t (N,), dx (N,)")
     with nogil:
         for i in range(t.shape[0]):
             dx[i] = dout[i] * (1 - t[i] * t[i])
@@ -190,6 +271,7 @@ def leaky_relu_forward(const floating[::1] x, double negative_slope, floating[::
     # writes 0 rather than 0 * x, which is NaN for x = -inf (torch.relu(-inf) is 0)
     cdef Py_ssize_t i
     cdef floating s = <floating>negative_slope
+    _shapes(out.shape[0] == x.shape[0], "leaky_relu_forward", "x (N,), out (N,)")
     with nogil:
         if s == 0:
             for i in range(x.shape[0]):
@@ -205,6 +287,8 @@ def leaky_relu_backward(const floating[::1] dout, const floating[::1] x, double 
     # ReLU writes 0 there, not 0 * dout (NaN for an infinite dout), as torch does
     cdef Py_ssize_t i
     cdef floating s = <floating>negative_slope
+    _shapes(dout.shape[0] == x.shape[0] and dx.shape[0] == x.shape[0], "leaky_relu_backward",
+            "dout (N,), x (N,), dx (N,)")
     with nogil:
         if s == 0:
             for i in range(x.shape[0]):
@@ -212,6 +296,46 @@ def leaky_relu_backward(const floating[::1] dout, const floating[::1] x, double 
         else:
             for i in range(x.shape[0]):
                 dx[i] = dout[i] if x[i] > 0 else s * dout[i]
+
+
+# ----------------------------------------------------------------------------------------------
+# ELU (Clevert et al. 2015) over flattened arrays (N,): out = x (x > 0), alpha (e^x - 1) (x <= 0)
+
+from libc.math cimport expm1, expm1f
+
+
+cdef inline floating _expm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
+def elu_forward(const floating[::1] x, double alpha, floating[::1] out):
+    # out = x where x > 0, alpha * (exp(x) - 1) elsewhere, computed as alpha * expm1(x): exp(x) - 1
+    # cancels for |x| << 1, where expm1 keeps full relative precision. NaN takes the second
+    # branch and propagates; -inf gives -alpha
+    cdef Py_ssize_t i
+    cdef floating a = <floating>alpha
+    _shapes(out.shape[0] == x.shape[0], "elu_forward", "x (N,), out (N,)")
+    with nogil:
+        for i in range(x.shape[0]):
+            out[i] = x[i] if x[i] > 0 else a * _expm1(x[i])
+
+
+def elu_backward(const floating[::1] dout, const floating[::1] out, double alpha,
+                 floating[::1] dx):
+    # forward: out = x (x > 0), alpha (e^x - 1) (x <= 0)
+    # d out / dx = 1 (x > 0), alpha e^x = out + alpha (x <= 0): from the saved output, no exp.
+    # For alpha >= 0 (fastbn.ops checks it) out > 0 exactly where x > 0, so the output also
+    # tells the branch; at x = 0 the slope is alpha (torch's convention). A NaN output gives NaN
+    cdef Py_ssize_t i
+    cdef floating a = <floating>alpha
+    _shapes(dout.shape[0] == out.shape[0] and dx.shape[0] == out.shape[0], "elu_backward",
+            "dout (N,), out (N,), dx (N,)")
+    with nogil:
+        for i in range(out.shape[0]):
+            dx[i] = dout[i] if out[i] > 0 else dout[i] * (out[i] + a)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,31 +354,49 @@ def batchnorm_forward(const floating[:, ::1] x,      # (B, D), B >= 2
     # variance (/ B), report the unbiased one (/ (B - 1)) for the running estimate.
     # Two passes over x for the statistics (mean, then squared deviations): stable in float32.
     cdef Py_ssize_t B = x.shape[0], D = x.shape[1], i, j
-    cdef double* acc = _zeros(D)
-    cdef double* mu = _zeros(D)
+    cdef double *acc
+    cdef double *mu
     cdef double dev, var_b
-    with nogil:
-        for i in range(B):
+    _shapes(out.shape[0] == B and out.shape[1] == D and xhat.shape[0] == B
+            and xhat.shape[1] == D and gamma.shape[0] == D and beta.shape[0] == D
+            and mean.shape[0] == D and invstd.shape[0] == D and var_unbiased.shape[0] == D,
+            "batchnorm_forward", "x, out, xhat (B, D); gamma, beta, mean, invstd, var (D,)")
+    acc = _zeros(2 * D)                               # acc (D,), mu (D,)
+    mu = acc + D
+    try:
+        with nogil:
+            for i in range(B):
+                for j in range(D):
+                    acc[j] += x[i, j]
             for j in range(D):
-                acc[j] += x[i, j]
-        for j in range(D):
-            mu[j] = acc[j] / B
-            acc[j] = 0.0
-        for i in range(B):
+                mu[j] = acc[j] / B
+                acc[j] = 0.0
+            for i in range(B):
+                for j in range(D):
+                    dev = x[i, j] - mu[j]
+                    acc[j] += dev * dev
             for j in range(D):
-                dev = x[i, j] - mu[j]
-                acc[j] += dev * dev
-        for j in range(D):
-            var_b = acc[j] / B
-            mean[j] = <floating>mu[j]
-            invstd[j] = <floating>(1.0 / sqrt(var_b + eps))
-            var_unbiased[j] = <floating>(acc[j] / (B - 1)) if B > 1 else <floating>0
-        for i in range(B):
-            for j in range(D):
-                xhat[i, j] = <floating>((x[i, j] - mu[j]) * invstd[j])
-                out[i, j] = gamma[j] * xhat[i, j] + beta[j]
-    free(acc)
-    free(mu)
+                var_b = acc[j] / B
+                mean[j] = <floating>mu[j]
+                invstd[j] = <floating>(1.0 / sqrt(var_b + eps))
+                var_unbiased[j] = <floating>(acc[j] / (B - 1)) if B > 1 else <floating>0
+            for i in range(B):
+                for j in range(D):
+                    xhat[i, j] = <floating>((x[i, j] - mu[j]) * invstd[j])
+                    out[i, j] = gamma[j] * xhat[i, j] + beta[j]
+    finally:
+        free(acc)
+
+
+cdef int _bn_backward_shapes(const floating[:, ::1] dout, const floating[:, ::1] xhat,
+                             const floating[::1] gamma, const floating[::1] invstd,
+                             floating[:, ::1] dx, floating[::1] dgamma, floating[::1] dbeta,
+                             str kernel) except -1:
+    cdef Py_ssize_t B = dout.shape[0], D = dout.shape[1]
+    return _shapes(xhat.shape[0] == B and xhat.shape[1] == D and dx.shape[0] == B
+                   and dx.shape[1] == D and gamma.shape[0] == D and invstd.shape[0] == D
+                   and dgamma.shape[0] == D and dbeta.shape[0] == D, kernel,
+                   "dout, xhat, dx (B, D); gamma, invstd, dgamma, dbeta (D,)")
 
 
 def batchnorm_backward(const floating[:, ::1] dout,  # (B, D)
@@ -270,24 +412,28 @@ def batchnorm_backward(const floating[:, ::1] dout,  # (B, D)
     # dx: the direct term through xhat, plus the paths through mean and var; they collapse to
     #     dx = gamma * invstd / B * (B * dout - dbeta - xhat * dgamma)
     cdef Py_ssize_t B = dout.shape[0], D = dout.shape[1], i, j
-    cdef double* sb = _zeros(D)
-    cdef double* sg = _zeros(D)
-    cdef double* k = _zeros(D)
-    with nogil:
-        for i in range(B):
+    cdef double *sb
+    cdef double *sg
+    cdef double *k
+    _bn_backward_shapes(dout, xhat, gamma, invstd, dx, dgamma, dbeta, "batchnorm_backward")
+    sb = _zeros(3 * D)                                # sb, sg, k: (D,) each
+    sg = sb + D
+    k = sb + 2 * D
+    try:
+        with nogil:
+            for i in range(B):
+                for j in range(D):
+                    sb[j] += dout[i, j]
+                    sg[j] += dout[i, j] * xhat[i, j]
             for j in range(D):
-                sb[j] += dout[i, j]
-                sg[j] += dout[i, j] * xhat[i, j]
-        for j in range(D):
-            dbeta[j] = <floating>sb[j]
-            dgamma[j] = <floating>sg[j]
-            k[j] = gamma[j] * invstd[j] / <double>B
-        for i in range(B):
-            for j in range(D):
-                dx[i, j] = <floating>(k[j] * (B * dout[i, j] - sb[j] - xhat[i, j] * sg[j]))
-    free(sb)
-    free(sg)
-    free(k)
+                dbeta[j] = <floating>sb[j]
+                dgamma[j] = <floating>sg[j]
+                k[j] = gamma[j] * invstd[j] / <double>B
+            for i in range(B):
+                for j in range(D):
+                    dx[i, j] = <floating>(k[j] * (B * dout[i, j] - sb[j] - xhat[i, j] * sg[j]))
+    finally:
+        free(sb)
 
 
 def batchnorm_eval_forward(const floating[:, ::1] x,      # (B, D)
@@ -300,6 +446,10 @@ def batchnorm_eval_forward(const floating[:, ::1] x,      # (B, D)
     # Eval mode: the statistics are constants, so batch norm is the affine map
     # out = gamma * (x - mean) * invstd + beta
     cdef Py_ssize_t B = x.shape[0], D = x.shape[1], i, j
+    _shapes(out.shape[0] == B and out.shape[1] == D and xhat.shape[0] == B
+            and xhat.shape[1] == D and gamma.shape[0] == D and beta.shape[0] == D
+            and mean.shape[0] == D and invstd.shape[0] == D, "batchnorm_eval_forward",
+            "x, out, xhat (B, D); gamma, beta, mean, invstd (D,)")
     with nogil:
         for i in range(B):
             for j in range(D):
@@ -316,19 +466,23 @@ def batchnorm_eval_backward(const floating[:, ::1] dout,  # (B, D)
                             floating[::1] dbeta):         # (D,)
     # dx = dout * gamma * invstd;  dgamma = sum_b dout * xhat;  dbeta = sum_b dout
     cdef Py_ssize_t B = dout.shape[0], D = dout.shape[1], i, j
-    cdef double* sb = _zeros(D)
-    cdef double* sg = _zeros(D)
-    with nogil:
-        for i in range(B):
+    cdef double *sb
+    cdef double *sg
+    _bn_backward_shapes(dout, xhat, gamma, invstd, dx, dgamma, dbeta, "batchnorm_eval_backward")
+    sb = _zeros(2 * D)                                # sb, sg: (D,) each
+    sg = sb + D
+    try:
+        with nogil:
+            for i in range(B):
+                for j in range(D):
+                    sb[j] += dout[i, j]
+                    sg[j] += dout[i, j] * xhat[i, j]
+                    dx[i, j] = dout[i, j] * gamma[j] * invstd[j]
             for j in range(D):
-                sb[j] += dout[i, j]
-                sg[j] += dout[i, j] * xhat[i, j]
-                dx[i, j] = dout[i, j] * gamma[j] * invstd[j]
-        for j in range(D):
-            dbeta[j] = <floating>sb[j]
-            dgamma[j] = <floating>sg[j]
-    free(sb)
-    free(sg)
+                dbeta[j] = <floating>sb[j]
+                dgamma[j] = <floating>sg[j]
+    finally:
+        free(sb)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,6 +497,9 @@ def cross_entropy_forward(const floating[:, ::1] logits,   # (B, C)
     cdef Py_ssize_t B = logits.shape[0], C = logits.shape[1], i, c
     cdef double total = 0.0, s, m
     cdef floating e
+    _shapes(target.shape[0] == B and probs.shape[0] == B and probs.shape[1] == C and B > 0
+            and C > 0, "cross_entropy_forward", "logits (B, C), target (B,), probs (B, C), "
+            "B >= 1, C >= 1")
     with nogil:
         for i in range(B):
             m = logits[i, 0]
@@ -366,7 +523,11 @@ def cross_entropy_backward(double dloss,
                            floating[:, ::1] dlogits):       # (B, C)
     # d loss / d logits[b, c] = (softmax[b, c] - [c == target[b]]) / B, times the upstream dloss
     cdef Py_ssize_t B = probs.shape[0], C = probs.shape[1], i, c
-    cdef double scale = dloss / B
+    cdef double scale
+    _shapes(target.shape[0] == B and dlogits.shape[0] == B and dlogits.shape[1] == C and B > 0
+            and C > 0, "cross_entropy_backward", "probs (B, C), target (B,), dlogits (B, C), "
+            "B >= 1, C >= 1")
+    scale = dloss / B
     with nogil:
         for i in range(B):
             for c in range(C):
@@ -379,48 +540,38 @@ def cross_entropy_backward(double dloss,
 
 cdef extern from "fused.h" nogil:
     enum: FB_MAX_LAYERS
+    enum: FB_NPHASES
     ctypedef void (*fb_sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*, float*,
                                 int*, float*, float*, int*)
     ctypedef void (*fb_dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*,
                                 double*, int*, double*, double*, int*)
+    # the scalar fields only: the arrays are set through fb_net_fields, the data form of
+    # FB_NET_ARRAYS, the one list of them (fused.h)
     ctypedef struct fb_net:
         int B, T, D, V, L
         int H[FB_MAX_LAYERS]
         double momentum, eps
+        int table
         fb_sgemm_t sgemm
         fb_dgemm_t dgemm
-        void *C
-        void *dC
-        void *W[FB_MAX_LAYERS]
-        void *dW[FB_MAX_LAYERS]
-        void *gamma[FB_MAX_LAYERS]
-        void *dgamma[FB_MAX_LAYERS]
-        void *beta[FB_MAX_LAYERS]
-        void *dbeta[FB_MAX_LAYERS]
-        void *rmean[FB_MAX_LAYERS]
-        void *rvar[FB_MAX_LAYERS]
-        void *Wout
-        void *dWout
-        void *bout
-        void *dbout
-        void *WoutT
-        void *dWoutT
-        void *x0
-        void *hpre[FB_MAX_LAYERS]
-        void *xhat[FB_MAX_LAYERS]
-        void *h[FB_MAX_LAYERS]
-        void *mean[FB_MAX_LAYERS]
-        void *invstd[FB_MAX_LAYERS]
-        void *var[FB_MAX_LAYERS]
-        void *logits
-        void *dh
-        double *acc1
-        double *acc2
-        int64_t *rows
-        int64_t *ctx
-        int64_t *tgt
-        int table
-        void *tab
+        int profile
+        uint64_t phase_ns[FB_NPHASES]
+    ctypedef enum fb_dtype:
+        FB_DTYPE_REAL
+        FB_DTYPE_F64
+        FB_DTYPE_I64
+    ctypedef enum fb_dim:
+        FB_DIM_NONE
+    ctypedef struct fb_field:
+        const char *name
+        fb_dtype dtype
+        int per_layer, model, rank
+        fb_dim dims[3]
+        size_t offset
+    const fb_field *fb_net_fields
+    const int fb_net_nfields
+    const char * const *fb_phase_names
+    int64_t fb_net_dim(const fb_net *net, fb_dim dim, int l)
     void fb_pcg32_seed(uint64_t *state, uint64_t seed)
     void fb_draw_rows(uint64_t *state, int64_t n, int64_t B, int64_t *rows)
     double fb_step_f32(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
@@ -440,95 +591,200 @@ cdef extern from "fused.h" nogil:
 
 
 MAX_LAYERS = FB_MAX_LAYERS
+# the phases of a step the per-phase timing reports, in their order (FB_PHASES in fused.h)
+PHASES = tuple([fb_phase_names[i].decode() for i in range(FB_NPHASES)])
 
 
 cdef inline void* _ptr(object a):
     return <void*><size_t>a.__array_interface__["data"][0]
 
 
+cdef int _check_array(str name, object a, str dtype, tuple shape) except -1:
+    """What C reads through the net's pointer to a: an ndarray of this dtype and shape,
+    C-contiguous, aligned and writeable."""
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"FusedNet: {name} must be a NumPy array, got {type(a).__name__}")
+    if a.dtype != dtype or a.shape != shape:
+        raise ValueError(f"FusedNet: {name} must be {dtype} of shape {shape}, got {a.dtype} of "
+                         f"shape {a.shape}")
+    if not (a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
+        raise ValueError(f"FusedNet: {name} must be C-contiguous, aligned and writeable")
+    return 0
+
+
+cdef int _set_dims(fb_net *net, int B, int T, int D, int V, list H) except -1:
+    """The sizes of a net, checked: everything fb_net_dim derives shapes from."""
+    cdef int l
+    if not (1 <= len(H) <= FB_MAX_LAYERS and B >= 2 and min(T, D, V) >= 1
+            and all([1 <= h <= 2**30 for h in H]) and max(B, <int64_t>T * D, V) <= 2**30):
+        raise ValueError(f"FusedNet: sizes B={B}, T={T}, D={D}, V={V}, H={H} out of range "
+                         f"(B >= 2, 1 <= L <= {FB_MAX_LAYERS} layers, all <= 2**30)")
+    net.B, net.T, net.D, net.V, net.L = B, T, D, V, len(H)
+    for l in range(net.L):
+        net.H[l] = H[l]
+    return 0
+
+
+cdef dict _layout(const fb_net *net, bint f64):
+    """{name: (dtype, owner, shape)} for every array of the net, in the order of fb_net_fields:
+    dtype a NumPy dtype name, owner "model" or "work", shape a tuple, or a list of one per hidden
+    layer."""
+    cdef int i, l, k
+    cdef const fb_field *f
+    cdef dict out = {}
+    for i in range(fb_net_nfields):
+        f = &fb_net_fields[i]
+        dtype = ("float64" if f64 else "float32") if f.dtype == FB_DTYPE_REAL else \
+            "float64" if f.dtype == FB_DTYPE_F64 else "int64"
+        shapes = []
+        for l in range(net.L if f.per_layer else 1):
+            shapes.append(tuple([fb_net_dim(net, f.dims[k], l) for k in range(f.rank)]))
+        out[f.name.decode()] = (dtype, "model" if f.model else "work",
+                                shapes if f.per_layer else shapes[0])
+    return out
+
+
+def fused_layout(int B, int T, int D, int V, list H, bint f64):
+    """The arrays of a fused net with these sizes (H: the hidden widths, one per layer), from the
+    one list of them, FB_NET_ARRAYS (csrc/fused.h): {name: (dtype, owner, shape)}, owner "model"
+    (the model's arrays) or "work" (workspaces), shape a list of one per layer for a per-layer
+    array. fastbn/fused.py allocates the workspaces from it."""
+    cdef fb_net net
+    memset(&net, 0, sizeof(net))
+    _set_dims(&net, B, T, D, V, H)
+    return _layout(&net, f64)
+
+
 def pcg32_seed(uint64_t[::1] state, uint64_t seed):
     """Seed a PCG32 state (2,) uint64 array."""
+    _shapes(state.shape[0] == 2, "pcg32_seed", "state (2,)")
     fb_pcg32_seed(&state[0], seed)
 
 
 def draw_rows(uint64_t[::1] state, int64_t n, int64_t[::1] rows):
-    """Fill rows (B,) with uniform draws from [0, n), advancing the PCG32 state."""
+    """Fill rows (B,) with uniform draws from [0, n), advancing the PCG32 state.
+
+    Not thread-safe: fastbn.fused.BatchSampler holds its lock around this call."""
+    _shapes(state.shape[0] == 2 and 0 < n < 2**32, "draw_rows", "state (2,), 1 <= n < 2**32")
+    if rows.shape[0] == 0:
+        return
     with nogil:
         fb_draw_rows(&state[0], n, rows.shape[0], &rows[0])
 
 
 def fast_tanh_f32(const float[::1] x, float[::1] out):
     """The fused step's vectorizable float32 tanh (tests compare it with libm)."""
-    with nogil:
-        fb_tanh_f32_array(&x[0], &out[0], x.shape[0])
+    _shapes(out.shape[0] == x.shape[0], "fast_tanh_f32", "x (N,), out (N,)")
+    if x.shape[0]:
+        with nogil:
+            fb_tanh_f32_array(&x[0], &out[0], x.shape[0])
 
 
 def fast_tanh_f64(const double[::1] x, double[::1] out):
     """The fused step's vectorizable float64 tanh (tests compare it with libm)."""
-    with nogil:
-        fb_tanh_f64_array(&x[0], &out[0], x.shape[0])
+    _shapes(out.shape[0] == x.shape[0], "fast_tanh_f64", "x (N,), out (N,)")
+    if x.shape[0]:
+        with nogil:
+            fb_tanh_f64_array(&x[0], &out[0], x.shape[0])
 
 
 def fast_exp_f32(const float[::1] x, float[::1] out):
     """The fused step's vectorizable float32 exp (tests compare it with libm)."""
-    with nogil:
-        fb_exp_f32_array(&x[0], &out[0], x.shape[0])
+    _shapes(out.shape[0] == x.shape[0], "fast_exp_f32", "x (N,), out (N,)")
+    if x.shape[0]:
+        with nogil:
+            fb_exp_f32_array(&x[0], &out[0], x.shape[0])
 
 
 def fast_exp_f64(const double[::1] x, double[::1] out):
     """The fused step's vectorizable float64 exp (tests compare it with libm)."""
-    with nogil:
-        fb_exp_f64_array(&x[0], &out[0], x.shape[0])
+    _shapes(out.shape[0] == x.shape[0], "fast_exp_f64", "x (N,), out (N,)")
+    if x.shape[0]:
+        with nogil:
+            fb_exp_f64_array(&x[0], &out[0], x.shape[0])
 
 
 cdef class FusedNet:
     """Pointers to the arrays of one BN-MLP and its workspaces; see fastbn/fused.py.
 
-    ``arrays`` maps the fb_net field names to NumPy arrays (lists for per-layer fields), all
-    validated and kept alive by the caller and by this object (``self.refs``).
+    ``arrays`` maps the names of fused.h's FB_NET_ARRAYS to NumPy arrays (lists of one per hidden
+    layer for the per-layer ones): every one is checked here against ``fused_layout`` (dtype,
+    shape, C-contiguous, aligned, writeable) before the net points at it, and kept alive by this
+    object (``self.refs``).
     """
     cdef fb_net net
     cdef bint f64
     cdef public object refs
 
     def __init__(self, dict arrays, int B, int T, int D, int V, list H, double momentum,
-                 double eps, bint f64):
-        cdef int l
-        self.refs = arrays
+                 double eps, bint f64, bint table):
+        cdef int i, l
+        cdef const fb_field *f
+        cdef void **slot
+        _set_dims(&self.net, B, T, D, V, H)
         self.f64 = f64
-        self.net.B, self.net.T, self.net.D, self.net.V = B, T, D, V
-        self.net.L = len(H)
-        for l in range(self.net.L):
-            self.net.H[l] = H[l]
         self.net.momentum, self.net.eps = momentum, eps
+        self.net.table = table
         self.net.sgemm = <fb_sgemm_t>sgemm
         self.net.dgemm = <fb_dgemm_t>dgemm
-        self.net.C, self.net.dC = _ptr(arrays["C"]), _ptr(arrays["dC"])
-        self.net.Wout, self.net.dWout = _ptr(arrays["Wout"]), _ptr(arrays["dWout"])
-        self.net.bout, self.net.dbout = _ptr(arrays["bout"]), _ptr(arrays["dbout"])
-        self.net.WoutT, self.net.dWoutT = _ptr(arrays["WoutT"]), _ptr(arrays["dWoutT"])
-        self.net.x0, self.net.logits = _ptr(arrays["x0"]), _ptr(arrays["logits"])
-        self.net.dh = _ptr(arrays["dh"])
-        self.net.acc1, self.net.acc2 = <double*>_ptr(arrays["acc1"]), <double*>_ptr(arrays["acc2"])
-        self.net.rows = <int64_t*>_ptr(arrays["rows"])
-        self.net.ctx = <int64_t*>_ptr(arrays["ctx"])
-        self.net.tgt = <int64_t*>_ptr(arrays["tgt"])
-        self.net.tab = _ptr(arrays["tab"])
-        self.net.table = arrays["table"]
-        for l in range(self.net.L):
-            self.net.W[l], self.net.dW[l] = _ptr(arrays["W"][l]), _ptr(arrays["dW"][l])
-            self.net.gamma[l] = _ptr(arrays["gamma"][l])
-            self.net.dgamma[l] = _ptr(arrays["dgamma"][l])
-            self.net.beta[l], self.net.dbeta[l] = _ptr(arrays["beta"][l]), _ptr(arrays["dbeta"][l])
-            self.net.rmean[l], self.net.rvar[l] = _ptr(arrays["rmean"][l]), _ptr(arrays["rvar"][l])
-            self.net.hpre[l], self.net.xhat[l] = _ptr(arrays["hpre"][l]), _ptr(arrays["xhat"][l])
-            self.net.h[l], self.net.mean[l] = _ptr(arrays["h"][l]), _ptr(arrays["mean"][l])
-            self.net.invstd[l], self.net.var[l] = _ptr(arrays["invstd"][l]), _ptr(arrays["var"][l])
+        layout = _layout(&self.net, f64)
+        unknown = sorted(set(arrays) - set(layout))
+        if unknown:
+            raise ValueError(f"FusedNet: no array of the net is called {unknown[0]!r}")
+        # every array checked, then kept, before the net points at any of them
+        for name, (dtype, _, want) in layout.items():
+            if name not in arrays:
+                raise ValueError(f"FusedNet: the array {name!r} is missing")
+            got = arrays[name]
+            if isinstance(want, list):
+                if not isinstance(got, list) or len(got) != self.net.L:
+                    raise ValueError(f"FusedNet: {name!r} must be a list of {self.net.L} "
+                                     "arrays, one per hidden layer")
+                for l in range(self.net.L):
+                    _check_array(f"{name}[{l}]", got[l], dtype, want[l])
+            else:
+                _check_array(name, got, dtype, want)
+        self.refs = arrays
+        for i in range(fb_net_nfields):
+            f = &fb_net_fields[i]
+            got = arrays[f.name.decode()]
+            slot = <void**>(<char*>&self.net + f.offset)
+            if f.per_layer:
+                for l in range(self.net.L):
+                    slot[l] = _ptr(got[l])
+            else:
+                slot[0] = _ptr(got)
+
+    @property
+    def profile(self):
+        """Whether the steps time their phases (``phase_times``); off by default."""
+        return bool(self.net.profile)
+
+    @profile.setter
+    def profile(self, bint on):
+        self.net.profile = on
+
+    def phase_times(self):
+        """{phase: seconds} spent in each phase (``PHASES``) while ``profile`` was on."""
+        return {PHASES[i]: self.net.phase_ns[i] * 1e-9 for i in range(FB_NPHASES)}
+
+    def reset_phase_times(self):
+        cdef int i
+        for i in range(FB_NPHASES):
+            self.net.phase_ns[i] = 0
+
+    cdef int _data(self, const int64_t[:, ::1] X, const int64_t[::1] Y) except -1:
+        # the sizes the C step reads X (N, T) and Y (N,) with; their ids and the rows are
+        # checked by fastbn/fused.py, in arrays private to the call
+        return _shapes(X.shape[0] > 0 and X.shape[1] == self.net.T and Y.shape[0] == X.shape[0],
+                       "FusedNet", f"X (N, {self.net.T}), Y (N,), N >= 1")
 
     def step(self, const int64_t[:, ::1] X, const int64_t[::1] Y, const int64_t[::1] rows,
              double lr):
         """One training step on X[rows], Y[rows]; returns the loss before the update."""
         cdef double loss
+        self._data(X, Y)
+        _shapes(rows.shape[0] == self.net.B, "FusedNet.step", f"rows ({self.net.B},)")
         with nogil:
             if self.f64:
                 loss = fb_step_f64(&self.net, &X[0, 0], &Y[0], &rows[0], lr)
@@ -540,6 +796,8 @@ cdef class FusedNet:
              bint training):
         """The loss on X[rows], Y[rows] without any update (eval mode: running statistics)."""
         cdef double loss
+        self._data(X, Y)
+        _shapes(rows.shape[0] == self.net.B, "FusedNet.loss", f"rows ({self.net.B},)")
         with nogil:
             if self.f64:
                 loss = fb_loss_f64(&self.net, &X[0, 0], &Y[0], &rows[0], training)
@@ -551,6 +809,11 @@ cdef class FusedNet:
               uint64_t[::1] rng, double[::1] losses):
         """steps steps on rows drawn from [0, len(X)); returns the number of steps applied."""
         cdef int64_t done, n = X.shape[0]
+        self._data(X, Y)
+        _shapes(n < 2**32 and steps >= 0 and rng.shape[0] == 2 and losses.shape[0] >= steps,
+                "FusedNet.train", "N < 2**32, steps >= 0, rng (2,), losses (steps,)")
+        if steps == 0:
+            return 0
         with nogil:
             if self.f64:
                 done = fb_train_f64(&self.net, &X[0, 0], &Y[0], n, steps, lr, &rng[0],

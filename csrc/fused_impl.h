@@ -112,111 +112,214 @@ static inline double SFX(fb_sum)(const REAL *restrict x, int64_t n) {
     return total;
 }
 
-/* The forward pass to the loss: batch statistics when training, else the running statistics
- * (which it never changes). Leaves softmax^T (V, B) times pscale in net->logits (a step asks
- * for softmax / B, the first term of dlogits). */
-static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int64_t *Y,
-                                        const int64_t *rows, int training, double pscale) {
-    const int B = net->B, T = net->T, D = net->D, V = net->V, L = net->L;
-    REAL *restrict x0 = (REAL *)net->x0;
+/* =============================================================================================
+ * The phases of a step, each a static inline function of the net (llm.c style): forward above
+ * backward for each layer kind, in the order of the model. A phase reads and writes only the
+ * net's arrays, with the shapes of FB_NET_ARRAYS; fb_forward and fb_step_impl (at the end) call
+ * them in order and time them (fb_clock, fb_lap). */
+
+/* ---------------------------------------------------------------------------------------------
+ * linear, no bias: hpre_l (B, H_l) = in (B, I_l) @ W_l (I_l, H_l), in = h_{l-1}, or x0 for l = 0 */
+
+static FB_INLINE const REAL *SFX(fb_layer_input)(const fb_net *net, int l) {
+    return l ? (const REAL *)net->h[l - 1] : (const REAL *)net->x0;
+}
+
+static FB_INLINE void SFX(fb_linear_forward)(fb_net *net, int l) {
+    const int I = fb_fan_in(net, l);
+    SFX(fb_gemm)(net, 0, 0, net->B, net->H[l], I, 1, SFX(fb_layer_input)(net, l),
+                 (const REAL *)net->W[l], 0, (REAL *)net->hpre[l]);
+}
+
+/* dW_l (I_l, H_l) = in^T @ dhpre; d(in) (B, I_l) = dhpre @ W_l^T into dh (free once dy is
+ * formed); dhpre (B, H_l) is in hpre_l (fb_bn_act_backward) */
+static FB_INLINE void SFX(fb_linear_backward)(fb_net *net, int l) {
+    const int B = net->B, H = net->H[l], I = fb_fan_in(net, l);
+    const REAL *g = (const REAL *)net->hpre[l];
+    SFX(fb_gemm)(net, 1, 0, I, H, B, 1, SFX(fb_layer_input)(net, l), g, 0, (REAL *)net->dW[l]);
+    SFX(fb_gemm)(net, 0, 1, B, I, H, 1, g, (const REAL *)net->W[l], 0, (REAL *)net->dh);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * the first layer: the embedding x0[b, t*D + d] = C[ctx[b, t], d] and hpre_0 = x0 @ W_0; or,
+ * with net->table, through the table E_t = C @ W_0[t*D:(t+1)*D] (V, H_0):
+ * x0 @ W_0 = sum_t C[ctx[:, t]] @ W_0[t*D:(t+1)*D] = sum_t E_t[ctx[:, t]], which is T GEMMs of
+ * V*D*H instead of one of B*T*D*H, and a gather-add of B*T rows (no x0) */
+
+static FB_INLINE void SFX(fb_first_layer_forward)(fb_net *net) {
+    const int B = net->B, T = net->T, D = net->D, V = net->V, H = net->H[0];
     const REAL *restrict C = (const REAL *)net->C;
-    double *restrict acc1 = net->acc1, *restrict acc2 = net->acc2;
-
-    /* the minibatch: ctx = X[rows], tgt = Y[rows]. Rows are random, so each read misses the
-     * cache; prefetching a few rows ahead overlaps the misses. */
-    int64_t *restrict ctx = net->ctx, *restrict tgt = net->tgt;
-    for (int b = 0; b < B; b++) {
-        if (b + 8 < B) {
-            __builtin_prefetch(X + rows[b + 8] * T);
-            __builtin_prefetch(Y + rows[b + 8]);
-        }
-        for (int t = 0; t < T; t++) ctx[(int64_t)b * T + t] = X[rows[b] * T + t];
-        tgt[b] = Y[rows[b]];
-    }
-
-    /* embedding: x0[b, t*D + d] = C[ctx[b, t], d] (not needed with the table, see below) */
-    if (!net->table)
+    const int64_t *restrict ctx = net->ctx;
+    if (!net->table) {
         for (int b = 0; b < B; b++)
             for (int t = 0; t < T; t++) {
-                REAL *restrict dst = x0 + (int64_t)b * T * D + t * D;
+                REAL *restrict dst = (REAL *)net->x0 + (int64_t)b * T * D + t * D;
                 const REAL *restrict src = C + ctx[(int64_t)b * T + t] * D;
                 for (int d = 0; d < D; d++) dst[d] = src[d];     /* not memcpy: D is small */
             }
-
-    const REAL *in = x0;
-    int I = T * D;
-    for (int l = 0; l < L; l++) {
-        const int H = net->H[l];
-        REAL *restrict hpre = (REAL *)net->hpre[l], *restrict xhat = (REAL *)net->xhat[l];
-        REAL *restrict h = (REAL *)net->h[l];
-        REAL *restrict mean = (REAL *)net->mean[l], *restrict invstd = (REAL *)net->invstd[l];
-        REAL *restrict var = (REAL *)net->var[l];
-        const REAL *restrict gamma = (const REAL *)net->gamma[l];
-        const REAL *restrict beta = (const REAL *)net->beta[l];
-
-        if (l == 0 && net->table) {
-            /* The first layer through a table: x0 @ W_0 = sum_t C[ctx[:, t]] @ W_0[t*D:(t+1)*D]
-             * = sum_t E_t[ctx[:, t]] with E_t = C @ W_0[t*D:(t+1)*D] (V, H). T GEMMs of V*D*H
-             * instead of one of B*T*D*H, and a gather-add of B*T rows. */
-            REAL *restrict tab = (REAL *)net->tab;
-            const REAL *W0 = (const REAL *)net->W[0];
-            for (int t = 0; t < T; t++)
-                SFX(fb_gemm)(net, 0, 0, V, H, D, 1, C, W0 + (int64_t)t * D * H, 0,
-                             tab + (int64_t)t * V * H);
-            for (int b = 0; b < B; b++) {
-                REAL *restrict row = hpre + (int64_t)b * H;
-                const int64_t *c = ctx + (int64_t)b * T;
-                const REAL *restrict e0 = tab + c[0] * H;
-                for (int j = 0; j < H; j++) row[j] = e0[j];
-                for (int t = 1; t < T; t++) {
-                    const REAL *restrict et = tab + ((int64_t)t * V + c[t]) * H;
-                    for (int j = 0; j < H; j++) row[j] += et[j];
-                }
-            }
-        } else {
-            /* hpre = in @ W_l */
-            SFX(fb_gemm)(net, 0, 0, B, H, I, 1, in, (const REAL *)net->W[l], 0, hpre);
-        }
-
-        if (training) {
-            /* batch statistics, two passes: the mean, then the squared deviations from it */
-            for (int jb = 0; jb < H; jb += FB_W) {
-                const int j0 = fb_block_start(jb, FB_W, H);
-                if (j0 + FB_W <= H) SFX(fb_colsum_block)(hpre, B, H, j0, FB_W, acc1);
-                else SFX(fb_colsum_block)(hpre, B, H, j0, H - j0, acc1);
-            }
-            for (int j = 0; j < H; j++) mean[j] = (REAL)(acc1[j] / B);
-            for (int jb = 0; jb < H; jb += FB_W) {
-                const int j0 = fb_block_start(jb, FB_W, H);
-                if (j0 + FB_W <= H) SFX(fb_colsqdev_block)(hpre, mean, B, H, j0, FB_W, acc2);
-                else SFX(fb_colsqdev_block)(hpre, mean, B, H, j0, H - j0, acc2);
-            }
-            for (int j = 0; j < H; j++) {
-                invstd[j] = (REAL)(1.0 / sqrt(acc2[j] / B + net->eps));   /* biased var */
-                var[j] = (REAL)(acc2[j] / (B - 1));                         /* unbiased */
-            }
-        } else {
-            const REAL *restrict rm = (const REAL *)net->rmean[l];
-            const REAL *restrict rv = (const REAL *)net->rvar[l];
-            for (int j = 0; j < H; j++) {
-                mean[j] = rm[j];
-                invstd[j] = (REAL)(1.0 / sqrt((double)rv[j] + net->eps));
-            }
-        }
-        /* one pass: normalize, scale and shift, tanh */
-        for (int b = 0; b < B; b++) {
-            const int64_t o = (int64_t)b * H;
-            SFX(fb_bn_tanh_row)(hpre + o, xhat + o, h + o, mean, invstd, gamma, beta, H);
-        }
-        in = h;
-        I = H;
+        SFX(fb_linear_forward)(net, 0);
+        return;
     }
+    REAL *restrict tab = (REAL *)net->tab;
+    REAL *restrict hpre = (REAL *)net->hpre[0];
+    const REAL *W0 = (const REAL *)net->W[0];
+    for (int t = 0; t < T; t++)
+        SFX(fb_gemm)(net, 0, 0, V, H, D, 1, C, W0 + (int64_t)t * D * H, 0,
+                     tab + (int64_t)t * V * H);
+    for (int b = 0; b < B; b++) {
+        REAL *restrict row = hpre + (int64_t)b * H;
+        const int64_t *c = ctx + (int64_t)b * T;
+        const REAL *restrict e0 = tab + c[0] * H;
+        for (int j = 0; j < H; j++) row[j] = e0[j];
+        for (int t = 1; t < T; t++) {
+            const REAL *restrict et = tab + ((int64_t)t * V + c[t]) * H;
+            for (int j = 0; j < H; j++) row[j] += et[j];
+        }
+    }
+}
 
-    /* logits^T (V, B) = Wout^T @ h^T + bout: row c holds class c's logits for the batch, so the
-     * softmax below runs across the batch in full vectors (a row of V = 27 would not fill them).
-     * The GEMM goes in panels of FB_PANEL examples, as do the output layer's two in backward:
-     * OpenBLAS runs these GEMMs with a side of V = 27 at about half speed once they outgrow its
-     * small-matrix kernels (measured at B = 1024). */
+/* dW_0 and dC from dhpre_0 (in hpre_0). Direct: fb_linear_backward, then the embedding's
+ * scatter-add of d(x0) into dC. Table: with S_t[v] = sum of the dhpre rows b with
+ * ctx[b, t] == v (V, H_0), dW_0[t*D:(t+1)*D] = C^T @ S_t and dC = sum_t S_t @ W_0[t*D:(t+1)*D]^T */
+static FB_INLINE void SFX(fb_first_layer_backward)(fb_net *net) {
+    const int B = net->B, T = net->T, D = net->D, V = net->V, H = net->H[0];
+    REAL *restrict dC = (REAL *)net->dC;
+    if (!net->table) {
+        SFX(fb_linear_backward)(net, 0);
+        const REAL *restrict dx0 = (const REAL *)net->dh;
+        memset(dC, 0, sizeof(REAL) * (size_t)D * (size_t)V);
+        for (int b = 0; b < B; b++) {
+            const int64_t *ctx = net->ctx + (int64_t)b * T;
+            for (int t = 0; t < T; t++) {
+                REAL *restrict drow = dC + ctx[t] * D;
+                const REAL *restrict src = dx0 + (int64_t)b * T * D + t * D;
+                for (int d = 0; d < D; d++) drow[d] += src[d];
+            }
+        }
+        return;
+    }
+    REAL *restrict tab = (REAL *)net->tab;
+    const REAL *restrict g = (const REAL *)net->hpre[0];
+    const REAL *W0 = (const REAL *)net->W[0];
+    memset(tab, 0, sizeof(REAL) * (size_t)T * (size_t)V * (size_t)H);
+    for (int b = 0; b < B; b++) {
+        const REAL *restrict src = g + (int64_t)b * H;
+        for (int t = 0; t < T; t++) {
+            REAL *restrict st = tab + ((int64_t)t * V + net->ctx[(int64_t)b * T + t]) * H;
+            for (int j = 0; j < H; j++) st[j] += src[j];
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        const REAL *St = tab + (int64_t)t * V * H;
+        SFX(fb_gemm)(net, 1, 0, D, H, V, 1, (const REAL *)net->C, St, 0,
+                     (REAL *)net->dW[0] + (int64_t)t * D * H);
+        SFX(fb_gemm)(net, 0, 1, V, D, H, 1, St, W0 + (int64_t)t * D * H, t ? 1 : 0, dC);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * batch norm and tanh, layer l: xhat = (hpre - mean) invstd, h = tanh(gamma xhat + beta) (B, H_l),
+ * with the batch statistics when training (mean, biased variance to normalize, unbiased into
+ * var for the running statistics), else the running statistics (never changed here) */
+
+static FB_INLINE void SFX(fb_bn_act_forward)(fb_net *net, int l, int training) {
+    const int B = net->B, H = net->H[l];
+    const REAL *restrict hpre = (const REAL *)net->hpre[l];
+    REAL *restrict xhat = (REAL *)net->xhat[l], *restrict h = (REAL *)net->h[l];
+    REAL *restrict mean = (REAL *)net->mean[l], *restrict invstd = (REAL *)net->invstd[l];
+    const REAL *restrict gamma = (const REAL *)net->gamma[l];
+    const REAL *restrict beta = (const REAL *)net->beta[l];
+    if (training) {
+        /* two passes: the mean, then the squared deviations from it */
+        double *restrict acc1 = net->acc1, *restrict acc2 = net->acc2;
+        REAL *restrict var = (REAL *)net->var[l];
+        for (int jb = 0; jb < H; jb += FB_W) {
+            const int j0 = fb_block_start(jb, FB_W, H);
+            if (j0 + FB_W <= H) SFX(fb_colsum_block)(hpre, B, H, j0, FB_W, acc1);
+            else SFX(fb_colsum_block)(hpre, B, H, j0, H - j0, acc1);
+        }
+        for (int j = 0; j < H; j++) mean[j] = (REAL)(acc1[j] / B);
+        for (int jb = 0; jb < H; jb += FB_W) {
+            const int j0 = fb_block_start(jb, FB_W, H);
+            if (j0 + FB_W <= H) SFX(fb_colsqdev_block)(hpre, mean, B, H, j0, FB_W, acc2);
+            else SFX(fb_colsqdev_block)(hpre, mean, B, H, j0, H - j0, acc2);
+        }
+        for (int j = 0; j < H; j++) {
+            invstd[j] = (REAL)(1.0 / sqrt(acc2[j] / B + net->eps));   /* biased var */
+            var[j] = (REAL)(acc2[j] / (B - 1));                         /* unbiased */
+        }
+    } else {
+        const REAL *restrict rm = (const REAL *)net->rmean[l];
+        const REAL *restrict rv = (const REAL *)net->rvar[l];
+        for (int j = 0; j < H; j++) {
+            mean[j] = rm[j];
+            invstd[j] = (REAL)(1.0 / sqrt((double)rv[j] + net->eps));
+        }
+    }
+    /* one pass: normalize, scale and shift, tanh */
+    for (int b = 0; b < B; b++) {
+        const int64_t o = (int64_t)b * H;
+        SFX(fb_bn_tanh_row)(hpre + o, xhat + o, h + o, mean, invstd, gamma, beta, H);
+    }
+}
+
+/* running_mean = (1 - momentum) running_mean + momentum mean, and running_var the same with
+ * the unbiased batch variance, every layer (as BatchNorm1d does in forward; a step does it
+ * once its loss is known to be finite) */
+static FB_INLINE void SFX(fb_running_stats)(fb_net *net) {
+    const REAL m = (REAL)net->momentum;
+    for (int l = 0; l < net->L; l++) {
+        const int H = net->H[l];
+        REAL *restrict rm = (REAL *)net->rmean[l], *restrict rv = (REAL *)net->rvar[l];
+        const REAL *restrict mean = (const REAL *)net->mean[l];
+        const REAL *restrict var = (const REAL *)net->var[l];
+        for (int j = 0; j < H; j++) {
+            rm[j] = rm[j] * (1 - m) + m * mean[j];
+            rv[j] = rv[j] * (1 - m) + m * var[j];
+        }
+    }
+}
+
+/* From dh (B, H_l), the gradient of h: tanh backward, dy = dh (1 - h^2), with the batch sums of
+ * batch norm's backward, dbeta = sum_b dy and dgamma = sum_b dy xhat; then
+ * dhpre = gamma invstd / B (B dy - dbeta - xhat dgamma) into hpre_l, in place over dy */
+static FB_INLINE void SFX(fb_bn_act_backward)(fb_net *net, int l) {
+    const int B = net->B, H = net->H[l];
+    const REAL invB = (REAL)(1.0 / B);
+    REAL *restrict g = (REAL *)net->hpre[l];        /* becomes dhpre */
+    const REAL *restrict dh = (const REAL *)net->dh;
+    const REAL *restrict xhat = (const REAL *)net->xhat[l];
+    const REAL *restrict h = (const REAL *)net->h[l];
+    const REAL *restrict gamma = (const REAL *)net->gamma[l];
+    const REAL *restrict invstd = (const REAL *)net->invstd[l];
+    double *restrict acc1 = net->acc1, *restrict acc2 = net->acc2;
+    for (int jb = 0; jb < H; jb += FB_W) {
+        const int j0 = fb_block_start(jb, FB_W, H);
+        if (j0 + FB_W <= H) SFX(fb_dy_block)(dh, h, xhat, g, B, H, j0, FB_W, acc1, acc2);
+        else SFX(fb_dy_block)(dh, h, xhat, g, B, H, j0, H - j0, acc1, acc2);
+    }
+    REAL *restrict dgamma = (REAL *)net->dgamma[l], *restrict dbeta = (REAL *)net->dbeta[l];
+    for (int j = 0; j < H; j++) dbeta[j] = (REAL)acc1[j], dgamma[j] = (REAL)acc2[j];
+    /* the per-feature factors in their own workspace (a restrict pointer may not alias acc1) */
+    REAL *restrict k = (REAL *)net->kfac;
+    for (int j = 0; j < H; j++) k[j] = gamma[j] * invstd[j] * invB;
+    for (int b = 0; b < B; b++) {
+        const int64_t o = (int64_t)b * H;
+        for (int j = 0; j < H; j++)
+            g[o + j] = k[j] * ((REAL)B * g[o + j] - dbeta[j] - xhat[o + j] * dgamma[j]);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * the output layer: logits^T (V, B) = Wout^T @ h^T + bout, h = h_{L-1} (B, H_{L-1}). Row c holds
+ * class c's logits for the batch, so the softmax runs across the batch in full vectors (a row of
+ * V = 27 would not fill them). The GEMM goes in panels of FB_PANEL examples, as do the two of
+ * backward: OpenBLAS runs these GEMMs with a side of V = 27 at about half speed once they
+ * outgrow its small-matrix kernels (measured at B = 1024). */
+
+static FB_INLINE void SFX(fb_output_forward)(fb_net *net) {
+    const int B = net->B, V = net->V, I = net->H[net->L - 1];
+    const REAL *in = (const REAL *)net->h[net->L - 1];
     REAL *restrict lg = (REAL *)net->logits;
     const REAL *restrict bout = (const REAL *)net->bout;
     for (int c = 0; c < V; c++)
@@ -226,10 +329,37 @@ static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int
         SFX(fb_gemm_ld)(net, 0, 1, V, n, I, 1, (const REAL *)net->WoutT, I, in + (int64_t)p * I,
                         I, 1, lg + p, B);
     }
+}
 
-    /* softmax over the classes of each example (column), FB_SB examples at a time, and the
-     * loss: the sum over b of max_b + log s_b - logit_b[target], with one log of a product of
-     * sums s_b (each in [1, V]) in double per block instead of one log per example */
+/* from dlogits^T (V, B): dbout = sum_b dlogits, dh (B, H_{L-1}) = dlogits @ Wout^T,
+ * dWout^T (V, H_{L-1}) = dlogits^T @ h */
+static FB_INLINE void SFX(fb_output_backward)(fb_net *net) {
+    const int B = net->B, V = net->V, Hl = net->H[net->L - 1];
+    const REAL *restrict dl = (const REAL *)net->logits;
+    const REAL *hlast = (const REAL *)net->h[net->L - 1];
+    REAL *restrict dh = (REAL *)net->dh;
+    REAL *restrict dbout = (REAL *)net->dbout;
+    for (int c = 0; c < V; c++) dbout[c] = (REAL)SFX(fb_sum)(dl + (int64_t)c * B, B);
+    for (int p = 0; p < B; p += FB_PANEL) {        /* in panels, as the forward's GEMM */
+        const int n = B - p < FB_PANEL ? B - p : FB_PANEL;
+        SFX(fb_gemm_ld)(net, 1, 0, n, Hl, V, 1, dl + p, B, (const REAL *)net->WoutT, Hl, 0,
+                        dh + (int64_t)p * Hl, Hl);
+        SFX(fb_gemm_ld)(net, 0, 0, V, Hl, n, 1, dl + p, B, hlast + (int64_t)p * Hl, Hl, p ? 1 : 0,
+                        (REAL *)net->dWoutT, Hl);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * softmax cross-entropy: loss = mean_b [logsumexp_c logits[c, b] - logits[tgt[b], b]] */
+
+/* Softmax over the classes of each example (column of logits^T), FB_SB examples at a time,
+ * times pscale, in place; returns the loss: the sum over b of max_b + log s_b - logit_b[target],
+ * with one log of a product of sums s_b (each in [1, V]) in double per block instead of one
+ * log per example, over B */
+static FB_INLINE double SFX(fb_softmax_loss)(fb_net *net, double pscale) {
+    const int B = net->B, V = net->V;
+    REAL *restrict lg = (REAL *)net->logits;
+    const int64_t *restrict tgt = net->tgt;
     double total = 0;
     for (int b0 = 0; b0 < B; b0 += FB_SB) {
         const int w = B - b0 < FB_SB ? B - b0 : FB_SB;
@@ -262,21 +392,87 @@ static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int
     return total / B;
 }
 
+/* in place over softmax^T / B (fb_softmax_loss with pscale 1 / B):
+ * dlogits^T = softmax^T / B - onehot^T / B */
+static FB_INLINE void SFX(fb_softmax_loss_backward)(fb_net *net) {
+    const int B = net->B;
+    REAL *restrict dl = (REAL *)net->logits;
+    const REAL invB = (REAL)(1.0 / B);
+    for (int b = 0; b < B; b++) dl[net->tgt[b] * B + b] -= invB;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * SGD on every parameter: p -= lr * dp (the output weight in its step layout, WoutT) */
+
+static inline void SFX(fb_sgd)(REAL *restrict p, const REAL *restrict g, int64_t n, REAL lr) {
+    for (int64_t i = 0; i < n; i++) p[i] -= lr * g[i];
+}
+
+static FB_INLINE void SFX(fb_sgd_update)(fb_net *net, REAL lr) {
+    const int V = net->V, D = net->D, Hl = net->H[net->L - 1];
+    SFX(fb_sgd)((REAL *)net->C, (const REAL *)net->dC, (int64_t)V * D, lr);
+    for (int l = 0; l < net->L; l++) {
+        const int H = net->H[l];
+        const int I = fb_fan_in(net, l);
+        SFX(fb_sgd)((REAL *)net->W[l], (const REAL *)net->dW[l], (int64_t)I * H, lr);
+        SFX(fb_sgd)((REAL *)net->gamma[l], (const REAL *)net->dgamma[l], H, lr);
+        SFX(fb_sgd)((REAL *)net->beta[l], (const REAL *)net->dbeta[l], H, lr);
+    }
+    SFX(fb_sgd)((REAL *)net->WoutT, (const REAL *)net->dWoutT, (int64_t)Hl * V, lr);
+    SFX(fb_sgd)((REAL *)net->bout, (const REAL *)net->dbout, V, lr);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Wout in the step's layout: copied in as WoutT at a call's start, out (with dWout) at the end
+ * of a call that applied steps */
+
 /* dst (C, R) = src (R, C)^T */
 static inline void SFX(fb_transpose)(const REAL *restrict src, REAL *restrict dst, int R, int C) {
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) dst[(int64_t)c * R + r] = src[(int64_t)r * C + c];
 }
 
-/* at a call's start: the step's copy WoutT = Wout^T */
+/* WoutT = Wout^T */
 static inline void SFX(fb_copy_in)(fb_net *net) {
+    const uint64_t t = fb_clock(net);
     SFX(fb_transpose)((const REAL *)net->Wout, (REAL *)net->WoutT, net->H[net->L - 1], net->V);
+    fb_lap(net, FB_PHASE_TRANSPOSE, t);
 }
 
-/* at a training call's end: Wout = WoutT^T and dWout = dWoutT^T */
+/* Wout = WoutT^T and dWout = dWoutT^T */
 static inline void SFX(fb_copy_out)(fb_net *net) {
+    const uint64_t t = fb_clock(net);
     SFX(fb_transpose)((const REAL *)net->WoutT, (REAL *)net->Wout, net->V, net->H[net->L - 1]);
     SFX(fb_transpose)((const REAL *)net->dWoutT, (REAL *)net->dWout, net->V, net->H[net->L - 1]);
+    fb_lap(net, FB_PHASE_TRANSPOSE, t);
+}
+
+/* =============================================================================================
+ * The step: the phases in order */
+
+/* The forward pass to the loss on rows (B,) of X (N, T) / Y (N,): batch statistics when
+ * training, else the running statistics. Leaves softmax^T (V, B) times pscale in net->logits (a
+ * step asks for softmax / B, the first term of dlogits). */
+static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int64_t *Y,
+                                        const int64_t *rows, int training, double pscale) {
+    uint64_t t = fb_clock(net);
+    fb_gather_batch(net, X, Y, rows);
+    t = fb_lap(net, FB_PHASE_BATCH, t);
+    SFX(fb_first_layer_forward)(net);
+    t = fb_lap(net, FB_PHASE_FIRST_LAYER_FORWARD, t);
+    for (int l = 0; l < net->L; l++) {
+        if (l) {
+            SFX(fb_linear_forward)(net, l);
+            t = fb_lap(net, FB_PHASE_LINEAR_FORWARD, t);
+        }
+        SFX(fb_bn_act_forward)(net, l, training);
+        t = fb_lap(net, FB_PHASE_BN_ACT_FORWARD, t);
+    }
+    SFX(fb_output_forward)(net);
+    t = fb_lap(net, FB_PHASE_OUTPUT_FORWARD, t);
+    const double loss = SFX(fb_softmax_loss)(net, pscale);
+    fb_lap(net, FB_PHASE_SOFTMAX_LOSS, t);
+    return loss;
 }
 
 FB_CLONES double SFX(fb_loss)(fb_net *net, const int64_t *X, const int64_t *Y,
@@ -285,129 +481,30 @@ FB_CLONES double SFX(fb_loss)(fb_net *net, const int64_t *X, const int64_t *Y,
     return SFX(fb_forward)(net, X, Y, rows, training, 1.0);
 }
 
-/* p -= lr * g over n elements */
-static inline void SFX(fb_sgd)(REAL *restrict p, const REAL *restrict g, int64_t n, REAL lr) {
-    for (int64_t i = 0; i < n; i++) p[i] -= lr * g[i];
-}
-
+/* forward, backward, SGD; a non-finite loss returns before backward, changing nothing */
 static FB_INLINE double SFX(fb_step_impl)(fb_net *net, const int64_t *X, const int64_t *Y,
                                           const int64_t *rows, REAL lr) {
-    const int B = net->B, T = net->T, D = net->D, V = net->V, L = net->L;
-    double *restrict acc1 = net->acc1, *restrict acc2 = net->acc2;
-
-    const double loss = SFX(fb_forward)(net, X, Y, rows, 1, 1.0 / B);
+    const double loss = SFX(fb_forward)(net, X, Y, rows, 1, 1.0 / net->B);
     if (!isfinite(loss)) return loss;
-
-    /* running statistics, from this step's batch statistics (as BatchNorm1d does in forward) */
-    for (int l = 0; l < L; l++) {
-        const int H = net->H[l];
-        REAL *restrict rm = (REAL *)net->rmean[l], *restrict rv = (REAL *)net->rvar[l];
-        const REAL *restrict mean = (const REAL *)net->mean[l];
-        const REAL *restrict var = (const REAL *)net->var[l];
-        const REAL m = (REAL)net->momentum;
-        for (int j = 0; j < H; j++) {
-            rm[j] = rm[j] * (1 - m) + m * mean[j];
-            rv[j] = rv[j] * (1 - m) + m * var[j];
+    uint64_t t = fb_clock(net);
+    SFX(fb_running_stats)(net);
+    t = fb_lap(net, FB_PHASE_RUNNING_STATS, t);
+    SFX(fb_softmax_loss_backward)(net);
+    t = fb_lap(net, FB_PHASE_SOFTMAX_LOSS_BACKWARD, t);
+    SFX(fb_output_backward)(net);
+    t = fb_lap(net, FB_PHASE_OUTPUT_BACKWARD, t);
+    for (int l = net->L - 1; l >= 0; l--) {
+        SFX(fb_bn_act_backward)(net, l);
+        t = fb_lap(net, FB_PHASE_BN_ACT_BACKWARD, t);
+        if (l) {
+            SFX(fb_linear_backward)(net, l);
+            t = fb_lap(net, FB_PHASE_LINEAR_BACKWARD, t);
         }
     }
-
-    /* cross-entropy backward, in place: dlogits^T = softmax^T / B - onehot^T / B */
-    REAL *restrict dl = (REAL *)net->logits;
-    const REAL invB = (REAL)(1.0 / B);
-    for (int b = 0; b < B; b++) dl[net->tgt[b] * B + b] -= invB;
-
-    /* output layer: dbout = sum_b dlogits, dh = dlogits @ Wout^T, dWout^T = dlogits^T @ h */
-    const int Hl = net->H[L - 1];
-    const REAL *hlast = (const REAL *)net->h[L - 1];
-    REAL *restrict dh = (REAL *)net->dh;
-    REAL *restrict dbout = (REAL *)net->dbout;
-    for (int c = 0; c < V; c++) dbout[c] = (REAL)SFX(fb_sum)(dl + (int64_t)c * B, B);
-    for (int p = 0; p < B; p += FB_PANEL) {        /* in panels, as the forward's GEMM */
-        const int n = B - p < FB_PANEL ? B - p : FB_PANEL;
-        SFX(fb_gemm_ld)(net, 1, 0, n, Hl, V, 1, dl + p, B, (const REAL *)net->WoutT, Hl, 0,
-                        dh + (int64_t)p * Hl, Hl);
-        SFX(fb_gemm_ld)(net, 0, 0, V, Hl, n, 1, dl + p, B, hlast + (int64_t)p * Hl, Hl, p ? 1 : 0,
-                        (REAL *)net->dWoutT, Hl);
-    }
-
-    for (int l = L - 1; l >= 0; l--) {
-        const int H = net->H[l];
-        const int I = l ? net->H[l - 1] : T * D;
-        REAL *restrict g = (REAL *)net->hpre[l];        /* becomes dhpre */
-        const REAL *restrict xhat = (const REAL *)net->xhat[l];
-        const REAL *restrict h = (const REAL *)net->h[l];
-        const REAL *restrict gamma = (const REAL *)net->gamma[l];
-        const REAL *restrict invstd = (const REAL *)net->invstd[l];
-
-        /* tanh backward, dy = dh (1 - h^2), with the batch sums of batch norm's backward:
-         * dbeta = sum_b dy, dgamma = sum_b dy xhat */
-        for (int jb = 0; jb < H; jb += FB_W) {
-            const int j0 = fb_block_start(jb, FB_W, H);
-            if (j0 + FB_W <= H) SFX(fb_dy_block)(dh, h, xhat, g, B, H, j0, FB_W, acc1, acc2);
-            else SFX(fb_dy_block)(dh, h, xhat, g, B, H, j0, H - j0, acc1, acc2);
-        }
-        REAL *restrict dgamma = (REAL *)net->dgamma[l], *restrict dbeta = (REAL *)net->dbeta[l];
-        for (int j = 0; j < H; j++) dbeta[j] = (REAL)acc1[j], dgamma[j] = (REAL)acc2[j];
-        /* dhpre = gamma invstd / B (B dy - dbeta - xhat dgamma), in place over dy; the
-         * per-feature factors reuse the accumulators as REAL-valued scratch */
-        REAL *restrict k = (REAL *)acc1;     /* acc1 holds H doubles: room for H REALs */
-        for (int j = 0; j < H; j++) k[j] = gamma[j] * invstd[j] * invB;
-        for (int b = 0; b < B; b++) {
-            const int64_t o = (int64_t)b * H;
-            for (int j = 0; j < H; j++)
-                g[o + j] = k[j] * ((REAL)B * g[o + j] - dbeta[j] - xhat[o + j] * dgamma[j]);
-        }
-        if (l == 0 && net->table) {
-            /* with S_t[v] = sum of dhpre rows b with ctx[b, t] == v (V, H):
-             * dW_0[t*D:(t+1)*D] = C^T @ S_t, and dC = sum_t S_t @ W_0[t*D:(t+1)*D]^T */
-            REAL *restrict tab = (REAL *)net->tab;
-            const REAL *W0 = (const REAL *)net->W[0];
-            memset(tab, 0, sizeof(REAL) * (size_t)T * (size_t)V * (size_t)H);
-            for (int b = 0; b < B; b++) {
-                const REAL *restrict src = g + (int64_t)b * H;
-                for (int t = 0; t < T; t++) {
-                    REAL *restrict st = tab + ((int64_t)t * V + net->ctx[(int64_t)b * T + t]) * H;
-                    for (int j = 0; j < H; j++) st[j] += src[j];
-                }
-            }
-            for (int t = 0; t < T; t++) {
-                const REAL *St = tab + (int64_t)t * V * H;
-                SFX(fb_gemm)(net, 1, 0, D, H, V, 1, (const REAL *)net->C, St, 0,
-                             (REAL *)net->dW[0] + (int64_t)t * D * H);
-                SFX(fb_gemm)(net, 0, 1, V, D, H, 1, St, W0 + (int64_t)t * D * H, t ? 1 : 0,
-                             (REAL *)net->dC);
-            }
-        } else {
-            /* dW_l = in^T @ dhpre; d(in) = dhpre @ W_l^T into dh (free once dy is formed) */
-            const REAL *in = l ? (const REAL *)net->h[l - 1] : (const REAL *)net->x0;
-            SFX(fb_gemm)(net, 1, 0, I, H, B, 1, in, g, 0, (REAL *)net->dW[l]);
-            SFX(fb_gemm)(net, 0, 1, B, I, H, 1, g, (const REAL *)net->W[l], 0, dh);
-        }
-    }
-
-    /* embedding backward: scatter-add d(x0) into dC (the table has V rows) */
-    REAL *restrict dC = (REAL *)net->dC;
-    if (!net->table) memset(dC, 0, sizeof(REAL) * (size_t)D * (size_t)V);
-    for (int b = 0; b < B && !net->table; b++) {
-        const int64_t *ctx = net->ctx + (int64_t)b * T;
-        for (int t = 0; t < T; t++) {
-            REAL *restrict drow = dC + ctx[t] * D;
-            const REAL *restrict src = dh + (int64_t)b * T * D + t * D;
-            for (int d = 0; d < D; d++) drow[d] += src[d];
-        }
-    }
-
-    /* SGD on every parameter */
-    SFX(fb_sgd)((REAL *)net->C, dC, (int64_t)V * D, lr);
-    for (int l = 0; l < L; l++) {
-        const int H = net->H[l];
-        const int I = l ? net->H[l - 1] : T * D;
-        SFX(fb_sgd)((REAL *)net->W[l], (const REAL *)net->dW[l], (int64_t)I * H, lr);
-        SFX(fb_sgd)((REAL *)net->gamma[l], (const REAL *)net->dgamma[l], H, lr);
-        SFX(fb_sgd)((REAL *)net->beta[l], (const REAL *)net->dbeta[l], H, lr);
-    }
-    SFX(fb_sgd)((REAL *)net->WoutT, (const REAL *)net->dWoutT, (int64_t)Hl * V, lr);
-    SFX(fb_sgd)((REAL *)net->bout, (const REAL *)net->dbout, V, lr);
+    SFX(fb_first_layer_backward)(net);
+    t = fb_lap(net, FB_PHASE_FIRST_LAYER_BACKWARD, t);
+    SFX(fb_sgd_update)(net, lr);
+    fb_lap(net, FB_PHASE_SGD, t);
     return loss;
 }
 
@@ -430,6 +527,7 @@ FB_CLONES int64_t SFX(fb_train)(fb_net *net, const int64_t *X, const int64_t *Y,
     for (int64_t s = 0; s < steps; s++) {
         /* draw the next step's rows now and prefetch their X and Y: the random reads then
          * arrive during this step instead of stalling the next (the draws keep their order) */
+        const uint64_t t = fb_clock(net);
         if (s + 1 < steps) {
             before[0] = rng[0], before[1] = rng[1];
             fb_draw_rows(rng, n, B, next);
@@ -439,6 +537,7 @@ FB_CLONES int64_t SFX(fb_train)(fb_net *net, const int64_t *X, const int64_t *Y,
                 __builtin_prefetch(Y + next[b]);
             }
         }
+        fb_lap(net, FB_PHASE_BATCH, t);
         double loss = SFX(fb_step_impl)(net, X, Y, cur, lr);
         losses[s] = loss;
         if (!isfinite(loss)) {

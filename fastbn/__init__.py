@@ -12,6 +12,8 @@
 - ``fastbn.exercises``: the lecture's backprop exercise (every intermediate, by hand) and its
   ``check``; ``fastbn.compare`` (``fastbn.comparison``): your backward of one op against fastbn's.
 - ``fastbn.reference``: the same ops in plain NumPy (test oracle and benchmark baseline).
+- ``fastbn.registry``: one entry per op (sample inputs, torch equivalent, and for activations the
+  layer, gain and flat region) that gradcheck, the tests, the model and the lab read.
 """
 try:
     from . import _kernels  # noqa: F401
@@ -21,17 +23,25 @@ except ImportError as e:  # pragma: no cover - only without a build
         "'pip install .' and run from outside the source folder, or build in place with "
         "'python setup.py build_ext --inplace'.") from e
 
-# The functions gradcheck and train shadow their modules as attributes of fastbn: import module
-# helpers by module path (``from fastbn.train import parse_lr_schedule``), never ``from . import
-# train``.
-from . import checkpoint, comparison, data, exercises, init, nn, ops, reference
+# fastbn.train and fastbn.gradcheck are the functions; their modules are fastbn.training and
+# fastbn.gradchecks, so that no attribute of fastbn hides a module of it.
+from . import checkpoint, comparison, data, exercises, init, nn, ops, reference, registry
 from .checkpoint import load, save
 from .comparison import compare
-from .gradcheck import GradcheckError, gradcheck, gradcheck_all
+from .gradchecks import GradcheckError, gradcheck, gradcheck_all
 from .model import CharMLP
-from .train import TrainResult, train
+from .training import TrainResult, train
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``fastbn.lab`` on first use: the laboratory loads its modules only when asked for."""
+    if name == "lab":
+        import importlib
+        return importlib.import_module(".lab", __name__)
+    raise AttributeError(f"module 'fastbn' has no attribute {name!r}")
+
 __all__ = [
     "CharMLP",
     "GradcheckError",
@@ -44,10 +54,12 @@ __all__ = [
     "gradcheck",
     "gradcheck_all",
     "init",
+    "lab",
     "load",
     "nn",
     "ops",
     "reference",
+    "registry",
     "save",
     "train",
 ]

@@ -50,7 +50,7 @@ def tolerance(text):
 
 def schedule(text):
     """A learning-rate schedule, ``STEP:LR,...`` or one number (``train.parse_lr_schedule``)."""
-    from .train import parse_lr_schedule
+    from .training import parse_lr_schedule
     try:
         return parse_lr_schedule(text)
     except ValueError as e:

@@ -10,7 +10,7 @@ Contents (every entry a plain array, so ``np.load(..., allow_pickle=False)`` rea
     param/<name>     the parameters, by ``named_parameters()`` name ("param/0.weight", ...)
     buffer/<name>    BatchNorm running statistics ("buffer/2.running_mean", ...)
     state/step, state/sampler_state, state/history
-                     optional: where a training run stands (``fastbn.train.TrainState``), so
+                     optional: where a training run stands (``fastbn.training.TrainState``), so
                      ``fastbn train --resume`` continues it exactly
 
 ``save`` writes through ``fastbn._fileio.atomic_write``: a temporary file in the destination
@@ -47,7 +47,7 @@ _HEADER = ("format_version", "config", "chars", "dtype", "meta")
 def save(model, path, meta=None, state=None):
     """Write ``model`` (and JSON-serializable ``meta``) to ``path`` atomically. Returns the Path.
 
-    ``state``, a ``fastbn.train.TrainState``, makes the checkpoint resumable. The folder is
+    ``state``, a ``fastbn.training.TrainState``, makes the checkpoint resumable. The folder is
     created if needed. ``path`` is used as given (no ".npz" is appended).
     """
     if not isinstance(model, CharMLP):
@@ -236,7 +236,7 @@ def load(path):
     """Read a checkpoint written by ``save``. Returns the ``CharMLP``, in eval mode.
 
     The saved metadata is on ``model.meta`` (a dict), the training state on ``model.train_state``
-    (a ``fastbn.train.TrainState``, or None). Raises ``FileNotFoundError`` if there is no
+    (a ``fastbn.training.TrainState``, or None). Raises ``FileNotFoundError`` if there is no
     file and ``ValueError`` if it is not a valid checkpoint (see the module docstring).
     Nothing in the file is executed: pickled objects are refused. Everything is checked before
     the model is built, and every array's size before it is read.
@@ -325,7 +325,7 @@ _STATE = ("state/step", "state/sampler_state", "state/history")
 
 def _train_state(zf, heads, path):
     """The optional TrainState entries, validated; None when the checkpoint has none."""
-    from .train import TrainState
+    from .training import TrainState
 
     present = [k for k in _STATE if k in heads]
     if not present:

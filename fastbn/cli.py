@@ -25,7 +25,7 @@ from ._argtypes import positive as _positive
 from ._argtypes import positive_floats as _positive_floats
 from ._argtypes import schedule as _schedule
 from ._argtypes import tolerance as _tolerance
-from .gradcheck import gradcheck, standard_checks
+from .gradchecks import gradcheck, standard_checks
 
 
 def _cmd_gradcheck(args):
@@ -79,7 +79,7 @@ def _print_losses(losses, label):
 # from the checkpoint and refuses them on the command line. Their argparse defaults are None, so
 # that `_validate` can see which were given; `--help` shows these.
 def _run_defaults():
-    from .train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
+    from .training import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
     return {"steps": 200_000, "batch_size": 32, "n_hidden": 200, "n_embd": 10, "block_size": 3,
             "n_layers": 1, "no_batchnorm": False, "bn_momentum": 0.001, "calibrate": False,
             "dtype": "float32", "seed": DEFAULT_SEED,
@@ -95,7 +95,7 @@ def _out_dir(args):
 
 def _check_run(run, model, state, path):
     """The run settings a checkpoint stores in meta["run"], checked (the file may be edited)."""
-    from .train import format_lr_schedule, parse_lr_schedule
+    from .training import format_lr_schedule, parse_lr_schedule
 
     def bad(why):
         return _Fail(f"cannot resume {path}: {why}")
@@ -156,7 +156,7 @@ def _cmd_train(args):
 
     from . import checkpoint
     from .model import CharMLP
-    from .train import TrainingInterrupted, format_lr_schedule, plot_history, seed_streams, train
+    from .training import TrainingInterrupted, format_lr_schedule, plot_history, seed_streams, train
 
     if args.resume:
         # the run's settings come from the checkpoint; the flags only choose output and noise
@@ -231,11 +231,10 @@ def _cmd_train(args):
     print(f"checkpoint {ckpt}")
     if not args.no_plot:     # after the checkpoint: a failed plot loses nothing
         try:
-            plot = plot_history(res.history, png, schedule=res.lr_schedule)
+            plot_history(res.history, png, schedule=res.lr_schedule)
         except OSError as e:
             raise _Fail(f"cannot write the loss plot {png}: {e} (the checkpoint is saved)") from e
-        if plot is not None:
-            print(f"loss plot {plot}")
+        print(f"loss plot {png}")
     return 0
 
 
@@ -389,7 +388,7 @@ def _cmd_lab_robustness(args):
 
 def _add_lab_parser(sub):
     from .model import ACTIVATIONS, INIT_SCHEMES
-    from .train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
+    from .training import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
 
     def common(q, out, steps, steps_help, seed=True):
         q.add_argument("--data", metavar="PATH",

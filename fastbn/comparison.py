@@ -8,11 +8,13 @@
 - :func:`compare` — your backward of one op of ``fastbn.ops`` against fastbn's, on inputs it
   draws, with finite differences of your function as a second opinion.
 
-The ops :func:`compare` knows are the table ``OPS``: op name -> forward, backward, an input builder
-(seeded, the dimension letters of ``fastbn.ops``), and the inputs that get no gradient. Options of
-an op (``eps``, ``negative_slope``, later ``unbiased``) pass through ``**op_kwargs``.
+The ops :func:`compare` knows are the table ``OPS``, made from ``fastbn.registry`` (every op of
+``fastbn.ops``): op name -> forward, backward, an input builder (seeded, the dimension letters of
+``fastbn.ops``), and the inputs that get no gradient. Options of an op (``eps``,
+``negative_slope``, batch norm's ``unbiased``) pass through ``**op_kwargs``.
 """
 import copy
+import dataclasses
 import difflib
 import html
 import inspect
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ops
+from . import ops, registry
 
 __all__ = ["Row", "Report", "compare_arrays", "compare", "OPS", "OpEntry"]
 
@@ -237,18 +239,14 @@ class Report:
 class OpEntry:
     """One op: its forward and backward, ``inputs(rng, dims) -> {name: value}`` in the forward's
     order (float64 arrays, cast to the requested dtype later), the default ``dims`` and the
-    floating inputs that get no gradient (``constants``)."""
+    floating inputs that get no gradient (``constants``). Made from the op's entry in
+    ``fastbn.registry``."""
 
     forward: object
     backward: object
     inputs: object
     dims: dict
     constants: tuple = ()
-
-
-def _off_kink(x):
-    x[np.abs(x) < 1e-3] = 0.5            # finite differences must not straddle the ReLU kink
-    return x
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,43 +313,11 @@ def _batchnorm_backward(dout, cache):
     return ops.batchnorm_backward(dout, cache)
 
 
-OPS = {
-    "embedding": OpEntry(
-        ops.embedding_forward, ops.embedding_backward,
-        lambda r, d: {"weight": r.standard_normal((d["V"], d["D"])),
-                      "idx": r.integers(0, d["V"], (d["B"], d["T"]))},
-        {"B": 8, "T": 3, "V": 11, "D": 4}),
-    "linear": OpEntry(
-        ops.linear_forward, ops.linear_backward,
-        lambda r, d: {"x": r.standard_normal((d["B"], d["I"])),
-                      "w": r.standard_normal((d["I"], d["O"])), "b": r.standard_normal(d["O"])},
-        {"B": 8, "I": 7, "O": 5}),
-    "tanh": OpEntry(ops.tanh_forward, ops.tanh_backward,
-                    lambda r, d: {"x": r.standard_normal((d["B"], d["D"]))}, {"B": 8, "D": 6}),
-    "relu": OpEntry(ops.relu_forward, ops.relu_backward,
-                    lambda r, d: {"x": _off_kink(r.standard_normal((d["B"], d["D"])))},
-                    {"B": 8, "D": 6}),
-    "leaky_relu": OpEntry(ops.leaky_relu_forward, ops.leaky_relu_backward,
-                          lambda r, d: {"x": _off_kink(r.standard_normal((d["B"], d["D"])))},
-                          {"B": 8, "D": 6}),
-    "batchnorm": OpEntry(
-        _batchnorm_forward, _batchnorm_backward,
-        lambda r, d: {"x": 2 * r.standard_normal((d["B"], d["D"])) + 1,
-                      "gamma": r.uniform(0.5, 2, d["D"]), "beta": r.standard_normal(d["D"])},
-        {"B": 8, "D": 6}),
-    "batchnorm_eval": OpEntry(
-        ops.batchnorm_eval_forward, ops.batchnorm_eval_backward,
-        lambda r, d: {"x": r.standard_normal((d["B"], d["D"])),
-                      "gamma": r.uniform(0.5, 2, d["D"]), "beta": r.standard_normal(d["D"]),
-                      "running_mean": r.standard_normal(d["D"]),
-                      "running_var": r.uniform(0.5, 2, d["D"])},
-        {"B": 8, "D": 6}, constants=("running_mean", "running_var")),
-    "cross_entropy": OpEntry(
-        ops.cross_entropy_forward, ops.cross_entropy_backward,
-        lambda r, d: {"logits": 2 * r.standard_normal((d["B"], d["C"])),
-                      "target": r.integers(0, d["C"], d["B"])},
-        {"B": 8, "C": 11}),
-}
+# every op of fastbn.registry; batch norm also takes unbiased=True (the lecture's variant)
+OPS = {op.name: OpEntry(op.forward, op.backward, op.inputs, dict(op.dims), op.constants)
+       for op in registry.OPS.values()}
+OPS["batchnorm"] = dataclasses.replace(OPS["batchnorm"], forward=_batchnorm_forward,
+                                       backward=_batchnorm_backward)
 
 # "approximate" for compare: np.allclose's tolerances in float64. In float32 a sum over the batch
 # (dgamma, dbeta, db) computed two ways (fastbn's kernels, fastbn.reference's NumPy) differs by up
@@ -432,8 +398,8 @@ def compare(student, op, *, shapes=None, dtype=np.float64, seed=0, call="cache",
         It returns the gradients of the op's floating inputs in the forward's order (one array,
         or a tuple): see ``OPS`` and ``fastbn.ops``.
     op : str
-        A key of ``OPS``: embedding, linear, tanh, relu, leaky_relu, batchnorm, batchnorm_eval,
-        cross_entropy.
+        A key of ``OPS``: the name of an op of ``fastbn.ops`` (``fastbn.registry.OPS``), e.g.
+        "batchnorm", "linear", "tanh".
     shapes : dict, optional
         Dimension sizes, by the letters of ``fastbn.ops`` (``{"B": 2, "D": 5}`` for batch norm);
         unnamed ones keep ``OPS[op].dims``.
@@ -527,7 +493,7 @@ def compare(student, op, *, shapes=None, dtype=np.float64, seed=0, call="cache",
 
 def _finite_differences(student, pair, call, entry, inputs, op_kwargs, rows, who):
     """gradcheck of the student's function (float64); fills ``row.fd``; returns notes."""
-    from .gradcheck import gradcheck
+    from .gradchecks import gradcheck
 
     kw = op_kwargs
     if pair:

@@ -465,7 +465,7 @@ def split_words(words, seed=42):
 _SPLITS = {"train": "tr", "val": "dev", "dev": "dev", "test": "te"}
 
 
-@dataclass
+@dataclass(repr=False)
 class Dataset:
     """names.txt as ready-to-train arrays (see ``load_dataset``).
 
@@ -484,6 +484,12 @@ class Dataset:
     Ydev: np.ndarray
     Xte: np.ndarray
     Yte: np.ndarray
+
+    def __repr__(self):
+        return (f"Dataset({self.path.name!r}: {len(self.words):,} words, vocabulary "
+                f"{self.vocab.size} {self.vocab.chars[:8]!r}{'...' if self.vocab.size > 8 else ''}"
+                f", block_size {self.block_size}; examples train {len(self.Xtr):,} / val "
+                f"{len(self.Xdev):,} / test {len(self.Xte):,})")
 
     def split(self, name):
         """``(X, Y)`` of ``"train"``, ``"val"`` (same as ``"dev"``), ``"dev"`` or ``"test"``."""

@@ -12,45 +12,101 @@ The trainer works on the model's own arrays (parameters, gradients, running stat
 model always holds the current state and can be evaluated, sampled or saved between calls.
 Inside a call the output weight is used transposed, ``(V, H)``, whose GEMMs run faster: each
 call copies ``Wout`` into that layout at its start and back (with ``dWout``) at its end.
-Workspaces are allocated once, for one batch size, 64-byte aligned. Supported models: batch
-norm on, tanh, no final batch norm, any number of hidden layers up to ``MAX_LAYERS`` (the default
-model is one); :func:`supports` says why another model is not.
+Workspaces are allocated once, for one batch size, 64-byte aligned, from the one list of the
+step's arrays (``FB_NET_ARRAYS`` in ``csrc/fused.h``, read as ``_kernels.fused_layout``), which
+the model's arrays are checked against too. Supported models: batch norm on, tanh, no final
+batch norm, any number of hidden layers up to ``MAX_LAYERS`` (the default model is one);
+:func:`supports` says why another model is not.
+
+``FusedTrainer.time_phases`` runs ``run`` with each phase of the compiled step timed
+(``PHASES``: the first layer, batch norm and tanh, the output layer, softmax and the loss, each
+forward and backward, SGD, ...); ``bench/phases.py`` in the repository prints the shares.
 
 Minibatch rows come from :class:`BatchSampler` (PCG32, unbiased bounded integers), which the
 per-layer training path uses too, so both paths see the same minibatches for the same seed.
+
+Threads. The compiled code runs with the GIL released, so other threads run meanwhile. What it
+indexes with is private to the call: ``step`` and ``loss`` gather ``X[rows]`` and ``Y[rows]``
+into fresh arrays, ``run`` copies ``X`` and ``Y`` (copied and checked in one pass: 0.4 ms per
+call for the 182,625 x 3 names training set, 0.1 ms more than checking alone took), and the ids
+are checked in the copies, so another thread writing the caller's arrays during the call changes
+nothing it reads. A trainer's
+workspaces serve one call at a time: calls on one trainer from several threads are serialized
+(a lock per trainer), each one whole. A sampler is locked around every draw, including those of
+``run``, which holds it for the whole loop. Two trainers of one model, run at once, race on the
+model's float arrays (wrong numbers, never an out-of-bounds access), as any racy NumPy code.
 """
+import threading
+
 import numpy as np
 
 from . import _kernels as K
 from . import nn
+from .ops import _index_array
 
-__all__ = ["FusedTrainer", "BatchSampler", "supports", "MAX_LAYERS"]
+__all__ = ["FusedTrainer", "BatchSampler", "supports", "MAX_LAYERS", "PHASES"]
 
 MAX_LAYERS = K.MAX_LAYERS
+# the phases of the compiled step, in their order, as FusedTrainer.time_phases reports them
+# (FB_PHASES in csrc/fused.h)
+PHASES = K.PHASES
 TABLE_MIN_BATCH = 48        # from this batch size on (for 27 classes) the table is faster
 
 
 class BatchSampler:
     """Seeded minibatch rows: PCG32 in compiled code, uniform over [0, n), with replacement.
 
-    ``state`` (2,) uint64 is the whole generator state: copy it to checkpoint, assign it to resume.
+    ``state`` (2,) uint64 is the whole generator state: copy it to checkpoint; to resume, write
+    into it or assign it (an assigned array is copied: two samplers never share a state).
+
+    Thread-safe as NumPy's bit generators are: ``lock`` (a ``threading.Lock``) is held around
+    every draw, ``FusedTrainer.run``'s included, so threads sharing a sampler get whole draws, each
+    a piece of the one sequence, and none is lost. Hold it yourself to read or write ``state``
+    while other threads draw.
     """
 
     def __init__(self, seed=0):
         seed = int(seed)
         if not 0 <= seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-        self.state = np.zeros(2, dtype=np.uint64)
-        K.pcg32_seed(self.state, np.uint64(seed))
+        self.lock = threading.Lock()
+        self._state = np.zeros(2, dtype=np.uint64)
+        K.pcg32_seed(self._state, np.uint64(seed))
+
+    @property
+    def state(self):
+        """The generator state, (2,) uint64 (this sampler's own array)."""
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        v = np.asarray(value)
+        if v.dtype != np.uint64 or v.shape != (2,):
+            raise ValueError(f"the sampler state must be a uint64 array of shape (2,), got "
+                             f"{v.dtype} of shape {v.shape}")
+        with self.lock:
+            self._state = np.array(v, order="C", copy=True)
 
     def draw(self, n, batch_size, out=None):
-        """``batch_size`` rows from [0, n) as int64 (into ``out`` when given)."""
+        """``batch_size`` rows from [0, n) as int64 (into ``out``, (batch_size,), when given)."""
         if not 0 < n < 2**32:
             raise ValueError(f"n must be in [1, 2**32), got {n}")
         if out is None:
             out = np.empty(batch_size, dtype=np.int64)
-        K.draw_rows(_state(self), int(n), out)
+        elif (not isinstance(out, np.ndarray) or out.dtype != np.int64
+              or out.shape != (batch_size,) or not out.flags.c_contiguous):
+            raise ValueError(f"out must be a C-contiguous int64 array of shape ({batch_size},)")
+        with self.lock:
+            K.draw_rows(_state(self), int(n), out)
         return out
+
+    def __getstate__(self):                  # pickle and copy: the state, not the lock
+        return {"state": self._state.copy()}
+
+    def __setstate__(self, d):
+        self.lock = threading.Lock()
+        self._state = np.zeros(2, dtype=np.uint64)
+        self.state = d["state"]
 
 
 def _state(sampler):
@@ -128,6 +184,7 @@ class FusedTrainer:
         if B < 2:
             raise ValueError(f"batch_size must be >= 2 with batch norm, got {batch_size}")
         self.model, self.batch_size = model, B
+        self._lock = threading.Lock()            # one call at a time: shared workspaces
         self._bind()
 
     def _bind(self):
@@ -149,29 +206,31 @@ class FusedTrainer:
         V, D = arrays["C"].shape
         T = model.block_size
         H = [w.shape[1] for w in arrays["W"]]
+        if getattr(self, "_net", None) is not None and (V, T) != (self._vocab, self._T):
+            # the data a call checked (fastbn.train checks its copy once) stays in range
+            raise ValueError(f"the model's vocabulary or context changed from V={self._vocab}, "
+                             f"T={self._T} to V={V}, T={T}: make a new FusedTrainer")
         if arrays["Wout"].shape[1] != V:
             raise ValueError(f"the embedding has {V} rows but the output layer "
                              f"{arrays['Wout'].shape[1]} classes")
-        # The C step reads every array with the shapes implied by (V, D, T, H): an array replaced
-        # by one of another shape would be read out of bounds, so all shapes are checked here.
-        fan_in = [T * D] + H[:-1]
-        want = {"W": [(i, h) for i, h in zip(fan_in, H)], "dW": [(i, h) for i, h in zip(fan_in, H)],
-                "C": (V, D), "dC": (V, D), "Wout": (H[-1], V), "dWout": (H[-1], V),
-                "bout": (V,), "dbout": (V,)}
-        for key in ("gamma", "dgamma", "beta", "dbeta", "rmean", "rvar"):
-            want[key] = [(h,) for h in H]
-        for name, shapes in want.items():
-            got = arrays[name]
-            for i, (arr, shape) in enumerate(zip(got, shapes) if isinstance(got, list)
-                                             else [(got, shapes)]):
-                if arr.shape != shape:
-                    where = f"{name}[{i}]" if isinstance(got, list) else name
-                    raise ValueError(f"model array {where} has shape {arr.shape}, expected "
-                                     f"{shape} (V={V}, D={D}, T={T}, H={H})")
         # (2**30, not 2**31 - 1: the C loops step an int index by up to 64 past a bound)
         if max([B, T * D, V] + H) > 2**30:
             raise ValueError(f"dimensions B={B}, T*D={T * D}, V={V}, H={H} exceed 2**30, the "
                              "limit of the fused step's 32-bit int loops and BLAS")
+        # The C step reads every array with the shapes implied by (V, D, T, H), those of the one
+        # list of its arrays (csrc/fused.h): a model array replaced by one of another shape would
+        # be read out of bounds, so all are checked here (and again where the net is filled)
+        layout = K.fused_layout(B, T, D, V, H, dt == np.float64)
+        for name, (_, owner, want) in layout.items():
+            if owner != "model":
+                continue
+            got = arrays[name]
+            for i, (arr, shape) in enumerate(zip(got, want) if isinstance(got, list)
+                                             else [(got, want)]):
+                if arr.shape != shape:
+                    where = f"{name}[{i}]" if isinstance(got, list) else name
+                    raise ValueError(f"model array {where} has shape {arr.shape}, expected "
+                                     f"{shape} (V={V}, D={D}, T={T}, H={H})")
         moms = {bn.momentum for bn in bns}
         epss = {bn.eps for bn in bns}
         if len(moms) != 1 or len(epss) != 1:
@@ -179,26 +238,24 @@ class FusedTrainer:
         if not (0 <= next(iter(moms)) <= 1 and next(iter(epss)) >= 0):
             raise ValueError(f"BatchNorm momentum must be in [0, 1] and eps >= 0, got "
                              f"{moms.pop()} and {epss.pop()}")
-        widest = max([T * D] + H)
-        ws = nn.aligned_empty    # workspaces on 64-byte lines (see there)
-        arrays.update(
-            WoutT=ws((V, H[-1]), dt), dWoutT=ws((V, H[-1]), dt),
-            x0=ws((B, T * D), dt), logits=ws((V, B), dt), dh=ws((B, widest), dt),
-            acc1=ws(max(H), np.float64), acc2=ws(max(H), np.float64),
-            rows=ws(2 * B, np.int64), ctx=ws((B, T), np.int64), tgt=ws(B, np.int64),
-            hpre=[ws((B, h), dt) for h in H], xhat=[ws((B, h), dt) for h in H],
-            h=[ws((B, h), dt) for h in H], mean=[ws(h, dt) for h in H],
-            invstd=[ws(h, dt) for h in H], var=[ws(h, dt) for h in H],
-            tab=ws((T, V, H[0]), dt), table=int(self._use_table(B, V, D, H[0])))
+        # the workspaces, as the list says, on 64-byte lines (nn.aligned_empty)
+        for name, (dtype, owner, shape) in layout.items():
+            if owner == "work":
+                arrays[name] = [nn.aligned_empty(s, dtype) for s in shape] \
+                    if isinstance(shape, list) else nn.aligned_empty(shape, dtype)
+        table = self._use_table(B, V, D, H[0])
         self._arrays = arrays
+        self._rows = np.arange(B)                # the rows of a gathered batch (private)
+        self._rows.flags.writeable = False
         self._bound = self._identity()
-        self._net = K.FusedNet(arrays, B, T, D, V, H, moms.pop(), epss.pop(), dt == np.float64)
-        self._vocab, self._T = V, T
+        self._net = K.FusedNet(arrays, B, T, D, V, H, moms.pop(), epss.pop(), dt == np.float64,
+                               table)
+        self._vocab, self._T, self._table = V, T, table
 
     @property
     def uses_table(self):
         """True when the first layer goes through the table (see ``table``)."""
-        return bool(self._arrays["table"])
+        return self._table
 
     def _use_table(self, B, V, D, H):
         """Whether the first layer goes through the table E_t = C @ W_0[t] (see csrc): its cost,
@@ -220,35 +277,36 @@ class FusedTrainer:
         if self._identity() != self._bound:
             self._bind()
 
-    def _data(self, X, Y, rows=None):
-        """X (N, T) and Y (N,) as contiguous int64, checked: every id in [0, V) -- or, given the
-        (checked) rows of a step, the ids of those rows, which are all the step reads."""
-        X = np.asarray(X)
-        Y = np.asarray(Y)
+    def _data(self, X, Y):
+        """Private copies of X (N, T) and Y (N,), the data of ``run``: read-only, C-contiguous
+        int64, every id in [0, V), checked in the copies (see the module docstring)."""
+        what = f"the vocabulary has {self._vocab} ids"
+        X = _index_array("X", X, self._vocab, what)
+        Y = _index_array("Y", Y, self._vocab, what)
+        self._check_data(X, Y)
+        return X, Y
+
+    def _check_data(self, X, Y):
         if X.ndim != 2 or X.shape[1] != self._T or Y.shape != (X.shape[0],) or X.shape[0] == 0:
             raise ValueError(f"X must be (N, {self._T}) and Y (N,) with N >= 1, got {X.shape} "
                              f"and {Y.shape}")
-        for name, a in (("X", X), ("Y", Y)):
-            if not np.issubdtype(a.dtype, np.integer):
-                raise TypeError(f"{name} must be integer ids, got dtype {a.dtype}")
-            used = a if rows is None else a[rows]
-            lo, hi = used.min(), used.max()
-            if lo < 0 or hi >= self._vocab:
-                raise IndexError(f"{name} holds {lo if lo < 0 else hi}, outside "
-                                 f"[0, {self._vocab})")
-        return np.ascontiguousarray(X, np.int64), np.ascontiguousarray(Y, np.int64)
 
     def _batch(self, X, Y, rows):
-        """Bind again if needed; check one step's rows (B,) and the ids they select."""
-        self._check_bound()
-        if rows is None:
-            rows = np.arange(np.shape(X)[0])
-        rows = np.asarray(rows)
+        """The ids of one step, X[rows] (B, T) and Y[rows] (B,) for rows (B,) (default all of
+        X): gathered into fresh arrays, checked there."""
+        X, Y = np.asarray(X), np.asarray(Y)
+        for name, a in (("X", X), ("Y", Y)):
+            if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+                raise TypeError(f"{name} must be integer ids, got dtype {a.dtype}")
+        self._check_data(X, Y)
+        N = X.shape[0]
+        rows = _index_array("rows", np.arange(N) if rows is None else rows, N,
+                            f"X has {N} rows")
         if rows.shape != (self.batch_size,):
             raise ValueError(f"rows must have shape ({self.batch_size},), got {rows.shape}")
-        rows = _rows(rows, np.shape(X)[0] if np.ndim(X) else 0)
-        X, Y = self._data(X, Y, rows)
-        return X, Y, rows
+        what = f"the vocabulary has {self._vocab} ids"
+        return (_index_array("X", X[rows], self._vocab, what),
+                _index_array("Y", Y[rows], self._vocab, what))
 
     def step(self, X, Y, lr, rows=None):
         """One SGD step on ``X[rows], Y[rows]`` (rows (B,) int, default all of X when len(X) == B).
@@ -256,8 +314,11 @@ class FusedTrainer:
         Returns the loss before the update (a float); a non-finite loss is returned without any
         update applied.
         """
-        X, Y, rows = self._batch(X, Y, rows)
-        return self._net.step(X, Y, rows, _lr(lr))
+        lr = _lr(lr)
+        with self._lock:
+            self._check_bound()
+            X, Y = self._batch(X, Y, rows)
+            return self._net.step(X, Y, self._rows, lr)
 
     def run(self, X, Y, steps, lr, sampler, losses=None):
         """``steps`` SGD steps at learning rate ``lr``, minibatches drawn by ``sampler``.
@@ -266,13 +327,19 @@ class FusedTrainer:
         ``(done, losses)``: done == steps, or the index of the first step whose loss was not
         finite (that step was not applied; the model holds the state after step done - 1).
         """
-        X, Y = self._data(X, Y)
-        return self._run(X, Y, steps, lr, sampler, losses)
+        with self._lock:
+            X, Y = self._data(X, Y)
+            return self._run_locked(X, Y, steps, lr, sampler, losses)
 
     def _run(self, X, Y, steps, lr, sampler, losses=None):
-        """``run`` on X and Y already checked by ``_data`` and owned by the caller, who keeps
-        them unchanged (``fastbn.train`` checks its copy once instead of once per chunk)."""
+        """``run`` on X and Y that ``_data`` returned (private, checked): ``fastbn.train``
+        copies and checks its data once instead of once per chunk."""
+        with self._lock:
+            return self._run_locked(X, Y, steps, lr, sampler, losses)
+
+    def _run_locked(self, X, Y, steps, lr, sampler, losses):
         self._check_bound()
+        self._check_data(X, Y)
         if X.shape[0] >= 2**32:
             raise ValueError("at most 2**32 - 1 training examples")
         lr = _lr(lr)
@@ -281,18 +348,52 @@ class FusedTrainer:
             raise ValueError(f"steps must be >= 0, got {steps}")
         if losses is None:
             losses = np.empty(steps, dtype=np.float64)
-        if losses.dtype != np.float64 or losses.shape != (steps,) or not losses.flags.c_contiguous:
-            raise ValueError(f"losses must be a contiguous float64 array of shape ({steps},)")
-        state = _state(sampler)
-        if steps == 0:
-            return 0, losses
-        done = self._net.train(X, Y, steps, lr, state, losses)
+        if (not isinstance(losses, np.ndarray) or losses.dtype != np.float64
+                or losses.shape != (steps,) or not losses.flags.c_contiguous
+                or not losses.flags.writeable):
+            raise ValueError(f"losses must be a writeable, contiguous float64 array of shape "
+                             f"({steps},)")
+        if not isinstance(sampler, BatchSampler):
+            raise TypeError(f"sampler must be a fastbn.fused.BatchSampler, got "
+                            f"{type(sampler).__name__}")
+        with sampler.lock:
+            state = _state(sampler)
+            if steps == 0:
+                return 0, losses
+            done = self._net.train(X, Y, steps, lr, state, losses)
         return int(done), losses
+
+    def time_phases(self, X, Y, steps, lr, sampler):
+        """``run``, with the time of each phase of the compiled step measured.
+
+        The steps are those ``run`` takes (they update the model, to the same values: the clock
+        reads change no arithmetic). Returns ``(done, losses, seconds)``, ``seconds`` a dict
+        ``{phase: total seconds in the call}`` over ``PHASES`` in the order of the step:
+        ``transpose`` (Wout into and out of its step layout, once per call), ``batch`` (drawing
+        the rows, gathering X[rows] and Y[rows]), then the first layer (the embedding and
+        W_0, or the table), the hidden linear layers, batch norm and tanh, the output layer,
+        softmax and the loss, each ``_forward`` or ``_backward``, ``running_stats`` and ``sgd``.
+        A phase that does not occur (``linear_*`` in a net of one hidden layer) reads 0. Each
+        phase costs a clock read, some tens of nanoseconds; bench/phases.py reports the shares.
+        """
+        with self._lock:
+            X, Y = self._data(X, Y)
+            self._check_bound()
+            net = self._net
+            net.reset_phase_times()
+            net.profile = True
+            try:
+                done, losses = self._run_locked(X, Y, steps, lr, sampler, None)
+            finally:
+                net.profile = False
+            return done, losses, net.phase_times()
 
     def loss(self, X, Y, rows=None, training=False):
         """The loss on ``X[rows], Y[rows]`` (B rows) without updating anything."""
-        X, Y, rows = self._batch(X, Y, rows)
-        return self._net.loss(X, Y, rows, bool(training))
+        with self._lock:
+            self._check_bound()
+            X, Y = self._batch(X, Y, rows)
+            return self._net.loss(X, Y, self._rows, bool(training))
 
 
 def _lr(lr):
@@ -300,11 +401,3 @@ def _lr(lr):
     if not np.isfinite(lr):
         raise ValueError(f"the learning rate must be finite, got {lr}")
     return lr
-
-
-def _rows(rows, n):
-    if not np.issubdtype(rows.dtype, np.integer):
-        raise TypeError(f"rows must be integers, got dtype {rows.dtype}")
-    if rows.size and (rows.min() < 0 or rows.max() >= n):
-        raise IndexError(f"rows must be in [0, {n})")
-    return np.ascontiguousarray(rows, np.int64)

@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from . import registry
+
 __all__ = ["calculate_gain", "kaiming_normal", "kaiming_std"]
 
 _LINEAR = ("linear", "identity", "sigmoid")
@@ -24,37 +26,38 @@ _LINEAR = ("linear", "identity", "sigmoid")
 def calculate_gain(nonlinearity, param=None):
     """The recommended gain for a nonlinearity, with ``torch.nn.init.calculate_gain``'s values.
 
-    ========================= ================================
+    ========================= ===========================================================
     nonlinearity              gain
-    ========================= ================================
+    ========================= ===========================================================
     linear, identity, sigmoid 1
     tanh                      5/3
     relu                      sqrt(2)
     leaky_relu                sqrt(2 / (1 + negative_slope**2))
     selu                      3/4
-    ========================= ================================
+    elu                       1 / sqrt(E[elu(z)**2]) for z ~ N(0, 1): 1.2452 for alpha = 1
+    ========================= ===========================================================
 
-    ``param`` is the negative slope of leaky_relu (default 0.01); other nonlinearities ignore it.
-    Raises ``ValueError`` for an unknown nonlinearity or a slope that is not a real number.
+    torch has no ELU entry; fastbn's keeps the second moment of unit-normal pre-activations, the
+    argument that gives ReLU its sqrt(2) (see ``fastbn.registry``).
+
+    The gains of the activations of ``fastbn.ops`` (tanh, relu, leaky_relu, ...) are their
+    ``fastbn.registry`` entries'. ``param`` is the activation's option (leaky_relu's negative
+    slope, default 0.01; elu's alpha, default 1); nonlinearities without one ignore it. Raises
+    ``ValueError`` for an unknown nonlinearity or an option that is not a real number.
     """
     if nonlinearity in _LINEAR:
         return 1.0
-    if nonlinearity == "tanh":
-        return 5.0 / 3
-    if nonlinearity == "relu":
-        return math.sqrt(2.0)
-    if nonlinearity == "leaky_relu":
-        if param is None:
-            slope = 0.01
-        elif isinstance(param, (int, float)) and not isinstance(param, bool):
-            slope = float(param)
-        else:
-            raise ValueError(f"negative_slope {param!r} is not a valid number")
-        return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
-    raise ValueError(f"unsupported nonlinearity {nonlinearity!r}; expected one of "
-                     f"{[*_LINEAR, 'tanh', 'relu', 'leaky_relu', 'selu']}")
+    op = registry.OPS.get(nonlinearity) if isinstance(nonlinearity, str) else None
+    if op is None or op.nonlinearity is None:
+        raise ValueError(f"unsupported nonlinearity {nonlinearity!r}; expected one of "
+                         f"{[*_LINEAR, *registry.NONLINEARITIES, 'selu']}")
+    if param is None or not op.options:
+        return float(op.nonlinearity.gain())
+    if isinstance(param, bool) or not isinstance(param, (int, float)):
+        raise ValueError(f"{op.options[0].name} {param!r} is not a valid number")
+    return float(op.nonlinearity.gain(float(param)))
 
 
 def kaiming_std(fan_in, gain=1.0):

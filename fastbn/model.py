@@ -7,8 +7,8 @@ The default model is the lecture's BN-MLP (makemore part 3), 12,097 parameters::
 
 Options make the other models of the lecture: ``n_layers`` hidden blocks (the deep net of part 3
 has 5 of width 100), ``batchnorm=False`` (hidden Linears get a bias), ``final_bn`` (a BatchNorm on
-the logits, the deep net's last layer), ``activation`` ("tanh", "relu", "leaky_relu"), ``dtype``
-and ``init``, the initialization scheme by name:
+the logits, the deep net's last layer), ``activation`` (one of ``ACTIVATIONS``, the activations of
+``fastbn.registry``), ``dtype`` and ``init``, the initialization scheme by name:
 
 ============ ================== ======================== ===================== ===================
 init         hidden W           hidden b (no batchnorm)  output W              output b
@@ -32,14 +32,15 @@ import contextlib
 import numpy as np
 
 from . import init as _init
-from . import nn, ops
+from . import nn, ops, registry
 from ._validate import positive_int as _pos_int
 from .data import Vocab
 
 __all__ = ["ACTIVATIONS", "INIT_SCHEMES", "LADDER", "CharMLP"]
 
 INIT_SCHEMES = ("original", "fix_softmax", "fix_tanh", "kaiming")
-ACTIVATIONS = ("tanh", "relu", "leaky_relu")
+# the activations of fastbn.ops (tanh, relu, leaky_relu, ...): each is a layer of fastbn.nn
+ACTIVATIONS = registry.NONLINEARITIES
 
 # The lecture's ladder (part 3): each step fixes one thing; the last adds batch normalization.
 LADDER = {
@@ -89,15 +90,17 @@ class CharMLP:
     bn_momentum, bn_eps : float
         Of every BatchNorm1d. momentum is the weight of the new batch (torch's meaning); 0.001 is
         the lecture's choice for batch 32.
-    activation : "tanh", "relu" or "leaky_relu"
+    activation : str
+        One of ``ACTIVATIONS`` ("tanh", "relu", "leaky_relu", ...).
     negative_slope : float
-        Of leaky_relu.
+        Of leaky_relu. (The options of an activation that CharMLP has no parameter for keep
+        their defaults.)
     init : one of ``INIT_SCHEMES``
         See the module docstring.
     gain : float or None
         Of the "kaiming" scheme: hidden W ~ N(0,1) * gain / sqrt(fan_in). None (the default) is
-        ``fastbn.init.calculate_gain(activation)``, 5/3 for tanh; the lecture's deep net tries
-        1, 5/3 and 3. Only the "kaiming" scheme has a gain.
+        ``fastbn.init.calculate_gain(activation)`` (with negative_slope for leaky_relu), 5/3 for
+        tanh; the lecture's deep net tries 1, 5/3 and 3. Only the "kaiming" scheme has a gain.
     dtype : float32 or float64
     seed : int, numpy.random.Generator or None
         The same seed gives identical parameters.
@@ -152,8 +155,11 @@ class CharMLP:
         self.block_size = T
 
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        op = registry.OPS[activation]
+        # the activation's options that are CharMLP parameters (negative_slope), by name
+        act_options = {o.name: self.config[o.name] for o in op.options if o.name in self.config}
         if gain is None:
-            gain = _init.calculate_gain(activation, negative_slope)
+            gain = _init.calculate_gain(activation, *act_options.values())
         w_scale, b_scale, out_w_scale, out_b_scale = _SCALES[init]
         dummy = np.random.default_rng(0)   # nn layers draw their own init; we overwrite it
 
@@ -172,9 +178,7 @@ class CharMLP:
             return nn.BatchNorm1d(dim, eps=bn_eps, momentum=bn_momentum, dtype=dt)
 
         def act():
-            if activation == "leaky_relu":
-                return nn.LeakyReLU(negative_slope)
-            return nn.Tanh() if activation == "tanh" else nn.ReLU()
+            return op.nonlinearity.layer(**act_options)
 
         layers = [nn.Embedding(V, D, dtype=dt, generator=rng)]
         fan_in = T * D
@@ -410,6 +414,9 @@ class CharMLP:
         return names
 
     def __repr__(self):
-        cfg = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
-        return (f"CharMLP(vocab={self.vocab.size}, {cfg}, dtype={self.dtype.name}, "
-                f"parameters={self.num_parameters():,})\n{self.net!r}")
+        """A torch-like tree: the layers with their shapes and parameter counts (the full
+        configuration is ``model.config``)."""
+        mode = "training" if self.training else "eval"
+        tree = repr(self.net).split("\n", 1)[1]          # the Sequential's rows and ")"
+        return (f"CharMLP(vocab={self.vocab.size}, {self.num_parameters():,} parameters, "
+                f"{self.dtype.name}, {mode} mode\n{tree}")

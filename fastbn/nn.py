@@ -20,7 +20,7 @@ import numpy as np
 from . import _kernels, ops
 from ._validate import positive_int as _positive_int
 
-__all__ = ["Module", "Embedding", "Linear", "BatchNorm1d", "Tanh", "ReLU", "LeakyReLU",
+__all__ = ["Module", "Embedding", "Linear", "BatchNorm1d", "Tanh", "ReLU", "LeakyReLU", "ELU",
            "Sequential"]
 
 
@@ -270,6 +270,23 @@ class LeakyReLU(Module):
         return f"LeakyReLU(negative_slope={self.negative_slope:g})"
 
 
+class ELU(Module):
+    """``x if x > 0 else alpha * (exp(x) - 1)`` elementwise (Clevert et al. 2015): no dead units,
+    as LeakyReLU, and a smooth negative side that saturates at -alpha. ``alpha`` finite, >= 0."""
+
+    def __init__(self, alpha=1.0):
+        self.alpha = ops._elu_alpha(alpha)
+
+    def forward(self, x):
+        return ops.elu_forward(x, self.alpha)
+
+    def _backward(self, dout, cache):
+        return ops.elu_backward(dout, cache)
+
+    def __repr__(self):
+        return f"ELU(alpha={self.alpha:g})"
+
+
 class Sequential(Module):
     """Layers applied in order; backward runs them in reverse.
 
@@ -316,5 +333,9 @@ class Sequential(Module):
         return iter(self.layers)
 
     def __repr__(self):
-        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        rows = [(f"({i}): {layer!r}", sum(p.size for _, p in layer.named_parameters()))
+                for i, layer in enumerate(self.layers)]
+        width = max((len(r) for r, _ in rows), default=0)
+        inner = "".join(f"\n  {r:<{width}}  {n:>7,} params" if n else f"\n  {r}"
+                        for r, n in rows)
         return f"Sequential({inner}\n)"

@@ -12,10 +12,21 @@ the inputs. Every call returns fresh arrays; nothing given is modified.
 
 A cache may hold the caller's own arrays (``linear`` keeps ``x`` and ``w``, ``batchnorm`` keeps
 ``gamma``; index arrays are always copied): as with any backprop code, change them in place between
-a forward and its backward and the backward computes the gradient of the changed values.
+a forward and its backward and the backward computes the gradient of the changed values. A cache
+attribute replaced by anything but a C-contiguous, aligned array of the forward's shape and dtype
+is refused (``ValueError``), whatever its values.
+
+Threads: every function may be called from several threads at once (the kernels release the GIL).
+What a kernel indexes with is private to the call: index arrays are copied before they are
+checked, so the values checked are the values read (the caller's array, or the cache's, may be
+rewritten meanwhile), and each kernel checks the shapes of its arguments itself, with the GIL
+held, after it has taken hold of them (an array reshaped in place by another thread meanwhile
+gives a ``ValueError``, not an out-of-bounds access). Float arrays are read where they are: another
+thread writing one during a call gives wrong numbers, as with any racy NumPy code, never a crash.
 
 Shapes use: B batch, T context length, D features, V vocabulary, I fan_in, O fan_out, C classes.
 """
+import numbers
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,6 +40,7 @@ __all__ = [
     "tanh_forward", "tanh_backward",
     "relu_forward", "relu_backward",
     "leaky_relu_forward", "leaky_relu_backward",
+    "elu_forward", "elu_backward",
     "batchnorm_forward", "batchnorm_backward",
     "batchnorm_eval_forward", "batchnorm_eval_backward",
     "cross_entropy_forward", "cross_entropy_backward",
@@ -42,7 +54,18 @@ class Cache(SimpleNamespace):
     """What a forward keeps for its backward: named arrays, plus ``op``, the forward's name.
 
     Attributes are public so teaching code can look inside (``cache.mean``, ``cache.var``, ...).
+    Its repr names them with their shapes and dtypes, never their values.
     """
+
+    def __repr__(self):
+        def show(v):
+            if isinstance(v, np.ndarray):
+                return f"{v.dtype.name}{list(v.shape)}"
+            if isinstance(v, np.dtype):
+                return v.name
+            return repr(v)
+        items = ", ".join(f"{k}={show(v)}" for k, v in vars(self).items() if k != "op")
+        return f"Cache({getattr(self, 'op', '?')}: {items})"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,9 +93,12 @@ def _float_array(name, a, dtype=None, ndim=None, shape=None, contiguous=True):
 
 
 def _contiguous(a):
-    """``a`` itself when C-contiguous, else a C-contiguous copy. Unlike np.ascontiguousarray,
-    a 0-d array stays 0-d (so tanh of a scalar array has the shape of its input)."""
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+    """``a`` itself when C-contiguous and aligned, else a C-contiguous (aligned) copy. Unlike
+    np.ascontiguousarray, a 0-d array stays 0-d (so tanh of a scalar array has the shape of its
+    input). The kernels read through typed pointers: an unaligned one is undefined in C."""
+    if a.flags.c_contiguous and a.flags.aligned:
+        return a
+    return np.array(a, order="C", copy=True)
 
 
 def _check_range(name, a, bound, what):
@@ -86,17 +112,26 @@ def _check_range(name, a, bound, what):
 def _index_array(name, a, bound, what):
     """A fresh, read-only, C-contiguous int64 copy of ``a``, every value in [0, bound).
 
-    Always a copy: the cache keeps it for the backward, whose kernel indexes with it unchecked,
-    so a caller reusing (refilling) its index buffer between forward and backward must not change
-    what the backward reads.
+    Copied first, checked after: the kernels index with it unchecked and without the GIL, so the
+    values checked must be the values they read, whatever another thread writes into ``a``
+    meanwhile. The copy keeps ``a``'s dtype until checked (an error names the value as given),
+    and the cache keeps it for the backward (a caller refilling its index buffer between forward
+    and backward changes nothing).
     """
     a = np.asarray(a)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
-    _check_range(name, a, bound, what)
-    a = np.array(a, dtype=np.int64, order="C", copy=True)
-    a.flags.writeable = False
-    return a
+    if a.dtype == np.int64 and a.flags.c_contiguous and a.flags.aligned:
+        out = np.empty(a.shape, np.int64)           # the copy and its check in one pass
+        if not K.copy_ids(a.reshape(-1), out.reshape(-1), bound):
+            _check_range(name, out, bound, what)    # raises, naming a value
+    else:
+        out = np.array(a, order="C", copy=True)
+        _check_range(name, out, bound, what)
+        if out.dtype != np.int64:
+            out = out.astype(np.int64)
+    out.flags.writeable = False
+    return out
 
 
 def _same_shape(name, a, shape):
@@ -109,21 +144,28 @@ def _dout(dout, cache, shape):
     return _float_array("dout", dout, dtype=cache.dtype, shape=shape)
 
 
-def _cached(cache, name, shape, dtype=None):
-    """``cache.<name>`` as the kernel will read it: an array of this shape and dtype.
+def _cached(cache, name, shape=None, dtype=None, bound=None, what=""):
+    """``cache.<name>`` as the kernel will read it; every backward reads its cache through here.
 
-    The cache's attributes are public (teaching code looks inside); an attribute replaced or
-    reshaped after the forward must give an error here, not an out-of-bounds read in a kernel.
+    The attribute must be a C-contiguous, aligned array of ``shape`` (any shape when None) and
+    ``dtype`` (the cache's when None): the cache's attributes are public (teaching code looks
+    inside), and one replaced or reshaped after the forward must give an error here, not an
+    out-of-bounds read (another shape) or garbage (another layout) in a kernel. With ``bound``,
+    an index array: a private copy, every value checked to be in [0, bound) (see
+    ``_index_array``; the attribute stays public and writeable by anyone).
     """
     a = getattr(cache, name, None)
     dtype = cache.dtype if dtype is None else dtype
-    if (not isinstance(a, np.ndarray) or a.shape != tuple(shape) or a.dtype != dtype
-            or not a.flags.c_contiguous):
-        desc = (f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray)
-                else type(a).__name__)
-        raise ValueError(f"cache.{name} must be a C-contiguous {np.dtype(dtype)} array of shape "
-                         f"{tuple(shape)}, got a {desc} (was the cache modified after the "
-                         f"forward?)")
+    if (not isinstance(a, np.ndarray) or (shape is not None and a.shape != tuple(shape))
+            or a.dtype != dtype or not a.flags.c_contiguous or not a.flags.aligned):
+        desc = (f"{'' if a.flags.c_contiguous else 'non-'}C-contiguous"
+                f"{'' if a.flags.aligned else ' unaligned'} {a.dtype} array of shape {a.shape}"
+                if isinstance(a, np.ndarray) else type(a).__name__)
+        want = "" if shape is None else f" of shape {tuple(shape)}"
+        raise ValueError(f"cache.{name} must be a C-contiguous, aligned {np.dtype(dtype)} array"
+                         f"{want}, got a {desc} (was the cache modified after the forward?)")
+    if bound is not None:
+        return _index_array(f"cache.{name}", a, bound, what)
     return a
 
 
@@ -187,12 +229,14 @@ def embedding_backward(dout, cache):
     appears many times in the batch accumulates all of its gradients.
     """
     c = _cache(cache, "embedding")
-    V, D = c.weight_shape
-    B = c.out_shape[0]
-    idx = _cached(c, "idx", (B, np.shape(c.idx)[-1] if np.ndim(c.idx) == 2 else -1), np.int64)
-    _check_range("cache.idx", idx, V, f"the embedding table has {V} rows")
-    d = _dout(dout, c, c.out_shape).reshape(B, idx.shape[1] * D)
-    dweight = np.zeros(c.weight_shape, dtype=c.dtype)
+    V, D = (int(n) for n in c.weight_shape)
+    out_shape = tuple(c.out_shape)
+    B = out_shape[0]
+    idx = _cached(c, "idx", None, np.int64, V, f"the embedding table has {V} rows")
+    if idx.ndim != 2 or idx.shape[0] != B:
+        raise ValueError(f"cache.idx must be of shape ({B}, T), got {idx.shape}")
+    d = _dout(dout, c, out_shape).reshape(B, idx.shape[1] * D)
+    dweight = np.zeros((V, D), dtype=c.dtype)
     K.embedding_backward(d, idx, dweight)
     return dweight
 
@@ -272,9 +316,10 @@ def tanh_forward(x):
 def tanh_backward(dout, cache):
     """``dx = dout * (1 - t**2)``, from the saved output t = tanh(x). Returns dx, shape of x."""
     c = _cache(cache, "tanh")
-    d = _dout(dout, c, c.out.shape)
-    dx = np.empty_like(c.out)
-    K.tanh_backward(d.reshape(-1), c.out.reshape(-1), dx.reshape(-1))
+    t = _cached(c, "out")
+    d = _dout(dout, c, t.shape)
+    dx = np.empty(t.shape, dtype=t.dtype)
+    K.tanh_backward(d.reshape(-1), t.reshape(-1), dx.reshape(-1))
     return dx
 
 
@@ -288,9 +333,10 @@ def _leaky(x, slope, op):
 
 def _leaky_backward(dout, cache, op):
     c = _cache(cache, op)
-    d = _dout(dout, c, c.x.shape)
-    dx = np.empty_like(c.x)
-    K.leaky_relu_backward(d.reshape(-1), c.x.reshape(-1), c.negative_slope, dx.reshape(-1))
+    x = _cached(c, "x")
+    d = _dout(dout, c, x.shape)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    K.leaky_relu_backward(d.reshape(-1), x.reshape(-1), float(c.negative_slope), dx.reshape(-1))
     return dx
 
 
@@ -315,6 +361,47 @@ def leaky_relu_forward(x, negative_slope=0.01):
 def leaky_relu_backward(dout, cache):
     """``dx = dout`` where x > 0, ``negative_slope * dout`` elsewhere. Returns dx, shape of x."""
     return _leaky_backward(dout, cache, "leaky_relu")
+
+
+def _elu_alpha(alpha):
+    """``alpha`` of an ELU as a float: a real number (TypeError), finite and >= 0 (ValueError)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be a real number, got {type(alpha).__name__}")
+    alpha = float(alpha)
+    if not (alpha >= 0 and np.isfinite(alpha)):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
+    return alpha
+
+
+def elu_forward(x, alpha=1.0):
+    """ELU (Clevert et al. 2015), elementwise: ``out = x`` where x > 0, ``alpha * (exp(x) - 1)``
+    elsewhere (computed as ``alpha * expm1(x)``, exact near 0). x: array of any shape.
+
+    ``alpha``: finite, >= 0 (default 1.0, torch's). The backward reads the branch from the sign
+    of the output, which is the sign of x only for alpha >= 0; torch also takes a negative alpha.
+    Returns (out, cache).
+    """
+    x = _float_array("x", x)
+    alpha = _elu_alpha(alpha)
+    out = np.empty_like(x)
+    K.elu_forward(x.reshape(-1), alpha, out.reshape(-1))
+    return out, Cache(op="elu", dtype=x.dtype, out=out, alpha=alpha)
+
+
+def elu_backward(dout, cache):
+    """``dx = dout`` where out > 0 (x > 0), ``dout * (out + alpha)`` elsewhere, from the saved
+    output: d/dx alpha (e^x - 1) = alpha e^x = out + alpha. Returns dx, shape of x.
+
+    At x = 0 the slope is alpha, as torch. Where x is NaN, dx is NaN (torch gives dout there: its
+    backward tests x <= 0). Like tanh's 1 - t**2, out + alpha loses relative precision where
+    out -> -alpha (x << 0): its absolute error is about one ulp of alpha, times |dout|.
+    """
+    c = _cache(cache, "elu")
+    out = _cached(c, "out")
+    d = _dout(dout, c, out.shape)
+    dx = np.empty(out.shape, dtype=out.dtype)
+    K.elu_backward(d.reshape(-1), out.reshape(-1), _elu_alpha(c.alpha), dx.reshape(-1))
+    return dx
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,8 +562,7 @@ def cross_entropy_backward(dloss, cache):
         raise TypeError(f"dloss must be a real number, got dtype {d.dtype}")
     B, C = np.shape(c.probs) if np.ndim(c.probs) == 2 else (-1, -1)
     probs = _cached(c, "probs", (B, C))
-    target = _cached(c, "target", (B,), np.int64)
-    _check_range("cache.target", target, C, f"logits have {C} classes")
+    target = _cached(c, "target", (B,), np.int64, C, f"logits have {C} classes")
     dlogits = np.empty_like(probs)
     K.cross_entropy_backward(float(d.reshape(())), probs, target, dlogits)
     return dlogits

@@ -61,6 +61,17 @@ def leaky_relu_backward(dout, cache):
     return np.where(x > 0, dout, slope * dout)
 
 
+def elu_forward(x, alpha=1.0):
+    """``x`` where x > 0, ``alpha * (exp(x) - 1)`` elsewhere (expm1: no cancellation near 0)."""
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))), (x, alpha)
+
+
+def elu_backward(dout, cache):
+    """From the input: 1 where x > 0, ``alpha * exp(x)`` elsewhere."""
+    x, alpha = cache
+    return np.where(x > 0, dout, dout * alpha * np.exp(np.minimum(x, 0)))
+
+
 def batchnorm_forward(x, gamma, beta, eps=1e-5):
     """Training mode: normalize by the biased variance; the cache carries the unbiased one."""
     mean = x.mean(0)

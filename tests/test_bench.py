@@ -346,3 +346,17 @@ def test_targets_file_errors_name_the_file(tmp_path):
         bench.load_targets(tmp_path / "missing.json")
     assert bench.load_targets(None) is None
     assert bench.load_targets(TARGETS)["title"] == "Targets (issue 5)"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_terminal_gets_a_progress_bar_over_the_cells_and_the_log_above_it(dataset, tmp_path):
+    term = _Terminal()
+    bench.run((32,), ("float32",), repeats=1, out=tmp_path, quick=True, data=dataset,
+              use_torch=False, stream=term, stdout=None)
+    text = term.getvalue()
+    assert "1/1" in text and "cell/s" in text and "100%" in text
+    assert "NumPy (manual backprop)" in text          # the per-peer lines still show

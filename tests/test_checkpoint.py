@@ -12,6 +12,7 @@ import pytest
 
 import fastbn
 from fastbn import CharMLP, checkpoint, data
+from fastbn.model import ACTIVATIONS
 
 REAL_NAMES = os.environ.get("FASTBN_DATA")
 VOCAB = data.Vocab(".abcdef")
@@ -34,7 +35,8 @@ def batch(n=64):
 
 @pytest.mark.parametrize("kw", [{}, {"dtype": np.float64},
                                 {"n_layers": 2, "final_bn": True, "activation": "relu"},
-                                {"batchnorm": False, "init": "fix_tanh"}])
+                                {"batchnorm": False, "init": "fix_tanh"}]
+                         + [{"activation": a} for a in ACTIVATIONS if a != "tanh"])
 def test_round_trip_same_everything(tmp_path, kw):
     m = trained(**kw)
     path = fastbn.save(m, tmp_path / "m.npz", meta={"steps": 5, "losses": {"val": 2.1}})

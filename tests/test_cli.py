@@ -240,7 +240,7 @@ def test_a_save_or_plot_that_fails_exits_1_with_a_message(tmp_path, capsys, monk
 
     monkeypatch.setattr(fastbn.checkpoint, "save", real_save)
     # fastbn.train is also the name of the function: reach the module through importlib
-    monkeypatch.setattr(importlib.import_module("fastbn.train"), "plot_history", disk_full)
+    monkeypatch.setattr(importlib.import_module("fastbn.training"), "plot_history", disk_full)
     assert main([*args, "--out", str(tmp_path / "b")]) == 1
     assert re.search(r"fastbn train: error: cannot write the loss plot .*loss.png: .*No space "
                      r"left on device \(the checkpoint is saved\)", capsys.readouterr().err)

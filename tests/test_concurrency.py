@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fastbn import CharMLP, checkpoint, data
-from fastbn.train import TrainState
+from fastbn.training import TrainState
 
 VOCAB = data.Vocab.from_chars(".abcdefghijklmnopqrstuvwxyz")
 

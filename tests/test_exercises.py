@@ -6,7 +6,7 @@ import pytest
 
 from fastbn import exercises as ex
 from fastbn import ops
-from fastbn.gradcheck import gradcheck
+from fastbn.gradchecks import gradcheck
 
 NAMES = ex.INTERMEDIATES + ex.PARAMS
 

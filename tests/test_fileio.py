@@ -19,9 +19,11 @@ import pytest
 import fastbn
 from fastbn import CharMLP, checkpoint, data
 from fastbn._fileio import atomic_save_figure, atomic_write, atomic_write_text
-from fastbn.train import plot_history
+from fastbn.training import plot_history
 
-ENV = dict(os.environ, PYTHONPATH=str(Path(fastbn.__file__).resolve().parents[1]))
+ROOT = str(Path(fastbn.__file__).resolve().parents[1])
+ENV = dict(os.environ, PYTHONPATH=ROOT)     # children start in ROOT: from the repository root,
+#                                             python -c would import the unbuilt source tree
 
 
 def new_file_mode(folder):
@@ -50,7 +52,7 @@ os.umask(int(sys.argv[1], 8))       # this subprocess's own umask
 import numpy as np
 from fastbn import CharMLP, checkpoint, data
 from fastbn._fileio import atomic_write, atomic_write_text
-from fastbn.train import plot_history
+from fastbn.training import plot_history
 
 out = Path(sys.argv[2])
 src = out / "src.txt"
@@ -78,7 +80,8 @@ print(json.dumps({"modes": modes, "umask_after": umask_after}))
 @pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_files_get_the_permissions_of_the_umask(tmp_path, umask, expected):
     p = subprocess.run([sys.executable, "-c", _MODES_SCRIPT, oct(umask), str(tmp_path)],
-                       env=ENV, capture_output=True, text=True, timeout=120, check=False)
+                       env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       check=False)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
     assert res["umask_after"] == umask          # read-only: the process umask is unchanged
@@ -189,7 +192,7 @@ def test_a_failing_savefig_leaves_no_temporary_file(tmp_path):
 def test_plot_history_failure_leaves_no_temporary_file(tmp_path, monkeypatch):
     mfig = pytest.importorskip("matplotlib.figure")
     path = tmp_path / "loss.png"
-    assert plot_history(np.exp(-np.linspace(0, 1, 50)), path) == path
+    plot_history(np.exp(-np.linspace(0, 1, 50)), path)
     old = path.read_bytes()
     assert old.startswith(b"\x89PNG")
 
@@ -216,10 +219,10 @@ def test_figure_format_from_the_suffix(tmp_path):
 
 
 def test_helper_does_not_import_matplotlib():
-    code = ("import sys, fastbn._fileio, fastbn.checkpoint, fastbn.data, fastbn.train; "
+    code = ("import sys, fastbn._fileio, fastbn.checkpoint, fastbn.data, fastbn.training; "
             "assert 'matplotlib' not in sys.modules, 'imported matplotlib'")
-    p = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True,
-                       timeout=60, check=False)
+    p = subprocess.run([sys.executable, "-c", code], env=ENV, cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, check=False)
     assert p.returncode == 0, p.stderr
 
 

@@ -25,34 +25,23 @@ import numpy as np
 import pytest
 
 from fastbn import nn, ops
+from fastbn.registry import OPS as REGISTRY
 
 DTYPES = [np.float32, np.float64]
-OPS = ["embedding", "linear", "tanh", "relu", "leaky_relu", "batchnorm", "batchnorm_eval",
-       "cross_entropy"]
-FLOAT_POS = {"embedding": [0], "linear": [0, 1, 2], "tanh": [0], "relu": [0], "leaky_relu": [0],
-             "batchnorm": [0, 1, 2], "batchnorm_eval": [0, 1, 2, 3, 4], "cross_entropy": [0]}
-INDEX_POS = {"embedding": [1], "cross_entropy": [1]}
+OPS = list(REGISTRY)
+ELEMENTWISE = [n for n in OPS if REGISTRY[n].elementwise]
+FLOAT_POS = {n: REGISTRY[n].float_positions for n in OPS}
+INDEX_POS = {n: REGISTRY[n].index_positions for n in OPS if REGISTRY[n].index_positions}
 BAD_DTYPES = [np.int64, np.int32, np.float16, object, np.complex128, np.bool_]
+# the sizes of every op's inputs here: a batch of 6, 5 features (x (6, 5), w (5, 3),
+# logits (6, 5)), a table of 7 rows, 3 characters of context
+DIMS = {"T": 3, "V": 7, "D": 5, "I": 5, "O": 3, "C": 5}
 
 
 def inputs(name, dtype=np.float64, B=6, seed=0):
-    """Valid positional arguments of ``<name>_forward`` (floats of ``dtype``)."""
-    g = np.random.default_rng(seed)
-
-    def f(*shape, lo=None):
-        a = g.standard_normal(shape) if lo is None else g.uniform(lo, lo + 2, shape)
-        return a.astype(dtype)
-
-    return {
-        "embedding": lambda: [f(7, 4), g.integers(0, 7, (B, 3))],
-        "linear": lambda: [f(B, 5), f(5, 3), f(3)],
-        "tanh": lambda: [f(B, 5)],
-        "relu": lambda: [f(B, 5)],
-        "leaky_relu": lambda: [f(B, 5), 0.1],
-        "batchnorm": lambda: [f(B, 5), f(5, lo=0.5), f(5), 1e-5],
-        "batchnorm_eval": lambda: [f(B, 5), f(5, lo=0.5), f(5), f(5), f(5, lo=0.1), 1e-5],
-        "cross_entropy": lambda: [f(B, 5), g.integers(0, 5, B)],
-    }[name]()
+    """Valid positional arguments of ``<name>_forward`` (floats of ``dtype``): the registry's
+    sample arrays at DIMS, then its options (eps of batch norm, the slope of leaky_relu)."""
+    return REGISTRY[name].args(dtype, seed, B=B, **DIMS)
 
 
 def fwd(name):
@@ -76,6 +65,10 @@ def run(name, args, dout=None):
     grads = bwd(name)(dout_for(out) if dout is None else dout, cache)
     grads = grads if isinstance(grads, tuple) else (grads,)
     return out, [g for g in grads if g is not None]
+
+
+# the ops whose output is an array (all but the loss, a scalar): their backward takes a dout
+ARRAY_OUT = [n for n in OPS if np.ndim(fwd(n)(*inputs(n))[0])]
 
 
 def rss_bytes():
@@ -116,7 +109,7 @@ def test_non_integer_indices_are_a_type_error(name, bad):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bad", [np.int64, np.float16, object, np.complex128, np.bool_, "other"])
-@pytest.mark.parametrize("name", [n for n in OPS if n != "cross_entropy"])
+@pytest.mark.parametrize("name", ARRAY_OUT)
 def test_dout_of_the_wrong_dtype_is_a_type_error(name, dtype, bad):
     out, cache = fwd(name)(*inputs(name, dtype))
     bad = (np.float64 if dtype == np.float32 else np.float32) if bad == "other" else bad
@@ -176,7 +169,7 @@ def test_wrong_shapes_are_a_value_error_naming_them(name, pos, bad, match):
 
 @pytest.mark.parametrize("change", ["one_more_row", "one_more_col", "transposed", "flat",
                                     "extra_axis"])
-@pytest.mark.parametrize("name", [n for n in OPS if n != "cross_entropy"])
+@pytest.mark.parametrize("name", ARRAY_OUT)
 def test_dout_of_the_wrong_shape_is_a_value_error_naming_both(name, change):
     out, cache = fwd(name)(*inputs(name))
     B, D = out.shape
@@ -187,14 +180,16 @@ def test_dout_of_the_wrong_shape_is_a_value_error_naming_both(name, change):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_elementwise_ops_take_any_shape(dtype):
-    for shape in [(), (1,), (3, 4, 5), (2, 1, 3, 1)]:
-        x = np.linspace(-3, 3, int(np.prod(shape))).reshape(shape).astype(dtype)
-        for name, want in [("tanh", np.tanh(x)), ("relu", np.maximum(x, 0)),
-                           ("leaky_relu", np.where(x >= 0, x, 0.01 * x))]:
-            out, cache = fwd(name)(x)
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_elementwise_ops_take_any_shape(dtype, name):
+    op = REGISTRY[name]
+    for options in ({}, op.sample_options()):
+        for shape in [(), (1,), (3, 4, 5), (2, 1, 3, 1)]:
+            x = np.linspace(-3, 3, int(np.prod(shape))).reshape(shape).astype(dtype)
+            want, _ = op.reference_forward(x.astype(np.float64), **options)
+            out, cache = fwd(name)(x, **options)
             assert out.shape == shape and out.dtype == dtype
-            np.testing.assert_allclose(out, want, rtol=1e-6)
+            np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-7)
             assert bwd(name)(np.ones(shape, dtype), cache).shape == shape
 
 
@@ -315,7 +310,7 @@ def test_linear_empty_dimensions(dtype, B, I, O, bias):
 
 
 @pytest.mark.parametrize("shape", [(0,), (0, 5), (3, 0), (0, 0, 2)])
-@pytest.mark.parametrize("name", ["tanh", "relu", "leaky_relu"])
+@pytest.mark.parametrize("name", ELEMENTWISE)
 def test_elementwise_empty(name, shape):
     out, c = fwd(name)(np.ones(shape, np.float32))
     assert out.shape == shape and out.dtype == np.float32
@@ -484,9 +479,8 @@ def test_a_cache_of_another_op_is_a_type_error(name, other):
 
 @pytest.mark.parametrize("name", OPS)
 def test_things_that_are_not_caches_are_a_type_error(name):
-    from fastbn import reference
     out, cache = fwd(name)(*inputs(name))
-    _, ref_cache = getattr(reference, name + "_forward")(*inputs(name))
+    _, ref_cache = REGISTRY[name].reference_forward(*inputs(name))
     for bad in (None, ref_cache, vars(cache), (cache,), "cache"):
         with pytest.raises(TypeError, match=f"{name}_backward needs the cache"):
             bwd(name)(dout_for(out), bad)
@@ -512,6 +506,55 @@ def test_a_cache_modified_after_the_forward_is_refused(name, attr, value, exc, m
     setattr(cache, attr, value)
     with pytest.raises(exc, match=match):
         bwd(name)(dout_for(out), cache)
+
+
+def unaligned(a):
+    """``a``'s values in a C-contiguous array whose data is not aligned to its itemsize."""
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    out = buf[1:].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned and out.flags.c_contiguous
+    return out
+
+
+def cache_layouts(a):
+    """``a``'s values in every layout a cache attribute may be replaced by: strided, reversed,
+    Fortran, transposed (2-D), read-only, unaligned."""
+    return layouts(a) + [("unaligned", unaligned(a))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", OPS)
+def test_every_cache_array_in_any_layout_gives_the_gradient_or_an_error(name, dtype):
+    """Each array attribute of each op's cache, replaced by the same values in another layout:
+    the backward returns what it returns for the original (read-only arrays are read as they
+    are) or refuses with a ValueError naming the attribute; never anything else (a backward
+    that filled an F-ordered copy of its output once returned uninitialized memory)."""
+    args = inputs(name, dtype)
+    out, cache = fwd(name)(*args)
+    dout = dout_for(out)
+    want = bwd(name)(dout, cache)
+    want = want if isinstance(want, tuple) else (want,)
+    attrs = [k for k, v in vars(cache).items() if isinstance(v, np.ndarray)]
+    assert attrs
+    for attr in attrs:
+        original = getattr(cache, attr)
+        for label, moved in cache_layouts(original):
+            setattr(cache, attr, moved)
+            try:
+                got = bwd(name)(dout, cache)
+            except ValueError as e:
+                assert label != "readonly", (attr, e)
+                assert f"cache.{attr} must be a C-contiguous, aligned" in str(e), (attr, label, e)
+            else:
+                got = got if isinstance(got, tuple) else (got,)     # (or not read at all:
+                for g, w in zip(got, want):                           # batchnorm's mean, var)
+                    if w is None:
+                        assert g is None
+                    else:
+                        np.testing.assert_array_equal(g, w, err_msg=f"{attr} {label}")
+            finally:
+                setattr(cache, attr, original)
 
 
 def test_linear_cache_sees_an_in_place_reshape_of_the_callers_array():
@@ -547,6 +590,22 @@ def test_leaky_relu_of_nan_and_inf(dtype, slope):
     np.testing.assert_array_equal(dx, np.array([slope, 1, slope, slope, 1], dtype))
     dx = ops.leaky_relu_backward(np.full_like(x, NAN), c)
     assert np.all(np.isnan(dx))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_elu_of_nan_and_inf(dtype, alpha):
+    x = np.array([-INF, INF, NAN, -0.0, 0.0, -1e30, 1e30, -2.0], dtype)
+    out, c = ops.elu_forward(x, alpha)
+    want = np.array([-alpha, INF, NAN, -0.0, 0.0, -alpha, 1e30, alpha * np.expm1(-2.0)], dtype)
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+    assert np.signbit(out[3]) and not np.signbit(out[4])
+    dx = ops.elu_backward(np.ones_like(x), c)
+    # the slope at 0 is alpha (torch's); at NaN the gradient is NaN (torch: 1)
+    np.testing.assert_allclose(dx, np.array([0, 1, NAN, alpha, alpha, 0, 1,
+                                             alpha * np.exp(-2.0)], dtype), rtol=1e-6)
+    # an infinite dout where the slope is 0 gives NaN (0 * inf), as torch
+    assert np.isnan(ops.elu_backward(np.full_like(x, INF), c)[0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -683,9 +742,11 @@ def layer_cases(dtype=np.float32):
         ("Linear_nobias", nn.Linear(5, 3, bias=False, dtype=dtype, generator=0), x),
         ("BatchNorm1d", nn.BatchNorm1d(5, dtype=dtype), x),
         ("BatchNorm1d_eval", nn.BatchNorm1d(5, dtype=dtype).eval(), x),
-        ("Tanh", nn.Tanh(), x),
-        ("ReLU", nn.ReLU(), x),
-        ("LeakyReLU", nn.LeakyReLU(0.2), x),
+    ] + [
+        # every activation of the registry, at its options' sample values
+        (op.nonlinearity.layer.__name__, op.nonlinearity.layer(**op.sample_options()), x)
+        for op in REGISTRY.values() if op.nonlinearity
+    ] + [
         ("Sequential", nn.Sequential(nn.Linear(5, 8, bias=False, dtype=dtype, generator=0),
                                      nn.BatchNorm1d(8, dtype=dtype), nn.Tanh(),
                                      nn.Linear(8, 3, dtype=dtype, generator=1)), x),
@@ -715,7 +776,7 @@ def test_layers_refuse_wrong_and_mixed_dtypes(label, dtype):
     for bad in (np.int64, np.float16, object, np.complex64, np.bool_):
         with pytest.raises(TypeError, match=np.dtype(bad).name):
             lay(x.astype(bad))
-    if label not in ("Tanh", "ReLU", "LeakyReLU"):           # parameter-free layers take both
+    if lay.parameters():                                      # parameter-free layers take both
         with pytest.raises(TypeError, match="does not mix float32 and float64"):
             lay(x.astype(other))
 

@@ -250,6 +250,13 @@ def test_fastbn_train_imports_no_benchmark_or_torch(names_path, tmp_path):
     assert r.stdout.strip().splitlines()[-1] == "0 []"
 
 
+def test_fastbn_lab_is_reachable_from_import_fastbn_without_loading_it_first(tmp_path):
+    r = _python("import sys, fastbn\nassert 'fastbn.lab' not in sys.modules\n"
+                "assert fastbn.lab.run_lab.__module__ == 'fastbn.lab.experiments'\nprint('ok')",
+                tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 def test_fastbn_and_its_sweep_package_import_no_dask(tmp_path):
     """Dask is imported when a sweep runs, not by ``import fastbn``, ``import fastbn.sweep``,
     ``import fastbn.lab``, nor by listing a sweep's trials (``fastbn sweep --dry-run``)."""
@@ -268,3 +275,18 @@ def test_fastbn_lab_imports_no_dask(names_path, tmp_path):
                 tmp_path, FASTBN_DATA=names_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_no_attribute_of_fastbn_hides_one_of_its_modules():
+    """``import fastbn.<name>`` gives the module for every module, and ``fastbn.<name>`` is that
+    module too (fastbn.train and fastbn.gradcheck are functions: their modules are named
+    training and gradchecks)."""
+    import importlib
+    import pkgutil
+    for info in pkgutil.iter_modules(fastbn.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"fastbn.{info.name}")
+        attr = getattr(fastbn, info.name, module)
+        assert attr is module, f"fastbn.{info.name} is {attr!r}, not the module"
+    assert callable(fastbn.train) and callable(fastbn.gradcheck)

@@ -29,6 +29,37 @@ def test_calculate_gain_matches_torch(torch):
         torch.nn.init.calculate_gain("leaky_relu", 0.3))
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0, 2.0])
+def test_elu_gain_keeps_the_second_moment_of_unit_normal_inputs(alpha):
+    """1 / gain**2 = E[elu(z)**2], z ~ N(0, 1), by quadrature; at alpha = 0 it is ReLU's sqrt(2)."""
+    z = np.linspace(-12, 12, 480_001)
+    elu = np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0)))
+    m2 = np.trapezoid(elu**2 * np.exp(-z**2 / 2) / math.sqrt(2 * math.pi), z)
+    gain = init.calculate_gain("elu", alpha)
+    assert gain**2 * m2 == pytest.approx(1, rel=1e-9)
+    assert init.calculate_gain("elu") == init.calculate_gain("elu", 1.0) == \
+        pytest.approx(1.2452, abs=1e-4)
+    if alpha == 0:
+        assert gain == pytest.approx(init.calculate_gain("relu"), rel=1e-15)
+
+
+def test_elu_gain_keeps_a_deep_net_at_unit_scale():
+    """Why this gain: 20 Linear -> ELU layers without batch norm, W ~ N(0,1) gain/sqrt(fan_in),
+    keep the pre-activations' second moment near 1; gain 1 lets it shrink, sqrt(2) grow."""
+    from fastbn import ops
+    rng = np.random.default_rng(0)
+
+    def last_moment(gain, n=300, layers=20):
+        h = rng.standard_normal((500, n))
+        for _ in range(layers):
+            pre = h @ (rng.standard_normal((n, n)) * gain / math.sqrt(n))
+            h, _ = ops.elu_forward(pre)
+        return float((pre**2).mean())
+
+    assert 0.8 < last_moment(init.calculate_gain("elu")) < 1.25
+    assert last_moment(1.0) < 0.5 and last_moment(math.sqrt(2)) > 2
+
+
 def test_calculate_gain_errors():
     with pytest.raises(ValueError, match="unsupported nonlinearity 'softplus'"):
         init.calculate_gain("softplus")
@@ -36,6 +67,8 @@ def test_calculate_gain_errors():
         init.calculate_gain("leaky_relu", "0.1")
     with pytest.raises(ValueError, match="negative_slope"):
         init.calculate_gain("leaky_relu", True)
+    with pytest.raises(ValueError, match="alpha"):
+        init.calculate_gain("elu", "1")
 
 
 def test_kaiming_std():

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from fastbn import CharMLP, data, nn
-from fastbn.gradcheck import GradcheckError, gradcheck
-from fastbn.model import INIT_SCHEMES, LADDER
+from fastbn import CharMLP, data, init, nn
+from fastbn.gradchecks import GradcheckError, gradcheck
+from fastbn.model import ACTIVATIONS, INIT_SCHEMES, LADDER
+from fastbn.registry import NONLINEARITIES, OPS
 
 SMALL_VOCAB = data.Vocab(".abcdef")
 
@@ -134,6 +135,19 @@ def test_kaiming_uses_the_activations_gain(activation, gain):
     np.testing.assert_allclose(k["1.weight"], o["1.weight"] * gain / math.sqrt(12), rtol=1e-15)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_activation_of_the_registry_is_a_model_activation(activation):
+    """Its layer after each hidden block, and the kaiming init scaled by its gain."""
+    assert ACTIVATIONS == NONLINEARITIES
+    m = small(n_layers=2, activation=activation)
+    acts = [layer for layer in m.layers if isinstance(layer, OPS[activation].nonlinearity.layer)]
+    assert len(acts) == 2 and m.config["activation"] == activation
+    o, k = _params64("original", activation=activation), _params64("kaiming", activation=activation)
+    np.testing.assert_allclose(k["1.weight"],
+                               o["1.weight"] * init.calculate_gain(activation) / math.sqrt(12),
+                               rtol=1e-15)
+
+
 def test_ladder_names_cover_the_lectures_five_configurations():
     assert list(LADDER) == ["original", "fix_softmax", "fix_tanh", "kaiming", "batchnorm"]
     assert {cfg["init"] for cfg in LADDER.values()} == set(INIT_SCHEMES)
@@ -231,6 +245,15 @@ def test_gradcheck_whole_model_float64(kw):
     # float64 finite differences of a loss ~2 are good to ~1e-10, and these gradients are
     # small (~1e-3 behind the 0.01-scaled output layer), so the tolerances are far tighter than
     # gradcheck's defaults (atol 1e-5 would pass a backward that is 1 % off)
+    report = gradcheck(model_vjp(m, X, Y), [p.copy() for p in m.parameters()],
+                       name="CharMLP", max_elements=None, atol=1e-8, rtol=1e-6)
+    assert report.passed and len(report.rows) == len(m.parameters())
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradcheck_whole_model_of_every_activation(activation):
+    m = small(dtype=np.float64, n_layers=2, activation=activation).train()
+    X, Y = small_batch(seed=3)
     report = gradcheck(model_vjp(m, X, Y), [p.copy() for p in m.parameters()],
                        name="CharMLP", max_elements=None, atol=1e-8, rtol=1e-6)
     assert report.passed and len(report.rows) == len(m.parameters())

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from fastbn import _kernels, gradcheck, nn, ops
+from fastbn.registry import NONLINEARITIES, OPS
 
 
 def stack(dtype=np.float64, seed=0):
@@ -68,7 +69,7 @@ def test_sequential_backward_equals_the_ops_chain(rng):
     dx = net.backward(ops.cross_entropy_backward(1.0, c))
     assert dx is None                                      # indices have no gradient
     C, W1, gamma, beta, W2, b2 = net.parameters()
-    from fastbn.gradcheck import mlp_stack
+    from fastbn.gradchecks import mlp_stack
     loss2, backward = mlp_stack(C, W1, gamma, beta, W2, b2, X, Y)
     assert loss == loss2
     for got, want in zip(net.grads(), backward(1.0)):
@@ -148,14 +149,30 @@ def test_grads_are_written_in_place_and_zero_grad(rng):
     assert all(np.all(g == 0) for g in net.grads())
 
 
-def test_activation_layers(rng):
+@pytest.mark.parametrize("name", NONLINEARITIES)
+def test_activation_layers(rng, name):
+    """Each activation's layer computes its op (options passed through) and has no parameters."""
+    op = OPS[name]
     x = rng.standard_normal((4, 5))
-    for layer, f in [(nn.ReLU(), lambda v: np.maximum(v, 0)),
-                     (nn.LeakyReLU(0.2), lambda v: np.where(v >= 0, v, 0.2 * v)),
-                     (nn.Tanh(), np.tanh)]:
-        np.testing.assert_allclose(layer(x), f(x), rtol=1e-15)
-        assert layer.backward(np.ones_like(x)).shape == x.shape
+    for options in ({}, op.sample_options()):
+        layer = op.nonlinearity.layer(**options)
+        out = layer(x)
+        want, _ = op.reference_forward(x, **options)
+        np.testing.assert_allclose(out, want, rtol=1e-15)
+        d = rng.standard_normal(x.shape)
+        _, cache = op.forward(x, **options)
+        np.testing.assert_array_equal(layer.backward(d), op.backward(d, cache))
         assert layer.parameters() == [] and layer.grads() == []
+        assert repr(layer).startswith(type(layer).__name__ + "(")
+
+
+@pytest.mark.parametrize("name", NONLINEARITIES)
+def test_activation_layers_pass_gradcheck(rng, name):
+    op = OPS[name]
+    x = rng.standard_normal((6, 5))
+    x[np.abs(x) < 1e-3] = 0.5                          # off the kink
+    layer = op.nonlinearity.layer(**op.sample_options())
+    assert gradcheck(layer, (x,)).passed
 
 
 @pytest.mark.parametrize("make,exc", [
@@ -164,6 +181,8 @@ def test_activation_layers(rng):
     (lambda: nn.Linear(0, 3), ValueError),
     (lambda: nn.Embedding(3, 2, dtype=np.int32), TypeError),
     (lambda: nn.Tanh().backward(np.ones(3)), RuntimeError),
+    (lambda: nn.ELU(-1.0), ValueError),
+    (lambda: nn.ELU(float("nan")), ValueError),
     (lambda: nn.Sequential(nn.Tanh(), np.tanh), TypeError),
 ])
 def test_bad_construction_raises(make, exc):

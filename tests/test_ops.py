@@ -3,18 +3,35 @@ import numpy as np
 import pytest
 
 from fastbn import gradcheck, ops, reference
-from fastbn.gradcheck import GradcheckError, standard_checks
+from fastbn.gradchecks import GradcheckError, standard_checks
+from fastbn.registry import OPS
 
 DTYPES = [np.float32, np.float64]
+ELEMENTWISE = [n for n, op in OPS.items() if op.elementwise]
+# each elementwise op at its defaults and, when it has options, at their sample values
+ELEMENTWISE_CALLS = [pytest.param(n, (), id=n) for n in ELEMENTWISE] + [
+    pytest.param(n, tuple(OPS[n].sample_options().values()),
+                 id=f"{n}({', '.join(f'{k}={v}' for k, v in OPS[n].sample_options().items())})")
+    for n in ELEMENTWISE if OPS[n].options]
 
 
 def tol(dtype):
     return dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
 
 
-def close(a, b, dtype):
+def close(a, b, dtype, per=None):
+    """``a`` against ``b`` at the dtype's tolerance; with ``per``, an array of ``a``'s shape, an
+    elementwise allowance of ``rtol * per`` more (``|dout|`` for a gradient read from the saved
+    output: a forward a few ulp off moves it by a few ulp of |dout|)."""
     assert a.dtype == np.dtype(dtype)
-    np.testing.assert_allclose(a, b, **tol(dtype))
+    if per is None:
+        np.testing.assert_allclose(a, b, **tol(dtype))
+        return
+    t = tol(dtype)
+    err = np.abs(a.astype(np.float64) - b)
+    bound = t["atol"] + t["rtol"] * (np.abs(b) + per)
+    assert np.all(err <= bound), f"max excess {np.max(err - bound):.3g} at " \
+        f"{np.unravel_index(np.argmax(err - bound), err.shape)}"
 
 
 # ------------------------------------------------------------------ forward/backward vs reference
@@ -70,23 +87,28 @@ def test_linear_matches_reference(rng, dtype, B, I, O, bias):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name,args", [("tanh", ()), ("relu", ()), ("leaky_relu", (0.01,)),
-                                       ("leaky_relu", (0.3,))])
+@pytest.mark.parametrize("name,args", ELEMENTWISE_CALLS)
 @pytest.mark.parametrize("shape", [(1,), (32, 200), (4, 3, 5)])
 def test_elementwise_matches_reference(rng, dtype, name, args, shape):
+    op = OPS[name]
     x = (3 * rng.standard_normal(shape)).astype(dtype)
-    fwd, bwd = getattr(ops, name + "_forward"), getattr(ops, name + "_backward")
-    rfwd, rbwd = getattr(reference, name + "_forward"), getattr(reference, name + "_backward")
-    out, c = fwd(x, *args)
-    rout, rc = rfwd(x, *args)
+    out, c = op.forward(x, *args)
+    rout, rc = op.reference_forward(x, *args)
     assert out.shape == shape
     close(out, rout, dtype)
     dout = rng.standard_normal(shape).astype(dtype)
-    if name == "tanh":
-        # the backward is dout * (1 - t**2) of the saved t: check it on the same t. (The two
-        # forwards' t differ by a few ulp, and 1 - t**2 magnifies that where |t| -> 1.)
-        rc = c.out
-    close(bwd(dout, c), rbwd(dout, rc), dtype)
+    close(op.backward(dout, c), op.reference_backward(dout, rc), dtype,
+          per=np.abs(dout) if op.grad_from_output else None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tanh_backward_on_its_saved_output(rng, dtype):
+    """The backward is dout * (1 - t**2) of the saved t: on the same t, to the last bits. (The
+    two forwards' t differ by a few ulp, and 1 - t**2 magnifies that where |t| -> 1.)"""
+    x = (3 * rng.standard_normal((32, 200))).astype(dtype)
+    t, c = ops.tanh_forward(x)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    close(ops.tanh_backward(dout, c), reference.tanh_backward(dout, c.out), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -174,21 +196,59 @@ def test_cross_entropy_uniform_logits_give_log_c():
     assert loss == pytest.approx(np.log(27), rel=1e-14)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha", [1.0, 0.3, 2.0])
+def test_elu_backward_on_its_saved_output(rng, dtype, alpha):
+    """dx = dout where out > 0, dout * (out + alpha) elsewhere, of the saved output, to the last
+    bits; and out + alpha = alpha e^x (the reference, from x) up to one ulp of alpha."""
+    x = (3 * rng.standard_normal((32, 200))).astype(dtype)
+    out, c = ops.elu_forward(x, alpha)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    dx = ops.elu_backward(dout, c)
+    a = np.asarray(alpha, dtype)
+    close(dx, np.where(out > 0, dout, dout * (out + a)), dtype)
+    want = reference.elu_backward(dout.astype(np.float64), (x.astype(np.float64), alpha))
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(dx - want) <= 4 * eps * (alpha + np.abs(want)) * np.abs(dout) + 1e-300)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elu_with_alpha_0_is_relu(rng, dtype):
+    x = (3 * rng.standard_normal((16, 20))).astype(dtype)
+    x[0, :3] = 0
+    out, c = ops.elu_forward(x, 0.0)
+    rout, rc = ops.relu_forward(x)
+    np.testing.assert_array_equal(out, rout)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    np.testing.assert_array_equal(ops.elu_backward(dout, c), ops.relu_backward(dout, rc))
+
+
+def test_elu_default_alpha_is_1(rng):
+    x = rng.standard_normal(50)
+    np.testing.assert_array_equal(ops.elu_forward(x)[0], ops.elu_forward(x, 1.0)[0])
+    np.testing.assert_allclose(ops.elu_forward(np.array([-1.0]))[0], np.exp(-1.0) - 1, rtol=1e-15)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, -1.0, float("nan"), float("inf"), "1", None, True])
+def test_elu_alpha_must_be_finite_and_nonnegative(alpha):
+    bad_type = alpha is None or isinstance(alpha, (str, bool))
+    with pytest.raises(TypeError if bad_type else ValueError, match="alpha must be"):
+        ops.elu_forward(np.ones(3), alpha)
+    np.testing.assert_array_equal(ops.elu_forward(np.ones(3), np.float32(0.5))[0], 1)
+    _, c = ops.elu_forward(np.ones(3))
+    c.alpha = -1.0                                   # a cache changed after the forward
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+        ops.elu_backward(np.ones(3), c)
+
+
 # ------------------------------------------------------------------ float32 agrees with float64
 
-@pytest.mark.parametrize("name", ["tanh", "relu", "leaky_relu", "batchnorm", "linear",
-                                  "embedding", "cross_entropy"])
+@pytest.mark.parametrize("name", list(OPS))
 def test_float32_agrees_with_float64(rng, name):
-    x = rng.standard_normal((16, 12))
-    args = {
-        "tanh": (x,), "relu": (x,), "leaky_relu": (x,),
-        "batchnorm": (x, rng.uniform(0.5, 1.5, 12), rng.standard_normal(12)),
-        "linear": (x, rng.standard_normal((12, 5)), rng.standard_normal(5)),
-        "embedding": (rng.standard_normal((9, 4)), rng.integers(0, 9, (16, 3))),
-        "cross_entropy": (x, rng.integers(0, 12, 16)),
-    }[name]
-    fwd, bwd = getattr(ops, name + "_forward"), getattr(ops, name + "_backward")
-    as32 = [a.astype(np.float32) if a.dtype == np.float64 else a for a in args]
+    args = OPS[name].args(B=16, D=12, I=12, C=12, seed=5)
+    fwd, bwd = OPS[name].forward, OPS[name].backward
+    as32 = [a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a
+            for a in args]
     o64, c64 = fwd(*args)
     o32, c32 = fwd(*as32)
     assert np.asarray(o32).dtype == np.float32
@@ -242,39 +302,39 @@ def test_gradcheck_cross_entropy_shapes(rng, B, C):
 
 
 @pytest.mark.parametrize("shape", [(1,), (3, 4), (2, 3, 4)])
-@pytest.mark.parametrize("name", ["tanh", "relu", "leaky_relu"])
+@pytest.mark.parametrize("name", ELEMENTWISE)
 def test_gradcheck_elementwise_shapes(rng, shape, name):
     x = rng.standard_normal(shape)
     x[np.abs(x) < 1e-3] = 0.1                          # away from the kink
-    assert gradcheck((getattr(ops, name + "_forward"), getattr(ops, name + "_backward")),
-                     (x,)).passed
+    op = OPS[name]
+    assert gradcheck((op.forward, op.backward), (x, *op.sample_options().values())).passed
 
 
-# A gradient test is trusted once a broken backward has been seen to fail it.
+# A gradient test is trusted once a broken backward has been seen to fail it: one per op.
 BROKEN = {
     "tanh": lambda dout, c: dout * (1 - c.out),                        # forgot the square
     "relu": lambda dout, c: dout,                                      # passes through x < 0
+    "leaky_relu": lambda dout, c: np.where(c.x > 0, dout, 0.0),        # forgot the slope
     "linear": lambda dout, c: (dout @ c.w.T, c.x.T @ dout, dout.mean(0)),   # mean, not sum
     "batchnorm": lambda dout, c: (dout * c.gamma * c.invstd,           # ignores mean/var paths
                                   (dout * c.xhat).sum(0), dout.sum(0)),
+    "batchnorm_eval": lambda dout, c: (dout * c.gamma,                 # forgot invstd
+                                       (dout * c.xhat).sum(0), dout.sum(0)),
     "cross_entropy": lambda dl, c: dl * c.probs / c.probs.shape[0],    # forgot the one-hot
     "embedding": lambda dout, c: np.zeros(c.weight_shape),
+    "elu": lambda dout, c: np.where(c.out > 0, dout, dout * c.out),    # forgot + alpha
 }
 
 
+def test_every_op_has_a_broken_backward():
+    assert sorted(BROKEN) == sorted(OPS)
+
+
 @pytest.mark.parametrize("name", sorted(BROKEN))
-def test_gradcheck_catches_broken_backward(rng, name):
-    args = {
-        "tanh": (rng.standard_normal((4, 3)),),
-        "relu": (rng.standard_normal((4, 3)),),
-        "linear": (rng.standard_normal((4, 3)), rng.standard_normal((3, 2)),
-                   rng.standard_normal(2)),
-        "batchnorm": (rng.standard_normal((4, 3)), np.ones(3), np.zeros(3)),
-        "cross_entropy": (rng.standard_normal((4, 5)), np.array([0, 1, 2, 3])),
-        "embedding": (rng.standard_normal((5, 2)), np.array([[0, 1], [1, 1]])),
-    }[name]
+def test_gradcheck_catches_broken_backward(name):
+    op = OPS[name]
     with pytest.raises(GradcheckError) as e:
-        gradcheck((getattr(ops, name + "_forward"), BROKEN[name]), args)
+        gradcheck((op.forward, BROKEN[name]), op.args(), constants=op.constants)
     assert "analytic" in str(e.value) and "numeric" in str(e.value)
     assert not e.value.report.passed
 

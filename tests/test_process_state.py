@@ -8,6 +8,7 @@ owns its process, pins BLAS to one thread.
 
 Everything that could change the state of a process runs in a subprocess.
 """
+import functools
 import importlib
 import json
 import os
@@ -61,7 +62,7 @@ def run_script(body, timeout=180, **consts):
     """Run PRELUDE, ``NAME = value`` for each of ``consts``, then ``body`` in a fresh
     interpreter; returns the dict it reported."""
     code = PRELUDE + "".join(f"{k} = {v!r}\n" for k, v in consts.items()) + body
-    p = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True,
+    p = subprocess.run([sys.executable, "-c", code], env=ENV, cwd=ROOT, capture_output=True,
                        text=True, timeout=timeout, check=False)
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -180,9 +181,10 @@ def _blas():
 def test_cli_train_pins_blas_to_one_thread_and_restores_it(tmp_path, monkeypatch):
     """`fastbn train` owns its process and runs BLAS on one thread; main() called from Python
     gives the setting back."""
-    ftrain = importlib.import_module("fastbn.train")     # the module (fastbn.train is train())
+    ftrain = importlib.import_module("fastbn.training")     # the module (fastbn.train is train())
     real, during = ftrain.train, []
 
+    @functools.wraps(real)             # train's signature (fastbn.sweep reads its defaults)
     def spy(*a, **kw):
         during.append(_blas())
         return real(*a, **kw)

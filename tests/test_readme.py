@@ -16,3 +16,32 @@ def test_readme_example_runs():
     exec(compile(blocks[0], str(README), "exec"), ns)
     assert abs(ns["loss"] - np.log(27)) < 0.1               # "≈ ln 27 = 3.29 at this init"
     assert ns["dC"].shape == (27, 10) and ns["dW1"].shape == (30, 200)
+
+
+def _where_things_are():
+    text = README.read_text()
+    part = text.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    return part, {p for row in re.findall(r"^\| (.*?) \|", part, re.M)
+                  for p in re.findall(r"`([\w./]+)`", row)}
+
+
+@pytest.mark.skipif(not README.exists(), reason="README.md is not next to the tests")
+def test_where_things_are_names_existing_files_and_every_module():
+    """The layout table stays true: every path it names exists, and every module and package of
+    fastbn/ and every source of csrc/ has a row."""
+    root = README.parent
+    part, named = _where_things_are()
+    assert named, "no 'Where things are' table"
+    missing = sorted(p for p in named if not (root / p).exists())
+    assert not missing, f"README names files that do not exist: {missing}"
+    have = {f"fastbn/{p.name}" for p in (root / "fastbn").glob("*.py")}
+    have |= {f"fastbn/{p.name}/" for p in (root / "fastbn").iterdir()
+             if p.is_dir() and (p / "__init__.py").exists()}
+    have |= {f"csrc/{p.name}" for p in (root / "csrc").iterdir()
+             if p.suffix in (".pyx", ".c", ".h") and not p.with_suffix(".pyx").exists()
+             or p.suffix == ".pyx"}                           # (not Cython's generated .c)
+    unnamed = sorted(have - named - {"fastbn/__init__.py"})
+    assert not unnamed, f"README's 'Where things are' has no row for {unnamed}"
+    for step in ("csrc/_kernels.pyx", "fastbn/ops.py", "fastbn/reference.py",
+                 "fastbn/registry.py"):
+        assert step in part.split("**Adding an op**", 1)[1], step

@@ -14,7 +14,7 @@ import fastbn.data
 from fastbn import CharMLP, checkpoint
 from fastbn.cli import main
 from fastbn.data import Vocab
-from fastbn.train import train
+from fastbn.training import train
 
 VOCAB = Vocab.from_chars(".abcdefghijklmnopqrstuvwxyz")
 # run subprocesses outside the source tree, importing the same fastbn as these tests

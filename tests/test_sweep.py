@@ -19,7 +19,7 @@ import fastbn
 from fastbn.cli import main
 from fastbn.sweep import Range, Space, default_seeds, parse_param, sweep, trial_id
 from fastbn.sweep.results import ResultsFile, columns
-from fastbn.train import DEFAULT_SEED, seed_streams
+from fastbn.training import DEFAULT_SEED, seed_streams
 
 pytest.importorskip("distributed", reason="the sweep tests need Dask: pip install 'fastbn[sweep]'")
 

@@ -22,7 +22,7 @@ import fastbn
 from fastbn.cli import main
 from fastbn.sweep import Space
 from fastbn.sweep.results import STATUSES, columns
-from fastbn.train import seed_streams
+from fastbn.training import seed_streams
 
 distributed = pytest.importorskip("distributed",
                                   reason="the sweep tests need Dask: pip install 'fastbn[sweep]'")
@@ -84,11 +84,13 @@ def dask_cluster(tmp_path_factory):
         procs.append(subprocess.Popen(
             dask + ["scheduler", "--host", "127.0.0.1", "--port", str(port),
                     "--dashboard-address", "127.0.0.1:0", "--no-dashboard"],
-            stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT, env=ENV))
+            stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT, env=ENV,
+            cwd=logs))         # not the repository root: there -m imports the unbuilt source
         procs.append(subprocess.Popen(
             dask + ["worker", address, "--nworkers", "2", "--nthreads", "1", "--host",
                     "127.0.0.1", "--dashboard-address", "127.0.0.1:0", "--no-dashboard"],
-            stdout=open(logs / "workers.log", "w"), stderr=subprocess.STDOUT, env=ENV))
+            stdout=open(logs / "workers.log", "w"), stderr=subprocess.STDOUT, env=ENV,
+            cwd=logs))
         _wait_for_workers(address)
         yield address
     finally:

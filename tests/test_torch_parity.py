@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fastbn import nn, ops
+from fastbn.registry import OPS
 
 F64 = dict(rtol=1e-10, atol=1e-12)
 F32 = dict(rtol=1e-5, atol=1e-6)
@@ -66,26 +67,53 @@ def test_linear(torch, rng, dtype, bias):
         assert db is None
 
 
+ELEMENTWISE_CALLS = [pytest.param(n, {}, id=n) for n, op in OPS.items() if op.elementwise] + [
+    pytest.param(n, op.sample_options(),
+                 id=f"{n}({', '.join(f'{k}={v}' for k, v in op.sample_options().items())})")
+    for n, op in OPS.items() if op.elementwise and op.options]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["tanh", "relu", "leaky_relu"])
-def test_elementwise(torch, rng, dtype, name):
+@pytest.mark.parametrize("name,options", ELEMENTWISE_CALLS)
+def test_elementwise(torch, rng, dtype, name, options):
+    op = OPS[name]
     x = (2 * rng.standard_normal((32, 200))).astype(dtype)
     x[0, :3] = 0                                            # the kink: torch's convention
     tx = leaf(torch, x)
-    fwd, bwd = getattr(ops, name + "_forward"), getattr(ops, name + "_backward")
-    args, tf = {
-        "tanh": ((), torch.tanh),
-        "relu": ((), torch.relu),
-        "leaky_relu": ((0.2,), lambda t: torch.nn.functional.leaky_relu(t, 0.2)),
-    }[name]
-    out, c = fwd(x, *args)
-    tout = tf(tx)
+    out, c = op.forward(x, **options)
+    tout = op.torch(torch, tx, **options)
     check(out, tout, dtype)
     dout = rng.standard_normal(x.shape).astype(dtype)
     tout.backward(torch.tensor(dout))
-    # tanh's dx = dout (1 - t^2) from each side's own t: a few ulp apart in t become
-    # ~|dout| * 2|t| * ulp apart in dx where |t| -> 1, so judge on the scale of |dout|
-    check(bwd(dout, c), tx.grad, dtype, scale=np.abs(dout).max() if name == "tanh" else None)
+    # a dx read from the saved output (tanh: dout (1 - t^2)) from each side's own output: a few
+    # ulp apart in t become ~|dout| * 2|t| * ulp apart in dx where |t| -> 1, so judge on the
+    # scale of |dout|
+    check(op.backward(dout, c), tx.grad, dtype,
+          scale=np.abs(dout).max() if op.grad_from_output else None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(OPS))
+def test_every_op_on_its_sample_inputs(torch, dtype, name):
+    """Each op of the registry on its sample arguments (options at their sample values) against
+    its torch equivalent: the output and the gradient of every differentiable input."""
+    op = OPS[name]
+    args = op.args(dtype, seed=3)
+    names = op.arg_names
+    out, cache = op.forward(*args)
+    targs = [leaf(torch, a) if n in op.differentiable else
+             torch.tensor(a) if isinstance(a, np.ndarray) else a for n, a in zip(names, args)]
+    tout = op.torch(torch, *targs)
+    check(np.asarray(out), tout, dtype)
+    dout = 0.7 if np.ndim(out) == 0 else \
+        np.random.default_rng(4).standard_normal(np.shape(out)).astype(dtype)
+    grads = op.backward(dout, cache)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    tout.backward(torch.tensor(dout, dtype=tout.dtype))
+    want = [t.grad for n, t in zip(names, targs) if n in op.differentiable]
+    assert len([g for g in grads if g is not None]) == len(want)
+    for g, w in zip(grads, want):
+        check(g, w, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

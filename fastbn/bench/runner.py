@@ -28,6 +28,15 @@ def _seeds(seed):
                    "verify": words[3]}
 
 
+def _bar(total, stream):
+    """A tqdm bar over the timed cells (rate and ETA) where ``fastbn.train`` would show one (a
+    terminal, a Jupyter kernel); None elsewhere (the log lines say it all)."""
+    from ..training import _progress_mode, _tqdm_class
+    if stream is None or _progress_mode(False, stream) != "bar":
+        return None
+    return _tqdm_class(stream)(total=total, file=stream, unit="cell", leave=True)
+
+
 def _log_to(stream):
     def log(msg):
         if stream is not None:
@@ -100,7 +109,7 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
         Bad batch sizes, dtypes, repeats or targets.
     """
     from .. import data as fdata
-    from ..train import DEFAULT_SEED
+    from ..training import DEFAULT_SEED
 
     log = _log_to(sys.stderr if stream is _STD else stream)
     stdout = sys.stdout if stdout is _STD else stdout
@@ -148,10 +157,22 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
     log(f"GEMM peak ({gemm_n}^3, one thread) ...")
     peaks = {dt: gemm_peak(gemm_n, 2 if quick else 5, dt) for dt in dtypes}
     rows = []
+    log_stream = sys.stderr if stream is _STD else stream
+    bar = _bar(len(cells), log_stream)
+    if bar is not None:                # log lines above the bar, not through it
+
+        def log(msg):
+            bar.write(msg, file=log_stream)
     for (dt, B), (peers, ver) in cells.items():
         log(f"{dt}, B={B}:")
+        if bar is not None:
+            bar.set_description(f"{dt} B={B}")
         timing = time_cell(peers, repeats, block_seconds, log=log)
         rows.append(_row(dt, B, timing, ver, peaks[dt], peers["fused"].uses_table))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     fulltrain = full_training(ds, seed, log=log) if full else None
     machine["loadavg_at_end"] = loadavg()
 

@@ -120,13 +120,13 @@ def gemm_peak(n=2048, repeats=5, dtype="float32"):
 def full_training(ds, seed, steps=FULL_STEPS, log=None):
     """``fastbn train``'s default run, timed: the 200,000 steps of the lecture on the fused loop.
 
-    As ``fastbn train --seed SEED`` does it: ``fastbn.train.seed_streams(seed)`` gives the
-    parameter stream and the minibatch stream; ``fastbn.train.train`` runs the compiled loop
+    As ``fastbn train --seed SEED`` does it: ``fastbn.training.seed_streams(seed)`` gives the
+    parameter stream and the minibatch stream; ``fastbn.training.train`` runs the compiled loop
     (it must: the result records ``path == "fused"``), float32, batch 32, lr 0.1 then 0.01 from
     step 100,000, coming back to Python every 1,000 steps. Returns the loop's wall seconds (the time
     ``fastbn train`` prints), µs/step and the eval-mode losses afterwards (running statistics).
     """
-    from ..train import DEFAULT_LR_SCHEDULE, seed_streams, train
+    from ..training import DEFAULT_LR_SCHEDULE, seed_streams, train
     attempts = []
     for _ in range(3):            # timed again (at most twice) when other processes preempt it
         init_ss, batch_ss = seed_streams(seed)

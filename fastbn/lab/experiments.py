@@ -11,7 +11,7 @@ import numpy as np
 from .._fileio import atomic_write_text
 from ..model import LADDER, CharMLP
 from ..sweep.space import Space
-from ..train import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, lr_at, train
+from ..training import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, lr_at, train
 from . import report
 from .plots import (
     plot_activations,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._fileio import atomic_save_figure
+from .._figures import new_figure, save_figure
 from .report import _distinct, _pct, _when
-from .stats import DEAD, FLAT_REGION, SATURATED, UPDATE_GUIDE
+from .stats import DEAD, FLAT_REGION, SATURATED, UPDATE_GUIDE, flat_region
 
 __all__ = [
     "plot_activations", "plot_activations_over_training", "plot_dead_units", "plot_deep",
@@ -23,43 +23,7 @@ __all__ = [
 MAP_ROWS = 32           # examples shown in the units x examples map (the lecture's batch)
 
 
-def _figure(w=8.0, h=4.5, rows=1, cols=1, **kw):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    fig = _figure_class()(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(rows, cols, squeeze=False, **kw)
-
-
-_FIGURE = None
-
-
-def _figure_class():
-    """A ``matplotlib.figure.Figure`` that shows itself in Jupyter as a PNG (``_repr_png_``).
-
-    A Figure made without pyplot has no rich display of its own until pyplot's inline backend
-    is loaded; this one displays inline in any notebook, and no global display state changes.
-    """
-    global _FIGURE
-    if _FIGURE is None:
-        import io
-
-        from matplotlib.figure import Figure
-
-        class LabFigure(Figure):
-            def _repr_png_(self):
-                buf = io.BytesIO()
-                self.savefig(buf, format="png")
-                return buf.getvalue()
-
-        _FIGURE = LabFigure
-    return _FIGURE
-
-
-def save_figure(fig, path):
-    """Write ``fig`` to ``path`` (SVG when it ends in .svg, else PNG), creating its folder, and
-    return the path. The file appears whole or not at all (``fastbn._fileio.atomic_write``)."""
-    path = Path(path)
-    return atomic_save_figure(fig, path, format="svg" if path.suffix.lower() == ".svg" else "png")
+_figure = new_figure          # the name the lab's plots (and the sweep's) use
 
 
 def _done(fig, path):
@@ -156,7 +120,7 @@ def plot_dead_units(probe, path=None, title=None):
             ax.tick_params(labelsize=6)
         axes[-1, c].set_xlabel("hidden unit", fontsize=7)
     kind = next(iter(pairs[0][0].activations.values()))["kind"]
-    flat = {"tanh": f"|t| > {DEAD}"}.get(kind, FLAT_REGION[kind])
+    flat = flat_region(kind, DEAD)
     text = title or (f"Units x examples, white where {flat}: an all-white column is a dead unit "
                      "(no gradient flows through it)")
     fig.suptitle(textwrap.fill(text, int(width * 12)), fontsize=9)

@@ -13,6 +13,7 @@ from .stats import (
     BINS,
     _hist,
     _kind,
+    _options,
     _std,
     activation_stats,
     dead_map,
@@ -150,8 +151,9 @@ class Probe:
             if t is None or d is None:
                 raise RuntimeError(f"{label} has no output or output gradient yet: record after "
                                    "a forward and backward")
-            stats = activation_stats(t, kind)
-            flat = dead_map(t, kind)
+            options = _options(layer)
+            stats = activation_stats(t, kind, options=options)
+            flat = dead_map(t, kind, options=options)
             stats.update(kind=kind, dead=int(flat.all(0).sum()), units=int(t.shape[1]),
                          hist=_hist(t, kind, self.bins))
             snap.activations[label] = stats
@@ -202,7 +204,7 @@ def dead_units_on_split(model, X, chunk=8192):
         for a in range(0, len(X), chunk):
             model.logits(X[a:a + chunk])
             for label, kind, layer in nonlinear:
-                flat = dead_map(layer.out, kind).all(0)
+                flat = dead_map(layer.out, kind, options=_options(layer)).all(0)
                 alive[label] = ~flat if alive[label] is None else alive[label] | ~flat
     finally:
         for (_, b), s in zip(model.named_buffers(), saved):

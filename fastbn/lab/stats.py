@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import nn
+from .. import registry
 
 __all__ = [
     "BINS", "DEAD", "FLAT_REGION", "SATURATED", "UPDATE_GUIDE", "LossCheck", "activation_stats",
-    "dead_map", "dead_units", "grad_data_ratio", "initial_loss_check", "update_data_ratio",
+    "dead_map", "dead_units", "flat_region", "grad_data_ratio", "initial_loss_check",
+    "update_data_ratio",
 ]
 
 SATURATED = 0.97        # |t| above this counts as saturated (the lecture's histogram statistic)
@@ -23,47 +24,58 @@ DEAD = 0.99             # |t| above this for every example of a batch: a dead ta
 UPDATE_GUIDE = -3.0     # log10 of the update:data ratio the rule of thumb aims for
 BINS = 60
 
-# What the "saturated" statistic counts for each kind of nonlinearity.
-FLAT_REGION = {"tanh": f"|t| > {SATURATED}", "relu": "t == 0", "leaky_relu": "t < 0"}
 
+def flat_region(kind, threshold=SATURATED):
+    """The flat region of a nonlinearity in words ("|t| > 0.97", "t == 0", ...)."""
+    return _nonlinearity(kind).flat_text(threshold)
+
+
+def _nonlinearity(kind):
+    op = registry.OPS.get(kind) if isinstance(kind, str) else None
+    if op is None or op.nonlinearity is None:
+        raise ValueError(f"kind must be one of {registry.NONLINEARITIES}, got {kind!r}")
+    return op.nonlinearity
+
+
+# What the "saturated" statistic counts for each kind of nonlinearity (fastbn.registry's).
+FLAT_REGION = {kind: flat_region(kind) for kind in registry.NONLINEARITIES}
 
 
 def _kind(layer):
-    if isinstance(layer, nn.Tanh):
-        return "tanh"
-    if isinstance(layer, nn.ReLU):
-        return "relu"
-    if isinstance(layer, nn.LeakyReLU):
-        return "leaky_relu"
-    return None
+    """The kind of nonlinearity a layer computes ("tanh", ...), or None."""
+    op = registry.nonlinearity_of(layer)
+    return None if op is None else op.name
 
 
-def _flat(t, kind, threshold):
+def _options(layer):
+    """The options of a nonlinearity layer ({} for tanh, {"negative_slope": ...}, ...)."""
+    op = registry.nonlinearity_of(layer)
+    return {} if op is None else registry.layer_options(op, layer)
+
+
+def _flat(t, kind, threshold, options=None):
     """Boolean array: where ``t`` sits in the flat region of its nonlinearity."""
-    if kind == "tanh":
-        return np.abs(t) > threshold
-    if kind == "relu":
-        return t == 0
-    if kind == "leaky_relu":
-        return t < 0
-    raise ValueError(f"kind must be one of {tuple(FLAT_REGION)}, got {kind!r}")
+    return _nonlinearity(kind).flat(t, threshold, **(options or {}))
 
 
-def activation_stats(t, kind="tanh", threshold=SATURATED):
+def activation_stats(t, kind="tanh", threshold=SATURATED, options=None):
     """Mean, std and fraction in the flat region of a nonlinearity's output ``t`` (any shape).
 
-    The flat region is |t| > ``threshold`` for tanh (the gradient factor 1 - t**2 is below
-    1 - 0.97**2 = 0.06 there), t == 0 for ReLU (gradient 0), t < 0 for leaky ReLU (gradient
-    ``negative_slope``). Returns ``{"mean", "std", "saturated"}`` as Python floats.
+    The flat region, where the local derivative is about 0, is each activation's own
+    (``fastbn.registry``, ``FLAT_REGION``): e.g. |t| > ``threshold`` for tanh (the gradient
+    factor 1 - t**2 is below 1 - 0.97**2 = 0.06 there), t == 0 for ReLU (gradient 0), t < 0 for
+    leaky ReLU (gradient ``negative_slope``); an activation whose slope varies is flat where it
+    is under 1 - threshold**2. ``options`` are the layer's (``{"negative_slope": 0.01}``), for a
+    flat region that depends on them. Returns ``{"mean", "std", "saturated"}`` as Python floats.
     """
     t = np.asarray(t)
     if t.size == 0:
         raise ValueError("activation_stats of an empty array")
     return {"mean": float(t.mean(dtype=np.float64)), "std": float(t.std(dtype=np.float64)),
-            "saturated": float(np.count_nonzero(_flat(t, kind, threshold))) / t.size}
+            "saturated": float(np.count_nonzero(_flat(t, kind, threshold, options))) / t.size}
 
 
-def dead_map(t, kind="tanh", threshold=DEAD):
+def dead_map(t, kind="tanh", threshold=DEAD, options=None):
     """Boolean (B, H): example b drives unit h into the flat region (tanh |t| > 0.99, ReLU 0).
 
     Shown as an image (rows examples, columns units, white = flat) it is the lecture's
@@ -72,12 +84,12 @@ def dead_map(t, kind="tanh", threshold=DEAD):
     t = np.asarray(t)
     if t.ndim != 2:
         raise ValueError(f"dead_map needs a (B, H) array, got shape {t.shape}")
-    return _flat(t, kind, threshold)
+    return _flat(t, kind, threshold, options)
 
 
-def dead_units(t, kind="tanh", threshold=DEAD):
+def dead_units(t, kind="tanh", threshold=DEAD, options=None):
     """Boolean (H,): units flat on every example of ``t`` (B, H), i.e. that pass no gradient."""
-    return dead_map(t, kind, threshold).all(axis=0)
+    return dead_map(t, kind, threshold, options).all(axis=0)
 
 
 def _std(x):

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..model import CharMLP
 from ..sweep.space import resolve
-from ..train import seed_streams, train
+from ..training import seed_streams, train
 from .probe import Probe
 
 __all__ = ["deep_trial", "lab_cluster", "ladder_trial", "run_sweep"]

@@ -1,13 +1,13 @@
 """The progress of a sweep: trials done, running, failed, and the time left.
 
-As ``fastbn.train`` chooses (``train._progress_mode``): a tqdm bar on a terminal (its widget in
+As ``fastbn.train`` chooses (``training._progress_mode``): a tqdm bar on a terminal (its widget in
 Jupyter) with the counts in its postfix and tqdm's ETA; a log line per finished trial when the
 stream is neither (a file, a CI log); nothing when quiet.
 """
 import sys
 import time
 
-from ..train import _progress_mode, _tqdm_class
+from ..training import _progress_mode, _tqdm_class
 
 __all__ = ["SweepProgress"]
 

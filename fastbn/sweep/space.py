@@ -12,8 +12,8 @@ seed. ``Space.trials()`` lists them:
 
 A trial's **id** is a hash of its parameter values and seed (``trial_id``): the same space gives
 the same ids in every run, which is how ``--resume`` knows which trials are done. A seed means
-what it means for ``fastbn train --seed S`` (``fastbn.train.seed_streams``): the trial with seed S
-is that command with the same options, to the bit.
+what it means for ``fastbn train --seed S`` (``fastbn.training.seed_streams``): the trial with
+seed S is that command with the same options, to the bit.
 
 On the command line a parameter is ``NAME=V1,V2,...`` (``parse_param``); ``lr_schedule`` values
 hold commas themselves, so its values are separated by ``;``. A range is ``LOW:HIGH``
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model import ACTIVATIONS, INIT_SCHEMES, CharMLP
-from ..train import DEFAULT_SEED, format_lr_schedule, parse_lr_schedule, train
+from ..training import DEFAULT_SEED, format_lr_schedule, parse_lr_schedule, train
 
 __all__ = ["PARAMS", "Param", "Range", "Space", "Trial", "default_seeds", "parse_param",
            "resolve", "trial_id"]

@@ -2,7 +2,7 @@
 
 ``run_trial`` is the sweep's trial: the ``CharMLP`` of the trial's parameters, trained by
 ``fastbn.train`` (the compiled loop where the model allows it, ``fused="auto"``) with the trial's
-seed split exactly as ``fastbn train --seed S`` splits it (``fastbn.train.seed_streams``), and
+seed split exactly as ``fastbn train --seed S`` splits it (``fastbn.training.seed_streams``), and
 the losses of the three splits. ``execute`` is what every trial goes through on a worker
 (``run_trial`` or a laboratory experiment's function):
 
@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from ..model import CharMLP
-from ..train import seed_streams, train
+from ..training import seed_streams, train
 from .space import resolve
 
 __all__ = ["COLUMNS", "execute", "one_blas_thread", "run_trial"]

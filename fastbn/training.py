@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._fileio import atomic_save_figure
+from ._figures import new_figure, save_figure
 from .fused import BatchSampler, FusedTrainer, supports
 
 __all__ = [
@@ -313,7 +313,7 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         on the per-layer path: a callback with ``reads_layers = True`` (a ``fastbn.lab.Probe``)
         makes ``fused="auto"`` take the per-layer path, and ``fused=True`` refuse it.
     plot : str or Path, optional
-        Write the loss curve PNG there (see ``plot_history``).
+        Write the loss curve there (see ``plot_history``).
     fused : "auto", True or False
         Run the compiled loop ("auto": when ``fastbn.fused.supports(model)``; True: required,
         ValueError otherwise) or the per-layer path (False).
@@ -468,7 +468,8 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         result.losses = {n: model.evaluate(X, Y) for n, (X, Y) in evals.items() if len(X)}
     model.train(was_training)
     if plot is not None:
-        result.plot_path = plot_history(history, plot, schedule=schedule)
+        plot_history(history[:step], plot, schedule=schedule)
+        result.plot_path = Path(plot)
     return result
 
 
@@ -574,26 +575,15 @@ def _use_fused(fused, model, callback=None):
 # ----------------------------------------------------------------------------------------------
 # the loss curve
 
-def plot_history(history, path, *, schedule=None, window=1000, title=None):
-    """Write the loss curve as a PNG: log10 of every step's loss, and its mean over ``window``
-    steps (the lecture's ``torch.tensor(lossi).view(-1, 1000).mean(1)``).
-
-    matplotlib is imported here, not at import time (``pip install fastbn[plot]``). The file is
-    written atomically (``fastbn._fileio.atomic_save_figure``: a failed write leaves the old file
-    and no temporary one). Returns the path written, or None (with a message on stderr) when
-    matplotlib is not installed.
+def plot_history(history, path=None, *, schedule=None, window=1000, title=None):
+    """The loss curve: log10 of every step's loss, and its mean over ``window`` steps (the
+    lecture's ``torch.tensor(lossi).view(-1, 1000).mean(1)``), with the learning-rate steps of
+    ``schedule`` marked. Returns the ``matplotlib.figure.Figure`` (shown inline in a notebook);
+    with ``path`` it is also written there, atomically (PNG, or SVG for ``.svg``).
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        print("fastbn: matplotlib is not installed, so the loss plot was skipped "
-              "(pip install 'fastbn[plot]')", file=sys.stderr)
-        return None
     h = np.log10(np.asarray(history, dtype=np.float64))
-    fig = Figure(figsize=(8, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = new_figure()
+    ax = ax[0, 0]
     steps = np.arange(h.size)
     ax.plot(steps, h, lw=0.3, alpha=0.35, color="tab:blue", label="minibatch loss")
     if h.size >= window:
@@ -610,4 +600,6 @@ def plot_history(history, path, *, schedule=None, window=1000, title=None):
     ax.set_title(title or "training loss")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    return atomic_save_figure(fig, path, format="png")
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -31,6 +31,7 @@ or the layer. :func:`gradcheck_all` runs the checks of ``fastbn gradcheck`` (eve
 BN-MLP stack) and returns their table.
 """
 import copy
+import functools
 import html
 import inspect
 from dataclasses import dataclass, field
@@ -406,41 +407,28 @@ def mlp_stack(C, W1, gamma, beta, W2, b2, idx, target):
 def standard_checks(seed=0):
     """Every op of ``fastbn.ops`` and the whole BN-MLP stack, on small float64 problems.
 
+    The ops and their inputs are the entries of ``fastbn.registry.OPS``: each op's sample arrays
+    (and its variants: ``"linear (no bias)"``, ``"batchnorm (B=2)"``), its options at their sample
+    values and its constants (an eval batch norm's running statistics) bound to the forward.
     Returns a list of ``(label, fn, inputs)`` ready for :func:`gradcheck`.
     """
-    from . import ops
+    from .registry import OPS
 
+    checks = []
+    for op in OPS.values():
+        for label, arrays in op.cases(seed):
+            bound = {k: arrays.pop(k) for k in op.constants}
+            forward = functools.partial(op.forward, **bound, **op.sample_options())
+            checks.append((label, (forward, op.backward), tuple(arrays.values())))
     rng = np.random.default_rng(seed)
     r = rng.standard_normal
     B, T, V, D, H = 8, 3, 11, 4, 16
     idx = rng.integers(0, 5, size=(B, T))          # 5 of 11 rows: heavy repetition
     target = rng.integers(0, V, size=B)
-    running_mean, running_var = r(6), rng.uniform(0.5, 2, 6)
-
-    def bn_eval_forward(x, gamma, beta):      # the running statistics are constants
-        return ops.batchnorm_eval_forward(x, gamma, beta, running_mean, running_var)
-
-    x_kinks = r((6, 5))
-    x_kinks[np.abs(x_kinks) < 1e-3] = 0.5          # keep finite differences off the ReLU kink
-    return [
-        ("embedding", (ops.embedding_forward, ops.embedding_backward), (r((V, D)), idx)),
-        ("linear", (ops.linear_forward, ops.linear_backward), (r((B, 7)), r((7, 5)), r(5))),
-        ("linear (no bias)", (ops.linear_forward, ops.linear_backward), (r((B, 7)), r((7, 5)))),
-        ("tanh", (ops.tanh_forward, ops.tanh_backward), (r((6, 5)),)),
-        ("relu", (ops.relu_forward, ops.relu_backward), (x_kinks,)),
-        ("leaky_relu", (ops.leaky_relu_forward, ops.leaky_relu_backward), (x_kinks, 0.1)),
-        ("batchnorm", (ops.batchnorm_forward, ops.batchnorm_backward),
-         (r((B, 6)), 1 + 0.1 * r(6), r(6))),
-        ("batchnorm (B=2)", (ops.batchnorm_forward, ops.batchnorm_backward),
-         (r((2, 6)), 1 + 0.1 * r(6), r(6))),
-        ("batchnorm_eval", (bn_eval_forward, ops.batchnorm_eval_backward),
-         (r((B, 6)), r(6), r(6))),
-        ("cross_entropy", (ops.cross_entropy_forward, ops.cross_entropy_backward),
-         (r((B, V)), target)),
-        ("bn-mlp stack", mlp_stack,
-         (r((V, D)), r((T * D, H)) / np.sqrt(T * D), np.ones(H), np.zeros(H), 0.1 * r((H, V)),
-          np.zeros(V), idx, target)),
-    ]
+    checks.append(("bn-mlp stack", mlp_stack,
+                   (r((V, D)), r((T * D, H)) / np.sqrt(T * D), np.ones(H), np.zeros(H),
+                    0.1 * r((H, V)), np.zeros(V), idx, target)))
+    return checks
 
 
 @dataclass

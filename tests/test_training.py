@@ -4,13 +4,13 @@ Tests that need names.txt read it from $FASTBN_DATA and are skipped when it is n
 """
 import io
 import math
-import sys
 
 import numpy as np
 import pytest
 
 from fastbn import CharMLP, data, train
-from fastbn.train import (
+from fastbn.registry import NONLINEARITIES
+from fastbn.training import (
     DEFAULT_LR_SCHEDULE,
     TrainResult,
     format_lr_schedule,
@@ -146,6 +146,19 @@ def test_fused_and_per_layer_paths_agree(tiny, dtype, tol):
     assert abs(runs[True][0][-50:].mean() - runs[False][0][-50:].mean()) < 1e3 * tol + 1e-9
 
 
+@pytest.mark.parametrize("activation", NONLINEARITIES)
+def test_every_activation_trains_and_only_tanh_on_the_fused_path(tiny, activation):
+    vocab, X, Y = tiny
+    m = tiny_model(vocab, activation=activation, dtype=np.float64)
+    r = train(m, (X, Y), steps=300, batch_size=16, lr_schedule="0.2", seed=1, quiet=True,
+              evaluate=False)
+    assert r.path == ("fused" if activation == "tanh" else "per-layer")
+    assert r.history[-50:].mean() < r.history[:10].mean() - 0.3
+    if activation != "tanh":
+        with pytest.raises(ValueError, match="written for tanh"):
+            train(m, (X, Y), steps=1, quiet=True, evaluate=False, fused=True)
+
+
 def test_default_model_trains_on_the_fused_path_and_callback_sees_its_step(tiny):
     vocab, X, Y = tiny
     seen = []
@@ -250,21 +263,14 @@ def test_progress_bar_on_a_terminal_lines_otherwise_nothing_when_quiet(tiny):
 def test_plot_history_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     h = np.exp(-np.linspace(0, 1, 2500)) + 2
-    out = plot_history(h, tmp_path / "sub" / "loss.png", schedule=((0, 0.1), (1000, 0.01)))
-    assert out == tmp_path / "sub" / "loss.png"
+    from matplotlib.figure import Figure
+    fig = plot_history(h, tmp_path / "sub" / "loss.png", schedule=((0, 0.1), (1000, 0.01)))
+    out = tmp_path / "sub" / "loss.png"
+    assert isinstance(fig, Figure) and fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert isinstance(plot_history(h), Figure)          # no path: a figure, no file
     assert sorted(p.name for p in out.parent.iterdir()) == ["loss.png"]   # no temp file left
 
-
-def test_plot_history_without_matplotlib_skips_with_a_message(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
-    assert plot_history(np.ones(10), tmp_path / "loss.png") is None
-    assert "matplotlib is not installed" in capsys.readouterr().err
-    assert not (tmp_path / "loss.png").exists()
-
-
-# ----------------------------------------------------------------------------------------------
-# on names.txt
 
 def test_2000_steps_bring_the_loss_below_2_6(names, tmp_path):
     """2,000 steps of the default recipe (lr 0.1). Judged honestly in eval mode (running BN
@@ -300,7 +306,7 @@ def test_train_leaves_the_mode_as_it_found_it_and_train_step_refuses_eval_mode(t
 
 def _draws(seed, n, N, B, steps):
     from fastbn.fused import BatchSampler
-    from fastbn.train import _sampler_seed
+    from fastbn.training import _sampler_seed
     s = BatchSampler(_sampler_seed(seed))
     for _ in range(steps):
         ix = s.draw(N, B)
