@@ -3,7 +3,9 @@
 Contents (every entry a plain array, so ``np.load(..., allow_pickle=False)`` reads it)::
 
     format_version   int64 scalar, FORMAT_VERSION
-    config           str, JSON of CharMLP.config (block_size, n_embd, n_hidden, ...)
+    config           str, JSON of CharMLP.config (block_size, n_embd, n_hidden, ...); a key it
+                     lacks takes CharMLP's default (a checkpoint written before bn_unbiased
+                     existed loads with bn_unbiased=False, the variance it trained with)
     chars            str, the vocabulary in id order, token "." first
     dtype            str, "float32" or "float64"
     meta             str, JSON of free-form metadata (steps, seed, losses, ...)
@@ -179,7 +181,7 @@ def _check_config(config):
         v, top = config[k], _MAX_LAYERS if k == "n_layers" else _MAX_DIM
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
             return None, f"{k} must be an integer in [1, {top:,}], got {reprlib.repr(v)}"
-    for k in ("batchnorm", "final_bn"):
+    for k in ("batchnorm", "final_bn", "bn_unbiased"):
         if not isinstance(config[k], bool):
             return None, f"{k} must be true or false, got {reprlib.repr(config[k])}"
     checks = {"bn_momentum": (lambda v: 0 <= v <= 1, "in [0, 1]"),

@@ -30,7 +30,8 @@ from .gradchecks import gradcheck, standard_checks
 
 def _cmd_gradcheck(args):
     checks = standard_checks(seed=args.seed)
-    header = (f"{'op':<18} {'input':<9} {'checked':>9} {'max abs err':>12} "
+    w = max([18] + [len(label) for label, _, _ in checks])
+    header = (f"{'op':<{w}} {'input':<9} {'checked':>9} {'max abs err':>12} "
               f"{'max rel err':>12}  result")
     print(header)
     print("-" * len(header))
@@ -40,7 +41,7 @@ def _cmd_gradcheck(args):
                                seed=args.seed, raise_exception=False)
         for row in report.rows:
             failed += not row.passed
-            print(f"{label:<18} {row.input:<9} {row.checked:>9} {row.max_abs_err:>12.2e} "
+            print(f"{label:<{w}} {row.input:<9} {row.checked:>9} {row.max_abs_err:>12.2e} "
                   f"{row.max_rel_err:>12.2e}  {'pass' if row.passed else 'FAIL'}")
     n = sum(1 for _ in checks)
     print(f"\n{n} ops checked in float64 (eps={args.eps:g}, atol={args.atol:g}, "
@@ -81,7 +82,8 @@ def _print_losses(losses, label):
 def _run_defaults():
     from .training import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
     return {"steps": 200_000, "batch_size": 32, "n_hidden": 200, "n_embd": 10, "block_size": 3,
-            "n_layers": 1, "no_batchnorm": False, "bn_momentum": 0.001, "calibrate": False,
+            "n_layers": 1, "no_batchnorm": False, "bn_momentum": 0.001, "bn_variance": "biased",
+            "calibrate": False,
             "dtype": "float32", "seed": DEFAULT_SEED,
             "lr_schedule": format_lr_schedule(DEFAULT_LR_SCHEDULE)}
 
@@ -182,6 +184,7 @@ def _cmd_train(args):
         model = CharMLP(ds.vocab, block_size=args.block_size, n_embd=args.n_embd,
                         n_hidden=args.n_hidden, n_layers=args.n_layers,
                         batchnorm=not args.no_batchnorm, bn_momentum=args.bn_momentum,
+                        bn_unbiased=args.bn_variance == "unbiased",
                         dtype=args.dtype, seed=np.random.default_rng(init_ss))
     out = _out_dir(args)
     ckpt, png = out / "model.npz", out / "loss.png"
@@ -194,7 +197,9 @@ def _cmd_train(args):
     if not args.quiet:
         print(f"data {ds.path}: {len(ds.Xtr):,} / {len(ds.Xdev):,} / {len(ds.Xte):,} examples, "
               f"vocabulary {ds.vocab.size}")
-        print(f"model: {model.num_parameters():,} parameters, {model.dtype.name}; "
+        unbiased = model.config["bn_unbiased"] and model.batchnorms()
+        print(f"model: {model.num_parameters():,} parameters, {model.dtype.name}"
+              f"{', BN with the unbiased variance' if unbiased else ''}; "
               f"{run['steps']:,} steps of batch {run['batch_size']}, lr {run['lr_schedule']}, "
               f"seed {run['seed']}" + (f"; resuming at step {state.step:,}" if state else ""))
 
@@ -524,6 +529,10 @@ def build_parser():
     t.add_argument("--bn-momentum", type=_momentum, metavar="M",
                    help="weight of the new batch in the running statistics (default "
                         f"{d['bn_momentum']})")
+    t.add_argument("--bn-variance", choices=["biased", "unbiased"],
+                   help="the batch variance BatchNorm normalizes with in training: biased (/ B, "
+                        "torch's) or unbiased (/ (B-1), the makemore lecture's); running_var "
+                        f"is the unbiased one either way (default {d['bn_variance']})")
     t.add_argument("--calibrate", action="store_true", default=None,
                    help="after training, set the BN statistics from the whole training set "
                         "(the losses with the running statistics are printed too)")

@@ -90,6 +90,10 @@ class CharMLP:
     bn_momentum, bn_eps : float
         Of every BatchNorm1d. momentum is the weight of the new batch (torch's meaning); 0.001 is
         the lecture's choice for batch 32.
+    bn_unbiased : bool
+        Of every BatchNorm1d: False (default) normalizes with the biased batch variance, as torch;
+        True with the Bessel-corrected one (/ (B - 1)), as the makemore lecture's code does
+        (``fastbn.ops.batchnorm_forward``). The running statistics are the same either way.
     activation : str
         One of ``ACTIVATIONS`` ("tanh", "relu", "leaky_relu", ...).
     negative_slope : float
@@ -118,8 +122,8 @@ class CharMLP:
 
     def __init__(self, vocab, block_size=3, n_embd=10, n_hidden=200, n_layers=1, *,
                  batchnorm=True, final_bn=False, bn_momentum=0.001, bn_eps=1e-5,
-                 activation="tanh", negative_slope=0.01, init="kaiming", gain=None,
-                 dtype=np.float32, seed=None):
+                 bn_unbiased=False, activation="tanh", negative_slope=0.01, init="kaiming",
+                 gain=None, dtype=np.float32, seed=None):
         self.vocab = _as_vocab(vocab)
         V = self.vocab.size
         T = _pos_int("block_size", block_size)
@@ -139,6 +143,8 @@ class CharMLP:
             raise ValueError(f"bn_momentum must be in [0, 1], got {bn_momentum}")
         if not bn_eps >= 0:
             raise ValueError(f"bn_eps must be >= 0, got {bn_eps}")
+        if not isinstance(bn_unbiased, (bool, np.bool_)):
+            raise TypeError(f"bn_unbiased must be True or False, got {bn_unbiased!r}")
         if not np.isfinite(negative_slope):
             raise ValueError(f"negative_slope must be finite, got {negative_slope}")
         if gain is not None:
@@ -149,7 +155,8 @@ class CharMLP:
                 raise ValueError(f"gain must be finite and > 0, got {gain}")
         self.config = {"block_size": T, "n_embd": D, "n_hidden": H, "n_layers": L,
                        "batchnorm": bool(batchnorm), "final_bn": bool(final_bn),
-                       "bn_momentum": bn_momentum, "bn_eps": bn_eps, "activation": activation,
+                       "bn_momentum": bn_momentum, "bn_eps": bn_eps,
+                       "bn_unbiased": bool(bn_unbiased), "activation": activation,
                        "negative_slope": negative_slope, "init": init, "gain": gain}
         self.dtype = dt
         self.block_size = T
@@ -175,7 +182,8 @@ class CharMLP:
             return _init.kaiming_std(fan_in, gain) if w_scale is None else w_scale
 
         def bn(dim):
-            return nn.BatchNorm1d(dim, eps=bn_eps, momentum=bn_momentum, dtype=dt)
+            return nn.BatchNorm1d(dim, eps=bn_eps, momentum=bn_momentum,
+                                  unbiased=bool(bn_unbiased), dtype=dt)
 
         def act():
             return op.nonlinearity.layer(**act_options)
