@@ -183,8 +183,8 @@ class FoldedCharMLP(CharMLP):
         """
         return self.plan().loss(X, Y, chunk)
 
-    def _inference_logits(self):
-        return self.plan().logits
+    def _inference_logits(self, rows):
+        return self.plan().logits_fn(rows)
 
     # ------------------------------------------------------------------------------------------
     # no training

@@ -226,6 +226,22 @@ class Plan:
             out[a:b] = self._forward(ids[a:b], buffers)
         return out
 
+    def logits_fn(self, rows):
+        """A function X (k, T) -> logits (k, classes), k <= ``rows``, whose buffers are
+        allocated once: for a loop over batches of one size (``CharMLP.sample``'s steps). Each
+        call returns a new array. One call at a time (the buffers are shared between calls)."""
+        rows = _chunk(rows)
+        buffers = self._buffers(rows)
+
+        def logits(X):
+            ids = self._ids(X)
+            if ids.shape[0] > rows:
+                raise ValueError(f"this function takes at most {rows} rows, got {ids.shape[0]}")
+            if ids.shape[0] == 0:
+                return np.empty((0, self.classes), self.dtype)
+            return self._forward(ids, buffers).copy()
+        return logits
+
     def loss(self, X, Y, chunk=CHUNK):
         """Mean cross-entropy (a Python float) of predicting Y (B,) from X (B, T), B >= 1.
 

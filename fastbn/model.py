@@ -396,7 +396,7 @@ class CharMLP:
         out = np.zeros((n, max_len), dtype=np.int64)
         done = np.zeros(n, dtype=bool)
         with self._aside():
-            forward = self._inference_logits()
+            forward = self._inference_logits(n)
             for t in range(max_len):
                 logits = forward(ctx).astype(np.float64)
                 p = np.exp(logits - logits.max(1, keepdims=True))
@@ -416,9 +416,9 @@ class CharMLP:
             names.append(self.vocab.decode(ids))
         return names
 
-    def _inference_logits(self):
-        """The function X (B, T) -> logits (B, V) that ``sample`` calls in eval mode: the net
-        (a folded model, ``fastbn.folding``, runs its inference path instead)."""
+    def _inference_logits(self, rows):
+        """The function X (B, T) -> logits (B, V), B <= rows, that ``sample`` calls in eval
+        mode: the net (a folded model, ``fastbn.folding``, runs its inference path instead)."""
         return self.net
 
     def __repr__(self):
