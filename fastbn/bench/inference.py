@@ -51,6 +51,7 @@ IMPLS = {
 }
 TASKS = {"eval": "examples/s", "sample": "names/s"}
 TRAIN_STEPS = 5000
+QUICK_TRAIN_STEPS, QUICK_EXAMPLES = 200, 4096         # quick=True (not for real numbers)
 SAMPLE_N = 20
 LOSS_TOL = {"float32": 1e-5, "float64": 1e-10}      # |loss - unfolded loss|
 
@@ -223,10 +224,13 @@ def _time(fns, repeats, block_seconds):
 def run_inference(ds, dtypes, seed, repeats, block_seconds, torch_mod=None, quick=False,
                   log=None):
     """Verify, then time eval and sampling of every peer at every dtype. Returns the
-    ``"inference"`` section of results.json (see the module docstring)."""
+    ``"inference"`` section of results.json (see the module docstring). ``quick``: the model
+    trains ``QUICK_TRAIN_STEPS`` steps and eval takes the first ``QUICK_EXAMPLES`` val rows."""
     from ..folding import fold_batchnorm
     X, Y = ds.split("val")
-    steps = 200 if quick else TRAIN_STEPS
+    if quick:                          # a smoke run: a short training, a part of the split
+        X, Y = X[:QUICK_EXAMPLES], Y[:QUICK_EXAMPLES]
+    steps = QUICK_TRAIN_STEPS if quick else TRAIN_STEPS
     names = [k for k in IMPLS if k != "torch" or torch_mod is not None]
     sample_seed = int(seed) % 2**32
     rows = []
