@@ -59,6 +59,13 @@ def test_the_report_has_the_inference_table(quick):
     for dt in ("float32", "float64"):
         assert f"| {dt} | eval (examples/s) |" in text and f"| {dt} | sample (names/s) |" in text
     assert text.count("(1.00×)") == 4                     # the unfolded model's own column
+    slow = {k: [0.5] for k in ("cpu_share",)}
+    first = inf["results"][0]["impls"]["folded"]
+    flagged = {**inf, "results": [{**inf["results"][0],
+                                   "impls": {**inf["results"][0]["impls"],
+                                             "folded": {**first, **slow}}}]}
+    text = "\n".join(inference.markdown(flagged))
+    assert f"{first['rate']:,.0f}† (" in text and "† a timed block" in text
 
 
 def test_a_wrong_folded_model_fails_verification_and_nothing_is_timed(names, monkeypatch):

@@ -323,8 +323,17 @@ def markdown(inf):
            "unfolded model's.", "",
            "| dtype | task | " + " | ".join(IMPLS[k] for k in names) + " |",
            "|---|---|" + "---:|" * len(names)]
+    flagged = False
     for r in inf["results"]:
-        cells = [f"{r['impls'][k]['rate']:,.0f} ({r['impls'][k]['speedup']:.2f}×)"
-                 for k in names]
+        cells = []
+        for k in names:
+            t = r["impls"][k]
+            mark = "†" if min(t["cpu_share"]) < MIN_CPU_SHARE else ""
+            flagged |= bool(mark)
+            cells.append(f"{t['rate']:,.0f}{mark} ({t['speedup']:.2f}×)")
         out.append(f"| {r['dtype']} | {r['task']} ({r['unit']}) | " + " | ".join(cells) + " |")
+    if flagged:
+        out += ["", f"† a timed block in which the process got less than {MIN_CPU_SHARE:.0%} of "
+                    "a CPU is among those kept (other processes running): that rate is "
+                    "deflated; the implementations took turns, so their ratios less so."]
     return out
