@@ -68,11 +68,18 @@ def fold_linear_bn(weight, bias, bn):
         raise ValueError(f"a BatchNorm1d of {bn.gamma.shape[0]} features cannot fold into a "
                          f"Linear of weight shape {w.shape}")
     f64 = np.float64
-    s = bn.gamma.astype(f64) / np.sqrt(bn.running_var.astype(f64) + bn.eps)      # (O,)
-    b = np.zeros(O) if bias is None else np.asarray(bias, f64)
-    new_w = w.astype(f64) * s                                                     # (I, O)
-    new_b = bn.beta.astype(f64) + (b - bn.running_mean.astype(f64)) * s           # (O,)
-    return new_w.astype(w.dtype), new_b.astype(w.dtype)
+    with np.errstate(all="ignore"):                 # checked below, with the reason
+        s = bn.gamma.astype(f64) / np.sqrt(bn.running_var.astype(f64) + bn.eps)  # (O,)
+        b = np.zeros(O) if bias is None else np.asarray(bias, f64)
+        new_w = (w.astype(f64) * s).astype(w.dtype)                               # (I, O)
+        new_b = (bn.beta.astype(f64) + (b - bn.running_mean.astype(f64)) * s).astype(w.dtype)
+    if not (np.all(np.isfinite(new_w)) and np.all(np.isfinite(new_b))):
+        bad = ~np.isfinite(s)
+        why = (f"running_var + eps is {bn.running_var[bad][0] + bn.eps:g} for feature "
+               f"{int(np.argmax(bad))}" if bad.any() else
+               f"the folded values overflow {w.dtype} or the arrays hold NaN or infinities")
+        raise ValueError(f"cannot fold this BatchNorm1d into its Linear: {why}")
+    return new_w, new_b
 
 
 def _folded_params(layers):

@@ -177,6 +177,20 @@ def test_the_fold_is_computed_in_float64_and_rounded_once():
         fold_linear_bn(lin.weight[:, :5], None, bn)
 
 
+def test_a_fold_that_is_not_finite_is_refused_with_the_reason():
+    m = model_with_statistics({}, "float32")
+    bn = m.layers[2]
+    bn.eps, bn.running_var[7] = 0.0, 0.0          # eval mode divides by zero at feature 7
+    with pytest.raises(ValueError, match="running_var \\+ eps is 0 for feature 7"):
+        fold_batchnorm(m)
+    bn.running_var[7], bn.running_mean[3] = 1.0, np.nan
+    with pytest.raises(ValueError, match="NaN or infinities"):
+        fold_batchnorm(m)
+    bn.running_mean[3], bn.gamma[0], bn.running_var[0] = 0.0, 3e38, 0.01   # overflows float32
+    with pytest.raises(ValueError, match="overflow float32"):
+        fold_batchnorm(m)
+
+
 # ----------------------------------------------------------------------------------------------
 # what folding leaves alone, and the decisions
 
