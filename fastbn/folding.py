@@ -14,8 +14,8 @@ The folded model skips batch norm's pass over the activations; its inference pat
 (``fastbn.inference``) also keeps none of what training needs (caches, probabilities, ``.out``),
 runs tanh in place and works in cache-sized chunks. It computes the same function as the
 unfolded model in eval mode, up to rounding: the fold reorders the arithmetic (float64 logits
-agree to ~1e-15 relative, float32 to ~1e-7; the tests hold them to 1e-12 and 1e-5 of the logits'
-scale).
+agree to ~1e-15 of the logits' scale, float32 to ~1e-6; the tests hold them to 1e-12 and 1e-5
+of it).
 
 What gets folded. A ``CharMLP``'s layers are Embedding, then per block Linear, BatchNorm1d,
 activation, then the output Linear and, with ``final_bn``, a BatchNorm1d on the logits. Every
@@ -232,7 +232,7 @@ def fold_batchnorm(model):
     -------
     FoldedCharMLP
         Its ``meta`` is a copy of the model's; its eval-mode logits equal the model's up to
-        rounding (float64 ~1e-15 relative, float32 ~1e-7).
+        rounding (to ~1e-15 of the logits' scale in float64, ~1e-6 in float32).
     """
     if not isinstance(model, CharMLP):
         raise TypeError(f"fold_batchnorm expects a fastbn.CharMLP, got {type(model).__name__}")
