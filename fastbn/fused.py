@@ -128,6 +128,8 @@ def supports(model):
     cfg = getattr(model, "config", None)
     if cfg is None or not hasattr(model, "layers"):
         return False, "not a fastbn.CharMLP"
+    if getattr(model, "folded", False):
+        return False, "a folded model (fastbn.fold_batchnorm) is for inference only"
     if not cfg["batchnorm"]:
         return False, "the fused step needs batch norm (batchnorm=True)"
     if cfg["activation"] != "tanh":

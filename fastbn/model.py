@@ -120,6 +120,8 @@ class CharMLP:
         The constructor arguments (minus seed), as saved in checkpoints.
     """
 
+    folded = False          # a fastbn.folding.FoldedCharMLP (inference only) says True
+
     def __init__(self, vocab, block_size=3, n_embd=10, n_hidden=200, n_layers=1, *,
                  batchnorm=True, final_bn=False, bn_momentum=0.001, bn_eps=1e-5,
                  bn_unbiased=False, activation="tanh", negative_slope=0.01, init="kaiming",
@@ -402,8 +404,9 @@ class CharMLP:
         out = np.zeros((n, max_len), dtype=np.int64)
         done = np.zeros(n, dtype=bool)
         with self._aside():
+            forward = self._inference_logits(n)
             for t in range(max_len):
-                logits = self.net(ctx).astype(np.float64)
+                logits = forward(ctx).astype(np.float64)
                 p = np.exp(logits - logits.max(1, keepdims=True))
                 cdf = np.cumsum(p, axis=1)
                 u = rng.random(n) * cdf[:, -1]
@@ -420,6 +423,11 @@ class CharMLP:
             ids = ids[:ids.index(0)] if 0 in ids else ids
             names.append(self.vocab.decode(ids))
         return names
+
+    def _inference_logits(self, rows):
+        """The function X (B, T) -> logits (B, V), B <= rows, that ``sample`` calls in eval
+        mode: the net (a folded model, ``fastbn.folding``, runs its inference path instead)."""
+        return self.net
 
     def __repr__(self):
         """A torch-like tree: the layers with their shapes and parameter counts (the full

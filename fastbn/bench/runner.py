@@ -8,6 +8,7 @@ import numpy as np
 
 from .._bench_options import DEFAULT_BATCH_SIZES, DEFAULT_DTYPES, DEFAULT_OUT
 from .flops import fused_flops, step_flops
+from .inference import run_inference
 from .machine import loadavg, machine_info
 from .peers import IMPLS, LR, MODEL, PEERS, make_model
 from .report import write
@@ -64,7 +65,8 @@ def one_thread(torch_mod=None):
 def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=DEFAULT_OUT, *,
         use_torch=True, full=False, quick=False, data=None, seed=None, block_seconds=None,
         gemm_n=None, targets=None, machine=None, stream=_STD, stdout=_STD):
-    """Verify, then time every peer at every batch size and dtype; write the results.
+    """Verify, then time every peer at every batch size and dtype, and inference (eval and
+    sampling: folded, unfolded, PyTorch; ``fastbn.bench.inference``); write the results.
 
     The run times with the threads the process has: ``fastbn bench`` pins BLAS and torch to one
     thread (``with one_thread(torch): run(...)``); results.json records the thread counts.
@@ -173,6 +175,7 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
             bar.update(1)
     if bar is not None:
         bar.close()
+    inference = run_inference(ds, dtypes, seed, repeats, block_seconds, torch_mod, quick, log)
     fulltrain = full_training(ds, seed, log=log) if full else None
     machine["loadavg_at_end"] = loadavg()
 
@@ -199,6 +202,7 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
         "gemm_peak": peaks,
         "results": rows,
         "full_training": fulltrain,
+        "inference": inference,
     }
     res["targets"] = judge(res, targets)
     res["targets_title"] = targets and targets["title"]

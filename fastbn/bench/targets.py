@@ -16,14 +16,21 @@ full_seconds   (none)                                    wall seconds of the ful
 full_val_loss  (none)                                    its val loss afterwards (eval mode)
 ============== ========================================= ==========================================
 
+The inference metrics (``fastbn.bench.inference``) take ``dtype``, ``task`` ("eval" or "sample")
+and ``peer`` (default "folded"): ``inference_rate`` is the peer's examples/s (eval) or names/s
+(sample), ``inference_speedup`` its rate / the unfolded model's.
+
 Example: ``{"metric": "speedup", "dtype": "float32", "batch_size": 32, "peer": "torch",
 "min": 10}`` reads "B=32 float32: >= 10x faster than PyTorch eager". A target the run did not
 measure (another batch size, no ``--full``, no torch) is reported as not measured.
+``{"metric": "inference_speedup", "dtype": "float32", "task": "eval", "min": 1.5}`` reads
+"float32 eval: fastbn, folded >= 1.5x the unfolded model's examples/s".
 """
 import json
 import math
 from pathlib import Path
 
+from . import inference
 from .peers import IMPLS
 from .timing import FULL_STEPS
 
@@ -32,6 +39,7 @@ __all__ = ["judge", "load_targets"]
 _KEYS = {"us_per_step": {"dtype", "batch_size", "peer"},
          "speedup": {"dtype", "batch_size", "peer"},
          "full_seconds": set(), "full_val_loss": set()}
+_KEYS.update(inference.TARGET_METRICS)          # inference_rate, inference_speedup
 # the peers as a target's text names them
 _SHORT = {"fused": "fused", "per_layer": "the per-layer API", "numpy": "NumPy",
           "torch": "PyTorch eager"}
@@ -80,6 +88,8 @@ def _check(t, where):
     bound = t[bounds[0]]
     if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
         raise ValueError(f"{where}: {bounds[0]} must be a finite number, got {bound!r}")
+    if t["metric"] in inference.TARGET_METRICS:
+        return inference.check_target(t, where)
     out = dict(t)
     if keys:
         need = {"dtype", "batch_size"} | ({"peer"} if t["metric"] == "speedup" else set())
@@ -136,6 +146,8 @@ def judge(res, targets):
                 value = cell and cell["speedup"]
                 text = f"{where}{op} {bound:g}x faster than {_SHORT[t['peer']]}"
                 fmt = "{:.1f}x"
+        elif metric in inference.TARGET_METRICS:
+            value, text, fmt = inference.judge_target(res, t, op, bound)
         elif metric == "full_seconds":
             value = full and full["wall_seconds"]
             text, fmt = f"{steps:,} steps (fused loop) {op} {bound:g} s", "{:.2f} s"
