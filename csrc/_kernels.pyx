@@ -834,3 +834,35 @@ cdef class FusedNet:
                 done = fb_train_f32(&self.net, &X[0, 0], &Y[0], n, steps, <float>lr, &rng[0],
                                     &losses[0])
         return done
+
+
+# ----------------------------------------------------------------------------------------------
+# table: an embedding and the Linear after it as one lookup (fastbn.inference, folded models)
+#
+# x0[b] = concat_t C[idx[b, t]] (T*D,), so x0[b] @ W + bias = sum_t C[idx[b, t]] @ W[t*D:(t+1)*D]
+# + bias = sum_t tab[t, idx[b, t]] with tab[t] = C @ W[t*D:(t+1)*D] (V, H), the bias added into
+# tab[0]: made by the caller (in float64, rounded once). A row is then T row gathers and T - 1
+# adds of H values instead of H dot products of length T*D.
+
+def table_forward(const floating[:, :, ::1] tab,   # (T, V, H)
+                  const int64_t[:, ::1] idx,       # (B, T), 0 <= idx < V
+                  floating[:, ::1] out):           # (B, H)
+    # out[b, j] = sum_t tab[t, idx[b, t], j], summed in t order
+    cdef Py_ssize_t B = idx.shape[0], T = idx.shape[1], H = tab.shape[2], b, t, j
+    cdef floating* row
+    cdef const floating* e
+    _shapes(tab.shape[0] == T and T >= 1 and tab.shape[1] >= 1 and H >= 1
+            and out.shape[0] == B and out.shape[1] == H, "table_forward",
+            "tab (T, V, H), idx (B, T), out (B, H), T, V, H >= 1")
+    if B == 0:
+        return
+    with nogil:
+        for b in range(B):
+            row = &out[b, 0]
+            e = &tab[0, idx[b, 0], 0]
+            for j in range(H):
+                row[j] = e[j]
+            for t in range(1, T):
+                e = &tab[t, idx[b, t], 0]
+                for j in range(H):
+                    row[j] += e[j]
