@@ -52,7 +52,8 @@ import numpy as np
 from . import _kernels as K
 from . import nn, ops, registry
 
-__all__ = ["CHUNK", "TABLE_MAX_RATIO", "TABLE_MIN_ROWS_PER_V", "Plan", "table_pays"]
+__all__ = ["CHUNK", "TABLE_CACHE_BYTES", "TABLE_MAX_RATIO", "TABLE_MIN_ROWS_PER_V", "Plan",
+           "table_pays"]
 
 # Rows per chunk. Measured on the default model over the val split (22,655 rows, float32, one
 # thread): 1024 to 2048 rows are fastest; 16384 (CharMLP.evaluate's chunk) is ~1.4x slower, its
@@ -62,26 +63,32 @@ CHUNK = 1024
 
 # The table rule (table_pays; measured, see fastbn.folding's docstring for the numbers): a
 # table of at most TABLE_MAX_RATIO times the entries of the embedding and the Linear it
-# replaces, used by a call of at least TABLE_MIN_ROWS_PER_V * V rows.
+# replaces, or of at most TABLE_CACHE_BYTES, used by a call of at least TABLE_MIN_ROWS_PER_V * V
+# rows.
 TABLE_MAX_RATIO = 4
-TABLE_MIN_ROWS_PER_V = 16
+TABLE_CACHE_BYTES = 256 * 1024
+TABLE_MIN_ROWS_PER_V = 8
 
 
-def table_pays(T, V, D, H, rows=None):
+def table_pays(T, V, D, H, itemsize, rows=None):
     """Whether the embedding (V, D) and the Linear (T*D, H) after it are worth composing into a
-    table (T, V, H) (the module docstring), for a call of ``rows`` rows (None: by size only).
+    table (T, V, H) of ``itemsize``-byte floats (the module docstring), for a call of ``rows``
+    rows (None: by size only).
 
-    By size: the table has at most ``TABLE_MAX_RATIO`` times the entries of the pair it
-    replaces, ``V*D + T*D*H`` (about V / D times when the Linear dominates). A row saves T*D*H
-    multiply-adds for T*H adds, but reads T rows of the table in the order of the ids: with a
-    few times the pair's memory the gathers stay cheap; far beyond it (a large vocabulary, a
-    small D) the table's reads cost what the GEMM saved and the table no longer pays.
+    By size. A row saves T*D*H multiply-adds for T*H adds, but reads T rows of the table in the
+    order of the ids. The table pays when it has at most ``TABLE_MAX_RATIO`` times the entries
+    of the pair it replaces, ``V*D + T*D*H`` (about V / D times when the Linear dominates: the
+    gathers then read little more than the GEMM would), or when it is small enough to stay in
+    the cache among the other arrays of a chunk, ``TABLE_CACHE_BYTES`` (half the L2 cache of a
+    core here). Beyond both (a large vocabulary with a small D) its reads cost what the GEMM
+    saved, or more.
 
-    By rows: the table is made per plan, T*V*D*H multiply-adds in float64 (and NumPy's
+    By rows. The table is made per plan, T*V*D*H multiply-adds in float64 (and NumPy's
     overhead), which a row pays back T*D*H of: a call of fewer than ``TABLE_MIN_ROWS_PER_V * V``
     rows is faster without it.
     """
-    if T * V * H > TABLE_MAX_RATIO * (V * D + T * D * H):
+    entries = T * V * H
+    if entries > TABLE_MAX_RATIO * (V * D + T * D * H) and entries * itemsize > TABLE_CACHE_BYTES:
         return False
     return rows is None or rows >= TABLE_MIN_ROWS_PER_V * V
 

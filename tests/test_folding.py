@@ -211,16 +211,18 @@ def test_the_table_is_the_composed_embedding_and_linear():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_a_model_whose_table_would_not_pay_keeps_its_embedding_and_linear(dtype):
-    # n_embd 2 and 27 characters: the table would have 3*27*32 = 2,592 entries, 10.5 times the
-    # pair's 27*2 + 3*2*32 = 246: the rule declines it
-    m = model_with_statistics({"n_embd": 2, "n_hidden": 32}, dtype,
+    # n_embd 2, n_hidden 1024 and 27 characters: the table would have 3*27*1024 = 82,944
+    # entries, 13.4 times the pair's 27*2 + 3*2*1024 = 6,198, and take more than the cache bound
+    m = model_with_statistics({"n_embd": 2, "n_hidden": 1024}, dtype,
                               vocab=".abcdefghijklmnopqrstuvwxyz")
+    assert 3 * 27 * 1024 * m.dtype.itemsize > inference.TABLE_CACHE_BYTES
     f = fold_batchnorm(m)
     assert f.table is None and not f.uses_table() and not f.uses_table(10**9)
     p = f.plan(10**9)
     assert p.table is None and type(p.steps[0]).__name__ == "_Embed"
-    assert "kept apart (a table (3, 27, 32)" in repr(f) and "10.5x their entries, > 4" in repr(f)
-    X = contexts(m, 3000)
+    assert "kept apart (a table (3, 27, 1024)" in repr(f)
+    assert "13.4x their entries, > 4, and take > 256.0 KiB" in repr(f)
+    X = contexts(m, 2000)
     ref = eval_logits(m, X).astype(np.float64)
     assert_close_to_scale(f.logits(X), ref, RTOL[dtype])
     forced = fold_batchnorm(m, table=True)           # the table, asked for: the same function
@@ -233,7 +235,7 @@ def test_a_model_whose_table_would_not_pay_keeps_its_embedding_and_linear(dtype)
 
 
 def test_a_call_of_few_rows_runs_without_the_table(monkeypatch):
-    m = model_with_statistics({}, "float64")                # V = 11: a table from 176 rows on
+    m = model_with_statistics({}, "float64")                # V = 11
     f = fold_batchnorm(m)
     least = inference.TABLE_MIN_ROWS_PER_V * m.vocab.size
     assert not f.uses_table(least - 1) and f.uses_table(least) and f.uses_table()
@@ -308,7 +310,7 @@ def test_a_model_without_batch_norm_folds_to_an_equal_copy():
     assert [n for n, _ in f.named_parameters()] == [n for n, _ in m.named_parameters()]
     for (_, p), (_, q) in zip(f.named_parameters(), m.named_parameters()):
         assert np.array_equal(p, q) and not np.shares_memory(p, q)
-    # its embedding and first Linear run as a table (200 rows >= 16 V): the same up to rounding
+    # its embedding and first Linear run as a table (200 rows >= 8 V): the same up to rounding
     assert f.uses_table(len(X))
     assert_close_to_scale(f.logits(X), eval_logits(m, X), RTOL["float64"])
     # without the table, the layers' arithmetic: bit for bit
@@ -325,8 +327,10 @@ def test_meta_is_copied_and_repr_says_folded():
     text = repr(f)
     head, summary, *tree = text.splitlines()
     assert head == f"CharMLP(vocab=27, {f.num_parameters():,} parameters, float32, folded"
+    least = inference.TABLE_MIN_ROWS_PER_V * 27
     assert summary == ("  folded: 1 BatchNorm1d into the Linear before it; the Embedding and "
-                       "Linear (1) into a table (3, 27, 200), 63.3 KiB, for calls of >= 432 rows")
+                       f"Linear (1) into a table (3, 27, 200), 63.3 KiB, for calls of >= {least} "
+                       "rows")
     assert summary.strip() == f"folded: {f.fold_summary()}"
     tree = "\n".join(tree)
     assert "BatchNorm1d" not in tree and "Linear(30, 200, bias=True)" in tree

@@ -12,7 +12,14 @@ import pytest
 
 from fastbn import _kernels as K
 from fastbn import nn
-from fastbn.inference import CHUNK, TABLE_MAX_RATIO, TABLE_MIN_ROWS_PER_V, Plan, table_pays
+from fastbn.inference import (
+    CHUNK,
+    TABLE_CACHE_BYTES,
+    TABLE_MAX_RATIO,
+    TABLE_MIN_ROWS_PER_V,
+    Plan,
+    table_pays,
+)
 from fastbn.model import ACTIVATIONS, CharMLP
 
 
@@ -87,20 +94,27 @@ def test_table_forward_is_the_gather_sum_in_position_order(dtype):
 
 
 def test_the_table_rule():
-    # by size: T*V*H <= TABLE_MAX_RATIO * (V*D + T*D*H)
     def ratio(T, V, D, H):
         return T * V * H / (V * D + T * D * H)
-    assert ratio(3, 27, 10, 200) <= TABLE_MAX_RATIO and table_pays(3, 27, 10, 200)
-    assert ratio(3, 27, 2, 200) > TABLE_MAX_RATIO and not table_pays(3, 27, 2, 200)
-    assert not table_pays(3, 27, 2, 200, rows=10**9)
-    # at the bound: (V - r)(H - r) = r^2 with T = D = 1 makes V*H = r (V + H) exactly
+    # by size: T*V*H <= TABLE_MAX_RATIO * (V*D + T*D*H), or a table of <= TABLE_CACHE_BYTES
+    assert ratio(3, 27, 10, 200) <= TABLE_MAX_RATIO and table_pays(3, 27, 10, 200, 8)
+    assert ratio(3, 27, 2, 200) > TABLE_MAX_RATIO and 3 * 27 * 200 * 8 <= TABLE_CACHE_BYTES
+    assert table_pays(3, 27, 2, 200, 8)                      # small: it stays in the cache
+    assert ratio(3, 200, 2, 400) > TABLE_MAX_RATIO and 3 * 200 * 400 * 4 > TABLE_CACHE_BYTES
+    assert not table_pays(3, 200, 2, 400, 4) and not table_pays(3, 200, 2, 400, 4, rows=10**9)
+    # at the bounds. Ratio: with T = D = 1, V*H = r (V + H) when (V - r)(H - r) = r^2 (an
+    # itemsize too large for the cache clause)
     r = TABLE_MAX_RATIO
     V = H = 2 * r
-    assert table_pays(1, V, 1, H) and not table_pays(1, V, 1, H + 1)
+    assert table_pays(1, V, 1, H, 2**30) and not table_pays(1, V, 1, H + 1, 2**30)
+    # bytes: a table of exactly TABLE_CACHE_BYTES, far above the ratio
+    V, H = 128, TABLE_CACHE_BYTES // (128 * 8)
+    assert ratio(1, V, 1, H) > TABLE_MAX_RATIO
+    assert table_pays(1, V, 1, H, 8) and not table_pays(1, V, 1, H + 1, 8)
     # by rows: a call of at least TABLE_MIN_ROWS_PER_V * V rows
     least = TABLE_MIN_ROWS_PER_V * 27
-    assert table_pays(3, 27, 10, 200, rows=least)
-    assert not table_pays(3, 27, 10, 200, rows=least - 1)
+    assert table_pays(3, 27, 10, 200, 4, rows=least)
+    assert not table_pays(3, 27, 10, 200, 4, rows=least - 1)
 
 
 def test_a_plan_keeps_a_batchnorm_that_follows_no_linear():
