@@ -241,7 +241,7 @@ class FoldedCharMLP(CharMLP):
         if self.uses_table():
             return (f"{bn}; the Embedding and Linear (1) into {table}, for calls of "
                     f">= {TABLE_MIN_ROWS_PER_V * V:,} rows")
-        return (f"{bn}; the Embedding and Linear (1) kept apart ({table} would have "
+        return (f"{bn}; the Embedding and Linear (1) kept apart ({table}, would have "
                 f"{ratio:.1f}x their entries, > {TABLE_MAX_RATIO}, and take > "
                 f"{_bytes(TABLE_CACHE_BYTES)})")
 
