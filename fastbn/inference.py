@@ -9,10 +9,10 @@ but none of what training needs: no ``Cache``, no ``.out`` kept on the layers, n
 kept for a backward, tanh in place, and the rows in chunks of ``CHUNK`` whose buffers are
 allocated once per call and stay in the cache between layers.
 
-This is the inference path of ``fastbn.fold_batchnorm``'s folded models (``fastbn.folding``). A
-plan of an unfolded model keeps each BatchNorm1d as its eval-mode affine map, a step of its own;
-the benchmark (``fastbn.bench.inference``) times that too, to separate what folding gains from
-what the inference path gains.
+This is the inference path of every ``CharMLP``: ``evaluate`` and ``sample`` build a plan per
+call (``model.plan()``), and ``fastbn.fold_batchnorm``'s folded models (``fastbn.folding``) run
+nothing else. A plan of an unfolded model keeps each BatchNorm1d as its eval-mode affine map, a
+step of its own; a folded model's has none, and may ask for the table (below).
 
 Steps (B rows of a chunk; T = block_size; shapes of the arrays a step holds):
 
