@@ -56,8 +56,8 @@ __all__ = ["CHUNK", "TABLE_CACHE_BYTES", "TABLE_MAX_RATIO", "TABLE_MIN_ROWS_PER_
            "table_pays"]
 
 # Rows per chunk. Measured on the default model over the val split (22,655 rows, float32, one
-# thread): 1024 to 2048 rows are fastest; 16384 (CharMLP.evaluate's chunk) is ~1.4x slower, its
-# (rows, 200) activations no longer fitting in the L2 cache.
+# thread): 1024 to 2048 rows are fastest; 16384 (CharMLP.evaluate's chunk before it ran a plan)
+# is ~1.4x slower, its (rows, 200) activations no longer fitting in the L2 cache.
 CHUNK = 1024
 
 
