@@ -249,12 +249,13 @@ def _cmd_train(args):
 
 def _folded(model):
     """The model ``fastbn eval`` and ``fastbn sample`` run: ``model`` with its batch norm folded
-    into its Linears (``fastbn.fold_batchnorm``; a folded checkpoint as it is). Its losses and
-    names are the unfolded model's, up to rounding: float64 losses agree to ~1e-15, float32 to
-    ~1e-7, below the 4 decimals printed unless a loss lies that close to a rounding boundary of
-    its last digit; a sampled character differs only when its uniform draw lands within that
-    rounding of a boundary of the cumulative distribution (none in 20,000 float32 names of the
-    lecture's model: see the README's "Batch norm folded for inference")."""
+    into its Linears, and its embedding and first Linear into a table (``fastbn.fold_batchnorm``;
+    a folded checkpoint as it is). Its losses and names are the unfolded model's, up to
+    rounding: float64 losses agree to ~1e-15, float32 to ~1e-7, below the 4 decimals printed
+    unless a loss lies that close to a rounding boundary of its last digit; a sampled character
+    differs only when its uniform draw lands within that rounding of a boundary of the
+    cumulative distribution (none in 20,000 names of the lecture's model in either dtype: see the
+    README's "Batch norm folded for inference")."""
     from .folding import fold_batchnorm
     return model if model.folded else fold_batchnorm(model)
 
@@ -578,8 +579,9 @@ def build_parser():
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(parser=t, run=_cmd_train)
 
-    folded = ("The model runs with its batch norm folded into its Linears (fastbn.fold_batchnorm): "
-              "the unfolded model's numbers, to float rounding, faster.")
+    folded = ("The model runs folded (fastbn.fold_batchnorm): its batch norm folded into its "
+              "Linears, its embedding and first Linear into one table: the unfolded model's "
+              "numbers, to float rounding, faster.")
     e = sub.add_parser("eval", help="train/val/test losses of a checkpoint",
                        description="The train/val/test losses of a checkpoint, in eval mode. "
                                    + folded)

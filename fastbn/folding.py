@@ -10,12 +10,43 @@ are one Linear (as ``torch.nn.utils.fusion.fuse_linear_bn_eval`` computes; weigh
     b' = beta + (b - running_mean) * s            (fan_out,); b = 0 when the Linear has no bias
 
 The fold is computed in float64 from the model's arrays and rounded once to the model's dtype.
-The folded model skips batch norm's pass over the activations; its inference path
-(``fastbn.inference``) also keeps none of what training needs (caches, probabilities, ``.out``),
-runs tanh in place and works in cache-sized chunks. It computes the same function as the
-unfolded model in eval mode, up to rounding: the fold reorders the arithmetic (float64 logits
-agree to ~1e-15 of the logits' scale, float32 to ~1e-6; the tests hold them to 1e-12 and 1e-5
-of it).
+
+Then the embedding and the first Linear, two linear maps in a row, are folded too, into one table
+per context position (``fastbn.inference``, the table)::
+
+    Tab[t] = C @ W1'[t*D:(t+1)*D, :]     (V, H), t = 0 .. T-1, and Tab[0] += b1'
+    first layer: x0 @ W1' + b1' = sum_t Tab[t][X[:, t]]       (B, H)
+
+so the first layer is T row gathers and adds instead of a gather and a GEMM of depth T*D (D times
+fewer operations), at the price of T*V*H entries against the pair's V*D + T*D*H, and of making
+the table (T*V*D*H multiply-adds in float64) each time a plan is made: per ``evaluate``,
+``logits`` or ``sample`` call, from the model's arrays as they are then (0.05-0.15 ms for the
+lecture's model on this machine). It is not stored: the parameters, the checkpoint and ``net``
+are those of the folded Embedding and Linear. The rule (``fastbn.inference.table_pays``): the
+table is used when it has at most 4 times the entries of the pair, or takes at most 256 KiB,
+and only by calls of at least 8 V rows (216 for V = 27: a call of fewer is faster without it;
+the break-even measured for the lecture's model was 130-250 rows). ``fold_batchnorm(model,
+table=...)`` overrides the rule. Measured on one thread, eval over 22,655 rows of random
+contexts, the folded model's examples/s with the table over without it (2026-11-30, this
+machine, the load low; single runs, ~5 % noise):
+
+    (T, V, D, H)         entries/pair  float32 table  rate with / without: f32 / f64
+    (3, 27, 10, 200)          2.6         63 KiB       1.24x / 1.23x   the lecture's model
+    (3, 100, 24, 512)         3.9        600 KiB       1.18x / 1.30x
+    (3, 100, 30, 2000)        3.3        2.3 MiB       1.35x / 1.34x
+    (8, 27, 32, 512)          0.8        432 KiB       2.14x / 2.47x
+    (3, 27, 2, 200)          12.9         63 KiB       1.07x / 1.09x   by the cache bound
+    (3, 60, 10, 200)          5.5        141 KiB       1.13x / 1.10x   float64 (281 KiB) declined
+    (3, 200, 10, 200)        15.0        469 KiB       1.00x / 1.01x   declined
+    (3, 1000, 10, 200)       37.5        2.3 MiB       0.99x / 0.99x   declined
+    (3, 200, 2, 400)         85.7        938 KiB       0.88x / 0.92x   declined
+
+So the folded model skips batch norm's pass over the activations and the first GEMM; its
+inference path (``fastbn.inference``, also what ``CharMLP.evaluate`` and ``sample`` run) keeps
+none of what training needs (caches, probabilities, ``.out``), runs tanh in place and works in
+cache-sized chunks. It computes the same function as the unfolded model in eval mode, up to
+rounding: the fold reorders the arithmetic (float64 logits agree to ~1e-15 of the logits' scale,
+float32 to ~1e-6, with or without the table; the tests hold them to 1e-12 and 1e-5 of it).
 
 What gets folded. A ``CharMLP``'s layers are Embedding, then per block Linear, BatchNorm1d,
 activation, then the output Linear and, with ``final_bn``, a BatchNorm1d on the logits. Every
@@ -33,8 +64,10 @@ Decisions:
   ``fuse_linear_bn_eval`` asserts eval mode instead; here folding changes nothing on the model,
   so there is no mode to get wrong, and a folded model cannot normalize with batch statistics.)
 - A model without batch norm (``batchnorm=False`` and no ``final_bn``), or one already folded,
-  gives an equivalent copy, inference-only like any folded model: nothing to fold, the same
-  numbers bit for bit, and the inference path's speed.
+  gives an equivalent copy, inference-only like any folded model: no batch norm to fold, the
+  same parameters bit for bit; its embedding and first Linear become a table as any folded
+  model's (by the rule), so its logits are the same up to rounding (bit for bit without the
+  table).
 - A folded model is for inference only: it can ``logits``, ``forward`` (the loss), ``evaluate``,
   ``sample``, be saved with ``fastbn.save`` and loaded back folded (the checkpoint records it),
   but ``train_step``, ``backward``, ``train()`` (training mode), ``calibrate_batchnorm``,
@@ -46,7 +79,7 @@ import copy
 import numpy as np
 
 from . import nn
-from .inference import CHUNK, Plan
+from .inference import TABLE_CACHE_BYTES, TABLE_MAX_RATIO, TABLE_MIN_ROWS_PER_V, Plan, table_pays
 from .model import CharMLP
 
 __all__ = ["FoldedCharMLP", "fold_batchnorm", "fold_linear_bn", "folded_layout"]
@@ -127,8 +160,9 @@ class FoldedCharMLP(CharMLP):
     Made by :func:`fold_batchnorm` (or by ``fastbn.load`` from a folded checkpoint). ``config``
     is the unfolded model's (what it was trained as); ``layers`` are Embedding, per block
     Linear (with a bias) and the activation, and the output Linear (with a bias), their arrays
-    read-only. ``logits``, ``evaluate`` and ``sample`` run ``fastbn.inference.Plan``; ``net``
-    still runs the layers (``model.net(X)`` fills their ``.out``).
+    read-only. ``logits``, ``evaluate`` and ``sample`` run ``fastbn.inference.Plan``, with the
+    embedding and the first Linear as one table when ``table``; ``net`` still runs the layers
+    (``model.net(X)`` fills their ``.out``).
 
     Parameters
     ----------
@@ -137,11 +171,16 @@ class FoldedCharMLP(CharMLP):
         The parameters in ``named_parameters`` order (shapes: :func:`folded_layout`), copied.
     dtype, **config
         As ``CharMLP``'s (``config`` is ``CharMLP.config``).
+    table : bool or None
+        Run the embedding and the first Linear as one table (T, V, H) for inference: True
+        always, False never, None (the default) by ``fastbn.inference.table_pays`` (the table's
+        size, the call's rows); kept as ``self.table``. ``uses_table(rows)`` says what a call
+        of ``rows`` rows runs, ``fold_summary()`` (and the repr) what was folded.
     """
 
     folded = True
 
-    def __init__(self, vocab, params, *, dtype=np.float32, **config):
+    def __init__(self, vocab, params, *, dtype=np.float32, table=None, **config):
         # CharMLP builds (and checks) the unfolded structure; its layers are then replaced
         super().__init__(vocab, dtype=dtype, seed=0, **config)
         layout = folded_layout(self.config, self.vocab.size)
@@ -171,27 +210,54 @@ class FoldedCharMLP(CharMLP):
         self.net = nn.Sequential(*layers)
         self.layers = self.net.layers
         self.net.eval()
+        if table is not None and not isinstance(table, (bool, np.bool_)):
+            raise TypeError(f"table must be True, False or None, got {table!r}")
+        self.table = None if table is None else bool(table)
+
+    def _table_dims(self):
+        c = self.config
+        return c["block_size"], self.vocab.size, c["n_embd"], c["n_hidden"]
+
+    def uses_table(self, rows=None):
+        """Whether a call of ``rows`` rows (None: of many rows) runs the table: ``self.table``
+        if it was set, else ``fastbn.inference.table_pays``."""
+        if self.table is not None:
+            return self.table
+        return table_pays(*self._table_dims(), self.dtype.itemsize, rows)
+
+    def fold_summary(self):
+        """What was folded, in words: the batch norms, and the table or why there is none."""
+        c = self.config
+        n_bn = c["n_layers"] * c["batchnorm"] + c["final_bn"]
+        bn = (f"{n_bn} BatchNorm1d into the Linear before {'it' if n_bn == 1 else 'each'}"
+              if n_bn else "no batch norm to fold")
+        T, V, D, H = self._table_dims()
+        ratio = T * V * H / (V * D + T * D * H)
+        table = f"a table ({T}, {V}, {H}), {_bytes(T * V * H * self.dtype.itemsize)}"
+        if self.table is False:
+            return f"{bn}; the Embedding and Linear (1) kept apart (table=False)"
+        if self.table:
+            return f"{bn}; the Embedding and Linear (1) into {table} (table=True)"
+        if self.uses_table():
+            return (f"{bn}; the Embedding and Linear (1) into {table}, for calls of "
+                    f">= {TABLE_MIN_ROWS_PER_V * V:,} rows")
+        return (f"{bn}; the Embedding and Linear (1) kept apart ({table}, would have "
+                f"{ratio:.1f}x their entries, > {TABLE_MAX_RATIO}, and take > "
+                f"{_bytes(TABLE_CACHE_BYTES)})")
 
     # ------------------------------------------------------------------------------------------
     # inference: through fastbn.inference
 
-    def plan(self):
-        """A ``fastbn.inference.Plan`` of this model: its arrays as they are now."""
-        return Plan(self)
+    def plan(self, rows=None):
+        """A ``fastbn.inference.Plan`` of this model, its arrays as they are now, for a call of
+        ``rows`` rows (None: many): with the embedding and the first Linear as one table when
+        ``uses_table(rows)``. ``evaluate`` and ``sample`` (``CharMLP``'s) run it."""
+        return Plan(self, table=self.uses_table(rows))
 
     def logits(self, X):
         """Logits (B, V) of contexts X (B, T) (the eval-mode logits of the unfolded model)."""
-        return self.plan().logits(X)
-
-    def evaluate(self, X, Y, chunk=CHUNK):
-        """Mean cross-entropy over all of (X, Y), in chunks of ``chunk`` rows (a Python float).
-
-        Through the inference path: the layers' ``.out`` and caches are not touched.
-        """
-        return self.plan().loss(X, Y, chunk)
-
-    def _inference_logits(self, rows):
-        return self.plan().logits_fn(rows)
+        X = self._check_X(X)
+        return self.plan(X.shape[0]).logits(X)
 
     # ------------------------------------------------------------------------------------------
     # no training
@@ -215,18 +281,28 @@ class FoldedCharMLP(CharMLP):
 
     def __repr__(self):
         head, tree = super().__repr__().split("\n", 1)
-        return f"{head.rsplit(', ', 1)[0]}, folded\n{tree}"     # the mode is always eval
+        return (f"{head.rsplit(', ', 1)[0]}, folded\n"      # (the mode is always eval)
+                f"  folded: {self.fold_summary()}\n{tree}")
 
 
-def fold_batchnorm(model):
+def _bytes(n):
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def fold_batchnorm(model, table=None):
     """A new, inference-only model: ``model`` with every BatchNorm1d folded into the Linear
-    before it (see the module docstring for the formula and the decisions).
+    before it, and for inference its embedding and first Linear folded into a table (see the
+    module docstring for the formulas and the decisions).
 
     Parameters
     ----------
     model : fastbn.CharMLP
         In either mode (its running statistics are folded); left unchanged. A model without
         batch norm, or already folded, gives an equivalent inference-only copy.
+    table : bool or None
+        Whether the inference path runs the embedding and the first Linear as one table
+        (T, V, H): True always, False never, None (the default) when
+        ``fastbn.inference.table_pays`` (by the table's size and the rows of a call).
 
     Returns
     -------
@@ -237,6 +313,6 @@ def fold_batchnorm(model):
     if not isinstance(model, CharMLP):
         raise TypeError(f"fold_batchnorm expects a fastbn.CharMLP, got {type(model).__name__}")
     folded = FoldedCharMLP(model.vocab, _folded_params(model.layers), dtype=model.dtype,
-                           **model.config)
+                           table=table, **model.config)
     folded.meta = copy.deepcopy(model.meta)
     return folded

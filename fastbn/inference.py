@@ -9,10 +9,10 @@ but none of what training needs: no ``Cache``, no ``.out`` kept on the layers, n
 kept for a backward, tanh in place, and the rows in chunks of ``CHUNK`` whose buffers are
 allocated once per call and stay in the cache between layers.
 
-This is the inference path of ``fastbn.fold_batchnorm``'s folded models (``fastbn.folding``). A
-plan of an unfolded model keeps each BatchNorm1d as its eval-mode affine map, a step of its own;
-the benchmark (``fastbn.bench.inference``) times that too, to separate what folding gains from
-what the inference path gains.
+This is the inference path of every ``CharMLP``: ``evaluate`` and ``sample`` build a plan per
+call (``model.plan()``), and ``fastbn.fold_batchnorm``'s folded models (``fastbn.folding``) run
+nothing else. A plan of an unfolded model keeps each BatchNorm1d as its eval-mode affine map, a
+step of its own; a folded model's has none, and may ask for the table (below).
 
 Steps (B rows of a chunk; T = block_size; shapes of the arrays a step holds):
 
@@ -20,11 +20,27 @@ Steps (B rows of a chunk; T = block_size; shapes of the arrays a step holds):
 step        holds                                      computes
 =========== ========================================== ===========================================
 embed       C (V, D)                                   ids (B, T) -> (B, T*D), ``C[X].reshape``
+table       tab (T, V, H): the embedding and the       ids (B, T) -> (B, H),
+            Linear after it, ``table=True``            ``sum_t tab[t, X[:, t]]``
 linear      W (I, O), b (O,) or None                   ``x @ W + b`` -> (B, O)
 batchnorm   gamma, beta, mean, invstd (D,)             ``gamma * (x - mean) * invstd + beta``
 tanh        (nothing)                                  ``tanh(x)``, in place
 layer       another activation layer of ``fastbn.nn``  its op's forward (a new array)
+            (those of ``fastbn.registry``)
 =========== ========================================== ===========================================
+
+The table (``Plan(model, table=True)``, what a folded model asks for when ``table_pays``). The
+embedding and the Linear after it are linear maps in a row, ``x0 @ W + b`` with ``x0[b]`` the T
+embedding rows ``C[X[b, t]]`` side by side, so they compose into one table per context position::
+
+    tab[t] = C @ W[t*D:(t+1)*D, :]   (V, H), t = 0 .. T-1;  tab[0] += b
+    x0 @ W + b = sum_t tab[t][X[:, t]]                      (B, H)
+
+computed in float64 from the model's arrays and rounded once to the dtype. A row then costs T
+row gathers and T - 1 adds of H values (``fastbn._kernels.table_forward``) instead of a GEMM of
+depth T*D: D times fewer operations. The price: the table has T*V*H entries where the embedding
+and the Linear have V*D + T*D*H, its rows are read in the order of the ids, and it is made when
+the plan is. ``table_pays`` is the rule (by size, and by the rows of a call).
 
 Threads. Everything a kernel reads without the GIL is private to the call or to the plan: the
 plan's arrays are copies made when it is built (read-only), the ids are copied and checked
@@ -34,22 +50,63 @@ threads at once; the model it was made from can change meanwhile without affecti
 import numpy as np
 
 from . import _kernels as K
-from . import nn, ops
+from . import nn, ops, registry
 
-__all__ = ["CHUNK", "Plan"]
+__all__ = ["CHUNK", "TABLE_CACHE_BYTES", "TABLE_MAX_RATIO", "TABLE_MIN_ROWS_PER_V", "Plan",
+           "table_pays"]
 
 # Rows per chunk. Measured on the default model over the val split (22,655 rows, float32, one
-# thread): 1024 to 2048 rows are fastest; 16384 (CharMLP.evaluate's chunk) is ~1.4x slower, its
-# (rows, 200) activations no longer fitting in the L2 cache.
+# thread): 1024 to 2048 rows are fastest; 16384 (CharMLP.evaluate's chunk before it ran a plan)
+# is ~1.4x slower, its (rows, 200) activations no longer fitting in the L2 cache.
 CHUNK = 1024
 
 
-def _private(a, dtype):
-    """A read-only, 64-byte aligned, C-contiguous copy of the array ``a`` of dtype ``dtype``."""
+# The table rule (table_pays; measured, see fastbn.folding's docstring for the numbers): a
+# table of at most TABLE_MAX_RATIO times the entries of the embedding and the Linear it
+# replaces, or of at most TABLE_CACHE_BYTES, used by a call of at least TABLE_MIN_ROWS_PER_V * V
+# rows.
+TABLE_MAX_RATIO = 4
+TABLE_CACHE_BYTES = 256 * 1024
+TABLE_MIN_ROWS_PER_V = 8
+
+
+def table_pays(T, V, D, H, itemsize, rows=None):
+    """Whether the embedding (V, D) and the Linear (T*D, H) after it are worth composing into a
+    table (T, V, H) of ``itemsize``-byte floats (the module docstring), for a call of ``rows``
+    rows (None: by size only).
+
+    By size. A row saves T*D*H multiply-adds for T*H adds, but reads T rows of the table in the
+    order of the ids. The table pays when it has at most ``TABLE_MAX_RATIO`` times the entries
+    of the pair it replaces, ``V*D + T*D*H`` (about V / D times when the Linear dominates: the
+    gathers then read little more than the GEMM would), or when it is small enough to stay in
+    the cache among the other arrays of a chunk, ``TABLE_CACHE_BYTES`` (half the L2 cache of a
+    core here). Beyond both (a large vocabulary with a small D) its reads cost what the GEMM
+    saved, or more.
+
+    By rows. The table is made per plan, T*V*D*H multiply-adds in float64 (and NumPy's
+    overhead), which a row pays back T*D*H of: a call of fewer than ``TABLE_MIN_ROWS_PER_V * V``
+    rows is faster without it.
+    """
+    entries = T * V * H
+    if entries > TABLE_MAX_RATIO * (V * D + T * D * H) and entries * itemsize > TABLE_CACHE_BYTES:
+        return False
+    return rows is None or rows >= TABLE_MIN_ROWS_PER_V * V
+
+
+def _checked(a, dtype):
     if not isinstance(a, np.ndarray) or a.dtype != dtype:
         raise TypeError(f"a layer array must be a {dtype} ndarray, got "
                         f"{getattr(a, 'dtype', type(a).__name__)}")
-    out = nn._aligned(a)
+    return a
+
+
+def _private(a, dtype):
+    """A read-only, C-contiguous copy of the array ``a`` of dtype ``dtype``.
+
+    NumPy's alignment (16 bytes), not the layers' 64: a plan is built per ``evaluate`` call, and
+    the 64-byte copy (``nn._aligned``) costs ~8x the plain one, while the eval throughput of a
+    plan whose arrays start 16 bytes off a cache line was measured the same (within noise)."""
+    out = np.array(_checked(a, dtype), order="C", copy=True)
     out.flags.writeable = False
     return out
 
@@ -57,6 +114,7 @@ def _private(a, dtype):
 class _Embed:
     def __init__(self, layer, dt):
         self.C = _private(layer.weight, dt)                      # (V, D)
+        self.vocab_size = self.C.shape[0]
 
     def width(self, T):
         return T * self.C.shape[1]
@@ -79,6 +137,31 @@ class _Linear:
 
     def run(self, x, out):
         K.linear_forward(x, self.W, self.b, out)
+        return out
+
+
+class _Table:
+    """The Embedding and the Linear after it as one table (the module docstring)."""
+
+    def __init__(self, embed, linear, T, dt):
+        C = _checked(embed.weight, dt).astype(np.float64)                 # (V, D), a copy
+        W = _checked(linear.weight, dt).astype(np.float64)                # (T*D, H), a copy
+        (V, D), H = C.shape, W.shape[1]
+        if W.shape[0] != T * D:
+            raise ValueError(f"a Linear of fan_in {W.shape[0]} follows an embedding of width "
+                             f"{T * D}")
+        tab = np.matmul(C, W.reshape(T, D, H))                            # (T, V, H)
+        if linear.bias is not None:
+            tab[0] += _checked(linear.bias, dt)
+        self.tab = tab.astype(dt)                   # rounded once; a new array, ours alone
+        self.tab.flags.writeable = False
+        self.vocab_size = V
+
+    def width(self, T):
+        return self.tab.shape[2]
+
+    def run(self, ids, out):
+        K.table_forward(self.tab, ids, out)
         return out
 
 
@@ -106,6 +189,11 @@ class _BatchNormEval:
         return out
 
 
+# the layer classes of the activations of fastbn.registry (every CharMLP activation): a _Layer
+# step each (tanh has a step of its own, in place)
+_ACTIVATION_LAYERS = tuple(registry.OPS[n].nonlinearity.layer for n in registry.NONLINEARITIES)
+
+
 class _Tanh:
     inplace = True
 
@@ -127,45 +215,54 @@ class _Layer:
         return self.layer.forward(x)[0]
 
 
-def _steps(layers, dt):
-    """The steps of a layer list [Embedding, ...]: one per layer, in order."""
-    steps = []
-    for i, layer in enumerate(layers):
+def _steps(layers, dt, T, table):
+    """The steps of a layer list [Embedding, ...]: one per layer, in order; with ``table``, the
+    Embedding and the Linear after it as one ``_Table`` step."""
+    if not layers:
+        raise ValueError("a plan needs at least an Embedding")
+    if not isinstance(layers[0], nn.Embedding):
+        raise ValueError(f"a plan starts with an Embedding, not {type(layers[0]).__name__}")
+    if not table:
+        steps, rest = [_Embed(layers[0], dt)], 1
+    elif len(layers) > 1 and isinstance(layers[1], nn.Linear):
+        steps, rest = [_Table(layers[0], layers[1], T, dt)], 2
+    else:
+        raise ValueError("a table needs a Linear right after the Embedding")
+    for i, layer in enumerate(layers[rest:], rest):
         if isinstance(layer, nn.Embedding):
-            if i != 0:
-                raise ValueError("an Embedding can only be the first layer of a plan")
-            steps.append(_Embed(layer, dt))
-        elif i == 0:
-            raise ValueError(f"a plan starts with an Embedding, not {type(layer).__name__}")
+            raise ValueError("an Embedding can only be the first layer of a plan")
         elif isinstance(layer, nn.Linear):
             steps.append(_Linear(layer, dt))
         elif isinstance(layer, nn.BatchNorm1d):
             steps.append(_BatchNormEval(layer, dt))
         elif isinstance(layer, nn.Tanh):
             steps.append(_Tanh())
-        elif isinstance(layer, (nn.ReLU, nn.LeakyReLU, nn.ELU)):
+        elif isinstance(layer, _ACTIVATION_LAYERS):
             steps.append(_Layer(layer))
         else:
             raise TypeError(f"no inference step for layer {i}, {type(layer).__name__}")
-    if not steps:
-        raise ValueError("a plan needs at least an Embedding")
     return steps
 
 
 class Plan:
     """The eval-mode function of ``model`` (a ``fastbn.CharMLP``, folded or not), frozen.
 
+    ``table``: compose the Embedding and the Linear after it into a table (the module
+    docstring): the same function up to rounding, not the layers' arithmetic.
+
     Attributes: ``dtype``, ``block_size`` (T), ``vocab_size`` (V, the embedding's rows),
-    ``classes`` (the width of the logits) and ``widths``, the width of each step's output.
+    ``classes`` (the width of the logits), ``widths``, the width of each step's output, and
+    ``table``, the table (T, V, H) or None.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, table=False):
         dt = np.dtype(model.dtype)
         if dt not in ops.FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
         self.dtype, self.block_size = dt, int(model.block_size)
-        self.steps = _steps(list(model.layers), dt)
-        self.vocab_size = self.steps[0].C.shape[0]
+        self.steps = _steps(list(model.layers), dt, self.block_size, bool(table))
+        self.table = getattr(self.steps[0], "tab", None)            # (T, V, H) or None
+        self.vocab_size = self.steps[0].vocab_size
         width, self.widths = self.block_size, []
         for s in self.steps:
             width = width if getattr(s, "inplace", False) else s.width(width)

@@ -35,6 +35,7 @@ from . import init as _init
 from . import nn, ops, registry
 from ._validate import positive_int as _pos_int
 from .data import Vocab
+from .inference import CHUNK, Plan
 
 __all__ = ["ACTIVATIONS", "INIT_SCHEMES", "LADDER", "CharMLP"]
 
@@ -319,8 +320,9 @@ class CharMLP:
     @contextlib.contextmanager
     def _aside(self):
         """Run the net in eval mode, then put back the mode and what the layers hold: their
-        ``.out``, ``.dout`` and caches, and the loss's cache. So evaluating or sampling between a
-        training step and a look at the activations (or a ``backward``) changes nothing there."""
+        ``.out``, ``.dout`` and caches, and the loss's cache. So calibrating between a training
+        step and a look at the activations (or a ``backward``) changes nothing there.
+        (``evaluate`` and ``sample`` do not need this: they run a ``Plan``, not the layers.)"""
         kept = [(m, {k: v for k, v in vars(m).items() if k in _LAYER_STATE})
                 for m in [self.net, *self.layers]]
         ce_cache, was = self._ce_cache, self.training
@@ -337,24 +339,25 @@ class CharMLP:
                         vars(m).pop(k, None)
             self._ce_cache = ce_cache
 
-    def evaluate(self, X, Y, chunk=16384):
-        """Mean cross-entropy over all of (X, Y) in eval mode (running statistics), in chunks.
+    def plan(self, rows=None):
+        """``fastbn.inference.Plan(self)``: the eval-mode function of the model as it is now (a
+        snapshot of its arrays), for inference. ``rows``, the rows of the call it is for, is for
+        a folded model (``fastbn.folding``), which decides its table by it."""
+        return Plan(self)
 
-        The mode the model was in is restored afterwards, and so are the layers' ``.out``,
-        ``.dout`` and caches (those of the last training step). Returns a Python float.
+    def evaluate(self, X, Y, chunk=CHUNK):
+        """Mean cross-entropy over all of (X, Y) in eval mode (running statistics), in chunks of
+        ``chunk`` rows. Returns a Python float.
+
+        Through the inference path: ``self.plan()``, made per call (``fastbn.inference``), runs
+        the layers' kernels without what training keeps. Nothing on the model changes, in either
+        mode: not the mode, not the layers' ``.out``, ``.dout`` and caches (those of the last
+        training step), not the running statistics. The loss is the layers' eval-mode loss up to
+        rounding: a chunk's GEMMs may round differently from those of another row count, and
+        each chunk's mean is kept in float64.
         """
         X = self._check_X(X)
-        Y = np.asarray(Y)
-        if Y.shape != (X.shape[0],):
-            raise ValueError(f"Y must have shape ({X.shape[0]},) to match X, got {Y.shape}")
-        if X.shape[0] == 0:
-            raise ValueError("cannot evaluate on zero examples")
-        with self._aside():
-            total = 0.0
-            for a, b in self._chunks(X.shape[0], chunk):
-                loss, _ = ops.cross_entropy_forward(self.net(X[a:b]), Y[a:b])
-                total += float(loss) * (b - a)
-        return total / X.shape[0]
+        return self.plan(X.shape[0]).loss(X, Y, chunk)
 
     def calibrate_batchnorm(self, X, chunk=16384):
         """Set every BatchNorm's running statistics from all of X (the lecture's "calibrate the
@@ -390,7 +393,8 @@ class CharMLP:
                 layer.running_var[...] = m2 / (n - 1)
 
     def sample(self, n=20, seed=None, max_len=MAX_SAMPLE_LEN):
-        """Generate ``n`` names in eval mode (running statistics).
+        """Generate ``n`` names in eval mode (running statistics), through the inference path
+        (``self.plan()``, as ``evaluate``: nothing on the model changes).
 
         All n names are generated together, one character per step: the next id is drawn from
         softmax(logits) by inverse CDF with one uniform number per name from
@@ -403,31 +407,25 @@ class CharMLP:
         ctx = np.zeros((n, self.block_size), dtype=np.int64)
         out = np.zeros((n, max_len), dtype=np.int64)
         done = np.zeros(n, dtype=bool)
-        with self._aside():
-            forward = self._inference_logits(n)
-            for t in range(max_len):
-                logits = forward(ctx).astype(np.float64)
-                p = np.exp(logits - logits.max(1, keepdims=True))
-                cdf = np.cumsum(p, axis=1)
-                u = rng.random(n) * cdf[:, -1]
-                ix = np.minimum((cdf <= u[:, None]).sum(1), cdf.shape[1] - 1)
-                ix[done] = 0
-                out[:, t] = ix
-                done |= ix == 0
-                if done.all():
-                    break
-                ctx = np.concatenate([ctx[:, 1:], ix[:, None]], axis=1)
+        forward = self.plan(n * max_len).logits_fn(n)   # the model is left as it is (evaluate)
+        for t in range(max_len):
+            logits = forward(ctx).astype(np.float64)
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            cdf = np.cumsum(p, axis=1)
+            u = rng.random(n) * cdf[:, -1]
+            ix = np.minimum((cdf <= u[:, None]).sum(1), cdf.shape[1] - 1)
+            ix[done] = 0
+            out[:, t] = ix
+            done |= ix == 0
+            if done.all():
+                break
+            ctx = np.concatenate([ctx[:, 1:], ix[:, None]], axis=1)
         names = []
         for row in out:
             ids = row.tolist()
             ids = ids[:ids.index(0)] if 0 in ids else ids
             names.append(self.vocab.decode(ids))
         return names
-
-    def _inference_logits(self, rows):
-        """The function X (B, T) -> logits (B, V), B <= rows, that ``sample`` calls in eval
-        mode: the net (a folded model, ``fastbn.folding``, runs its inference path instead)."""
-        return self.net
 
     def __repr__(self):
         """A torch-like tree: the layers with their shapes and parameter counts (the full

@@ -31,7 +31,7 @@ def quick(names):
 
 def test_quick_run_verifies_then_reports_every_peer_and_task(quick):
     inf, torch = quick
-    peers = ["unfolded", "unfolded_plan", "folded"] + (["torch"] if torch else [])
+    peers = ["unfolded", "folded_bn", "folded"] + (["torch"] if torch else [])
     assert list(inf["implementations"]) == peers
     assert inf["examples"] == inference.QUICK_EXAMPLES and inf["sample_n"] == 20
     assert inf["train_steps"] == inference.QUICK_TRAIN_STEPS
@@ -49,6 +49,9 @@ def test_quick_run_verifies_then_reports_every_peer_and_task(quick):
             assert v["loss_diff"] <= inference.LOSS_TOL[r["dtype"]]
             assert v["names_differing"] <= (1 if r["dtype"] == "float32" else 0)
         assert r["impls"]["unfolded"]["speedup"] == 1.0
+    for dt in ("float32", "float64"):              # what was folded, and that the table is used
+        assert inf["folded"][dt].startswith("1 BatchNorm1d into the Linear before it; the "
+                                            "Embedding and Linear (1) into a table (3, 27, 200)")
     json.dumps(inf)                                      # results.json can hold it
 
 
@@ -68,19 +71,22 @@ def test_the_report_has_the_inference_table(quick):
     assert f"{first['rate']:,.0f}† (" in text and "† a timed block" in text
 
 
-def test_a_wrong_folded_model_fails_verification_and_nothing_is_timed(names, monkeypatch):
+@pytest.mark.parametrize("broken, peer", [(None, "folded"), (False, "folded_bn")])
+def test_a_wrong_folded_model_fails_verification_and_nothing_is_timed(names, monkeypatch, broken,
+                                                                      peer):
     real = folding.fold_batchnorm
 
-    def wrong(model):
-        f = real(model)
-        w = f.layers[-1].bias
-        w.flags.writeable = True
-        w[1] += 0.01                     # one logit moves (softmax ignores a shift of all)
+    def wrong(model, table=None):
+        f = real(model, table=table)
+        if table is broken:              # one of the two folded peers
+            w = f.layers[-1].bias
+            w.flags.writeable = True
+            w[1] += 0.01                 # one logit moves (softmax ignores a shift of all)
         return f
     monkeypatch.setattr(folding, "fold_batchnorm", wrong)
     timed = []
     monkeypatch.setattr(inference, "_time", lambda *a, **k: timed.append(a))
-    with pytest.raises(VerificationError, match="fastbn, folded"):
+    with pytest.raises(VerificationError, match=f"{inference.IMPLS[peer]} gives the val loss"):
         inference.run_inference(names, ["float64"], seed=1, repeats=1, block_seconds=0.001,
                                 quick=True)
     assert not timed

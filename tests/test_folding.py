@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastbn
-from fastbn import folding, nn
+from fastbn import folding, inference, nn
 from fastbn.checkpoint import load, save
 from fastbn.cli import main
 from fastbn.folding import FoldedCharMLP, fold_batchnorm, fold_linear_bn
@@ -105,6 +105,8 @@ def test_folded_logits_losses_and_names_are_the_unfolded_models(config, dtype):
     assert float(f.forward(X, Y)) == pytest.approx(m.evaluate(X, Y), rel=RTOL[dtype], abs=0)
     for seed in (0, 1, 2):
         assert f.sample(40, seed=seed) == m.sample(40, seed=seed)
+    assert f.uses_table(X.shape[0]) and f.plan(X.shape[0]).table is not None   # with the table
+    assert_close_to_scale(fold_batchnorm(m, table=False).logits(X), ref, RTOL[dtype])  # without
     assert not f.batchnorms() and not f.named_buffers()
     n_bn = len(m.batchnorms())
     assert len(f.layers) == len(m.layers) - n_bn
@@ -192,6 +194,94 @@ def test_a_fold_that_is_not_finite_is_refused_with_the_reason():
 
 
 # ----------------------------------------------------------------------------------------------
+# the table: the embedding and the first Linear as one
+
+def test_the_table_is_the_composed_embedding_and_linear():
+    """Tab[t] = C @ W1[t*D:(t+1)*D] in float64 (the folded bias in Tab[0]), rounded once."""
+    m = model_with_statistics({"block_size": 4, "n_embd": 3, "n_hidden": 16}, "float32")
+    f = fold_batchnorm(m, table=True)
+    tab = f.plan().table
+    C, W, b = (a.astype(np.float64) for a in (f.layers[0].weight, f.layers[1].weight,
+                                              f.layers[1].bias))
+    want = np.stack([C @ W[3 * t:3 * t + 3] for t in range(4)])
+    want[0] += b
+    assert tab.dtype == np.float32 and tab.shape == (4, 11, 16) and not tab.flags.writeable
+    assert np.array_equal(tab, want.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_model_whose_table_would_not_pay_keeps_its_embedding_and_linear(dtype):
+    # n_embd 2, n_hidden 1024 and 27 characters: the table would have 3*27*1024 = 82,944
+    # entries, 13.4 times the pair's 27*2 + 3*2*1024 = 6,198, and take more than the cache bound
+    m = model_with_statistics({"n_embd": 2, "n_hidden": 1024}, dtype,
+                              vocab=".abcdefghijklmnopqrstuvwxyz")
+    assert 3 * 27 * 1024 * m.dtype.itemsize > inference.TABLE_CACHE_BYTES
+    f = fold_batchnorm(m)
+    assert f.table is None and not f.uses_table() and not f.uses_table(10**9)
+    p = f.plan(10**9)
+    assert p.table is None and type(p.steps[0]).__name__ == "_Embed"
+    assert "kept apart (a table (3, 27, 1024)" in repr(f)
+    assert "13.4x their entries, > 4, and take > 256.0 KiB" in repr(f)
+    X = contexts(m, 2000)
+    ref = eval_logits(m, X).astype(np.float64)
+    assert_close_to_scale(f.logits(X), ref, RTOL[dtype])
+    forced = fold_batchnorm(m, table=True)           # the table, asked for: the same function
+    assert forced.plan().table is not None and forced.uses_table(1)
+    assert_close_to_scale(forced.logits(X), ref, RTOL[dtype])
+    assert "(table=True)" in repr(forced)
+    assert "kept apart (table=False)" in repr(fold_batchnorm(m, table=False))
+    with pytest.raises(TypeError, match="table must be True, False or None"):
+        fold_batchnorm(m, table="yes")
+
+
+def test_a_call_of_few_rows_runs_without_the_table(monkeypatch):
+    m = model_with_statistics({}, "float64")                # V = 11
+    f = fold_batchnorm(m)
+    least = inference.TABLE_MIN_ROWS_PER_V * m.vocab.size
+    assert not f.uses_table(least - 1) and f.uses_table(least) and f.uses_table()
+    asked = []
+    real = folding.Plan
+    monkeypatch.setattr(folding, "Plan", lambda model, table: asked.append(table) or
+                        real(model, table=table))
+    X = contexts(m, least)
+    Y = np.zeros(least, np.int64)
+    f.logits(X[:-1])
+    f.logits(X)
+    f.evaluate(X[:5], Y[:5])
+    f.evaluate(X, Y)
+    f.sample(3, max_len=least // 3 - 1)                     # 3 * max_len rows at most
+    f.sample(3, max_len=least // 3 + 1)
+    assert asked == [False, True, False, True, False, True]
+
+
+def test_a_broken_table_fails_the_comparison(monkeypatch):
+    """The comparisons above can fail: a table without the folded bias, or whose positions are
+    read in the wrong order, is caught."""
+    m = model_with_statistics({}, "float64")
+    X = contexts(m)
+    ref = eval_logits(m, X)
+    f = fold_batchnorm(m, table=True)
+    assert_close_to_scale(f.logits(X), ref, RTOL["float64"])
+    real = inference._Table
+
+    class NoBias:
+        def __init__(self, linear):
+            self.weight, self.bias = linear.weight, None
+    monkeypatch.setattr(inference, "_Table",
+                        lambda emb, lin, T, dt: real(emb, NoBias(lin), T, dt))
+    with pytest.raises(AssertionError, match="max"):
+        assert_close_to_scale(f.logits(X), ref, RTOL["float64"])
+    monkeypatch.setattr(inference, "_Table", real)
+    real_kernel = inference.K.table_forward
+
+    def reversed_positions(tab, ids, out):
+        real_kernel(tab, np.ascontiguousarray(ids[:, ::-1]), out)
+    monkeypatch.setattr(inference.K, "table_forward", reversed_positions)
+    with pytest.raises(AssertionError, match="max"):
+        assert_close_to_scale(f.logits(X), ref, RTOL["float64"])
+
+
+# ----------------------------------------------------------------------------------------------
 # what folding leaves alone, and the decisions
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -220,7 +310,11 @@ def test_a_model_without_batch_norm_folds_to_an_equal_copy():
     assert [n for n, _ in f.named_parameters()] == [n for n, _ in m.named_parameters()]
     for (_, p), (_, q) in zip(f.named_parameters(), m.named_parameters()):
         assert np.array_equal(p, q) and not np.shares_memory(p, q)
-    assert np.array_equal(f.logits(X), eval_logits(m, X))
+    # its embedding and first Linear run as a table (200 rows >= 8 V): the same up to rounding
+    assert f.uses_table(len(X))
+    assert_close_to_scale(f.logits(X), eval_logits(m, X), RTOL["float64"])
+    # without the table, the layers' arithmetic: bit for bit
+    assert np.array_equal(fold_batchnorm(m, table=False).logits(X), eval_logits(m, X))
     g = fold_batchnorm(f)           # folding a folded model: a copy too
     assert np.array_equal(g.logits(X), f.logits(X)) and g is not f
 
@@ -231,9 +325,15 @@ def test_meta_is_copied_and_repr_says_folded():
     f = fold_batchnorm(m)
     assert f.meta == m.meta and f.meta is not m.meta and f.meta["note"] is not m.meta["note"]
     text = repr(f)
-    head = text.splitlines()[0]
+    head, summary, *tree = text.splitlines()
     assert head == f"CharMLP(vocab=27, {f.num_parameters():,} parameters, float32, folded"
-    assert "BatchNorm1d" not in text and "Linear(30, 200, bias=True)" in text
+    least = inference.TABLE_MIN_ROWS_PER_V * 27
+    assert summary == ("  folded: 1 BatchNorm1d into the Linear before it; the Embedding and "
+                       f"Linear (1) into a table (3, 27, 200), 63.3 KiB, for calls of >= {least} "
+                       "rows")
+    assert summary.strip() == f"folded: {f.fold_summary()}"
+    tree = "\n".join(tree)
+    assert "BatchNorm1d" not in tree and "Linear(30, 200, bias=True)" in tree
     # the fold replaces BN's 4 x 200 (gamma, beta and 2 buffers) by a bias of 200
     assert f.num_parameters() == m.num_parameters() - 2 * 200 + 200
     assert repr(m).splitlines()[0].endswith("training mode")     # (the model keeps its mode)

@@ -10,9 +10,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from fastbn import _kernels as K
 from fastbn import nn
-from fastbn.inference import CHUNK, Plan
-from fastbn.model import CharMLP
+from fastbn.inference import (
+    CHUNK,
+    TABLE_CACHE_BYTES,
+    TABLE_MAX_RATIO,
+    TABLE_MIN_ROWS_PER_V,
+    Plan,
+    table_pays,
+)
+from fastbn.model import ACTIVATIONS, CharMLP
 
 
 def model(dtype="float64", **config):
@@ -51,6 +59,62 @@ def test_a_plan_computes_the_layers_eval_logits(dtype, config):
     f = p.logits_fn(64)
     assert np.array_equal(f(X[:64]), p.logits(X[:64])) and np.array_equal(f(X[:5]),
                                                                          p.logits(X[:5]))
+    t = Plan(m, table=True)                                 # the table: to rounding
+    assert t.table.shape == (m.block_size, m.vocab.size, 24) and t.steps[0].vocab_size == 11
+    tol = (1e-6 if dtype == "float32" else 1e-13) * np.abs(ref).max()
+    assert np.abs(t.logits(X) - ref).max() <= tol
+    assert np.abs(t.logits(X, chunk=7) - ref).max() <= tol
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_activation_has_a_step(activation):
+    m = model("float64", activation=activation, n_layers=2)
+    X = ids(m, 50)
+    assert np.array_equal(Plan(m).logits(X), m.logits(X))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_table_forward_is_the_gather_sum_in_position_order(dtype):
+    g = np.random.default_rng(5)
+    T, V, H, B = 4, 9, 37, 60
+    tab = g.normal(size=(T, V, H)).astype(dtype)
+    idx = g.integers(0, V, (B, T))
+    out = np.full((B, H), np.nan, dtype)
+    K.table_forward(tab, idx, out)
+    want = tab[0][idx[:, 0]]
+    for t in range(1, T):
+        want = want + tab[t][idx[:, t]]                     # the kernel's order: bit for bit
+    assert np.array_equal(out, want)
+    K.table_forward(tab, idx[:0], out[:0])                  # no rows: nothing to do
+    for bad in (lambda: K.table_forward(tab, idx[:, :3].copy(), out),
+                lambda: K.table_forward(tab, idx, out[:, :5].copy()),
+                lambda: K.table_forward(tab, idx, out[:7])):
+        with pytest.raises(ValueError, match="table_forward: the arguments' shapes disagree"):
+            bad()
+
+
+def test_the_table_rule():
+    def ratio(T, V, D, H):
+        return T * V * H / (V * D + T * D * H)
+    # by size: T*V*H <= TABLE_MAX_RATIO * (V*D + T*D*H), or a table of <= TABLE_CACHE_BYTES
+    assert ratio(3, 27, 10, 200) <= TABLE_MAX_RATIO and table_pays(3, 27, 10, 200, 8)
+    assert ratio(3, 27, 2, 200) > TABLE_MAX_RATIO and 3 * 27 * 200 * 8 <= TABLE_CACHE_BYTES
+    assert table_pays(3, 27, 2, 200, 8)                      # small: it stays in the cache
+    assert ratio(3, 200, 2, 400) > TABLE_MAX_RATIO and 3 * 200 * 400 * 4 > TABLE_CACHE_BYTES
+    assert not table_pays(3, 200, 2, 400, 4) and not table_pays(3, 200, 2, 400, 4, rows=10**9)
+    # at the bounds. Ratio: with T = D = 1, V*H = r (V + H) when (V - r)(H - r) = r^2 (an
+    # itemsize too large for the cache clause)
+    r = TABLE_MAX_RATIO
+    V = H = 2 * r
+    assert table_pays(1, V, 1, H, 2**30) and not table_pays(1, V, 1, H + 1, 2**30)
+    # bytes: a table of exactly TABLE_CACHE_BYTES, far above the ratio
+    V, H = 128, TABLE_CACHE_BYTES // (128 * 8)
+    assert ratio(1, V, 1, H) > TABLE_MAX_RATIO
+    assert table_pays(1, V, 1, H, 8) and not table_pays(1, V, 1, H + 1, 8)
+    # by rows: a call of at least TABLE_MIN_ROWS_PER_V * V rows
+    least = TABLE_MIN_ROWS_PER_V * 27
+    assert table_pays(3, 27, 10, 200, 4, rows=least)
+    assert not table_pays(3, 27, 10, 200, 4, rows=least - 1)
 
 
 def test_a_plan_keeps_a_batchnorm_that_follows_no_linear():
@@ -74,19 +138,20 @@ def test_a_plan_keeps_a_batchnorm_that_follows_no_linear():
                                                                        net(X))
 
 
-def test_a_plan_is_a_private_read_only_snapshot():
+@pytest.mark.parametrize("table", [False, True])
+def test_a_plan_is_a_private_read_only_snapshot(table):
     m = model()
     X = ids(m, 50)
-    p = Plan(m)
+    p = Plan(m, table=table)
     before = p.logits(X)
     for a in m.parameters() + [b for _, b in m.named_buffers()]:
         a[...] = 0
     assert np.array_equal(p.logits(X), before)
-    for s in p.steps:
-        for a in vars(s).values():
-            if isinstance(a, np.ndarray):
-                assert not a.flags.writeable
-                assert not any(np.shares_memory(a, q) for q in m.parameters())
+    arrays = [a for s in p.steps for a in vars(s).values() if isinstance(a, np.ndarray)]
+    assert len(arrays) == (7 if table else 8)   # C and W1, or the table; BN's 4; W2, b2
+    for a in arrays:
+        assert not a.flags.writeable
+        assert not any(np.shares_memory(a, q) for q in m.parameters())
 
 
 def test_bad_input_gets_a_clear_exception():
@@ -121,6 +186,12 @@ def test_bad_input_gets_a_clear_exception():
     with pytest.raises(ValueError, match="follows a layer of width"):
         Plan(SimpleNamespace(layers=[m.layers[0], m.layers[-1]], dtype=np.float64,
                              block_size=3))
+    with pytest.raises(ValueError, match="a table needs a Linear right after the Embedding"):
+        Plan(SimpleNamespace(layers=[m.layers[0], nn.Tanh()], dtype=np.float64, block_size=3),
+             table=True)
+    with pytest.raises(ValueError, match="follows an embedding of width 30"):
+        Plan(SimpleNamespace(layers=[m.layers[0], m.layers[-1]], dtype=np.float64,
+                             block_size=3), table=True)
 
 
 def test_a_plan_serves_several_threads_at_once():

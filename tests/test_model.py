@@ -312,6 +312,86 @@ def test_evaluate_is_the_eval_mode_mean_in_any_chunking():
         m.evaluate(X, Y[:-1])
 
 
+def with_statistics(m, seed=7):
+    """m with gamma, beta and running statistics far from their initial values."""
+    g = np.random.default_rng(seed)
+    for bn in m.batchnorms():
+        bn.gamma[...] = g.uniform(0.5, 2, bn.gamma.shape)
+        bn.beta[...] = g.normal(0, 0.5, bn.beta.shape)
+        bn.running_mean[...] = g.normal(0, 1, bn.running_mean.shape)
+        bn.running_var[...] = g.uniform(0.1, 3, bn.running_var.shape)
+    return m
+
+
+def layers_eval_loss(m, X, Y):
+    """The eval-mode loss through the layers (``CharMLP.evaluate`` before it ran a Plan)."""
+    was = m.training
+    loss = float(m.eval().forward(X, Y))
+    m.train(was)
+    return loss
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_evaluate_is_the_layers_eval_loss_and_changes_nothing(activation, dtype):
+    m = with_statistics(small(activation=activation, n_layers=2, final_bn=True, dtype=dtype))
+    X, Y = small_batch(n=300)
+    want = layers_eval_loss(m, X, Y)
+    params = [p.copy() for p in m.parameters()] + [b.copy() for _, b in m.named_buffers()]
+    rel = 1e-6 if dtype == np.float32 else 1e-13
+    for mode in (True, False):
+        m.train(mode)
+        assert m.evaluate(X, Y) == pytest.approx(want, rel=rel, abs=0)
+        assert m.evaluate(X, Y, chunk=64) == pytest.approx(want, rel=rel, abs=0)
+        assert m.training == mode
+    for a, b in zip(m.parameters() + [b for _, b in m.named_buffers()], params):
+        assert np.array_equal(a, b)
+    for bad, err, match in [((X[:, :2], Y), ValueError, r"shape \(B, 3\)"),
+                            ((X, Y[:5]), ValueError, r"Y must have shape \(300,\)"),
+                            ((X[:0], Y[:0]), ValueError, "zero examples"),
+                            ((np.full((2, 3), 7), Y[:2]), IndexError, "X holds 7"),
+                            ((X[:2], np.full(2, 7)), IndexError, "Y holds 7"),
+                            ((X.astype(float), Y), TypeError, "integer")]:
+        with pytest.raises(err, match=match):
+            m.evaluate(*bad)
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        m.evaluate(X, Y, chunk=0)
+
+
+def layers_sample(m, n, seed, max_len=50):
+    """``CharMLP.sample``'s algorithm with the logits of the layers in eval mode (as it ran
+    before it ran a Plan)."""
+    was = m.training
+    m.eval()
+    rng = np.random.default_rng(seed)
+    ctx = np.zeros((n, m.block_size), np.int64)
+    out = np.zeros((n, max_len), np.int64)
+    done = np.zeros(n, bool)
+    for t in range(max_len):
+        logits = m.net(ctx).astype(np.float64)
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        cdf = np.cumsum(p, axis=1)
+        u = rng.random(n) * cdf[:, -1]
+        ix = np.minimum((cdf <= u[:, None]).sum(1), cdf.shape[1] - 1)
+        ix[done] = 0
+        out[:, t] = ix
+        done |= ix == 0
+        if done.all():
+            break
+        ctx = np.concatenate([ctx[:, 1:], ix[:, None]], axis=1)
+    m.train(was)
+    return [m.vocab.decode(r[:list(r).index(0)] if 0 in r else r) for r in out.tolist()]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sample_gives_the_names_of_the_layers_eval_logits(dtype):
+    """The plan's logits of n rows are the layers' bit for bit (one GEMM of the same shape), so
+    the names are the same, not merely close."""
+    m = with_statistics(small(dtype=dtype, n_hidden=16))
+    for n, seed in ((1, 0), (7, 1), (40, 2)):
+        assert m.sample(n, seed=seed) == layers_sample(m, n, seed)
+
+
 def test_calibrate_batchnorm_sets_whole_set_statistics():
     m = small(n_layers=2, dtype=np.float64)
     X, _ = small_batch(n=203)

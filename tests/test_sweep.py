@@ -65,7 +65,7 @@ def test_bn_unbiased_is_a_parameter_and_a_trial_with_it_is_fastbn_train_bn_varia
     """bn_unbiased=true,false sweeps the batch-norm variance (default false, CharMLP's); a trial
     with it, run in this process, is `fastbn train --bn-variance unbiased` with its seed."""
     from fastbn.sweep.space import DEFAULTS, resolve
-    from fastbn.sweep.trial import run_trial
+    from fastbn.sweep.trial import one_blas_thread, run_trial
 
     assert DEFAULTS["bn_unbiased"] is False
     space = Space.parse(["bn_unbiased=true,false", "steps=60", "n_hidden=20"], seeds=[5])
@@ -73,7 +73,10 @@ def test_bn_unbiased_is_a_parameter_and_a_trial_with_it_is_fastbn_train_bn_varia
     assert resolve(space.trials()[0].params)[0]["bn_unbiased"] is True
     assert space.trials()[0].label() == "bn_unbiased=true steps=60 n_hidden=20 seed=5"
     ds = fastbn.data.load_dataset(names_path)
-    got = [run_trial(ds, t) for t in space.trials()]
+    # on one BLAS thread, as a trial runs in a sweep (execute) and as `fastbn train` runs: float32
+    # GEMMs may round differently on two threads, and evaluate keeps each chunk's mean in float64
+    with one_blas_thread():
+        got = [run_trial(ds, t) for t in space.trials()]
     assert all(g["path"] == "fused" for g in got)
     with redirect_stdout(io.StringIO()):
         assert main(["train", "--data", names_path, "--steps", "60", "--n-hidden", "20",

@@ -12,12 +12,14 @@ lengths of its names are those of a model in training, not of a fresh one. Per d
 The implementations ("peers"):
 
 ============== =================================================================================
-unfolded       the model as trained: ``model.evaluate(X, Y)`` (its default chunk) and
-               ``model.sample``, through the layers in eval mode
-unfolded_plan  the inference path without folding: ``fastbn.inference.Plan`` of the unfolded model
-               (batch norm as its eval-mode step), to separate what folding gains from what the
-               path gains
-folded         ``fastbn.fold_batchnorm(model)``: ``.evaluate`` and ``.sample`` (its inference path)
+unfolded       the model as trained, as users call it: ``model.evaluate(X, Y)`` and
+               ``model.sample`` (the inference path, ``fastbn.inference.Plan``, batch norm as its
+               eval-mode step, ``CHUNK``-row chunks)
+folded_bn      ``fastbn.fold_batchnorm(model, table=False)``: batch norm folded into the Linears,
+               the embedding and the first Linear kept apart; to show what each fold gains
+folded         ``fastbn.fold_batchnorm(model)``: batch norm folded, and the embedding and the
+               first Linear as one table when ``fastbn.inference.table_pays`` (the benchmark's
+               model: yes, for both tasks)
 torch          PyTorch eager under ``torch.no_grad()``: ``C[X].view``, ``@ W1``, eval-mode
                ``F.batch_norm`` (running statistics), ``tanh``, ``@ W2 + b2``; eval takes the
                whole split at once and ``F.cross_entropy``; sampling is ``CharMLP.sample``'s
@@ -35,9 +37,9 @@ import time
 
 import numpy as np
 
-from ..inference import CHUNK, Plan
+from ..inference import CHUNK
 from ..model import MAX_SAMPLE_LEN
-from .peers import clone, make_model
+from .peers import make_model
 from .timing import MIN_CPU_SHARE, _timed
 
 __all__ = ["IMPLS", "LOSS_TOL", "SAMPLE_N", "TARGET_METRICS", "TASKS", "TRAIN_STEPS",
@@ -45,7 +47,7 @@ __all__ = ["IMPLS", "LOSS_TOL", "SAMPLE_N", "TARGET_METRICS", "TASKS", "TRAIN_ST
 
 IMPLS = {
     "unfolded": "fastbn, unfolded",
-    "unfolded_plan": "fastbn, unfolded, inference path",
+    "folded_bn": "fastbn, folded, no table",
     "folded": "fastbn, folded",
     "torch": "PyTorch eager, no_grad",
 }
@@ -68,20 +70,6 @@ class _FastBN:
 
     def names(self):
         return self.model.sample(SAMPLE_N, seed=self.seed)
-
-
-class _Plan(_FastBN):
-    """The unfolded model through ``fastbn.inference.Plan`` (batch norm as its eval-mode step):
-    the inference path without folding. A plan is made per call, as a folded model does."""
-
-    def __init__(self, model, X, Y, seed):
-        m = clone(model).eval()
-        # sample() asks the model for its logits function: here, the plan's
-        m._inference_logits = lambda rows: Plan(m).logits_fn(rows)
-        super().__init__(m, X, Y, seed)
-
-    def loss(self):
-        return Plan(self.model).loss(self.X, self.Y)
 
 
 class _Torch:
@@ -233,11 +221,14 @@ def run_inference(ds, dtypes, seed, repeats, block_seconds, torch_mod=None, quic
     steps = QUICK_TRAIN_STEPS if quick else TRAIN_STEPS
     names = [k for k in IMPLS if k != "torch" or torch_mod is not None]
     sample_seed = int(seed) % 2**32
-    rows = []
+    rows, summaries = [], {}
     for dt in dtypes:
         model = _trained(ds, dt, seed, steps)
-        kinds = {"unfolded": (_FastBN, model), "unfolded_plan": (_Plan, model),
-                 "folded": (_FastBN, fold_batchnorm(model)), "torch": (_Torch, model)}
+        folded = {"folded_bn": fold_batchnorm(model, table=False),
+                  "folded": fold_batchnorm(model)}
+        summaries[dt] = folded["folded"].fold_summary()
+        kinds = {"unfolded": (_FastBN, model), "folded_bn": (_FastBN, folded["folded_bn"]),
+                 "folded": (_FastBN, folded["folded"]), "torch": (_Torch, model)}
         peers = {k: kinds[k][0](kinds[k][1], X, Y, sample_seed) for k in names}
         ver = _verify(peers, dt)
         if log:
@@ -261,9 +252,9 @@ def run_inference(ds, dtypes, seed, repeats, block_seconds, torch_mod=None, quic
                         f"share >= {min(v['cpu_share']):.2f}, {v['discarded']} blocks discarded)")
     return {"train_steps": steps, "split": "val", "examples": int(X.shape[0]),
             "sample_n": SAMPLE_N, "sample_seed": sample_seed,
-            "chunks": {"unfolded": "CharMLP.evaluate's default (16384 rows)",
-                       "unfolded_plan": f"{CHUNK} rows", "folded": f"{CHUNK} rows",
-                       "torch": "the whole split in one call"},
+            "chunks": {"unfolded": f"{CHUNK} rows", "folded_bn": f"{CHUNK} rows",
+                       "folded": f"{CHUNK} rows", "torch": "the whole split in one call"},
+            "folded": summaries,
             "loss_tol": LOSS_TOL, "implementations": {k: IMPLS[k] for k in names},
             "results": rows}
 
@@ -317,6 +308,7 @@ def markdown(inf):
            f"the {inf['split']} split ({inf['examples']:,} examples) in one call; sample: "
            f"{inf['sample_n']} names in one call (seed {inf['sample_seed']}). Rows per chunk: "
            + "; ".join(f"{IMPLS[k]}: {v}" for k, v in inf["chunks"].items() if k in names)
+           + ". Folded: " + "; ".join(f"{dt}, {v}" for dt, v in inf.get("folded", {}).items())
            + ". Verified first: every implementation's loss is the unfolded model's (within "
            f"{inf['loss_tol']['float32']:g} in float32, {inf['loss_tol']['float64']:g} in "
            "float64) and so are its names. Median of the timed blocks; (N×) = its rate / the "
