@@ -301,7 +301,8 @@ class CharMLP:
                 b[...] = old
             return loss
         self.backward()
-        params, grads = self.parameters(), self.grads()
+        params, grads = [], []
+        self.net._collect(params, grads)
         if not _kernels.sgd_update(params, grads, lr):
             for p, g in zip(params, grads):
                 p -= lr * g

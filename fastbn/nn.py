@@ -96,6 +96,13 @@ class Module:
     def grads(self):
         return [getattr(self, "d" + n) for n in self._param_names]
 
+    def _collect(self, params, grads):
+        """Append ``parameters()`` to ``params`` and ``grads()`` to ``grads``, in one pass (the
+        per-layer step's update reads both every step)."""
+        for n in self._param_names:
+            params.append(getattr(self, n))
+            grads.append(getattr(self, "d" + n))
+
     def zero_grad(self):
         for g in self.grads():
             g[...] = 0
@@ -313,6 +320,10 @@ class Sequential(Module):
 
     def parameters(self):
         return [p for layer in self.layers for p in layer.parameters()]
+
+    def _collect(self, params, grads):
+        for layer in self.layers:
+            layer._collect(params, grads)
 
     def grads(self):
         return [g for layer in self.layers for g in layer.grads()]
