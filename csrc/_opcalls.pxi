@@ -816,7 +816,7 @@ def cross_entropy_backward_fast(dloss, cache):
 
 # ----------------------------------------------------------------------------------------------
 # the per-layer step's bulk work: the SGD update of every parameter, the copy of the running
-# statistics (fastbn.model.CharMLP.train_step)
+# statistics (fastbn.model.CharMLP.train_step), their update (fastbn.nn.BatchNorm1d)
 
 cdef extern from *:
     """
@@ -843,6 +843,32 @@ cdef extern from *:
     """
     void fb_sgd_f32(float *p, const float *g, float lr, int64_t n) nogil
     void fb_sgd_f64(double *p, const double *g, double lr, int64_t n) nogil
+
+cdef extern from *:
+    """
+    /* r (n,) = r * keep + take * batch (n,), rounded as NumPy's `r *= 1 - m; r += m * batch`
+     * for a Python float m: keep = 1 - m and take = m rounded to the dtype, each product
+     * rounded, then the sum; no FMA (FB_NO_FMA, defined above). */
+    FB_NO_FMA static void fb_running_f32(float *r, const float *batch, float keep, float take,
+                                         int64_t n) {
+        for (int64_t i = 0; i < n; i++) {
+            const float kept = r[i] * keep;
+            const float taken = take * batch[i];
+            r[i] = kept + taken;
+        }
+    }
+    FB_NO_FMA static void fb_running_f64(double *r, const double *batch, double keep,
+                                         double take, int64_t n) {
+        for (int64_t i = 0; i < n; i++) {
+            const double kept = r[i] * keep;
+            const double taken = take * batch[i];
+            r[i] = kept + taken;
+        }
+    }
+    """
+    void fb_running_f32(float *r, const float *batch, float keep, float take, int64_t n) nogil
+    void fb_running_f64(double *r, const double *batch, double keep, double take,
+                        int64_t n) nogil
 
 
 def sgd_update(list params, list grads, lr):
@@ -920,4 +946,44 @@ def copy_arrays(list src, list dst):
     for k in range(n):
         memcpy(cnp.PyArray_DATA(<cnp.ndarray>ds[k]), cnp.PyArray_DATA(<cnp.ndarray>ss[k]),
                cnp.PyArray_NBYTES(<cnp.ndarray>ss[k]))
+    return True
+
+
+def batchnorm_running_update(running_mean, running_var, mean, var, momentum):
+    """``running = (1 - momentum) * running + momentum * batch`` for the mean and the variance,
+    in one call, as ``fastbn.nn.BatchNorm1d`` writes it in NumPy (``running *= 1 - m;
+    running += m * batch``) and bit for bit the same: True when done; False, with nothing
+    changed, unless momentum is a Python float and the four are float ndarrays of one dtype
+    and shape (D,), C-contiguous and aligned, the running ones writeable and apart from the
+    others."""
+    cdef cnp.ndarray rm = _floats(running_mean, 1), rv, m, v
+    cdef double keep, take
+    cdef npy_intp n
+    if rm is None or type(momentum) is not float:
+        return False
+    dt = _dtype(rm)
+    rv, m, v = _array(running_var, dt, 1), _array(mean, dt, 1), _array(var, dt, 1)
+    if rv is None or m is None or v is None:
+        return False
+    n = _dim(rm, 0)
+    for a in (rv, m, v):
+        if _dim(<cnp.ndarray>a, 0) != n:
+            return False
+    if (not cnp.PyArray_CHKFLAGS(rm, cnp.NPY_ARRAY_WRITEABLE)
+            or not cnp.PyArray_CHKFLAGS(rv, cnp.NPY_ARRAY_WRITEABLE)
+            or _overlap(rm, rv) or _overlap(rm, m) or _overlap(rm, v) or _overlap(rv, m)
+            or _overlap(rv, v)):
+        return False
+    keep, take = 1.0 - <double>momentum, <double>momentum
+    with nogil:
+        if dt is _F32:
+            fb_running_f32(<float*>cnp.PyArray_DATA(rm), <const float*>cnp.PyArray_DATA(m),
+                           <float>keep, <float>take, n)
+            fb_running_f32(<float*>cnp.PyArray_DATA(rv), <const float*>cnp.PyArray_DATA(v),
+                           <float>keep, <float>take, n)
+        else:
+            fb_running_f64(<double*>cnp.PyArray_DATA(rm), <const double*>cnp.PyArray_DATA(m),
+                           keep, take, n)
+            fb_running_f64(<double*>cnp.PyArray_DATA(rv), <const double*>cnp.PyArray_DATA(v),
+                           keep, take, n)
     return True

@@ -209,11 +209,15 @@ class BatchNorm1d(Module):
             return ops.batchnorm_eval_forward(x, self.gamma, self.beta, self.running_mean,
                                               self.running_var, self.eps)
         out, cache = ops.batchnorm_forward(x, self.gamma, self.beta, self.eps)
+        # running = (1 - m) running + m batch, in one compiled call when it can (the same
+        # numbers: _kernels.batchnorm_running_update)
         m = self.momentum
-        self.running_mean *= 1 - m
-        self.running_mean += m * cache.mean
-        self.running_var *= 1 - m
-        self.running_var += m * cache.var
+        if not _kernels.batchnorm_running_update(self.running_mean, self.running_var,
+                                                 cache.mean, cache.var, m):
+            self.running_mean *= 1 - m
+            self.running_mean += m * cache.mean
+            self.running_var *= 1 - m
+            self.running_var += m * cache.var
         return out, cache
 
     def _backward(self, dout, cache):

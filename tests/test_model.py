@@ -208,12 +208,15 @@ def test_train_step_is_forward_backward_sgd():
 
 
 class _Declining:
-    """fastbn._kernels with every compiled common case declining (ops's general path only)."""
+    """fastbn._kernels with every compiled common case declining (ops's general path, NumPy's
+    update of the parameters and of the running statistics)."""
 
     def __getattr__(self, name):
         from fastbn import _kernels
-        if name.endswith("_fast") or name in ("sgd_update", "copy_arrays"):
-            return lambda *args: None if name.endswith("_fast") else False
+        if name.endswith("_fast"):
+            return lambda *args: None
+        if name in ("sgd_update", "copy_arrays", "batchnorm_running_update"):
+            return lambda *args: False
         return getattr(_kernels, name)
 
 
@@ -257,6 +260,7 @@ def test_train_step_equals_the_formula_step_by_step(kw, dtype, lr, monkeypatch):
         with monkeypatch.context() as m:
             m.setattr("fastbn.ops.K", _Declining())
             m.setattr("fastbn.model._kernels", _Declining())
+            m.setattr("fastbn.nn._kernels", _Declining())
             loss_b = formula_step(b, X, Y, lr)
         assert loss_a == loss_b, step
         for p, q in zip(state(a), state(b)):

@@ -470,3 +470,36 @@ def test_copy_arrays_declines_what_is_not_the_common_case():
         before = [np.array(a, copy=True) for a in src + dst]
         assert K.copy_arrays(src, dst) is False, label
         assert all(np.array_equal(a, b) for a, b in zip(src + dst, before)), label
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum", [0.1, 0.001, 1.0, 0.0, 0.3333])
+def test_batchnorm_running_update_is_numpys_bit_for_bit(dtype, momentum):
+    g = np.random.default_rng(0)
+    rm, rv, mean, var = (g.standard_normal(200).astype(dtype) for _ in range(4))
+    want_m, want_v = rm.copy(), rv.copy()
+    want_m *= 1 - momentum
+    want_m += momentum * mean
+    want_v *= 1 - momentum
+    want_v += momentum * var
+    assert K.batchnorm_running_update(rm, rv, mean, var, momentum) is True
+    assert rm.tobytes() == want_m.tobytes() and rv.tobytes() == want_v.tobytes()
+
+
+def test_batchnorm_running_update_declines_what_is_not_the_common_case():
+    def arrays():
+        g = np.random.default_rng(0)
+        return [g.standard_normal(6).astype(np.float32) for _ in range(4)]
+    edits = {"numpy momentum": lambda a: (*a, np.float64(0.1)), "int momentum": lambda a: (*a, 0),
+             "readonly running": lambda a: (readonly(a[0]), *a[1:], 0.1),
+             "strided var": lambda a: (*a[:3], np.repeat(a[3], 2)[::2], 0.1),
+             "float64 mean": lambda a: (a[0], a[1], a[2].astype(np.float64), a[3], 0.1),
+             "shorter var": lambda a: (*a[:3], a[3][:5].copy(), 0.1),
+             "one running array": lambda a: (a[0], a[0], a[2], a[3], 0.1),
+             "running is the batch": lambda a: (a[0], a[1], a[0], a[3], 0.1),
+             "2-D": lambda a: (a[0].reshape(2, 3), *a[1:], 0.1)}
+    for label, edit in edits.items():
+        args = edit(arrays())
+        before = [np.array(a, copy=True) for a in args[:4]]
+        assert K.batchnorm_running_update(*args) is False, label
+        assert all(np.array_equal(a, b) for a, b in zip(args[:4], before)), label
