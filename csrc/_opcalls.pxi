@@ -881,11 +881,13 @@ def sgd_update(list params, list grads, lr):
     refused too). The result is NumPy's ``p -= lr * g`` bit for bit (see fb_sgd_f32). Everything
     is checked before anything is written, with the GIL held; the updates run without it.
     """
-    cdef Py_ssize_t k, n = len(params)
+    cdef Py_ssize_t j, k, n = len(params)
     cdef cnp.ndarray p, g
     cdef list ps = [], gs = []
     cdef double r
-    cdef bint f32
+    cdef void** ptr                         # (2 n,) the parameters' data, then the gradients'
+    cdef int64_t* size                      # (n,)
+    cdef char* f32                          # (n,) float32 (1) or float64 (0)
     if len(grads) != n or type(lr) is not float:
         return False
     r = <double>lr
@@ -897,24 +899,29 @@ def sgd_update(list params, list grads, lr):
         if (g is None or not _dims_are(g, cnp.PyArray_NDIM(p), cnp.PyArray_DIMS(p))
                 or _overlap(p, g)):
             return False
-        for q in ps + gs:                    # every pair of a parameter and another array
-            if _overlap(p, <cnp.ndarray>q):
-                return False
-        for q in ps:
-            if _overlap(g, <cnp.ndarray>q):
+        for j in range(k):                  # every pair of a parameter and another array
+            if (_overlap(p, <cnp.ndarray>ps[j]) or _overlap(p, <cnp.ndarray>gs[j])
+                    or _overlap(g, <cnp.ndarray>ps[j])):
                 return False
         ps.append(p)
         gs.append(g)
+    ptr = <void**>malloc(max(n, 1) * (2 * sizeof(void*) + sizeof(int64_t) + 1))
+    if ptr == NULL:
+        raise MemoryError()
+    size = <int64_t*>(ptr + 2 * n)
+    f32 = <char*>(size + n)
     for k in range(n):
-        p, g = ps[k], gs[k]
-        f32 = _dtype(p) is _F32
-        with nogil:
-            if f32:
-                fb_sgd_f32(<float*>cnp.PyArray_DATA(p), <const float*>cnp.PyArray_DATA(g),
-                           <float>r, cnp.PyArray_SIZE(p))
+        ptr[k] = cnp.PyArray_DATA(<cnp.ndarray>ps[k])
+        ptr[n + k] = cnp.PyArray_DATA(<cnp.ndarray>gs[k])
+        size[k] = cnp.PyArray_SIZE(<cnp.ndarray>ps[k])
+        f32[k] = _dtype(<cnp.ndarray>ps[k]) is _F32
+    with nogil:
+        for k in range(n):
+            if f32[k]:
+                fb_sgd_f32(<float*>ptr[k], <const float*>ptr[n + k], <float>r, size[k])
             else:
-                fb_sgd_f64(<double*>cnp.PyArray_DATA(p), <const double*>cnp.PyArray_DATA(g), r,
-                           cnp.PyArray_SIZE(p))
+                fb_sgd_f64(<double*>ptr[k], <const double*>ptr[n + k], r, size[k])
+    free(ptr)
     return True
 
 

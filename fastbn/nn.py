@@ -327,7 +327,12 @@ class Sequential(Module):
 
     def _collect(self, params, grads):
         for layer in self.layers:
-            layer._collect(params, grads)
+            if isinstance(layer, Sequential):
+                layer._collect(params, grads)
+                continue
+            for n in layer._param_names:            # Module._collect, inline (a call a layer)
+                params.append(getattr(layer, n))
+                grads.append(getattr(layer, "d" + n))
 
     def grads(self):
         return [g for layer in self.layers for g in layer.grads()]
