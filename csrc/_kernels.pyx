@@ -445,19 +445,23 @@ cdef void _batchnorm_forward(const floating* x,       # (B, D), B >= 2
                              const floating* gamma,   # (D,)
                              const floating* beta,    # (D,)
                              double eps,
+                             bint unbiased,
                              floating* out,           # (B, D)  gamma * xhat + beta
                              floating* xhat,          # (B, D)  (x - mean) * invstd
                              floating* mean,          # (D,)    batch mean
-                             floating* invstd,        # (D,)    1 / sqrt(biased var + eps)
+                             floating* invstd,        # (D,)    1 / sqrt(var_n + eps)
                              floating* var_unbiased,  # (D,)    sum (x - mean)^2 / (B - 1)
                              double* acc,             # (2 D,)  zeroed workspace: acc, mu
                              Py_ssize_t B, Py_ssize_t D) noexcept nogil:
-    # Training mode, as torch.nn.functional.batch_norm(training=True): normalize with the biased
-    # variance (/ B), report the unbiased one (/ (B - 1)) for the running estimate.
+    # Training mode. The variance that normalizes, var_n = sum (x - mean)^2 / n, has the divisor
+    # n = B (biased, as torch.nn.functional.batch_norm(training=True); the default) or, with
+    # unbiased, n = B - 1 (Bessel-corrected, the makemore lecture's). Either way the unbiased one
+    # (/ (B - 1)) is reported for the running estimate.
     # Two passes over x for the statistics (mean, then squared deviations): stable in float32.
     cdef Py_ssize_t i, j
     cdef double *mu = acc + D
-    cdef double dev, var_b
+    cdef double dev, var_n
+    cdef double n = <double>(B - 1) if unbiased else <double>B
     for i in range(B):
         for j in range(D):
             acc[j] += x[i * D + j]
@@ -469,9 +473,9 @@ cdef void _batchnorm_forward(const floating* x,       # (B, D), B >= 2
             dev = x[i * D + j] - mu[j]
             acc[j] += dev * dev
     for j in range(D):
-        var_b = acc[j] / B
+        var_n = acc[j] / n
         mean[j] = <floating>mu[j]
-        invstd[j] = <floating>(1.0 / sqrt(var_b + eps))
+        invstd[j] = <floating>(1.0 / sqrt(var_n + eps))
         var_unbiased[j] = <floating>(acc[j] / (B - 1)) if B > 1 else <floating>0
     for i in range(B):
         for j in range(D):
@@ -483,19 +487,24 @@ cdef void _batchnorm_backward(const floating* dout,    # (B, D)
                               const floating* xhat,    # (B, D)
                               const floating* gamma,   # (D,)
                               const floating* invstd,  # (D,)
+                              bint unbiased,
                               floating* dx,            # (B, D)
                               floating* dgamma,        # (D,)
                               floating* dbeta,         # (D,)
                               double* sb,              # (3 D,) zeroed workspace: sb, sg, k
                               Py_ssize_t B, Py_ssize_t D) noexcept nogil:
-    # forward: xhat = (x - mean) * invstd, invstd = (var + eps)^-1/2, var = sum (x - mean)^2 / B,
+    # forward: xhat = (x - mean) * invstd, invstd = (var_n + eps)^-1/2,
+    #          var_n = sum (x - mean)^2 / n (n = B, or B - 1 when unbiased),
     #          out = gamma * xhat + beta
     # dbeta  = sum_b dout;   dgamma = sum_b dout * xhat
-    # dx: the direct term through xhat, plus the paths through mean and var; they collapse to
-    #     dx = gamma * invstd / B * (B * dout - dbeta - xhat * dgamma)
+    # dx: the direct term through xhat, plus the paths through mean and var_n, d var_n / dx_b =
+    #     2 (x_b - mean) / n; they collapse to
+    #     dx = gamma * invstd / B * (B * dout - dbeta - (B / n) * xhat * dgamma)
+    #     where B / n is 1 (biased) or B / (B - 1) (the lecture's n/(n-1) * bnraw * ... term)
     cdef Py_ssize_t i, j
     cdef double *sg = sb + D
     cdef double *k = sb + 2 * D
+    cdef double c = <double>B / (B - 1) if (unbiased and B > 1) else 1.0
     for i in range(B):
         for j in range(D):
             sb[j] += dout[i * D + j]
@@ -503,6 +512,7 @@ cdef void _batchnorm_backward(const floating* dout,    # (B, D)
     for j in range(D):
         dbeta[j] = <floating>sb[j]
         dgamma[j] = <floating>sg[j]
+        sg[j] *= c                            # (B / n) * dgamma; exact when c = 1
         k[j] = gamma[j] * invstd[j] / <double>B
     for i in range(B):
         for j in range(D):
@@ -556,8 +566,9 @@ def batchnorm_forward(const floating[:, ::1] x,      # (B, D), B >= 2
                       floating[:, ::1] out,          # (B, D)  gamma * xhat + beta
                       floating[:, ::1] xhat,         # (B, D)  (x - mean) * invstd
                       floating[::1] mean,            # (D,)    batch mean
-                      floating[::1] invstd,          # (D,)    1 / sqrt(biased var + eps)
-                      floating[::1] var_unbiased):   # (D,)    sum (x - mean)^2 / (B - 1)
+                      floating[::1] invstd,          # (D,)    1 / sqrt(var_n + eps)
+                      floating[::1] var_unbiased,    # (D,)    sum (x - mean)^2 / (B - 1)
+                      bint unbiased=False):
     cdef Py_ssize_t B = x.shape[0], D = x.shape[1]
     cdef double *acc
     _shapes(out.shape[0] == B and out.shape[1] == D and xhat.shape[0] == B
@@ -569,7 +580,7 @@ def batchnorm_forward(const floating[:, ::1] x,      # (B, D), B >= 2
         if D > 0:
             with nogil:
                 _batchnorm_forward(&x[0, 0] if B > 0 else NULL, &gamma[0], &beta[0], eps,
-                                   &out[0, 0] if B > 0 else NULL,
+                                   unbiased, &out[0, 0] if B > 0 else NULL,
                                    &xhat[0, 0] if B > 0 else NULL, &mean[0], &invstd[0],
                                    &var_unbiased[0], acc, B, D)
     finally:
@@ -593,7 +604,8 @@ def batchnorm_backward(const floating[:, ::1] dout,  # (B, D)
                        const floating[::1] invstd,   # (D,)
                        floating[:, ::1] dx,          # (B, D)
                        floating[::1] dgamma,         # (D,)
-                       floating[::1] dbeta):         # (D,)
+                       floating[::1] dbeta,          # (D,)
+                       bint unbiased=False):
     cdef Py_ssize_t B = dout.shape[0], D = dout.shape[1]
     cdef double *sb
     _bn_backward_shapes(dout, xhat, gamma, invstd, dx, dgamma, dbeta, "batchnorm_backward")
@@ -603,8 +615,8 @@ def batchnorm_backward(const floating[:, ::1] dout,  # (B, D)
             with nogil:
                 _batchnorm_backward(&dout[0, 0] if B > 0 else NULL,
                                     &xhat[0, 0] if B > 0 else NULL, &gamma[0], &invstd[0],
-                                    &dx[0, 0] if B > 0 else NULL, &dgamma[0], &dbeta[0], sb,
-                                    B, D)
+                                    unbiased, &dx[0, 0] if B > 0 else NULL, &dgamma[0],
+                                    &dbeta[0], sb, B, D)
     finally:
         free(sb)
 
@@ -745,6 +757,7 @@ cdef extern from "fused.h" nogil:
         int B, T, D, V, L
         int H[FB_MAX_LAYERS]
         double momentum, eps
+        int unbiased
         int table
         fb_sgemm_t sgemm
         fb_dgemm_t dgemm
@@ -909,13 +922,14 @@ cdef class FusedNet:
     cdef public object refs
 
     def __init__(self, dict arrays, int B, int T, int D, int V, list H, double momentum,
-                 double eps, bint f64, bint table):
+                 double eps, bint f64, bint table, bint unbiased=False):
         cdef int i, l
         cdef const fb_field *f
         cdef void **slot
         _set_dims(&self.net, B, T, D, V, H)
         self.f64 = f64
         self.net.momentum, self.net.eps = momentum, eps
+        self.net.unbiased = unbiased                  # batch norm's variance / (B - 1)
         self.net.table = table
         self.net.sgemm = <fb_sgemm_t>sgemm
         self.net.dgemm = <fb_dgemm_t>dgemm

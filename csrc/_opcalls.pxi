@@ -565,18 +565,19 @@ cdef tuple _bn_inputs(object x, object gamma, object beta, int min_rows):
     return xa, ga, ba
 
 
-def batchnorm_forward_fast(x, gamma, beta, eps):
-    """``ops.batchnorm_forward`` for x (B, D), B >= 2, gamma and beta (D,), a float eps >= 0:
-    (out, cache), or None."""
+def batchnorm_forward_fast(x, gamma, beta, eps, unbiased):
+    """``ops.batchnorm_forward`` for x (B, D), B >= 2, gamma and beta (D,), a float eps >= 0 and a
+    bool unbiased: (out, cache), or None."""
     cdef tuple args = _bn_inputs(x, gamma, beta, 2)
     cdef cnp.ndarray xa, ga, ba, out, xhat, mean, invstd, var
     cdef npy_intp B, D
     cdef double e
     cdef double* acc
-    if args is None or not _eps_ok(eps):
+    cdef bint u
+    if args is None or not _eps_ok(eps) or (unbiased is not True and unbiased is not False):
         return None
     xa, ga, ba = args
-    dt, B, D, e = _dtype(xa), _dim(xa, 0), _dim(xa, 1), <double>eps
+    dt, B, D, e, u = _dtype(xa), _dim(xa, 0), _dim(xa, 1), <double>eps, unbiased
     out, xhat = _empty(2, cnp.PyArray_DIMS(xa), dt), _empty(2, cnp.PyArray_DIMS(xa), dt)
     mean, invstd = _empty(1, &D, dt), _empty(1, &D, dt)
     var = _empty(1, &D, dt)
@@ -586,7 +587,7 @@ def batchnorm_forward_fast(x, gamma, beta, eps):
             if dt is _F32:
                 _batchnorm_forward(<const float*>cnp.PyArray_DATA(xa),
                                    <const float*>cnp.PyArray_DATA(ga),
-                                   <const float*>cnp.PyArray_DATA(ba), e,
+                                   <const float*>cnp.PyArray_DATA(ba), e, u,
                                    <float*>cnp.PyArray_DATA(out), <float*>cnp.PyArray_DATA(xhat),
                                    <float*>cnp.PyArray_DATA(mean),
                                    <float*>cnp.PyArray_DATA(invstd),
@@ -594,7 +595,7 @@ def batchnorm_forward_fast(x, gamma, beta, eps):
             else:
                 _batchnorm_forward(<const double*>cnp.PyArray_DATA(xa),
                                    <const double*>cnp.PyArray_DATA(ga),
-                                   <const double*>cnp.PyArray_DATA(ba), e,
+                                   <const double*>cnp.PyArray_DATA(ba), e, u,
                                    <double*>cnp.PyArray_DATA(out),
                                    <double*>cnp.PyArray_DATA(xhat),
                                    <double*>cnp.PyArray_DATA(mean),
@@ -603,7 +604,8 @@ def batchnorm_forward_fast(x, gamma, beta, eps):
     finally:
         free(acc)
     return out, _new_cache({"op": "batchnorm", "dtype": dt, "xhat": xhat, "gamma": ga,
-                            "invstd": invstd, "mean": mean, "var": var, "eps": eps})
+                            "invstd": invstd, "mean": mean, "var": var, "eps": eps,
+                            "unbiased": unbiased})
 
 
 cdef tuple _bn_backward_args(object dout, dict c, object out):
@@ -634,16 +636,22 @@ cdef tuple _bn_backward_args(object dout, dict c, object out):
 
 
 def batchnorm_backward_fast(dout, cache, out=None):
-    """``ops.batchnorm_backward``: (dx, dgamma, dbeta), or None."""
+    """``ops.batchnorm_backward``, of the variant the cache names (``unbiased``, a bool), for a
+    batch of B >= 2: (dx, dgamma, dbeta), or None."""
     cdef dict c = _cache_of(cache, "batchnorm")
     cdef tuple args = _bn_backward_args(dout, c, out) if c is not None else None
     cdef cnp.ndarray g, xhat, gamma, invstd, dx, dgamma, dbeta
     cdef npy_intp B, D
     cdef double* ws
+    cdef bint u
     if args is None:
         return None
     dt, g, xhat, gamma, invstd, dx, dgamma, dbeta = args
     B, D = _dim(xhat, 0), _dim(xhat, 1)
+    unbiased = c.get("unbiased")
+    if B < 2 or (unbiased is not True and unbiased is not False):
+        return None
+    u = unbiased
     ws = _zeros(3 * D)
     try:
         with nogil:
@@ -651,7 +659,7 @@ def batchnorm_backward_fast(dout, cache, out=None):
                 _batchnorm_backward(<const float*>cnp.PyArray_DATA(g),
                                     <const float*>cnp.PyArray_DATA(xhat),
                                     <const float*>cnp.PyArray_DATA(gamma),
-                                    <const float*>cnp.PyArray_DATA(invstd),
+                                    <const float*>cnp.PyArray_DATA(invstd), u,
                                     <float*>cnp.PyArray_DATA(dx),
                                     <float*>cnp.PyArray_DATA(dgamma),
                                     <float*>cnp.PyArray_DATA(dbeta), ws, B, D)
@@ -659,7 +667,7 @@ def batchnorm_backward_fast(dout, cache, out=None):
                 _batchnorm_backward(<const double*>cnp.PyArray_DATA(g),
                                     <const double*>cnp.PyArray_DATA(xhat),
                                     <const double*>cnp.PyArray_DATA(gamma),
-                                    <const double*>cnp.PyArray_DATA(invstd),
+                                    <const double*>cnp.PyArray_DATA(invstd), u,
                                     <double*>cnp.PyArray_DATA(dx),
                                     <double*>cnp.PyArray_DATA(dgamma),
                                     <double*>cnp.PyArray_DATA(dbeta), ws, B, D)

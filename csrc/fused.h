@@ -89,6 +89,7 @@ typedef void (*fb_dgemm_t)(char *ta, char *tb, int *m, int *n, int *k, double *a
     X(acc1,   F64,  ONE,   WORK,  HMAX, NONE, NONE)     /* double accumulators */               \
     X(acc2,   F64,  ONE,   WORK,  HMAX, NONE, NONE)                                             \
     X(kfac,   REAL, ONE,   WORK,  HMAX, NONE, NONE)     /* gamma invstd / B, BN backward */     \
+    X(gfac,   REAL, ONE,   WORK,  HMAX, NONE, NONE)     /* (B / n) dgamma, BN backward */       \
     X(rows,   I64,  ONE,   WORK,  2,  B,     NONE)      /* this step's rows and the next's */   \
     X(ctx,    I64,  ONE,   WORK,  B,  T,     NONE)      /* X[rows] */                           \
     X(tgt,    I64,  ONE,   WORK,  B,  NONE,  NONE)      /* Y[rows] */                           \
@@ -145,6 +146,7 @@ typedef struct {
     int B, T, D, V, L;
     int H[FB_MAX_LAYERS];
     double momentum, eps;
+    int unbiased;               /* batch norm normalizes with the variance / (B - 1), not / B */
     int table;                  /* first layer through the table E_t = C @ W_0[t] (large B) */
     fb_sgemm_t sgemm;
     fb_dgemm_t dgemm;

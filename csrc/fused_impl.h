@@ -219,8 +219,10 @@ static FB_INLINE void SFX(fb_first_layer_backward)(fb_net *net) {
 
 /* ---------------------------------------------------------------------------------------------
  * batch norm and tanh, layer l: xhat = (hpre - mean) invstd, h = tanh(gamma xhat + beta) (B, H_l),
- * with the batch statistics when training (mean, biased variance to normalize, unbiased into
- * var for the running statistics), else the running statistics (never changed here) */
+ * with the batch statistics when training (mean; the variance that normalizes, sum (hpre -
+ * mean)^2 / n with n = B, biased, or n = B - 1 with net->unbiased, the lecture's variant; the
+ * unbiased variance into var for the running statistics), else the running statistics (never
+ * changed here) */
 
 static FB_INLINE void SFX(fb_bn_act_forward)(fb_net *net, int l, int training) {
     const int B = net->B, H = net->H[l];
@@ -244,8 +246,9 @@ static FB_INLINE void SFX(fb_bn_act_forward)(fb_net *net, int l, int training) {
             if (j0 + FB_W <= H) SFX(fb_colsqdev_block)(hpre, mean, B, H, j0, FB_W, acc2);
             else SFX(fb_colsqdev_block)(hpre, mean, B, H, j0, H - j0, acc2);
         }
+        const double n = net->unbiased ? B - 1 : B;                  /* the variance's divisor */
         for (int j = 0; j < H; j++) {
-            invstd[j] = (REAL)(1.0 / sqrt(acc2[j] / B + net->eps));   /* biased var */
+            invstd[j] = (REAL)(1.0 / sqrt(acc2[j] / n + net->eps));   /* var / n */
             var[j] = (REAL)(acc2[j] / (B - 1));                         /* unbiased */
         }
     } else {
@@ -282,7 +285,10 @@ static FB_INLINE void SFX(fb_running_stats)(fb_net *net) {
 
 /* From dh (B, H_l), the gradient of h: tanh backward, dy = dh (1 - h^2), with the batch sums of
  * batch norm's backward, dbeta = sum_b dy and dgamma = sum_b dy xhat; then
- * dhpre = gamma invstd / B (B dy - dbeta - xhat dgamma) into hpre_l, in place over dy */
+ * dhpre = gamma invstd / B (B dy - dbeta - xhat (B / n) dgamma) into hpre_l, in place over dy,
+ * where the variance's divisor n is B (B / n = 1: gfac is dgamma, bit for bit) or, with
+ * net->unbiased, B - 1 (B / (B - 1): the path through the variance, d var / dhpre = 2 (hpre -
+ * mean) / n) */
 static FB_INLINE void SFX(fb_bn_act_backward)(fb_net *net, int l) {
     const int B = net->B, H = net->H[l];
     const REAL invB = (REAL)(1.0 / B);
@@ -299,14 +305,16 @@ static FB_INLINE void SFX(fb_bn_act_backward)(fb_net *net, int l) {
         else SFX(fb_dy_block)(dh, h, xhat, g, B, H, j0, H - j0, acc1, acc2);
     }
     REAL *restrict dgamma = (REAL *)net->dgamma[l], *restrict dbeta = (REAL *)net->dbeta[l];
-    for (int j = 0; j < H; j++) dbeta[j] = (REAL)acc1[j], dgamma[j] = (REAL)acc2[j];
-    /* the per-feature factors in their own workspace (a restrict pointer may not alias acc1) */
-    REAL *restrict k = (REAL *)net->kfac;
+    /* the per-feature factors in their own workspaces (a restrict pointer may not alias acc1) */
+    REAL *restrict k = (REAL *)net->kfac, *restrict gs = (REAL *)net->gfac;
+    const double c = net->unbiased ? (double)B / (B - 1) : 1.0;       /* B / n */
+    for (int j = 0; j < H; j++)
+        dbeta[j] = (REAL)acc1[j], dgamma[j] = (REAL)acc2[j], gs[j] = (REAL)(acc2[j] * c);
     for (int j = 0; j < H; j++) k[j] = gamma[j] * invstd[j] * invB;
     for (int b = 0; b < B; b++) {
         const int64_t o = (int64_t)b * H;
         for (int j = 0; j < H; j++)
-            g[o + j] = k[j] * ((REAL)B * g[o + j] - dbeta[j] - xhat[o + j] * dgamma[j]);
+            g[o + j] = k[j] * ((REAL)B * g[o + j] - dbeta[j] - xhat[o + j] * gs[j]);
     }
 }
 

@@ -6,6 +6,8 @@
 - ``fastbn.init``: gains and Kaiming-normal initialization.
 - ``fastbn.CharMLP`` (``fastbn.model``): the makemore BN-MLP; ``fastbn.train`` trains it;
   ``fastbn.save`` / ``fastbn.load`` (``fastbn.checkpoint``) store it.
+- ``fastbn.fold_batchnorm`` (``fastbn.folding``): a model with its batch norm folded into its
+  Linears, for inference (run by ``fastbn.inference``).
 - ``fastbn.data``: the names dataset.
 - ``fastbn.gradcheck``: the finite-difference gradient checker; ``fastbn.gradcheck_all`` the
   table of ``fastbn gradcheck``.
@@ -28,6 +30,7 @@ except ImportError as e:  # pragma: no cover - only without a build
 from . import checkpoint, comparison, data, exercises, init, nn, ops, reference, registry
 from .checkpoint import load, save
 from .comparison import compare
+from .folding import fold_batchnorm  # (and the modules fastbn.folding, fastbn.inference)
 from .gradchecks import GradcheckError, gradcheck, gradcheck_all
 from .model import CharMLP
 from .training import TrainResult, train
@@ -51,8 +54,11 @@ __all__ = [
     "comparison",
     "data",
     "exercises",
+    "fold_batchnorm",
+    "folding",
     "gradcheck",
     "gradcheck_all",
+    "inference",
     "init",
     "lab",
     "load",

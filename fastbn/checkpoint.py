@@ -3,12 +3,18 @@
 Contents (every entry a plain array, so ``np.load(..., allow_pickle=False)`` reads it)::
 
     format_version   int64 scalar, FORMAT_VERSION
-    config           str, JSON of CharMLP.config (block_size, n_embd, n_hidden, ...)
+    config           str, JSON of CharMLP.config (block_size, n_embd, n_hidden, ...); a key it
+                     lacks takes CharMLP's default (a checkpoint written before bn_unbiased
+                     existed loads with bn_unbiased=False, the variance it trained with)
     chars            str, the vocabulary in id order, token "." first
     dtype            str, "float32" or "float64"
     meta             str, JSON of free-form metadata (steps, seed, losses, ...)
     param/<name>     the parameters, by ``named_parameters()`` name ("param/0.weight", ...)
     buffer/<name>    BatchNorm running statistics ("buffer/2.running_mean", ...)
+    folded           optional bool scalar, True: a model folded for inference
+                     (``fastbn.fold_batchnorm``): its parameters are those of
+                     ``fastbn.folding.folded_layout`` (no batch norm, every Linear with a bias);
+                     it loads as a ``FoldedCharMLP`` and holds no training state
     state/step, state/sampler_state, state/history
                      optional: where a training run stands (``fastbn.training.TrainState``), so
                      ``fastbn train --resume`` continues it exactly
@@ -36,6 +42,7 @@ import numpy as np
 
 from ._fileio import atomic_write
 from .data import Vocab
+from .folding import FoldedCharMLP, folded_layout
 from .model import ACTIVATIONS, INIT_SCHEMES, CharMLP
 
 __all__ = ["FORMAT_VERSION", "load", "save"]
@@ -48,10 +55,14 @@ def save(model, path, meta=None, state=None):
     """Write ``model`` (and JSON-serializable ``meta``) to ``path`` atomically. Returns the Path.
 
     ``state``, a ``fastbn.training.TrainState``, makes the checkpoint resumable. The folder is
-    created if needed. ``path`` is used as given (no ".npz" is appended).
+    created if needed. ``path`` is used as given (no ".npz" is appended). A folded model
+    (``fastbn.fold_batchnorm``) is saved as such, without a training state.
     """
     if not isinstance(model, CharMLP):
         raise TypeError(f"save expects a CharMLP, got {type(model).__name__}")
+    if model.folded and state is not None:
+        raise ValueError("a folded model (fastbn.fold_batchnorm) is for inference only: it is "
+                         "saved without a training state (save the unfolded model to resume)")
     path = Path(path)
     entries = {
         "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
@@ -62,6 +73,8 @@ def save(model, path, meta=None, state=None):
     }
     entries.update({f"param/{n}": p for n, p in model.named_parameters()})
     entries.update({f"buffer/{n}": b for n, b in model.named_buffers()})
+    if model.folded:
+        entries["folded"] = np.array(True)
     if state is not None:
         entries.update({"state/step": np.array(state.step, dtype=np.int64),
                         "state/sampler_state": np.asarray(state.sampler_state, dtype=np.uint64),
@@ -179,7 +192,7 @@ def _check_config(config):
         v, top = config[k], _MAX_LAYERS if k == "n_layers" else _MAX_DIM
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
             return None, f"{k} must be an integer in [1, {top:,}], got {reprlib.repr(v)}"
-    for k in ("batchnorm", "final_bn"):
+    for k in ("batchnorm", "final_bn", "bn_unbiased"):
         if not isinstance(config[k], bool):
             return None, f"{k} must be true or false, got {reprlib.repr(config[k])}"
     checks = {"bn_momentum": (lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -233,7 +246,8 @@ def _layout(config, V):
 
 
 def load(path):
-    """Read a checkpoint written by ``save``. Returns the ``CharMLP``, in eval mode.
+    """Read a checkpoint written by ``save``. Returns the ``CharMLP``, in eval mode (a
+    ``fastbn.folding.FoldedCharMLP`` when a folded model was saved).
 
     The saved metadata is on ``model.meta`` (a dict), the training state on ``model.train_state``
     (a ``fastbn.training.TrainState``, or None). Raises ``FileNotFoundError`` if there is no
@@ -283,9 +297,14 @@ def load(path):
         if why:
             raise _bad(path, f"its config does not make a model: {why}")
 
+        folded = _folded(zf, heads, path)
         layout = _layout(checked, vocab.size)
+        if folded:
+            layout = [(f"param/{n}", s) for n, s in folded_layout(checked, vocab.size)]
         state = _train_state(zf, heads, path)
-        stored = {k for k in heads if k not in _HEADER and k not in _STATE}
+        if folded and state is not None:
+            raise _bad(path, "a folded model holds no training state, and this one has one")
+        stored = {k for k in heads if k not in _HEADER and k not in _STATE and k != "folded"}
         if stored != {k for k, _ in layout}:
             lost = sorted({k for k, _ in layout} - stored)
             extra = sorted(stored - {k for k, _ in layout})
@@ -306,21 +325,36 @@ def load(path):
             raise _bad(path, f"{key} has negative variances")
 
     try:
-        model = CharMLP(vocab, dtype=dtype, seed=0, **checked)
+        if folded:
+            model = FoldedCharMLP(vocab, [arrays[k] for k, _ in layout], dtype=dtype, **checked)
+        else:
+            model = CharMLP(vocab, dtype=dtype, seed=0, **checked)
     except (TypeError, ValueError) as e:
         raise _bad(path, f"its config does not make a model ({e})") from e
     targets = [(f"param/{n}", p) for n, p in model.named_parameters()]
     targets += [(f"buffer/{n}", b) for n, b in model.named_buffers()]
     if [(k, t.shape) for k, t in targets] != layout:    # a bug here, not in the file
         raise RuntimeError("fastbn.checkpoint's layout disagrees with CharMLP's parameters")
-    for key, target in targets:
-        target[...] = arrays[key]
+    if not folded:                  # (a folded model is built from the arrays: read-only)
+        for key, target in targets:
+            target[...] = arrays[key]
     model.meta = meta
     model.train_state = state
     return model.eval()
 
 
 _STATE = ("state/step", "state/sampler_state", "state/history")
+
+
+def _folded(zf, heads, path):
+    """Whether the checkpoint holds a folded model (the optional entry "folded")."""
+    if "folded" not in heads:
+        return False
+    h = heads["folded"]
+    if h.shape != () or h.dtype.kind != "b":
+        raise _bad(path, f"entry 'folded' should be a bool scalar, got {h.dtype} of shape "
+                         f"{h.shape}")
+    return bool(_read(zf, heads, "folded", path))
 
 
 def _train_state(zf, heads, path):

@@ -30,7 +30,8 @@ from .gradchecks import gradcheck, standard_checks
 
 def _cmd_gradcheck(args):
     checks = standard_checks(seed=args.seed)
-    header = (f"{'op':<18} {'input':<9} {'checked':>9} {'max abs err':>12} "
+    w = max([18] + [len(label) for label, _, _ in checks])
+    header = (f"{'op':<{w}} {'input':<9} {'checked':>9} {'max abs err':>12} "
               f"{'max rel err':>12}  result")
     print(header)
     print("-" * len(header))
@@ -40,7 +41,7 @@ def _cmd_gradcheck(args):
                                seed=args.seed, raise_exception=False)
         for row in report.rows:
             failed += not row.passed
-            print(f"{label:<18} {row.input:<9} {row.checked:>9} {row.max_abs_err:>12.2e} "
+            print(f"{label:<{w}} {row.input:<9} {row.checked:>9} {row.max_abs_err:>12.2e} "
                   f"{row.max_rel_err:>12.2e}  {'pass' if row.passed else 'FAIL'}")
     n = sum(1 for _ in checks)
     print(f"\n{n} ops checked in float64 (eps={args.eps:g}, atol={args.atol:g}, "
@@ -81,7 +82,8 @@ def _print_losses(losses, label):
 def _run_defaults():
     from .training import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
     return {"steps": 200_000, "batch_size": 32, "n_hidden": 200, "n_embd": 10, "block_size": 3,
-            "n_layers": 1, "no_batchnorm": False, "bn_momentum": 0.001, "calibrate": False,
+            "n_layers": 1, "no_batchnorm": False, "bn_momentum": 0.001, "bn_variance": "biased",
+            "calibrate": False,
             "dtype": "float32", "seed": DEFAULT_SEED,
             "lr_schedule": format_lr_schedule(DEFAULT_LR_SCHEDULE)}
 
@@ -161,6 +163,10 @@ def _cmd_train(args):
     if args.resume:
         # the run's settings come from the checkpoint; the flags only choose output and noise
         model = _load_checkpoint(args.resume)
+        if model.folded:
+            raise _Fail(f"{args.resume} holds a folded model (fastbn.fold_batchnorm), for "
+                        "inference only: it cannot be trained. Resume from the unfolded "
+                        "checkpoint")
         run, state = model.meta.get("run"), model.train_state
         if not isinstance(run, dict) or state is None:
             raise _Fail(f"{args.resume} holds no training state to resume (it was not written "
@@ -182,6 +188,7 @@ def _cmd_train(args):
         model = CharMLP(ds.vocab, block_size=args.block_size, n_embd=args.n_embd,
                         n_hidden=args.n_hidden, n_layers=args.n_layers,
                         batchnorm=not args.no_batchnorm, bn_momentum=args.bn_momentum,
+                        bn_unbiased=args.bn_variance == "unbiased",
                         dtype=args.dtype, seed=np.random.default_rng(init_ss))
     out = _out_dir(args)
     ckpt, png = out / "model.npz", out / "loss.png"
@@ -194,7 +201,9 @@ def _cmd_train(args):
     if not args.quiet:
         print(f"data {ds.path}: {len(ds.Xtr):,} / {len(ds.Xdev):,} / {len(ds.Xte):,} examples, "
               f"vocabulary {ds.vocab.size}")
-        print(f"model: {model.num_parameters():,} parameters, {model.dtype.name}; "
+        unbiased = model.config["bn_unbiased"] and model.batchnorms()
+        print(f"model: {model.num_parameters():,} parameters, {model.dtype.name}"
+              f"{', BN with the unbiased variance' if unbiased else ''}; "
               f"{run['steps']:,} steps of batch {run['batch_size']}, lr {run['lr_schedule']}, "
               f"seed {run['seed']}" + (f"; resuming at step {state.step:,}" if state else ""))
 
@@ -238,18 +247,36 @@ def _cmd_train(args):
     return 0
 
 
+def _folded(model):
+    """The model ``fastbn eval`` and ``fastbn sample`` run: ``model`` with its batch norm folded
+    into its Linears (``fastbn.fold_batchnorm``; a folded checkpoint as it is). Its losses and
+    names are the unfolded model's, up to rounding: float64 losses agree to ~1e-15, float32 to
+    ~1e-7, below the 4 decimals printed unless a loss lies that close to a rounding boundary of
+    its last digit; a sampled character differs only when its uniform draw lands within that
+    rounding of a boundary of the cumulative distribution (none in 20,000 float32 names of the
+    lecture's model: see the README's "Batch norm folded for inference")."""
+    from .folding import fold_batchnorm
+    return model if model.folded else fold_batchnorm(model)
+
+
 def _cmd_eval(args):
     model = _load_checkpoint(args.checkpoint)
     ds = _load_data(args.data, model.block_size)
     if ds.vocab != model.vocab:
         raise _Fail(f"the data's vocabulary {ds.vocab.chars!r} is not the checkpoint's "
                     f"{model.vocab.chars!r}")
+    if args.calibrate and model.folded:
+        raise _Fail(f"{args.checkpoint} holds a folded model (fastbn.fold_batchnorm): its batch "
+                    "norm statistics are part of its Linears and cannot be calibrated; use the "
+                    "unfolded checkpoint with --calibrate")
     splits = {n: ds.split(n) for n in ("train", "val", "test")}
-    losses = {n: model.evaluate(X, Y) for n, (X, Y) in splits.items() if len(X)}
+    folded = _folded(model)
+    losses = {n: folded.evaluate(X, Y) for n, (X, Y) in splits.items() if len(X)}
     if args.calibrate and model.batchnorms():
         _print_losses(losses, "loss (running BN statistics)")
         model.calibrate_batchnorm(ds.Xtr)
-        losses = {n: model.evaluate(X, Y) for n, (X, Y) in splits.items() if len(X)}
+        folded = _folded(model)
+        losses = {n: folded.evaluate(X, Y) for n, (X, Y) in splits.items() if len(X)}
         _print_losses(losses, "loss (calibrated BN statistics)")
     else:
         _print_losses(losses, "loss")
@@ -257,7 +284,7 @@ def _cmd_eval(args):
 
 
 def _cmd_sample(args):
-    model = _load_checkpoint(args.checkpoint)
+    model = _folded(_load_checkpoint(args.checkpoint))
     for name in model.sample(args.n, seed=args.seed, max_len=args.max_len):
         print(name)
     return 0
@@ -524,6 +551,10 @@ def build_parser():
     t.add_argument("--bn-momentum", type=_momentum, metavar="M",
                    help="weight of the new batch in the running statistics (default "
                         f"{d['bn_momentum']})")
+    t.add_argument("--bn-variance", choices=["biased", "unbiased"],
+                   help="the batch variance BatchNorm normalizes with in training: biased (/ B, "
+                        "torch's) or unbiased (/ (B-1), the makemore lecture's); running_var "
+                        f"is the unbiased one either way (default {d['bn_variance']})")
     t.add_argument("--calibrate", action="store_true", default=None,
                    help="after training, set the BN statistics from the whole training set "
                         "(the losses with the running statistics are printed too)")
@@ -547,14 +578,19 @@ def build_parser():
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(parser=t, run=_cmd_train)
 
-    e = sub.add_parser("eval", help="train/val/test losses of a checkpoint")
+    folded = ("The model runs with its batch norm folded into its Linears (fastbn.fold_batchnorm): "
+              "the unfolded model's numbers, to float rounding, faster.")
+    e = sub.add_parser("eval", help="train/val/test losses of a checkpoint",
+                       description="The train/val/test losses of a checkpoint, in eval mode. "
+                                   + folded)
     e.add_argument("--checkpoint", metavar="PATH", required=True)
     e.add_argument("--data", metavar="PATH", help=data_help)
     e.add_argument("--calibrate", action="store_true",
                    help="also report the losses with BN statistics from the whole training set")
     e.set_defaults(parser=e, run=_cmd_eval)
 
-    s = sub.add_parser("sample", help="generate names from a checkpoint")
+    s = sub.add_parser("sample", help="generate names from a checkpoint",
+                       description="Names generated by a checkpoint, in eval mode. " + folded)
     s.add_argument("--checkpoint", metavar="PATH", required=True)
     s.add_argument("-n", type=_positive(), default=20, help="how many names")
     s.add_argument("--seed", type=_nonnegative, default=None, help="same seed, same names")

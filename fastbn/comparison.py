@@ -14,7 +14,6 @@ The ops :func:`compare` knows are the table ``OPS``, made from ``fastbn.registry
 ``negative_slope``, batch norm's ``unbiased``) pass through ``**op_kwargs``.
 """
 import copy
-import dataclasses
 import difflib
 import html
 import inspect
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ops, registry
+from . import registry
 
 __all__ = ["Row", "Report", "compare_arrays", "compare", "OPS", "OpEntry"]
 
@@ -249,75 +248,9 @@ class OpEntry:
     constants: tuple = ()
 
 
-# ----------------------------------------------------------------------------------------------
-# the lecture's batch norm as an op, for fastbn.compare(..., "batchnorm", unbiased=True)
-
-def bessel_batchnorm_forward(x, gamma, beta, eps=1e-5):
-    """The lecture's batch norm as an op: ``out = gamma * (x - mean) / sqrt(var + eps) + beta``
-    with the Bessel-corrected ``var = ((x - mean)**2).sum(0) / (B - 1)``.
-
-    Inputs: x (B, D), B >= 2; gamma, beta (D,); one float dtype. Returns (out, cache), the cache a
-    ``fastbn.ops.Cache`` with the attributes of ``ops.batchnorm_forward``'s (``xhat``, ``gamma``,
-    ``invstd``, ``mean``, ``var`` (÷ (B − 1)), ``eps``) and ``op = "bessel_batchnorm"``.
-    """
-    x = np.asarray(x)
-    gamma, beta = np.asarray(gamma), np.asarray(beta)
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"x must be (B, D) with B >= 2, got shape {x.shape}")
-    if gamma.shape != (x.shape[1],) or beta.shape != (x.shape[1],):
-        raise ValueError(f"gamma and beta must have shape ({x.shape[1]},), got {gamma.shape} "
-                         f"and {beta.shape}")
-    B = x.shape[0]
-    mean = x.sum(0) / B
-    var = ((x - mean) ** 2).sum(0) / (B - 1)
-    invstd = (var + eps) ** -0.5
-    xhat = (x - mean) * invstd
-    return gamma * xhat + beta, ops.Cache(op="bessel_batchnorm", dtype=x.dtype, xhat=xhat,
-                                      gamma=gamma.copy(), invstd=invstd, mean=mean, var=var,
-                                      eps=float(eps))
-
-
-def bessel_batchnorm_backward(dout, cache):
-    """Gradients of :func:`bessel_batchnorm_forward`: ``(dx, dgamma, dbeta)``.
-
-    ``dbeta = dout.sum(0)``, ``dgamma = (dout * xhat).sum(0)`` and, the paths through the mean and
-    the variance folded in, ``dx = gamma * invstd / B * (B*dout - dbeta - B/(B-1) * xhat *
-    dgamma)`` (the biased variant has no ``B/(B-1)``).
-    """
-    if getattr(cache, "op", None) != "bessel_batchnorm":
-        raise TypeError("bessel_batchnorm_backward needs the cache of bessel_batchnorm_forward")
-    dout = np.asarray(dout)
-    xhat, gamma, invstd = cache.xhat, cache.gamma, cache.invstd
-    if dout.shape != xhat.shape:
-        raise ValueError(f"dout must have shape {xhat.shape}, got {dout.shape}")
-    B = dout.shape[0]
-    dbeta = dout.sum(0)
-    dgamma = (dout * xhat).sum(0)
-    dx = gamma * invstd / B * (B * dout - dbeta - B / (B - 1) * xhat * dgamma)
-    return dx, dgamma, dbeta
-
-
-
-def _batchnorm_forward(x, gamma, beta, eps=1e-5, unbiased=False):
-    """``ops.batchnorm_forward``; ``unbiased=True`` is the lecture's Bessel-corrected variant."""
-    if not unbiased:
-        return ops.batchnorm_forward(x, gamma, beta, eps)
-    if "unbiased" in inspect.signature(ops.batchnorm_forward).parameters:
-        return ops.batchnorm_forward(x, gamma, beta, eps, unbiased=True)
-    return bessel_batchnorm_forward(x, gamma, beta, eps)   # until fastbn.ops has the variant
-
-
-def _batchnorm_backward(dout, cache):
-    if getattr(cache, "op", None) == "bessel_batchnorm":
-        return bessel_batchnorm_backward(dout, cache)
-    return ops.batchnorm_backward(dout, cache)
-
-
 # every op of fastbn.registry; batch norm also takes unbiased=True (the lecture's variant)
 OPS = {op.name: OpEntry(op.forward, op.backward, op.inputs, dict(op.dims), op.constants)
        for op in registry.OPS.values()}
-OPS["batchnorm"] = dataclasses.replace(OPS["batchnorm"], forward=_batchnorm_forward,
-                                       backward=_batchnorm_backward)
 
 # "approximate" for compare: np.allclose's tolerances in float64. In float32 a sum over the batch
 # (dgamma, dbeta, db) computed two ways (fastbn's kernels, fastbn.reference's NumPy) differs by up
@@ -415,7 +348,8 @@ def compare(student, op, *, shapes=None, dtype=np.float64, seed=0, call="cache",
         its forward, a second opinion that needs no reference.
     **op_kwargs
         The op's options (``eps=``, ``negative_slope=``; ``unbiased=True`` for the lecture's batch
-        norm: fastbn.ops's when it has it, else ``fastbn.exercises.bessel_batchnorm_forward``).
+        norm, normalized with the Bessel-corrected variance: ``fastbn.ops.batchnorm_forward``'s
+        variant, whose backward has the factor ``B/(B-1)``).
 
     Returns
     -------

@@ -11,8 +11,9 @@ and checked line by line with ``cmp(name, dt, t)``. This module is that exercise
 
 Shapes: n batch (B elsewhere in fastbn), T ``block_size``, E ``n_embd``, H ``n_hidden``,
 V ``vocab_size``. Batch norm here is the lecture's: it normalizes with the Bessel-corrected
-variance (÷ (n − 1)), not the biased one that ``fastbn.ops.batchnorm_forward`` and torch's
-``BatchNorm1d`` use; eps is 1e-5.
+variance (÷ (n − 1)), not the biased one that torch's ``BatchNorm1d`` and, by default,
+``fastbn.ops.batchnorm_forward`` use; eps is 1e-5. As one op it is
+``fastbn.ops.batchnorm_forward(..., unbiased=True)``.
 
 The steps. Each backward line is the chain rule with the step's local derivative; a step that
 broadcasts a tensor in the forward sums its gradient over the broadcast axis in the backward, and a
@@ -67,26 +68,19 @@ The two one-step exercises are in :func:`backward`'s result too:
 
 - ``dlogits_fast = (softmax(logits) - onehot(Yb)) / n`` — cross-entropy backward in one go;
 - ``dhprebn_fast = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0)
-  - n/(n-1) * bnraw * (dhpreact*bnraw).sum(0))`` — the lecture's batch-norm backward in one go
-  (the biased variant of ``fastbn.ops`` has no ``n/(n-1)``).
+  - n/(n-1) * bnraw * (dhpreact*bnraw).sum(0))`` — the lecture's batch-norm backward in one go,
+  the closed form of ``fastbn.ops.batchnorm_backward`` on a cache of
+  ``batchnorm_forward(..., unbiased=True)`` (the biased variant, the default, has no ``n/(n-1)``).
 """
 import math
 from collections.abc import Mapping
 
 import numpy as np
 
-from .comparison import (
-    Report,
-    as_array,
-    bessel_batchnorm_backward,
-    bessel_batchnorm_forward,
-    compare_arrays,
-    name_row,
-)
+from .comparison import Report, as_array, compare_arrays, name_row
 
 __all__ = ["SEED", "INTERMEDIATES", "PARAMS", "GRADIENTS", "init_params", "problem", "forward",
-           "backward", "check", "Forward", "Gradients", "bessel_batchnorm_forward",
-           "bessel_batchnorm_backward"]
+           "backward", "check", "Forward", "Gradients"]
 
 SEED = 2147483647          # the lecture's torch.Generator seed, here for NumPy's default_rng
 EPS = 1e-5                 # the lecture's batch-norm eps

@@ -14,9 +14,11 @@ Inside a call the output weight is used transposed, ``(V, H)``, whose GEMMs run 
 call copies ``Wout`` into that layout at its start and back (with ``dWout``) at its end.
 Workspaces are allocated once, for one batch size, 64-byte aligned, from the one list of the
 step's arrays (``FB_NET_ARRAYS`` in ``csrc/fused.h``, read as ``_kernels.fused_layout``), which
-the model's arrays are checked against too. Supported models: batch norm on, tanh, no final
-batch norm, any number of hidden layers up to ``MAX_LAYERS`` (the default model is one);
-:func:`supports` says why another model is not.
+the model's arrays are checked against too. Supported models: batch norm on, with either variance
+(``CharMLP(bn_unbiased=...)``: torch's biased one or the lecture's Bessel-corrected one, one
+scalar in the normalization and one in the backward), tanh, no final batch norm, any number of
+hidden layers up to ``MAX_LAYERS`` (the default model is one); :func:`supports` says why another
+model is not.
 
 ``FusedTrainer.time_phases`` runs ``run`` with each phase of the compiled step timed
 (``PHASES``: the first layer, batch norm and tanh, the output layer, softmax and the loss, each
@@ -126,6 +128,8 @@ def supports(model):
     cfg = getattr(model, "config", None)
     if cfg is None or not hasattr(model, "layers"):
         return False, "not a fastbn.CharMLP"
+    if getattr(model, "folded", False):
+        return False, "a folded model (fastbn.fold_batchnorm) is for inference only"
     if not cfg["batchnorm"]:
         return False, "the fused step needs batch norm (batchnorm=True)"
     if cfg["activation"] != "tanh":
@@ -233,8 +237,12 @@ class FusedTrainer:
                                      f"{shape} (V={V}, D={D}, T={T}, H={H})")
         moms = {bn.momentum for bn in bns}
         epss = {bn.eps for bn in bns}
-        if len(moms) != 1 or len(epss) != 1:
-            raise ValueError("the fused step needs one momentum and one eps for all BatchNorms")
+        unbiased = {bn.unbiased for bn in bns}
+        if len(moms) != 1 or len(epss) != 1 or len(unbiased) != 1:
+            raise ValueError("the fused step needs one momentum, one eps and one variance "
+                             "(unbiased or not) for all BatchNorms")
+        if not isinstance(next(iter(unbiased)), (bool, np.bool_)):
+            raise ValueError(f"BatchNorm unbiased must be True or False, got {unbiased.pop()!r}")
         if not (0 <= next(iter(moms)) <= 1 and next(iter(epss)) >= 0):
             raise ValueError(f"BatchNorm momentum must be in [0, 1] and eps >= 0, got "
                              f"{moms.pop()} and {epss.pop()}")
@@ -249,7 +257,7 @@ class FusedTrainer:
         self._rows.flags.writeable = False
         self._bound = self._identity()
         self._net = K.FusedNet(arrays, B, T, D, V, H, moms.pop(), epss.pop(), dt == np.float64,
-                               table)
+                               table, bool(unbiased.pop()))
         self._vocab, self._T, self._table = V, T, table
 
     @property
@@ -270,7 +278,7 @@ class FusedTrainer:
         arrays = self.model.parameters() + [b for _, b in self.model.named_buffers()] + \
             self.model.grads()
         return [(id(a), a.shape, a.strides, a.dtype, a.flags.writeable) for a in arrays] + \
-               [(bn.momentum, bn.eps) for bn in self.model.batchnorms()]
+               [(bn.momentum, bn.eps, bn.unbiased) for bn in self.model.batchnorms()]
 
     def _check_bound(self):
         # arrays replaced on the model (e.g. assigned, not written in place): bind again

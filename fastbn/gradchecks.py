@@ -408,17 +408,18 @@ def standard_checks(seed=0):
     """Every op of ``fastbn.ops`` and the whole BN-MLP stack, on small float64 problems.
 
     The ops and their inputs are the entries of ``fastbn.registry.OPS``: each op's sample arrays
-    (and its variants: ``"linear (no bias)"``, ``"batchnorm (B=2)"``), its options at their sample
-    values and its constants (an eval batch norm's running statistics) bound to the forward.
+    (and its variants: ``"linear (no bias)"``, ``"batchnorm (B=2)"``, ``"batchnorm (unbiased)"``),
+    its options at their sample values, a variant's own options and its constants (an eval batch
+    norm's running statistics) bound to the forward.
     Returns a list of ``(label, fn, inputs)`` ready for :func:`gradcheck`.
     """
     from .registry import OPS
 
     checks = []
     for op in OPS.values():
-        for label, arrays in op.cases(seed):
+        for label, arrays, options in op.cases(seed):
             bound = {k: arrays.pop(k) for k in op.constants}
-            forward = functools.partial(op.forward, **bound, **op.sample_options())
+            forward = functools.partial(op.forward, **bound, **op.sample_options(), **options)
             checks.append((label, (forward, op.backward), tuple(arrays.values())))
     rng = np.random.default_rng(seed)
     r = rng.standard_normal
@@ -468,10 +469,11 @@ class GradcheckSuite:
                  "pass" if r.passed else "FAIL") for lab, rep in self.checks for r in rep.rows]
 
     def __str__(self):
-        header = (f"{'op':<18} {'input':<9} {'checked':>9} {'max abs err':>12} "
+        w = max([18] + [len(lab) for lab, _ in self.checks])     # "batchnorm (unbiased, B=2)"
+        header = (f"{'op':<{w}} {'input':<9} {'checked':>9} {'max abs err':>12} "
                   f"{'max rel err':>12}  result")
         lines = [header, "-" * len(header)]
-        lines += [f"{a:<18} {b:<9} {c:>9} {d:>12} {e:>12}  {f}" for a, b, c, d, e, f in
+        lines += [f"{a:<{w}} {b:<9} {c:>9} {d:>12} {e:>12}  {f}" for a, b, c, d, e, f in
                   self._body()]
         return "\n".join(lines + ["", self._summary()])
 

@@ -91,6 +91,10 @@ class CharMLP:
     bn_momentum, bn_eps : float
         Of every BatchNorm1d. momentum is the weight of the new batch (torch's meaning); 0.001 is
         the lecture's choice for batch 32.
+    bn_unbiased : bool
+        Of every BatchNorm1d: False (default) normalizes with the biased batch variance, as torch;
+        True with the Bessel-corrected one (/ (B - 1)), as the makemore lecture's code does
+        (``fastbn.ops.batchnorm_forward``). The running statistics are the same either way.
     activation : str
         One of ``ACTIVATIONS`` ("tanh", "relu", "leaky_relu", ...).
     negative_slope : float
@@ -117,10 +121,12 @@ class CharMLP:
         The constructor arguments (minus seed), as saved in checkpoints.
     """
 
+    folded = False          # a fastbn.folding.FoldedCharMLP (inference only) says True
+
     def __init__(self, vocab, block_size=3, n_embd=10, n_hidden=200, n_layers=1, *,
                  batchnorm=True, final_bn=False, bn_momentum=0.001, bn_eps=1e-5,
-                 activation="tanh", negative_slope=0.01, init="kaiming", gain=None,
-                 dtype=np.float32, seed=None):
+                 bn_unbiased=False, activation="tanh", negative_slope=0.01, init="kaiming",
+                 gain=None, dtype=np.float32, seed=None):
         self.vocab = _as_vocab(vocab)
         V = self.vocab.size
         T = _pos_int("block_size", block_size)
@@ -140,6 +146,8 @@ class CharMLP:
             raise ValueError(f"bn_momentum must be in [0, 1], got {bn_momentum}")
         if not bn_eps >= 0:
             raise ValueError(f"bn_eps must be >= 0, got {bn_eps}")
+        if not isinstance(bn_unbiased, (bool, np.bool_)):
+            raise TypeError(f"bn_unbiased must be True or False, got {bn_unbiased!r}")
         if not np.isfinite(negative_slope):
             raise ValueError(f"negative_slope must be finite, got {negative_slope}")
         if gain is not None:
@@ -150,7 +158,8 @@ class CharMLP:
                 raise ValueError(f"gain must be finite and > 0, got {gain}")
         self.config = {"block_size": T, "n_embd": D, "n_hidden": H, "n_layers": L,
                        "batchnorm": bool(batchnorm), "final_bn": bool(final_bn),
-                       "bn_momentum": bn_momentum, "bn_eps": bn_eps, "activation": activation,
+                       "bn_momentum": bn_momentum, "bn_eps": bn_eps,
+                       "bn_unbiased": bool(bn_unbiased), "activation": activation,
                        "negative_slope": negative_slope, "init": init, "gain": gain}
         self.dtype = dt
         self.block_size = T
@@ -176,7 +185,8 @@ class CharMLP:
             return _init.kaiming_std(fan_in, gain) if w_scale is None else w_scale
 
         def bn(dim):
-            return nn.BatchNorm1d(dim, eps=bn_eps, momentum=bn_momentum, dtype=dt)
+            return nn.BatchNorm1d(dim, eps=bn_eps, momentum=bn_momentum,
+                                  unbiased=bool(bn_unbiased), dtype=dt)
 
         def act():
             return op.nonlinearity.layer(**act_options)
@@ -416,8 +426,9 @@ class CharMLP:
         out = np.zeros((n, max_len), dtype=np.int64)
         done = np.zeros(n, dtype=bool)
         with self._aside():
+            forward = self._inference_logits(n)
             for t in range(max_len):
-                logits = self.net(ctx).astype(np.float64)
+                logits = forward(ctx).astype(np.float64)
                 p = np.exp(logits - logits.max(1, keepdims=True))
                 cdf = np.cumsum(p, axis=1)
                 u = rng.random(n) * cdf[:, -1]
@@ -434,6 +445,11 @@ class CharMLP:
             ids = ids[:ids.index(0)] if 0 in ids else ids
             names.append(self.vocab.decode(ids))
         return names
+
+    def _inference_logits(self, rows):
+        """The function X (B, T) -> logits (B, V), B <= rows, that ``sample`` calls in eval
+        mode: the net (a folded model, ``fastbn.folding``, runs its inference path instead)."""
+        return self.net
 
     def __repr__(self):
         """A torch-like tree: the layers with their shapes and parameter counts (the full

@@ -181,15 +181,17 @@ class BatchNorm1d(Module):
     """Batch normalization over the batch axis of (B, dim) inputs, as ``torch.nn.BatchNorm1d``.
 
     Parameters ``gamma`` (ones) and ``beta`` (zeros); buffers ``running_mean`` (zeros) and
-    ``running_var`` (ones). Training mode normalizes with the batch statistics (biased variance)
-    and updates the buffers as torch does: ``running = (1 - momentum) * running + momentum *
-    batch_stat``, with the **unbiased** batch variance; ``momentum`` is the weight of the new batch.
+    ``running_var`` (ones). Training mode normalizes with the batch statistics (biased variance,
+    as torch; ``unbiased=True``: the Bessel-corrected one, / (B - 1), as the makemore lecture
+    does, see ``fastbn.ops.batchnorm_forward``) and updates the buffers as torch does:
+    ``running = (1 - momentum) * running + momentum * batch_stat``, with the **unbiased** batch
+    variance whichever variant normalizes; ``momentum`` is the weight of the new batch.
     Eval mode normalizes with the buffers and does not change them.
     """
 
     _param_names = ("gamma", "beta")
 
-    def __init__(self, dim, eps=1e-5, momentum=0.1, *, dtype=np.float32):
+    def __init__(self, dim, eps=1e-5, momentum=0.1, *, unbiased=False, dtype=np.float32):
         dim = _positive_int("dim", dim)
         eps, momentum = float(eps), float(momentum)
         if not eps >= 0:
@@ -198,6 +200,7 @@ class BatchNorm1d(Module):
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         dt = _dtype(dtype)
         self.eps, self.momentum = eps, momentum
+        self.unbiased = ops._check_unbiased(unbiased)
         self.gamma = _aligned(np.ones(dim, dtype=dt))
         self.beta = _aligned(np.zeros(dim, dtype=dt))
         self.running_mean = _aligned(np.zeros(dim, dtype=dt))
@@ -208,7 +211,7 @@ class BatchNorm1d(Module):
         if not self.training:
             return ops.batchnorm_eval_forward(x, self.gamma, self.beta, self.running_mean,
                                               self.running_var, self.eps)
-        out, cache = ops.batchnorm_forward(x, self.gamma, self.beta, self.eps)
+        out, cache = ops.batchnorm_forward(x, self.gamma, self.beta, self.eps, self.unbiased)
         # running = (1 - m) running + m batch, in one compiled call when it can (the same
         # numbers: _kernels.batchnorm_running_update)
         m = self.momentum
@@ -233,7 +236,8 @@ class BatchNorm1d(Module):
         return [self.running_mean, self.running_var]
 
     def __repr__(self):
-        return f"BatchNorm1d({self.gamma.shape[0]}, eps={self.eps:g}, momentum={self.momentum:g})"
+        return (f"BatchNorm1d({self.gamma.shape[0]}, eps={self.eps:g}, momentum={self.momentum:g}"
+                + (", unbiased=True)" if self.unbiased else ")"))
 
 
 class Tanh(Module):

@@ -484,26 +484,40 @@ def _bn_cache(c):
     return _cached(c, "xhat", (B, D)), _cached(c, "gamma", (D,)), _cached(c, "invstd", (D,))
 
 
-def batchnorm_forward(x, gamma, beta, eps=1e-5):
+def _check_unbiased(unbiased):
+    if not isinstance(unbiased, (bool, np.bool_)):
+        raise TypeError(f"unbiased must be True or False, got {unbiased!r}")
+    return bool(unbiased)
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5, unbiased=False):
     """Batch normalization in training mode, over the batch axis.
 
-    ``mean = x.mean(0)``, ``var = x.var(0)`` (biased, / B), ``xhat = (x - mean) / sqrt(var + eps)``,
-    ``out = gamma * xhat + beta`` — exactly ``torch.nn.functional.batch_norm(training=True)``.
+    ``mean = x.mean(0)``, ``var = ((x - mean)**2).sum(0) / n``,
+    ``xhat = (x - mean) / sqrt(var + eps)``, ``out = gamma * xhat + beta``, where the divisor ``n``
+    is B by default (the biased variance): exactly ``torch.nn.functional.batch_norm(training=True)``
+    and ``torch.nn.BatchNorm1d``. ``unbiased=True`` is the makemore lecture's variant: ``n = B - 1``
+    (the Bessel-corrected variance, its ``hpreact.std(0)`` and ``1/(n-1)``), as
+    ``(x - mean) / sqrt(torch.var(x, 0, unbiased=True) + eps)``.
 
     Inputs:
     - x: array of shape (B, D), B >= 2
     - gamma, beta: arrays of shape (D,)
     - eps: float >= 0
+    - unbiased: bool, which variance normalizes (above)
 
     Returns (out, cache): out of shape (B, D). The cache exposes ``cache.mean`` (D,), the batch
-    mean, and ``cache.var`` (D,), the **unbiased** batch variance (/ (B - 1)), which is what
-    ``torch.nn.BatchNorm1d`` feeds into ``running_var``; also ``xhat`` (B, D) and ``invstd`` (D,).
+    mean, and ``cache.var`` (D,), the **unbiased** batch variance (/ (B - 1)) whatever the variant,
+    which is what ``torch.nn.BatchNorm1d`` feeds into ``running_var``; also ``xhat`` (B, D),
+    ``invstd`` (D,) (``1 / sqrt(var_n + eps)``, of the variance that normalized) and
+    ``unbiased``, the variant, which ``batchnorm_backward`` reads.
     """
-    res = K.batchnorm_forward_fast(x, gamma, beta, eps)
+    res = K.batchnorm_forward_fast(x, gamma, beta, eps, unbiased)
     if res is not None:
         return res
     x, gamma, beta = _bn_params(x, gamma, beta)
     eps = _check_eps(eps)
+    unbiased = _check_unbiased(unbiased)
     B, D = x.shape
     if B < 2:
         raise ValueError(f"Expected more than 1 value per channel when training, got input of "
@@ -511,13 +525,14 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     x = _contiguous(x)
     out, xhat = np.empty_like(x), np.empty_like(x)
     mean, invstd, var = (np.empty(D, dtype=x.dtype) for _ in range(3))
-    K.batchnorm_forward(x, gamma, beta, eps, out, xhat, mean, invstd, var)
+    K.batchnorm_forward(x, gamma, beta, eps, out, xhat, mean, invstd, var, unbiased)
     return out, Cache(op="batchnorm", dtype=x.dtype, xhat=xhat, gamma=gamma, invstd=invstd,
-                      mean=mean, var=var, eps=eps)
+                      mean=mean, var=var, eps=eps, unbiased=unbiased)
 
 
 def batchnorm_backward(dout, cache, *, out=None):
-    """Gradients of training-mode batch normalization.
+    """Gradients of training-mode batch normalization, of the variant the forward ran
+    (``cache.unbiased``).
 
     Inputs:
     - dout: array of shape (B, D)
@@ -527,19 +542,28 @@ def batchnorm_backward(dout, cache, *, out=None):
 
     Returns (dx, dgamma, dbeta), of shapes (B, D), (D,), (D,):
     ``dbeta = dout.sum(0)``, ``dgamma = (dout * xhat).sum(0)`` and, with the paths through the
-    batch mean and variance folded into one closed form,
-    ``dx = gamma * invstd / B * (B * dout - dbeta - xhat * dgamma)``.
+    batch mean and variance folded into one closed form (``d var / dx = 2 (x - mean) / n``),
+    ``dx = gamma * invstd / B * (B * dout - dbeta - (B / n) * xhat * dgamma)``: ``B / n`` is 1 for
+    the biased variance and ``B / (B - 1)`` for the unbiased one (the lecture's one-line
+    ``dhprebn``, its ``n/(n-1) * bnraw * (dhpreact*bnraw).sum(0)``).
     """
     res = K.batchnorm_backward_fast(dout, cache, out)
     if res is not None:
         return res
     c = _cache(cache, "batchnorm")
     xhat, gamma, invstd = _bn_cache(c)
+    unbiased = getattr(c, "unbiased", None)
+    if not isinstance(unbiased, (bool, np.bool_)):
+        raise ValueError(f"cache.unbiased must be True or False, got {unbiased!r} (was the "
+                         "cache modified after the forward?)")
+    if xhat.shape[0] < 2:
+        raise ValueError(f"cache.xhat must have at least 2 rows (a training-mode batch), got "
+                         f"shape {xhat.shape} (was the cache modified after the forward?)")
     d = _dout(dout, c, xhat.shape)
     D = xhat.shape[1]
     dx = np.empty_like(xhat)
     dgamma, dbeta = np.empty(D, dtype=c.dtype), np.empty(D, dtype=c.dtype)
-    K.batchnorm_backward(d, xhat, gamma, invstd, dx, dgamma, dbeta)
+    K.batchnorm_backward(d, xhat, gamma, invstd, dx, dgamma, dbeta, bool(unbiased))
     return _written(out, (dx, dgamma, dbeta), ("dx", "dgamma", "dbeta"))
 
 

@@ -72,23 +72,25 @@ def elu_backward(dout, cache):
     return np.where(x > 0, dout, dout * alpha * np.exp(np.minimum(x, 0)))
 
 
-def batchnorm_forward(x, gamma, beta, eps=1e-5):
-    """Training mode: normalize by the biased variance; the cache carries the unbiased one."""
+def batchnorm_forward(x, gamma, beta, eps=1e-5, unbiased=False):
+    """Training mode: normalize by the biased variance (/ B), or with ``unbiased`` the
+    Bessel-corrected one (/ (B - 1), the lecture's); the cache carries the unbiased one."""
     mean = x.mean(0)
-    var = x.var(0)                       # biased, / B
+    var = x.var(0, ddof=1 if unbiased else 0)
     invstd = 1.0 / np.sqrt(var + eps)
     xhat = (x - mean) * invstd
     out = gamma * xhat + beta
     var_unbiased = x.var(0, ddof=1)
-    return out, (xhat, gamma, invstd, mean, var_unbiased)
+    return out, (xhat, gamma, invstd, mean, var_unbiased, bool(unbiased))
 
 
 def batchnorm_backward(dout, cache):
-    xhat, gamma, invstd, _, _ = cache
+    xhat, gamma, invstd, _, _, unbiased = cache
     B = dout.shape[0]
     dbeta = dout.sum(0)
     dgamma = (dout * xhat).sum(0)
-    dx = gamma * invstd / B * (B * dout - dbeta - xhat * dgamma)
+    c = B / (B - 1) if unbiased else 1.0          # B / n, n the variance's divisor
+    dx = gamma * invstd / B * (B * dout - dbeta - c * xhat * dgamma)
     return dx, dgamma, dbeta
 
 

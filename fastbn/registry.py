@@ -10,12 +10,13 @@ An :class:`OpInfo` names the op; its forward and backward are ``fastbn.ops.<name
   T context, V vocabulary, D features, I fan_in, O fan_out, C classes); ``dims`` the defaults.
   The awkward cases live here: ReLU-like inputs stay off the kink (finite differences must not
   straddle it), an embedding batch repeats rows (24 lookups in 11 rows), ``variants`` adds the
-  cases gradcheck runs besides the default (linear without bias, batch norm at B = 2);
+  cases gradcheck and the PyTorch-parity test run besides the default (linear without bias,
+  batch norm at B = 2, the lecture's batch norm, ``unbiased=True``, at B = 8 and B = 2);
 - ``constants``: floating inputs that get no gradient (eval batch norm's running statistics);
 - ``options``: scalar options after the arrays, with the value the tests pass and the range
   property tests draw from;
-- ``torch(torch, *args)``: the same computation in PyTorch (``torch`` is passed in: fastbn never
-  imports it), for the parity tests;
+- ``torch(torch, *args, **options)``: the same computation in PyTorch (``torch`` is passed in:
+  fastbn never imports it), for the parity tests; a variant's ``options`` are passed to it too;
 - ``elementwise``: the op takes an array of any shape;
 - ``grad_from_output``: the backward reads the forward's output (tanh: 1 - t²), so a forward a
   few ulp away from another implementation's moves the gradient by a few ulp of |dout|;
@@ -55,11 +56,14 @@ class Option:
 @dataclass(frozen=True)
 class Variant:
     """A gradcheck case besides the default one: ``label`` (shown as ``"<op> (<label>)"``),
-    dimension sizes that differ, and array arguments left out (trailing optional ones)."""
+    dimension sizes that differ, array arguments left out (trailing optional ones), and
+    ``options``, keyword options of the forward that are not numbers to draw (batch norm's
+    ``unbiased=True``): passed to the forward, its NumPy reference and its ``torch`` function."""
 
     label: str
     dims: dict = field(default_factory=dict)
     drop: tuple = ()
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -156,13 +160,14 @@ class OpInfo:
         """``{option name: sample value}``."""
         return {o.name: o.sample for o in self.options}
 
-    def cases(self, seed=0):
-        """The gradcheck cases: ``[(label, arrays)]``, the default then each variant."""
-        out = [(self.name, self.arrays(seed=seed))]
+    def cases(self, seed=0, dtype=np.float64):
+        """The gradcheck cases: ``[(label, arrays, options)]``, the default (no options) then
+        each variant (its ``options``, keyword arguments of the forward)."""
+        out = [(self.name, self.arrays(dtype, seed), {})]
         for v in self.variants:
-            arrays = self.arrays(seed=seed, **v.dims)
+            arrays = self.arrays(dtype, seed, **v.dims)
             out.append((f"{self.name} ({v.label})",
-                        {k: a for k, a in arrays.items() if k not in v.drop}))
+                        {k: a for k, a in arrays.items() if k not in v.drop}, dict(v.options)))
         return out
 
 
@@ -248,6 +253,15 @@ def _elu_gain(alpha=1.0):
     return 1 / math.sqrt(m2)
 
 
+def _batchnorm_torch(torch, x, gamma, beta, eps=1e-5, unbiased=False):
+    """torch's training-mode batch norm; ``unbiased=True``: the lecture's formula written in torch,
+    normalized by ``torch.var(unbiased=True)``."""
+    if not unbiased:
+        return torch.nn.functional.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
+    var = torch.var(x, 0, unbiased=True)
+    return gamma * (x - x.mean(0)) / torch.sqrt(var + eps) + beta
+
+
 _ELEMENTWISE = {"B": 8, "D": 6}
 
 _OPS = [
@@ -275,10 +289,10 @@ _OPS = [
            options=(Option("alpha", 1.3, 0.0, 2.0),), elementwise=True, grad_from_output=True,
            nonlinearity=Nonlinearity(nn.ELU, _elu_gain, _elu_flat,
                                      lambda threshold: f"t + alpha < {1 - threshold**2:.3g}")),
-    OpInfo("batchnorm", _batchnorm_inputs, {"B": 8, "D": 6},
-           torch=lambda torch, x, gamma, beta, eps=1e-5: torch.nn.functional.batch_norm(
-               x, None, None, gamma, beta, training=True, eps=eps),
-           options=(Option("eps", 1e-5, 0.0, 1.0),), variants=(Variant("B=2", {"B": 2}),)),
+    OpInfo("batchnorm", _batchnorm_inputs, {"B": 8, "D": 6}, torch=_batchnorm_torch,
+           options=(Option("eps", 1e-5, 0.0, 1.0),),
+           variants=(Variant("B=2", {"B": 2}), Variant("unbiased", options={"unbiased": True}),
+                     Variant("unbiased, B=2", {"B": 2}, options={"unbiased": True}))),
     OpInfo("batchnorm_eval", _batchnorm_eval_inputs, {"B": 8, "D": 6},
            torch=lambda torch, x, gamma, beta, rm, rv, eps=1e-5: torch.nn.functional.batch_norm(
                x, rm, rv, gamma, beta, training=False, eps=eps),

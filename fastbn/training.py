@@ -353,6 +353,10 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     FloatingPointError
         The loss became NaN or infinite; the message names the step.
     """
+    if getattr(model, "folded", False):      # fastbn.fold_batchnorm's inference-only model
+        raise RuntimeError("fastbn.train cannot train a folded model (its batch norm is folded "
+                           "into the Linears for inference, by fastbn.fold_batchnorm): train the "
+                           "unfolded model, then fold it again")
     steps = int(steps)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

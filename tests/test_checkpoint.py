@@ -35,7 +35,9 @@ def batch(n=64):
 
 @pytest.mark.parametrize("kw", [{}, {"dtype": np.float64},
                                 {"n_layers": 2, "final_bn": True, "activation": "relu"},
-                                {"batchnorm": False, "init": "fix_tanh"}]
+                                {"batchnorm": False, "init": "fix_tanh"},
+                                {"bn_unbiased": True}, {"bn_unbiased": True, "n_layers": 2,
+                                                        "final_bn": True}]
                          + [{"activation": a} for a in ACTIVATIONS if a != "tanh"])
 def test_round_trip_same_everything(tmp_path, kw):
     m = trained(**kw)
@@ -224,6 +226,9 @@ def test_load_error_messages_say_what_is_wrong_once(tmp_path):
     ({"n_hidden": 8.0}, "n_hidden must be an integer"),
     ({"n_hidden": True}, "n_hidden must be an integer"),
     ({"batchnorm": "yes"}, "batchnorm must be true or false"),
+    ({"bn_unbiased": 1}, "bn_unbiased must be true or false"),
+    ({"bn_unbiased": "unbiased"}, "bn_unbiased must be true or false"),
+    ({"bn_unbiased": None}, "bn_unbiased must be true or false"),
     ({"bn_momentum": float("nan")}, r"bn_momentum must be a number in \[0, 1\]"),
     ({"bn_eps": -1.0}, "bn_eps must be a number >= 0"),
     ({"negative_slope": float("inf")}, "negative_slope must be a number finite"),
@@ -254,6 +259,55 @@ def test_config_without_optional_keys_takes_the_defaults(tmp_path):
     del cfg["gain"]
     d["config"] = np.array(json.dumps(cfg))
     assert checkpoint.load(write(tmp_path, d)).config == m.config
+
+
+def test_bn_unbiased_round_trips_and_keeps_training_the_same_variant(tmp_path):
+    """A model with bn_unbiased saved and loaded: the config and every BatchNorm say so, and a
+    training step of the loaded model equals one of the original (the unbiased normalization,
+    not the default one)."""
+    m = trained(bn_unbiased=True)
+    path = fastbn.save(m, tmp_path / "m.npz")
+    m2, biased = fastbn.load(path), fastbn.load(path)
+    assert m2.config["bn_unbiased"] is True
+    assert all(bn.unbiased for bn in m2.batchnorms()) and "unbiased=True" in repr(m2)
+    for bn in biased.batchnorms():
+        bn.unbiased = False
+    X, Y = batch(16)
+    m.train(), m2.train(), biased.train()
+    loss = m.train_step(X, Y, 0.1)
+    assert m2.train_step(X, Y, 0.1) == loss
+    for a, b in zip(m.parameters(), m2.parameters()):
+        np.testing.assert_array_equal(a, b)
+    assert biased.train_step(X, Y, 0.1) != loss           # the variant is what was restored
+
+
+def old_format_checkpoint(tmp_path, m):
+    """A checkpoint as fastbn wrote it before bn_unbiased existed: format version 1, the config
+    without the key, the arrays by the same names (built here, not a committed binary)."""
+    cfg = {k: v for k, v in m.config.items() if k != "bn_unbiased"}
+    d = entries(m)
+    d["config"] = np.array(json.dumps(cfg, sort_keys=True))
+    d["meta"] = np.array(json.dumps({"steps": 5}))
+    return write(tmp_path, d)
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_layers": 2, "final_bn": True}, {"batchnorm": False}])
+def test_checkpoints_written_before_bn_unbiased_load_as_biased(tmp_path, kw):
+    m = trained(**kw)
+    path = old_format_checkpoint(tmp_path, m)
+    with np.load(path) as z:
+        assert "bn_unbiased" not in str(z["config"]) and int(z["format_version"]) == 1
+    old = fastbn.load(path)
+    assert old.config == m.config and old.config["bn_unbiased"] is False
+    assert not any(bn.unbiased for bn in old.batchnorms())
+    for (n1, a), (n2, b) in zip(m.named_parameters() + m.named_buffers(),
+                                old.named_parameters() + old.named_buffers()):
+        assert n1 == n2
+        np.testing.assert_array_equal(a, b)
+    X, Y = batch()
+    assert old.evaluate(X, Y) == m.evaluate(X, Y)
+    old.train(), m.train()
+    assert old.train_step(X[:16], Y[:16], 0.1) == m.train_step(X[:16], Y[:16], 0.1)
 
 
 @pytest.mark.parametrize("kw", [{}, {"batchnorm": False}, {"final_bn": True, "n_layers": 3},

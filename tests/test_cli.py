@@ -99,6 +99,48 @@ def test_train_options_reach_the_model(names_path, tmp_path, capsys):
     assert m.meta["run"]["lr_schedule"] == "0:0.05,10:0.01" and m.meta["run"]["batch_size"] == 8
 
 
+@pytest.mark.parametrize("variance", ["unbiased", "biased", None])
+def test_train_bn_variance_reaches_the_model_and_its_checkpoint(tmp_path, capsys, variance):
+    """--bn-variance unbiased trains the lecture's batch norm (on the fused path) and saves it
+    in the checkpoint; biased, or no flag, is the default."""
+    out = tmp_path / "run"
+    flag = ["--bn-variance", variance] if variance else []
+    assert main(["train", "--data", str(words_file(tmp_path)), "--steps", "30", "--batch-size",
+                 "8", "--n-hidden", "8", "--no-plot", "--out", str(out)] + flag) == 0
+    text = capsys.readouterr().out
+    m = fastbn.load(out / "model.npz")
+    unbiased = variance == "unbiased"
+    assert m.config["bn_unbiased"] is unbiased
+    assert all(bn.unbiased is unbiased for bn in m.batchnorms())
+    assert ("BN with the unbiased variance" in text) == unbiased and "fused path" in text
+
+
+def test_a_resumed_run_keeps_its_bn_variance(tmp_path):
+    """A run with --bn-variance unbiased stopped at step 20 of 40 and resumed (the flag is then
+    refused, the checkpoint says): the same losses and parameters as the whole run, which are
+    not those of the default variance."""
+    words = words_file(tmp_path)
+    run = ["--data", str(words), "--batch-size", "8", "--n-hidden", "8", "--no-plot", "--quiet"]
+    outs = {k: tmp_path / k for k in ("part", "whole", "biased")}
+    assert main(["train", "--steps", "20", "--bn-variance", "unbiased", *run,
+                 "--out", str(outs["part"])]) == 0
+    ckpt = outs["part"] / "model.npz"
+    m = fastbn.checkpoint.load(ckpt)
+    m.meta["run"]["steps"] = 40                      # as a run stopped at step 20 leaves it
+    del m.meta["complete"]
+    fastbn.checkpoint.save(m, ckpt, meta=m.meta, state=m.train_state)
+    assert main(["train", "--resume", str(ckpt), "--quiet", "--no-plot"]) == 0
+    assert main(["train", "--steps", "40", "--bn-variance", "unbiased", *run,
+                 "--out", str(outs["whole"])]) == 0
+    assert main(["train", "--steps", "40", *run, "--out", str(outs["biased"])]) == 0
+    resumed, whole, biased = (fastbn.load(outs[k] / "model.npz") for k in outs)
+    assert resumed.config["bn_unbiased"] is True and resumed.train_state.step == 40
+    np.testing.assert_array_equal(resumed.train_state.history, whole.train_state.history)
+    for a, b in zip(resumed.parameters(), whole.parameters()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(whole.train_state.history, biased.train_state.history)
+
+
 def words_file(folder):
     words = folder / "words.txt"
     words.write_text("\n".join(["anna", "bob", "otto", "ada", "abba", "nan"] * 20) + "\n")
@@ -158,6 +200,9 @@ def test_runtime_errors_exit_1_with_a_message(tmp_path, capsys):
     (["train", "--lr-schedule", "10:0.1"], "start at step 0"),
     (["train", "--dtype", "float16"], "invalid choice: 'float16'"),
     (["train", "--bn-momentum", "1.5"], r"must be in \[0, 1\]"),
+    (["train", "--bn-variance", "bessel"], r"--bn-variance: invalid choice: 'bessel' \(choose "
+                                           r"from '?biased'?, '?unbiased'?\)"),
+    (["train", "--bn-variance"], "--bn-variance: expected one argument"),
     (["train", "--n-hidden", "0"], "--n-hidden: must be > 0"),
     (["train", "--block-size", "-1"], "--block-size: must be > 0"),
     (["train", "--data", "/nonexistent/names.txt"], "no such file"),
@@ -176,6 +221,7 @@ def test_runtime_errors_exit_1_with_a_message(tmp_path, capsys):
       for flag in (["--steps", "5"], ["--batch-size", "8"], ["--lr-schedule", "0.1"],
                    ["--n-hidden", "8"], ["--n-embd", "4"], ["--block-size", "2"],
                    ["--n-layers", "2"], ["--no-batchnorm"], ["--bn-momentum", "0.1"],
+                   ["--bn-variance", "unbiased"], ["--bn-variance", "biased"],
                    ["--dtype", "float64"], ["--seed", "0"], ["--calibrate"])],
     (["train", "--resume", "m.npz", "--seed", "1", "--steps", "9"], "--steps, --seed cannot"),
     (["eval"], "required: --checkpoint"),
@@ -204,7 +250,7 @@ def test_help_shows_the_real_defaults(capsys):
                   "(default 0:0.1,100000:0.01)", "hidden width (default 200)",
                   "embedding size (default 10)", "characters of context (default 3)",
                   "blocks (default 1)", "(default 0.001)", "(default float32)",
-                  "(default 2147483647)"):
+                  "(default 2147483647)", "{biased,unbiased}", "(default biased)"):
         assert shown in text
 
 

@@ -125,19 +125,24 @@ def test_one_step_exercises_equal_the_chain(n):
                                rtol=1e-12, atol=1e-15)
 
 
-def test_the_lecture_batchnorm_is_not_fastbns_biased_one():
-    params, Xb, Yb = ex.problem(8, seed=1)
+@pytest.mark.parametrize("n", [2, 8, 32])
+def test_the_lecture_batchnorm_is_fastbns_unbiased_one_not_its_default(n):
+    """The exploded forward's batch norm is ops.batchnorm_forward(..., unbiased=True), and the
+    one-expression dhprebn (and the step-by-step chain) its backward; the default differs."""
+    params, Xb, Yb = ex.problem(n, seed=1)
     fwd = ex.forward(params, Xb, Yb)
     g = ex.backward(fwd, params)
     gamma, beta = params["bngain"].ravel(), params["bnbias"].ravel()
-    out, c = ex.bessel_batchnorm_forward(fwd["hprebn"], gamma, beta)
+    out, c = ops.batchnorm_forward(fwd["hprebn"], gamma, beta, unbiased=True)
     np.testing.assert_allclose(out, fwd["hpreact"], rtol=1e-12, atol=1e-12)
-    dx, dgamma, dbeta = ex.bessel_batchnorm_backward(g["dhpreact"], c)
-    np.testing.assert_allclose(dx, g["dhprebn"], rtol=1e-9, atol=1e-12 * np.abs(dx).max())
+    np.testing.assert_allclose(c.invstd, fwd["bnvar_inv"].ravel(), rtol=1e-12)
+    dx, dgamma, dbeta = ops.batchnorm_backward(g["dhpreact"], c)
+    for want in (g["dhprebn_fast"], g["dhprebn"]):
+        np.testing.assert_allclose(dx, want, rtol=1e-9, atol=1e-12 * np.abs(dx).max())
     np.testing.assert_allclose(dgamma, g["dbngain"].ravel(), rtol=1e-12)
     np.testing.assert_allclose(dbeta, g["dbnbias"].ravel(), rtol=1e-12)
     biased, cb = ops.batchnorm_forward(fwd["hprebn"], gamma, beta)
-    assert not np.allclose(biased, fwd["hpreact"])                   # at n = 8, 1/n vs 1/(n-1)
+    assert not np.allclose(biased, fwd["hpreact"])                   # 1/n vs 1/(n-1)
     assert not np.allclose(ops.batchnorm_backward(g["dhpreact"], cb)[0], g["dhprebn"])
 
 

@@ -30,7 +30,9 @@ def pair(dtype, seed=3, **kw):
 @pytest.mark.parametrize("kw", [{}, dict(n_layers=3, n_hidden=40, n_embd=6, block_size=3),
                                 dict(bn_momentum=0.1, n_hidden=17),
                                 dict(block_size=5, n_embd=4, n_hidden=30, V=11),
-                                dict(block_size=1, n_embd=7, n_hidden=12, n_layers=2, V=40)])
+                                dict(block_size=1, n_embd=7, n_hidden=12, n_layers=2, V=40),
+                                dict(bn_unbiased=True),                # the lecture's BN
+                                dict(bn_unbiased=True, n_layers=3, n_hidden=40, n_embd=6)])
 @pytest.mark.parametrize("table", [False, True])
 @pytest.mark.parametrize("B", [32, 7, 100])   # 100: several GEMM panels, softmax and sum blocks
 def test_fused_steps_equal_per_layer_steps(data, dtype, tol, kw, table, B):
@@ -70,6 +72,40 @@ def test_compiled_loop_equals_fused_steps(data, dtype):
     for p, q in zip(a.parameters(), b.parameters()):
         np.testing.assert_array_equal(p, q)
     np.testing.assert_array_equal(s1.state, s2.state)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_loop_runs_the_unbiased_variant(data, dtype):
+    """bn_unbiased=True in the compiled loop: its fused steps, not the default's (the comparison
+    with the per-layer path above says they are the right ones), and the loop equals its steps."""
+    X, Y = data
+    lecture, default, steps = (CharMLP(VOCAB, dtype=dtype, seed=4, bn_unbiased=u)
+                               for u in (True, False, True))
+    _, la = FusedTrainer(lecture, 32).run(X, Y, 20, 0.1, BatchSampler(6))
+    _, lb = FusedTrainer(default, 32).run(X, Y, 20, 0.1, BatchSampler(6))
+    assert la[0] != lb[0] and not np.allclose(la, lb, rtol=1e-4)
+    t, s = FusedTrainer(steps, 32), BatchSampler(6)
+    np.testing.assert_array_equal(la, [t.step(X, Y, 0.1, s.draw(len(X), 32)) for _ in range(20)])
+    for p, q in zip(lecture.parameters(), steps.parameters()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_one_variance_for_every_batchnorm_and_a_changed_one_rebinds(data):
+    X, Y = data
+    model = CharMLP(VOCAB, n_layers=2, n_hidden=20, seed=0)
+    model.batchnorms()[1].unbiased = True
+    with pytest.raises(ValueError, match="one variance"):
+        FusedTrainer(model, 8)
+    a, b = CharMLP(VOCAB, seed=5), CharMLP(VOCAB, seed=5, bn_unbiased=True)
+    ta, tb = FusedTrainer(a, 8), FusedTrainer(b, 8)
+    for bn in a.batchnorms():                      # switched after binding: the step sees it
+        bn.unbiased = True
+    rows = np.arange(8)
+    assert ta.step(X, Y, 0.1, rows) == tb.step(X, Y, 0.1, rows)
+    for bn in a.batchnorms():
+        bn.unbiased = "yes"
+    with pytest.raises(ValueError, match="unbiased must be True or False"):
+        ta.step(X, Y, 0.1, rows)
 
 
 def test_table_is_chosen_by_batch_size():

@@ -17,6 +17,7 @@ Empty batches, per op (what is mathematically defined; torch 2.x agrees except w
 - cross-entropy: refused for B = 0 (the mean over no rows is 0/0; torch returns NaN) and C = 0.
 Only the shape tests here (test_ops.py has the basic validation tests; they are not repeated).
 """
+import functools
 import os
 import re
 import sys
@@ -36,6 +37,12 @@ BAD_DTYPES = [np.int64, np.int32, np.float16, object, np.complex128, np.bool_]
 # the sizes of every op's inputs here: a batch of 6, 5 features (x (6, 5), w (5, 3),
 # logits (6, 5)), a table of 7 rows, 3 characters of context
 DIMS = {"T": 3, "V": 7, "D": 5, "I": 5, "O": 3, "C": 5}
+# every op at its defaults, then each set of options a variant of the registry gives the forward
+# (batch norm's unbiased=True): the input, layout and cache tests run every one
+CALLS = [pytest.param(n, {}, id=n) for n in OPS] + [
+    pytest.param(n, o, id=f"{n}({', '.join(f'{k}={v}' for k, v in o.items())})")
+    for n in OPS for o in {tuple(sorted(v.options.items())): v.options
+                           for v in REGISTRY[n].variants if v.options}.values()]
 
 
 def inputs(name, dtype=np.float64, B=6, seed=0):
@@ -44,8 +51,10 @@ def inputs(name, dtype=np.float64, B=6, seed=0):
     return REGISTRY[name].args(dtype, seed, B=B, **DIMS)
 
 
-def fwd(name):
-    return getattr(ops, name + "_forward")
+def fwd(name, options=None):
+    """``ops.<name>_forward``, with ``options`` (keyword arguments of a variant) bound."""
+    f = getattr(ops, name + "_forward")
+    return functools.partial(f, **options) if options else f
 
 
 def bwd(name):
@@ -59,9 +68,9 @@ def dout_for(out, seed=1):
     return np.random.default_rng(seed).standard_normal(np.shape(out)).astype(out.dtype)
 
 
-def run(name, args, dout=None):
+def run(name, args, dout=None, options=None):
     """Forward then backward; returns (out, [gradients]) with None gradients dropped."""
-    out, cache = fwd(name)(*args)
+    out, cache = fwd(name, options)(*args)
     grads = bwd(name)(dout_for(out) if dout is None else dout, cache)
     grads = grads if isinstance(grads, tuple) else (grads,)
     return out, [g for g in grads if g is not None]
@@ -79,22 +88,24 @@ def rss_bytes():
 # ---------------------------------------------------------------------------------- dtypes
 
 @pytest.mark.parametrize("bad", BAD_DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("name,pos", [(n, p) for n in OPS for p in FLOAT_POS[n]])
-def test_wrong_float_dtype_is_a_type_error(name, pos, bad):
+@pytest.mark.parametrize("name,options,pos", [(*c.values, p) for c in CALLS
+                                              for p in FLOAT_POS[c.values[0]]])
+def test_wrong_float_dtype_is_a_type_error(name, options, pos, bad):
     args = inputs(name)
     args[pos] = args[pos].astype(bad)
     with pytest.raises(TypeError, match=np.dtype(bad).name):
-        fwd(name)(*args)
+        fwd(name, options)(*args)
 
 
-@pytest.mark.parametrize("name,pos", [(n, p) for n in OPS for p in FLOAT_POS[n]
-                                      if len(FLOAT_POS[n]) > 1])
+@pytest.mark.parametrize("name,options,pos", [(*c.values, p) for c in CALLS
+                                              for p in FLOAT_POS[c.values[0]]
+                                              if len(FLOAT_POS[c.values[0]]) > 1])
 @pytest.mark.parametrize("base,other", [(np.float32, np.float64), (np.float64, np.float32)])
-def test_mixed_float32_float64_is_a_type_error(name, pos, base, other):
+def test_mixed_float32_float64_is_a_type_error(name, options, pos, base, other):
     args = inputs(name, base)
     args[pos] = args[pos].astype(other)
     with pytest.raises(TypeError, match="float32|float64"):
-        fwd(name)(*args)
+        fwd(name, options)(*args)
 
 
 @pytest.mark.parametrize("bad", [np.float64, np.float32, np.bool_, object, np.complex64],
@@ -109,9 +120,9 @@ def test_non_integer_indices_are_a_type_error(name, bad):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bad", [np.int64, np.float16, object, np.complex128, np.bool_, "other"])
-@pytest.mark.parametrize("name", ARRAY_OUT)
-def test_dout_of_the_wrong_dtype_is_a_type_error(name, dtype, bad):
-    out, cache = fwd(name)(*inputs(name, dtype))
+@pytest.mark.parametrize("name,options", [c for c in CALLS if c.values[0] in ARRAY_OUT])
+def test_dout_of_the_wrong_dtype_is_a_type_error(name, options, dtype, bad):
+    out, cache = fwd(name, options)(*inputs(name, dtype))
     bad = (np.float64 if dtype == np.float32 else np.float32) if bad == "other" else bad
     with pytest.raises(TypeError, match="dout"):
         bwd(name)(np.ones(out.shape, dtype=bad), cache)
@@ -169,9 +180,9 @@ def test_wrong_shapes_are_a_value_error_naming_them(name, pos, bad, match):
 
 @pytest.mark.parametrize("change", ["one_more_row", "one_more_col", "transposed", "flat",
                                     "extra_axis"])
-@pytest.mark.parametrize("name", ARRAY_OUT)
-def test_dout_of_the_wrong_shape_is_a_value_error_naming_both(name, change):
-    out, cache = fwd(name)(*inputs(name))
+@pytest.mark.parametrize("name,options", [c for c in CALLS if c.values[0] in ARRAY_OUT])
+def test_dout_of_the_wrong_shape_is_a_value_error_naming_both(name, options, change):
+    out, cache = fwd(name, options)(*inputs(name))
     B, D = out.shape
     shape = {"one_more_row": (B + 1, D), "one_more_col": (B, D + 1), "transposed": (D, B),
              "flat": (B * D,), "extra_axis": (B, D, 1)}[change]
@@ -217,10 +228,10 @@ def layouts(a):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", OPS)
-def test_any_memory_layout_gives_the_result_of_a_contiguous_copy(name, dtype):
+@pytest.mark.parametrize("name,options", CALLS)
+def test_any_memory_layout_gives_the_result_of_a_contiguous_copy(name, options, dtype):
     args = inputs(name, dtype)
-    want_out, want_grads = run(name, args)
+    want_out, want_grads = run(name, args, options=options)
     dout = dout_for(want_out)
     arrays = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
     labels = [label for label, _ in layouts(args[arrays[0]])]
@@ -229,7 +240,7 @@ def test_any_memory_layout_gives_the_result_of_a_contiguous_copy(name, dtype):
         moved = [dict(layouts(a))[label] if isinstance(a, np.ndarray) and
                  label in dict(layouts(a)) else a for a in args]
         d = dict(layouts(dout)).get(label, dout) if np.ndim(dout) else dout
-        out, grads = run(name, moved, d)
+        out, grads = run(name, moved, d, options)
         np.testing.assert_array_equal(out, want_out, err_msg=label)
         assert len(grads) == len(want_grads)
         for g, w in zip(grads, want_grads):
@@ -250,10 +261,10 @@ def test_reversed_index_arrays_are_read_in_their_logical_order():
 
 
 def test_inputs_are_never_written_even_when_writeable():
-    for name in OPS:
+    for name, options in (c.values for c in CALLS):
         args = inputs(name)
         keep = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
-        out, cache = fwd(name)(*args)
+        out, cache = fwd(name, options)(*args)
         dout = dout_for(out)
         keep_dout = np.copy(dout)
         bwd(name)(dout, cache)
@@ -495,6 +506,11 @@ def test_things_that_are_not_caches_are_a_type_error(name):
     ("batchnorm", "gamma", np.ones(4), ValueError, r"cache.gamma .*shape \(5,\)"),
     ("batchnorm", "invstd", np.ones(500), ValueError, "cache.invstd"),
     ("batchnorm", "xhat", np.ones((6, 5))[:, ::-1], ValueError, "C-contiguous"),
+    ("batchnorm", "xhat", np.ones((1, 5)), ValueError, r"cache.xhat must have at least 2 rows"),
+    ("batchnorm", "unbiased", "yes", ValueError, "cache.unbiased must be True or False"),
+    ("batchnorm", "unbiased", 1, ValueError, "cache.unbiased must be True or False"),
+    ("batchnorm", "unbiased", None, ValueError, "cache.unbiased must be True or False"),
+    ("batchnorm", "unbiased", np.array([True]), ValueError, "cache.unbiased must be True"),
     ("batchnorm_eval", "gamma", [1.0] * 5, ValueError, "cache.gamma"),
     ("cross_entropy", "target", np.array([0, 1, 2, 3, 4, 5]), IndexError, "holds 5"),
     ("cross_entropy", "target", np.zeros(3, np.int64), ValueError, "cache.target"),
@@ -505,7 +521,70 @@ def test_a_cache_modified_after_the_forward_is_refused(name, attr, value, exc, m
     out, cache = fwd(name)(*inputs(name))
     setattr(cache, attr, value)
     with pytest.raises(exc, match=match):
-        bwd(name)(dout_for(out), cache)
+        bwd(name)(dout_for(out) if attr != "xhat" or value.shape[0] > 1 else
+                  np.ones(value.shape), cache)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_a_batchnorm_cache_without_its_variant_is_refused(unbiased):
+    """The backward reads the variant from the cache (it takes no flag, so it cannot mix them
+    up): a cache that lost it is refused, and numpy's bool is read as the bool it is."""
+    out, cache = ops.batchnorm_forward(*inputs("batchnorm"), unbiased=unbiased)
+    want = ops.batchnorm_backward(dout_for(out), cache)
+    cache.unbiased = np.bool_(unbiased)
+    for g, w in zip(ops.batchnorm_backward(dout_for(out), cache), want):
+        np.testing.assert_array_equal(g, w)
+    del cache.unbiased
+    with pytest.raises(ValueError, match="cache.unbiased must be True or False, got None"):
+        ops.batchnorm_backward(dout_for(out), cache)
+
+
+@pytest.mark.parametrize("bad", ["yes", "False", 1, 0, 1.0, None, [True], np.array([True]),
+                                 np.array(True)])
+def test_unbiased_must_be_a_bool(bad):
+    """unbiased takes True or False (or numpy's bool scalar), nothing that merely converts."""
+    with pytest.raises(TypeError, match="unbiased must be True or False"):
+        ops.batchnorm_forward(*inputs("batchnorm"), unbiased=bad)
+    with pytest.raises(TypeError, match="unbiased must be True or False"):
+        nn.BatchNorm1d(5, unbiased=bad)
+    out, _ = ops.batchnorm_forward(*inputs("batchnorm"), unbiased=np.True_)
+    np.testing.assert_array_equal(out, ops.batchnorm_forward(*inputs("batchnorm"),
+                                                             unbiased=True)[0])
+
+
+@pytest.mark.parametrize("B", [0, 1])
+def test_unbiased_batchnorm_refuses_fewer_than_two_rows(B):
+    """The variance / (B - 1) of one row is 0/0: refused as the default is (torch's message)."""
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        ops.batchnorm_forward(np.ones((B, 5)), np.ones(5), np.zeros(5), unbiased=True)
+    bn = nn.BatchNorm1d(5, unbiased=True)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        bn(np.ones((B, 5), np.float32))
+    np.testing.assert_array_equal(bn.running_var, 1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unbiased_batchnorm_zero_features_and_a_constant_column(dtype):
+    e = np.ones(0, dtype)
+    out, c = ops.batchnorm_forward(np.ones((4, 0), dtype), e, e, unbiased=True)
+    dx, dg, db = ops.batchnorm_backward(np.ones((4, 0), dtype), c)
+    assert out.shape == dx.shape == (4, 0) and dg.shape == db.shape == (0,)
+    x = np.array([[1.0, 2.0], [1.0, 3.0], [1.0, 4.0]], dtype)
+    out, _ = ops.batchnorm_forward(x, np.ones(2, dtype), np.zeros(2, dtype), eps=0.0,
+                                   unbiased=True)
+    assert np.all(np.isnan(out[:, 0])) and np.all(np.isfinite(out[:, 1]))   # 0 / sqrt(0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_unbiased_batchnorm_non_finite_stays_in_its_column(dtype, bad):
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype(dtype)
+    x[3, 1] = bad
+    out, c = ops.batchnorm_forward(x, np.ones(4, dtype), np.zeros(4, dtype), unbiased=True)
+    assert np.all(np.isnan(out[:, 1])) and np.all(np.isfinite(out[:, [0, 2, 3]]))
+    dx, dg, db = ops.batchnorm_backward(np.ones((6, 4), dtype), c)
+    assert np.all(np.isnan(dx[:, 1])) and np.all(np.isfinite(dx[:, [0, 2, 3]]))
+    assert np.isnan(dg[1]) and np.all(np.isfinite(dg[[0, 2, 3]]))
 
 
 def unaligned(a):
@@ -524,14 +603,14 @@ def cache_layouts(a):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", OPS)
-def test_every_cache_array_in_any_layout_gives_the_gradient_or_an_error(name, dtype):
+@pytest.mark.parametrize("name,options", CALLS)
+def test_every_cache_array_in_any_layout_gives_the_gradient_or_an_error(name, options, dtype):
     """Each array attribute of each op's cache, replaced by the same values in another layout:
     the backward returns what it returns for the original (read-only arrays are read as they
     are) or refuses with a ValueError naming the attribute; never anything else (a backward
     that filled an F-ordered copy of its output once returned uninitialized memory)."""
     args = inputs(name, dtype)
-    out, cache = fwd(name)(*args)
+    out, cache = fwd(name, options)(*args)
     dout = dout_for(out)
     want = bwd(name)(dout, cache)
     want = want if isinstance(want, tuple) else (want,)
@@ -742,6 +821,7 @@ def layer_cases(dtype=np.float32):
         ("Linear_nobias", nn.Linear(5, 3, bias=False, dtype=dtype, generator=0), x),
         ("BatchNorm1d", nn.BatchNorm1d(5, dtype=dtype), x),
         ("BatchNorm1d_eval", nn.BatchNorm1d(5, dtype=dtype).eval(), x),
+        ("BatchNorm1d_unbiased", nn.BatchNorm1d(5, unbiased=True, dtype=dtype), x),
     ] + [
         # every activation of the registry, at its options' sample values
         (op.nonlinearity.layer.__name__, op.nonlinearity.layer(**op.sample_options()), x)

@@ -55,6 +55,21 @@ def test_parameter_counts_of_the_lectures_other_models():
     assert len(deep.batchnorms()) == 6
 
 
+def test_bn_unbiased_reaches_every_batchnorm_config_and_repr():
+    m = small(n_layers=2, final_bn=True, bn_unbiased=True)
+    assert m.config["bn_unbiased"] is True and len(m.batchnorms()) == 3
+    assert all(bn.unbiased for bn in m.batchnorms())
+    assert repr(m).count("unbiased=True") == 3
+    d = small()
+    assert d.config["bn_unbiased"] is False and not any(bn.unbiased for bn in d.batchnorms())
+    assert "unbiased" not in repr(d)
+    # the same parameters either way (the option changes no draw); the training losses differ
+    for a, b in zip(m.parameters(), small(n_layers=2, final_bn=True).parameters()):
+        np.testing.assert_array_equal(a, b)
+    X, Y = small_batch()
+    assert m.train().forward(X, Y) != small(n_layers=2, final_bn=True).train().forward(X, Y)
+
+
 def test_options():
     m = small(batchnorm=False, activation="relu")
     assert not m.batchnorms() and not m.named_buffers()
@@ -81,6 +96,8 @@ def test_options():
     ({"init": "xavier"}, ValueError, "init"),
     ({"bn_momentum": 1.5}, ValueError, "bn_momentum"),
     ({"bn_eps": -1}, ValueError, "bn_eps"),
+    ({"bn_unbiased": "yes"}, TypeError, "bn_unbiased must be True or False"),
+    ({"bn_unbiased": 1}, TypeError, "bn_unbiased must be True or False"),
     ({"dtype": np.float16}, TypeError, "float32 or float64"),
 ])
 def test_invalid_options(kw, err, match):
@@ -330,6 +347,8 @@ def model_vjp(model, X, Y):
     {"batchnorm": False, "activation": "relu"},
     {"n_layers": 2, "activation": "leaky_relu", "final_bn": True},
     {"init": "original", "batchnorm": False},
+    {"bn_unbiased": True},                                    # the lecture's batch norm
+    {"n_layers": 2, "final_bn": True, "bn_unbiased": True},
 ])
 def test_gradcheck_whole_model_float64(kw):
     m = small(dtype=np.float64, **kw).train()

@@ -103,6 +103,41 @@ def test_batchnorm_running_statistics_update(rng):
     np.testing.assert_allclose(bn.running_var, 0.75 * 1 + 0.25 * x.var(0, ddof=1), rtol=1e-14)
 
 
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_batchnorm_layer_runs_its_variant(rng, unbiased):
+    """BatchNorm1d(unbiased=...): the forward and backward of ops with that variant, the running
+    statistics the same either way (the unbiased batch variance), the repr says it when True."""
+    x = rng.standard_normal((6, 4)) * 2 + 1
+    dout = rng.standard_normal((6, 4))
+    bn = nn.BatchNorm1d(4, momentum=0.5, unbiased=unbiased, dtype=np.float64)
+    bn.gamma[:] = [0.5, 1, 1.5, 2]
+    out = bn(x)
+    want, c = ops.batchnorm_forward(x, bn.gamma, bn.beta, 1e-5, unbiased=unbiased)
+    np.testing.assert_array_equal(out, want)
+    assert bn._cache.unbiased is unbiased
+    dx = bn.backward(dout)
+    wdx, wdg, wdb = ops.batchnorm_backward(dout, c)
+    np.testing.assert_array_equal(dx, wdx)
+    np.testing.assert_array_equal(bn.dgamma, wdg)
+    np.testing.assert_array_equal(bn.dbeta, wdb)
+    np.testing.assert_allclose(bn.running_var, 0.5 + 0.5 * x.var(0, ddof=1), rtol=1e-14)
+    np.testing.assert_allclose(out.var(0, ddof=1 if unbiased else 0) / bn.gamma**2, 1, rtol=1e-5)
+    assert ("unbiased=True" in repr(bn)) == unbiased
+    assert repr(nn.BatchNorm1d(4)) == "BatchNorm1d(4, eps=1e-05, momentum=0.1)"
+    bn.eval()                                            # eval: running statistics, no variant
+    other = nn.BatchNorm1d(4, unbiased=not unbiased, dtype=np.float64).eval()
+    for name in ("gamma", "beta", "running_mean", "running_var"):
+        getattr(other, name)[...] = getattr(bn, name)
+    np.testing.assert_array_equal(bn(x), other(x))
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_batchnorm_layer_of_each_variant_passes_gradcheck(rng, unbiased):
+    layer = nn.BatchNorm1d(3, unbiased=unbiased, dtype=np.float64)
+    layer.gamma[:] = [0.5, 1.5, 2.0]
+    assert gradcheck(layer, (rng.standard_normal((5, 3)) * 2 + 1,)).passed
+
+
 def test_batchnorm_eval_uses_and_keeps_running_statistics(rng):
     bn = nn.BatchNorm1d(3, dtype=np.float64)
     bn.running_mean[:] = [1, 2, 3]
@@ -178,6 +213,9 @@ def test_activation_layers_pass_gradcheck(rng, name):
 @pytest.mark.parametrize("make,exc", [
     (lambda: nn.BatchNorm1d(3, momentum=1.5), ValueError),
     (lambda: nn.BatchNorm1d(3, eps=-1), ValueError),
+    (lambda: nn.BatchNorm1d(3, unbiased="yes"), TypeError),
+    (lambda: nn.BatchNorm1d(3, unbiased=1), TypeError),
+    (lambda: nn.BatchNorm1d(3, 1e-5, 0.1, True), TypeError),     # unbiased is keyword-only
     (lambda: nn.Linear(0, 3), ValueError),
     (lambda: nn.Embedding(3, 2, dtype=np.int32), TypeError),
     (lambda: nn.Tanh().backward(np.ones(3)), RuntimeError),

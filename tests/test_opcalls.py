@@ -177,6 +177,9 @@ def forward_cases(name, dtype):
     if name != "cross_entropy":
         empty = op.args(dtype, 0, **{**DIMS, "B": 0})
         cases.append(("empty batch", empty))
+    if name == "batchnorm":                  # the lecture's variant, and what is not a bool
+        for v in (True, False, np.bool_(True), 1, 0, "True", None):
+            cases.append((f"unbiased={v!r}", args + [v]))
     return cases
 
 
@@ -222,7 +225,7 @@ def backward_cases(name, dtype):
             forms = {"list": list(value), "bigger": tuple(v + 1 for v in value),
                      "numpy ints": tuple(np.int64(v) for v in value), "short": value[:1]}
         else:
-            forms = {**OPTION_FORMS, "false": False}
+            forms = {**OPTION_FORMS, "false": False, "numpy bool": np.bool_(True)}
         for label, v in forms.items():
             changed = copy.copy(cache)
             setattr(changed, attr, v)
@@ -253,6 +256,17 @@ def test_the_common_case_takes_the_compiled_path(name, dtype, monkeypatch):
     getattr(ops, name + "_backward")(dout, cache)
     kernel = "leaky_relu" if name == "relu" else name
     assert spy.done == [f"{kernel}_forward_fast", f"{kernel}_backward_fast"]
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_the_lectures_batch_norm_takes_the_compiled_path(unbiased, monkeypatch):
+    spy = Counting()
+    monkeypatch.setattr(ops, "K", spy)
+    x, gamma, beta, eps = REGISTRY["batchnorm"].args(np.float32, 0, **DIMS)
+    out, cache = ops.batchnorm_forward(x, gamma, beta, eps, unbiased)
+    assert cache.unbiased is unbiased
+    ops.batchnorm_backward(np.ones_like(out), cache)
+    assert spy.done == ["batchnorm_forward_fast", "batchnorm_backward_fast"]
 
 
 @pytest.mark.parametrize("name", ["embedding", "cross_entropy"])

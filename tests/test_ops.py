@@ -1,4 +1,6 @@
 """fastbn.ops against the plain-NumPy reference, finite differences, and itself across dtypes."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -111,17 +113,20 @@ def test_tanh_backward_on_its_saved_output(rng, dtype):
     close(ops.tanh_backward(dout, c), reference.tanh_backward(dout, c.out), dtype)
 
 
+@pytest.mark.parametrize("unbiased", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,D", [(2, 1), (2, 7), (32, 200), (1000, 3)])
-def test_batchnorm_matches_reference(rng, dtype, B, D):
+def test_batchnorm_matches_reference(rng, dtype, B, D, unbiased):
     x = (rng.standard_normal((B, D)) * 3 + 5).astype(dtype)
     g = rng.uniform(0.5, 1.5, D).astype(dtype)
     b = rng.standard_normal(D).astype(dtype)
-    out, c = ops.batchnorm_forward(x, g, b, 1e-5)
-    rout, rc = reference.batchnorm_forward(x, g, b, 1e-5)
+    out, c = ops.batchnorm_forward(x, g, b, 1e-5, unbiased=unbiased)
+    rout, rc = reference.batchnorm_forward(x, g, b, 1e-5, unbiased=unbiased)
     close(out, rout, dtype)
     close(c.mean, rc[3], dtype)
     close(c.var, rc[4], dtype)
+    close(c.invstd, rc[2], dtype)
+    assert c.unbiased is unbiased
     dout = rng.standard_normal((B, D)).astype(dtype)
     # dx sums B terms that nearly cancel (for B = 2 it is ~0): judge float32 on the scale of
     # those terms, |dout * gamma * invstd|, against a float64 reference of the same inputs
@@ -129,7 +134,8 @@ def test_batchnorm_matches_reference(rng, dtype, B, D):
     r64 = reference.batchnorm_backward(dout.astype(np.float64),
                                        reference.batchnorm_forward(x.astype(np.float64),
                                                                    g.astype(np.float64),
-                                                                   b.astype(np.float64))[1])
+                                                                   b.astype(np.float64),
+                                                                   unbiased=unbiased)[1])
     for g_, r_ in zip(ops.batchnorm_backward(dout, c), r64):
         assert g_.dtype == np.dtype(dtype)
         np.testing.assert_allclose(g_, r_, **(tol(dtype) if dtype == np.float64 else
@@ -149,6 +155,38 @@ def test_batchnorm_normalizes_with_biased_variance(rng):
     out, _ = ops.batchnorm_forward(x, np.ones(6), np.zeros(6), eps=0.0)
     np.testing.assert_allclose(out.mean(0), 0, atol=1e-14)
     np.testing.assert_allclose(out.var(0), 1, rtol=1e-12)       # biased var of the output is 1
+
+
+@pytest.mark.parametrize("B", [2, 4, 33])
+def test_unbiased_batchnorm_normalizes_with_the_bessel_corrected_variance(rng, B):
+    """unbiased=True: the output's unbiased variance is 1 (the biased one (B-1)/B); the cache's
+    var is the unbiased batch variance, as in the default, and invstd is of that variance."""
+    x = rng.standard_normal((B, 6)) * 7 + 2
+    out, c = ops.batchnorm_forward(x, np.ones(6), np.zeros(6), eps=0.0, unbiased=True)
+    np.testing.assert_allclose(out.mean(0), 0, atol=1e-14)
+    np.testing.assert_allclose(out.var(0, ddof=1), 1, rtol=1e-12)
+    np.testing.assert_allclose(out.var(0), (B - 1) / B, rtol=1e-12)
+    np.testing.assert_allclose(c.var, x.var(0, ddof=1), rtol=1e-14)
+    np.testing.assert_allclose(c.invstd, 1 / np.sqrt(x.var(0, ddof=1)), rtol=1e-14)
+    _, cb = ops.batchnorm_forward(x, np.ones(6), np.zeros(6), eps=0.0)
+    np.testing.assert_array_equal(c.var, cb.var)
+    np.testing.assert_array_equal(c.mean, cb.mean)
+
+
+def test_batchnorm_backward_follows_the_cache_not_a_guess(rng):
+    """The backward differentiates the variant the forward ran, which its cache records: the
+    lecture's closed form (B/(B-1) on the xhat * dgamma term) for an unbiased cache, torch's for
+    the default; the same xhat, invstd and gamma under the other flag give the other gradient."""
+    B = 5
+    x, dout = rng.standard_normal((B, 4)) * 2 + 1, rng.standard_normal((B, 4))
+    g = rng.uniform(0.5, 2, 4)
+    _, c = ops.batchnorm_forward(x, g, np.zeros(4), unbiased=True)
+    dx, dgamma, dbeta = ops.batchnorm_backward(dout, c)
+    lecture = g * c.invstd / B * (B * dout - dout.sum(0)
+                                  - B / (B - 1) * c.xhat * (dout * c.xhat).sum(0))
+    np.testing.assert_allclose(dx, lecture, rtol=1e-12, atol=1e-14)
+    c.unbiased = False
+    assert not np.allclose(ops.batchnorm_backward(dout, c)[0], dx)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -274,11 +312,32 @@ def test_gradcheck_standard(check):
     assert report.passed and report.rows
 
 
+@pytest.mark.parametrize("unbiased", [False, True])
 @pytest.mark.parametrize("B,D", [(2, 1), (2, 5), (3, 4), (16, 3)])
-def test_gradcheck_batchnorm_shapes(rng, B, D):
+def test_gradcheck_batchnorm_shapes(rng, B, D, unbiased):
     x = rng.standard_normal((B, D)) * 2 + 1
-    assert gradcheck((ops.batchnorm_forward, ops.batchnorm_backward),
+    forward = functools.partial(ops.batchnorm_forward, unbiased=unbiased)
+    assert gradcheck((forward, ops.batchnorm_backward),
                      (x, rng.uniform(0.5, 2, D), rng.standard_normal(D))).passed
+
+
+def _biased_backward(dout, c):
+    """torch's closed form whatever the cache says: no B/(B-1)."""
+    B = dout.shape[0]
+    dbeta, dgamma = dout.sum(0), (dout * c.xhat).sum(0)
+    return c.gamma * c.invstd / B * (B * dout - dbeta - c.xhat * dgamma), dgamma, dbeta
+
+
+@pytest.mark.parametrize("B", [2, 8])
+def test_gradcheck_catches_the_biased_backward_of_the_unbiased_forward(B):
+    """The classic bug of the lecture's exercise, the missing B/(B-1): caught at B = 2 and 8
+    (and the same backward passes the default forward, so the check is about the factor)."""
+    args = OPS["batchnorm"].args(B=B)[:3]
+    unbiased = functools.partial(ops.batchnorm_forward, unbiased=True)
+    with pytest.raises(GradcheckError) as e:
+        gradcheck((unbiased, _biased_backward), args)
+    assert [r.input for r in e.value.report.rows if not r.passed] == ["x"]
+    assert gradcheck((ops.batchnorm_forward, _biased_backward), args).passed
 
 
 @pytest.mark.parametrize("B,T,V,D", [(1, 1, 3, 2), (40, 4, 3, 2), (6, 2, 30, 5)])

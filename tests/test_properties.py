@@ -161,12 +161,13 @@ def test_batchnorm(data):
     dt = draw(dtypes)
     B, D = draw(st.integers(2, 16)), draw(st.integers(1, 8))
     eps = draw(eps_values)
+    unbiased = draw(st.booleans())                 # the lecture's variant: / (B - 1)
     x = values(draw, dt, (B, D))
     gamma, beta = values(draw, dt, (D,), -5, 5), values(draw, dt, (D,), -5, 5)
-    out, c = ops.batchnorm_forward(x, gamma, beta, eps)
+    out, c = ops.batchnorm_forward(x, gamma, beta, eps, unbiased=unbiased)
     x64, g64, b64 = f64(x, gamma, beta)
-    want, rc = reference.batchnorm_forward(x64, g64, b64, eps)
-    rxhat, _, rinvstd, rmean, rvar = rc
+    want, rc = reference.batchnorm_forward(x64, g64, b64, eps, unbiased=unbiased)
+    rxhat, _, rinvstd, rmean, rvar, _ = rc
     spread = np.abs(x64) + np.abs(rmean)                    # the terms of x - mean
     check(c.mean, rmean, np.abs(x64).mean(0), dt, "mean")
     check(c.var, rvar, (spread**2).max(0), dt, "unbiased var")
@@ -180,10 +181,12 @@ def test_batchnorm(data):
     ad = np.abs(d64)
     check(dbeta, rdbeta, ad.sum(0), dt, "dbeta")
     check(dgamma, rdgamma, (ad * rinvstd * spread).sum(0), dt, "dgamma")
-    # dx = gamma invstd / B (B dout - dbeta - xhat dgamma): the terms of the bracket, with the
-    # rounding of xhat (~ invstd * spread) and of dgamma (~ sum |dout| invstd spread) carried
-    bracket = (ad + ad.mean(0) + np.abs(rxhat) * (ad * rinvstd * spread).mean(0)
-               + rinvstd * spread * (ad * np.abs(rxhat)).mean(0))
+    # dx = gamma invstd / B (B dout - dbeta - k xhat dgamma), k = B / n (1, or B / (B - 1)):
+    # the terms of the bracket, with the rounding of xhat (~ invstd * spread) and of dgamma
+    # (~ sum |dout| invstd spread) carried
+    k = B / (B - 1) if unbiased else 1.0
+    bracket = (ad + ad.mean(0) + k * np.abs(rxhat) * (ad * rinvstd * spread).mean(0)
+               + k * rinvstd * spread * (ad * np.abs(rxhat)).mean(0))
     check(dx, rdx, np.abs(g64) * rinvstd * bracket, dt, "dx")
 
 

@@ -65,13 +65,33 @@ def test_samples_of_relu_like_ops_stay_off_the_kink():
 
 
 def test_gradcheck_cases_are_every_op_then_its_variants():
-    labels = [label for op in OPS.values() for label, _ in op.cases()]
+    labels = [label for op in OPS.values() for label, _, _ in op.cases()]
     assert labels[:3] == ["embedding", "linear", "linear (no bias)"]
-    assert "batchnorm (B=2)" in labels and len(labels) == len(OPS) + 2
+    assert "batchnorm (B=2)" in labels and len(labels) == len(OPS) + 4
     assert list(OPS["linear"].cases()[1][1]) == ["x", "w"]
     assert OPS["batchnorm"].cases()[1][1]["x"].shape[0] == 2
+    bn = {label: (arrays["x"].shape[0], options) for label, arrays, options in
+          OPS["batchnorm"].cases()}
+    assert bn == {"batchnorm": (8, {}), "batchnorm (B=2)": (2, {}),
+                  "batchnorm (unbiased)": (8, {"unbiased": True}),
+                  "batchnorm (unbiased, B=2)": (2, {"unbiased": True})}
+    assert all(options == {} for op in OPS.values() if op.name != "batchnorm"
+               for _, _, options in op.cases())
+    assert OPS["batchnorm"].cases(dtype=np.float32)[2][1]["gamma"].dtype == np.float32
     checks = standard_checks()
     assert [c[0] for c in checks] == labels + ["bn-mlp stack"]
+
+
+def test_a_variants_options_reach_the_forward_of_the_gradcheck():
+    """standard_checks binds a variant's options: the unbiased cases run the unbiased forward
+    (its cache says so), the others the default one."""
+    seen = []
+    for label, fn, inputs in standard_checks():
+        if label.startswith("batchnorm ") or label == "batchnorm":
+            _, cache = fn[0](*inputs)
+            assert cache.unbiased == ("unbiased" in label), label
+            seen.append(label)
+    assert len(seen) == 4
 
 
 def test_get_and_unknown_names():

@@ -60,6 +60,30 @@ def test_trial_ids_are_stable_and_mean_the_values():
     assert trial_id({**t.params, "lr": 0.1000001}, t.seed) != t.id
 
 
+def test_bn_unbiased_is_a_parameter_and_a_trial_with_it_is_fastbn_train_bn_variance_unbiased(
+        names_path, tmp_path):
+    """bn_unbiased=true,false sweeps the batch-norm variance (default false, CharMLP's); a trial
+    with it, run in this process, is `fastbn train --bn-variance unbiased` with its seed."""
+    from fastbn.sweep.space import DEFAULTS, resolve
+    from fastbn.sweep.trial import run_trial
+
+    assert DEFAULTS["bn_unbiased"] is False
+    space = Space.parse(["bn_unbiased=true,false", "steps=60", "n_hidden=20"], seeds=[5])
+    assert [t.params["bn_unbiased"] for t in space.trials()] == [True, False]
+    assert resolve(space.trials()[0].params)[0]["bn_unbiased"] is True
+    assert space.trials()[0].label() == "bn_unbiased=true steps=60 n_hidden=20 seed=5"
+    ds = fastbn.data.load_dataset(names_path)
+    got = [run_trial(ds, t) for t in space.trials()]
+    assert all(g["path"] == "fused" for g in got)
+    with redirect_stdout(io.StringIO()):
+        assert main(["train", "--data", names_path, "--steps", "60", "--n-hidden", "20",
+                     "--bn-variance", "unbiased", "--seed", "5", "--quiet", "--no-plot",
+                     "--out", str(tmp_path / "run")]) == 0
+    losses = fastbn.load(tmp_path / "run" / "model.npz").meta["losses"]
+    assert {k: got[0][f"{k}_loss"] for k in ("train", "val", "test")} == losses
+    assert got[0]["val_loss"] != got[1]["val_loss"]
+
+
 def test_random_draws_are_reproducible_and_inside_their_ranges():
     spec = ["lr=1e-3:1", "n_hidden=20:400", "bn_momentum=0:0.5:lin", "init=kaiming,fix_tanh"]
     a, b = (Space.parse(spec, random=40, space_seed=3) for _ in range(2))
@@ -82,6 +106,7 @@ def test_random_draws_are_reproducible_and_inside_their_ranges():
     (["n_hidden=1.5"], None, "expected an integer"),
     (["lr=fast"], None, "expected a number"),
     (["batchnorm=maybe"], None, "expected true or false"),
+    (["bn_unbiased=unbiased"], None, "bn_unbiased: expected true or false"),
     (["init=he"], None, "expected one of"),
     (["lr=0:1"], 5, "log-uniform, which needs LOW > 0"),
     (["lr=1e-3:1"], None, "is a range: draw from it with random=N"),

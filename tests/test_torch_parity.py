@@ -92,18 +92,25 @@ def test_elementwise(torch, rng, dtype, name, options):
           scale=np.abs(dout).max() if op.grad_from_output else None)
 
 
+CASES = [pytest.param(name, i, id=label) for name, op in OPS.items()
+         for i, (label, _, _) in enumerate(op.cases())]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", list(OPS))
-def test_every_op_on_its_sample_inputs(torch, dtype, name):
-    """Each op of the registry on its sample arguments (options at their sample values) against
-    its torch equivalent: the output and the gradient of every differentiable input."""
+@pytest.mark.parametrize("name,case", CASES)
+def test_every_op_on_its_sample_inputs(torch, dtype, name, case):
+    """Each op of the registry on its sample arguments (options at their sample values), and
+    each variant of it (``batchnorm (unbiased)``: its ``unbiased=True`` passed to both sides),
+    against its torch equivalent: the output and the gradient of every differentiable input."""
     op = OPS[name]
-    args = op.args(dtype, seed=3)
-    names = op.arg_names
-    out, cache = op.forward(*args)
+    _, arrays, options = op.cases(seed=3, dtype=dtype)[case]
+    args = list(arrays.values()) + [o.sample for o in op.options]
+    names = list(arrays) + [o.name for o in op.options]
+    out, cache = op.forward(*args, **options)
     targs = [leaf(torch, a) if n in op.differentiable else
              torch.tensor(a) if isinstance(a, np.ndarray) else a for n, a in zip(names, args)]
-    tout = op.torch(torch, *targs)
+    tout = op.torch(torch, *targs[:len(arrays)], **dict(zip(names[len(arrays):],
+                                                            targs[len(arrays):])), **options)
     check(np.asarray(out), tout, dtype)
     dout = 0.7 if np.ndim(out) == 0 else \
         np.random.default_rng(4).standard_normal(np.shape(out)).astype(dtype)
@@ -136,6 +143,42 @@ def test_batchnorm_training(torch, rng, dtype, B, D):
     check(dx, tx.grad, dtype, scale=np.abs(dout * g * c.invstd).max())
     check(dg, tg.grad, dtype, scale=np.abs(dout).sum(0).max())
     check(db, tb.grad, dtype, scale=np.abs(dout).sum(0).max())
+
+
+def lecture_batchnorm(torch, x, gamma, beta, eps=1e-5):
+    """The makemore lecture's batch norm in torch (part 4's forward, without the explosion):
+    normalized by the Bessel-corrected variance."""
+    mean = x.mean(0, keepdim=True)
+    var = 1 / (x.shape[0] - 1) * ((x - mean) ** 2).sum(0, keepdim=True)
+    return gamma * (x - mean) * (var + eps) ** -0.5 + beta
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,D", [(2, 5), (3, 4), (32, 200), (256, 27)])
+def test_unbiased_batchnorm_is_the_lectures(torch, rng, dtype, B, D):
+    """unbiased=True against the lecture's formula in torch, and against torch.var(unbiased=True)
+    normalization; its cache's statistics are torch's; its gradients are autograd's."""
+    x = (rng.standard_normal((B, D)) * 2 + 3).astype(dtype)
+    g = rng.uniform(0.5, 1.5, D).astype(dtype)
+    b = rng.standard_normal(D).astype(dtype)
+    out, c = ops.batchnorm_forward(x, g, b, 1e-5, unbiased=True)
+    assert c.unbiased is True
+    tx, tg, tb = leaf(torch, x), leaf(torch, g), leaf(torch, b)
+    tout = lecture_batchnorm(torch, tx, tg, tb)
+    check(out, tout, dtype)
+    check(out, OPS["batchnorm"].torch(torch, tx, tg, tb, unbiased=True), dtype)
+    check(c.mean, tx.mean(0), dtype)
+    check(c.var, torch.var(tx, 0, unbiased=True), dtype)   # what feeds running_var, as ever
+    check(c.invstd, 1 / torch.sqrt(torch.var(tx, 0, unbiased=True) + 1e-5), dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    tout.backward(torch.tensor(dout))
+    dx, dg, db = ops.batchnorm_backward(dout, c)
+    check(dx, tx.grad, dtype, scale=np.abs(dout * g * c.invstd).max())
+    check(dg, tg.grad, dtype, scale=np.abs(dout).sum(0).max())
+    check(db, tb.grad, dtype, scale=np.abs(dout).sum(0).max())
+    # and it is not torch's BatchNorm: at these sizes 1/B vs 1/(B-1) is far beyond rounding
+    biased = torch.nn.functional.batch_norm(tx, None, None, tg, tb, training=True, eps=1e-5)
+    assert not np.allclose(out, biased.detach().numpy(), rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -183,6 +226,57 @@ def test_batchnorm1d_running_statistics_follow_torch(torch, rng, dtype):
     theirs.eval()
     x = rng.standard_normal((4, D)).astype(dtype)
     check(ours(x), theirs(torch.tensor(x)), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unbiased_batchnorm1d_running_statistics_and_eval(torch, rng, dtype):
+    """BatchNorm1d(unbiased=True): the lecture's normalization, the running statistics torch's
+    BatchNorm1d keeps (unbiased variance, momentum the weight of the new batch), eval mode with
+    them."""
+    D, m = 12, 0.1
+    ours = nn.BatchNorm1d(D, momentum=m, unbiased=True, dtype=dtype)
+    tdt = torch.float64 if dtype == np.float64 else torch.float32
+    theirs = torch.nn.BatchNorm1d(D, momentum=m, dtype=tdt)
+    for _ in range(5):
+        x = (rng.standard_normal((8, D)) * 3 + 1).astype(dtype)
+        tx = torch.tensor(x)
+        check(ours(x), lecture_batchnorm(torch, tx, theirs.weight, theirs.bias), dtype)
+        theirs(tx)                                  # only for its running statistics
+    check(ours.running_mean, theirs.running_mean, dtype)
+    check(ours.running_var, theirs.running_var, dtype)
+    ours.eval()
+    theirs.eval()
+    x = rng.standard_normal((4, D)).astype(dtype)
+    check(ours(x), theirs(torch.tensor(x)), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_charmlp_with_bn_unbiased_follows_torch(torch, rng, dtype):
+    """CharMLP(bn_unbiased=True): loss and every parameter gradient of one forward/backward
+    against the same net in torch autograd with the lecture's batch norm."""
+    from fastbn import CharMLP
+    from fastbn.data import Vocab
+
+    model = CharMLP(Vocab.from_chars(".abcdefghijklmnopqrstuvwxyz"), n_hidden=50, n_layers=2,
+                    bn_unbiased=True, dtype=dtype, seed=1)
+    B = 16
+    X, Y = rng.integers(0, 27, (B, 3)), rng.integers(0, 27, B)
+    loss = model.forward(X, Y)
+    model.backward()
+    tp = [leaf(torch, p) for p in model.parameters()]
+    C, W1, g1, b1, W2, g2, b2, Wout, bout = tp
+    h = C[torch.tensor(X)].view(B, -1)
+    for W, g, b in ((W1, g1, b1), (W2, g2, b2)):
+        h = torch.tanh(lecture_batchnorm(torch, h @ W, g, b))
+    tloss = torch.nn.functional.cross_entropy(h @ Wout + bout, torch.tensor(Y))
+    tloss.backward()
+    check(loss, tloss, dtype)
+    for (name, _), grad, t in zip(model.named_parameters(), model.grads(), tp):
+        np.testing.assert_allclose(grad, t.grad.numpy(),
+                                   **(F64 if dtype == np.float64 else dict(rtol=1e-4, atol=1e-6)),
+                                   err_msg=name)
+    biased = CharMLP(model.vocab, n_hidden=50, n_layers=2, dtype=dtype, seed=1)
+    assert abs(float(biased.forward(X, Y)) - float(loss)) > 1e-4      # the variant mattered
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

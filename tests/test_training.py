@@ -130,14 +130,19 @@ def test_generator_and_seedsequence_seeds_are_reproducible(tiny):
     assert not np.array_equal(run(np.random.default_rng(5)), run(np.random.default_rng(6)))
 
 
+@pytest.mark.parametrize("bn_unbiased", [False, True])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-4)])
-def test_fused_and_per_layer_paths_agree(tiny, dtype, tol):
+def test_fused_and_per_layer_paths_agree(tiny, dtype, tol, bn_unbiased):
     """Same seed and data: the compiled loop and the teaching path see the same minibatches and
-    compute the same losses, to float tolerance."""
+    compute the same losses, to float tolerance (with either batch-norm variance: "auto" takes
+    the compiled loop for the lecture's too)."""
     vocab, X, Y = tiny
     runs = {}
     for fused in (True, False):
-        m = CharMLP(vocab, block_size=X.shape[1], n_embd=5, n_hidden=24, dtype=dtype, seed=4)
+        m = CharMLP(vocab, block_size=X.shape[1], n_embd=5, n_hidden=24, dtype=dtype, seed=4,
+                    bn_unbiased=bn_unbiased)
+        assert train(CharMLP(vocab, block_size=X.shape[1], bn_unbiased=bn_unbiased), (X, Y),
+                     steps=1, batch_size=4, quiet=True, evaluate=False).path == "fused"
         r = train(m, (X, Y), steps=300, batch_size=16, lr_schedule="0:0.2,150:0.05", seed=3,
                   quiet=True, evaluate=False, fused=fused)
         assert r.path == ("fused" if fused else "per-layer")

@@ -14,6 +14,7 @@ timing      blocks of steps on one thread, the median, the GEMM peak, the full t
 opcalls     the per-op table: one call of each op, forward and backward, fastbn vs NumPy vs
             PyTorch, verified then timed (B = 32 and 1024, float32)
 flops       the GEMM FLOPs of one step (``step_flops``, ``fused_flops``)
+inference   eval examples/s and sampling names/s: folded vs unfolded vs PyTorch eager
 machine     what the numbers were measured on
 targets     what a run is judged against, when it is given targets (``load_targets``)
 report      results.md (also printed), results.json; ``chart`` draws us_per_step.png
@@ -24,7 +25,9 @@ command     ``main`` / ``run_from_args``: the command line (``fastbn bench``, ``
 Reported per dtype and batch size: the median µs/step of each peer and ``speedup = peer µs /
 fused µs`` (how many times faster the fused loop is); the fused loop's GFLOP/s, share of the
 machine's single-core GEMM peak and floor (its GEMM FLOPs at that peak). With ``full``, also the
-200,000-step training of the default model as ``fastbn train`` runs it.
+200,000-step training of the default model as ``fastbn train`` runs it. Then inference, per
+dtype: eval throughput over the val split and sampling speed of the model with its batch norm
+folded (``fastbn.fold_batchnorm``), unfolded, and in PyTorch eager (``fastbn.bench.inference``).
 
 Outputs (``out``, default ``fastbn-bench`` in the current folder; the repository's
 ``bench/run.py`` writes its ``bench/results``): ``results.md`` (also printed), ``results.json``,

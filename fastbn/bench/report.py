@@ -4,6 +4,7 @@ import json
 import numpy as np
 
 from .._fileio import atomic_save_figure, atomic_write_text
+from . import inference
 from .chart import draw
 from .peers import IMPLS
 from .timing import MIN_CPU_SHARE
@@ -84,6 +85,8 @@ def markdown(res):
          "The fused GFLOP/s, % of peak and floor (µs at GEMM peak) use the FLOPs the fused ",
          "step performs; results.json also has the effective GFLOP/s of the 6-GEMM count.")
     out += _opcalls_md(res.get("opcalls"))
+    if res.get("inference"):
+        out += inference.markdown(res["inference"])
     full = res["full_training"]
     if full:
         out += ["", "## Full training (`fastbn train` defaults, fused loop)"]

@@ -8,6 +8,7 @@ import numpy as np
 
 from .._bench_options import DEFAULT_BATCH_SIZES, DEFAULT_DTYPES, DEFAULT_OUT
 from .flops import fused_flops, step_flops
+from .inference import run_inference
 from .machine import loadavg, machine_info
 from .opcalls import prepare as prepare_opcalls
 from .opcalls import table_batch_sizes, time_opcalls
@@ -66,9 +67,10 @@ def one_thread(torch_mod=None):
 def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=DEFAULT_OUT, *,
         use_torch=True, full=False, quick=False, data=None, seed=None, block_seconds=None,
         gemm_n=None, targets=None, machine=None, stream=_STD, stdout=_STD):
-    """Verify, then time every peer at every batch size and dtype, and the per-op calls
+    """Verify, then time every peer at every batch size and dtype, the per-op calls
     (``fastbn.bench.opcalls``: float32, or the run's dtype without it; B = 32 and 1024, those the
-    run has, else its smallest); write the results.
+    run has, else its smallest) and inference (eval and sampling: folded, unfolded, PyTorch;
+    ``fastbn.bench.inference``); write the results.
 
     The run times with the threads the process has: ``fastbn bench`` pins BLAS and torch to one
     thread (``with one_thread(torch): run(...)``); results.json records the thread counts.
@@ -183,6 +185,7 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
     log(f"per-op calls ({op_dtype}):")
     opcalls = time_opcalls(op_cases, op_impls, op_dtype, repeats, 0.005 if quick else 0.05,
                            log=log)
+    inference = run_inference(ds, dtypes, seed, repeats, block_seconds, torch_mod, quick, log)
     fulltrain = full_training(ds, seed, log=log) if full else None
     machine["loadavg_at_end"] = loadavg()
 
@@ -210,6 +213,7 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
         "results": rows,
         "opcalls": opcalls,
         "full_training": fulltrain,
+        "inference": inference,
     }
     res["targets"] = judge(res, targets)
     res["targets_title"] = targets and targets["title"]

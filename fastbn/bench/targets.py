@@ -23,16 +23,23 @@ op_gap_us      op, pass, batch_size, peer, dtype         fastbn µs - peer µs o
                (default float32)
 ============== ========================================= ==========================================
 
+The inference metrics (``fastbn.bench.inference``) take ``dtype``, ``task`` ("eval" or "sample")
+and ``peer`` (default "folded"): ``inference_rate`` is the peer's examples/s (eval) or names/s
+(sample), ``inference_speedup`` its rate / the unfolded model's.
+
 Example: ``{"metric": "speedup", "dtype": "float32", "batch_size": 32, "peer": "torch",
 "min": 10}`` reads "B=32 float32: >= 10x faster than PyTorch eager"; ``{"metric": "op_speedup",
 "op": "tanh", "pass": "forward", "batch_size": 32, "peer": "numpy", "min": 1}`` reads "one call,
-B=32 float32: tanh forward >= 1x faster than NumPy". A target the run did not measure (another
-batch size, no ``--full``, no torch) is reported as not measured.
+B=32 float32: tanh forward >= 1x faster than NumPy"; ``{"metric": "inference_speedup", "dtype":
+"float32", "task": "eval", "min": 1.5}`` reads "float32 eval: fastbn, folded >= 1.5x the unfolded
+model's examples/s". A target the run did not measure (another batch size, no ``--full``, no
+torch) is reported as not measured.
 """
 import json
 import math
 from pathlib import Path
 
+from . import inference
 from .opcalls import OPS as OPCALL_OPS
 from .opcalls import PASSES
 from .peers import IMPLS
@@ -46,6 +53,7 @@ _KEYS = {"us_per_step": {"dtype", "batch_size", "peer"},
          "full_seconds": set(), "full_val_loss": set(),
          "op_speedup": {"op", "pass", "batch_size", "peer", "dtype"},
          "op_gap_us": {"op", "pass", "batch_size", "peer", "dtype"}}
+_KEYS.update(inference.TARGET_METRICS)          # inference_rate, inference_speedup
 _OP_METRICS = ("op_speedup", "op_gap_us")
 _OP_PASSES = (*PASSES, "forward+backward")
 _OP_PEERS = ("numpy", "torch")
@@ -98,6 +106,8 @@ def _check(t, where):
     bound = t[bounds[0]]
     if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
         raise ValueError(f"{where}: {bounds[0]} must be a finite number, got {bound!r}")
+    if t["metric"] in inference.TARGET_METRICS:
+        return inference.check_target(t, where)
     out = dict(t)
     if t["metric"] in _OP_METRICS:
         return _check_op(t, where)
@@ -186,6 +196,8 @@ def judge(res, targets):
                 value = cell and cell["speedup"]
                 text = f"{where}{op} {bound:g}x faster than {_SHORT[t['peer']]}"
                 fmt = "{:.1f}x"
+        elif metric in inference.TARGET_METRICS:
+            value, text, fmt = inference.judge_target(res, t, op, bound)
         elif metric == "full_seconds":
             value = full and full["wall_seconds"]
             text, fmt = f"{steps:,} steps (fused loop) {op} {bound:g} s", "{:.2f} s"

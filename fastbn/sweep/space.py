@@ -138,6 +138,9 @@ PARAMS = {p.name: p for p in [
     Param("bn_momentum", "float", _number(float, 0, 1), "model",
           "weight of the new batch in the running statistics"),
     Param("bn_eps", "float", _number(float, 0), "model", "BatchNorm epsilon"),
+    Param("bn_unbiased", "bool", _bool, "model",
+          "BatchNorm normalizes with the unbiased batch variance, the lecture's (fastbn train "
+          "--bn-variance unbiased)"),
     Param("n_hidden", "int", _number(int, 1), "model", "hidden width"),
     Param("n_embd", "int", _number(int, 1), "model", "embedding size"),
     Param("block_size", "int", _number(int, 1), "model", "characters of context"),
