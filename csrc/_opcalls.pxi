@@ -826,59 +826,6 @@ def cross_entropy_backward_fast(dloss, cache):
 # the per-layer step's bulk work: the SGD update of every parameter, the copy of the running
 # statistics (fastbn.model.CharMLP.train_step), their update (fastbn.nn.BatchNorm1d)
 
-cdef extern from *:
-    """
-    /* p (n,) -= lr * g (n,), rounded as NumPy's `p -= lr * g` for a Python float lr: lr rounded
-     * to the dtype, the product rounded, then the difference. Not contracted into an FMA (one
-     * rounding), whatever the target: a build for a CPU with FMA gives NumPy's numbers too. */
-    #if defined(__GNUC__) && !defined(__clang__)
-    #define FB_NO_FMA __attribute__((optimize("fp-contract=off")))
-    #else
-    #define FB_NO_FMA
-    #endif
-    FB_NO_FMA static void fb_sgd_f32(float *p, const float *g, float lr, int64_t n) {
-        for (int64_t i = 0; i < n; i++) {
-            const float step = lr * g[i];
-            p[i] = p[i] - step;
-        }
-    }
-    FB_NO_FMA static void fb_sgd_f64(double *p, const double *g, double lr, int64_t n) {
-        for (int64_t i = 0; i < n; i++) {
-            const double step = lr * g[i];
-            p[i] = p[i] - step;
-        }
-    }
-    """
-    void fb_sgd_f32(float *p, const float *g, float lr, int64_t n) nogil
-    void fb_sgd_f64(double *p, const double *g, double lr, int64_t n) nogil
-
-cdef extern from *:
-    """
-    /* r (n,) = r * keep + take * batch (n,), rounded as NumPy's `r *= 1 - m; r += m * batch`
-     * for a Python float m: keep = 1 - m and take = m rounded to the dtype, each product
-     * rounded, then the sum; no FMA (FB_NO_FMA, defined above). */
-    FB_NO_FMA static void fb_running_f32(float *r, const float *batch, float keep, float take,
-                                         int64_t n) {
-        for (int64_t i = 0; i < n; i++) {
-            const float kept = r[i] * keep;
-            const float taken = take * batch[i];
-            r[i] = kept + taken;
-        }
-    }
-    FB_NO_FMA static void fb_running_f64(double *r, const double *batch, double keep,
-                                         double take, int64_t n) {
-        for (int64_t i = 0; i < n; i++) {
-            const double kept = r[i] * keep;
-            const double taken = take * batch[i];
-            r[i] = kept + taken;
-        }
-    }
-    """
-    void fb_running_f32(float *r, const float *batch, float keep, float take, int64_t n) nogil
-    void fb_running_f64(double *r, const double *batch, double keep, double take,
-                        int64_t n) nogil
-
-
 def sgd_update(list params, list grads, lr):
     """``p -= lr * g`` for every pair of the two lists, in one call: True when done; False, with
     nothing updated, unless every pair is the common case (see below).
@@ -886,8 +833,9 @@ def sgd_update(list params, list grads, lr):
     The common case: ``lr`` a Python float; each p an ndarray (not a subclass) of float32 or
     float64, C-contiguous, aligned and writeable, its g of the same dtype and shape, C-contiguous
     and aligned, sharing no memory with any parameter (a parameter overlapping another one is
-    refused too). The result is NumPy's ``p -= lr * g`` bit for bit (see fb_sgd_f32). Everything
-    is checked before anything is written, with the GIL held; the updates run without it.
+    refused too). The result is NumPy's ``p -= lr * g`` bit for bit (fb_layer_sgd_f32 in
+    csrc/fused.c, vectorized per CPU with no FMA). Everything is checked before anything is
+    written, with the GIL held; the updates run without it.
     """
     cdef Py_ssize_t j, k, n = len(params)
     cdef cnp.ndarray p, g
@@ -926,9 +874,10 @@ def sgd_update(list params, list grads, lr):
     with nogil:
         for k in range(n):
             if f32[k]:
-                fb_sgd_f32(<float*>ptr[k], <const float*>ptr[n + k], <float>r, size[k])
+                fb_layer_sgd_f32(<float*>ptr[k], <const float*>ptr[n + k], <float>r,
+                                 size[k])
             else:
-                fb_sgd_f64(<double*>ptr[k], <const double*>ptr[n + k], r, size[k])
+                fb_layer_sgd_f64(<double*>ptr[k], <const double*>ptr[n + k], r, size[k])
     free(ptr)
     return True
 
@@ -992,13 +941,13 @@ def batchnorm_running_update(running_mean, running_var, mean, var, momentum):
     keep, take = 1.0 - <double>momentum, <double>momentum
     with nogil:
         if dt is _F32:
-            fb_running_f32(<float*>cnp.PyArray_DATA(rm), <const float*>cnp.PyArray_DATA(m),
-                           <float>keep, <float>take, n)
-            fb_running_f32(<float*>cnp.PyArray_DATA(rv), <const float*>cnp.PyArray_DATA(v),
-                           <float>keep, <float>take, n)
+            fb_layer_running_f32(<float*>cnp.PyArray_DATA(rm),
+                                 <const float*>cnp.PyArray_DATA(m), <float>keep, <float>take, n)
+            fb_layer_running_f32(<float*>cnp.PyArray_DATA(rv),
+                                 <const float*>cnp.PyArray_DATA(v), <float>keep, <float>take, n)
         else:
-            fb_running_f64(<double*>cnp.PyArray_DATA(rm), <const double*>cnp.PyArray_DATA(m),
-                           keep, take, n)
-            fb_running_f64(<double*>cnp.PyArray_DATA(rv), <const double*>cnp.PyArray_DATA(v),
-                           keep, take, n)
+            fb_layer_running_f64(<double*>cnp.PyArray_DATA(rm),
+                                 <const double*>cnp.PyArray_DATA(m), keep, take, n)
+            fb_layer_running_f64(<double*>cnp.PyArray_DATA(rv),
+                                 <const double*>cnp.PyArray_DATA(v), keep, take, n)
     return True
