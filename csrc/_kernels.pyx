@@ -20,7 +20,8 @@ zeroed. Reductions (sums over the batch) accumulate in double whatever the dtype
 per call (one allocation, freed on every path).
 
 Each op's arithmetic is a ``cdef`` loop over pointers and sizes (``_<op>_forward``,
-``_<op>_backward``, noexcept nogil), called by two entry points: the kernel ``<op>_forward`` /
+``_<op>_backward``, noexcept nogil; batch norm's and tanh's backward hand theirs to C, csrc/
+layers.c, compiled per CPU with no FMA), called by two entry points: the kernel ``<op>_forward`` /
 ``<op>_backward`` over typed memoryviews (the general path of fastbn/ops.py calls these, after
 its checks and conversions), and ``<op>_forward_fast`` / ``<op>_backward_fast`` in _opcalls.pxi,
 ops.py's common case in one call (checks, outputs, loop and cache in C; None for anything else).
@@ -44,7 +45,10 @@ cdef extern from "fused.h" nogil:
     void fb_tanh_f64_array(const double *x, double *out, int64_t n)
     void fb_exp_f32_array(const float *x, float *out, int64_t n)
     void fb_exp_f64_array(const double *x, double *out, int64_t n)
-    # the same, with no FMA: the numbers of the plain loops (tanh_backward, _opcalls.pxi)
+
+cdef extern from "layers.h" nogil:
+    # the per-layer path's loops (csrc/layers.c): compiled per CPU, no FMA (the same numbers on
+    # every CPU), each following the arithmetic of its kernel below
     void fb_tanh_backward_f32(const float *dout, const float *t, float *dx, int64_t n)
     void fb_tanh_backward_f64(const double *dout, const double *t, double *dx, int64_t n)
     void fb_layer_sgd_f32(float *p, const float *g, float lr, int64_t n)
@@ -53,6 +57,31 @@ cdef extern from "fused.h" nogil:
                               int64_t n)
     void fb_layer_running_f64(double *r, const double *batch, double keep, double take,
                               int64_t n)
+    void fb_bn_forward_f32(const float *x, const float *gamma, const float *beta, double eps,
+                           int unbiased, float *out, float *xhat, float *mean, float *invstd,
+                           float *var_unbiased, double *acc, int64_t B, int64_t D)
+    void fb_bn_forward_f64(const double *x, const double *gamma, const double *beta,
+                           double eps, int unbiased, double *out, double *xhat, double *mean,
+                           double *invstd, double *var_unbiased, double *acc, int64_t B,
+                           int64_t D)
+    void fb_bn_backward_f32(const float *dout, const float *xhat, const float *gamma,
+                            const float *invstd, int unbiased, float *dx, float *dgamma,
+                            float *dbeta, double *sb, int64_t B, int64_t D)
+    void fb_bn_backward_f64(const double *dout, const double *xhat, const double *gamma,
+                            const double *invstd, int unbiased, double *dx, double *dgamma,
+                            double *dbeta, double *sb, int64_t B, int64_t D)
+    void fb_bn_eval_forward_f32(const float *x, const float *gamma, const float *beta,
+                                const float *mean, const float *invstd, float *out,
+                                float *xhat, int64_t B, int64_t D)
+    void fb_bn_eval_forward_f64(const double *x, const double *gamma, const double *beta,
+                                const double *mean, const double *invstd, double *out,
+                                double *xhat, int64_t B, int64_t D)
+    void fb_bn_eval_backward_f32(const float *dout, const float *xhat, const float *gamma,
+                                 const float *invstd, float *dx, float *dgamma, float *dbeta,
+                                 double *sb, int64_t B, int64_t D)
+    void fb_bn_eval_backward_f64(const double *dout, const double *xhat, const double *gamma,
+                                 const double *invstd, double *dx, double *dgamma,
+                                 double *dbeta, double *sb, int64_t B, int64_t D)
 
 cdef extern from *:
     """
@@ -470,29 +499,16 @@ cdef void _batchnorm_forward(const floating* x,       # (B, D), B >= 2
     # unbiased, n = B - 1 (Bessel-corrected, the makemore lecture's). Either way the unbiased one
     # (/ (B - 1)) is reported for the running estimate.
     # Two passes over x for the statistics (mean, then squared deviations): stable in float32.
-    cdef Py_ssize_t i, j
-    cdef double *mu = acc + D
-    cdef double dev, var_n
-    cdef double n = <double>(B - 1) if unbiased else <double>B
-    for i in range(B):
-        for j in range(D):
-            acc[j] += x[i * D + j]
-    for j in range(D):
-        mu[j] = acc[j] / B
-        acc[j] = 0.0
-    for i in range(B):
-        for j in range(D):
-            dev = x[i * D + j] - mu[j]
-            acc[j] += dev * dev
-    for j in range(D):
-        var_n = acc[j] / n
-        mean[j] = <floating>mu[j]
-        invstd[j] = <floating>(1.0 / sqrt(var_n + eps))
-        var_unbiased[j] = <floating>(acc[j] / (B - 1)) if B > 1 else <floating>0
-    for i in range(B):
-        for j in range(D):
-            xhat[i * D + j] = <floating>((x[i * D + j] - mu[j]) * invstd[j])
-            out[i * D + j] = gamma[j] * xhat[i * D + j] + beta[j]
+    # The loops: fb_bn_forward_* (csrc/layers_impl.h), compiled per CPU with no FMA. In order:
+    #   acc = sum_b x (double);  mu = acc / B;  acc = sum_b (x - mu)^2 (double);
+    #   var_n = acc / n;  mean = mu;  invstd = 1 / sqrt(var_n + eps);  var = acc / (B - 1);
+    #   xhat = (x - mu) * invstd (double, rounded);  out = gamma * xhat + beta (in the dtype)
+    if floating is float:
+        fb_bn_forward_f32(x, gamma, beta, eps, unbiased, out, xhat, mean, invstd, var_unbiased,
+                          acc, B, D)
+    else:
+        fb_bn_forward_f64(x, gamma, beta, eps, unbiased, out, xhat, mean, invstd, var_unbiased,
+                          acc, B, D)
 
 
 cdef void _batchnorm_backward(const floating* dout,    # (B, D)
@@ -513,23 +529,14 @@ cdef void _batchnorm_backward(const floating* dout,    # (B, D)
     #     2 (x_b - mean) / n; they collapse to
     #     dx = gamma * invstd / B * (B * dout - dbeta - (B / n) * xhat * dgamma)
     #     where B / n is 1 (biased) or B / (B - 1) (the lecture's n/(n-1) * bnraw * ... term)
-    cdef Py_ssize_t i, j
-    cdef double *sg = sb + D
-    cdef double *k = sb + 2 * D
-    cdef double c = <double>B / (B - 1) if (unbiased and B > 1) else 1.0
-    for i in range(B):
-        for j in range(D):
-            sb[j] += dout[i * D + j]
-            sg[j] += dout[i * D + j] * xhat[i * D + j]
-    for j in range(D):
-        dbeta[j] = <floating>sb[j]
-        dgamma[j] = <floating>sg[j]
-        sg[j] *= c                            # (B / n) * dgamma; exact when c = 1
-        k[j] = gamma[j] * invstd[j] / <double>B
-    for i in range(B):
-        for j in range(D):
-            dx[i * D + j] = <floating>(k[j] * (B * dout[i * D + j] - sb[j]
-                                               - xhat[i * D + j] * sg[j]))
+    # The loops: fb_bn_backward_* (csrc/layers_impl.h), compiled per CPU with no FMA. In order:
+    #   sb = sum_b dout, sg = sum_b dout * xhat (double sums of dtype products);
+    #   dbeta = sb;  dgamma = sg;  sg *= B / n;  k = gamma * invstd / B;
+    #   dx = k * (B * dout - sb - xhat * sg)
+    if floating is float:
+        fb_bn_backward_f32(dout, xhat, gamma, invstd, unbiased, dx, dgamma, dbeta, sb, B, D)
+    else:
+        fb_bn_backward_f64(dout, xhat, gamma, invstd, unbiased, dx, dgamma, dbeta, sb, B, D)
 
 
 cdef void _batchnorm_eval_forward(const floating* x,       # (B, D)
@@ -542,11 +549,12 @@ cdef void _batchnorm_eval_forward(const floating* x,       # (B, D)
                                   Py_ssize_t B, Py_ssize_t D) noexcept nogil:
     # Eval mode: the statistics are constants, so batch norm is the affine map
     # out = gamma * (x - mean) * invstd + beta
-    cdef Py_ssize_t i, j
-    for i in range(B):
-        for j in range(D):
-            xhat[i * D + j] = (x[i * D + j] - mean[j]) * invstd[j]
-            out[i * D + j] = gamma[j] * xhat[i * D + j] + beta[j]
+    # (fb_bn_eval_forward_*, csrc/layers_impl.h: xhat = (x - mean) * invstd, out = gamma * xhat
+    # + beta, in the dtype)
+    if floating is float:
+        fb_bn_eval_forward_f32(x, gamma, beta, mean, invstd, out, xhat, B, D)
+    else:
+        fb_bn_eval_forward_f64(x, gamma, beta, mean, invstd, out, xhat, B, D)
 
 
 cdef void _batchnorm_eval_backward(const floating* dout,    # (B, D)
@@ -559,16 +567,11 @@ cdef void _batchnorm_eval_backward(const floating* dout,    # (B, D)
                                    double* sb,              # (2 D,) zeroed workspace: sb, sg
                                    Py_ssize_t B, Py_ssize_t D) noexcept nogil:
     # dx = dout * gamma * invstd;  dgamma = sum_b dout * xhat;  dbeta = sum_b dout
-    cdef Py_ssize_t i, j
-    cdef double *sg = sb + D
-    for i in range(B):
-        for j in range(D):
-            sb[j] += dout[i * D + j]
-            sg[j] += dout[i * D + j] * xhat[i * D + j]
-            dx[i * D + j] = dout[i * D + j] * gamma[j] * invstd[j]
-    for j in range(D):
-        dbeta[j] = <floating>sb[j]
-        dgamma[j] = <floating>sg[j]
+    # (fb_bn_eval_backward_*, csrc/layers_impl.h; sb (2 D) a zeroed workspace: sb, sg)
+    if floating is float:
+        fb_bn_eval_backward_f32(dout, xhat, gamma, invstd, dx, dgamma, dbeta, sb, B, D)
+    else:
+        fb_bn_eval_backward_f64(dout, xhat, gamma, invstd, dx, dgamma, dbeta, sb, B, D)
 
 
 def batchnorm_forward(const floating[:, ::1] x,      # (B, D), B >= 2

@@ -5,22 +5,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "clones.h"
 #include "fused.h"
 
-/* ---------------------------------------------------------------------------------------------
- * per-CPU clones
- *
- * On x86-64 Linux with gcc, the entry points are compiled three times (AVX-512, AVX2+FMA, and the
- * baseline SSE2) and the loader picks the best the CPU runs (target_clones, an ifunc): the
- * elementwise loops run 4x-16x wide without -march=native, and the wheel stays portable. With FMA
- * the clones may round a*b+c once instead of twice, so results are reproducible per machine, not
- * across machines. FASTBN_NATIVE=1 builds (-march=native) skip the clones. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(FB_NO_CLONES)
-#define FB_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define FB_CLONES
-#endif
+/* per-CPU clones (FB_CLONES): see clones.h */
 #define FB_INLINE inline __attribute__((always_inline))
 
 /* ---------------------------------------------------------------------------------------------
@@ -281,71 +269,6 @@ FB_CLONES void fb_exp_f32_array(const float *x, float *out, int64_t n) {
 
 FB_CLONES void fb_exp_f64_array(const double *x, double *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = fb_exp_f64_any(x[i]);
-}
-
-/* ---------------------------------------------------------------------------------------------
- * elementwise loops of the per-layer path (fastbn.ops, fastbn.nn, CharMLP.train_step), compiled
- * per CPU as the step is, but with every product and sum rounded on its own (fp-contract off, no
- * FMA): the same numbers on every CPU, those of the baseline build and of NumPy's formulas. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define FB_EXACT __attribute__((optimize("fp-contract=off")))
-#else
-#define FB_EXACT
-#endif
-
-/* dx = dout * (1 - t^2), the tanh backward from its output t, with 1 - t^2 and the product in
- * double (t^2 rounded to float first in float32, as the Cython kernel always computed it) */
-FB_CLONES FB_EXACT void fb_tanh_backward_f32(const float *dout, const float *t, float *dx,
-                                             int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const float t2 = t[i] * t[i];
-        dx[i] = (float)((double)dout[i] * (1.0 - (double)t2));
-    }
-}
-
-FB_CLONES FB_EXACT void fb_tanh_backward_f64(const double *dout, const double *t, double *dx,
-                                             int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const double t2 = t[i] * t[i];
-        dx[i] = dout[i] * (1.0 - t2);
-    }
-}
-
-/* p -= lr * g, rounded as NumPy's `p -= lr * g` for a Python float lr: lr rounded to the dtype
- * (by the caller), the product rounded, then the difference */
-FB_CLONES FB_EXACT void fb_layer_sgd_f32(float *p, const float *g, float lr, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const float step = lr * g[i];
-        p[i] = p[i] - step;
-    }
-}
-
-FB_CLONES FB_EXACT void fb_layer_sgd_f64(double *p, const double *g, double lr, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const double step = lr * g[i];
-        p[i] = p[i] - step;
-    }
-}
-
-/* r = r * keep + take * batch, rounded as NumPy's `r *= 1 - m; r += m * batch` for a Python
- * float m: keep = 1 - m and take = m rounded to the dtype (by the caller), each product
- * rounded, then the sum */
-FB_CLONES FB_EXACT void fb_layer_running_f32(float *r, const float *batch, float keep,
-                                             float take, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const float kept = r[i] * keep;
-        const float taken = take * batch[i];
-        r[i] = kept + taken;
-    }
-}
-
-FB_CLONES FB_EXACT void fb_layer_running_f64(double *r, const double *batch, double keep,
-                                             double take, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const double kept = r[i] * keep;
-        const double taken = take * batch[i];
-        r[i] = kept + taken;
-    }
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -204,14 +204,5 @@ void fb_tanh_f64_array(const double *x, double *out, int64_t n);
 void fb_exp_f32_array(const float *x, float *out, int64_t n);
 void fb_exp_f64_array(const double *x, double *out, int64_t n);
 
-/* the per-layer path's elementwise loops, vectorized per CPU with no FMA (csrc/fused.c): tanh's
- * backward, the SGD update, the running statistics' update */
-void fb_tanh_backward_f32(const float *dout, const float *t, float *dx, int64_t n);
-void fb_tanh_backward_f64(const double *dout, const double *t, double *dx, int64_t n);
-void fb_layer_sgd_f32(float *p, const float *g, float lr, int64_t n);
-void fb_layer_sgd_f64(double *p, const double *g, double lr, int64_t n);
-void fb_layer_running_f32(float *r, const float *batch, float keep, float take, int64_t n);
-void fb_layer_running_f64(double *r, const double *batch, double keep, double take,
-                          int64_t n);
 
 #endif
