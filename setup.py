@@ -45,9 +45,11 @@ directives = {
 extensions = [
     Extension(
         "fastbn._kernels",
-        ["csrc/_kernels.pyx", "csrc/fused.c"],
-        # the headers fused.c includes: an edit to one rebuilds the extension
-        depends=["csrc/fused.h", "csrc/fused_impl.h"],
+        ["csrc/_kernels.pyx", "csrc/fused.c", "csrc/layers.c"],
+        # the headers the C files include and the op calls _kernels.pyx includes: an edit to
+        # one rebuilds the extension
+        depends=["csrc/clones.h", "csrc/fused.h", "csrc/fused_impl.h", "csrc/layers.h",
+                 "csrc/layers_impl.h", "csrc/_opcalls.pxi"],
         include_dirs=[np.get_include(), "csrc"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

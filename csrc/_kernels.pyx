@@ -18,12 +18,19 @@ too, but another thread may reshape a caller's array in place in between. Output
 (=), never accumulated, except the embedding backward, a scatter-add into a buffer the caller has
 zeroed. Reductions (sums over the batch) accumulate in double whatever the dtype, in one workspace
 per call (one allocation, freed on every path).
+
+Each op's arithmetic is a ``cdef`` loop over pointers and sizes (``_<op>_forward``,
+``_<op>_backward``, noexcept nogil; batch norm's and tanh's backward hand theirs to C, csrc/
+layers.c, compiled per CPU with no FMA), called by two entry points: the kernel ``<op>_forward`` /
+``<op>_backward`` over typed memoryviews (the general path of fastbn/ops.py calls these, after
+its checks and conversions), and ``<op>_forward_fast`` / ``<op>_backward_fast`` in _opcalls.pxi,
+ops.py's common case in one call (checks, outputs, loop and cache in C; None for anything else).
 """
 from cython cimport floating
-from libc.math cimport exp, expf, log, sqrt
+from libc.math cimport HUGE_VAL, log, sqrt
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
@@ -33,8 +40,48 @@ cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
 
 cdef extern from "fused.h" nogil:
+    # vectorizable, compiled for several CPUs and picked at load time (csrc/fused.c)
     void fb_tanh_f32_array(const float *x, float *out, int64_t n)
     void fb_tanh_f64_array(const double *x, double *out, int64_t n)
+    void fb_exp_f32_array(const float *x, float *out, int64_t n)
+    void fb_exp_f64_array(const double *x, double *out, int64_t n)
+
+cdef extern from "layers.h" nogil:
+    # the per-layer path's loops (csrc/layers.c): compiled per CPU, no FMA (the same numbers on
+    # every CPU), each following the arithmetic of its kernel below
+    void fb_tanh_backward_f32(const float *dout, const float *t, float *dx, int64_t n)
+    void fb_tanh_backward_f64(const double *dout, const double *t, double *dx, int64_t n)
+    void fb_layer_sgd_f32(float *p, const float *g, float lr, int64_t n)
+    void fb_layer_sgd_f64(double *p, const double *g, double lr, int64_t n)
+    void fb_layer_running_f32(float *r, const float *batch, float keep, float take,
+                              int64_t n)
+    void fb_layer_running_f64(double *r, const double *batch, double keep, double take,
+                              int64_t n)
+    void fb_bn_forward_f32(const float *x, const float *gamma, const float *beta, double eps,
+                           int unbiased, float *out, float *xhat, float *mean, float *invstd,
+                           float *var_unbiased, double *acc, int64_t B, int64_t D)
+    void fb_bn_forward_f64(const double *x, const double *gamma, const double *beta,
+                           double eps, int unbiased, double *out, double *xhat, double *mean,
+                           double *invstd, double *var_unbiased, double *acc, int64_t B,
+                           int64_t D)
+    void fb_bn_backward_f32(const float *dout, const float *xhat, const float *gamma,
+                            const float *invstd, int unbiased, float *dx, float *dgamma,
+                            float *dbeta, double *sb, int64_t B, int64_t D)
+    void fb_bn_backward_f64(const double *dout, const double *xhat, const double *gamma,
+                            const double *invstd, int unbiased, double *dx, double *dgamma,
+                            double *dbeta, double *sb, int64_t B, int64_t D)
+    void fb_bn_eval_forward_f32(const float *x, const float *gamma, const float *beta,
+                                const float *mean, const float *invstd, float *out,
+                                float *xhat, int64_t B, int64_t D)
+    void fb_bn_eval_forward_f64(const double *x, const double *gamma, const double *beta,
+                                const double *mean, const double *invstd, double *out,
+                                double *xhat, int64_t B, int64_t D)
+    void fb_bn_eval_backward_f32(const float *dout, const float *xhat, const float *gamma,
+                                 const float *invstd, float *dx, float *dgamma, float *dbeta,
+                                 double *sb, int64_t B, int64_t D)
+    void fb_bn_eval_backward_f64(const double *dout, const double *xhat, const double *gamma,
+                                 const double *invstd, double *dx, double *dgamma,
+                                 double *dbeta, double *sb, int64_t B, int64_t D)
 
 cdef extern from *:
     """
@@ -96,11 +143,15 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int M, int N, int K, floating
         dgemm(&tb, &ta, &N, &M, &K, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
 
 
-cdef inline floating _exp(floating x) noexcept nogil:
+cdef inline void _exp_array(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
+    """out (n,) = exp(x) (n,), in place too (out == x): the fused step's vectorized exp (csrc/
+    fused.c: within 4 ulp in float32, 2 in float64; 0 below -103.97 (float32) and -745.13
+    (float64), +inf above 88.72 / 709.78, NaN propagates), some 5x faster than libm's per
+    element."""
     if floating is float:
-        return expf(x)
+        fb_exp_f32_array(x, out, n)
     else:
-        return exp(x)
+        fb_exp_f64_array(x, out, n)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,64 +197,116 @@ def copy_ids(const int64_t[::1] src, int64_t[::1] dst, int64_t bound):
 # ----------------------------------------------------------------------------------------------
 # embedding: out[b, t*D:(t+1)*D] = weight[idx[b, t], :]
 
+cdef void _embedding_forward(const floating* weight,   # (V, D)
+                             const int64_t* idx,       # (B, T), 0 <= idx < V
+                             floating* out,            # (B, T*D)
+                             Py_ssize_t B, Py_ssize_t T, Py_ssize_t D) noexcept nogil:
+    cdef Py_ssize_t b, t, d
+    cdef const floating* row
+    cdef floating* dst
+    for b in range(B):
+        for t in range(T):
+            row = weight + idx[b * T + t] * D
+            dst = out + (b * T + t) * D
+            for d in range(D):
+                dst[d] = row[d]
+
+
+cdef void _embedding_backward(const floating* dout,    # (B, T*D)
+                              const int64_t* idx,      # (B, T), 0 <= idx < V
+                              floating* dweight,       # (V, D), zeroed by the caller
+                              Py_ssize_t B, Py_ssize_t T, Py_ssize_t D) noexcept nogil:
+    # forward: out[b, t*D + d] = weight[idx[b, t], d]; every use of a row adds to its gradient:
+    # dweight[v, d] = sum over (b, t) with idx[b, t] == v of dout[b, t*D + d]   (scatter-add)
+    cdef Py_ssize_t b, t, d
+    cdef floating* row
+    cdef const floating* src
+    for b in range(B):
+        for t in range(T):
+            row = dweight + idx[b * T + t] * D
+            src = dout + (b * T + t) * D
+            for d in range(D):
+                row[d] += src[d]
+
+
 def embedding_forward(const floating[:, ::1] weight,   # (V, D)
                       const int64_t[:, ::1] idx,       # (B, T), 0 <= idx < V
                       floating[:, ::1] out):           # (B, T*D)
     cdef Py_ssize_t B = idx.shape[0], T = idx.shape[1], D = weight.shape[1]
-    cdef Py_ssize_t b, t, d
-    cdef const floating* row
     _shapes(out.shape[0] == B and out.shape[1] == T * D, "embedding_forward",
             "weight (V, D), idx (B, T), out (B, T*D)")
+    if B == 0 or T == 0 or D == 0:
+        return
     with nogil:
-        for b in range(B):
-            for t in range(T):
-                row = &weight[idx[b, t], 0] if D > 0 else NULL
-                for d in range(D):
-                    out[b, t * D + d] = row[d]
+        _embedding_forward(&weight[0, 0], &idx[0, 0], &out[0, 0], B, T, D)
 
 
 def embedding_backward(const floating[:, ::1] dout,    # (B, T*D)
                        const int64_t[:, ::1] idx,      # (B, T)
                        floating[:, ::1] dweight):      # (V, D), zeroed by the caller
-    # forward: out[b, t*D + d] = weight[idx[b, t], d]; every use of a row adds to its gradient:
-    # dweight[v, d] = sum over (b, t) with idx[b, t] == v of dout[b, t*D + d]   (scatter-add)
     cdef Py_ssize_t B = idx.shape[0], T = idx.shape[1], D = dweight.shape[1]
-    cdef Py_ssize_t b, t, d
-    cdef floating* row
     _shapes(dout.shape[0] == B and dout.shape[1] == T * D, "embedding_backward",
             "dout (B, T*D), idx (B, T), dweight (V, D)")
+    if B == 0 or T == 0 or D == 0:
+        return
     with nogil:
-        for b in range(B):
-            for t in range(T):
-                if D == 0:
-                    continue
-                row = &dweight[idx[b, t], 0]
-                for d in range(D):
-                    row[d] += dout[b, t * D + d]
+        _embedding_backward(&dout[0, 0], &idx[0, 0], &dweight[0, 0], B, T, D)
 
 
 # ----------------------------------------------------------------------------------------------
 # linear: out = x @ w + b, w stored (fan_in, fan_out) as in the lecture
+
+cdef void _linear_forward(const floating* x,      # (B, I)
+                          const floating* w,      # (I, O)
+                          const floating* bias,   # (O,) or NULL
+                          floating* out,          # (B, O)
+                          int B, int I, int O) noexcept nogil:
+    # B, I, O >= 1 (BLAS needs leading dimensions >= 1)
+    cdef Py_ssize_t i, j
+    cdef floating beta = 0
+    if bias != NULL:
+        beta = 1                                   # out starts as the broadcast bias
+        for i in range(B):
+            for j in range(O):
+                out[i * O + j] = bias[j]
+    _gemm(False, False, B, O, I, <floating>1, x, w, beta, out)
+
+
+cdef void _linear_backward(const floating* dout,  # (B, O)
+                           const floating* x,     # (B, I)
+                           const floating* w,     # (I, O)
+                           floating* dx,          # (B, I)
+                           floating* dw,          # (I, O)
+                           floating* dbias,       # (O,) or NULL
+                           double* acc,           # (O,) zeroed workspace (when dbias)
+                           int B, int I, int O) noexcept nogil:
+    # forward: out[b, o] = sum_i x[b, i] w[i, o] + bias[o]
+    # dx = dout @ w^T;  dw = x^T @ dout;  dbias[o] = sum_b dout[b, o]
+    cdef Py_ssize_t i, j
+    _gemm(False, True, B, I, O, <floating>1, dout, w, <floating>0, dx)
+    _gemm(True, False, I, O, B, <floating>1, x, dout, <floating>0, dw)
+    if dbias == NULL:
+        return
+    for i in range(B):
+        for j in range(O):
+            acc[j] += dout[i * O + j]
+    for j in range(O):
+        dbias[j] = <floating>acc[j]
+
 
 def linear_forward(const floating[:, ::1] x,       # (B, I)
                    const floating[:, ::1] w,       # (I, O)
                    const floating[::1] bias,       # (O,) or None
                    floating[:, ::1] out):          # (B, O)
     cdef int B = x.shape[0], I = x.shape[1], O = w.shape[1]
-    cdef Py_ssize_t i, j
-    cdef floating beta = 0
     _shapes(w.shape[0] == I and out.shape[0] == B and out.shape[1] == O
             and (bias is None or bias.shape[0] == O), "linear_forward",
             "x (B, I), w (I, O), bias (O,), out (B, O)")
     if B == 0 or I == 0 or O == 0:     # (BLAS needs leading dimensions >= 1; ops.py handles it)
         raise ValueError("linear_forward: empty dimensions")
     with nogil:
-        if bias is not None:
-            beta = 1                               # out starts as the broadcast bias
-            for i in range(B):
-                for j in range(O):
-                    out[i, j] = bias[j]
-        _gemm(False, False, B, O, I, <floating>1, &x[0, 0], &w[0, 0], beta, &out[0, 0])
+        _linear_forward(&x[0, 0], &w[0, 0], &bias[0] if bias is not None else NULL,
+                        &out[0, 0], B, I, O)
 
 
 def linear_backward(const floating[:, ::1] dout,   # (B, O)
@@ -212,10 +315,7 @@ def linear_backward(const floating[:, ::1] dout,   # (B, O)
                     floating[:, ::1] dx,           # (B, I)
                     floating[:, ::1] dw,           # (I, O)
                     floating[::1] dbias):          # (O,) or None
-    # forward: out[b, o] = sum_i x[b, i] w[i, o] + bias[o]
-    # dx = dout @ w^T;  dw = x^T @ dout;  dbias[o] = sum_b dout[b, o]
     cdef int B = x.shape[0], I = x.shape[1], O = w.shape[1]
-    cdef Py_ssize_t i, j
     cdef double* acc
     _shapes(w.shape[0] == I and dout.shape[0] == B and dout.shape[1] == O
             and dx.shape[0] == B and dx.shape[1] == I and dw.shape[0] == I and dw.shape[1] == O
@@ -223,19 +323,11 @@ def linear_backward(const floating[:, ::1] dout,   # (B, O)
             "dout (B, O), x (B, I), w (I, O), dx (B, I), dw (I, O), dbias (O,)")
     if B == 0 or I == 0 or O == 0:
         raise ValueError("linear_backward: empty dimensions")
-    with nogil:
-        _gemm(False, True, B, I, O, <floating>1, &dout[0, 0], &w[0, 0], <floating>0, &dx[0, 0])
-        _gemm(True, False, I, O, B, <floating>1, &x[0, 0], &dout[0, 0], <floating>0, &dw[0, 0])
-    if dbias is None:
-        return
-    acc = _zeros(O)
+    acc = _zeros(O if dbias is not None else 0)
     try:
         with nogil:
-            for i in range(B):
-                for j in range(O):
-                    acc[j] += dout[i, j]
-            for j in range(O):
-                dbias[j] = <floating>acc[j]
+            _linear_backward(&dout[0, 0], &x[0, 0], &w[0, 0], &dx[0, 0], &dw[0, 0],
+                             &dbias[0] if dbias is not None else NULL, acc, B, I, O)
     finally:
         free(acc)
 
@@ -243,59 +335,94 @@ def linear_backward(const floating[:, ::1] dout,   # (B, O)
 # ----------------------------------------------------------------------------------------------
 # elementwise nonlinearities over flattened arrays (N,)
 
-def tanh_forward(const floating[::1] x, floating[::1] out):
+cdef void _tanh_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
     # the fused step's vectorizable tanh (csrc/fused.c: within 6 ulp in float32, 2 in float64);
     # a libm call per element costs ~10x more
+    if n == 0:
+        return
+    if floating is float:
+        fb_tanh_f32_array(x, out, n)
+    else:
+        fb_tanh_f64_array(x, out, n)
+
+
+cdef void _tanh_backward(const floating* dout, const floating* t, floating* dx,
+                         Py_ssize_t n) noexcept nogil:
+    # forward: t = tanh(x);  dt/dx = 1 - tanh(x)^2 = 1 - t^2, computed from the saved output:
+    # dx = dout * (1 - t^2), with 1 - t^2 and the product in double (csrc/fused.c, vectorized
+    # per CPU, no FMA)
+    if floating is float:
+        fb_tanh_backward_f32(dout, t, dx, n)
+    else:
+        fb_tanh_backward_f64(dout, t, dx, n)
+
+
+cdef void _leaky_relu_forward(const floating* x, floating s, floating* out,
+                              Py_ssize_t n) noexcept nogil:
+    # out = x if x >= 0 else slope * x; NaN falls to the x branch and propagates. ReLU (slope 0)
+    # writes 0 rather than 0 * x, which is NaN for x = -inf (torch.relu(-inf) is 0)
+    cdef Py_ssize_t i
+    cdef floating v
+    if s == 0:
+        for i in range(n):
+            v = x[i]
+            out[i] = 0 if v < 0 else v
+    else:
+        for i in range(n):
+            v = x[i]
+            out[i] = s * v if v < 0 else v
+
+
+cdef void _leaky_relu_backward(const floating* dout, const floating* x, floating s,
+                               floating* dx, Py_ssize_t n) noexcept nogil:
+    # d out / dx = 1 where x > 0, slope elsewhere (0 at x == 0, as torch's threshold_backward);
+    # ReLU writes 0 there, not 0 * dout (NaN for an infinite dout), as torch does. Both operands
+    # are loaded before the select, so that the compiler may vectorize it (branch-free)
+    cdef Py_ssize_t i
+    cdef floating d
+    if s == 0:
+        for i in range(n):
+            d = dout[i]
+            dx[i] = d if x[i] > 0 else 0
+    else:
+        for i in range(n):
+            d = dout[i]
+            dx[i] = d if x[i] > 0 else s * d
+
+
+def tanh_forward(const floating[::1] x, floating[::1] out):
     _shapes(out.shape[0] == x.shape[0], "tanh_forward", "x (N,), out (N,)")
     if x.shape[0] == 0:
         return
     with nogil:
-        if floating is float:
-            fb_tanh_f32_array(&x[0], &out[0], x.shape[0])
-        else:
-            fb_tanh_f64_array(&x[0], &out[0], x.shape[0])
+        _tanh_forward(&x[0], &out[0], x.shape[0])
 
 
 def tanh_backward(const floating[::1] dout, const floating[::1] t, floating[::1] dx):
-    # forward: t = tanh(x);  dt/dx = 1 - tanh(x)^2 = 1 - t^2, computed from the saved output
-    cdef Py_ssize_t i
     _shapes(dout.shape[0] == t.shape[0] and dx.shape[0] == t.shape[0], "tanh_backward",
             "dout (N,), t (N,), dx (N,)")
+    if t.shape[0] == 0:
+        return
     with nogil:
-        for i in range(t.shape[0]):
-            dx[i] = dout[i] * (1 - t[i] * t[i])
+        _tanh_backward(&dout[0], &t[0], &dx[0], t.shape[0])
 
 
 def leaky_relu_forward(const floating[::1] x, double negative_slope, floating[::1] out):
-    # out = x if x >= 0 else slope * x; NaN falls to the x branch and propagates. ReLU (slope 0)
-    # writes 0 rather than 0 * x, which is NaN for x = -inf (torch.relu(-inf) is 0)
-    cdef Py_ssize_t i
-    cdef floating s = <floating>negative_slope
     _shapes(out.shape[0] == x.shape[0], "leaky_relu_forward", "x (N,), out (N,)")
+    if x.shape[0] == 0:
+        return
     with nogil:
-        if s == 0:
-            for i in range(x.shape[0]):
-                out[i] = 0 if x[i] < 0 else x[i]
-        else:
-            for i in range(x.shape[0]):
-                out[i] = s * x[i] if x[i] < 0 else x[i]
+        _leaky_relu_forward(&x[0], <floating>negative_slope, &out[0], x.shape[0])
 
 
 def leaky_relu_backward(const floating[::1] dout, const floating[::1] x, double negative_slope,
                         floating[::1] dx):
-    # d out / dx = 1 where x > 0, slope elsewhere (0 at x == 0, as torch's threshold_backward);
-    # ReLU writes 0 there, not 0 * dout (NaN for an infinite dout), as torch does
-    cdef Py_ssize_t i
-    cdef floating s = <floating>negative_slope
     _shapes(dout.shape[0] == x.shape[0] and dx.shape[0] == x.shape[0], "leaky_relu_backward",
             "dout (N,), x (N,), dx (N,)")
+    if x.shape[0] == 0:
+        return
     with nogil:
-        if s == 0:
-            for i in range(x.shape[0]):
-                dx[i] = dout[i] if x[i] > 0 else 0
-        else:
-            for i in range(x.shape[0]):
-                dx[i] = dout[i] if x[i] > 0 else s * dout[i]
+        _leaky_relu_backward(&dout[0], &x[0], <floating>negative_slope, &dx[0], x.shape[0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,35 +438,141 @@ cdef inline floating _expm1(floating x) noexcept nogil:
         return expm1(x)
 
 
-def elu_forward(const floating[::1] x, double alpha, floating[::1] out):
+cdef void _elu_forward(const floating* x, floating a, floating* out,
+                       Py_ssize_t n) noexcept nogil:
     # out = x where x > 0, alpha * (exp(x) - 1) elsewhere, computed as alpha * expm1(x): exp(x) - 1
     # cancels for |x| << 1, where expm1 keeps full relative precision. NaN takes the second
     # branch and propagates; -inf gives -alpha
     cdef Py_ssize_t i
-    cdef floating a = <floating>alpha
-    _shapes(out.shape[0] == x.shape[0], "elu_forward", "x (N,), out (N,)")
-    with nogil:
-        for i in range(x.shape[0]):
-            out[i] = x[i] if x[i] > 0 else a * _expm1(x[i])
+    for i in range(n):
+        out[i] = x[i] if x[i] > 0 else a * _expm1(x[i])
 
 
-def elu_backward(const floating[::1] dout, const floating[::1] out, double alpha,
-                 floating[::1] dx):
+cdef void _elu_backward(const floating* dout, const floating* out, floating a, floating* dx,
+                        Py_ssize_t n) noexcept nogil:
     # forward: out = x (x > 0), alpha (e^x - 1) (x <= 0)
     # d out / dx = 1 (x > 0), alpha e^x = out + alpha (x <= 0): from the saved output, no exp.
     # For alpha >= 0 (fastbn.ops checks it) out > 0 exactly where x > 0, so the output also
     # tells the branch; at x = 0 the slope is alpha (torch's convention). A NaN output gives NaN
     cdef Py_ssize_t i
-    cdef floating a = <floating>alpha
+    cdef floating d
+    for i in range(n):
+        d = dout[i]
+        dx[i] = d if out[i] > 0 else d * (out[i] + a)
+
+
+def elu_forward(const floating[::1] x, double alpha, floating[::1] out):
+    _shapes(out.shape[0] == x.shape[0], "elu_forward", "x (N,), out (N,)")
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        _elu_forward(&x[0], <floating>alpha, &out[0], x.shape[0])
+
+
+def elu_backward(const floating[::1] dout, const floating[::1] out, double alpha,
+                 floating[::1] dx):
     _shapes(dout.shape[0] == out.shape[0] and dx.shape[0] == out.shape[0], "elu_backward",
             "dout (N,), out (N,), dx (N,)")
+    if out.shape[0] == 0:
+        return
     with nogil:
-        for i in range(out.shape[0]):
-            dx[i] = dout[i] if out[i] > 0 else dout[i] * (out[i] + a)
+        _elu_backward(&dout[0], &out[0], <floating>alpha, &dx[0], out.shape[0])
 
 
 # ----------------------------------------------------------------------------------------------
 # batch normalization over the batch axis of (B, D)
+
+cdef void _batchnorm_forward(const floating* x,       # (B, D), B >= 2
+                             const floating* gamma,   # (D,)
+                             const floating* beta,    # (D,)
+                             double eps,
+                             bint unbiased,
+                             floating* out,           # (B, D)  gamma * xhat + beta
+                             floating* xhat,          # (B, D)  (x - mean) * invstd
+                             floating* mean,          # (D,)    batch mean
+                             floating* invstd,        # (D,)    1 / sqrt(var_n + eps)
+                             floating* var_unbiased,  # (D,)    sum (x - mean)^2 / (B - 1)
+                             double* acc,             # (2 D,)  zeroed workspace: acc, mu
+                             Py_ssize_t B, Py_ssize_t D) noexcept nogil:
+    # Training mode. The variance that normalizes, var_n = sum (x - mean)^2 / n, has the divisor
+    # n = B (biased, as torch.nn.functional.batch_norm(training=True); the default) or, with
+    # unbiased, n = B - 1 (Bessel-corrected, the makemore lecture's). Either way the unbiased one
+    # (/ (B - 1)) is reported for the running estimate.
+    # Two passes over x for the statistics (mean, then squared deviations): stable in float32.
+    # The loops: fb_bn_forward_* (csrc/layers_impl.h), compiled per CPU with no FMA. In order:
+    #   acc = sum_b x (double);  mu = acc / B;  acc = sum_b (x - mu)^2 (double);
+    #   var_n = acc / n;  mean = mu;  invstd = 1 / sqrt(var_n + eps);  var = acc / (B - 1);
+    #   xhat = (x - mu) * invstd (double, rounded);  out = gamma * xhat + beta (in the dtype)
+    if floating is float:
+        fb_bn_forward_f32(x, gamma, beta, eps, unbiased, out, xhat, mean, invstd, var_unbiased,
+                          acc, B, D)
+    else:
+        fb_bn_forward_f64(x, gamma, beta, eps, unbiased, out, xhat, mean, invstd, var_unbiased,
+                          acc, B, D)
+
+
+cdef void _batchnorm_backward(const floating* dout,    # (B, D)
+                              const floating* xhat,    # (B, D)
+                              const floating* gamma,   # (D,)
+                              const floating* invstd,  # (D,)
+                              bint unbiased,
+                              floating* dx,            # (B, D)
+                              floating* dgamma,        # (D,)
+                              floating* dbeta,         # (D,)
+                              double* sb,              # (3 D,) zeroed workspace: sb, sg, k
+                              Py_ssize_t B, Py_ssize_t D) noexcept nogil:
+    # forward: xhat = (x - mean) * invstd, invstd = (var_n + eps)^-1/2,
+    #          var_n = sum (x - mean)^2 / n (n = B, or B - 1 when unbiased),
+    #          out = gamma * xhat + beta
+    # dbeta  = sum_b dout;   dgamma = sum_b dout * xhat
+    # dx: the direct term through xhat, plus the paths through mean and var_n, d var_n / dx_b =
+    #     2 (x_b - mean) / n; they collapse to
+    #     dx = gamma * invstd / B * (B * dout - dbeta - (B / n) * xhat * dgamma)
+    #     where B / n is 1 (biased) or B / (B - 1) (the lecture's n/(n-1) * bnraw * ... term)
+    # The loops: fb_bn_backward_* (csrc/layers_impl.h), compiled per CPU with no FMA. In order:
+    #   sb = sum_b dout, sg = sum_b dout * xhat (double sums of dtype products);
+    #   dbeta = sb;  dgamma = sg;  sg *= B / n;  k = gamma * invstd / B;
+    #   dx = k * (B * dout - sb - xhat * sg)
+    if floating is float:
+        fb_bn_backward_f32(dout, xhat, gamma, invstd, unbiased, dx, dgamma, dbeta, sb, B, D)
+    else:
+        fb_bn_backward_f64(dout, xhat, gamma, invstd, unbiased, dx, dgamma, dbeta, sb, B, D)
+
+
+cdef void _batchnorm_eval_forward(const floating* x,       # (B, D)
+                                  const floating* gamma,   # (D,)
+                                  const floating* beta,    # (D,)
+                                  const floating* mean,    # (D,) running mean
+                                  const floating* invstd,  # (D,) 1 / sqrt(running var + eps)
+                                  floating* out,           # (B, D)
+                                  floating* xhat,          # (B, D)
+                                  Py_ssize_t B, Py_ssize_t D) noexcept nogil:
+    # Eval mode: the statistics are constants, so batch norm is the affine map
+    # out = gamma * (x - mean) * invstd + beta
+    # (fb_bn_eval_forward_*, csrc/layers_impl.h: xhat = (x - mean) * invstd, out = gamma * xhat
+    # + beta, in the dtype)
+    if floating is float:
+        fb_bn_eval_forward_f32(x, gamma, beta, mean, invstd, out, xhat, B, D)
+    else:
+        fb_bn_eval_forward_f64(x, gamma, beta, mean, invstd, out, xhat, B, D)
+
+
+cdef void _batchnorm_eval_backward(const floating* dout,    # (B, D)
+                                   const floating* xhat,    # (B, D)
+                                   const floating* gamma,   # (D,)
+                                   const floating* invstd,  # (D,)
+                                   floating* dx,            # (B, D)
+                                   floating* dgamma,        # (D,)
+                                   floating* dbeta,         # (D,)
+                                   double* sb,              # (2 D,) zeroed workspace: sb, sg
+                                   Py_ssize_t B, Py_ssize_t D) noexcept nogil:
+    # dx = dout * gamma * invstd;  dgamma = sum_b dout * xhat;  dbeta = sum_b dout
+    # (fb_bn_eval_backward_*, csrc/layers_impl.h; sb (2 D) a zeroed workspace: sb, sg)
+    if floating is float:
+        fb_bn_eval_backward_f32(dout, xhat, gamma, invstd, dx, dgamma, dbeta, sb, B, D)
+    else:
+        fb_bn_eval_backward_f64(dout, xhat, gamma, invstd, dx, dgamma, dbeta, sb, B, D)
+
 
 def batchnorm_forward(const floating[:, ::1] x,      # (B, D), B >= 2
                       const floating[::1] gamma,     # (D,)
@@ -351,43 +584,20 @@ def batchnorm_forward(const floating[:, ::1] x,      # (B, D), B >= 2
                       floating[::1] invstd,          # (D,)    1 / sqrt(var_n + eps)
                       floating[::1] var_unbiased,    # (D,)    sum (x - mean)^2 / (B - 1)
                       bint unbiased=False):
-    # Training mode. The variance that normalizes, var_n = sum (x - mean)^2 / n, has the divisor
-    # n = B (biased, as torch.nn.functional.batch_norm(training=True); the default) or, with
-    # unbiased, n = B - 1 (Bessel-corrected, the makemore lecture's). Either way the unbiased one
-    # (/ (B - 1)) is reported for the running estimate.
-    # Two passes over x for the statistics (mean, then squared deviations): stable in float32.
-    cdef Py_ssize_t B = x.shape[0], D = x.shape[1], i, j
+    cdef Py_ssize_t B = x.shape[0], D = x.shape[1]
     cdef double *acc
-    cdef double *mu
-    cdef double dev, var_n
-    cdef double n = <double>(B - 1) if unbiased else <double>B
     _shapes(out.shape[0] == B and out.shape[1] == D and xhat.shape[0] == B
             and xhat.shape[1] == D and gamma.shape[0] == D and beta.shape[0] == D
             and mean.shape[0] == D and invstd.shape[0] == D and var_unbiased.shape[0] == D,
             "batchnorm_forward", "x, out, xhat (B, D); gamma, beta, mean, invstd, var (D,)")
     acc = _zeros(2 * D)                               # acc (D,), mu (D,)
-    mu = acc + D
     try:
-        with nogil:
-            for i in range(B):
-                for j in range(D):
-                    acc[j] += x[i, j]
-            for j in range(D):
-                mu[j] = acc[j] / B
-                acc[j] = 0.0
-            for i in range(B):
-                for j in range(D):
-                    dev = x[i, j] - mu[j]
-                    acc[j] += dev * dev
-            for j in range(D):
-                var_n = acc[j] / n
-                mean[j] = <floating>mu[j]
-                invstd[j] = <floating>(1.0 / sqrt(var_n + eps))
-                var_unbiased[j] = <floating>(acc[j] / (B - 1)) if B > 1 else <floating>0
-            for i in range(B):
-                for j in range(D):
-                    xhat[i, j] = <floating>((x[i, j] - mu[j]) * invstd[j])
-                    out[i, j] = gamma[j] * xhat[i, j] + beta[j]
+        if D > 0:
+            with nogil:
+                _batchnorm_forward(&x[0, 0] if B > 0 else NULL, &gamma[0], &beta[0], eps,
+                                   unbiased, &out[0, 0] if B > 0 else NULL,
+                                   &xhat[0, 0] if B > 0 else NULL, &mean[0], &invstd[0],
+                                   &var_unbiased[0], acc, B, D)
     finally:
         free(acc)
 
@@ -411,37 +621,17 @@ def batchnorm_backward(const floating[:, ::1] dout,  # (B, D)
                        floating[::1] dgamma,         # (D,)
                        floating[::1] dbeta,          # (D,)
                        bint unbiased=False):
-    # forward: xhat = (x - mean) * invstd, invstd = (var_n + eps)^-1/2,
-    #          var_n = sum (x - mean)^2 / n (n = B, or B - 1 when unbiased),
-    #          out = gamma * xhat + beta
-    # dbeta  = sum_b dout;   dgamma = sum_b dout * xhat
-    # dx: the direct term through xhat, plus the paths through mean and var_n, d var_n / dx_b =
-    #     2 (x_b - mean) / n; they collapse to
-    #     dx = gamma * invstd / B * (B * dout - dbeta - (B / n) * xhat * dgamma)
-    #     where B / n is 1 (biased) or B / (B - 1) (the lecture's n/(n-1) * bnraw * ... term)
-    cdef Py_ssize_t B = dout.shape[0], D = dout.shape[1], i, j
+    cdef Py_ssize_t B = dout.shape[0], D = dout.shape[1]
     cdef double *sb
-    cdef double *sg
-    cdef double *k
-    cdef double c = <double>B / (B - 1) if (unbiased and B > 1) else 1.0
     _bn_backward_shapes(dout, xhat, gamma, invstd, dx, dgamma, dbeta, "batchnorm_backward")
     sb = _zeros(3 * D)                                # sb, sg, k: (D,) each
-    sg = sb + D
-    k = sb + 2 * D
     try:
-        with nogil:
-            for i in range(B):
-                for j in range(D):
-                    sb[j] += dout[i, j]
-                    sg[j] += dout[i, j] * xhat[i, j]
-            for j in range(D):
-                dbeta[j] = <floating>sb[j]
-                dgamma[j] = <floating>sg[j]
-                sg[j] *= c                            # (B / n) * dgamma; exact when c = 1
-                k[j] = gamma[j] * invstd[j] / <double>B
-            for i in range(B):
-                for j in range(D):
-                    dx[i, j] = <floating>(k[j] * (B * dout[i, j] - sb[j] - xhat[i, j] * sg[j]))
+        if D > 0:
+            with nogil:
+                _batchnorm_backward(&dout[0, 0] if B > 0 else NULL,
+                                    &xhat[0, 0] if B > 0 else NULL, &gamma[0], &invstd[0],
+                                    unbiased, &dx[0, 0] if B > 0 else NULL, &dgamma[0],
+                                    &dbeta[0], sb, B, D)
     finally:
         free(sb)
 
@@ -453,18 +643,16 @@ def batchnorm_eval_forward(const floating[:, ::1] x,      # (B, D)
                            const floating[::1] invstd,    # (D,) 1 / sqrt(running var + eps)
                            floating[:, ::1] out,          # (B, D)
                            floating[:, ::1] xhat):        # (B, D)
-    # Eval mode: the statistics are constants, so batch norm is the affine map
-    # out = gamma * (x - mean) * invstd + beta
-    cdef Py_ssize_t B = x.shape[0], D = x.shape[1], i, j
+    cdef Py_ssize_t B = x.shape[0], D = x.shape[1]
     _shapes(out.shape[0] == B and out.shape[1] == D and xhat.shape[0] == B
             and xhat.shape[1] == D and gamma.shape[0] == D and beta.shape[0] == D
             and mean.shape[0] == D and invstd.shape[0] == D, "batchnorm_eval_forward",
             "x, out, xhat (B, D); gamma, beta, mean, invstd (D,)")
+    if B == 0 or D == 0:
+        return
     with nogil:
-        for i in range(B):
-            for j in range(D):
-                xhat[i, j] = (x[i, j] - mean[j]) * invstd[j]
-                out[i, j] = gamma[j] * xhat[i, j] + beta[j]
+        _batchnorm_eval_forward(&x[0, 0], &gamma[0], &beta[0], &mean[0], &invstd[0],
+                                &out[0, 0], &xhat[0, 0], B, D)
 
 
 def batchnorm_eval_backward(const floating[:, ::1] dout,  # (B, D)
@@ -474,23 +662,17 @@ def batchnorm_eval_backward(const floating[:, ::1] dout,  # (B, D)
                             floating[:, ::1] dx,          # (B, D)
                             floating[::1] dgamma,         # (D,)
                             floating[::1] dbeta):         # (D,)
-    # dx = dout * gamma * invstd;  dgamma = sum_b dout * xhat;  dbeta = sum_b dout
-    cdef Py_ssize_t B = dout.shape[0], D = dout.shape[1], i, j
+    cdef Py_ssize_t B = dout.shape[0], D = dout.shape[1]
     cdef double *sb
-    cdef double *sg
     _bn_backward_shapes(dout, xhat, gamma, invstd, dx, dgamma, dbeta, "batchnorm_eval_backward")
     sb = _zeros(2 * D)                                # sb, sg: (D,) each
-    sg = sb + D
     try:
-        with nogil:
-            for i in range(B):
-                for j in range(D):
-                    sb[j] += dout[i, j]
-                    sg[j] += dout[i, j] * xhat[i, j]
-                    dx[i, j] = dout[i, j] * gamma[j] * invstd[j]
-            for j in range(D):
-                dbeta[j] = <floating>sb[j]
-                dgamma[j] = <floating>sg[j]
+        if D > 0:
+            with nogil:
+                _batchnorm_eval_backward(&dout[0, 0] if B > 0 else NULL,
+                                         &xhat[0, 0] if B > 0 else NULL, &gamma[0],
+                                         &invstd[0], &dx[0, 0] if B > 0 else NULL, &dgamma[0],
+                                         &dbeta[0], sb, B, D)
     finally:
         free(sb)
 
@@ -498,51 +680,80 @@ def batchnorm_eval_backward(const floating[:, ::1] dout,  # (B, D)
 # ----------------------------------------------------------------------------------------------
 # softmax cross-entropy: loss = mean_b [ logsumexp(logits[b]) - logits[b, target[b]] ]
 
+cdef double _cross_entropy_forward(const floating* logits,   # (B, C)
+                                   const int64_t* target,    # (B,), 0 <= target < C
+                                   floating* probs,          # (B, C) softmax, kept for backward
+                                   Py_ssize_t B, Py_ssize_t C) noexcept nogil:
+    # Stable: with m = max_c logits[b, c], logsumexp = m + log sum_c exp(logits[b, c] - m); every
+    # exponent is <= 0, so nothing overflows, and logits of +-1e4 give a finite loss. The
+    # exponentials of a row in one vectorized call (_exp_array), over the shifted logits.
+    # Returns the mean loss as a double. B >= 1, C >= 1.
+    cdef Py_ssize_t i, c
+    cdef double total = 0.0, s, m
+    cdef const floating* row
+    cdef floating* p
+    for i in range(B):
+        row = logits + i * C
+        p = probs + i * C
+        m = row[0]
+        for c in range(1, C):
+            if row[c] > m:
+                m = row[c]
+        for c in range(C):
+            p[c] = <floating>(row[c] - m)
+        _exp_array(p, p, C)
+        s = 0.0
+        for c in range(C):
+            s += p[c]
+        for c in range(C):
+            p[c] = <floating>(p[c] / s)
+        total += m + log(s) - row[target[i]]
+    return total / B
+
+
+cdef void _cross_entropy_backward(double dloss,
+                                  const floating* probs,     # (B, C)
+                                  const int64_t* target,     # (B,), 0 <= target < C
+                                  floating* dlogits,         # (B, C)
+                                  Py_ssize_t B, Py_ssize_t C) noexcept nogil:
+    # d loss / d logits[b, c] = (softmax[b, c] - [c == target[b]]) / B, times the upstream dloss
+    cdef Py_ssize_t i, c
+    cdef double scale = dloss / B
+    for i in range(B):
+        for c in range(C):
+            dlogits[i * C + c] = <floating>(scale * probs[i * C + c])
+        dlogits[i * C + target[i]] -= <floating>scale
+
+
 def cross_entropy_forward(const floating[:, ::1] logits,   # (B, C)
                           const int64_t[::1] target,       # (B,), 0 <= target < C
                           floating[:, ::1] probs):         # (B, C) softmax, kept for backward
-    # Stable: with m = max_c logits[b, c], logsumexp = m + log sum_c exp(logits[b, c] - m); every
-    # exponent is <= 0, so nothing overflows, and logits of +-1e4 give a finite loss.
-    # Returns the mean loss as a double.
-    cdef Py_ssize_t B = logits.shape[0], C = logits.shape[1], i, c
-    cdef double total = 0.0, s, m
-    cdef floating e
+    cdef Py_ssize_t B = logits.shape[0], C = logits.shape[1]
+    cdef double loss
     _shapes(target.shape[0] == B and probs.shape[0] == B and probs.shape[1] == C and B > 0
             and C > 0, "cross_entropy_forward", "logits (B, C), target (B,), probs (B, C), "
             "B >= 1, C >= 1")
     with nogil:
-        for i in range(B):
-            m = logits[i, 0]
-            for c in range(1, C):
-                if logits[i, c] > m:
-                    m = logits[i, c]
-            s = 0.0
-            for c in range(C):
-                e = _exp(<floating>(logits[i, c] - m))
-                probs[i, c] = e
-                s += e
-            for c in range(C):
-                probs[i, c] = <floating>(probs[i, c] / s)
-            total += m + log(s) - logits[i, target[i]]
-    return total / B
+        loss = _cross_entropy_forward(&logits[0, 0], &target[0], &probs[0, 0], B, C)
+    return loss
 
 
 def cross_entropy_backward(double dloss,
                            const floating[:, ::1] probs,    # (B, C)
                            const int64_t[::1] target,       # (B,)
                            floating[:, ::1] dlogits):       # (B, C)
-    # d loss / d logits[b, c] = (softmax[b, c] - [c == target[b]]) / B, times the upstream dloss
-    cdef Py_ssize_t B = probs.shape[0], C = probs.shape[1], i, c
-    cdef double scale
+    cdef Py_ssize_t B = probs.shape[0], C = probs.shape[1]
     _shapes(target.shape[0] == B and dlogits.shape[0] == B and dlogits.shape[1] == C and B > 0
             and C > 0, "cross_entropy_backward", "probs (B, C), target (B,), dlogits (B, C), "
             "B >= 1, C >= 1")
-    scale = dloss / B
     with nogil:
-        for i in range(B):
-            for c in range(C):
-                dlogits[i, c] = <floating>(scale * probs[i, c])
-            dlogits[i, target[i]] -= <floating>scale
+        _cross_entropy_backward(dloss, &probs[0, 0], &target[0], &dlogits[0, 0], B, C)
+
+
+# ----------------------------------------------------------------------------------------------
+# the common case of each op of fastbn.ops in one call; the per-layer step's bulk helpers
+
+include "_opcalls.pxi"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -597,8 +808,6 @@ cdef extern from "fused.h" nogil:
                          int64_t steps, float lr, uint64_t *rng, double *losses)
     int64_t fb_train_f64(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n,
                          int64_t steps, double lr, uint64_t *rng, double *losses)
-    void fb_exp_f32_array(const float *x, float *out, int64_t n)
-    void fb_exp_f64_array(const double *x, double *out, int64_t n)
 
 
 MAX_LAYERS = FB_MAX_LAYERS

@@ -5,22 +5,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "clones.h"
 #include "fused.h"
 
-/* ---------------------------------------------------------------------------------------------
- * per-CPU clones
- *
- * On x86-64 Linux with gcc, the entry points are compiled three times (AVX-512, AVX2+FMA, and the
- * baseline SSE2) and the loader picks the best the CPU runs (target_clones, an ifunc): the
- * elementwise loops run 4x-16x wide without -march=native, and the wheel stays portable. With FMA
- * the clones may round a*b+c once instead of twice, so results are reproducible per machine, not
- * across machines. FASTBN_NATIVE=1 builds (-march=native) skip the clones. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(FB_NO_CLONES)
-#define FB_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define FB_CLONES
-#endif
+/* per-CPU clones (FB_CLONES): see clones.h */
 #define FB_INLINE inline __attribute__((always_inline))
 
 /* ---------------------------------------------------------------------------------------------

@@ -204,4 +204,5 @@ void fb_tanh_f64_array(const double *x, double *out, int64_t n);
 void fb_exp_f32_array(const float *x, float *out, int64_t n);
 void fb_exp_f64_array(const double *x, double *out, int64_t n);
 
+
 #endif

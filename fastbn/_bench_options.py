@@ -11,9 +11,9 @@ from ._argtypes import nonnegative, positive
 __all__ = ["DEFAULT_BATCH_SIZES", "DEFAULT_DTYPES", "DEFAULT_OUT", "DESCRIPTION", "add_arguments"]
 
 DESCRIPTION = ("Verify, then time one training step of the default BN-MLP (fused loop, per-layer "
-               "API, NumPy, PyTorch eager) on one thread, and inference (eval and sampling: "
-               "batch norm folded, unfolded, PyTorch eager); write results.md, results.json and "
-               "a chart into --out.")
+               "API, NumPy, PyTorch eager), one call of each op (fastbn.ops, NumPy, PyTorch) and "
+               "inference (eval and sampling: batch norm folded, unfolded, PyTorch eager) on one "
+               "thread; write results.md, results.json and a chart into --out.")
 DEFAULT_BATCH_SIZES = (32, 256, 1024, 4096)
 DEFAULT_DTYPES = ("float32", "float64")
 DEFAULT_OUT = "fastbn-bench"        # relative: a folder in the current folder

@@ -28,11 +28,12 @@ only scales them, so the configurations differ only by their scales.
 Shapes: B batch, T = block_size, V = vocabulary size, D = n_embd, H = n_hidden.
 """
 import contextlib
+import math
 
 import numpy as np
 
+from . import _kernels, nn, ops, registry
 from . import init as _init
-from . import nn, ops, registry
 from ._validate import positive_int as _pos_int
 from .data import Vocab
 from .inference import CHUNK, Plan
@@ -209,6 +210,7 @@ class CharMLP:
         self.net = nn.Sequential(*layers)
         self.layers = self.net.layers
         self._ce_cache = None
+        self._buffer_copies = []       # train_step's copies of the running statistics
         self.meta = {}
 
     # ------------------------------------------------------------------------------------------
@@ -290,25 +292,45 @@ class CharMLP:
 
         The model must be in training mode (batch statistics, running statistics updated): in
         eval mode this raises RuntimeError rather than train with frozen batch norm.
+
+        The layers run one by one, as ``forward`` and ``backward`` run them, so their ``.out``
+        and ``.dout`` are this step's afterwards. The update is one compiled call over all the
+        parameters (``fastbn._kernels.sgd_update``) for a Python float ``lr``: NumPy's
+        ``p -= lr * g``, bit for bit; NumPy does it for any other ``lr``.
         """
         if not self.training:
             raise RuntimeError(
                 "train_step needs the model in training mode, and it is in eval mode (batch norm "
                 "would normalize with its running statistics and never update them): call "
                 "model.train() first")
-        if self.batchnorms():
-            # BatchNorm updates its running statistics in forward: keep them to restore
-            saved = [b.copy() for _, b in self.named_buffers()]
-        loss = self.forward(X, Y)
-        if not np.isfinite(loss):
-            if self.batchnorms():
-                for (_, b), old in zip(self.named_buffers(), saved):
-                    b[...] = old
-            return float(loss)
+        # BatchNorm updates its running statistics in forward: keep them to restore
+        buffers = self._buffers()
+        saved = self._copy_buffers(buffers) if buffers else None
+        loss = float(self.forward(X, Y))
+        if not math.isfinite(loss):
+            for b, old in zip(buffers, saved or ()):
+                b[...] = old
+            return loss
         self.backward()
-        for p, g in zip(self.parameters(), self.grads()):
-            p -= lr * g
-        return float(loss)
+        params, grads = [], []
+        self.net._collect(params, grads)
+        if not _kernels.sgd_update(params, grads, lr):
+            for p, g in zip(params, grads):
+                p -= lr * g
+        return loss
+
+    def _buffers(self):
+        """The running statistics, as ``named_buffers`` lists them (without the names)."""
+        return [b for layer in self.layers if isinstance(layer, nn.BatchNorm1d)
+                for b in (layer.running_mean, layer.running_var)]
+
+    def _copy_buffers(self, buffers):
+        """Copies of ``buffers``, in arrays the model keeps for the purpose (one compiled copy
+        when they are as the last step left them)."""
+        copies = getattr(self, "_buffer_copies", [])
+        if not _kernels.copy_arrays(buffers, copies):
+            copies = self._buffer_copies = [np.array(b, order="C") for b in buffers]
+        return copies
 
     # ------------------------------------------------------------------------------------------
     # evaluation, calibration, sampling

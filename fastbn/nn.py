@@ -6,8 +6,9 @@ Every layer has the same small interface:
   output as ``layer.out`` (the diagnostics read it);
 - ``layer.backward(dout)`` keeps ``dout`` as ``layer.dout`` (the gradient of ``.out``, for the
   diagnostics), returns the gradient of the input and stores the gradients of the
-  parameters (written in place into the arrays ``grads()`` returns, so a list taken once stays
-  valid; they are overwritten, not accumulated: each backward follows its own forward);
+  parameters (written in place into the arrays ``grads()`` returns, by the ops' ``out=``, so a
+  list taken once stays valid; they are overwritten, not accumulated: each backward follows its
+  own forward);
 - ``parameters()`` and ``grads()`` return aligned lists of arrays, ``named_parameters()`` the
   parameters with names; ``zero_grad()`` zeroes the gradients;
 - ``train()`` / ``eval()`` switch mode (only BatchNorm1d behaves differently).
@@ -86,10 +87,6 @@ class Module:
     def _backward(self, dout, cache):  # pragma: no cover
         raise NotImplementedError
 
-    def _store(self, **grads):
-        for name, g in grads.items():
-            getattr(self, "d" + name)[...] = g
-
     def named_parameters(self):
         return [(n, getattr(self, n)) for n in self._param_names]
 
@@ -98,6 +95,13 @@ class Module:
 
     def grads(self):
         return [getattr(self, "d" + n) for n in self._param_names]
+
+    def _collect(self, params, grads):
+        """Append ``parameters()`` to ``params`` and ``grads()`` to ``grads``, in one pass (the
+        per-layer step's update reads both every step)."""
+        for n in self._param_names:
+            params.append(getattr(self, n))
+            grads.append(getattr(self, "d" + n))
 
     def zero_grad(self):
         for g in self.grads():
@@ -136,7 +140,7 @@ class Embedding(Module):
         return ops.embedding_forward(self.weight, idx)
 
     def _backward(self, dout, cache):
-        self._store(weight=ops.embedding_backward(dout, cache))
+        ops.embedding_backward(dout, cache, out=self.dweight)
         return None
 
     def __repr__(self):
@@ -164,8 +168,8 @@ class Linear(Module):
         return ops.linear_forward(x, self.weight, self.bias)
 
     def _backward(self, dout, cache):
-        dx, dw, db = ops.linear_backward(dout, cache)
-        self._store(weight=dw, **({"bias": db} if self.bias is not None else {}))
+        db = self.dbias if self.bias is not None else None
+        dx, _, _ = ops.linear_backward(dout, cache, out=(None, self.dweight, db))
         return dx
 
     def __repr__(self):
@@ -208,19 +212,23 @@ class BatchNorm1d(Module):
             return ops.batchnorm_eval_forward(x, self.gamma, self.beta, self.running_mean,
                                               self.running_var, self.eps)
         out, cache = ops.batchnorm_forward(x, self.gamma, self.beta, self.eps, self.unbiased)
+        # running = (1 - m) running + m batch, in one compiled call when it can (the same
+        # numbers: _kernels.batchnorm_running_update)
         m = self.momentum
-        self.running_mean *= 1 - m
-        self.running_mean += m * cache.mean
-        self.running_var *= 1 - m
-        self.running_var += m * cache.var
+        if not _kernels.batchnorm_running_update(self.running_mean, self.running_var,
+                                                 cache.mean, cache.var, m):
+            self.running_mean *= 1 - m
+            self.running_mean += m * cache.mean
+            self.running_var *= 1 - m
+            self.running_var += m * cache.var
         return out, cache
 
     def _backward(self, dout, cache):
+        out = (None, self.dgamma, self.dbeta)
         if cache.op == "batchnorm":
-            dx, dgamma, dbeta = ops.batchnorm_backward(dout, cache)
+            dx, _, _ = ops.batchnorm_backward(dout, cache, out=out)
         else:
-            dx, dgamma, dbeta = ops.batchnorm_eval_backward(dout, cache)
-        self._store(gamma=dgamma, beta=dbeta)
+            dx, _, _ = ops.batchnorm_eval_backward(dout, cache, out=out)
         return dx
 
     def buffers(self):
@@ -317,6 +325,18 @@ class Sequential(Module):
     def named_parameters(self):
         return [(f"{i}.{n}", p) for i, layer in enumerate(self.layers)
                 for n, p in layer.named_parameters()]
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def _collect(self, params, grads):
+        for layer in self.layers:
+            if isinstance(layer, Sequential):
+                layer._collect(params, grads)
+                continue
+            for n in layer._param_names:            # Module._collect, inline (a call a layer)
+                params.append(getattr(layer, n))
+                grads.append(getattr(layer, "d" + n))
 
     def grads(self):
         return [g for layer in self.layers for g in layer.grads()]

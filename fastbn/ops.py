@@ -8,7 +8,24 @@ This layer is where inputs are checked, because the kernels check nothing: float
 float32 or float64 and all of one dtype within a call (``TypeError``), shapes must agree
 (``ValueError`` naming them), indices must be integers (``TypeError``) in range (``IndexError``).
 Non-contiguous or negative-stride arrays are copied to contiguous ones. Outputs take the dtype of
-the inputs. Every call returns fresh arrays; nothing given is modified.
+the inputs. Every call returns fresh arrays; nothing given is modified, except the arrays a
+backward is asked to write its gradients into (``out=``, see below).
+
+Speed: each function hands its arguments to its compiled counterpart first
+(``fastbn._kernels.<op>_forward_fast``, ``..._backward_fast``), which takes the common case - every
+array already an ndarray of one float dtype, C-contiguous and aligned, the shapes and options the
+op accepts - and checks, allocates, runs the kernel and builds the cache in one call. Anything else
+(lists, other dtypes, strided views, bad shapes or options, indices out of range) comes back to
+the general path below, which converts what it may and raises the errors, so what is accepted,
+refused and computed is the same either way (``tests/test_opcalls.py`` holds the two paths to
+that).
+
+``out=``: the backwards that return parameter gradients (embedding, linear, batch norm) take
+``out=``, the arrays to write them into, as ``fastbn.nn``'s layers do with their gradient arrays
+(overwritten by each backward, so that a list of them taken once stays valid): for embedding an
+array of dweight's shape and dtype, for the others a tuple with one entry per returned gradient,
+each an array or None (a new array). The gradients are returned in those arrays. An array that
+shares memory with an input is written after the computation, so the result is the same.
 
 A cache may hold the caller's own arrays (``linear`` keeps ``x`` and ``w``, ``batchnorm`` keeps
 ``gamma``; index arrays are always copied): as with any backprop code, change them in place between
@@ -27,11 +44,11 @@ thread writing one during a call gives wrong numbers, as with any racy NumPy cod
 Shapes use: B batch, T context length, D features, V vocabulary, I fan_in, O fan_out, C classes.
 """
 import numbers
-from types import SimpleNamespace
 
 import numpy as np
 
 from . import _kernels as K
+from ._kernels import Cache
 
 __all__ = [
     "Cache",
@@ -48,24 +65,6 @@ __all__ = [
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _BLAS_MAX = 2**31 - 1  # BLAS takes 32-bit int dimensions
-
-
-class Cache(SimpleNamespace):
-    """What a forward keeps for its backward: named arrays, plus ``op``, the forward's name.
-
-    Attributes are public so teaching code can look inside (``cache.mean``, ``cache.var``, ...).
-    Its repr names them with their shapes and dtypes, never their values.
-    """
-
-    def __repr__(self):
-        def show(v):
-            if isinstance(v, np.ndarray):
-                return f"{v.dtype.name}{list(v.shape)}"
-            if isinstance(v, np.dtype):
-                return v.name
-            return repr(v)
-        items = ", ".join(f"{k}={show(v)}" for k, v in vars(self).items() if k != "op")
-        return f"Cache({getattr(self, 'op', '?')}: {items})"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,6 +187,37 @@ def _blas_dims(*dims):
         raise ValueError(f"dimensions {dims} exceed the 32-bit limit of BLAS")
 
 
+def _written(out, grads, names):
+    """``grads`` (a tuple; None where there is no gradient) copied into the arrays of a
+    backward's ``out=`` tuple, and returned in them; ``grads`` as they are for ``out=None``."""
+    if out is None:
+        return grads
+    if not isinstance(out, tuple) or len(out) != len(grads):
+        raise TypeError(f"out must be a tuple of {len(grads)} arrays or None "
+                        f"({', '.join(names)}), got {_short_type(out)}")
+    return tuple(g if o is None else _write(f"out[{i}] ({n})", o, g)
+                 for i, (n, o, g) in enumerate(zip(names, out, grads)))
+
+
+def _write(name, o, g):
+    """``o[...] = g`` for an ``out=`` array of g's shape and dtype, writeable; returns o."""
+    if g is None:
+        raise ValueError(f"{name} must be None: the forward had no bias")
+    if not isinstance(o, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array or None, got {_short_type(o)}")
+    if o.dtype != g.dtype:
+        raise TypeError(f"{name} must have dtype {g.dtype}, got {o.dtype}")
+    _same_shape(name, o, g.shape)
+    if not o.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    o[...] = g
+    return o
+
+
+def _short_type(v):
+    return type(v).__name__
+
+
 # ----------------------------------------------------------------------------------------------
 # embedding
 
@@ -202,6 +232,9 @@ def embedding_forward(weight, idx):
     - out: array of shape (B, T*D), ``out[b, t*D:(t+1)*D] = weight[idx[b, t]]``
       (the lecture's ``C[X].view(B, -1)``); shape (B, D) for a 1-D idx.
     """
+    res = K.embedding_forward_fast(weight, idx)
+    if res is not None:
+        return res
     weight = _float_array("weight", weight, ndim=2)
     idx_in = np.asarray(idx)
     if idx_in.ndim not in (1, 2):
@@ -217,17 +250,21 @@ def embedding_forward(weight, idx):
                       out_shape=out.shape)
 
 
-def embedding_backward(dout, cache):
+def embedding_backward(dout, cache, *, out=None):
     """Gradient of the embedding table.
 
     Inputs:
     - dout: array of shape (B, T*D), upstream gradient
     - cache: from embedding_forward
+    - out: an array of shape (V, D) and the cache's dtype to write dweight into, or None
 
     Returns dweight, array of shape (V, D): a scatter-add,
     ``dweight[v] = sum over (b, t) with idx[b, t] == v of dout[b, t*D:(t+1)*D]``, so an index that
     appears many times in the batch accumulates all of its gradients.
     """
+    res = K.embedding_backward_fast(dout, cache, out)
+    if res is not None:
+        return res
     c = _cache(cache, "embedding")
     V, D = (int(n) for n in c.weight_shape)
     out_shape = tuple(c.out_shape)
@@ -238,7 +275,7 @@ def embedding_backward(dout, cache):
     d = _dout(dout, c, out_shape).reshape(B, idx.shape[1] * D)
     dweight = np.zeros((V, D), dtype=c.dtype)
     K.embedding_backward(d, idx, dweight)
-    return dweight
+    return dweight if out is None else _write("out", out, dweight)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,6 +292,9 @@ def linear_forward(x, w, b=None):
 
     Returns (out, cache) with out of shape (B, O).
     """
+    res = K.linear_forward_fast(x, w, b)
+    if res is not None:
+        return res
     x = _float_array("x", x, ndim=2, contiguous=False)
     w = _float_array("w", w, dtype=x.dtype, ndim=2, contiguous=False)
     if x.shape[1] != w.shape[0]:
@@ -274,16 +314,21 @@ def linear_forward(x, w, b=None):
     return out, Cache(op="linear", dtype=x.dtype, x=x, w=w, has_bias=b is not None)
 
 
-def linear_backward(dout, cache):
+def linear_backward(dout, cache, *, out=None):
     """Gradients of the affine map.
 
     Inputs:
     - dout: array of shape (B, O)
     - cache: from linear_forward
+    - out: None, or a tuple (dx, dw, db) of arrays to write the gradients into, each None for a
+      new array (db None when the forward had no bias)
 
     Returns (dx, dw, db): ``dx = dout @ w.T`` (B, I), ``dw = x.T @ dout`` (I, O),
     ``db = dout.sum(0)`` (O,), or None when the forward had no bias.
     """
+    res = K.linear_backward_fast(dout, cache, out)
+    if res is not None:
+        return res
     c = _cache(cache, "linear")
     B, I = np.shape(c.x) if np.ndim(c.x) == 2 else (-1, -1)
     O = np.shape(c.w)[1] if np.ndim(c.w) == 2 else -1
@@ -299,7 +344,7 @@ def linear_backward(dout, cache):
             db[...] = d.sum(0)
     else:
         K.linear_backward(d, x, w, dx, dw, db)
-    return dx, dw, db
+    return _written(out, (dx, dw, db), ("dx", "dw", "db"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,6 +352,9 @@ def linear_backward(dout, cache):
 
 def tanh_forward(x):
     """``t = tanh(x)`` elementwise. x: array of any shape. Returns (t, cache)."""
+    res = K.tanh_forward_fast(x)
+    if res is not None:
+        return res
     x = _float_array("x", x)
     t = np.empty_like(x)
     K.tanh_forward(x.reshape(-1), t.reshape(-1))
@@ -315,6 +363,9 @@ def tanh_forward(x):
 
 def tanh_backward(dout, cache):
     """``dx = dout * (1 - t**2)``, from the saved output t = tanh(x). Returns dx, shape of x."""
+    res = K.tanh_backward_fast(dout, cache)
+    if res is not None:
+        return res
     c = _cache(cache, "tanh")
     t = _cached(c, "out")
     d = _dout(dout, c, t.shape)
@@ -324,6 +375,9 @@ def tanh_backward(dout, cache):
 
 
 def _leaky(x, slope, op):
+    res = K.leaky_relu_forward_fast(x, slope, op)
+    if res is not None:
+        return res
     x = _float_array("x", x)
     slope = float(slope)
     out = np.empty_like(x)
@@ -332,6 +386,9 @@ def _leaky(x, slope, op):
 
 
 def _leaky_backward(dout, cache, op):
+    res = K.leaky_relu_backward_fast(dout, cache, op)
+    if res is not None:
+        return res
     c = _cache(cache, op)
     x = _cached(c, "x")
     d = _dout(dout, c, x.shape)
@@ -381,6 +438,9 @@ def elu_forward(x, alpha=1.0):
     of the output, which is the sign of x only for alpha >= 0; torch also takes a negative alpha.
     Returns (out, cache).
     """
+    res = K.elu_forward_fast(x, alpha)
+    if res is not None:
+        return res
     x = _float_array("x", x)
     alpha = _elu_alpha(alpha)
     out = np.empty_like(x)
@@ -396,6 +456,9 @@ def elu_backward(dout, cache):
     backward tests x <= 0). Like tanh's 1 - t**2, out + alpha loses relative precision where
     out -> -alpha (x << 0): its absolute error is about one ulp of alpha, times |dout|.
     """
+    res = K.elu_backward_fast(dout, cache)
+    if res is not None:
+        return res
     c = _cache(cache, "elu")
     out = _cached(c, "out")
     d = _dout(dout, c, out.shape)
@@ -449,6 +512,9 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, unbiased=False):
     ``invstd`` (D,) (``1 / sqrt(var_n + eps)``, of the variance that normalized) and
     ``unbiased``, the variant, which ``batchnorm_backward`` reads.
     """
+    res = K.batchnorm_forward_fast(x, gamma, beta, eps, unbiased)
+    if res is not None:
+        return res
     x, gamma, beta = _bn_params(x, gamma, beta)
     eps = _check_eps(eps)
     unbiased = _check_unbiased(unbiased)
@@ -464,13 +530,15 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, unbiased=False):
                       mean=mean, var=var, eps=eps, unbiased=unbiased)
 
 
-def batchnorm_backward(dout, cache):
+def batchnorm_backward(dout, cache, *, out=None):
     """Gradients of training-mode batch normalization, of the variant the forward ran
     (``cache.unbiased``).
 
     Inputs:
     - dout: array of shape (B, D)
     - cache: from batchnorm_forward
+    - out: None, or a tuple (dx, dgamma, dbeta) of arrays to write the gradients into, each None
+      for a new array
 
     Returns (dx, dgamma, dbeta), of shapes (B, D), (D,), (D,):
     ``dbeta = dout.sum(0)``, ``dgamma = (dout * xhat).sum(0)`` and, with the paths through the
@@ -479,6 +547,9 @@ def batchnorm_backward(dout, cache):
     the biased variance and ``B / (B - 1)`` for the unbiased one (the lecture's one-line
     ``dhprebn``, its ``n/(n-1) * bnraw * (dhpreact*bnraw).sum(0)``).
     """
+    res = K.batchnorm_backward_fast(dout, cache, out)
+    if res is not None:
+        return res
     c = _cache(cache, "batchnorm")
     xhat, gamma, invstd = _bn_cache(c)
     unbiased = getattr(c, "unbiased", None)
@@ -493,7 +564,7 @@ def batchnorm_backward(dout, cache):
     dx = np.empty_like(xhat)
     dgamma, dbeta = np.empty(D, dtype=c.dtype), np.empty(D, dtype=c.dtype)
     K.batchnorm_backward(d, xhat, gamma, invstd, dx, dgamma, dbeta, bool(unbiased))
-    return dx, dgamma, dbeta
+    return _written(out, (dx, dgamma, dbeta), ("dx", "dgamma", "dbeta"))
 
 
 def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
@@ -508,6 +579,9 @@ def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
 
     Returns (out, cache), out of shape (B, D).
     """
+    res = K.batchnorm_eval_forward_fast(x, gamma, beta, running_mean, running_var, eps)
+    if res is not None:
+        return res
     x, gamma, beta = _bn_params(x, gamma, beta)
     eps = _check_eps(eps)
     D = x.shape[1]
@@ -520,12 +594,16 @@ def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
     return out, Cache(op="batchnorm_eval", dtype=x.dtype, xhat=xhat, gamma=gamma, invstd=invstd)
 
 
-def batchnorm_eval_backward(dout, cache):
+def batchnorm_eval_backward(dout, cache, *, out=None):
     """Gradients of eval-mode batch normalization (statistics held constant).
 
     Returns (dx, dgamma, dbeta): ``dx = dout * gamma * invstd`` (B, D),
-    ``dgamma = (dout * xhat).sum(0)`` (D,), ``dbeta = dout.sum(0)`` (D,).
+    ``dgamma = (dout * xhat).sum(0)`` (D,), ``dbeta = dout.sum(0)`` (D,); ``out`` as for
+    ``batchnorm_backward``.
     """
+    res = K.batchnorm_eval_backward_fast(dout, cache, out)
+    if res is not None:
+        return res
     c = _cache(cache, "batchnorm_eval")
     xhat, gamma, invstd = _bn_cache(c)
     d = _dout(dout, c, xhat.shape)
@@ -533,7 +611,7 @@ def batchnorm_eval_backward(dout, cache):
     dx = np.empty_like(xhat)
     dgamma, dbeta = np.empty(D, dtype=c.dtype), np.empty(D, dtype=c.dtype)
     K.batchnorm_eval_backward(d, xhat, gamma, invstd, dx, dgamma, dbeta)
-    return dx, dgamma, dbeta
+    return _written(out, (dx, dgamma, dbeta), ("dx", "dgamma", "dbeta"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -552,6 +630,9 @@ def cross_entropy_forward(logits, target):
     Returns (loss, cache): loss is a NumPy scalar of the logits' dtype. The cache holds the
     softmax probabilities ``cache.probs`` (B, C).
     """
+    res = K.cross_entropy_forward_fast(logits, target)
+    if res is not None:
+        return res
     logits = _float_array("logits", logits, ndim=2, contiguous=False)
     B, C = logits.shape
     if B == 0 or C == 0:
@@ -578,6 +659,9 @@ def cross_entropy_backward(dloss, cache):
 
     Returns dlogits, array of shape (B, C): ``dloss * (softmax(logits) - onehot(target)) / B``.
     """
+    res = K.cross_entropy_backward_fast(dloss, cache)
+    if res is not None:
+        return res
     c = _cache(cache, "cross_entropy")
     d = np.asarray(dloss)
     if d.size != 1:

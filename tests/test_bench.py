@@ -19,7 +19,7 @@ import pytest
 
 import fastbn
 from fastbn import bench, reference
-from fastbn.bench import report
+from fastbn.bench import opcalls, report
 from fastbn.cli import build_parser, main
 from fastbn.model import CharMLP
 
@@ -128,6 +128,44 @@ def test_smoke_run_verifies_then_times_every_peer(smoke):
     assert {t["ok"] for t in res["targets"] if "B=32" in t["target"]} <= {True, False}
 
 
+def test_smoke_run_times_one_call_of_every_op(smoke):
+    """The per-op table: float32, B = 32 (the table's batch size the run has), every op, both
+    passes, fastbn, NumPy and PyTorch when it is there; in results.json and results.md."""
+    res, out, _ = smoke
+    opc = res["opcalls"]
+    impls = ["fastbn", "numpy"] + (["torch"] if torch_available() else [])
+    assert opc["dtype"] == "float32" and opc["batch_sizes"] == [32] and opc["impls"] == impls
+    assert [(r["op"], r["pass"]) for r in opc["rows"]] == \
+        [(op, p) for op in opcalls.OPS for p in opcalls.PASSES]
+    for r in opc["rows"]:
+        assert r["batch_size"] == 32 and set(r["impls"]) == set(impls) == set(r["statements"])
+        for t in r["impls"].values():
+            assert math.isfinite(t["us"]) and t["us"] > 0 and t["calls_per_block"] >= 1
+            assert len(t["us_all"]) == 1 and 0 <= t["discarded"] <= 1
+    md = (out / "results.md").read_text(encoding="utf-8")
+    assert "\n## One op call (float32)\n" in md
+    assert md.count("| forward |") == md.count("| backward |") == len(opcalls.OPS)
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["opcalls"] == \
+        json.loads(json.dumps(opc))
+
+
+def test_the_op_table_verifies_every_implementation(monkeypatch):
+    """An implementation that computes something else is refused before anything is timed."""
+    cases, impls = opcalls.prepare([4], "float64")
+    assert impls == ["fastbn", "numpy"] and len(cases) == len(opcalls.OPS)
+    bn = reference.batchnorm_backward
+    monkeypatch.setattr(reference, "batchnorm_backward",
+                        lambda dout, cache: tuple(1.001 * g for g in bn(dout, cache)))
+    with pytest.raises(bench.VerificationError, match="numpy batchnorm backward at B=4"):
+        opcalls.prepare([4], "float64")
+
+
+def test_the_op_table_batch_sizes():
+    assert opcalls.table_batch_sizes([32, 256, 1024, 4096]) == [32, 1024]
+    assert opcalls.table_batch_sizes([1024, 64]) == [1024]
+    assert opcalls.table_batch_sizes([256, 64]) == [64]
+
+
 def test_smoke_run_writes_table_json_and_chart(smoke):
     res, out, printed = smoke
     md = (out / "results.md").read_text(encoding="utf-8")
@@ -136,7 +174,7 @@ def test_smoke_run_writes_table_json_and_chart(smoke):
         assert label in md
     assert "## float32" in md and "## float64" in md and "GEMM peak" in md
     assert f"fastbn {fastbn.__version__} (v0-test-describe)." in md
-    assert "\n## Targets (issue 5)\n" in md
+    assert "\n## Targets (issues 5 and 14)\n" in md
     assert md.count("| not measured |") == sum(t["ok"] is None for t in res["targets"]) >= 3
     assert md.count("\n| 32 |") == 2 and md.count("\n| 64 |") == 2
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -305,6 +343,85 @@ def test_targets_are_judged_by_their_bounds():
                     "measured": None, "value": None, "ok": None}]
 
 
+def _opcall_rows(us):
+    """A per-op table of rows {(op, pass, B): {impl: us}}."""
+    return {"dtype": "float32", "impls": ["fastbn", "numpy", "torch"],
+            "rows": [{"op": op, "pass": p, "batch_size": B,
+                      "impls": {k: {"us": v} for k, v in cell.items()}}
+                     for (op, p, B), cell in us.items()]}
+
+
+def test_issue_14_targets_are_judged():
+    res = _result({("float32", 32): {"fused": 20.0, "per_layer": 40.0, "numpy": 100.0}})
+    res["opcalls"] = _opcall_rows({
+        ("tanh", "forward", 32): {"fastbn": 1.0, "numpy": 1.5, "torch": 0.5},
+        ("batchnorm", "forward", 32): {"fastbn": 2.0, "numpy": 9.0, "torch": 4.0},
+        ("batchnorm", "backward", 32): {"fastbn": 2.0, "numpy": 3.0, "torch": 4.0},
+        ("linear_output", "forward", 32): {"fastbn": 3.0, "numpy": 2.6, "torch": 4.0}})
+    targets = bench.load_targets([
+        {"metric": "speedup_of", "dtype": "float32", "batch_size": 32, "impl": "per_layer",
+         "peer": "numpy", "min": 2.5},
+        {"metric": "speedup_of", "dtype": "float32", "batch_size": 32, "impl": "per_layer",
+         "peer": "numpy", "min": 2.6},
+        {"metric": "op_speedup", "op": "tanh", "pass": "forward", "batch_size": 32,
+         "peer": "numpy", "min": 1},
+        {"metric": "op_speedup", "op": "tanh", "pass": "forward", "batch_size": 32,
+         "peer": "torch", "min": 1},
+        {"metric": "op_speedup", "op": "batchnorm", "pass": "forward+backward",
+         "batch_size": 32, "peer": "numpy", "min": 3},
+        {"metric": "op_gap_us", "op": "linear_output", "pass": "forward", "batch_size": 32,
+         "peer": "numpy", "max": 0.5},
+        {"metric": "op_gap_us", "op": "linear_output", "pass": "forward", "batch_size": 32,
+         "peer": "numpy", "max": 0.3},
+        {"metric": "op_speedup", "op": "relu", "pass": "forward", "batch_size": 32,
+         "peer": "numpy", "min": 1},
+        {"metric": "op_speedup", "op": "tanh", "pass": "forward", "batch_size": 1024,
+         "peer": "numpy", "min": 1},
+        {"metric": "op_speedup", "op": "tanh", "pass": "forward", "batch_size": 32,
+         "peer": "numpy", "dtype": "float64", "min": 1},
+    ])
+    got = [(t["target"], t["measured"], t["ok"]) for t in bench.judge(res, targets)]
+    assert got == [
+        ("B=32 float32: the per-layer API >= 2.5x faster than NumPy", "2.50x", True),
+        ("B=32 float32: the per-layer API >= 2.6x faster than NumPy", "2.50x", False),
+        ("one call, B=32 float32: tanh forward >= 1x faster than NumPy", "1.50x", True),
+        ("one call, B=32 float32: tanh forward >= 1x faster than PyTorch", "0.50x", False),
+        ("one call, B=32 float32: batch norm forward+backward >= 3x faster than NumPy",
+         "3.00x", True),
+        ("one call, B=32 float32: linear, output forward <= 0.5 us slower than NumPy",
+         "+0.40 us", True),
+        ("one call, B=32 float32: linear, output forward <= 0.3 us slower than NumPy",
+         "+0.40 us", False),
+        ("one call, B=32 float32: relu forward >= 1x faster than NumPy", None, None),
+        ("one call, B=1024 float32: tanh forward >= 1x faster than NumPy", None, None),
+        ("one call, B=32 float64: tanh forward >= 1x faster than NumPy", None, None),
+    ]
+    del res["opcalls"]                                    # a run from before the table
+    assert {t["ok"] for t in bench.judge(res, targets)[2:]} == {None}
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"metric": "op_speedup", "op": "softmax", "pass": "forward", "batch_size": 32,
+      "peer": "numpy", "min": 1}, "op must be one of"),
+    ({"metric": "op_speedup", "op": "tanh", "pass": "sideways", "batch_size": 32,
+      "peer": "numpy", "min": 1}, "pass must be one of forward, backward, forward+backward"),
+    ({"metric": "op_speedup", "op": "tanh", "pass": "forward", "batch_size": 32,
+      "peer": "fused", "min": 1}, "peer must be one of numpy, torch"),
+    ({"metric": "op_gap_us", "op": "tanh", "pass": "forward", "peer": "numpy", "max": 1},
+     "needs batch_size"),
+    ({"metric": "op_gap_us", "op": "tanh", "pass": "forward", "batch_size": 32,
+      "peer": "numpy", "max": 1, "impl": "fused"}, "unknown key(s) impl"),
+    ({"metric": "speedup_of", "dtype": "float32", "batch_size": 32, "peer": "numpy",
+      "min": 1}, "needs impl"),
+    ({"metric": "speedup_of", "dtype": "float32", "batch_size": 32, "impl": "numpy",
+      "peer": "numpy", "min": 1}, "impl must be one of"),
+])
+def test_bad_issue_14_targets_are_refused(spec, message):
+    with pytest.raises(ValueError) as info:
+        bench.load_targets([spec])
+    assert message in str(info.value)
+
+
 @pytest.mark.parametrize("spec, message", [
     (42, "expected a list of targets"),
     ({"targets": [], "extra": 1}, "expected a list of targets"),
@@ -345,7 +462,7 @@ def test_targets_file_errors_name_the_file(tmp_path):
     with pytest.raises(OSError):
         bench.load_targets(tmp_path / "missing.json")
     assert bench.load_targets(None) is None
-    assert bench.load_targets(TARGETS)["title"] == "Targets (issue 5)"
+    assert bench.load_targets(TARGETS)["title"] == "Targets (issues 5 and 14)"
 
 
 class _Terminal(io.StringIO):

@@ -224,6 +224,98 @@ def test_train_step_is_forward_backward_sgd():
         np.testing.assert_array_equal(p, q - 0.5 * g)
 
 
+class _Declining:
+    """fastbn._kernels with every compiled common case declining (ops's general path, NumPy's
+    update of the parameters and of the running statistics)."""
+
+    def __getattr__(self, name):
+        from fastbn import _kernels
+        if name.endswith("_fast"):
+            return lambda *args: None
+        if name in ("sgd_update", "copy_arrays", "batchnorm_running_update"):
+            return lambda *args: False
+        return getattr(_kernels, name)
+
+
+def formula_step(model, X, Y, lr):
+    """``train_step`` as it was written before issue 14: the running statistics copied and put
+    back on a non-finite loss, then ``p -= lr * g`` by NumPy, one parameter at a time."""
+    if model.batchnorms():
+        saved = [b.copy() for _, b in model.named_buffers()]
+    loss = model.forward(X, Y)
+    if not np.isfinite(loss):
+        if model.batchnorms():
+            for (_, b), old in zip(model.named_buffers(), saved):
+                b[...] = old
+        return float(loss)
+    model.backward()
+    for p, g in zip(model.parameters(), model.grads()):
+        p -= lr * g
+    return float(loss)
+
+
+def state(model):
+    return ([a.copy() for a in model.parameters() + model.grads()]
+            + [b.copy() for _, b in model.named_buffers()])
+
+
+@pytest.mark.parametrize("lr", [0.1, np.float64(0.1), np.float32(0.25), 1], ids=repr)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kw", [{}, {"batchnorm": False, "activation": "relu"},
+                                {"n_layers": 2, "activation": "elu", "final_bn": True}],
+                         ids=["default", "relu", "deep-elu"])
+def test_train_step_equals_the_formula_step_by_step(kw, dtype, lr, monkeypatch):
+    """The per-layer step (compiled common cases, one compiled SGD update, the buffers copied by
+    one compiled call) against the formula it replaced, run on ops's general path: the same
+    losses, parameters, gradients, running statistics and layer outputs, bit for bit, step by
+    step; and each step's .out and .dout are new arrays (the lab tells steps apart by them)."""
+    a, b = small(dtype=dtype, **kw), small(dtype=dtype, **kw)
+    for step in range(6):
+        X, Y = small_batch(seed=step)
+        before = [layer.out for layer in a.layers] if step else None
+        loss_a = a.train_step(X, Y, lr)
+        with monkeypatch.context() as m:
+            m.setattr("fastbn.ops.K", _Declining())
+            m.setattr("fastbn.model._kernels", _Declining())
+            m.setattr("fastbn.nn._kernels", _Declining())
+            loss_b = formula_step(b, X, Y, lr)
+        assert loss_a == loss_b, step
+        for p, q in zip(state(a), state(b)):
+            assert p.dtype == q.dtype and p.tobytes() == q.tobytes(), step
+        for la, lb in zip(a.layers, b.layers):
+            assert la.out.tobytes() == lb.out.tobytes() and la.dout.tobytes() == lb.dout.tobytes()
+        if before:
+            assert all(layer.out is not old for layer, old in zip(a.layers, before))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_non_finite_loss_changes_nothing(dtype):
+    m = small(dtype=dtype, n_layers=2)
+    X, Y = small_batch()
+    m.train_step(X, Y, 0.1)                        # the buffer copies exist from here on
+    m.layers[-1].bias[0] = np.nan
+    before = state(m)
+    assert math.isnan(m.train_step(X, Y, 0.1))
+    for p, q in zip(state(m), before):
+        assert p.tobytes() == q.tobytes()
+
+
+def test_train_step_takes_a_replaced_buffer():
+    """A running statistic replaced by an array of another layout (not the compiled copy's
+    common case) is saved and restored all the same."""
+    m = small()
+    X, Y = small_batch()
+    m.train_step(X, Y, 0.1)
+    bn = m.batchnorms()[0]
+    bn.running_var = np.repeat(bn.running_var, 2)[::2]
+    assert not bn.running_var.flags.c_contiguous
+    m.layers[-1].bias[0] = np.inf
+    before = state(m)
+    m.train_step(X, Y, 0.1)
+    for p, q in zip(state(m), before):
+        assert p.tobytes() == q.tobytes()
+
+
 def test_layers_keep_outputs_for_diagnostics():
     m = small(n_layers=2)
     X, Y = small_batch()

@@ -226,3 +226,13 @@ def test_activation_layers_pass_gradcheck(rng, name):
 def test_bad_construction_raises(make, exc):
     with pytest.raises(exc):
         make()
+
+
+def test_collect_lists_the_parameters_and_grads_in_order():
+    net = nn.Sequential(nn.Embedding(5, 2), nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Tanh(),
+                        nn.Sequential(nn.Linear(4, 3, bias=False), nn.ReLU()))
+    params, grads = [], []
+    net._collect(params, grads)
+    assert [id(p) for p in params] == [id(p) for p in net.parameters()]
+    assert [id(g) for g in grads] == [id(g) for g in net.grads()]
+    assert len(params) == 6

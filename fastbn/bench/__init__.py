@@ -1,14 +1,18 @@
-"""The speed benchmark: one training step of the default BN-MLP, timed side by side.
+"""The speed benchmark: one training step of the default BN-MLP, timed side by side; and one call
+of each op.
 
 The fused loop (``fastbn.fused``), the per-layer API, plain NumPy with manual backprop and
 PyTorch eager + autograd each train the lecture's model on random minibatches of the names
 training set; ``run`` verifies that they all compute the same steps, then times them on one
-thread and writes the report. The parts:
+thread, then one call of each op of ``fastbn.ops`` against NumPy and PyTorch (``opcalls``), and
+writes the report. The parts:
 
 =========== ====================================================================================
 peers       the implementations and the benchmarked model (``IMPLS``, ``MODEL``, ``LR``)
 verify      every peer against the fused step before anything is timed (``VerificationError``)
 timing      blocks of steps on one thread, the median, the GEMM peak, the full training run
+opcalls     the per-op table: one call of each op, forward and backward, fastbn vs NumPy vs
+            PyTorch, verified then timed (B = 32 and 1024, float32)
 flops       the GEMM FLOPs of one step (``step_flops``, ``fused_flops``)
 inference   eval examples/s and sampling names/s: folded vs unfolded vs PyTorch eager
 machine     what the numbers were measured on

@@ -84,6 +84,7 @@ def markdown(res):
          f"other implementations: {res['flops']['fused_table_formula'].split(':')[0]}. ",
          "The fused GFLOP/s, % of peak and floor (µs at GEMM peak) use the FLOPs the fused ",
          "step performs; results.json also has the effective GFLOP/s of the 6-GEMM count.")
+    out += _opcalls_md(res.get("opcalls"))
     if res.get("inference"):
         out += inference.markdown(res["inference"])
     full = res["full_training"]
@@ -108,6 +109,46 @@ def markdown(res):
     if res.get("chart"):
         out += [f"![µs/step vs batch size]({res['chart']})", ""]
     return "\n".join(out)
+
+
+_IMPL_NAMES = {"fastbn": "fastbn", "numpy": "NumPy", "torch": "PyTorch"}
+
+
+def _opcalls_md(opc):
+    """The per-op table's section of results.md (none for a run without it)."""
+    if not opc:
+        return []
+    impls, Bs = opc["impls"], opc["batch_sizes"]
+    rows = {(r["op"], r["pass"], r["batch_size"]): r for r in opc["rows"]}
+    ops = list(dict.fromkeys((r["op"], r["label"]) for r in opc["rows"]))
+    head = ["op", "pass"] + [f"B={B} {_IMPL_NAMES[k]} µs" if k == "fastbn" else
+                             f"{_IMPL_NAMES[k]} µs" for B in Bs for k in impls]
+    out = ["", f"## One op call ({opc['dtype']})", "",
+           f"Median µs per call of {opc['repeats']} timed blocks of ~{opc['block_seconds']:g} s "
+           "(timeit, garbage collection off), the implementations taking turns, one thread; "
+           "(N×) = its time / fastbn's (above 1: fastbn is faster). fastbn: `fastbn.ops.<op>_"
+           "forward` / `_backward` as teaching code calls them (checks, new outputs and the "
+           "cache included); NumPy: the op's NumPy expression as `fastbn.reference` writes it "
+           "(inline where it is one line: `np.tanh(x)`, `x @ w + b`; the reference function "
+           "for batch norm, the embedding's backward and cross-entropy); PyTorch: its function "
+           "and the ATen backward op autograd runs, without building a graph. Verified first: "
+           "the three agree on every output and gradient. results.json has each statement.",
+           "", "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for op, label in ops:
+        for p in ("forward", "backward"):
+            cells = [label, p]
+            for B in Bs:
+                r = rows.get((op, p, B))
+                for k in impls:
+                    if r is None:
+                        cells.append("-")
+                        continue
+                    t = r["impls"][k]
+                    us = f"{t['us']:,.2f}" + ("†" if t["cpu_share"] < MIN_CPU_SHARE else "")
+                    base = r["impls"]["fastbn"]["us"]
+                    cells.append(us if k == "fastbn" else f"{us} ({t['us'] / base:.1f}×)")
+            out.append("| " + " | ".join(cells) + " |")
+    return out
 
 
 def _fmt_load(load):

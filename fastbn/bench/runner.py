@@ -10,6 +10,8 @@ from .._bench_options import DEFAULT_BATCH_SIZES, DEFAULT_DTYPES, DEFAULT_OUT
 from .flops import fused_flops, step_flops
 from .inference import run_inference
 from .machine import loadavg, machine_info
+from .opcalls import prepare as prepare_opcalls
+from .opcalls import table_batch_sizes, time_opcalls
 from .peers import IMPLS, LR, MODEL, PEERS, make_model
 from .report import write
 from .targets import judge, load_targets
@@ -65,8 +67,10 @@ def one_thread(torch_mod=None):
 def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=DEFAULT_OUT, *,
         use_torch=True, full=False, quick=False, data=None, seed=None, block_seconds=None,
         gemm_n=None, targets=None, machine=None, stream=_STD, stdout=_STD):
-    """Verify, then time every peer at every batch size and dtype, and inference (eval and
-    sampling: folded, unfolded, PyTorch; ``fastbn.bench.inference``); write the results.
+    """Verify, then time every peer at every batch size and dtype, the per-op calls
+    (``fastbn.bench.opcalls``: float32, or the run's dtype without it; B = 32 and 1024, those the
+    run has, else its smallest) and inference (eval and sampling: folded, unfolded, PyTorch;
+    ``fastbn.bench.inference``); write the results.
 
     The run times with the threads the process has: ``fastbn bench`` pins BLAS and torch to one
     thread (``with one_thread(torch): run(...)``); results.json records the thread counts.
@@ -156,6 +160,9 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
             cells[dt, B] = (peers, verify_cell(peers, base, B, X, Y, dt, seeds))
     log(f"verified: {len(names)} implementations agree with the fused step over "
         f"{VERIFY_STEPS} steps at every batch size and dtype")
+    op_dtype = "float32" if "float32" in dtypes else dtypes[0]
+    op_cases, op_impls = prepare_opcalls(table_batch_sizes(batch_sizes), op_dtype, torch_mod)
+    log(f"verified: {len(op_cases)} per-op cases agree with fastbn.ops ({', '.join(op_impls)})")
     log(f"GEMM peak ({gemm_n}^3, one thread) ...")
     peaks = {dt: gemm_peak(gemm_n, 2 if quick else 5, dt) for dt in dtypes}
     rows = []
@@ -175,6 +182,9 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
             bar.update(1)
     if bar is not None:
         bar.close()
+    log(f"per-op calls ({op_dtype}):")
+    opcalls = time_opcalls(op_cases, op_impls, op_dtype, repeats, 0.005 if quick else 0.05,
+                           log=log)
     inference = run_inference(ds, dtypes, seed, repeats, block_seconds, torch_mod, quick, log)
     fulltrain = full_training(ds, seed, log=log) if full else None
     machine["loadavg_at_end"] = loadavg()
@@ -201,6 +211,7 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
                   "per_step_b32": step_flops(32)},
         "gemm_peak": peaks,
         "results": rows,
+        "opcalls": opcalls,
         "full_training": fulltrain,
         "inference": inference,
     }
