@@ -45,3 +45,20 @@ def test_where_things_are_names_existing_files_and_every_module():
     for step in ("csrc/_kernels.pyx", "fastbn/ops.py", "fastbn/reference.py",
                  "fastbn/registry.py"):
         assert step in part.split("**Adding an op**", 1)[1], step
+
+
+CI_RUN = README.parent / ".ci" / "run"
+
+
+@pytest.mark.skipif(not CI_RUN.exists(), reason=".ci/run is not next to the tests")
+def test_ci_installs_with_the_readmes_set_up_command():
+    """A newcomer following the README's set-up gets what CI tests: the README's pip install
+    line (first bash block under "Set up") is the one .ci/run runs, extras and all."""
+    setup = README.read_text().split("## Set up", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", setup, re.S).group(1)
+    readme_pip = [ln.split("#")[0].split() for ln in block.splitlines() if "pip install" in ln]
+    ci_pip = [ln.split("#")[0].split() for ln in CI_RUN.read_text().splitlines()
+              if "pip install" in ln and "torch" not in ln]
+    assert len(readme_pip) == 1, readme_pip
+    target = readme_pip[0][2:]                      # after "pip install"
+    assert [[a for a in c[c.index("install") + 1:] if a != "--quiet"] for c in ci_pip] == [target]
