@@ -31,9 +31,10 @@ from libc.math cimport HUGE_VAL, log, sqrt
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
-from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
+
+from fastbn._blas import load as _load_blas
 
 
 cdef extern from "Python.h":
@@ -121,6 +122,17 @@ cdef inline double* _zeros(Py_ssize_t n) except NULL:
     for i in range(n):
         p[i] = 0.0
     return p
+
+
+# BLAS: OpenBLAS of the scipy-openblas32 wheel, opened by fastbn/_blas.py when this module is
+# imported (the import fails, with what to install, if it cannot be); Fortran calling convention
+ctypedef void (*_sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*,
+                          float*, float*, int*) noexcept nogil
+ctypedef void (*_dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*, double*, int*,
+                          double*, double*, int*) noexcept nogil
+_BLAS_LIBRARY, _sgemm_address, _dgemm_address = _load_blas()   # the library stays referenced
+cdef _sgemm_t sgemm = <_sgemm_t><size_t>_sgemm_address
+cdef _dgemm_t dgemm = <_dgemm_t><size_t>_dgemm_address
 
 
 cdef inline void _gemm(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,

@@ -112,7 +112,7 @@ def test_smoke_run_verifies_then_times_every_peer(smoke):
     m = res["machine"]
     assert m["blas_threads"] == [1]                 # pinned by threadpoolctl
     assert m["torch"] is None or m["torch_threads"] == 1
-    assert m["cpu"]["model"] and m["numpy"] and m["scipy"]
+    assert m["cpu"]["model"] and m["numpy"] and m["scipy_openblas32"]
     assert set(res["gemm_peak"]) == {"float32", "float64"}
     assert all(p["gflops"] > 0 for p in res["gemm_peak"].values())
     assert res["full_training"] is None                       # --full is off by default

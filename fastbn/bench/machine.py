@@ -43,14 +43,15 @@ def machine_info(torch_mod=None, extra=None):
 
     ``extra`` (a dict, e.g. ``{"fastbn_git": ...}`` from ``bench/run.py``) is added as given.
     """
-    import scipy
+    from importlib.metadata import version
+
     import threadpoolctl
 
     from .. import __version__
     blas = threadpoolctl.threadpool_info()
     m = {"cpu": _cpu(), "loadavg_at_start": loadavg(), "python": platform.python_version(),
          "platform": platform.platform(),
-         "numpy": np.__version__, "scipy": scipy.__version__,
+         "numpy": np.__version__, "scipy_openblas32": version("scipy-openblas32"),
          "threadpoolctl": threadpoolctl.__version__,
          "fastbn": __version__, "fastbn_file": str(Path(__file__).resolve().parents[1]),
          "threadpools": blas,

@@ -28,7 +28,7 @@ def markdown(res):
          f"({cpu.get('usable_cpus', cpu['logical_cpus'])} usable CPUs, ",
          f"{'/'.join(cpu['flags'])}), everything on **one thread** (BLAS threads ",
          f"{m['blas_threads']}, torch threads {m.get('torch_threads', '-')}). ",
-         f"OpenBLAS kernel: **{arch}**; numpy {m['numpy']}, scipy {m['scipy']}, torch ",
+         f"OpenBLAS kernel: **{arch}**; numpy {m['numpy']}, {_blas_version(m)}, torch ",
          f"{m['torch'] or 'not installed'} (BLAS {m.get('torch_blas') or '-'}, ",
          f"{m.get('torch_cpu_capability') or '-'}), Python {m['python']}, fastbn ",
          f"{m['fastbn']}", f" ({m['fastbn_git']})" if m.get("fastbn_git") else "", ".")
@@ -66,7 +66,7 @@ def markdown(res):
                       f"{r['floor_us']:,.1f}"]
             out.append("| " + " | ".join(cells) + " |")
         para(f"GEMM peak ({dt}, {peak['n']}³, one thread): **{peak['gflops']:.1f} GFLOP/s** ",
-             f"(scipy.linalg.blas {peak['scipy']['gflops']:.1f}, numpy.matmul ",
+             f"({_peak_of_kernels(peak)}, numpy.matmul ",
              f"{peak['numpy']['gflops']:.1f}); floor µs = FLOPs / peak.")
     flagged = any(min(t["cpu_share"]) < MIN_CPU_SHARE
                   for r in res["results"] for t in r["impls"].values())
@@ -149,6 +149,21 @@ def _opcalls_md(opc):
                     cells.append(us if k == "fastbn" else f"{us} ({t['us'] / base:.1f}×)")
             out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def _blas_version(m):
+    """The kernels' BLAS package: scipy-openblas32 since fastbn reaches BLAS through it, scipy in
+    results measured before (through scipy.linalg.cython_blas)."""
+    if "scipy_openblas32" in m:
+        return f"scipy-openblas32 {m['scipy_openblas32']}"
+    return f"scipy {m['scipy']}"
+
+
+def _peak_of_kernels(peak):
+    """The GEMM peak through the kernels' BLAS, named as the results file names it."""
+    if "fastbn" in peak:
+        return f"fastbn's BLAS {peak['fastbn']['gflops']:.1f}"
+    return f"scipy.linalg.blas {peak['scipy']['gflops']:.1f}"
 
 
 def _fmt_load(load):
