@@ -341,8 +341,10 @@ def _cmd_lab(args):
                           block_size=args.block_size, n_embd=args.n_embd,
                           n_hidden=args.n_hidden, n_layers=args.n_layers,
                           batchnorm=not args.no_batchnorm, final_bn=args.final_bn,
-                          bn_momentum=args.bn_momentum, activation=args.activation,
-                          init=args.init, gain=args.gain, dtype=args.dtype)
+                          bn_momentum=args.bn_momentum,
+                          bn_unbiased=args.bn_variance == "unbiased",
+                          activation=args.activation, init=args.init, gain=args.gain,
+                          dtype=args.dtype)
     except FloatingPointError as e:
         raise _Fail(f"{e} (try a smaller --lr-schedule)") from e
     print(res.loss_check.explain())
@@ -459,6 +461,10 @@ def _add_lab_parser(sub):
                      help="a BatchNorm on the logits (the lecture's deep net)")
     lab.add_argument("--bn-momentum", type=_momentum, default=0.001,
                      help="(default %(default)s; the deep net of the lecture uses 0.1)")
+    lab.add_argument("--bn-variance", choices=["biased", "unbiased"], default="biased",
+                     help="the batch variance BatchNorm normalizes with in training: biased (/ B, "
+                          "torch's) or unbiased (/ (B-1), the makemore lecture's) (default "
+                          "%(default)s)")
     lab.add_argument("--batch-size", type=_positive(), default=32, metavar="B")
     lab.add_argument("--lr-schedule", type=_schedule, default=DEFAULT_LR_SCHEDULE,
                      metavar="STEP:LR,...",

@@ -339,6 +339,16 @@ def test_cli_lab_and_lab_ladder(tiny, tmp_path):
     assert all(f"]({f})" in report for f in figs)
 
 
+@pytest.mark.parametrize("variance, unbiased", [("biased", False), ("unbiased", True)])
+def test_cli_lab_trains_the_batch_norm_variant_it_is_given(tiny, tmp_path, variance, unbiased):
+    path, _ = tiny
+    with redirect_stdout(StringIO()):
+        rc = main(["lab", "--data", str(path), "--steps", "0", "--n-hidden", "16",
+                   "--bn-variance", variance, "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    assert f"bn_unbiased={unbiased}" in (tmp_path / "report.md").read_text()
+
+
 def test_cli_lab_usage_errors(tiny, capsys):
     path, _ = tiny
     with pytest.raises(SystemExit) as e:
@@ -347,6 +357,9 @@ def test_cli_lab_usage_errors(tiny, capsys):
     with pytest.raises(SystemExit) as e:
         main(["lab", "ladder", "--data", "/nonexistent/names.txt"])
     assert e.value.code == 2 and "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["lab", "--data", str(path), "--bn-variance", "sample"])
+    assert e.value.code == 2 and "--bn-variance" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------
