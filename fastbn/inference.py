@@ -7,9 +7,9 @@ as the layers (``fastbn._kernels``: embedding, linear with BLAS, eval-mode batch
 cross-entropy), so a plan of a model computes the same numbers as ``model.logits`` in eval mode,
 but none of what training needs: no ``Cache``, no ``.out`` kept on the layers, neither the
 probabilities nor batch norm's normalized input written (the kernels' inference paths,
-``probs=None`` and ``xhat=None``: the same loss and output, bit for bit), tanh in place, and the
-rows in chunks of ``CHUNK`` whose buffers are allocated once per call and stay in the cache
-between layers.
+``probs=None`` and ``xhat=None``: the same loss and output, bit for bit), batch norm and tanh in
+place, and the rows in chunks of ``CHUNK`` whose buffers are allocated once per call and stay in
+the cache between layers.
 
 This is the inference path of every ``CharMLP``: ``evaluate`` and ``sample`` build a plan per
 call (``model.plan()``), and ``fastbn.fold_batchnorm``'s folded models (``fastbn.folding``) run
@@ -25,7 +25,8 @@ embed       C (V, D)                                   ids (B, T) -> (B, T*D), `
 table       tab (T, V, H): the embedding and the       ids (B, T) -> (B, H),
             Linear after it, ``table=True``            ``sum_t tab[t, X[:, t]]``
 linear      W (I, O), b (O,) or None                   ``x @ W + b`` -> (B, O)
-batchnorm   gamma, beta, mean, invstd (D,)             ``gamma * (x - mean) * invstd + beta``
+batchnorm   gamma, beta, mean, invstd (D,)             ``gamma * (x - mean) * invstd + beta``,
+                                                       in place
 tanh        (nothing)                                  ``tanh(x)``, in place
 layer       another activation layer of ``fastbn.nn``  its op's forward (a new array)
             (those of ``fastbn.registry``)
@@ -169,8 +170,11 @@ class _Table:
 
 class _BatchNormEval:
     """Eval-mode BatchNorm1d: ``fastbn.ops.batchnorm_eval_forward``'s arithmetic (invstd from
-    the running variance in float64, cast), into a buffer; the kernel's normalized input (xhat,
-    for a backward) is not written (``xhat=None``)."""
+    the running variance in float64, cast), in place (elementwise: out[b, j] from x[b, j]
+    alone); the kernel's normalized input (xhat, for a backward) is not written (``xhat=None``).
+    Its input is always the plan's: a step's buffer, or the new array of a ``_Layer``."""
+
+    inplace = True
 
     def __init__(self, layer, dt):
         self.gamma, self.beta = _private(layer.gamma, dt), _private(layer.beta, dt)
@@ -184,9 +188,9 @@ class _BatchNormEval:
                              f"of width {D}")
         return D
 
-    def run(self, x, out):
-        K.batchnorm_eval_forward(x, self.gamma, self.beta, self.mean, self.invstd, out, None)
-        return out
+    def run(self, x):
+        K.batchnorm_eval_forward(x, self.gamma, self.beta, self.mean, self.invstd, x, None)
+        return x
 
 
 # the layer classes of the activations of fastbn.registry (every CharMLP activation): a _Layer
@@ -265,7 +269,7 @@ class Plan:
         self.vocab_size = self.steps[0].vocab_size
         width, self.widths = self.block_size, []
         for s in self.steps:
-            width = width if getattr(s, "inplace", False) else s.width(width)
+            width = s.width(width) if hasattr(s, "width") else width    # tanh, _Layer: same
             self.widths.append(width)
         self.classes = width
 

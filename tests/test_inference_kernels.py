@@ -5,14 +5,16 @@ The full kernels (probabilities and xhat written) are what ``fastbn.ops`` and tr
 what ``fastbn.inference.Plan`` ran before it had the inference paths; here they are the
 reference, compared with ``np.array_equal`` (or ``==`` on the loss, a Python float) on float32
 and float64, at odd row counts (1, 2, 3, 1023, 1025), at ``CHUNK``, and at the val split's row
-count; and end to end, a plan's loss and logits against the same plan run through the full
-kernels.
+count; and end to end, a plan's loss and logits (batch norm now in place, on every kind of step
+before it) against the same plan run through the full kernels, out of place.
 """
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from fastbn import _kernels as K
-from fastbn import ops
+from fastbn import nn, ops
 from fastbn.inference import CHUNK, Plan
 from fastbn.model import CharMLP
 
@@ -152,3 +154,28 @@ def test_a_plan_gives_the_full_kernels_numbers_on_the_val_split(dtype, names):
     X, Y = names.split("val")
     assert X.shape[0] == VAL_ROWS
     check_plan(m, X, Y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_in_place_after_every_kind_of_step(dtype):
+    """Batch norm runs in place on whatever step precedes it: the embedding's buffer, a
+    Linear's, tanh's (in place itself) and another activation's new array."""
+    g = np.random.default_rng(10)
+    bns = [nn.BatchNorm1d(n, dtype=dtype) for n in (12, 9, 9, 7)]
+    for bn in bns:
+        bn.gamma[...] = g.uniform(0.5, 2, bn.gamma.shape)
+        bn.beta[...] = g.normal(size=bn.gamma.shape)
+        bn.running_mean[...] = g.normal(size=bn.gamma.shape)
+        bn.running_var[...] = g.uniform(0.2, 2, bn.gamma.shape)
+    layers = [nn.Embedding(11, 4, dtype=dtype, generator=1), bns[0],
+              nn.Linear(12, 9, dtype=dtype, generator=2), bns[1], nn.Tanh(), bns[2],
+              nn.Linear(9, 7, dtype=dtype, generator=3), nn.ReLU(), bns[3],
+              nn.Linear(7, 11, dtype=dtype, generator=4)]
+    net = nn.Sequential(*layers).eval()
+    p = Plan(SimpleNamespace(layers=layers, dtype=dtype, block_size=3))
+    assert [type(s).__name__ for s in p.steps].count("_BatchNormEval") == 4
+    X, Y = g.integers(0, 11, (1025, 3)), g.integers(0, 11, 1025)
+    want_logits, want_loss = full_kernels(p, X, Y)
+    assert np.array_equal(p.logits(X), want_logits)
+    assert np.array_equal(p.logits(X[:300]), net(X[:300]))   # one chunk: the layers' numbers
+    assert p.loss(X, Y) == want_loss
