@@ -179,3 +179,5 @@ def test_batch_norm_in_place_after_every_kind_of_step(dtype):
     assert np.array_equal(p.logits(X), want_logits)
     assert np.array_equal(p.logits(X[:300]), net(X[:300]))   # one chunk: the layers' numbers
     assert p.loss(X, Y) == want_loss
+    with pytest.raises(ValueError, match="a BatchNorm1d of 9 features follows a layer of width 12"):
+        Plan(SimpleNamespace(layers=[layers[0], bns[1]], dtype=dtype, block_size=3))
