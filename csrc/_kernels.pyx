@@ -557,12 +557,13 @@ cdef void _batchnorm_eval_forward(const floating* x,       # (B, D)
                                   const floating* mean,    # (D,) running mean
                                   const floating* invstd,  # (D,) 1 / sqrt(running var + eps)
                                   floating* out,           # (B, D)
-                                  floating* xhat,          # (B, D)
+                                  floating* xhat,          # (B, D), or NULL: not written
                                   Py_ssize_t B, Py_ssize_t D) noexcept nogil:
     # Eval mode: the statistics are constants, so batch norm is the affine map
     # out = gamma * (x - mean) * invstd + beta
     # (fb_bn_eval_forward_*, csrc/layers_impl.h: xhat = (x - mean) * invstd, out = gamma * xhat
-    # + beta, in the dtype)
+    # + beta, in the dtype). xhat NULL (inference, which has no backward): out alone, the same
+    # numbers.
     if floating is float:
         fb_bn_eval_forward_f32(x, gamma, beta, mean, invstd, out, xhat, B, D)
     else:
@@ -654,17 +655,20 @@ def batchnorm_eval_forward(const floating[:, ::1] x,      # (B, D)
                            const floating[::1] mean,      # (D,) running mean
                            const floating[::1] invstd,    # (D,) 1 / sqrt(running var + eps)
                            floating[:, ::1] out,          # (B, D)
-                           floating[:, ::1] xhat):        # (B, D)
+                           floating[:, ::1] xhat):        # (B, D), or None: not written
+    """out = gamma * (x - mean) * invstd + beta, and xhat = (x - mean) * invstd unless xhat is
+    None (inference: out alone, bit for bit the same)."""
     cdef Py_ssize_t B = x.shape[0], D = x.shape[1]
-    _shapes(out.shape[0] == B and out.shape[1] == D and xhat.shape[0] == B
-            and xhat.shape[1] == D and gamma.shape[0] == D and beta.shape[0] == D
+    cdef bint keep = xhat is not None
+    _shapes(out.shape[0] == B and out.shape[1] == D and (not keep or (xhat.shape[0] == B
+            and xhat.shape[1] == D)) and gamma.shape[0] == D and beta.shape[0] == D
             and mean.shape[0] == D and invstd.shape[0] == D, "batchnorm_eval_forward",
-            "x, out, xhat (B, D); gamma, beta, mean, invstd (D,)")
+            "x, out, xhat (B, D) or xhat None; gamma, beta, mean, invstd (D,)")
     if B == 0 or D == 0:
         return
     with nogil:
         _batchnorm_eval_forward(&x[0, 0], &gamma[0], &beta[0], &mean[0], &invstd[0],
-                                &out[0, 0], &xhat[0, 0], B, D)
+                                &out[0, 0], &xhat[0, 0] if keep else NULL, B, D)
 
 
 def batchnorm_eval_backward(const floating[:, ::1] dout,  # (B, D)
@@ -694,19 +698,25 @@ def batchnorm_eval_backward(const floating[:, ::1] dout,  # (B, D)
 
 cdef double _cross_entropy_forward(const floating* logits,   # (B, C)
                                    const int64_t* target,    # (B,), 0 <= target < C
-                                   floating* probs,          # (B, C) softmax, kept for backward
+                                   floating* probs,          # (B, C) softmax, kept for backward;
+                                                             # (C,) scratch when not keep
+                                   bint keep,
                                    Py_ssize_t B, Py_ssize_t C) noexcept nogil:
     # Stable: with m = max_c logits[b, c], logsumexp = m + log sum_c exp(logits[b, c] - m); every
     # exponent is <= 0, so nothing overflows, and logits of +-1e4 give a finite loss. The
     # exponentials of a row in one vectorized call (_exp_array), over the shifted logits.
     # Returns the mean loss as a double. B >= 1, C >= 1.
+    # Not keep (inference: the loss alone): every row's exponentials go through the one row
+    # ``probs`` (C,), and are not divided by their sum: the same loss, bit for bit (the same
+    # operations in the same order; the division only made the probabilities).
     cdef Py_ssize_t i, c
     cdef double total = 0.0, s, m
     cdef const floating* row
-    cdef floating* p
+    cdef floating* p = probs
     for i in range(B):
         row = logits + i * C
-        p = probs + i * C
+        if keep:
+            p = probs + i * C
         m = row[0]
         for c in range(1, C):
             if row[c] > m:
@@ -717,8 +727,9 @@ cdef double _cross_entropy_forward(const floating* logits,   # (B, C)
         s = 0.0
         for c in range(C):
             s += p[c]
-        for c in range(C):
-            p[c] = <floating>(p[c] / s)
+        if keep:
+            for c in range(C):
+                p[c] = <floating>(p[c] / s)
         total += m + log(s) - row[target[i]]
     return total / B
 
@@ -739,14 +750,29 @@ cdef void _cross_entropy_backward(double dloss,
 
 def cross_entropy_forward(const floating[:, ::1] logits,   # (B, C)
                           const int64_t[::1] target,       # (B,), 0 <= target < C
-                          floating[:, ::1] probs):         # (B, C) softmax, kept for backward
+                          floating[:, ::1] probs):         # (B, C) softmax, or None
+    """The mean loss (a float), and probs = softmax(logits) unless probs is None (inference:
+    the loss alone, bit for bit the same, through one row of scratch)."""
     cdef Py_ssize_t B = logits.shape[0], C = logits.shape[1]
+    cdef bint keep = probs is not None
     cdef double loss
-    _shapes(target.shape[0] == B and probs.shape[0] == B and probs.shape[1] == C and B > 0
-            and C > 0, "cross_entropy_forward", "logits (B, C), target (B,), probs (B, C), "
-            "B >= 1, C >= 1")
-    with nogil:
-        loss = _cross_entropy_forward(&logits[0, 0], &target[0], &probs[0, 0], B, C)
+    cdef floating* row = NULL
+    _shapes(target.shape[0] == B and (not keep or (probs.shape[0] == B
+            and probs.shape[1] == C)) and B > 0 and C > 0, "cross_entropy_forward",
+            "logits (B, C), target (B,), probs (B, C) or None, B >= 1, C >= 1")
+    if keep:
+        with nogil:
+            loss = _cross_entropy_forward(&logits[0, 0], &target[0], &probs[0, 0], True, B, C)
+        return loss
+    if <size_t>C <= <size_t>PY_SSIZE_T_MAX // sizeof(floating):
+        row = <floating*>malloc(C * sizeof(floating))           # (C,)
+    if row == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            loss = _cross_entropy_forward(&logits[0, 0], &target[0], row, False, B, C)
+    finally:
+        free(row)
     return loss
 
 

@@ -1,5 +1,6 @@
 /* The per-layer path's loops (layers.h): the float and double instances of layers_impl.h. */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "clones.h"

@@ -96,11 +96,21 @@ FB_CLONES FB_EXACT void SFX(fb_bn_backward)(const REAL *dout, const REAL *xhat, 
         }
 }
 
-/* batch norm in eval mode (_kernels.pyx: _batchnorm_eval_forward), all in REAL */
+/* batch norm in eval mode (_kernels.pyx: _batchnorm_eval_forward), all in REAL. xhat NULL: out
+ * alone (inference, fastbn/inference.py), the same z and out; out may be x (in place: each
+ * element is read before it is written, and by no other) */
 FB_CLONES FB_EXACT void SFX(fb_bn_eval_forward)(const REAL *x, const REAL *gamma,
                                                 const REAL *beta, const REAL *mean,
                                                 const REAL *invstd, REAL *out, REAL *xhat,
                                                 int64_t B, int64_t D) {
+    if (xhat == NULL) {
+        for (int64_t i = 0; i < B; i++)
+            for (int64_t j = 0; j < D; j++) {
+                const REAL z = (x[i * D + j] - mean[j]) * invstd[j];
+                out[i * D + j] = gamma[j] * z + beta[j];
+            }
+        return;
+    }
     for (int64_t i = 0; i < B; i++)
         for (int64_t j = 0; j < D; j++) {
             const REAL z = (x[i * D + j] - mean[j]) * invstd[j];

@@ -5,9 +5,11 @@
 taken when the plan is made. ``plan.logits(X)`` and ``plan.loss(X, Y)`` then run the same kernels
 as the layers (``fastbn._kernels``: embedding, linear with BLAS, eval-mode batch norm, tanh,
 cross-entropy), so a plan of a model computes the same numbers as ``model.logits`` in eval mode,
-but none of what training needs: no ``Cache``, no ``.out`` kept on the layers, no probabilities
-kept for a backward, tanh in place, and the rows in chunks of ``CHUNK`` whose buffers are
-allocated once per call and stay in the cache between layers.
+but none of what training needs: no ``Cache``, no ``.out`` kept on the layers, neither the
+probabilities nor batch norm's normalized input written (the kernels' inference paths,
+``probs=None`` and ``xhat=None``: the same loss and output, bit for bit), batch norm and tanh in
+place, and the rows in chunks of ``CHUNK`` whose buffers are allocated once per call and stay in
+the cache between layers.
 
 This is the inference path of every ``CharMLP``: ``evaluate`` and ``sample`` build a plan per
 call (``model.plan()``), and ``fastbn.fold_batchnorm``'s folded models (``fastbn.folding``) run
@@ -23,7 +25,8 @@ embed       C (V, D)                                   ids (B, T) -> (B, T*D), `
 table       tab (T, V, H): the embedding and the       ids (B, T) -> (B, H),
             Linear after it, ``table=True``            ``sum_t tab[t, X[:, t]]``
 linear      W (I, O), b (O,) or None                   ``x @ W + b`` -> (B, O)
-batchnorm   gamma, beta, mean, invstd (D,)             ``gamma * (x - mean) * invstd + beta``
+batchnorm   gamma, beta, mean, invstd (D,)             ``gamma * (x - mean) * invstd + beta``,
+                                                       in place
 tanh        (nothing)                                  ``tanh(x)``, in place
 layer       another activation layer of ``fastbn.nn``  its op's forward (a new array)
             (those of ``fastbn.registry``)
@@ -167,10 +170,11 @@ class _Table:
 
 class _BatchNormEval:
     """Eval-mode BatchNorm1d: ``fastbn.ops.batchnorm_eval_forward``'s arithmetic (invstd from
-    the running variance in float64, cast), into a buffer, with a scratch buffer for the
-    normalized input the kernel also writes."""
+    the running variance in float64, cast), in place (elementwise: out[b, j] from x[b, j]
+    alone); the kernel's normalized input (xhat, for a backward) is not written (``xhat=None``).
+    Its input is always the plan's: a step's buffer, or the new array of a ``_Layer``."""
 
-    scratch = True
+    inplace = True
 
     def __init__(self, layer, dt):
         self.gamma, self.beta = _private(layer.gamma, dt), _private(layer.beta, dt)
@@ -184,9 +188,9 @@ class _BatchNormEval:
                              f"of width {D}")
         return D
 
-    def run(self, x, out, xhat):
-        K.batchnorm_eval_forward(x, self.gamma, self.beta, self.mean, self.invstd, out, xhat)
-        return out
+    def run(self, x):
+        K.batchnorm_eval_forward(x, self.gamma, self.beta, self.mean, self.invstd, x, None)
+        return x
 
 
 # the layer classes of the activations of fastbn.registry (every CharMLP activation): a _Layer
@@ -265,7 +269,7 @@ class Plan:
         self.vocab_size = self.steps[0].vocab_size
         width, self.widths = self.block_size, []
         for s in self.steps:
-            width = width if getattr(s, "inplace", False) else s.width(width)
+            width = s.width(width) if hasattr(s, "width") else width    # tanh, _Layer: same
             self.widths.append(width)
         self.classes = width
 
@@ -286,27 +290,15 @@ class Plan:
                                 f"the vocabulary has {self.vocab_size} characters")
 
     def _buffers(self, rows):
-        """Per step: its output buffer (rows, width) and scratch, or None for in-place steps."""
-        out = []
-        for s, w in zip(self.steps, self.widths):
-            if getattr(s, "inplace", False):
-                out.append(None)
-            else:
-                scratch = np.empty((rows, w), self.dtype) if getattr(s, "scratch", False) \
-                    else None
-                out.append((np.empty((rows, w), self.dtype), scratch))
-        return out
+        """Per step: its output buffer (rows, width), or None for in-place steps."""
+        return [None if getattr(s, "inplace", False) else np.empty((rows, w), self.dtype)
+                for s, w in zip(self.steps, self.widths)]
 
     def _forward(self, ids, buffers):
         """Logits (k, classes) of the checked ids (k, T), k <= the buffers' rows, k >= 1."""
         k, h = ids.shape[0], ids
         for s, buf in zip(self.steps, buffers):
-            if buf is None:
-                h = s.run(h)
-            elif buf[1] is None:
-                h = s.run(h, buf[0][:k])
-            else:
-                h = s.run(h, buf[0][:k], buf[1][:k])
+            h = s.run(h) if buf is None else s.run(h, buf[:k])
         return h
 
     def logits(self, X, chunk=CHUNK):
@@ -343,7 +335,9 @@ class Plan:
         """Mean cross-entropy (a Python float) of predicting Y (B,) from X (B, T), B >= 1.
 
         Each chunk's mean comes from the cross-entropy kernel in float64 and is summed in
-        float64, weighted by its rows.
+        float64, weighted by its rows. The kernel computes the loss alone (``probs=None``): the
+        loss of ``fastbn.ops.cross_entropy_forward``, bit for bit, without writing the
+        probabilities.
         """
         ids = self._ids(X)
         N = ids.shape[0]
@@ -356,12 +350,11 @@ class Plan:
         chunk = _chunk(chunk)
         rows = min(chunk, N)
         buffers = self._buffers(rows)
-        probs = np.empty((rows, self.classes), self.dtype)     # written by the kernel, unread
         total = 0.0
         for a in range(0, N, chunk):
             b = min(a + chunk, N)
             logits = self._forward(ids[a:b], buffers)
-            total += K.cross_entropy_forward(logits, target[a:b], probs[:b - a]) * (b - a)
+            total += K.cross_entropy_forward(logits, target[a:b], None) * (b - a)
         return total / N
 
 
