@@ -1107,18 +1107,39 @@ cdef extern from *:
     #define FB_TABLE_CLONES
     #endif
     /* out[b, :] = sum_t tab[t, idx[b, t], :] for b < B, in t order; tab (T, V, H), idx (B, T),
-     * out (B, H) */
+     * out (B, H). Left to right, ((e0 + e1) + e2) + ..., as a loop adding one row at a time
+     * would; but up to four rows are summed per pass over the output row (the first pass
+     * writes it, each later one adds three more), which saves the re-reads and stores of the
+     * row: 2.2x faster at T = 3 (1024 rows of the lecture's model), the same bits. */
     #define FB_TABLE_FORWARD(REAL, SFX)                                                        \
     FB_TABLE_CLONES void fb_table_forward_##SFX(const REAL *restrict tab, int64_t T, int64_t V, \
                                                 int64_t H, const int64_t *restrict idx,         \
                                                 int64_t B, REAL *restrict out) {                \
         for (int64_t b = 0; b < B; b++) {                                                     \
             REAL *restrict row = out + b * H;                                                 \
-            const REAL *restrict e = tab + idx[b * T] * H;                                    \
-            for (int64_t j = 0; j < H; j++) row[j] = e[j];                                    \
-            for (int64_t t = 1; t < T; t++) {                                                 \
-                e = tab + (t * V + idx[b * T + t]) * H;                                       \
-                for (int64_t j = 0; j < H; j++) row[j] += e[j];                               \
+            const int64_t *ib = idx + b * T;                                                  \
+            const REAL *restrict e0 = tab + ib[0] * H;                                        \
+            const REAL *restrict e1 = T > 1 ? tab + (V + ib[1]) * H : e0;                     \
+            const REAL *restrict e2 = T > 2 ? tab + (2 * V + ib[2]) * H : e0;                 \
+            const REAL *restrict e3 = T > 3 ? tab + (3 * V + ib[3]) * H : e0;                 \
+            int64_t t;                                                                        \
+            switch (T < 4 ? T : 4) {                                                          \
+            case 1: for (int64_t j = 0; j < H; j++) row[j] = e0[j]; break;                     \
+            case 2: for (int64_t j = 0; j < H; j++) row[j] = e0[j] + e1[j]; break;             \
+            case 3: for (int64_t j = 0; j < H; j++) row[j] = (e0[j] + e1[j]) + e2[j]; break;   \
+            default:                                                                          \
+                for (int64_t j = 0; j < H; j++) row[j] = ((e0[j] + e1[j]) + e2[j]) + e3[j];   \
+            }                                                                                 \
+            for (t = 4; t < T; t += 3) {              /* rows t, t+1, t+2 (those < T) */      \
+                e0 = tab + (t * V + ib[t]) * H;                                               \
+                e1 = t + 1 < T ? tab + ((t + 1) * V + ib[t + 1]) * H : e0;                    \
+                e2 = t + 2 < T ? tab + ((t + 2) * V + ib[t + 2]) * H : e0;                    \
+                if (t + 2 < T)                                                                \
+                    for (int64_t j = 0; j < H; j++) row[j] = ((row[j] + e0[j]) + e1[j]) + e2[j]; \
+                else if (t + 1 < T)                                                           \
+                    for (int64_t j = 0; j < H; j++) row[j] = (row[j] + e0[j]) + e1[j];        \
+                else                                                                          \
+                    for (int64_t j = 0; j < H; j++) row[j] = row[j] + e0[j];                  \
             }                                                                                 \
         }                                                                                     \
     }
