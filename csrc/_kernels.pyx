@@ -696,102 +696,67 @@ def batchnorm_eval_backward(const floating[:, ::1] dout,  # (B, D)
 # ----------------------------------------------------------------------------------------------
 # softmax cross-entropy: loss = mean_b [ logsumexp(logits[b]) - logits[b, target[b]] ]
 
+cdef inline double _cross_entropy_rows(const floating* row, const int64_t* target, floating* p,
+                                       bint keep, Py_ssize_t n, Py_ssize_t C,
+                                       double total) noexcept nogil:
+    # _cross_entropy_forward's block of n (<= 4, a constant at each call) rows, row (n, C):
+    # total plus their losses, added one by one in row order; their exponentials (and their
+    # probabilities, when keep) in p (n, C)
+    cdef Py_ssize_t c, r
+    cdef double m[4]
+    cdef double s[4]
+    for r in range(n):
+        m[r] = row[r * C]
+    for c in range(1, C):
+        for r in range(n):
+            if row[r * C + c] > m[r]:
+                m[r] = row[r * C + c]
+    for c in range(C):
+        for r in range(n):
+            p[r * C + c] = <floating>(row[r * C + c] - m[r])
+    _exp_array(p, p, n * C)
+    for r in range(n):
+        s[r] = 0.0
+    for c in range(C):
+        for r in range(n):
+            s[r] += p[r * C + c]
+    if keep:
+        for r in range(n):
+            for c in range(C):
+                p[r * C + c] = <floating>(p[r * C + c] / s[r])
+    for r in range(n):
+        total += m[r] + log(s[r]) - row[r * C + target[r]]
+    return total
+
+
 cdef double _cross_entropy_forward(const floating* logits,   # (B, C)
                                    const int64_t* target,    # (B,), 0 <= target < C
-                                   floating* probs,          # (B, C) softmax, kept for backward
+                                   floating* probs,          # (B, C) softmax, kept for backward;
+                                                             # (4 C,) scratch when not keep
+                                   bint keep,
                                    Py_ssize_t B, Py_ssize_t C) noexcept nogil:
     # Stable: with m = max_c logits[b, c], logsumexp = m + log sum_c exp(logits[b, c] - m); every
-    # exponent is <= 0, so nothing overflows, and logits of +-1e4 give a finite loss. The
-    # exponentials of a row in one vectorized call (_exp_array), over the shifted logits.
-    # Returns the mean loss as a double. B >= 1, C >= 1. (_cross_entropy_loss: the loss alone.)
-    cdef Py_ssize_t i, c
-    cdef double total = 0.0, s, m
-    cdef const floating* row
+    # exponent is <= 0, so nothing overflows, and logits of +-1e4 give a finite loss. Returns
+    # the mean loss as a double. B >= 1, C >= 1.
+    # Four rows at a time (_cross_entropy_rows): their running maxes and their sums (in double)
+    # interleaved, so that the four dependency chains overlap instead of waiting on each other,
+    # and the exponentials of the four rows in one vectorized call (_exp_array: elementwise,
+    # each value as a call per row gives it); each row's operations and their order are those
+    # of one row at a time. Then the last B % 4 rows one at a time.
+    # Not keep (inference: the loss alone): the exponentials go through the four rows of
+    # scratch and are not divided by their sums (the division only made the probabilities):
+    # the same loss, bit for bit.
+    # Every row's loss is added to the running total in row order, as one row at a time adds
+    # them (a block's sum of four, then added, would round differently).
+    cdef Py_ssize_t i
+    cdef double total = 0.0
     cdef floating* p
-    for i in range(B):
-        row = logits + i * C
-        p = probs + i * C
-        m = row[0]
-        for c in range(1, C):
-            if row[c] > m:
-                m = row[c]
-        for c in range(C):
-            p[c] = <floating>(row[c] - m)
-        _exp_array(p, p, C)
-        s = 0.0
-        for c in range(C):
-            s += p[c]
-        for c in range(C):
-            p[c] = <floating>(p[c] / s)
-        total += m + log(s) - row[target[i]]
-    return total / B
-
-
-cdef double _cross_entropy_loss(const floating* logits,   # (B, C)
-                                const int64_t* target,    # (B,), 0 <= target < C
-                                floating* scratch,        # (4 C,)
-                                Py_ssize_t B, Py_ssize_t C) noexcept nogil:
-    # _cross_entropy_forward's loss alone, bit for bit, without the probabilities (inference):
-    # every row's exponentials go through scratch, and are not divided by their sum (the
-    # division only made the probabilities). Four rows at a time,
-    # each with its own running max and its own sum in double, interleaved, so that the four
-    # dependency chains of adds overlap instead of waiting on each other (each row's operations
-    # and their order are unchanged, and so is the order in which the rows' losses are added);
-    # the exponentials of the four rows in one _exp_array call (elementwise: each value as a
-    # call per row gives it). 80 against 121-137 us for 1024 rows of 27 float32 classes, one
-    # row at a time. Then the last B % 4 rows one at a time. B >= 1, C >= 1.
-    cdef Py_ssize_t i, c
-    cdef double total = 0.0, s0, s1, s2, s3, m0, m1, m2, m3
-    cdef const floating* r0
-    cdef const floating* r1
-    cdef const floating* r2
-    cdef const floating* r3
-    cdef floating* p0 = scratch
-    cdef floating* p1 = scratch + C
-    cdef floating* p2 = scratch + 2 * C
-    cdef floating* p3 = scratch + 3 * C
     for i in range(0, B - B % 4, 4):
-        r0 = logits + i * C
-        r1, r2, r3 = r0 + C, r0 + 2 * C, r0 + 3 * C
-        m0, m1, m2, m3 = r0[0], r1[0], r2[0], r3[0]
-        for c in range(1, C):
-            if r0[c] > m0:
-                m0 = r0[c]
-            if r1[c] > m1:
-                m1 = r1[c]
-            if r2[c] > m2:
-                m2 = r2[c]
-            if r3[c] > m3:
-                m3 = r3[c]
-        for c in range(C):
-            p0[c] = <floating>(r0[c] - m0)
-            p1[c] = <floating>(r1[c] - m1)
-            p2[c] = <floating>(r2[c] - m2)
-            p3[c] = <floating>(r3[c] - m3)
-        _exp_array(p0, p0, 4 * C)              # the four rows, contiguous in scratch
-        s0 = s1 = s2 = s3 = 0.0
-        for c in range(C):
-            s0 += p0[c]
-            s1 += p1[c]
-            s2 += p2[c]
-            s3 += p3[c]
-        total += m0 + log(s0) - r0[target[i]]
-        total += m1 + log(s1) - r1[target[i + 1]]
-        total += m2 + log(s2) - r2[target[i + 2]]
-        total += m3 + log(s3) - r3[target[i + 3]]
+        p = probs + i * C if keep else probs
+        total = _cross_entropy_rows(logits + i * C, target + i, p, keep, 4, C, total)
     for i in range(B - B % 4, B):
-        r0 = logits + i * C
-        m0 = r0[0]
-        for c in range(1, C):
-            if r0[c] > m0:
-                m0 = r0[c]
-        for c in range(C):
-            p0[c] = <floating>(r0[c] - m0)
-        _exp_array(p0, p0, C)
-        s0 = 0.0
-        for c in range(C):
-            s0 += p0[c]
-        total += m0 + log(s0) - r0[target[i]]
+        p = probs + i * C if keep else probs
+        total = _cross_entropy_rows(logits + i * C, target + i, p, keep, 1, C, total)
     return total / B
 
 
@@ -823,7 +788,7 @@ def cross_entropy_forward(const floating[:, ::1] logits,   # (B, C)
             "logits (B, C), target (B,), probs (B, C) or None, B >= 1, C >= 1")
     if keep:
         with nogil:
-            loss = _cross_entropy_forward(&logits[0, 0], &target[0], &probs[0, 0], B, C)
+            loss = _cross_entropy_forward(&logits[0, 0], &target[0], &probs[0, 0], True, B, C)
         return loss
     if <size_t>C <= <size_t>PY_SSIZE_T_MAX // (4 * sizeof(floating)):
         row = <floating*>malloc(4 * C * sizeof(floating))       # (4 C,): four rows of scratch
@@ -831,7 +796,7 @@ def cross_entropy_forward(const floating[:, ::1] logits,   # (B, C)
         raise MemoryError()
     try:
         with nogil:
-            loss = _cross_entropy_loss(&logits[0, 0], &target[0], row, B, C)
+            loss = _cross_entropy_forward(&logits[0, 0], &target[0], row, False, B, C)
     finally:
         free(row)
     return loss

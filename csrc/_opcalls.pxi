@@ -779,11 +779,11 @@ def cross_entropy_forward_fast(logits, target):
         if dt is _F32:
             loss = _cross_entropy_forward(<const float*>cnp.PyArray_DATA(la),
                                           <const int64_t*>cnp.PyArray_DATA(private),
-                                          <float*>cnp.PyArray_DATA(probs), B, C)
+                                          <float*>cnp.PyArray_DATA(probs), True, B, C)
         else:
             loss = _cross_entropy_forward(<const double*>cnp.PyArray_DATA(la),
                                           <const int64_t*>cnp.PyArray_DATA(private),
-                                          <double*>cnp.PyArray_DATA(probs), B, C)
+                                          <double*>cnp.PyArray_DATA(probs), True, B, C)
     return dt.type(loss), _new_cache({"op": "cross_entropy", "dtype": dt, "probs": probs,
                                       "target": private})
 
