@@ -74,7 +74,7 @@ def test_every_activation_has_a_step(activation):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("T", [1, 2, 3, 4, 5, 6, 7, 8, 11])     # the kernel sums 4, then 3 at a time
+@pytest.mark.parametrize("T", [1, 2, 3, 4, 5, 6, 7, 8, 11])   # the kernel sums 4, then 3 at a time
 def test_table_forward_is_the_gather_sum_in_position_order(dtype, T):
     g = np.random.default_rng(5)
     V, H, B = 9, 37, 60
