@@ -194,7 +194,10 @@ _executing = lambda dask_worker: [  # noqa: E731
     if ts.state == "executing" and str(ts.key).startswith("fastbn-trial-")]
 
 
-SWEEP6 = ["--param", "lr=0.02,0.05,0.1", "--param", "steps=2000", "--seeds", "2"]
+# six trials of ~1.5 s each on this machine (20,000 fused steps): long enough that a signal sent
+# when the first row is written finds trials still to run (at 2,000 steps, once fastbn's GEMMs got
+# faster, all six could finish, and be written, before the client handled Ctrl-C)
+SWEEP6 = ["--param", "lr=0.02,0.05,0.1", "--param", "steps=20000", "--seeds", "2"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
