@@ -16,17 +16,16 @@ turns (the order reversed every repeat), ``--repeats`` blocks each, the median r
   cross-entropy (logits (1024, V)) with probabilities (before) and loss only (``probs=None``),
   and eval-mode batch norm (1024, n_hidden) with xhat (before) and without (``xhat=None``).
 
-A block in which the process got less than ``MIN_CPU_SHARE`` of a CPU is timed again. The float32
+The timing is the benchmark's (``fastbn.bench.inference``): a block in which the process got
+less than ``MIN_CPU_SHARE`` of a CPU is timed again. The float32
 GEMM speed of the machine (1024³, one thread) is printed before and after the timings.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/inference_ab.py --before DIR
 """
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +35,9 @@ if any((ROOT / "fastbn").glob("_kernels*.so")):
 import numpy as np  # noqa: E402
 
 import fastbn  # noqa: E402  (after choosing which fastbn to import)
-from fastbn.bench.inference import SAMPLE_N, TRAIN_STEPS, _trained  # noqa: E402
+from fastbn.bench.inference import SAMPLE_N, TRAIN_STEPS, _time, _trained  # noqa: E402
 from fastbn.bench.runner import one_thread  # noqa: E402
-from fastbn.bench.timing import MIN_CPU_SHARE, _timed, gemm_peak  # noqa: E402
+from fastbn.bench.timing import gemm_peak  # noqa: E402
 from fastbn.data import load_dataset  # noqa: E402
 from fastbn.inference import CHUNK  # noqa: E402
 
@@ -64,33 +63,6 @@ def same_model(a, b):
                                                    "running_mean", "running_var"):
                 if not np.array_equal(v, getattr(lb, k)):
                     raise SystemExit(f"the two builds trained different models ({k})")
-
-
-def time_pairs(fns, repeats, block_seconds):
-    """{name: median seconds per call}; the functions take turns block by block, in an order
-    reversed every repeat."""
-    calls = {}
-    for name, fn in fns.items():
-        fn()
-        t, _ = _timed(fn)
-        calls[name] = max(1, round(block_seconds / max(t, 1e-9)))
-
-    def block(fn, n):
-        for _ in range(n):
-            fn()
-    for name, fn in fns.items():
-        _timed(block, fn, calls[name])                           # a warm-up block
-    times = {k: [] for k in fns}
-    order = list(fns)
-    for r in range(repeats):
-        for name in (order if r % 2 == 0 else order[::-1]):
-            for _ in range(repeats):                             # at most: then kept anyway
-                wall, cpu = _timed(block, fns[name], calls[name])
-                if cpu >= MIN_CPU_SHARE * wall:
-                    break
-                time.sleep(0.1)
-            times[name].append(wall / calls[name])
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def kernels(before, after, dt, V, H, rows, seed):
@@ -176,7 +148,8 @@ def main(argv=None):
             fns = {}
             for name, (fb_, fa_) in pairs.items():
                 fns[(name, "before")], fns[(name, "after")] = fb_, fa_
-            t = time_pairs(fns, args.repeats, args.block_seconds)
+            t = {k: v["seconds"] for k, v in _time(fns, args.repeats,
+                                                   args.block_seconds).items()}
             for name in pairs:
                 tb, ta = t[(name, "before")], t[(name, "after")]
                 rows.append((dt, name, tb, ta))

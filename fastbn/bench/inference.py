@@ -179,7 +179,8 @@ def _verify(peers, dt):
 
 def _time(fns, repeats, block_seconds):
     """{name: {"seconds", "seconds_all", "calls_per_block", "cpu_share", "discarded"}}: the median
-    seconds per call of each function, the functions taking turns block by block."""
+    seconds per call of each function, the functions taking turns block by block, in an order
+    reversed every repeat (so that none always follows the same one)."""
     calls = {}
     for name, fn in fns.items():
         fn()                                                     # warm-up
@@ -194,8 +195,10 @@ def _time(fns, repeats, block_seconds):
     times = {k: [] for k in fns}
     shares = {k: [] for k in fns}
     discarded = dict.fromkeys(fns, 0)
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    order = list(fns)
+    for r in range(repeats):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            fn = fns[name]
             while True:
                 wall, cpu = _timed(block, fn, calls[name])
                 if cpu >= MIN_CPU_SHARE * wall or discarded[name] >= repeats:
