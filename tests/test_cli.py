@@ -52,7 +52,8 @@ def test_train_prints_losses_time_and_paths(short_run):
     m = fastbn.load(out / "model.npz")
     assert m.num_parameters() == 12_097
     assert m.meta["run"]["steps"] == 400 and m.meta["run"]["seed"] == 1
-    assert m.meta["run"]["lr_schedule"] == "0:0.1,100000:0.01" and m.meta["complete"]
+    # the lecture's schedule scaled to the run: 0.01 from half its 400 steps on
+    assert m.meta["run"]["lr_schedule"] == "0:0.1,200:0.01" and m.meta["complete"]
     assert m.train_state.step == 400
     assert m.meta["run"]["data"] == str(Path(REAL_NAMES).resolve())
     assert m.meta["run"]["data_sha256"] == fastbn.data.sha256_file(REAL_NAMES)
@@ -120,7 +121,9 @@ def test_a_resumed_run_keeps_its_bn_variance(tmp_path):
     refused, the checkpoint says): the same losses and parameters as the whole run, which are
     not those of the default variance."""
     words = words_file(tmp_path)
-    run = ["--data", str(words), "--batch-size", "8", "--n-hidden", "8", "--no-plot", "--quiet"]
+    # one schedule for both lengths (the default one scales with --steps)
+    run = ["--data", str(words), "--batch-size", "8", "--n-hidden", "8", "--no-plot", "--quiet",
+           "--lr-schedule", "0:0.1,30:0.01"]
     outs = {k: tmp_path / k for k in ("part", "whole", "biased")}
     assert main(["train", "--steps", "20", "--bn-variance", "unbiased", *run,
                  "--out", str(outs["part"])]) == 0
@@ -224,7 +227,6 @@ def test_runtime_errors_exit_1_with_a_message(tmp_path, capsys):
                    ["--bn-variance", "unbiased"], ["--bn-variance", "biased"],
                    ["--dtype", "float64"], ["--seed", "0"], ["--calibrate"])],
     (["train", "--resume", "m.npz", "--seed", "1", "--steps", "9"], "--steps, --seed cannot"),
-    (["eval"], "required: --checkpoint"),
     (["eval", "--checkpoint", "/nonexistent/m.npz"], "no such file"),
     (["sample", "--checkpoint", "/nonexistent/m.npz"], "no such file"),
     (["sample", "--checkpoint", "x", "-n", "0"], "-n: must be > 0"),
@@ -247,7 +249,8 @@ def test_help_shows_the_real_defaults(capsys):
     assert e.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for shown in ("SGD steps (default 200000)", "examples per step (default 32)",
-                  "(default 0:0.1,100000:0.01)", "hidden width (default 200)",
+                  "0.1, then 0.01 from half the steps on: the lecture's "
+                  "0:0.1,100000:0.01 for its 200,000 steps", "hidden width (default 200)",
                   "embedding size (default 10)", "characters of context (default 3)",
                   "blocks (default 1)", "(default 0.001)", "(default float32)",
                   "(default 2147483647)", "{biased,unbiased}", "(default biased)"):
