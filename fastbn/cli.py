@@ -840,10 +840,10 @@ def main(argv=None):
         with _blas_threads(args.command):
             return args.run(args)
     except _Fail as e:
-        print(f"fastbn {args.command}: error: {e}", file=sys.stderr)
+        print(f"{args.parser.prog}: error: {e}", file=sys.stderr)
         return 1
     except MemoryError as e:    # e.g. --steps 10**15 (a float64 loss per step) or --n-hidden 10**9
-        print(f"fastbn {args.command}: error: not enough memory for what was asked ({e})",
+        print(f"{args.parser.prog}: error: not enough memory for what was asked ({e})",
               file=sys.stderr)
         return 1
 
