@@ -329,7 +329,12 @@ def _cmd_eval(args):
 
 def _cmd_sample(args):
     model = _folded(_load_checkpoint(args.checkpoint))
-    for name in model.sample(args.n, seed=args.seed, max_len=args.max_len):
+    try:
+        names = model.sample(args.n, seed=args.seed, max_len=args.max_len)
+    except ValueError as e:      # -n x --max-len past what an array can hold
+        raise _Fail(f"cannot sample {args.n:,} names of up to {args.max_len:,} characters: "
+                    f"{e}") from e
+    for name in names:
         print(name)
     return 0
 

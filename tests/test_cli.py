@@ -578,6 +578,7 @@ BAD_INPUTS = [
     (["sample", "TRUNCATED"], 1, "not a valid fastbn checkpoint"),
     (["sample", "GOOD", "-n", "lots"], 2, "-n: invalid int value"),
     (["sample", "GOOD", "--max-len", "0"], 2, "--max-len: must be > 0"),
+    (["sample", "GOOD", "--max-len", str(10**24)], 1, "cannot sample 20 names of up to"),
     (["lab", "--data", "WORDS", "--out", "FILE"], 2, "--out FILE: FILE exists and is not a "
                                                      "folder"),
     (["lab", "--data", "WORDS", "--out", "LAB"], 2, "already holds a report (report.md)"),
@@ -607,6 +608,7 @@ def test_every_bad_input_is_one_line_never_a_traceback(argv, code, match, tmp_pa
     files = _inputs(tmp_path)
     argv = [str(files.get(a, a)) for a in argv]
     match = re.sub(r"\b[A-Z]+\b", lambda m: str(files.get(m[0], m[0])), match)
+    importlib.import_module("fastbn.lab")        # (which reads train's signature on import)
     for name in ("fastbn.training", "fastbn.lab.experiments"):   # nothing may train
         monkeypatch.setattr(importlib.import_module(name), "train",
                             lambda *a, **k: pytest.fail("trained"))
