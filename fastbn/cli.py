@@ -55,8 +55,30 @@ def _cmd_gradcheck(args):
 # ----------------------------------------------------------------------------------------------
 # train / eval / sample
 
+def _one_line(text):
+    """A message of several lines as one: a list ("...:" then "  - item" lines) becomes
+    "...: item; item", and the lines after it join as sentences."""
+    out, in_list = "", False
+    for line in (s.strip() for s in str(text).splitlines()):
+        if not line:
+            continue
+        item = line.startswith("- ")
+        if not out:
+            out = line
+        elif item:
+            out += (" " if out.endswith(":") else "; ") + line[2:]
+        else:
+            out += (". " if in_list and not out.endswith(".") else " ") + line
+        in_list = item
+    return out
+
+
 class _Fail(Exception):
-    """A runtime failure (not a usage error): printed as 'fastbn CMD: error: ...', exit 1."""
+    """A runtime failure (not a usage error): printed as 'fastbn CMD: error: ...', exit 1, on
+    one line (a message of several lines is joined)."""
+
+    def __init__(self, message):
+        super().__init__(_one_line(message))
 
 
 def _load_data(path, block_size):
@@ -504,6 +526,7 @@ def _given(cls):
 
 
 # What each lab command writes into OUT: a folder holding one of them holds a report.
+BENCH_FILES = ("results.json", "results.md")
 LAB_FILES = {"lab": ("report.md", "stats.txt", "stats.md"), "ladder": ("ladder.md", "ladder.txt")}
 
 
@@ -730,6 +753,8 @@ def build_parser():
                                      "PyTorch",
                        description=bench_options.DESCRIPTION)
     bench_options.add_arguments(b)
+    b.add_argument("--force", action="store_true",
+                   help="replace the results already in --out (refused without it)")
     b.set_defaults(parser=b, run=_cmd_bench)
     _add_lab_parser(sub)
     _add_sweep_parser(sub)
@@ -809,7 +834,12 @@ def _validate(args):
     if args.command in ("eval", "lab", "bench", "sweep") and args.data is not None:
         _check_input(parser, "--data", args.data)
     if args.command == "bench":
-        _check_out(parser, Path(args.out).expanduser())
+        out = Path(args.out).expanduser()
+        _check_out(parser, out)
+        held = _held(out, BENCH_FILES)
+        if held and not args.force:
+            parser.error(f"--out {out} already holds results ({', '.join(held)}): replace them "
+                         "with --force, or choose another folder with --out")
     if args.command == "lab":
         sub = args.lab_command
         before = getattr(args, "lab_options", [])

@@ -547,7 +547,10 @@ def _inputs(tmp_path):
     lab_out = tmp_path / "a-lab"
     lab_out.mkdir()
     (lab_out / "report.md").write_text("# a report\n")
-    return {"WORDS": words, "ONE": one, "GARBAGE": garbage, "TRUNCATED": truncated,
+    bench = tmp_path / "a-bench"
+    bench.mkdir()
+    (bench / "results.json").write_text("{}")
+    return {"BENCH": bench, "WORDS": words, "ONE": one, "GARBAGE": garbage, "TRUNCATED": truncated,
             "OVERFLOW": _overflowing_checkpoint(tmp_path), "GOOD": good, "DIR": tmp_path,
             "FILE": afile, "RUN": run, "LAB": lab_out, "MISSING": tmp_path / "missing.txt",
             "OUT": tmp_path / "out"}
@@ -592,6 +595,8 @@ BAD_INPUTS = [
     (["bench", "--data", "DIR"], 2, "--data DIR: is a directory"),
     (["bench", "--out", "FILE"], 2, "exists and is not a folder"),
     (["bench", "--batch-sizes", "1"], 2, "batch sizes must be >= 2"),
+    (["bench", "--out", "BENCH"], 2, "--out BENCH already holds results (results.json): "
+                                     "replace them with --force"),
     (["sweep", "--data", "DIR", "--dry-run"], 2, "--data DIR: is a directory"),
     (["sweep", "--param", "steps=x", "--dry-run"], 2, "--param"),
     (["gradcheck", "--eps", "-1"], 2, "--eps: must be > 0"),
@@ -631,3 +636,25 @@ def test_every_bad_input_is_one_line_never_a_traceback(argv, code, match, tmp_pa
         assert lines[0].startswith(f"usage: {prog} ")
         assert not any(": error: " in line for line in lines[:-1])
     assert not (tmp_path / "out").exists() and not (tmp_path / "fastbn-run").exists()
+
+
+def test_no_names_file_and_no_network_is_one_line(tmp_path, capsys, monkeypatch):
+    """The library's message lists the ways to provide names.txt on several lines; the command
+    prints it as one."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("offline")
+    monkeypatch.delenv("FASTBN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    for argv in (["train", "--out", str(tmp_path / "run")], ["lab", "--out", str(tmp_path / "l")]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"fastbn {argv[0]}: error: names.txt is "
+                                                       "not cached and the download failed")
+        assert ("Provide names.txt in one of these ways: pass its path: --data PATH (or "
+                "path=... in Python); set the environment variable FASTBN_DATA=") in err
+        assert f"place it at {tmp_path / 'cache' / 'fastbn' / 'names.txt'}. It can be " in err
+    assert not (tmp_path / "run").exists()
