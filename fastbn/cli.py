@@ -419,7 +419,7 @@ def _cmd_lab(args):
         args.parser.error("--batch-size 1 cannot train with batch normalization; use "
                           "--batch-size >= 2 or --no-batchnorm")
     ds = _lab_data(args)
-    out = Path(args.out)
+    out = Path(args.out).expanduser()
     _check_writable(out)
     try:
         res = lab.run_lab(ds, None, steps=args.steps, every=args.every,
@@ -457,7 +457,8 @@ def _cmd_lab_ladder(args):
     from .lab.trials import lab_cluster
     from .model import LADDER
     ds = _lab_data(args)
-    _check_writable(Path(args.out))
+    out = Path(args.out).expanduser()
+    _check_writable(out)
 
     def say(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -480,7 +481,7 @@ def _cmd_lab_ladder(args):
         print(f"The deep net, {args.deep_steps:,} steps each")
         print(lab.deep_table(deep, steps=args.deep_steps))
     try:        # after the tables are printed: a failed write loses nothing
-        files = lab.write_ladder(rows, deep, args.out, ext=args.format, steps=args.steps,
+        files = lab.write_ladder(rows, deep, out, ext=args.format, steps=args.steps,
                                  deep_steps=args.deep_steps)
     except OSError as e:
         raise _Fail(_written(e)) from e
@@ -525,7 +526,7 @@ def _given(cls):
     return Given
 
 
-# What each lab command writes into OUT: a folder holding one of them holds a report.
+# What fastbn bench and each lab command write into OUT: a folder holding one holds results.
 BENCH_FILES = ("results.json", "results.md")
 LAB_FILES = {"lab": ("report.md", "stats.txt", "stats.md"), "ladder": ("ladder.md", "ladder.txt")}
 
