@@ -491,7 +491,7 @@ def _cmd_lab_ladder(args):
 
 
 def _cmd_lab_robustness(args):
-    from .lab import robustness
+    from .lab import WriteError, robustness
     if args.steps < 1:
         args.parser.error("--steps must be >= 1 (every cell is a training run)")
     ds = _lab_data(args)
@@ -507,6 +507,9 @@ def _cmd_lab_robustness(args):
         print(f"interrupted; what finished is in {Path(args.out) / 'robustness'}; continue with "
               "the same command and --resume", file=sys.stderr)
         return 130
+    except WriteError as e:     # after the runs: their results are in OUT/robustness
+        raise _Fail(f"{_written(e)} (the runs' results are in "
+                    f"{Path(args.out) / 'robustness' / 'results.csv'})") from e
     except (ImportError, OSError, ValueError, RuntimeError) as e:
         raise _Fail(str(e)) from e
     print(m.markdown())

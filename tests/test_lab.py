@@ -412,6 +412,22 @@ def test_cli_lab_keeps_what_it_computed_when_a_figure_cannot_be_written(tiny, tm
     assert "fix_softmax" in printed and (tmp_path / "ladder" / "ladder.md").is_file()
 
 
+def test_robustness_writes_its_report_before_its_figure(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from fastbn.lab import robustness
+
+    def disk_full(fig, where):
+        raise OSError(28, "No space left on device", str(where))
+    monkeypatch.setattr(robustness, "save_figure", disk_full)
+    m = SimpleNamespace(figure=None, files={}, markdown=lambda name: f"![map]({name})\n")
+    with pytest.raises(lab.WriteError) as e:
+        robustness.write_robustness(m, tmp_path)
+    assert e.value.written == [tmp_path / "robustness.md"] and e.value.errno == 28
+    assert e.value.filename == str(tmp_path / "robustness.png")
+    assert (tmp_path / "robustness.md").read_text() == "![map](robustness.png)\n"
+
+
 def test_cli_lab_usage_errors(tiny, capsys):
     path, _ = tiny
     with pytest.raises(SystemExit) as e:

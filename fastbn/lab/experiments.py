@@ -249,7 +249,8 @@ def run_ladder(ds, steps=200_000, seed=DEFAULT_SEED, init_batch=1000, configs=No
                progress=None, *, client=None, scheduler=None, workers=None):
     """The lecture's five configurations of the BN-MLP (``fastbn.model.LADDER``), each trained
     ``steps`` steps on the per-layer path from the same seed (same N(0,1) draws, same
-    minibatches).
+    minibatches), with ``fastbn.train``'s default schedule: the lecture's scaled to ``steps``
+    (lr 0.1, then 0.01 from ``steps // 2``; exactly the lecture's for 200,000 steps).
 
     The init statistics come from one forward on ``init_batch`` random training examples (the
     same for every configuration), here. The trainings are a sweep (``lab.trials.run_sweep``):
