@@ -821,8 +821,8 @@ def _validate(args):
         continues = args.resume is not None and _same_file(out / "model.npz", args.resume)
         if held and not args.force and not continues:
             parser.error(f"--out {out} already holds a run ({', '.join(held)}): continue it with "
-                         f"--resume {out / 'model.npz'}, replace it with --force, or choose "
-                         "another folder with --out")
+                         f"--resume {out / 'model.npz'} if it stopped early, replace it with "
+                         "--force, or choose another folder with --out")
     if args.command in ("eval", "sample"):
         pos, opt = args.checkpoint, args.checkpoint_option
         if pos is not None and opt is not None:

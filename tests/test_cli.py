@@ -374,8 +374,8 @@ def test_train_refuses_an_out_that_holds_a_run_before_training(tmp_path, capsys,
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]
     assert line == (f"fastbn train: error: --out {out} already holds a run (model.npz): continue "
-                    f"it with --resume {out / 'model.npz'}, replace it with --force, or choose "
-                    "another folder with --out")
+                    f"it with --resume {out / 'model.npz'} if it stopped early, replace it with "
+                    "--force, or choose another folder with --out")
     assert (out / "model.npz").read_bytes() == before
     # a folder with only a run's loss plot holds a run too
     other = tmp_path / "plot-only"
