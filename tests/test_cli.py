@@ -658,3 +658,16 @@ def test_no_names_file_and_no_network_is_one_line(tmp_path, capsys, monkeypatch)
                 "path=... in Python); set the environment variable FASTBN_DATA=") in err
         assert f"place it at {tmp_path / 'cache' / 'fastbn' / 'names.txt'}. It can be " in err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unreadable_input_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    """(Simulated: permissions do not stop root, who runs some CI.)"""
+    import fastbn._argtypes as argtypes
+    good = fastbn.save(fastbn.CharMLP(".abdnot", n_embd=4, n_hidden=8, seed=0), tmp_path / "m.npz")
+    monkeypatch.setattr(argtypes.os, "access", lambda path, mode: False)
+    for argv in (["sample", str(good)], ["train", "--data", str(good)]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+            f"{good}: cannot be read (permission denied)")
