@@ -106,7 +106,7 @@ def rate(name, seconds, examples):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--before", required=True, help="a checkout with fastbn built in place")
     p.add_argument("--data", default=None, help="names.txt (default: fastbn's lookup)")
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])

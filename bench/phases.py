@@ -89,7 +89,8 @@ def report(dtype, B, cell):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="bench/phases.py", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="bench/phases.py", description=__doc__.split("\n")[0],
+                                 allow_abbrev=False)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 1024])
     ap.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float64"])
     ap.add_argument("--layers", type=int, default=MODEL["n_layers"],

@@ -105,7 +105,7 @@ def on_cluster(ds, space, workers, folder):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--steps", type=int, default=50_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--data", default=None, help="names file (default: $FASTBN_DATA, ...)")

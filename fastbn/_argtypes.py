@@ -6,9 +6,26 @@ Each takes the text of one option and returns its value, or raises
 """
 import argparse
 import math
+import os
+from pathlib import Path
 
-__all__ = ["momentum", "nonnegative", "positive", "positive_floats", "schedule", "sweep_param",
-           "tolerance"]
+__all__ = ["file_problem", "momentum", "nonnegative", "positive", "positive_floats", "schedule",
+           "sweep_param", "tolerance"]
+
+
+def file_problem(path):
+    """Why ``path`` cannot be read as an input file (a names file, a checkpoint), in words, or
+    None when it can: missing, a directory, not a regular file, or not readable."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return "is a directory, not a file"
+    if not p.exists():
+        return "no such file"
+    if not p.is_file():
+        return "is not a regular file"
+    if not os.access(p, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
 
 
 def nonnegative(text):

@@ -13,12 +13,15 @@
 """
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
+from . import __version__
 from . import _bench_options as bench_options
+from ._argtypes import file_problem as _file_problem
 from ._argtypes import momentum as _momentum
 from ._argtypes import nonnegative as _nonnegative
 from ._argtypes import positive as _positive
@@ -52,8 +55,30 @@ def _cmd_gradcheck(args):
 # ----------------------------------------------------------------------------------------------
 # train / eval / sample
 
+def _one_line(text):
+    """A message of several lines as one: a list ("...:" then "  - item" lines) becomes
+    "...: item; item", and the lines after it join as sentences."""
+    out, in_list = "", False
+    for line in (s.strip() for s in str(text).splitlines()):
+        if not line:
+            continue
+        item = line.startswith("- ")
+        if not out:
+            out = line
+        elif item:
+            out += (" " if out.endswith(":") else "; ") + line[2:]
+        else:
+            out += (". " if in_list and not out.endswith(".") else " ") + line
+        in_list = item
+    return out
+
+
 class _Fail(Exception):
-    """A runtime failure (not a usage error): printed as 'fastbn CMD: error: ...', exit 1."""
+    """A runtime failure (not a usage error): printed as 'fastbn CMD: error: ...', exit 1, on
+    one line (a message of several lines is joined)."""
+
+    def __init__(self, message):
+        super().__init__(_one_line(message))
 
 
 def _load_data(path, block_size):
@@ -62,6 +87,28 @@ def _load_data(path, block_size):
         return data.load_dataset(path, block_size=block_size)
     except (OSError, ValueError) as e:   # missing file, offline, bad word list, checksum
         raise _Fail(str(e)) from e
+
+
+def _check_trainable(ds):
+    """The data must leave something to train on: its training split (80 % of the words, the
+    lecture's split) may not be empty."""
+    if not len(ds.Xtr):
+        n = len(ds.words)
+        raise _Fail(f"{ds.path} holds {n} word{'s' if n != 1 else ''}: too few for a training "
+                    "split (the split is 80/10/10 % of the words, so the training split is "
+                    "empty); give it more words")
+    return ds
+
+
+def _check_writable(out):
+    """Create the folder ``out`` and write a temporary file in it, before any training: a
+    folder that cannot be written would lose the whole run."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise _Fail(f"cannot write to the output folder {out}: {e.strerror or e}") from e
 
 
 def _load_checkpoint(path):
@@ -80,12 +127,21 @@ def _print_losses(losses, label):
 # from the checkpoint and refuses them on the command line. Their argparse defaults are None, so
 # that `_validate` can see which were given; `--help` shows these.
 def _run_defaults():
-    from .training import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
+    from .training import DEFAULT_SEED
+    # lr_schedule None: the lecture's scaled to --steps (training.default_lr_schedule)
     return {"steps": 200_000, "batch_size": 32, "n_hidden": 200, "n_embd": 10, "block_size": 3,
             "n_layers": 1, "no_batchnorm": False, "bn_momentum": 0.001, "bn_variance": "biased",
             "calibrate": False,
             "dtype": "float32", "seed": DEFAULT_SEED,
-            "lr_schedule": format_lr_schedule(DEFAULT_LR_SCHEDULE)}
+            "lr_schedule": None}
+
+
+SCHEDULE_HELP = ("0.1, then 0.01 from half the steps on: the lecture's 0:0.1,100000:0.01 for its "
+                 "200,000 steps, scaled to a shorter or longer run")
+
+# The files `fastbn train` writes into its folder: a folder holding one holds a run.
+RUN_FILES = ("model.npz", "loss.png")
+DEFAULT_CHECKPOINT = "fastbn-run/model.npz"     # fastbn train's default folder
 
 
 def _out_dir(args):
@@ -158,7 +214,14 @@ def _cmd_train(args):
 
     from . import checkpoint
     from .model import CharMLP
-    from .training import TrainingInterrupted, format_lr_schedule, plot_history, seed_streams, train
+    from .training import (
+        TrainingInterrupted,
+        default_lr_schedule,
+        format_lr_schedule,
+        plot_history,
+        seed_streams,
+        train,
+    )
 
     if args.resume:
         # the run's settings come from the checkpoint; the flags only choose output and noise
@@ -178,9 +241,11 @@ def _cmd_train(args):
         _, batch_ss = seed_streams(run["seed"])
     else:
         state = None
-        ds = _load_data(args.data, args.block_size)
+        ds = _check_trainable(_load_data(args.data, args.block_size))
+        schedule = default_lr_schedule(args.steps) if args.lr_schedule is None \
+            else args.lr_schedule
         run = {"steps": args.steps, "batch_size": args.batch_size,
-               "lr_schedule": format_lr_schedule(args.lr_schedule), "seed": args.seed,
+               "lr_schedule": format_lr_schedule(schedule), "seed": args.seed,
                "calibrate": args.calibrate, "data": str(ds.path.resolve()),
                "data_sha256": _sha256(ds.path)}
         # one --seed, two independent streams: parameters and minibatch indices
@@ -192,12 +257,7 @@ def _cmd_train(args):
                         dtype=args.dtype, seed=np.random.default_rng(init_ss))
     out = _out_dir(args)
     ckpt, png = out / "model.npz", out / "loss.png"
-    try:    # before any training: a folder we cannot write to would lose the whole run
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise _Fail(f"cannot write to the output folder {out}: {e}") from e
+    _check_writable(out)    # before any training: an unwritable folder would lose the whole run
     if not args.quiet:
         print(f"data {ds.path}: {len(ds.Xtr):,} / {len(ds.Xdev):,} / {len(ds.Xte):,} examples, "
               f"vocabulary {ds.vocab.size}")
@@ -257,7 +317,12 @@ def _folded(model):
     cumulative distribution (none in 20,000 names of the lecture's model in either dtype: see the
     README's "Batch norm folded for inference")."""
     from .folding import fold_batchnorm
-    return model if model.folded else fold_batchnorm(model)
+    if model.folded:
+        return model
+    try:
+        return fold_batchnorm(model)
+    except ValueError as e:   # its batch norm overflows the dtype when folded, or holds NaN
+        raise _Fail(f"cannot run the model of this checkpoint: {e}") from e
 
 
 def _cmd_eval(args):
@@ -286,19 +351,33 @@ def _cmd_eval(args):
 
 def _cmd_sample(args):
     model = _folded(_load_checkpoint(args.checkpoint))
-    for name in model.sample(args.n, seed=args.seed, max_len=args.max_len):
+    try:
+        names = model.sample(args.n, seed=args.seed, max_len=args.max_len)
+    except ValueError as e:      # -n x --max-len past what an array can hold
+        raise _Fail(f"cannot sample {args.n:,} names of up to {args.max_len:,} characters: "
+                    f"{e}") from e
+    for name in names:
         print(name)
     return 0
 
 
 def _cmd_bench(args):
+    import json
+
     from . import bench
     try:
-        return bench.run_from_args(args)
+        bench.run_from_args(args, stdout=None)    # the report goes to results.md, not here
     except (OSError, ImportError, ValueError, bench.VerificationError) as e:
         # no names file, no threadpoolctl, a bad --targets file, or a peer that disagrees with
         # the fused step
         raise _Fail(str(e)) from e
+    out = Path(args.out)
+    chart = json.loads((out / "results.json").read_text(encoding="utf-8")).get("chart")
+    print(f"results {out / 'results.md'}")
+    print(f"results {out / 'results.json'}")
+    if chart:
+        print(f"figure {out / chart}")
+    return 0
 
 
 def _cmd_sweep(args):
@@ -321,9 +400,15 @@ def _add_sweep_parser(sub):
 # lab
 
 def _lab_data(args):
-    if args.data is not None and not Path(args.data).expanduser().is_file():
-        args.parser.error(f"--data {args.data}: no such file")
-    return _load_data(args.data, getattr(args, "block_size", 3))
+    """The names file of a lab command (checked in _validate), with a training split."""
+    return _check_trainable(_load_data(args.data, getattr(args, "block_size", 3)))
+
+
+def _written(e):
+    """An OSError of writing a report's files, in words, with what was written before it."""
+    done = [Path(p).name for p in getattr(e, "written", [])]
+    return (f"cannot write {e.filename or 'the output'}: {e.strerror or e}; "
+            + (f"written before it: {', '.join(done)}" if done else "nothing was written"))
 
 
 def _cmd_lab(args):
@@ -334,8 +419,10 @@ def _cmd_lab(args):
         args.parser.error("--batch-size 1 cannot train with batch normalization; use "
                           "--batch-size >= 2 or --no-batchnorm")
     ds = _lab_data(args)
+    out = Path(args.out).expanduser()
+    _check_writable(out)
     try:
-        res = lab.run_lab(ds, args.out, steps=args.steps, every=args.every,
+        res = lab.run_lab(ds, None, steps=args.steps, every=args.every,
                           batch_size=args.batch_size, lr_schedule=args.lr_schedule,
                           seed=args.seed, fmt=args.format, quiet=args.quiet,
                           block_size=args.block_size, n_embd=args.n_embd,
@@ -347,12 +434,18 @@ def _cmd_lab(args):
                           dtype=args.dtype)
     except FloatingPointError as e:
         raise _Fail(f"{e} (try a smaller --lr-schedule)") from e
+    from .lab.report import tables_text
     print(res.loss_check.explain())
     print()
-    print((Path(args.out) / "stats.txt").read_text(), end="")
+    print(tables_text(res.tables), end="")     # printed first: a failed write loses nothing
     if args.steps:
         print(f"probe: {len(res.probe.snapshots)} snapshots, {res.probe.seconds:.2f} s of "
               f"{res.wall_time:.2f} s of training ({100 * res.overhead:.1f} % overhead)")
+    try:
+        lab.write_lab(res, out, args.format)
+    except OSError as e:
+        raise _Fail(_written(e)) from e
+    print(f"tables {out / 'stats.txt'}")
     print(f"report {res.report}")
     for path in res.files.values():
         print(f"figure {path}")
@@ -364,10 +457,12 @@ def _cmd_lab_ladder(args):
     from .lab.trials import lab_cluster
     from .model import LADDER
     ds = _lab_data(args)
+    out = Path(args.out).expanduser()
+    _check_writable(out)
 
-    def progress(msg):
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
+    def say(msg):
+        print(msg, file=sys.stderr, flush=True)
+    progress = None if args.quiet else say     # None: the runs' own progress is off too
 
     n = (len(LADDER) if args.steps else 0) + \
         (0 if args.no_deep or not args.deep_steps else 2 * len(lab.DEEP_GAINS))
@@ -380,23 +475,27 @@ def _cmd_lab_ladder(args):
                                                         **where)
     except (ImportError, OSError, RuntimeError) as e:   # no Dask, no scheduler, workers
         raise _Fail(str(e)) from e
-    files = lab.write_ladder(rows, deep, args.out, ext=args.format, steps=args.steps,
-                             deep_steps=args.deep_steps)
     print(f"The init ladder, {args.steps:,} steps each (lecture: 200,000)")
     print(lab.ladder_table(rows))
     if deep:
         print(f"The deep net, {args.deep_steps:,} steps each")
         print(lab.deep_table(deep, steps=args.deep_steps))
+    try:        # after the tables are printed: a failed write loses nothing
+        files = lab.write_ladder(rows, deep, out, ext=args.format, steps=args.steps,
+                                 deep_steps=args.deep_steps)
+    except OSError as e:
+        raise _Fail(_written(e)) from e
     for key, path in files.items():
         print(f"{'report' if key == 'report' else 'figure'} {path}")
     return 0
 
 
 def _cmd_lab_robustness(args):
-    from .lab import robustness
+    from .lab import WriteError, robustness
     if args.steps < 1:
         args.parser.error("--steps must be >= 1 (every cell is a training run)")
     ds = _lab_data(args)
+    _check_writable(Path(args.out))
     try:
         m = robustness.run_robustness(
             ds, args.out, gains=args.gains, lrs=args.lrs, steps=args.steps, seeds=args.seeds,
@@ -408,6 +507,9 @@ def _cmd_lab_robustness(args):
         print(f"interrupted; what finished is in {Path(args.out) / 'robustness'}; continue with "
               "the same command and --resume", file=sys.stderr)
         return 130
+    except WriteError as e:     # after the runs: their results are in OUT/robustness
+        raise _Fail(f"{_written(e)} (the runs' results are in "
+                    f"{Path(args.out) / 'robustness' / 'results.csv'})") from e
     except (ImportError, OSError, ValueError, RuntimeError) as e:
         raise _Fail(str(e)) from e
     print(m.markdown())
@@ -416,11 +518,27 @@ def _cmd_lab_robustness(args):
     return 0
 
 
+def _given(cls):
+    """An argparse action class that also records its option in ``namespace.lab_options``: the
+    options of 'fastbn lab' given before the word 'ladder' or 'robustness', which _validate
+    refuses (argparse would let the subcommand's defaults replace them silently)."""
+    class Given(cls):
+        def __call__(self, parser, namespace, values, option_string=None):
+            namespace.lab_options = [*getattr(namespace, "lab_options", []), option_string]
+            super().__call__(parser, namespace, values, option_string)
+    return Given
+
+
+# What fastbn bench and each lab command write into OUT: a folder holding one holds results.
+BENCH_FILES = ("results.json", "results.md")
+LAB_FILES = {"lab": ("report.md", "stats.txt", "stats.md"), "ladder": ("ladder.md", "ladder.txt")}
+
+
 def _add_lab_parser(sub):
     from .model import ACTIVATIONS, INIT_SCHEMES
-    from .training import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, format_lr_schedule
+    from .training import DEFAULT_SEED
 
-    def common(q, out, steps, steps_help, seed=True):
+    def common(q, out, steps, steps_help, seed=True, force=True):
         q.add_argument("--data", metavar="PATH",
                        help="names file (default: $FASTBN_DATA, then the user cache, then a "
                             "verified download)")
@@ -435,13 +553,22 @@ def _add_lab_parser(sub):
         q.add_argument("--format", choices=["png", "svg"], default="png",
                        help="figure format (default %(default)s)")
         q.add_argument("--quiet", action="store_true", help="no progress output")
+        if force:
+            q.add_argument("--force", action="store_true",
+                           help="replace the report already in OUT (refused without it)")
 
     lab = sub.add_parser(
         "lab", help="diagnostics: activations, gradients, update:data, dead units, initial loss",
         description="Train a model on the per-layer path (or only initialize it, --steps 0) "
                     "with a probe recording every --every steps; write figures, stats.txt, "
                     "stats.md and report.md into OUT. 'fastbn lab ladder' runs the lecture's "
-                    "init ladder instead (its options go after the word 'ladder').")
+                    "init ladder instead and 'fastbn lab robustness' the robustness map: their "
+                    "options go after the word 'ladder' or 'robustness' (options before it are "
+                    "refused).")
+    for kind, cls in (("store", argparse._StoreAction),
+                      ("store_true", argparse._StoreTrueAction)):
+        lab.register("action", kind, _given(cls))
+    lab.register("action", None, _given(argparse._StoreAction))
     common(lab, "fastbn-lab", 1000, "training steps; 0 only initializes")
     lab.add_argument("--every", type=_positive(), default=100, metavar="K",
                      help="record every K steps (default %(default)s)")
@@ -466,9 +593,8 @@ def _add_lab_parser(sub):
                           "torch's) or unbiased (/ (B-1), the makemore lecture's) (default "
                           "%(default)s)")
     lab.add_argument("--batch-size", type=_positive(), default=32, metavar="B")
-    lab.add_argument("--lr-schedule", type=_schedule, default=DEFAULT_LR_SCHEDULE,
-                     metavar="STEP:LR,...",
-                     help=f"(default {format_lr_schedule(DEFAULT_LR_SCHEDULE)})")
+    lab.add_argument("--lr-schedule", type=_schedule, default=None, metavar="STEP:LR,...",
+                     help=f"(default {SCHEDULE_HELP})")
     lab.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     lab.set_defaults(parser=lab, run=_cmd_lab)
 
@@ -488,7 +614,8 @@ def _add_lab_parser(sub):
                     "saturation and std at init, final train and val loss; then the 5-layer "
                     "net with and without BatchNorm at gains 1, 5/3, 3. Writes ladder.md, "
                     "ladder.txt and figures into OUT.")
-    common(ladder, "fastbn-ladder", 200_000, "training steps per configuration")
+    common(ladder, "fastbn-ladder", 200_000, "training steps per configuration (the "
+           "schedule: 0.1, then 0.01 from half the steps on, the lecture's for 200,000)")
     ladder.add_argument("--deep-steps", type=_nonnegative, default=1000, metavar="N",
                         help="training steps of each deep net (default %(default)s)")
     ladder.add_argument("--no-deep", action="store_true", help="skip the deep net")
@@ -502,7 +629,8 @@ def _add_lab_parser(sub):
                     "and draw the val losses as two heatmaps side by side. Writes "
                     "robustness.png and robustness.md into OUT, the sweep's results into "
                     "OUT/robustness/.")
-    common(rob, "fastbn-robustness", 10_000, "training steps per run", seed=False)
+    common(rob, "fastbn-robustness", 10_000, "training steps per run", seed=False,
+           force=False)
     rob.add_argument("--gains", type=_positive_floats, default=robustness_defaults[0],
                      metavar="G1,G2,...",
                      help="Kaiming gains (fractions allowed: 5/3; default %(default)s)")
@@ -519,8 +647,18 @@ def _add_lab_parser(sub):
     rob.set_defaults(parser=rob, run=_cmd_lab_robustness)
 
 
+class _Parser(argparse.ArgumentParser):
+    """The parser of fastbn and of each subcommand: long options must be spelled out
+    (``--step 100`` is an error, not ``--steps``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="fastbn", description=__doc__.splitlines()[0])
+    p = _Parser(prog="fastbn", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"fastbn {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     g = sub.add_parser("gradcheck", help="check every backward against finite differences")
     g.add_argument("--eps", type=_positive(float), default=1e-6)
@@ -544,7 +682,7 @@ def build_parser():
                    help=f"examples per step (default {d['batch_size']})")
     t.add_argument("--lr-schedule", type=_schedule, metavar="STEP:LR,...",
                    help="piecewise-constant learning rate from each STEP on, or one number "
-                        f"(default {d['lr_schedule']})")
+                        f"(default {SCHEDULE_HELP}; the header prints the schedule used)")
     t.add_argument("--n-hidden", type=_positive(), metavar="H",
                    help=f"hidden width (default {d['n_hidden']})")
     t.add_argument("--n-embd", type=_positive(), metavar="E",
@@ -572,7 +710,10 @@ def build_parser():
                         f"(default {d['seed']})")
     t.add_argument("--out", metavar="DIR", default=None,
                    help="where model.npz and loss.png go (default fastbn-run, or the folder of "
-                        "the --resume checkpoint)")
+                        "the --resume checkpoint); a folder that holds another run is refused "
+                        "unless --force")
+    t.add_argument("--force", action="store_true",
+                   help="replace the run already in --out")
     t.add_argument("--checkpoint-every", type=_positive(), default=10_000, metavar="N",
                    help="save a resumable OUT/model.npz every N steps (default %(default)s); "
                         "Ctrl-C saves one too")
@@ -585,13 +726,20 @@ def build_parser():
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(parser=t, run=_cmd_train)
 
+    def checkpoint_arguments(q):
+        q.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
+                       help=f"the checkpoint (default {DEFAULT_CHECKPOINT}, where fastbn train "
+                            "saves by default)")
+        q.add_argument("--checkpoint", dest="checkpoint_option", metavar="PATH",
+                       help="the same, as an option")
+
     folded = ("The model runs folded (fastbn.fold_batchnorm): its batch norm folded into its "
               "Linears, its embedding and first Linear into one table: the unfolded model's "
               "numbers, to float rounding, faster.")
     e = sub.add_parser("eval", help="train/val/test losses of a checkpoint",
                        description="The train/val/test losses of a checkpoint, in eval mode. "
                                    + folded)
-    e.add_argument("--checkpoint", metavar="PATH", required=True)
+    checkpoint_arguments(e)
     e.add_argument("--data", metavar="PATH", help=data_help)
     e.add_argument("--calibrate", action="store_true",
                    help="also report the losses with BN statistics from the whole training set")
@@ -599,7 +747,7 @@ def build_parser():
 
     s = sub.add_parser("sample", help="generate names from a checkpoint",
                        description="Names generated by a checkpoint, in eval mode. " + folded)
-    s.add_argument("--checkpoint", metavar="PATH", required=True)
+    checkpoint_arguments(s)
     s.add_argument("-n", type=_positive(), default=20, help="how many names")
     s.add_argument("--seed", type=_nonnegative, default=None, help="same seed, same names")
     s.add_argument("--max-len", type=_positive(), default=50, help="longest name, in characters")
@@ -609,14 +757,44 @@ def build_parser():
                                      "PyTorch",
                        description=bench_options.DESCRIPTION)
     bench_options.add_arguments(b)
+    b.add_argument("--force", action="store_true",
+                   help="replace the results already in --out (refused without it)")
     b.set_defaults(parser=b, run=_cmd_bench)
     _add_lab_parser(sub)
     _add_sweep_parser(sub)
     return p
 
 
+def _check_input(parser, flag, path):
+    """A usage error unless ``path`` is a readable file."""
+    why = _file_problem(path)
+    if why:
+        parser.error(f"{flag} {path}: {why}")
+
+
+def _check_out(parser, out, flag="--out"):
+    """A usage error when ``out``, or the nearest of its parents that exists, is not a folder."""
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                parser.error(f"{flag} {out}: {folder} exists and is not a folder")
+            break
+
+
+def _held(out, names):
+    return [n for n in names if (out / n).exists()]
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _validate(args):
-    """Usage errors the argument types alone cannot see; parser.error exits with status 2."""
+    """Usage errors the argument types alone cannot see; parser.error exits with status 2. All
+    of them are checked here, before any data is read or anything trains."""
     parser = args.parser
     if args.command == "train":
         defaults = _run_defaults()
@@ -628,26 +806,57 @@ def _validate(args):
                              "run to train with other settings)")
         else:
             for k, v in defaults.items():
-                if getattr(args, k) is None:
-                    setattr(args, k, _schedule(v) if k == "lr_schedule" else v)
-        out = _out_dir(args)
-        for folder in (out, *out.parents):
-            if folder.exists():
-                if not folder.is_dir():
-                    parser.error(f"--out {out}: {folder} exists and is not a folder")
-                break
+                if getattr(args, k) is None and v is not None:
+                    setattr(args, k, v)
         if args.resume is None and args.batch_size < 2 and not args.no_batchnorm:
             parser.error("--batch-size 1 cannot train with batch normalization (the variance of "
                          "one example is undefined); use --batch-size >= 2 or --no-batchnorm")
-        if args.data is not None and not Path(args.data).expanduser().is_file():
-            parser.error(f"--data {args.data}: no such file")
-        if args.resume is not None and not Path(args.resume).is_file():
-            parser.error(f"--resume {args.resume}: no such file")
-    if args.command in ("eval", "sample") and not Path(args.checkpoint).is_file():
-        parser.error(f"--checkpoint {args.checkpoint}: no such file")
-    if args.command == "eval" and args.data is not None and \
-            not Path(args.data).expanduser().is_file():
-        parser.error(f"--data {args.data}: no such file")
+        if args.data is not None:
+            _check_input(parser, "--data", args.data)
+        if args.resume is not None:
+            _check_input(parser, "--resume", args.resume)
+        out = _out_dir(args)
+        _check_out(parser, out)
+        held = _held(out, RUN_FILES)
+        continues = args.resume is not None and _same_file(out / "model.npz", args.resume)
+        if held and not args.force and not continues:
+            parser.error(f"--out {out} already holds a run ({', '.join(held)}): continue it with "
+                         f"--resume {out / 'model.npz'} if it stopped early, replace it with "
+                         "--force, or choose another folder with --out")
+    if args.command in ("eval", "sample"):
+        pos, opt = args.checkpoint, args.checkpoint_option
+        if pos is not None and opt is not None:
+            parser.error("give the checkpoint once: CHECKPOINT or --checkpoint PATH")
+        if pos is None and opt is None:
+            if not Path(DEFAULT_CHECKPOINT).exists():
+                parser.error(f"no checkpoint given and none at {DEFAULT_CHECKPOINT} (where "
+                             "fastbn train saves): train one with fastbn train, or name one: "
+                             f"fastbn {args.command} PATH")
+            pos = DEFAULT_CHECKPOINT
+        _check_input(parser, "--checkpoint" if opt is not None else "checkpoint", opt or pos)
+        args.checkpoint = opt or pos
+    if args.command in ("eval", "lab", "bench", "sweep") and args.data is not None:
+        _check_input(parser, "--data", args.data)
+    if args.command == "bench":
+        out = Path(args.out).expanduser()
+        _check_out(parser, out)
+        held = _held(out, BENCH_FILES)
+        if held and not args.force:
+            parser.error(f"--out {out} already holds results ({', '.join(held)}): replace them "
+                         "with --force, or choose another folder with --out")
+    if args.command == "lab":
+        sub = args.lab_command
+        before = getattr(args, "lab_options", [])
+        if sub is not None and before:
+            parser.error(f"{', '.join(dict.fromkeys(before))} before '{sub}' would not apply to "
+                         f"it: put the options after the word: fastbn lab {sub} "
+                         f"{' '.join(dict.fromkeys(before))} ...")
+        out = Path(args.out).expanduser()
+        _check_out(parser, out)
+        held = _held(out, LAB_FILES.get(sub or "lab", ()))
+        if held and not args.force:
+            parser.error(f"--out {out} already holds a report ({', '.join(held)}): replace it "
+                         "with --force, or choose another folder with --out")
 
 
 def _blas_threads(command):
@@ -662,16 +871,18 @@ def _blas_threads(command):
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:     # the subcommand's usage and error, not fastbn's
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     _validate(args)
     try:
         with _blas_threads(args.command):
             return args.run(args)
     except _Fail as e:
-        print(f"fastbn {args.command}: error: {e}", file=sys.stderr)
+        print(f"{args.parser.prog}: error: {e}", file=sys.stderr)
         return 1
     except MemoryError as e:    # e.g. --steps 10**15 (a float64 loss per step) or --n-hidden 10**9
-        print(f"fastbn {args.command}: error: not enough memory for what was asked ({e})",
+        print(f"{args.parser.prog}: error: not enough memory for what was asked ({e})",
               file=sys.stderr)
         return 1
 

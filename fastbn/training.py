@@ -34,6 +34,7 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "TrainingInterrupted",
+    "default_lr_schedule",
     "format_lr_schedule",
     "lr_at",
     "parse_lr_schedule",
@@ -42,7 +43,7 @@ __all__ = [
     "train",
 ]
 
-DEFAULT_LR_SCHEDULE = ((0, 0.1), (100_000, 0.01))
+DEFAULT_LR_SCHEDULE = ((0, 0.1), (100_000, 0.01))    # the lecture's, for its 200,000 steps
 DEFAULT_SEED = 2147483647   # the lecture's torch.Generator seed (our generators draw differently)
 CHUNK = 1000                # the compiled loop returns to Python at least every CHUNK steps
 
@@ -108,6 +109,16 @@ def parse_lr_schedule(text):
 def format_lr_schedule(schedule):
     """The inverse of ``parse_lr_schedule``: ``"0:0.1,100000:0.01"``."""
     return ",".join(f"{s}:{lr:g}" for s, lr in _check_schedule(schedule))
+
+
+def default_lr_schedule(steps):
+    """The lecture's schedule scaled to a run of ``steps``: lr 0.1, then 0.01 from step
+    ``steps // 2`` on (the lecture decays at step 100,000 of 200,000, so its run gets exactly
+    ``DEFAULT_LR_SCHEDULE``); a run of one step keeps 0.1. The default of ``train`` and of
+    ``fastbn train``, so that a shorter run decays too."""
+    steps = int(steps)
+    half = steps // 2
+    return ((0, 0.1), (half, 0.01)) if half >= 1 else ((0, 0.1),)
 
 
 def lr_at(schedule, step):
@@ -274,7 +285,7 @@ def _splits(data):
     raise TypeError("data must be a fastbn.data.Dataset or an (X, Y) pair of training arrays")
 
 
-def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHEDULE,
+def train(model, data, steps=200_000, batch_size=32, lr_schedule=None,
           seed=DEFAULT_SEED, *, quiet=False, calibrate=False, evaluate=True, callback=None,
           every=1000, log_every=10_000, plot=None, stream=None, fused="auto", threads=None,
           resume=None, checkpoint=None, checkpoint_every=None):
@@ -290,9 +301,12 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         Minibatches come from the training split; a Dataset's train/val/test splits are evaluated.
     steps, batch_size : int
         The lecture's 200,000 and 32. With batch normalization, batch_size must be >= 2.
-    lr_schedule : number, sequence of (step, lr), or str
+    lr_schedule : number, sequence of (step, lr), str, or None
         Piecewise constant; the lecture's is ((0, 0.1), (100000, 0.01)), as a string
-        "0:0.1,100000:0.01" (see ``parse_lr_schedule``).
+        "0:0.1,100000:0.01" (see ``parse_lr_schedule``). None (the default) is the lecture's
+        scaled to ``steps``, ``default_lr_schedule(steps)``: 0.1, then 0.01 from step
+        ``steps // 2``, which for the lecture's 200,000 steps is exactly its schedule (a shorter
+        run decays too, instead of never reaching step 100,000).
     seed : int, numpy.random.SeedSequence, numpy.random.Generator or None
         Of the minibatch indices: seeds the ``fastbn.fused.BatchSampler`` both paths draw from
         (a Generator or SeedSequence gives it a 64-bit seed; None, fresh entropy).
@@ -369,7 +383,7 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
     every = int(every)
     if every < 1 or int(log_every) < 1:
         raise ValueError("every and log_every must be >= 1")
-    schedule = _check_schedule(lr_schedule)
+    schedule = _check_schedule(default_lr_schedule(steps) if lr_schedule is None else lr_schedule)
     (Xtr, Ytr), evals = _splits(data)
     N = Xtr.shape[0]
     if N == 0:

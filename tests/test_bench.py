@@ -225,19 +225,26 @@ def test_a_wrong_peer_fails_verification_and_nothing_is_timed(dataset, tmp_path,
 
 def test_cli_bench_command(dataset, tmp_path, monkeypatch, capsys):
     """Without --out, ``fastbn bench`` writes fastbn-bench/ in the current folder; without
-    --targets it judges nothing; the installed benchmark knows no git."""
+    --targets it judges nothing; the installed benchmark knows no git. It prints where it wrote
+    its files, not the report (that is results.md)."""
     monkeypatch.chdir(tmp_path)
     rc = main(["bench", "--quick", "--no-torch", "--batch-sizes", "32", "--dtypes", "float32",
                "--data", REAL_NAMES])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "| 32 |" in out and "fastbn fused loop" in out
+    folder = Path("fastbn-bench")
+    lines = out.splitlines()
+    assert lines[:2] == [f"results {folder / 'results.md'}", f"results {folder / 'results.json'}"]
+    assert lines[2:] in ([], [f"figure {folder / 'us_per_step.png'}"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fastbn-bench"]
+    md = (tmp_path / "fastbn-bench" / "results.md").read_text(encoding="utf-8")
+    assert "| 32 |" in md and "fastbn fused loop" in md and "| 32 |" not in out
     data = json.loads((tmp_path / "fastbn-bench" / "results.json").read_text(encoding="utf-8"))
     assert list(data["implementations"]) == ["fused", "per_layer", "numpy"]
     assert data["settings"]["repeats"] == 1 and data["settings"]["quick"] is True
-    assert data["targets"] == [] and "Targets" not in out
-    assert "fastbn_git" not in data["machine"] and f"fastbn {fastbn.__version__}." in out
+    assert data["targets"] == [] and "Targets" not in md
+    assert "fastbn_git" not in data["machine"] and f"fastbn {fastbn.__version__}." in md
+    assert (tmp_path / lines[-1].split(" ", 1)[1]).is_file()
 
 
 def test_cli_bench_help_states_the_default_folder(capsys):

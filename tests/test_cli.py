@@ -3,6 +3,7 @@
 The commands run in-process through ``fastbn.cli.main`` and once through ``python -m fastbn``.
 Tests that need names.txt read it from $FASTBN_DATA and are skipped when it is not set.
 """
+import argparse
 import importlib
 import os
 import re
@@ -16,7 +17,7 @@ import pytest
 import fastbn
 import fastbn.checkpoint
 import fastbn.data
-from fastbn.cli import main
+from fastbn.cli import build_parser, main
 
 REAL_NAMES = os.environ.get("FASTBN_DATA")
 
@@ -52,7 +53,8 @@ def test_train_prints_losses_time_and_paths(short_run):
     m = fastbn.load(out / "model.npz")
     assert m.num_parameters() == 12_097
     assert m.meta["run"]["steps"] == 400 and m.meta["run"]["seed"] == 1
-    assert m.meta["run"]["lr_schedule"] == "0:0.1,100000:0.01" and m.meta["complete"]
+    # the lecture's schedule scaled to the run: 0.01 from half its 400 steps on
+    assert m.meta["run"]["lr_schedule"] == "0:0.1,200:0.01" and m.meta["complete"]
     assert m.train_state.step == 400
     assert m.meta["run"]["data"] == str(Path(REAL_NAMES).resolve())
     assert m.meta["run"]["data_sha256"] == fastbn.data.sha256_file(REAL_NAMES)
@@ -120,7 +122,9 @@ def test_a_resumed_run_keeps_its_bn_variance(tmp_path):
     refused, the checkpoint says): the same losses and parameters as the whole run, which are
     not those of the default variance."""
     words = words_file(tmp_path)
-    run = ["--data", str(words), "--batch-size", "8", "--n-hidden", "8", "--no-plot", "--quiet"]
+    # one schedule for both lengths (the default one scales with --steps)
+    run = ["--data", str(words), "--batch-size", "8", "--n-hidden", "8", "--no-plot", "--quiet",
+           "--lr-schedule", "0:0.1,30:0.01"]
     outs = {k: tmp_path / k for k in ("part", "whole", "biased")}
     assert main(["train", "--steps", "20", "--bn-variance", "unbiased", *run,
                  "--out", str(outs["part"])]) == 0
@@ -224,7 +228,6 @@ def test_runtime_errors_exit_1_with_a_message(tmp_path, capsys):
                    ["--bn-variance", "unbiased"], ["--bn-variance", "biased"],
                    ["--dtype", "float64"], ["--seed", "0"], ["--calibrate"])],
     (["train", "--resume", "m.npz", "--seed", "1", "--steps", "9"], "--steps, --seed cannot"),
-    (["eval"], "required: --checkpoint"),
     (["eval", "--checkpoint", "/nonexistent/m.npz"], "no such file"),
     (["sample", "--checkpoint", "/nonexistent/m.npz"], "no such file"),
     (["sample", "--checkpoint", "x", "-n", "0"], "-n: must be > 0"),
@@ -247,7 +250,8 @@ def test_help_shows_the_real_defaults(capsys):
     assert e.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for shown in ("SGD steps (default 200000)", "examples per step (default 32)",
-                  "(default 0:0.1,100000:0.01)", "hidden width (default 200)",
+                  "0.1, then 0.01 from half the steps on: the lecture's "
+                  "0:0.1,100000:0.01 for its 200,000 steps", "hidden width (default 200)",
                   "embedding size (default 10)", "characters of context (default 3)",
                   "blocks (default 1)", "(default 0.001)", "(default float32)",
                   "(default 2147483647)", "{biased,unbiased}", "(default biased)"):
@@ -346,3 +350,324 @@ def test_python_dash_m_fastbn(names_path, tmp_path):
                          capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
                          check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# no command destroys work; options as people type them
+
+def _small_run(tmp_path, out, *extra):
+    return ["train", "--data", str(words_file(tmp_path)), "--steps", "20", "--batch-size", "8",
+            "--n-hidden", "8", "--no-plot", "--quiet", "--out", str(out), *extra]
+
+
+def test_train_refuses_an_out_that_holds_a_run_before_training(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(_small_run(tmp_path, out)) == 0
+    before = (out / "model.npz").read_bytes()
+    capsys.readouterr()
+    # refused in the checks, before the data is read or anything trains
+    monkeypatch.setattr(importlib.import_module("fastbn.training"), "train",
+                        lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as e:
+        main(_small_run(tmp_path, out, "--seed", "5"))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert line == (f"fastbn train: error: --out {out} already holds a run (model.npz): continue "
+                    f"it with --resume {out / 'model.npz'} if it stopped early, replace it with "
+                    "--force, or choose another folder with --out")
+    assert (out / "model.npz").read_bytes() == before
+    # a folder with only a run's loss plot holds a run too
+    other = tmp_path / "plot-only"
+    other.mkdir()
+    (other / "loss.png").write_bytes(b"png")
+    with pytest.raises(SystemExit):
+        main(_small_run(tmp_path, other))
+    assert "already holds a run (loss.png)" in capsys.readouterr().err
+    # resuming another run into this folder would overwrite it as well
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(out / "model.npz"), "--out", str(other), "--quiet"])
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_train_force_replaces_the_run(tmp_path):
+    out = tmp_path / "run"
+    assert main(_small_run(tmp_path, out)) == 0
+    assert main(_small_run(tmp_path, out, "--seed", "5", "--force")) == 0
+    assert fastbn.load(out / "model.npz").meta["run"]["seed"] == 5
+
+
+def _parsers(parser):
+    """The parser and every subparser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_no_parser_takes_abbreviated_options():
+    parsers = list(_parsers(build_parser()))
+    assert len(parsers) >= 10 and all(not p.allow_abbrev for p in parsers)
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["train", "--step", "100"], "--step"),
+    (["train", "--lr", "0.1"], "--lr"),
+    (["lab", "--step=5"], "--step=5"),
+    (["lab", "ladder", "--deep-step", "5"], "--deep-step"),
+    (["sample", "--check", "m.npz"], "--check"),
+    (["bench", "--quic"], "--quic"),
+    (["sweep", "--dry"], "--dry"),
+    (["gradcheck", "--ep", "1e-6"], "--ep"),
+])
+def test_abbreviated_options_are_errors_with_the_subcommands_usage(argv, option, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    prog = "fastbn " + " ".join(a for a in argv[:2] if not a.startswith("-"))
+    assert err.startswith(f"usage: {prog} ")
+    assert err.strip().splitlines()[-1].startswith(f"{prog}: error: unrecognized arguments: "
+                                                   f"{option}")
+
+
+def test_an_unknown_option_shows_the_subcommands_usage(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--setps", "100"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: fastbn train [-h] [--data PATH] [--steps N]")
+    assert err.strip().splitlines()[-1] == \
+        "fastbn train: error: unrecognized arguments: --setps 100"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out == f"fastbn {fastbn.__version__}\n"
+
+
+def test_sample_and_eval_take_the_checkpoint_positionally_or_from_the_default_folder(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:                   # nothing trained here yet
+        main(["sample"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "fastbn sample: error: no checkpoint given and none at fastbn-run/model.npz (where "
+        "fastbn train saves): train one with fastbn train, or name one: fastbn sample PATH")
+    with pytest.raises(SystemExit):
+        main(["eval"])
+    assert "train one with fastbn train" in capsys.readouterr().err
+    words = str(words_file(tmp_path))
+    assert main(["train", "--data", words, "--steps", "20", "--batch-size", "8", "--n-hidden",
+                 "8", "--no-plot", "--quiet"]) == 0             # into fastbn-run/, the default
+    capsys.readouterr()
+    outs = []
+    for where in ([], ["fastbn-run/model.npz"], ["--checkpoint", "fastbn-run/model.npz"]):
+        assert main(["sample", *where, "-n", "4", "--seed", "1"]) == 0
+        assert main(["eval", *where, "--data", words]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] == outs[2] and len(outs[0].splitlines()) == 5
+    with pytest.raises(SystemExit):
+        main(["sample", "fastbn-run/model.npz", "--checkpoint", "fastbn-run/model.npz"])
+    assert "give the checkpoint once" in capsys.readouterr().err
+
+
+def test_lab_options_before_the_subcommand_are_refused(capsys):
+    """`fastbn lab --steps 2000 ladder` trained 200,000 steps per row: the ladder's own default
+    replaced the lab's option. Options go after the word; before it they are refused."""
+    for argv, given in ((["lab", "--steps", "2000", "ladder"], "--steps"),
+                        (["lab", "--quiet", "--seed", "3", "robustness"], "--quiet, --seed")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith(f"fastbn lab {argv[-1]}: error: {given} before '{argv[-1]}' "
+                               "would not apply to it: put the options after the word")
+    args = build_parser().parse_args(["lab", "ladder", "--steps", "2000"])
+    assert args.steps == 2000 and args.lab_command == "ladder"
+    args = build_parser().parse_args(["lab", "--steps", "20"])
+    assert args.steps == 20 and args.lab_command is None
+
+
+def test_the_default_schedule_scales_with_the_run(tmp_path, capsys):
+    """A run shorter than 100,000 steps never decayed; the default now decays at half of the
+    run's steps, which for the lecture's 200,000 is its schedule exactly."""
+    from fastbn.sweep.space import resolve
+    from fastbn.training import DEFAULT_LR_SCHEDULE, default_lr_schedule
+    assert default_lr_schedule(200_000) == DEFAULT_LR_SCHEDULE == ((0, 0.1), (100_000, 0.01))
+    assert default_lr_schedule(30_000) == ((0, 0.1), (15_000, 0.01))
+    assert default_lr_schedule(1) == ((0, 0.1),)
+    # the library, the command line and a sweep's trial: the same rule
+    m = fastbn.CharMLP(".abdnot", n_embd=4, n_hidden=8, seed=0)
+    ds = fastbn.data.load_dataset(words_file(tmp_path))
+    res = fastbn.train(m, ds, steps=30, batch_size=8, quiet=True)
+    assert res.lr_schedule == ((0, 0.1), (15, 0.01))
+    assert resolve({"steps": 30})[1]["lr_schedule"] == ((0, 0.1), (15, 0.01))
+    assert resolve({})[1]["lr_schedule"] == DEFAULT_LR_SCHEDULE
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(words_file(tmp_path)), "--steps", "30", "--n-hidden",
+                 "8", "--no-plot", "--out", str(out)]) == 0
+    assert "30 steps of batch 32, lr 0:0.1,15:0.01, seed" in capsys.readouterr().out
+    assert fastbn.load(out / "model.npz").meta["run"]["lr_schedule"] == "0:0.1,15:0.01"
+
+
+# ----------------------------------------------------------------------------------------------
+# every user mistake is one line, never a traceback
+
+def _overflowing_checkpoint(folder):
+    """A loadable checkpoint whose batch norm overflows float32 when folded (gamma 3e38 over
+    sqrt(running_var + eps) ~ 3e-3)."""
+    m = fastbn.CharMLP(".abdnot", n_embd=4, n_hidden=8, seed=0)
+    bn = m.batchnorms()[0]
+    bn.gamma[...] = 3e38
+    bn.running_var[...] = 0.0
+    return fastbn.save(m, folder / "overflow.npz")
+
+
+def _inputs(tmp_path):
+    """The files the bad-input cases point at, by name."""
+    words = words_file(tmp_path)
+    one = tmp_path / "one-word.txt"
+    one.write_text("anna\n")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_text("not a checkpoint")
+    good = fastbn.save(fastbn.CharMLP(".abdnot", n_embd=4, n_hidden=8, seed=0),
+                       tmp_path / "good.npz")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:200])
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    run = tmp_path / "a-run"
+    run.mkdir()
+    (run / "model.npz").write_bytes(good.read_bytes())
+    lab_out = tmp_path / "a-lab"
+    lab_out.mkdir()
+    (lab_out / "report.md").write_text("# a report\n")
+    bench = tmp_path / "a-bench"
+    bench.mkdir()
+    (bench / "results.json").write_text("{}")
+    return {"BENCH": bench, "WORDS": words, "ONE": one, "GARBAGE": garbage, "TRUNCATED": truncated,
+            "OVERFLOW": _overflowing_checkpoint(tmp_path), "GOOD": good, "DIR": tmp_path,
+            "FILE": afile, "RUN": run, "LAB": lab_out, "MISSING": tmp_path / "missing.txt",
+            "OUT": tmp_path / "out"}
+
+
+BAD_INPUTS = [
+    # (argv with placeholders, exit status, a part of the error line)
+    (["train", "--data", "MISSING", "--out", "OUT"], 2, "--data MISSING: no such file"),
+    (["train", "--data", "DIR", "--out", "OUT"], 2, "--data DIR: is a directory, not a file"),
+    (["train", "--data", "ONE", "--out", "OUT"], 1, "too few for a training split"),
+    (["train", "--data", "WORDS", "--out", "FILE"], 2, "exists and is not a folder"),
+    (["train", "--data", "WORDS", "--out", "RUN"], 2, "already holds a run"),
+    (["train", "--resume", "MISSING"], 2, "--resume MISSING: no such file"),
+    (["train", "--resume", "DIR"], 2, "is a directory"),
+    (["train", "--resume", "GARBAGE", "--out", "OUT"], 1, "not a valid fastbn checkpoint"),
+    (["train", "--resume", "GOOD", "--out", "OUT"], 1, "holds no training state to resume"),
+    (["train", "--steps", "many"], 2, "--steps: invalid int value: 'many'"),
+    (["train", "--lr-schedule", "0:x"], 2, "cannot read"),
+    (["eval", "MISSING"], 2, "checkpoint MISSING: no such file"),
+    (["eval", "DIR"], 2, "checkpoint DIR: is a directory"),
+    (["eval", "--checkpoint", "DIR"], 2, "--checkpoint DIR: is a directory"),
+    (["eval", "GARBAGE", "--data", "WORDS"], 1, "not a valid fastbn checkpoint"),
+    (["eval", "TRUNCATED", "--data", "WORDS"], 1, "not a valid fastbn checkpoint"),
+    (["eval", "GOOD", "--data", "DIR"], 2, "--data DIR: is a directory"),
+    (["eval", "OVERFLOW", "--data", "WORDS"], 1, "cannot fold this BatchNorm1d"),
+    (["sample", "OVERFLOW"], 1, "cannot fold this BatchNorm1d"),
+    (["sample", "GARBAGE"], 1, "not a valid fastbn checkpoint"),
+    (["sample", "TRUNCATED"], 1, "not a valid fastbn checkpoint"),
+    (["sample", "GOOD", "-n", "lots"], 2, "-n: invalid int value"),
+    (["sample", "GOOD", "--max-len", "0"], 2, "--max-len: must be > 0"),
+    (["sample", "GOOD", "--max-len", str(10**24)], 1, "cannot sample 20 names of up to"),
+    (["lab", "--data", "WORDS", "--out", "FILE"], 2, "--out FILE: FILE exists and is not a "
+                                                     "folder"),
+    (["lab", "--data", "WORDS", "--out", "LAB"], 2, "already holds a report (report.md)"),
+    (["lab", "--data", "DIR"], 2, "--data DIR: is a directory"),
+    (["lab", "--data", "ONE", "--out", "OUT"], 1, "too few for a training split"),
+    (["lab", "--every", "0"], 2, "--every: must be > 0"),
+    (["lab", "ladder", "--data", "WORDS", "--out", "FILE"], 2, "exists and is not a folder"),
+    (["lab", "ladder", "--data", "MISSING"], 2, "no such file"),
+    (["lab", "robustness", "--data", "WORDS", "--out", "FILE"], 2, "exists and is not a folder"),
+    (["lab", "robustness", "--gains", "1,x"], 2, "invalid number"),
+    (["bench", "--data", "DIR"], 2, "--data DIR: is a directory"),
+    (["bench", "--out", "FILE"], 2, "exists and is not a folder"),
+    (["bench", "--batch-sizes", "1"], 2, "batch sizes must be >= 2"),
+    (["bench", "--out", "BENCH"], 2, "--out BENCH already holds results (results.json): "
+                                     "replace them with --force"),
+    (["sweep", "--data", "DIR", "--dry-run"], 2, "--data DIR: is a directory"),
+    (["sweep", "--param", "steps=x", "--dry-run"], 2, "--param"),
+    (["gradcheck", "--eps", "-1"], 2, "--eps: must be > 0"),
+]
+
+
+@pytest.mark.parametrize("argv, code, match", BAD_INPUTS,
+                         ids=[" ".join(a) for a, _, _ in BAD_INPUTS])
+def test_every_bad_input_is_one_line_never_a_traceback(argv, code, match, tmp_path, capsys,
+                                                       monkeypatch):
+    """A usage error (exit 2) prints the subcommand's usage and one error line; a failure at run
+    time (exit 1) prints the one line alone. Nothing trains, nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    files = _inputs(tmp_path)
+    argv = [str(files.get(a, a)) for a in argv]
+    match = re.sub(r"\b[A-Z]+\b", lambda m: str(files.get(m[0], m[0])), match)
+    importlib.import_module("fastbn.lab")        # (which reads train's signature on import)
+    for name in ("fastbn.training", "fastbn.lab.experiments"):   # nothing may train
+        monkeypatch.setattr(importlib.import_module(name), "train",
+                            lambda *a, **k: pytest.fail("trained"))
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    captured = capsys.readouterr()
+    err = captured.err
+    assert rc == code, err
+    assert "Traceback" not in err and "Traceback" not in captured.out
+    lines = err.strip().splitlines()
+    prog = "fastbn " + " ".join(a for a in argv[:2] if not a.startswith("-") and
+                                a in ("train", "eval", "sample", "lab", "ladder", "robustness",
+                                      "bench", "sweep", "gradcheck"))
+    assert lines[-1].startswith(f"{prog}: error: ") and match in lines[-1]
+    if code == 1:
+        assert len(lines) == 1
+    else:
+        assert lines[0].startswith(f"usage: {prog} ")
+        assert not any(": error: " in line for line in lines[:-1])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "fastbn-run").exists()
+
+
+def test_no_names_file_and_no_network_is_one_line(tmp_path, capsys, monkeypatch):
+    """The library's message lists the ways to provide names.txt on several lines; the command
+    prints it as one."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("offline")
+    monkeypatch.delenv("FASTBN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    for argv in (["train", "--out", str(tmp_path / "run")], ["lab", "--out", str(tmp_path / "l")]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"fastbn {argv[0]}: error: names.txt is "
+                                                       "not cached and the download failed")
+        assert ("Provide names.txt in one of these ways: pass its path: --data PATH (or "
+                "path=... in Python); set the environment variable FASTBN_DATA=") in err
+        assert f"place it at {tmp_path / 'cache' / 'fastbn' / 'names.txt'}. It can be " in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unreadable_input_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    """(Simulated: permissions do not stop root, who runs some CI.)"""
+    import fastbn._argtypes as argtypes
+    good = fastbn.save(fastbn.CharMLP(".abdnot", n_embd=4, n_hidden=8, seed=0), tmp_path / "m.npz")
+    monkeypatch.setattr(argtypes.os, "access", lambda path, mode: False)
+    for argv in (["sample", str(good)], ["train", "--data", str(good)]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+            f"{good}: cannot be read (permission denied)")

@@ -154,7 +154,7 @@ def test_probe_records_what_the_layers_hold():
     loss = m.train_step(X, Y, 0.1)
     snap = probe(0, loss, 0.1)
     tanhs = [layer for layer in m.layers if type(layer).__name__ == "Tanh"]
-    assert list(snap.activations) == ["layer 3 (Tanh)", "layer 6 (Tanh)"]
+    assert list(snap.activations) == ["hidden layer 1 (Tanh)", "hidden layer 2 (Tanh)"]
     for (label, a), layer in zip(snap.activations.items(), tanhs):
         ref = lab.activation_stats(layer.out, "tanh")
         assert {k: a[k] for k in ref} == ref
@@ -177,7 +177,7 @@ def test_probe_records_what_the_layers_hold():
     m.train_step(X, Y, 0.1)
     probe(2, loss, 0.1)
     assert [s.maps is not None for s in probe.snapshots] == [True, False, True]
-    steps, std = probe.series("activations", "layer 3 (Tanh)", "std")
+    steps, std = probe.series("activations", "hidden layer 1 (Tanh)", "std")
     assert steps.tolist() == [0, 1, 2] and std.shape == (3,)
 
 
@@ -246,7 +246,9 @@ def test_run_lab_writes_readable_figures_tables_and_a_report_that_links_them(tin
     assert [s.step for s in res.probe.snapshots] == [0, 20, 40, 60, 80, 100, 119]
     assert "Initial loss" in report and "Dead units" in report and "update:data" in report
     stats = (tmp_path / "stats.txt").read_text()
-    assert "layer 3 (Tanh)" in stats and "grad:data" in stats
+    assert "hidden layer 1 (Tanh)" in stats and "grad:data" in stats
+    assert "hidden layer 2 (Tanh)" in stats and "layer 3" not in stats and "layer 6" not in stats
+    assert "hidden layer 1 weight (1.weight)" in stats and "output weight (7.weight)" in stats
     assert (tmp_path / "stats.md").read_text().count("|---|") >= 5
     assert res.loss_check.verdict == "as expected"
 
@@ -316,21 +318,19 @@ def test_markdown_to_html_renders_the_report_subset():
     assert '<img alt="alt" src="data:x"' in page
 
 
-def test_cli_lab_and_lab_ladder(tiny, tmp_path):
+def test_cli_lab_and_lab_ladder(tiny, tmp_path, capsys):
     path, _ = tiny
-    buf = StringIO()
-    with redirect_stdout(buf):
-        rc = main(["lab", "--data", str(path), "--steps", "50", "--every", "10",
-                   "--n-hidden", "16", "--out", str(tmp_path / "lab"), "--quiet"])
-    out = buf.getvalue()
+    rc = main(["lab", "--data", str(path), "--steps", "50", "--every", "10",
+               "--n-hidden", "16", "--out", str(tmp_path / "lab"), "--quiet"])
+    out, err = capsys.readouterr()
     assert rc == 0 and "as expected" in out and "% overhead" in out
-    assert (tmp_path / "lab" / "report.md").is_file()
-    buf = StringIO()
-    with redirect_stdout(buf):
-        rc = main(["lab", "ladder", "--data", str(path), "--steps", "20", "--deep-steps", "5",
-                   "--out", str(tmp_path / "ladder"), "--quiet"])
-    out = buf.getvalue()
+    assert (tmp_path / "lab" / "report.md").is_file() and err == ""
+    rc = main(["lab", "ladder", "--data", str(path), "--steps", "20", "--deep-steps", "5",
+               "--out", str(tmp_path / "ladder"), "--quiet"])
+    out, err = capsys.readouterr()
     assert rc == 0
+    # --quiet: no progress at all, the trials' "[1/11] ..." lines included
+    assert "[1/" not in err and "initial loss" not in err and "deep net" not in err
     for name in ("original", "fix_softmax", "fix_tanh", "kaiming", "batchnorm", "no BN, gain 3"):
         assert name in out
     report = (tmp_path / "ladder" / "ladder.md").read_text()
@@ -347,6 +347,85 @@ def test_cli_lab_trains_the_batch_norm_variant_it_is_given(tiny, tmp_path, varia
                    "--bn-variance", variance, "--out", str(tmp_path), "--quiet"])
     assert rc == 0
     assert f"bn_unbiased={unbiased}" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_lab_refuses_to_replace_a_report_unless_forced(tiny, tmp_path, capsys):
+    path, _ = tiny
+    args = ["lab", "--data", str(path), "--steps", "0", "--n-hidden", "16", "--out",
+            str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    before = (tmp_path / "report.md").read_text()
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--seed", "3"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"fastbn lab: error: --out {tmp_path} already holds a report (report.md, stats.txt, "
+        "stats.md): replace it with --force, or choose another folder with --out")
+    assert (tmp_path / "report.md").read_text() == before
+    assert main([*args, "--seed", "3", "--force"]) == 0
+    assert "seed 3" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_lab_checks_its_folder_before_training(tiny, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    path, _ = tiny
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(tempfile, "TemporaryFile", denied)
+    monkeypatch.setattr(lab, "run_lab", lambda *a, **k: pytest.fail("trained"))
+    for sub in ([], ["ladder"], ["robustness"]):
+        assert main(["lab", *sub, "--data", str(path), "--out", str(tmp_path / "o"),
+                     "--quiet"]) == 1
+        err = capsys.readouterr().err
+        prog = " ".join(["fastbn lab", *sub])
+        assert err == (f"{prog}: error: cannot write to the output folder {tmp_path / 'o'}: "
+                       "Permission denied\n")
+
+
+def test_cli_lab_keeps_what_it_computed_when_a_figure_cannot_be_written(tiny, tmp_path, capsys,
+                                                                        monkeypatch):
+    """An OSError after training is one line saying what was written; the tables and the
+    report come first (and the tables are printed), so the run's numbers are not lost."""
+    from fastbn.lab import experiments
+    path, _ = tiny
+    out = tmp_path / "lab"
+
+    def disk_full(fig, where):
+        raise OSError(28, "No space left on device", str(where))
+    monkeypatch.setattr(experiments, "save_figure", disk_full)
+    assert main(["lab", "--data", str(path), "--steps", "20", "--every", "10", "--n-hidden",
+                 "16", "--out", str(out), "--quiet"]) == 1
+    printed, err = capsys.readouterr()
+    assert err == (f"fastbn lab: error: cannot write {out / 'activations.png'}: No space left "
+                   "on device; written before it: stats.txt, stats.md, report.md\n")
+    assert "hidden layer 1 (Tanh)" in printed
+    assert (out / "stats.txt").read_text() in printed
+    assert "](activations.png)" in (out / "report.md").read_text()
+    assert main(["lab", "ladder", "--data", str(path), "--steps", "0", "--deep-steps", "0",
+                 "--out", str(tmp_path / "ladder"), "--quiet"]) == 1
+    printed, err = capsys.readouterr()
+    ladder_init = tmp_path / "ladder" / "ladder_init.png"
+    assert err == (f"fastbn lab ladder: error: cannot write {ladder_init}: "
+                   "No space left on device; written before it: ladder.txt, ladder.md\n")
+    assert "fix_softmax" in printed and (tmp_path / "ladder" / "ladder.md").is_file()
+
+
+def test_robustness_writes_its_report_before_its_figure(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from fastbn.lab import robustness
+
+    def disk_full(fig, where):
+        raise OSError(28, "No space left on device", str(where))
+    monkeypatch.setattr(robustness, "save_figure", disk_full)
+    m = SimpleNamespace(figure=None, files={}, markdown=lambda name: f"![map]({name})\n")
+    with pytest.raises(lab.WriteError) as e:
+        robustness.write_robustness(m, tmp_path)
+    assert e.value.written == [tmp_path / "robustness.md"] and e.value.errno == 28
+    assert e.value.filename == str(tmp_path / "robustness.png")
+    assert (tmp_path / "robustness.md").read_text() == "![map](robustness.png)\n"
 
 
 def test_cli_lab_usage_errors(tiny, capsys):

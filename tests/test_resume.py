@@ -85,7 +85,8 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, words):
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, words):
     out = tmp_path / "run"
     args = ["--data", str(words), "--steps", "400000", "--batch-size", "16", "--n-hidden", "24",
-            "--checkpoint-every", "2000", "--quiet", "--no-plot", "--seed", "3"]
+            "--checkpoint-every", "2000", "--quiet", "--no-plot", "--seed", "3",
+            "--lr-schedule", "0:0.1,100000:0.01"]     # the same for the shorter reference run
     p = subprocess.Popen([sys.executable, "-m", "fastbn", "train", *args, "--out", str(out)],
                          cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
@@ -152,7 +153,9 @@ def test_a_kill_during_save_leaves_the_previous_checkpoint(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # --resume continues the same run: same data (by hash), same settings (from the checkpoint)
 
-RUN = ["--batch-size", "16", "--n-hidden", "16", "--no-plot", "--quiet", "--seed", "4"]
+# one schedule for the part and the whole run (the default one scales with --steps)
+RUN = ["--batch-size", "16", "--n-hidden", "16", "--no-plot", "--quiet", "--seed", "4",
+       "--lr-schedule", "0:0.1,150:0.01"]
 
 
 def stopped_run(tmp_path, words, at=200, steps=300):

@@ -38,7 +38,7 @@ def main(argv=None, *, prog=None, out=DEFAULT_OUT, targets=None, machine=None):
     to the machine information (``bench/run.py`` passes the repository's folders and its
     ``git describe``).
     """
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, allow_abbrev=False)
     args = add_arguments(p, out=out, targets=targets).parse_args(argv)
     try:
         return run_from_args(args, machine=machine)

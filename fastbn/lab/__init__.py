@@ -38,7 +38,7 @@ Where things are, one job a module:
 - ``probe``: ``Probe`` and ``Snapshot``, reading a model's layers during training;
 - ``plots``: the figures (matplotlib, imported only when a figure is drawn; no pyplot state);
 - ``report``: tables, findings in words, the markdown reports;
-- ``experiments``: ``run_lab``, ``run_ladder``, ``run_deep``, ``write_ladder``;
+- ``experiments``: ``run_lab``, ``run_ladder``, ``run_deep``, ``write_lab``, ``write_ladder``;
 - ``trials``: the ladder's and the deep net's runs as sweep trials, and ``run_sweep``;
 - ``robustness``: batch norm's robustness map (``run_robustness``, ``plot_robustness``).
 """
@@ -48,10 +48,12 @@ from .experiments import (
     DeepRow,
     LabResult,
     LadderRow,
+    WriteError,
     ladder_figures,
     run_deep,
     run_lab,
     run_ladder,
+    write_lab,
     write_ladder,
 )
 from .plots import (
@@ -86,11 +88,12 @@ from .stats import (
 __all__ = [
     "DEAD", "DEEP_GAINS", "DEEP_NET", "FLAT_REGION", "LECTURE_LOSSES", "SATURATED", "UPDATE_GUIDE",
     "DeepRow", "LabResult", "LadderRow", "LossCheck", "Probe", "RobustnessMap", "Snapshot",
+    "WriteError",
     "activation_stats",
     "dead_map", "dead_units", "dead_units_on_split", "deep_table", "format_table",
     "grad_data_ratio", "initial_loss_check", "ladder_figures", "ladder_table", "measure_overhead",
     "plot_activations", "plot_activations_over_training", "plot_dead_units", "plot_deep",
     "plot_gradients", "plot_ladder", "plot_loss", "plot_robustness", "plot_update_ratios",
     "plot_weight_grads", "run_deep", "run_lab", "run_ladder", "run_robustness", "save_figure",
-    "update_data_ratio", "write_ladder", "write_robustness",
+    "update_data_ratio", "write_lab", "write_ladder", "write_robustness",
 ]

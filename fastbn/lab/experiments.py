@@ -11,7 +11,7 @@ import numpy as np
 from .._fileio import atomic_write_text
 from ..model import LADDER, CharMLP
 from ..sweep.space import Space
-from ..training import DEFAULT_LR_SCHEDULE, DEFAULT_SEED, lr_at, train
+from ..training import DEFAULT_SEED, default_lr_schedule, lr_at, train
 from . import report
 from .plots import (
     plot_activations,
@@ -28,10 +28,10 @@ from .plots import (
 from .probe import Probe, Snapshot, dead_units_on_split
 from .report import _when
 from .stats import LossCheck, initial_loss_check
-from .trials import _seeds, deep_trial, ladder_trial, run_sweep
+from .trials import DEEP_LR, _seeds, deep_trial, ladder_trial, run_sweep
 
-__all__ = ["DEEP_GAINS", "DEEP_NET", "LabResult", "ladder_figures", "run_deep", "run_lab",
-           "run_ladder", "write_ladder"]
+__all__ = ["DEEP_GAINS", "DEEP_NET", "LabResult", "WriteError", "ladder_figures", "run_deep",
+           "run_lab", "run_ladder", "write_lab", "write_ladder"]
 
 # The lecture's deep net (part 3, second half) and the gains it tries.
 DEEP_NET = {"n_hidden": 100, "n_layers": 5, "final_bn": True, "bn_momentum": 0.1}
@@ -112,7 +112,7 @@ def _lab_figures(probe, history):
 
 
 def run_lab(ds, out=None, *, steps=1000, every=100, batch_size=32,
-            lr_schedule=DEFAULT_LR_SCHEDULE, seed=DEFAULT_SEED, init_batch=1000, fmt="png",
+            lr_schedule=None, seed=DEFAULT_SEED, init_batch=1000, fmt="png",
             quiet=True, **model_kw):
     """Build a CharMLP(``ds.vocab``, **model_kw), train it ``steps`` steps on the per-layer path
     with a Probe recording every ``every`` steps, and return a :class:`LabResult` with its
@@ -125,7 +125,8 @@ def run_lab(ds, out=None, *, steps=1000, every=100, batch_size=32,
     The initial loss is measured over ``init_batch`` random training examples (training mode, no
     update); the first snapshot is step 0's minibatch (the init parameters), or with ``steps=0``
     one minibatch of ``batch_size``. Dead units are counted over the whole training split at init
-    and at the end.
+    and at the end. ``lr_schedule`` None is ``fastbn.train``'s default, the lecture's scaled to
+    ``steps`` (``default_lr_schedule``).
     """
     if fmt not in ("png", "svg"):
         raise ValueError(f"fmt must be 'png' or 'svg', got {fmt!r}")
@@ -141,7 +142,8 @@ def run_lab(ds, out=None, *, steps=1000, every=100, batch_size=32,
                     seed=batch_rng, quiet=quiet, callback=probe, every=every, fused=False)
         history, wall, losses = res.history, res.wall_time, res.losses
     else:
-        probe.measure(*_init_batch(ds, batch_size, seed + 1), lr=lr_at(lr_schedule, 0),
+        schedule = default_lr_schedule(1) if lr_schedule is None else lr_schedule
+        probe.measure(*_init_batch(ds, batch_size, seed + 1), lr=lr_at(schedule, 0),
                       keep=True)
         losses = {n: model.evaluate(*ds.split(n)) for n in ("train", "val")}
     dead_final = dead_units_on_split(model, ds.Xtr)
@@ -152,17 +154,50 @@ def run_lab(ds, out=None, *, steps=1000, every=100, batch_size=32,
     result = LabResult(model, probe, check, dead_init, dead_final, losses, history, wall,
                        overhead, _lab_figures(probe, history), tables, settings)
     if out is not None:
-        _write_lab(result, Path(out), fmt)
+        write_lab(result, out, fmt)
     return result
 
 
-def _write_lab(result, out, fmt):
-    """Write a LabResult's figures, tables and report into the folder ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    result.files = {k: save_figure(f, out / f"{k}.{fmt}") for k, f in result.figures.items()}
-    atomic_write_text(out / "stats.txt", report.tables_text(result.tables))
-    atomic_write_text(out / "stats.md", report.tables_text(result.tables, markdown=True))
-    result.report = atomic_write_text(out / "report.md", result.markdown(embed=False))
+class WriteError(OSError):
+    """Writing a report's files failed part way; ``written`` are the files written before (the
+    tables and the report come first, then the figures)."""
+
+    def __init__(self, error, path, written):
+        super().__init__(error.errno, error.strerror or str(error), str(path))
+        self.written = list(written)
+
+
+def _write_all(out, writers):
+    """Call ``writers`` [(path, write(path))] in order; a failure raises WriteError."""
+    written = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for path, write in writers:
+            write(path)
+            written.append(path)
+    except OSError as e:
+        raise WriteError(e, e.filename or (writers[len(written)][0] if writers else out),
+                         written) from e
+    return written
+
+
+def write_lab(result, out, fmt="png"):
+    """Write a LabResult's tables (stats.txt, stats.md), report (report.md) and figures into the
+    folder ``out``, in that order, so that a failure (WriteError, an OSError) loses the least:
+    ``WriteError.written`` lists what was written."""
+    out = Path(out)
+    result.files = {k: out / f"{k}.{fmt}" for k in result.figures}   # the report links them
+    writers = [(out / "stats.txt",
+                lambda p: atomic_write_text(p, report.tables_text(result.tables))),
+               (out / "stats.md",
+                lambda p: atomic_write_text(p, report.tables_text(result.tables, markdown=True))),
+               (out / "report.md", lambda p: atomic_write_text(p, result.markdown(embed=False)))]
+    writers += [(path, lambda p, f=result.figures[k]: save_figure(f, p))
+                for k, path in result.files.items()]
+    _write_all(out, writers)
+    result.report = out / "report.md"
+    return result
+
 
 
 @dataclass
@@ -214,7 +249,8 @@ def run_ladder(ds, steps=200_000, seed=DEFAULT_SEED, init_batch=1000, configs=No
                progress=None, *, client=None, scheduler=None, workers=None):
     """The lecture's five configurations of the BN-MLP (``fastbn.model.LADDER``), each trained
     ``steps`` steps on the per-layer path from the same seed (same N(0,1) draws, same
-    minibatches).
+    minibatches), with ``fastbn.train``'s default schedule: the lecture's scaled to ``steps``
+    (lr 0.1, then 0.01 from ``steps // 2``; exactly the lecture's for 200,000 steps).
 
     The init statistics come from one forward on ``init_batch`` random training examples (the
     same for every configuration), here. The trainings are a sweep (``lab.trials.run_sweep``):
@@ -279,8 +315,7 @@ def run_deep(ds, steps=1000, seed=DEFAULT_SEED, gains=DEEP_GAINS, batch_size=32,
         if first is None:
             model = CharMLP(ds.vocab, seed=_seeds(seed)[0], gain=gain, **kw)
             probe = Probe(model, every=max(steps, 1))
-            probe.measure(*_init_batch(ds, batch_size, seed), keep=True,
-                          lr=lr_at(DEFAULT_LR_SCHEDULE, 0))
+            probe.measure(*_init_batch(ds, batch_size, seed), keep=True, lr=DEEP_LR)
             first = last = probe.first
         losses = {} if row is None or row["status"] != "ok" else {"val": row["val_loss"]}
         diverged = row["error"] if row is not None and row["status"] == "diverged" else None
@@ -302,12 +337,14 @@ def ladder_figures(rows, deep):
 
 
 def write_ladder(rows, deep, out, ext="png", steps=None, deep_steps=None):
-    """Figures, ladder.txt, ladder.md (the report) into ``out``; returns {kind: path}."""
+    """ladder.txt, ladder.md (the report) and the figures into ``out``, in that order (a
+    failure raises WriteError, an OSError, listing what was written); returns {kind: path}."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {k: save_figure(f, out / f"{k}.{ext}") for k, f in ladder_figures(rows, deep).items()}
+    figs = ladder_figures(rows, deep)
+    files = {k: out / f"{k}.{ext}" for k in figs}
     text, md = report.ladder_report(rows, deep, {k: p.name for k, p in files.items()}, steps,
                                     deep_steps, DEEP_NET)
-    atomic_write_text(out / "ladder.txt", text)
-    files["report"] = atomic_write_text(out / "ladder.md", md)
-    return files
+    _write_all(out, [(out / "ladder.txt", lambda p: atomic_write_text(p, text)),
+                     (out / "ladder.md", lambda p: atomic_write_text(p, md))]
+               + [(path, lambda p, f=figs[k]: save_figure(f, p)) for k, path in files.items()])
+    return {"report": out / "ladder.md", **files}

@@ -76,7 +76,7 @@ def plot_gradients(snap, path=None, title=None):
 
 def plot_weight_grads(snap, path=None, title=None):
     """Histogram of the gradient of every 2-D parameter, with grad:data in the legend."""
-    curves = [(w["hist"], f"{name} ({'x'.join(map(str, w['shape']))}): grad std "
+    curves = [(w["hist"], f"{w.get('label', name)}, {'x'.join(map(str, w['shape']))}: grad std "
                           f"{w['std']:.1e}, grad:data {w['grad_data']:.1e}")
               for name, w in snap.weights.items()]
     return _histograms(path, curves, "gradient value",
@@ -93,7 +93,7 @@ def plot_update_ratios(probe, path=None, title=None):
     for name, w in snaps[0].weights.items():
         v = [s.updates[name] for s in snaps]
         ax.plot(steps, v, marker="o" if len(v) < 3 else None, lw=1,
-                label=f"{name} ({'x'.join(map(str, w['shape']))})")
+                label=f"{w.get('label', name)}, {'x'.join(map(str, w['shape']))}")
     ax.axhline(UPDATE_GUIDE, color="k", ls="--", lw=1, label="guide: 1e-3 per step")
     ax.set_xlabel("step")
     ax.set_ylabel("log10( std(lr·grad) / std(param) )")

@@ -53,8 +53,33 @@ class Snapshot:
         return f"Snapshot(step {self.step}{loss}; {acts}{more}; {len(self.weights)} weights)"
 
 
-def _label(i, layer):
-    return f"layer {i} ({type(layer).__name__})"
+def _nonlinear(model):
+    """[(label, kind, layer)] of the model's nonlinearity layers, labelled by hidden block:
+    "hidden layer 1 (Tanh)", ..., "hidden layer N (Tanh)" (one nonlinearity per block)."""
+    layers = [layer for layer in model.layers if _kind(layer)]
+    return [(f"hidden layer {k} ({type(layer).__name__})", _kind(layer), layer)
+            for k, layer in enumerate(layers, start=1)]
+
+
+def _param_labels(model):
+    """{parameter name: what it is, by block}: "embedding (0.weight)", "hidden layer 1 weight
+    (1.weight)", ..., "output weight (4.weight)" (the names of ``named_parameters()`` in
+    parentheses)."""
+    from ..nn import Embedding, Linear
+    linears = [i for i, layer in enumerate(model.layers) if isinstance(layer, Linear)]
+    out = {}
+    for name, _ in model.named_parameters():
+        i, _, attr = name.partition(".")
+        layer = model.layers[int(i)] if i.isdigit() and int(i) < len(model.layers) else None
+        if isinstance(layer, Embedding):
+            what = "embedding"
+        elif isinstance(layer, Linear):
+            k = linears.index(int(i))
+            what = ("output " if k == len(linears) - 1 else f"hidden layer {k + 1} ") + attr
+        else:
+            continue
+        out[name] = f"{what} ({name})"
+    return out
 
 
 class Probe:
@@ -84,8 +109,8 @@ class Probe:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.model, self.every, self.bins = model, every, int(bins)
-        self.nonlinear = [(_label(i, layer), _kind(layer), layer)
-                          for i, layer in enumerate(model.layers) if _kind(layer)]
+        self.nonlinear = _nonlinear(model)
+        self.labels = _param_labels(model) if hasattr(model, "layers") else {}
         names, params = zip(*model.named_parameters())
         self.params = list(zip(names, params, model.grads()))
         self.snapshots = []
@@ -162,7 +187,8 @@ class Probe:
                                      "hist": _hist(d, None, self.bins)}
         for name, p, g in self.params:
             if p.ndim == 2:
-                snap.weights[name] = {"shape": p.shape, "mean": float(g.mean(dtype=np.float64)),
+                snap.weights[name] = {"label": self.labels.get(name, name), "shape": p.shape,
+                                      "mean": float(g.mean(dtype=np.float64)),
                                       "std": _std(g), "grad_data": grad_data_ratio(g, p),
                                       "hist": _hist(g, None, self.bins)}
             snap.updates[name] = (update_data_ratio(g, p, lr) if lr is not None
@@ -194,8 +220,7 @@ def dead_units_on_split(model, X, chunk=8192):
     examples, what the net sees while it trains), with the BatchNorm running statistics restored
     afterwards. Returns {label: (dead, units)}. The layers' ``.out`` are left from the last chunk.
     """
-    nonlinear = [(_label(i, layer), _kind(layer), layer)
-                 for i, layer in enumerate(model.layers) if _kind(layer)]
+    nonlinear = _nonlinear(model)
     alive = {label: None for label, _, _ in nonlinear}
     saved = [b.copy() for _, b in model.named_buffers()]
     was = model.training

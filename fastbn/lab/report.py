@@ -55,7 +55,8 @@ WEIGHT_HEADERS = ["parameter", "shape", "grad mean", "grad std", "grad:data", "l
 
 
 def _weight_rows(snap):
-    return [[n, "x".join(map(str, w["shape"])), f"{w['mean']:+.2e}", f"{w['std']:.2e}",
+    return [[w.get("label", n), "x".join(map(str, w["shape"])), f"{w['mean']:+.2e}",
+             f"{w['std']:.2e}",
              f"{w['grad_data']:.2e}", f"{snap.updates[n]:+.2f}"]
             for n, w in snap.weights.items()]
 
@@ -106,11 +107,11 @@ def _gradient_finding(snap):
 def _update_finding(probe, tail=10):
     out = []
     snaps = probe.snapshots[-tail:]
-    for name in snaps[0].weights:
+    for name, w in snaps[0].weights.items():
         v = np.nanmean([s.updates[name] for s in snaps])
         word = ("too high: lr is large for this parameter" if v > -2 else
                 "too low: it barely moves" if v < -4 else "near the guide")
-        out.append(f"{name}: log10 update:data {v:+.2f} ({word}).")
+        out.append(f"{w.get('label', name)}: log10 update:data {v:+.2f} ({word}).")
     return out
 
 
@@ -197,7 +198,7 @@ def lab_report(result, links):
     md.append("\n## Weight gradients\n")
     fig("weight_grads", "weight gradient histograms")
     for snap in _distinct(last, first):
-        gd = {n: w["grad_data"] for n, w in snap.weights.items()}
+        gd = {w.get("label", n): w["grad_data"] for n, w in snap.weights.items()}
         hi, lo = max(gd, key=gd.get), min(gd, key=gd.get)
         md.append(f"- {_when(snap)}: grad:data from {gd[lo]:.1e} ({lo}) to {gd[hi]:.1e} ({hi}), "
                   f"×{gd[hi] / gd[lo]:.0f}.\n")

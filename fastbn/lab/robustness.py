@@ -19,7 +19,7 @@ import numpy as np
 
 from .._fileio import atomic_write_text
 from ..sweep.space import Space
-from .experiments import DEEP_NET
+from .experiments import DEEP_NET, _write_all
 from .plots import _figure, save_figure
 
 __all__ = ["GAINS", "LRS", "RobustnessMap", "plot_robustness", "robustness_spaces",
@@ -182,9 +182,11 @@ def run_robustness(ds, out=None, *, gains=GAINS, lrs=LRS, steps=10_000, seeds=1,
 
 
 def write_robustness(m, out, fmt="png"):
-    """``robustness.<fmt>`` and ``robustness.md`` into ``out``; returns {kind: path}."""
+    """``robustness.md``, then ``robustness.<fmt>``, into ``out`` (a failure raises
+    ``WriteError``, an OSError, listing what was written); returns {kind: path}."""
     out = Path(out)
-    m.files["figure"] = save_figure(m.figure, out / f"robustness.{fmt}")
-    m.files["report"] = atomic_write_text(out / "robustness.md",
-                                          m.markdown(m.files["figure"].name))
+    figure, report = out / f"robustness.{fmt}", out / "robustness.md"
+    _write_all(out, [(report, lambda p: atomic_write_text(p, m.markdown(figure.name))),
+                     (figure, lambda p: save_figure(m.figure, p))])
+    m.files.update(figure=figure, report=report)
     return m.files

@@ -20,16 +20,19 @@ from .probe import Probe
 
 __all__ = ["deep_trial", "lab_cluster", "ladder_trial", "run_sweep"]
 
+DEEP_LR = 0.1       # the deep net trains at the lecture's lr 0.1 throughout (its 1,000 steps)
+
 
 def _seeds(seed):
     """Generators of ``train.seed_streams(seed)``: (parameters, minibatches)."""
     return tuple(np.random.default_rng(s) for s in seed_streams(seed))
 
 
-def _train_quiet(model, ds, steps, seed, probe=None, splits=("train", "val")):
-    """Train on the per-layer path without output; (loss history, {split: eval loss})."""
+def _train_quiet(model, ds, steps, seed, probe=None, splits=("train", "val"), lr_schedule=None):
+    """Train on the per-layer path without output; (loss history, {split: eval loss}). The
+    schedule defaults to train's (the lecture's scaled to ``steps``)."""
     res = train(model, ds, steps=steps, seed=seed, quiet=True, evaluate=False, callback=probe,
-                every=probe.every if probe else 1000, fused=False)
+                every=probe.every if probe else 1000, fused=False, lr_schedule=lr_schedule)
     return res.history, {n: model.evaluate(*ds.split(n)) for n in splits}
 
 
@@ -55,7 +58,8 @@ def deep_trial(data, trial):
     probe = Probe(model, every=max(steps, 1))
     out = {"steps": steps, "path": "per-layer"}
     try:
-        _, losses = _train_quiet(model, data, steps, batch_rng, probe, ("val",))
+        _, losses = _train_quiet(model, data, steps, batch_rng, probe, ("val",),
+                                 lr_schedule=DEEP_LR)
         out["val_loss"] = losses["val"]
     except FloatingPointError as e:
         out.update(status="diverged", error=str(e))

@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model import ACTIVATIONS, INIT_SCHEMES, CharMLP
-from ..training import DEFAULT_SEED, format_lr_schedule, parse_lr_schedule, train
+from ..training import (
+    DEFAULT_SEED,
+    default_lr_schedule,
+    format_lr_schedule,
+    parse_lr_schedule,
+    train,
+)
 
 __all__ = ["PARAMS", "Param", "Range", "Space", "Trial", "default_seeds", "parse_param",
            "resolve", "trial_id"]
@@ -160,7 +166,8 @@ def _defaults():
             if name in PARAMS and name not in skip and p.default is not inspect.Parameter.empty:
                 out[name] = p.default
     out["dtype"] = np.dtype(out["dtype"]).name
-    out["lr_schedule"] = _schedule(out["lr_schedule"])
+    # None: train's default, the lecture's schedule scaled to the trial's steps (resolve)
+    out["lr_schedule"] = None if out["lr_schedule"] is None else _schedule(out["lr_schedule"])
     return out
 
 
@@ -341,11 +348,15 @@ class Trial:
 
 def resolve(params):
     """(model keyword arguments, train keyword arguments) of a trial's ``params``, the defaults
-    filled in. ``lr`` becomes a constant ``lr_schedule``."""
+    filled in. ``lr`` becomes a constant ``lr_schedule``; without either, the schedule is
+    ``fastbn train``'s default, the lecture's scaled to the trial's steps
+    (``default_lr_schedule``)."""
     cfg = dict(DEFAULTS)
     cfg.update(params)
     if "lr" in params:
         cfg["lr_schedule"] = ((0, float(params["lr"])),)
+    elif cfg["lr_schedule"] is None:
+        cfg["lr_schedule"] = default_lr_schedule(cfg["steps"])
     cfg.pop("lr", None)
     model = {k: v for k, v in cfg.items() if PARAMS[k].target == "model"}
     run = {k: v for k, v in cfg.items() if PARAMS[k].target == "train"}
