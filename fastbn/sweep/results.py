@@ -14,6 +14,10 @@ previous complete file or the new one, never a part. Writes are throttled to one
 quadratic time); ``flush`` writes what is pending, and the sweep flushes at the end, on Ctrl-C
 and on any error. A client killed outright (SIGKILL, power loss) loses at most the last
 ``interval`` seconds of results, which ``--resume`` runs again.
+
+``--resume`` trusts only complete, valid rows (``ResultsFile.load``): a file cut short by
+something else (a copy interrupted, a full disk on another tool's write, an edit) has its bad
+rows run again, and is rewritten with the good ones.
 """
 import csv
 import io
@@ -132,9 +136,10 @@ class ResultsFile:
         file cut short by a crash or a full disk does not), has every column, and each column
         reads as what it holds (the trial's own parameter values and seed; a status of
         ``STATUSES`` with the fields it requires: an "ok" row its finite val loss, times and
-        worker, a diverged or failed one its error; numbers that parse; ``runs`` >= 1). Any other row is dropped (its
-        trial runs again), listed in ``self.dropped`` as (line number, trial id or "", reason),
-        and the file is marked to be rewritten with the good rows (``flush``).
+        worker, a diverged or failed one its error; numbers that parse; ``runs`` >= 1). Any
+        other row is dropped (its trial runs again), listed in ``self.dropped`` as (line number,
+        trial id or "", reason), and the file is marked to be rewritten with the good rows
+        (``flush``).
 
         Raises ValueError when the file is not a results file of this space: another header, a
         complete row of a trial id the space does not have, or a trial twice.
