@@ -66,7 +66,11 @@ class cython_build_ext(build_ext):
 
     def run(self):
         from Cython.Build import cythonize
-        self.extensions[:] = cythonize(self.extensions, compiler_directives=directives)
+        # the same Extension objects (setuptools has prepared them), with Cython's C in place
+        # of the .pyx
+        for ext, cythonized in zip(self.extensions, cythonize(
+                self.extensions, compiler_directives=directives)):
+            ext.sources = cythonized.sources
         super().run()
 
 
