@@ -411,3 +411,49 @@ def test_sweep_interrupt_is_a_warning_and_results_stay(names, tmp_path, monkeypa
     assert res.interrupted and len(res.rows) == 1 and calls == [2]
     assert any(issubclass(x.category, run_mod.SweepInterrupted) for x in w)
     assert len((tmp_path / "results.csv").read_text().splitlines()) == 2
+
+
+_STOPPED_TRIAL = r"""
+import json, os, signal, sys, threading, time, warnings
+import numpy as np
+from fastbn.data import Vocab, build_dataset, Dataset
+from fastbn.sweep import Space, sweep
+
+words = ["ab", "abc", "bca", "cab", "bb", "acca", "cc", "ba"] * 50
+vocab = Vocab.from_words(words)
+X, Y = build_dataset(words, vocab, 3)
+ds = Dataset(None, words, vocab, 3, X, Y, X, Y, X, Y)
+
+
+def terminate():            # once train() has taken SIGTERM over: the trial is under way
+    while signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        time.sleep(0.01)
+    os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+
+
+threading.Thread(target=terminate, daemon=True).start()
+space = Space({"steps": 50_000_000, "n_hidden": 8, "n_embd": 2})
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    res = sweep(space, ds, sys.argv[1], workers=0, quiet=True, report=False)
+print("RESULT " + json.dumps({"interrupted": res.interrupted, "rows": len(res.rows),
+      "lines": len(open(os.path.join(sys.argv[1], "results.csv")).read().splitlines())}))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_trial_in_the_main_thread_stopped_by_a_signal_is_not_recorded(tmp_path, sig):
+    """Without Dask workers the trials train in the main thread, where train() stops on Ctrl-C
+    or SIGTERM after the step under way: that partial run is not the trial's result (it would
+    be ranked as finished); the sweep stops as interrupted, with nothing recorded for it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(os.environ, PYTHONPATH=str(Path(fastbn.__file__).resolve().parent.parent))
+    r = subprocess.run([sys.executable, "-c", _STOPPED_TRIAL, str(tmp_path / "out"), sig],
+                       capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))
+    assert json.loads(line[len("RESULT "):]) == {"interrupted": True, "rows": 0, "lines": 1}
