@@ -477,7 +477,7 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=DEFAULT_LR_SCHE
         by = f" by {signal.Signals(interrupt.signum).name}" if interrupt.signum else ""
         warnings.warn(f"training interrupted{by} after step {step:,} of {steps:,}: the model is "
                       "as those steps left it (resume with train(..., resume=result.state))",
-                      TrainingInterrupted, stacklevel=3)    # 3: the caller of holds_model's
+                      TrainingInterrupted, stacklevel=3)    # past holds_model: train's caller
     if use_fused and last_chunk is not None:
         _refresh_layers(model, Xtr, Ytr, batch_size, *last_chunk)
     if calibrate and model.batchnorms() and not result.interrupted:
