@@ -9,8 +9,8 @@ Environment switches (all off by default):
 import os
 
 import numpy as np
-from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 
 def flag(name):
@@ -57,4 +57,21 @@ extensions = [
     ),
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives))
+
+
+class cython_build_ext(build_ext):
+    """Cython runs here, when the extension is built: once per build. (Called at the top of
+    setup.py, it ran every time setup.py was loaded: for the sdist, the wheel's requirements
+    and the wheel, each a separate step of ``python -m build`` or ``pip install``.)"""
+
+    def run(self):
+        from Cython.Build import cythonize
+        # the same Extension objects (setuptools has prepared them), with Cython's C in place
+        # of the .pyx
+        for ext, cythonized in zip(self.extensions, cythonize(
+                self.extensions, compiler_directives=directives)):
+            ext.sources = cythonized.sources
+        super().run()
+
+
+setup(ext_modules=extensions, cmdclass={"build_ext": cython_build_ext})

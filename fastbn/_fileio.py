@@ -19,7 +19,9 @@ What it does, in order:
    (``os.replace``) and ``fsync``\\ s the folder, so the rename itself survives a power loss (where
    the OS can sync a folder: Windows cannot, and is skipped silently);
 5. on any failure, the caller's exception, ``KeyboardInterrupt`` included, or its own, deletes the
-   temporary file and re-raises: ``path`` keeps its previous content (or stays absent).
+   temporary file and re-raises: ``path`` keeps its previous content (or stays absent). An
+   ``OSError`` that names no file (a write refused: a full disk, ``EFBIG`` under a file-size
+   limit) is raised again as the same error naming ``path``, so a message says which file.
 
 The file gets a new inode: the permissions are those of a new file (the umask's), not those of
 the file it replaces, and a symlink at ``path`` is replaced by the file, not followed.
@@ -91,6 +93,11 @@ def atomic_write(path, mode="wb", *, encoding="utf-8", newline=None):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        _unlink(tmp)
+        if e.filename is None:      # a failed write (a full disk, a file-size limit): say where
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         _unlink(tmp)
         raise

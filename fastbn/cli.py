@@ -14,6 +14,7 @@
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import warnings
@@ -286,9 +287,11 @@ def _cmd_train(args):
         raise _Fail(f"{e}; {kept} (try a smaller --lr-schedule)") from e
     if res.interrupted:
         _print_losses(res.losses, f"loss after step {res.state.step:,}")
-        print(f"\ninterrupted after step {res.state.step:,} of {run['steps']:,}; checkpoint "
+        signum = res.interrupt_signal or signal.SIGINT
+        by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+        print(f"\ninterrupted{by} after step {res.state.step:,} of {run['steps']:,}; checkpoint "
               f"{ckpt}\ncontinue with: fastbn train --resume {ckpt}", file=sys.stderr)
-        return 130
+        return 128 + signum         # the shell's status of a process ended by that signal
     save(res.state, complete=True, calibrated=res.calibrated, losses=res.losses,
          losses_running=res.losses_running, wall_time=res.wall_time)
     if res.losses_running is not None:

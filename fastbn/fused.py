@@ -44,6 +44,7 @@ import numpy as np
 
 from . import _kernels as K
 from . import nn
+from ._busy import training_model
 from .ops import _index_array
 
 __all__ = ["FusedTrainer", "BatchSampler", "supports", "MAX_LAYERS", "PHASES"]
@@ -323,7 +324,7 @@ class FusedTrainer:
         update applied.
         """
         lr = _lr(lr)
-        with self._lock:
+        with training_model(self.model, "FusedTrainer.step"), self._lock:
             self._check_bound()
             X, Y = self._batch(X, Y, rows)
             return self._net.step(X, Y, self._rows, lr)
@@ -335,14 +336,14 @@ class FusedTrainer:
         ``(done, losses)``: done == steps, or the index of the first step whose loss was not
         finite (that step was not applied; the model holds the state after step done - 1).
         """
-        with self._lock:
+        with training_model(self.model, "FusedTrainer.run"), self._lock:
             X, Y = self._data(X, Y)
             return self._run_locked(X, Y, steps, lr, sampler, losses)
 
     def _run(self, X, Y, steps, lr, sampler, losses=None):
         """``run`` on X and Y that ``_data`` returned (private, checked): ``fastbn.train``
         copies and checks its data once instead of once per chunk."""
-        with self._lock:
+        with training_model(self.model, "FusedTrainer.run"), self._lock:
             return self._run_locked(X, Y, steps, lr, sampler, losses)
 
     def _run_locked(self, X, Y, steps, lr, sampler, losses):
@@ -384,7 +385,7 @@ class FusedTrainer:
         A phase that does not occur (``linear_*`` in a net of one hidden layer) reads 0. Each
         phase costs a clock read, some tens of nanoseconds; bench/phases.py reports the shares.
         """
-        with self._lock:
+        with training_model(self.model, "FusedTrainer.time_phases"), self._lock:
             X, Y = self._data(X, Y)
             self._check_bound()
             net = self._net

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import _kernels, nn, ops, registry
 from . import init as _init
+from ._busy import holds_model
 from ._validate import positive_int as _pos_int
 from .data import Vocab
 from .inference import CHUNK, Plan
@@ -284,6 +285,7 @@ class CharMLP:
             raise RuntimeError("CharMLP.backward called before forward")
         self.net.backward(ops.cross_entropy_backward(dloss, self._ce_cache))
 
+    @holds_model("CharMLP.train_step")
     def train_step(self, X, Y, lr):
         """One step of minibatch SGD: forward, backward, ``p -= lr * grad``. Returns the loss.
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._busy import holds_model
 from ._figures import new_figure, save_figure
 from .fused import BatchSampler, FusedTrainer, supports
 
@@ -235,7 +236,9 @@ class TrainResult:
     path : str
         "fused" (the compiled loop) or "per-layer" (``model.train_step``).
     interrupted : bool
-        Ctrl-C stopped the run after a complete step (``state.step < steps``; no evaluation).
+        Ctrl-C or SIGTERM stopped the run after a complete step (``state.step < steps``).
+    interrupt_signal : int or None
+        The signal that stopped it (``signal.SIGINT`` or ``signal.SIGTERM``), else None.
     state : TrainState
         Where the run stopped, to resume from.
     """
@@ -253,6 +256,7 @@ class TrainResult:
     path: str = "per-layer"
     interrupted: bool = False
     state: TrainState | None = None
+    interrupt_signal: int | None = None
 
     @property
     def log10_history(self):
@@ -285,6 +289,7 @@ def _splits(data):
     raise TypeError("data must be a fastbn.data.Dataset or an (X, Y) pair of training arrays")
 
 
+@holds_model("fastbn.train")
 def train(model, data, steps=200_000, batch_size=32, lr_schedule=None,
           seed=DEFAULT_SEED, *, quiet=False, calibrate=False, evaluate=True, callback=None,
           every=1000, log_every=10_000, plot=None, stream=None, fused="auto", threads=None,
@@ -357,6 +362,16 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=None,
     the loop and the previous one is restored, also when the loop raises. A run in another
     thread, or under any other SIGINT handler (a handler of yours, SIGINT ignored), leaves
     signal handling alone (Python calls signal handlers in the main thread only).
+
+    SIGTERM (what a cluster scheduler sends before it preempts a job, and ``kill``'s default) is
+    handled the same way, in the main thread and only while its handler is the operating
+    system's default (which would end the process at once, losing every step since the last
+    checkpoint): the run stops after the step under way, ``checkpoint`` is called, and the result
+    says ``interrupt_signal == signal.SIGTERM``. A SIGTERM handler of yours, or SIGTERM ignored,
+    is left in place.
+
+    One model trains in one thread at a time: a second ``train`` (or ``train_step``, or fused
+    run) of the same model from another thread while this one runs raises RuntimeError at once.
 
     Returns
     -------
@@ -461,19 +476,22 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=None,
             if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
                 checkpoint(state())
         wall = time.perf_counter() - t0
-    bar.close()
-    if interrupt.caught and checkpoint is not None:
-        checkpoint(state())
+        bar.close()
+        # still under our handlers: a second Ctrl-C or SIGTERM cannot cut this write short
+        if interrupt.caught and checkpoint is not None:
+            checkpoint(state())
 
     result = TrainResult(history=history[:step], wall_time=wall, steps=steps,
                          batch_size=batch_size,
                          seed=seed if not isinstance(seed, np.random.Generator) else None,
                          lr_schedule=schedule, path="fused" if use_fused else "per-layer",
-                         interrupted=step < steps, state=state(), steps_run=step - first)
+                         interrupted=step < steps, state=state(), steps_run=step - first,
+                         interrupt_signal=interrupt.signum if step < steps else None)
     if result.interrupted:
-        warnings.warn(f"training interrupted after step {step:,} of {steps:,}: the model is "
+        by = f" by {signal.Signals(interrupt.signum).name}" if interrupt.signum else ""
+        warnings.warn(f"training interrupted{by} after step {step:,} of {steps:,}: the model is "
                       "as those steps left it (resume with train(..., resume=result.state))",
-                      TrainingInterrupted, stacklevel=2)
+                      TrainingInterrupted, stacklevel=3)    # past holds_model: train's caller
     if use_fused and last_chunk is not None:
         _refresh_layers(model, Xtr, Ytr, batch_size, *last_chunk)
     if calibrate and model.batchnorms() and not result.interrupted:
@@ -492,7 +510,7 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=None,
 
 
 class TrainingInterrupted(UserWarning):
-    """``train`` was stopped by Ctrl-C (or a Jupyter interrupt) between two steps."""
+    """``train`` was stopped by Ctrl-C (or a Jupyter interrupt) or SIGTERM between two steps."""
 
 
 def _refresh_layers(model, X, Y, batch_size, sampler_state, steps):
@@ -528,33 +546,44 @@ def seed_streams(seed):
 
 
 class _CatchInterrupt:
-    """Within the block, SIGINT sets ``caught`` instead of raising KeyboardInterrupt, so the loop
-    can stop between steps (a step cut in half would leave the model half updated).
+    """Within the block, SIGINT and SIGTERM set ``caught`` (and ``signum``, the first signal
+    caught) instead of raising KeyboardInterrupt or ending the process, so the loop can stop
+    between steps (a step cut in half would leave the model half updated).
 
-    Only where SIGINT would raise KeyboardInterrupt: in the main thread (``signal.signal``
-    refuses elsewhere), under Python's ``signal.default_int_handler`` (a terminal, a Jupyter
-    cell). Any other handler (the caller's own, SIG_IGN, SIG_DFL, one installed from C) is left
-    alone. On exit the previous handler is put back if ours is still the one installed, so
-    nested or overlapping blocks restore in order and never leave ours behind.
+    Only in the main thread (``signal.signal`` refuses elsewhere), and only where the signal
+    would otherwise interrupt the run by default: SIGINT under Python's
+    ``signal.default_int_handler`` (a terminal, a Jupyter cell), SIGTERM under ``SIG_DFL`` (the
+    operating system's default, which kills the process). Any other handler (the caller's own,
+    SIG_IGN, SIG_DFL for SIGINT, one installed from C) is left alone. On exit each previous
+    handler is put back if ours is still the one installed, so nested or overlapping blocks
+    restore in order and never leave ours behind.
     """
+
+    SIGNALS = ((signal.SIGINT, lambda h: h is signal.default_int_handler),
+               (signal.SIGTERM, lambda h: h == signal.SIG_DFL))
 
     def __enter__(self):
         self.caught = False
-        self._previous = None
+        self.signum = None
+        self._previous = {}
 
         def handler(signum, frame):
+            if self.signum is None:
+                self.signum = signum
             self.caught = True
         self._handler = handler
         try:
-            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-                self._previous = signal.signal(signal.SIGINT, handler)
+            for signum, ours_to_replace in self.SIGNALS:
+                if ours_to_replace(signal.getsignal(signum)):
+                    self._previous[signum] = signal.signal(signum, handler)
         except ValueError:      # not the main thread (of the main interpreter)
             pass
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None and signal.getsignal(signal.SIGINT) is self._handler:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) is self._handler:
+                signal.signal(signum, previous)
         return False
 
 

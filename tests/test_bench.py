@@ -34,12 +34,21 @@ def dataset(names):
     return names
 
 
-def torch_available():
+def torch_or_none():
+    """torch, or None when it is not installed (its rows of the run are then skipped, saying
+    why); with FASTBN_REQUIRE_TORCH=1 (CI) a missing torch is an error, not a skip."""
+    if os.environ.get("FASTBN_REQUIRE_TORCH") == "1":
+        import torch
+        return torch
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
-        return os.environ.get("FASTBN_REQUIRE_TORCH") == "1"    # in CI torch must be there
-    return True
+        return None
+    return torch
+
+
+def torch_available():
+    return torch_or_none() is not None
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +57,7 @@ def smoke(dataset, tmp_path_factory):
     (results, out dir, printed table)."""
     out = tmp_path_factory.mktemp("bench")
     printed = io.StringIO()
-    torch = pytest.importorskip("torch") if torch_available() else None
+    torch = torch_or_none()
     with bench.one_thread(torch):                  # as `fastbn bench` runs it
         res = bench.run((32, 64), ("float32", "float64"), repeats=1, out=out, quick=True,
                         data=dataset, targets=TARGETS, machine={"fastbn_git": "v0-test-describe"},
@@ -125,7 +134,27 @@ def test_smoke_run_verifies_then_times_every_peer(smoke):
     assert {t["ok"] for t in res["targets"] if "200,000" in t["target"]} == {None}
     # B = 1024 was not run: not measured, not failed
     assert {t["ok"] for t in res["targets"] if "B=1024" in t["target"]} == {None}
-    assert {t["ok"] for t in res["targets"] if "B=32" in t["target"]} <= {True, False}
+    # B = 32 was run: judged, except a target against PyTorch when it is not installed
+    peers = [t.get("peer") for t in bench.load_targets(TARGETS)["targets"]]
+    b32 = [(t["ok"], peer) for t, peer in zip(res["targets"], peers) if "B=32" in t["target"]]
+    assert {ok for ok, peer in b32 if peer != "torch" or torch_available()} <= {True, False}
+    if not torch_available():
+        assert {ok for ok, peer in b32 if peer == "torch"} <= {None}
+        assert any(n.startswith("PyTorch skipped: not importable") for n in res["notes"])
+
+
+def test_smoke_run_times_pytorch_too(smoke, torch):
+    """With torch installed (required in CI), the run verifies and times it like every peer, in
+    both tables, and judges the targets against it; without it this test skips, saying why."""
+    res, out, _ = smoke
+    assert "torch" in res["implementations"] and "torch" in res["opcalls"]["impls"]
+    for row in res["results"]:
+        assert "torch" in row["verification"] and "torch" in row["impls"]
+    peers = [t.get("peer") for t in bench.load_targets(TARGETS)["targets"]]
+    judged = {t["ok"] for t, peer in zip(res["targets"], peers)
+              if peer == "torch" and "B=32" in t["target"]}
+    assert judged and judged <= {True, False}
+    assert not any(n.startswith("PyTorch skipped") for n in res["notes"])
 
 
 def test_smoke_run_times_one_call_of_every_op(smoke):
@@ -288,8 +317,11 @@ def test_bench_script_help():
         assert opt in r.stdout
     # the repository's script writes the repository's figures and judges the project's targets,
     # wherever it is started from
-    text = " ".join(r.stdout.split())
-    assert f"(default {RESULTS})" in text and f"default {TARGETS})" in text
+    # (argparse wraps the help where it likes, a path's hyphens and spaces included: compare
+    # without any whitespace)
+    text = "".join(r.stdout.split())
+    assert "".join(f"(default {RESULTS})".split()) in text
+    assert "".join(f"default {TARGETS})".split()) in text
 
 
 # ----------------------------------------------------------------------------------------------

@@ -200,3 +200,73 @@ def test_a_failed_download_beside_a_good_one(tmp_path, slow_server):
     assert [type(e) for e in errors] == [data.ChecksumError]
     assert results[0] == dest and dest.read_bytes() == body
     assert [p.name for p in dest.parent.iterdir()] == ["names.txt"]
+
+
+# ----------------------------------------------------------------------------------------------
+# one model, trained from two threads at once: the second call is refused, never mixed in
+
+def _tiny_data():
+    g = np.random.default_rng(3)
+    X = g.integers(0, 27, size=(500, 3))
+    return X, (X[:, 2] + 1) % 27
+
+
+@pytest.mark.parametrize("second", ["train", "train_step", "FusedTrainer.run",
+                                    "FusedTrainer.step"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_model_trained_from_two_threads_at_once_refuses_the_second(fused, second):
+    """Thread A trains; its callback holds the run open until thread B has made its call on the
+    same model, so the two certainly overlap. B gets RuntimeError; A's run ends exactly as if it
+    had been alone (nothing of B's was applied)."""
+    from fastbn import train
+    from fastbn.fused import BatchSampler, FusedTrainer
+    X, Y = _tiny_data()
+    kw = dict(steps=600, batch_size=16, seed=1, quiet=True, evaluate=False, fused=fused,
+              every=100)
+    alone = CharMLP(VOCAB, n_embd=4, n_hidden=16, seed=0)
+    train(alone, (X, Y), **kw)
+
+    model = CharMLP(VOCAB, n_embd=4, n_hidden=16, seed=0)
+    a_in, b_done = threading.Event(), threading.Event()
+
+    def hold(step, loss, lr):
+        if step == 0:
+            a_in.set()
+            assert b_done.wait(60)
+
+    def call_b():
+        assert a_in.wait(60)
+        try:
+            if second == "train":
+                train(model, (X, Y), **kw)
+            elif second == "train_step":
+                model.train_step(X[:16], Y[:16], 0.1)
+            elif second == "FusedTrainer.run":
+                FusedTrainer(model, 16).run(X, Y, 50, 0.1, BatchSampler(0))
+            else:
+                FusedTrainer(model, 16).step(X[:16], Y[:16], 0.1)
+        finally:
+            b_done.set()
+
+    results, errors = run_threads([lambda: train(model, (X, Y), callback=hold, **kw), call_b])
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError), errors
+    assert "being trained by another thread" in str(errors[0])
+    assert results[0] is not None and results[0].state.step == 600
+    assert _same(model, alone), "the refused call changed the model"
+
+
+def test_sequential_training_calls_of_one_model_from_two_threads_still_work():
+    from fastbn import train
+    X, Y = _tiny_data()
+    kw = dict(steps=200, batch_size=16, seed=1, quiet=True, evaluate=False)
+    serial = CharMLP(VOCAB, n_embd=4, n_hidden=16, seed=0)
+    for seed in (1, 2):
+        train(serial, (X, Y), **{**kw, "seed": seed})
+    model = CharMLP(VOCAB, n_embd=4, n_hidden=16, seed=0)
+    for seed in (1, 2):         # one thread after the other: each finds the model free
+        t = threading.Thread(target=train, args=(model, (X, Y)), kwargs={**kw, "seed": seed})
+        t.start()
+        t.join()
+    model.train_step(X[:16], Y[:16], 0.1)
+    serial.train_step(X[:16], Y[:16], 0.1)
+    assert _same(model, serial)

@@ -329,3 +329,138 @@ def test_threads_writing_one_target(tmp_path):
     assert len(final) == size and len(set(final)) == 1 and final[0] in range(n)
     assert seen and all(s == (size, 1) for s in seen)
     only(tmp_path, "shared.bin")
+
+
+# ----------------------------------------------------------------------------------------------
+# writes under a file-size limit (RLIMIT_FSIZE): every write fails with EFBIG past the limit, as
+# on a full disk or a quota; the previous file stays whole, and a command says so in one line
+
+_LIMITED = r"""
+import resource, signal, sys
+if __name__ == "__main__":        # (a Dask worker process imports this file again: not there)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # the write fails with EFBIG instead
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), hard))
+    if sys.argv[2] == "-c":
+        exec(sys.argv[3])
+    else:
+        from fastbn.cli import main
+        sys.exit(main(sys.argv[2:]))
+"""
+
+pytestmark_fsize = pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+
+
+def limited(tmp_path, limit, *args, timeout=180):
+    """Run ``fastbn ARGS`` (or ``-c CODE``) in a child whose files may not exceed ``limit``
+    bytes; returns the CompletedProcess."""
+    script = tmp_path / "limited.py"
+    script.write_text(_LIMITED)
+    return subprocess.run([sys.executable, str(script), str(limit), *map(str, args)], env=ENV,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def one_error_line(p, command):
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr
+    assert lines[0].startswith(f"fastbn {command}: error: ") and "File too large" in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def word_file(tmp_path):
+    g = np.random.default_rng(1)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    path = tmp_path / "words.txt"
+    path.write_text("\n".join("".join(g.choice(letters, g.integers(3, 8)))
+                              for _ in range(2000)) + "\n")
+    return path
+
+
+@pytestmark_fsize
+def test_save_past_a_file_size_limit_keeps_the_previous_checkpoint(tmp_path):
+    vocab = data.Vocab.from_chars(".abcdefghijklmnopqrstuvwxyz")
+    path = tmp_path / "model.npz"
+    old = CharMLP(vocab, seed=0, n_hidden=16)
+    checkpoint.save(old, path)
+    limit = path.stat().st_size + 1000       # the old file fits, the bigger new one does not
+    code = (f"import errno\nfrom fastbn import CharMLP, save\nfrom fastbn.data import Vocab\n"
+            f"m = CharMLP(Vocab.from_chars({vocab.chars!r}), seed=1, n_hidden=200)\n"
+            f"try:\n    save(m, {str(path)!r})\nexcept OSError as e:\n"
+            f"    print(errno.errorcode[e.errno], e.filename, e)\n")
+    p = limited(tmp_path, limit, "-c", code)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[:2] == ["EFBIG", str(path)], p.stdout   # it says which file
+    back = checkpoint.load(path)                                     # the old one, whole
+    assert all(np.array_equal(a, b) for a, b in zip(back.parameters(), old.parameters()))
+    only(tmp_path, "model.npz", "limited.py")
+
+
+TRAIN = ["--batch-size", "16", "--n-hidden", "24", "--seed", "3", "--quiet"]
+
+
+@pytestmark_fsize
+def test_a_periodic_checkpoint_past_the_limit_keeps_the_previous_one(tmp_path, word_file):
+    from fastbn.cli import main
+    ref = tmp_path / "ref"
+    assert main(["train", "--data", str(word_file), "--steps", "2000", *TRAIN, "--no-plot",
+                 "--out", str(ref)]) == 0
+    # the checkpoint of step 2000 fits; that of step 4000 (16 kB more of loss history) does not
+    limit = (ref / "model.npz").stat().st_size + 4000
+    out = tmp_path / "run"
+    p = limited(tmp_path, limit, "train", "--data", word_file, "--steps", 6000, *TRAIN,
+                "--checkpoint-every", 2000, "--no-plot", "--out", out)
+    line = one_error_line(p, "train")
+    assert f"cannot save the checkpoint {out / 'model.npz'} at step 4,000" in line
+    m = checkpoint.load(out / "model.npz")
+    assert m.train_state.step == 2000 and not m.meta.get("complete")
+    only(out, "model.npz")
+
+
+@pytestmark_fsize
+def test_a_loss_plot_past_the_limit_is_one_line_and_the_checkpoint_is_saved(tmp_path, word_file):
+    from fastbn.cli import main
+    ref = tmp_path / "ref"
+    assert main(["train", "--data", str(word_file), "--steps", "300", *TRAIN, "--out",
+                 str(ref)]) == 0
+    ckpt, png = (ref / "model.npz").stat().st_size, (ref / "loss.png").stat().st_size
+    assert png > ckpt + 4000
+    out = tmp_path / "run"
+    p = limited(tmp_path, ckpt + 2000, "train", "--data", word_file, "--steps", 300, *TRAIN,
+                "--out", out)
+    line = one_error_line(p, "train")
+    assert f"cannot write the loss plot {out / 'loss.png'}" in line and "checkpoint is saved" \
+        in line
+    assert checkpoint.load(out / "model.npz").meta["complete"]
+    only(out, "model.npz")
+
+
+@pytestmark_fsize
+def test_sweep_results_past_the_limit_keep_the_previous_file(tmp_path, word_file):
+    pytest.importorskip("distributed", reason="the sweep needs Dask: pip install 'fastbn[sweep]'")
+    from fastbn.cli import main
+    from fastbn.sweep.results import ResultsFile
+    from fastbn.sweep.run import load_sweep
+    args = ["sweep", "--data", word_file, "--param", "lr=0.05,0.1,0.2,0.3", "--param",
+            "steps=100", "--param", "n_hidden=8", "--workers", 1, "--quiet"]
+    out = tmp_path / "out"
+    ref = tmp_path / "ref"
+    p = limited(tmp_path, 10**7, *args, "--out", ref)
+    assert p.returncode == 0, p.stderr
+    meta, results = (ref / "sweep.json").stat().st_size, (ref / "results.csv").read_text()
+    header = len(results.splitlines()[0]) + 1
+    limit = max(meta, header) + 20          # sweep.json and the header fit, four rows do not
+    assert len(results) > limit
+    p = limited(tmp_path, limit, *args, "--out", out)
+    line = one_error_line(p, "sweep")
+    assert str(out / "results.csv") in line, line
+    spaces, _, _ = load_sweep(out)
+    trials = spaces[0].trials()
+    rows = ResultsFile(out / "results.csv", list(spaces[0].params)).load(trials)
+    assert len(rows) < 4                   # what was written before stays whole
+    assert not [f for f in out.iterdir() if f.name.endswith(".tmp")]
+    # and it resumes, without the limit
+    assert main(["sweep", "--resume", str(out), "--workers", "1", "--quiet"]) == 0
+    assert len((out / "results.csv").read_text().splitlines()) == 5

@@ -1,4 +1,5 @@
-"""A library call leaves the process as it found it: BLAS threads and the SIGINT handler.
+"""A library call leaves the process as it found it: BLAS threads, the SIGINT and SIGTERM
+handlers.
 
 ``fastbn.train`` must not change the number of BLAS threads (process-wide: it would change the
 speed of every other thread, and overlapping runs left the process pinned to one thread), and
@@ -415,6 +416,115 @@ report(interrupted=r.interrupted, during=all(during), calls=len(calls),
 """, HANDLER=handler)
     assert not res["interrupted"] and res["during"] and res["after"]
     assert res["calls"] == (1 if handler == "mine" else 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# SIGTERM: what a scheduler sends before preempting a job; handled like Ctrl-C, in the same places
+
+def test_sigterm_in_the_main_thread_stops_between_steps_and_restores_the_default():
+    res = run_script(r"""
+assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+ours, started, saved = [], threading.Event(), []
+
+
+def cb(step, loss, lr):
+    ours.append(signal.getsignal(signal.SIGTERM) != signal.SIG_DFL)
+    started.set()
+
+
+def terminate():
+    assert started.wait(60)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+threading.Thread(target=terminate, daemon=True).start()
+m = model()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    r = train(m, (X, Y), steps=2_000_000, batch_size=16, quiet=True, callback=cb, every=100,
+              checkpoint=lambda st: saved.append(st.step))
+warned = [str(w.message) for w in caught if w.category.__name__ == "TrainingInterrupted"]
+report(interrupted=r.interrupted, step=r.state.step, ours=all(ours), saved=saved,
+       signal=int(r.interrupt_signal), warned=warned,
+       sigint_restored=signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+       restored=signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+""")
+    assert res["interrupted"] and 0 < res["step"] < 2_000_000
+    assert res["ours"], "train() did not catch SIGTERM during its loop"
+    assert res["saved"] == [res["step"]], "the stop did not write its checkpoint"
+    assert res["signal"] == 15 and res["restored"] and res["sigint_restored"]
+    assert len(res["warned"]) == 1 and "by SIGTERM after step" in res["warned"][0]
+
+
+@pytest.mark.parametrize("handler", ["mine", "SIG_IGN"])
+def test_another_sigterm_handler_is_left_in_place(handler):
+    """A SIGTERM handler of the caller's, or SIGTERM ignored: train() does not replace it and
+    runs to the end; SIGTERM does what the caller chose."""
+    res = run_script(r"""
+calls = []
+
+
+def mine(signum, frame):
+    calls.append(signum)
+
+
+chosen = {"mine": mine, "SIG_IGN": signal.SIG_IGN}[HANDLER]
+signal.signal(signal.SIGTERM, chosen)
+during, started = [], threading.Event()
+
+
+def cb(step, loss, lr):
+    during.append(signal.getsignal(signal.SIGTERM) is chosen)
+    if step == 0:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+r = train(model(), (X, Y), steps=3000, batch_size=16, quiet=True, callback=cb, every=100)
+report(interrupted=r.interrupted, during=len(during) > 1 and all(during), calls=len(calls),
+       after=signal.getsignal(signal.SIGTERM) is chosen)
+""", HANDLER=handler)
+    assert not res["interrupted"] and res["during"] and res["after"]
+    assert res["calls"] == (1 if handler == "mine" else 0)
+
+
+@pytest.mark.parametrize("how", ["returns", "callback raises", "KeyboardInterrupt in callback"])
+def test_the_sigterm_default_is_restored_after_train(how):
+    res = run_script(r"""
+ours = []
+
+
+def cb(step, loss, lr):
+    ours.append(signal.getsignal(signal.SIGTERM) != signal.SIG_DFL)
+    if step >= 300 and HOW == "callback raises":
+        raise RuntimeError("from the callback")
+    if step >= 300 and HOW == "KeyboardInterrupt in callback":
+        raise KeyboardInterrupt
+
+
+try:
+    train(model(), (X, Y), steps=1000, batch_size=16, quiet=True, callback=cb, every=100)
+    raised = None
+except BaseException as e:
+    raised = type(e).__name__
+report(raised=raised, ours=len(ours) > 0 and all(ours),
+       restored=signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+""", HOW=how)
+    assert res["raised"] == {"returns": None, "callback raises": "RuntimeError",
+                             "KeyboardInterrupt in callback": "KeyboardInterrupt"}[how]
+    assert res["ours"] and res["restored"]
+
+
+def test_train_in_another_thread_leaves_sigterm_alone():
+    res = run_script(r"""
+during = []
+t = threading.Thread(target=lambda: train(
+    model(), (X, Y), steps=500, batch_size=16, quiet=True, every=100,
+    callback=lambda s, l, lr: during.append(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)))
+t.start()
+t.join()
+report(during=len(during) > 0 and all(during))
+""")
+    assert res["during"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -53,7 +53,8 @@ CI_RUN = README.parent / ".ci" / "run"
 @pytest.mark.skipif(not CI_RUN.exists(), reason=".ci/run is not next to the tests")
 def test_ci_installs_with_the_readmes_set_up_command():
     """A newcomer following the README's set-up gets what CI tests: the README's pip install
-    line (first bash block under "Set up") is the one .ci/run runs, extras and all."""
+    line (first bash block under "Set up") is the one .ci/run runs, extras and all (every time
+    it installs fastbn: in its venv, and in the clone at a path with a space and a hyphen)."""
     setup = README.read_text().split("## Set up", 1)[1]
     block = re.search(r"```bash\n(.*?)```", setup, re.S).group(1)
     readme_pip = [ln.split("#")[0].split() for ln in block.splitlines() if "pip install" in ln]
@@ -61,4 +62,14 @@ def test_ci_installs_with_the_readmes_set_up_command():
               if "pip install" in ln and "torch" not in ln]
     assert len(readme_pip) == 1, readme_pip
     target = readme_pip[0][2:]                      # after "pip install"
-    assert [[a for a in c[c.index("install") + 1:] if a != "--quiet"] for c in ci_pip] == [target]
+    ci_args = [[a for a in c[c.index("install") + 1:] if a != "--quiet"] for c in ci_pip]
+    assert ci_args and all(a == target for a in ci_args), (ci_args, target)
+
+
+@pytest.mark.skipif(not CI_RUN.exists(), reason=".ci/run is not next to the tests")
+def test_ci_also_installs_and_tests_from_a_path_with_a_space_and_a_hyphen():
+    ci = CI_RUN.read_text()
+    clone = re.search(r'git clone --quiet "\$root" "(\$\w+)/([^"]*)"', ci)
+    assert clone and " " in clone.group(2) and "-" in clone.group(2), "no clone at an odd path"
+    after = ci[clone.end():]
+    assert f'cd "{clone.group(1)}/{clone.group(2)}"' in after and "pytest" in after

@@ -82,40 +82,77 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, words):
     assert all(np.all(np.isfinite(p)) for p in m.parameters())
 
 
-def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, words):
+TRAIN_ARGS = ["--steps", "400000", "--batch-size", "16", "--n-hidden", "24",
+              "--checkpoint-every", "2000", "--quiet", "--no-plot", "--seed", "3",
+              "--lr-schedule", "0:0.1,100000:0.01"]     # the same for the shorter reference run
+
+
+def start_and_stop(tmp_path, words, sig):
+    """`fastbn train` in a subprocess, sent ``sig`` once its first periodic checkpoint is on
+    disk; returns (the process, its stdout, its stderr, the output folder)."""
     out = tmp_path / "run"
-    args = ["--data", str(words), "--steps", "400000", "--batch-size", "16", "--n-hidden", "24",
-            "--checkpoint-every", "2000", "--quiet", "--no-plot", "--seed", "3",
-            "--lr-schedule", "0:0.1,100000:0.01"]     # the same for the shorter reference run
-    p = subprocess.Popen([sys.executable, "-m", "fastbn", "train", *args, "--out", str(out)],
+    p = subprocess.Popen([sys.executable, "-m", "fastbn", "train", "--data", str(words),
+                          *TRAIN_ARGS, "--out", str(out)],
                          cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     deadline = time.time() + 60
     while not (out / "model.npz").exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
-    p.send_signal(signal.SIGINT)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(sig)
     stdout, stderr = p.communicate(timeout=60)
-    assert p.returncode == 130, stderr
-    assert "Traceback" not in stderr and "continue with: fastbn train --resume" in stderr
-    m = checkpoint.load(out / "model.npz")
-    step = m.train_state.step
-    assert 0 < step < 400_000
+    return p, stdout, stderr, out
 
+
+def resume_equals_uninterrupted(tmp_path, words, ckpt, extra=500):
+    """Resume ``ckpt`` to ``extra`` steps past where it stands and compare, bit for bit, with an
+    uninterrupted run of that length."""
+    m = checkpoint.load(ckpt)
+    step = m.train_state.step
     # resume to a short end: rewrite the run's length in the checkpoint, then compare with an
     # uninterrupted run of that length
-    m.meta["run"]["steps"] = step + 500
-    checkpoint.save(m, out / "model.npz", meta=m.meta, state=m.train_state)
-    assert main(["train", "--resume", str(out / "model.npz"), "--quiet", "--no-plot"]) == 0
-    resumed = checkpoint.load(out / "model.npz")
-    assert resumed.meta["complete"] and resumed.train_state.step == step + 500
+    m.meta["run"]["steps"] = step + extra
+    checkpoint.save(m, ckpt, meta=m.meta, state=m.train_state)
+    assert main(["train", "--resume", str(ckpt), "--quiet", "--no-plot"]) == 0
+    resumed = checkpoint.load(ckpt)
+    assert resumed.meta["complete"] and resumed.train_state.step == step + extra
 
     ref = tmp_path / "ref"
-    assert main(["train", *args[:2], "--steps", str(step + 500), *args[4:],
-                 "--out", str(ref)]) == 0
+    args = [a if a != "400000" else str(step + extra) for a in TRAIN_ARGS]
+    assert main(["train", "--data", str(words), *args, "--out", str(ref)]) == 0
     whole = checkpoint.load(ref / "model.npz")
     np.testing.assert_array_equal(resumed.train_state.history, whole.train_state.history)
     for a, b in zip(arrays(resumed), arrays(whole)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_saves_a_resumable_checkpoint(tmp_path, words, sig, status):
+    """Ctrl-C, or the SIGTERM a cluster scheduler sends before it preempts a job: the run stops
+    after the step under way, writes its checkpoint, says how to continue, and exits with the
+    shell's status of that signal (128 + its number); --resume continues it bit for bit."""
+    p, stdout, stderr, out = start_and_stop(tmp_path, words, sig)
+    assert p.returncode == status, stderr
+    assert "Traceback" not in stderr and "continue with: fastbn train --resume" in stderr
+    if sig == signal.SIGTERM:
+        assert "interrupted by SIGTERM after step" in stderr
+    m = checkpoint.load(out / "model.npz")
+    step = m.train_state.step
+    assert 0 < step < 400_000
+    assert f"after step {step:,} of 400,000" in stderr      # the checkpoint of the stop
+    resume_equals_uninterrupted(tmp_path, words, out / "model.npz")
+
+
+def test_sigkill_resumes_from_the_last_periodic_checkpoint(tmp_path, words):
+    """SIGKILL cannot be caught: what is left is the last periodic checkpoint, whole and
+    loadable, and --resume continues from it exactly."""
+    p, _, _, out = start_and_stop(tmp_path, words, signal.SIGKILL)
+    assert p.returncode == -signal.SIGKILL
+    m = checkpoint.load(out / "model.npz")
+    step = m.train_state.step
+    assert step > 0 and step % 2000 == 0 and not m.meta.get("complete")
+    resume_equals_uninterrupted(tmp_path, words, out / "model.npz")
 
 
 def test_resume_needs_a_training_state(tmp_path, capsys):

@@ -194,6 +194,38 @@ def test_results_file_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]   # no temporary left
 
 
+@pytest.mark.parametrize("edit, why", [
+    (lambda r: r.replace(",ok,", ",done,"), "unknown status 'done'"),
+    (lambda r: r.rsplit(",", 1)[0] + "\n", "columns, not"),
+    (lambda r: r.replace(",0.25,", ",0.2x5,"), "is not a number"),
+    (lambda r: r.replace(",3.5,", ",,"), "val_loss: is empty"),
+    (lambda r: r.replace(",3.5,", ",nan,"), "val_loss: 'nan' is not a finite number"),
+    (lambda r: r.replace(",w,", ",,"), "worker: is empty"),
+    (lambda r: r.rsplit(",", 1)[0] + ",0\n", "runs: '0' is not a finite number >= 1"),
+    (lambda r: r.replace(",0.1,", ",0.3,", 1), "lr '0.3' is not the trial's '0.1'"),
+    (lambda r: r.rstrip("\n"), "cut short"),
+])
+def test_results_file_drops_a_row_that_is_not_complete_and_valid(tmp_path, edit, why):
+    """A row that does not read back whole is not a finished trial: dropped (it runs again),
+    and the file is rewritten with the good rows."""
+    trials = Space({"lr": [0.1, 0.2]}).trials()
+    path = tmp_path / "results.csv"
+    rf = ResultsFile(path, ["lr"], interval=0)
+    res = {"status": "ok", "train_loss": 3.25, "val_loss": 3.5, "test_loss": 3.75,
+           "steps": 5, "wall_time": 0.25, "trial_time": 0.5, "path": "fused", "worker": "w"}
+    rf.add(trials[1], {"status": "failed", "error": "ValueError: x"}, steps=5)
+    rf.add(trials[0], res)
+    good, last = path.read_text().splitlines(keepends=True)[1:]
+    assert ResultsFile(path, ["lr"]).load(trials).keys() == {trials[0].id, trials[1].id}
+    path.write_text(path.read_text().replace(last, edit(last)))
+    back = ResultsFile(path, ["lr"], interval=0)
+    assert list(back.load(trials)) == [trials[1].id]
+    assert len(back.dropped) == 1 and back.dropped[0][:2] == (3, trials[0].id)
+    assert why in back.dropped[0][2], back.dropped
+    back.flush()                                    # repaired: the good rows, nothing else
+    assert path.read_text().splitlines(keepends=True)[1:] == [good]
+
+
 # ----------------------------------------------------------------------------------------------
 # on a LocalCluster of two worker processes
 
@@ -276,6 +308,41 @@ def test_resume_skips_what_is_done_and_an_existing_folder_is_refused(names, clie
               quiet=True, resume=True)
 
 
+@pytest.mark.parametrize("cut", ["in val_loss", "after a comma", "in the trial id",
+                                 "before the newline"])
+def test_resume_reruns_a_last_row_cut_short(names, names_path, client, tmp_path, cut, capsys):
+    """A crash or a full disk while results.csv was written can leave its last row cut
+    anywhere: --resume runs that trial again (it is not a finished trial) and ranks its real,
+    full-precision val loss; the rows before it are kept as they were."""
+    space = Space({"lr": [0.05, 0.1], "steps": STEPS})
+    out = tmp_path / "out"
+    sweep(space, names, out, client=client, quiet=True, report=False)
+    path = out / "results.csv"
+    text = path.read_text()
+    header_and_first, last = text[:text.rindex("\n", 0, -1) + 1], text[text.rindex("\n", 0, -1)
+                                                                      + 1:]
+    row = next(csv.DictReader(io.StringIO(text.splitlines()[0] + "\n" + last)))
+    tid, val = row["trial"], float(row["val_loss"])
+    assert len(row["val_loss"]) > 8
+    start = last.index(row["val_loss"])
+    at = {"in val_loss": start + 3, "after a comma": start + len(row["val_loss"]) + 1,
+          "in the trial id": 5, "before the newline": len(last) - 1}[cut]
+    path.write_text(header_and_first + last[:at])
+    if cut == "in val_loss":        # through the command, as a user resumes it
+        assert main(["sweep", "--resume", str(out), "--workers", "1", "--quiet"]) == 0
+        rows = {r["trial"]: r for r in csv.DictReader(io.StringIO(path.read_text()))}
+        assert float(rows[tid]["val_loss"]) == val
+    else:
+        res = sweep(space, names_path, out, client=client, resume=True, stream=io.StringIO())
+        assert res.rows[tid]["val_loss"] == val and res.rows[tid]["status"] == "ok"
+    new = path.read_text()
+    assert new.startswith(header_and_first) and len(new.splitlines()) == 3
+    report = (out / "report.md").read_text()
+    assert f"{val:.4f}" in report
+    if cut == "in val_loss":
+        assert f"{float(row['val_loss'][:3]):.4f}" not in report     # 2.6 was never trusted
+
+
 def test_block_size_sweep_ships_one_dataset_per_size(names, client):
     space = Space({"block_size": [2, 3], "steps": STEPS})
     res = sweep(space, names, None, client=client, quiet=True, report=False)
@@ -344,3 +411,49 @@ def test_sweep_interrupt_is_a_warning_and_results_stay(names, tmp_path, monkeypa
     assert res.interrupted and len(res.rows) == 1 and calls == [2]
     assert any(issubclass(x.category, run_mod.SweepInterrupted) for x in w)
     assert len((tmp_path / "results.csv").read_text().splitlines()) == 2
+
+
+_STOPPED_TRIAL = r"""
+import json, os, signal, sys, threading, time, warnings
+import numpy as np
+from fastbn.data import Vocab, build_dataset, Dataset
+from fastbn.sweep import Space, sweep
+
+words = ["ab", "abc", "bca", "cab", "bb", "acca", "cc", "ba"] * 50
+vocab = Vocab.from_words(words)
+X, Y = build_dataset(words, vocab, 3)
+ds = Dataset(None, words, vocab, 3, X, Y, X, Y, X, Y)
+
+
+def terminate():            # once train() has taken SIGTERM over: the trial is under way
+    while signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        time.sleep(0.01)
+    os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+
+
+threading.Thread(target=terminate, daemon=True).start()
+space = Space({"steps": 50_000_000, "n_hidden": 8, "n_embd": 2})
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    res = sweep(space, ds, sys.argv[1], workers=0, quiet=True, report=False)
+print("RESULT " + json.dumps({"interrupted": res.interrupted, "rows": len(res.rows),
+      "lines": len(open(os.path.join(sys.argv[1], "results.csv")).read().splitlines())}))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_trial_in_the_main_thread_stopped_by_a_signal_is_not_recorded(tmp_path, sig):
+    """Without Dask workers the trials train in the main thread, where train() stops on Ctrl-C
+    or SIGTERM after the step under way: that partial run is not the trial's result (it would
+    be ranked as finished); the sweep stops as interrupted, with nothing recorded for it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(os.environ, PYTHONPATH=str(Path(fastbn.__file__).resolve().parent.parent))
+    r = subprocess.run([sys.executable, "-c", _STOPPED_TRIAL, str(tmp_path / "out"), sig],
+                       capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))
+    assert json.loads(line[len("RESULT "):]) == {"interrupted": True, "rows": 0, "lines": 1}

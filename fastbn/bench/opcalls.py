@@ -326,7 +326,7 @@ def time_opcalls(all_cases, impls, dtype, repeats=5, block_seconds=0.05, log=Non
             timing = time_case(case, p, impls, repeats, block_seconds)
             rows.append({"op": case.name, "label": OPS[case.name], "pass": p,
                          "batch_size": case.batch_size, "impls": timing,
-                         "statements": dict(case.stmts[p])})
+                         "statements": {k: case.stmts[p][k] for k in impls}})
         if log:
             us = {p: {k: r["impls"][k]["us"] for k in impls} for p, r in zip(PASSES, rows[-2:])}
             log(f"  B={case.batch_size} {case.name:<14} " + "  ".join(

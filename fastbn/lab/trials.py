@@ -15,6 +15,7 @@ import numpy as np
 
 from ..model import CharMLP
 from ..sweep.space import resolve
+from ..sweep.trial import finished
 from ..training import seed_streams, train
 from .probe import Probe
 
@@ -31,8 +32,9 @@ def _seeds(seed):
 def _train_quiet(model, ds, steps, seed, probe=None, splits=("train", "val"), lr_schedule=None):
     """Train on the per-layer path without output; (loss history, {split: eval loss}). The
     schedule defaults to train's (the lecture's scaled to ``steps``)."""
-    res = train(model, ds, steps=steps, seed=seed, quiet=True, evaluate=False, callback=probe,
-                every=probe.every if probe else 1000, fused=False, lr_schedule=lr_schedule)
+    res = finished(train(model, ds, steps=steps, seed=seed, quiet=True, evaluate=False,
+                         callback=probe, every=probe.every if probe else 1000, fused=False,
+                         lr_schedule=lr_schedule))
     return res.history, {n: model.evaluate(*ds.split(n)) for n in splits}
 
 

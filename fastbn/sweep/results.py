@@ -14,6 +14,10 @@ previous complete file or the new one, never a part. Writes are throttled to one
 quadratic time); ``flush`` writes what is pending, and the sweep flushes at the end, on Ctrl-C
 and on any error. A client killed outright (SIGKILL, power loss) loses at most the last
 ``interval`` seconds of results, which ``--resume`` runs again.
+
+``--resume`` trusts only complete, valid rows (``ResultsFile.load``): a file cut short by
+something else (a copy interrupted, a full disk on another tool's write, an edit) has its bad
+rows run again, and is rewritten with the good ones.
 """
 import csv
 import io
@@ -53,6 +57,60 @@ def _float(text):
     return float(text) if text not in ("", None) else math.nan
 
 
+def _number(text, kind, low, required):
+    """Why ``text`` is not a ``kind`` (int or float) >= ``low`` (finite), or None. Empty text is
+    fine unless ``required``."""
+    if text == "":
+        return "is empty" if required else None
+    try:
+        v = kind(text)
+    except ValueError:
+        return f"{text!r} is not a number" if kind is float else f"{text!r} is not an integer"
+    if not (math.isfinite(v) and v >= low):
+        return f"{text!r} is not a finite number >= {low}"
+    return None
+
+
+def _invalid(line, fields, header):
+    """Why a line of a results file is not a complete, well-formed row, or None."""
+    if not line.endswith("\n"):
+        return "the line is cut short (no newline at its end: the write did not finish)"
+    if len(fields) != len(header):
+        return f"it has {len(fields)} columns, not {len(header)}"
+    row = dict(zip(header, fields))
+    status = row["status"]
+    if status not in STATUSES:
+        return f"unknown status {status!r}"
+    checks = {"seed": (int, 0, True), "steps": (int, 0, True), "runs": (int, 1, True),
+              "trial_time": (float, 0, status == "ok"), "wall_time": (float, 0, status == "ok"),
+              "val_loss": (float, -math.inf, status == "ok"),
+              "train_loss": (float, -math.inf, False), "test_loss": (float, -math.inf, False)}
+    for k, (kind, low, required) in checks.items():
+        why = _number(row[k], kind, low, required)
+        if why is not None:
+            return f"{k}: {why}"
+    if status == "ok" and not row["worker"]:      # a trial the cluster lost has no worker
+        return "worker: is empty"
+    if status != "ok" and not row["error"]:
+        return f"a {status} trial without its error"
+    if row["path"] not in ("", "fused", "per-layer"):
+        return f"path: unknown {row['path']!r}"
+    return None
+
+
+def _other_trial(row, trial, param_names):
+    """Why ``row`` is not a row of ``trial`` (its parameter values and seed), or None."""
+    if trial is None:
+        return None
+    if row["seed"] != str(trial.seed):
+        return f"seed {row['seed']!r} is not the trial's {trial.seed}"
+    for n in param_names:
+        want = trial.text(n) if n in trial.params else ""
+        if row[n] != want:
+            return f"{n} {row[n]!r} is not the trial's {want!r}"
+    return None
+
+
 class ResultsFile:
     """The results of a sweep, in memory and in ``path``.
 
@@ -68,34 +126,59 @@ class ResultsFile:
         self.rows = {}
         self._dirty = False
         self._written = -math.inf
+        self.dropped = []
 
-    def load(self, trial_ids):
+    def load(self, trials):
         """Read the rows already in the file (none if there is no file) for ``--resume``.
 
+        ``trials``: the sweep's trials (or only their ids, which checks less). Only complete,
+        valid rows count as done: a row is kept when it ends with a newline (the last line of a
+        file cut short by a crash or a full disk does not), has every column, and each column
+        reads as what it holds (the trial's own parameter values and seed; a status of
+        ``STATUSES`` with the fields it requires: an "ok" row its finite val loss, times and
+        worker, a diverged or failed one its error; numbers that parse; ``runs`` >= 1). Any
+        other row is dropped (its trial runs again), listed in ``self.dropped`` as (line number,
+        trial id or "", reason), and the file is marked to be rewritten with the good rows
+        (``flush``).
+
         Raises ValueError when the file is not a results file of this space: another header, a
-        trial id the space does not have, a trial twice, or an unknown status.
+        complete row of a trial id the space does not have, or a trial twice.
         """
+        self.dropped = []
         if self.path is None or not self.path.exists():
             return {}
-        text = self.path.read_text(encoding="utf-8")
-        reader = csv.DictReader(io.StringIO(text))
-        if reader.fieldnames != self.header:
-            raise ValueError(f"{self.path} has the columns {', '.join(reader.fieldnames or [])}; "
+        by_id = {(t if isinstance(t, str) else t.id): (None if isinstance(t, str) else t)
+                 for t in trials}
+        text = self.path.read_text(encoding="utf-8", errors="replace")
+        parts = text.split("\n")        # rows hold no newline (an error is put on one line)
+        lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+        header = next(csv.reader(lines[:1]), None)
+        if header != self.header:
+            raise ValueError(f"{self.path} has the columns {', '.join(header or [])}; "
                              f"this sweep's are {', '.join(self.header)}: it is the results "
                              "file of another sweep")
-        known = set(trial_ids)
-        for i, row in enumerate(reader, start=2):
-            tid = row["trial"]
-            if tid not in known:
-                raise ValueError(f"{self.path}, line {i}: trial {tid} is not in this sweep's "
-                                 "space (the file belongs to another sweep, or was edited)")
-            if tid in self.rows:
-                raise ValueError(f"{self.path}, line {i}: trial {tid} appears twice")
-            if row["status"] not in STATUSES:
-                raise ValueError(f"{self.path}, line {i}: unknown status {row['status']!r}")
+        for i, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            fields = next(csv.reader([line]), [])
+            tid = fields[0] if fields else ""
+            why = _invalid(line, fields, self.header)
+            if why is None:
+                row = dict(zip(self.header, fields))
+                if tid not in by_id:
+                    raise ValueError(f"{self.path}, line {i}: trial {tid} is not in this "
+                                     "sweep's space (the file belongs to another sweep, or was "
+                                     "edited)")
+                if tid in self.rows:
+                    raise ValueError(f"{self.path}, line {i}: trial {tid} appears twice")
+                why = _other_trial(row, by_id[tid], self.param_names)
+            if why is not None:
+                self.dropped.append((i, tid if tid in by_id else "", why))
+                continue
             for k in _FLOATS:
                 row[k] = _float(row[k])
             self.rows[tid] = row
+        self._dirty = self._dirty or bool(self.dropped)
         return dict(self.rows)
 
     def drop(self, status):

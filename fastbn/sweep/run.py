@@ -250,6 +250,9 @@ def sweep(space, data=None, out=None, *, client=None, scheduler=None, workers=No
         todo = [t for t in trials if t.id not in results.rows]
         progress = SweepProgress(len(trials), done=len(results.rows), quiet=quiet,
                                  stream=stream)
+        for line, tid, why in results.dropped:
+            progress.note(f"{results.path}, line {line}: not a complete row ({why}); "
+                          + (f"trial {tid} runs again" if tid else "dropped"))
 
         def record(trial, res, runs):
             row = results.add(trial, res, runs=runs, steps=resolve(trial.params)[1]["steps"])
@@ -313,7 +316,7 @@ def _prepare(out, results, trials, spaces, ds, sha, resume, retry_failed):
                              f"({path}, SHA-256 {old_sha[:16]}...): its trials would not be "
                              "comparable")
     if resume:
-        results.load([t.id for t in trials])
+        results.load(trials)        # a row cut short or invalid is dropped: it runs again
         if retry_failed:
             results.drop("failed")
     out.mkdir(parents=True, exist_ok=True)

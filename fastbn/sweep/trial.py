@@ -32,7 +32,7 @@ from ..model import CharMLP
 from ..training import seed_streams, train
 from .space import resolve
 
-__all__ = ["COLUMNS", "execute", "one_blas_thread", "run_trial"]
+__all__ = ["COLUMNS", "execute", "finished", "one_blas_thread", "run_trial"]
 
 # the result columns a trial returns (results.csv holds these after the parameters and seed)
 COLUMNS = ("status", "train_loss", "val_loss", "test_loss", "steps", "wall_time", "trial_time",
@@ -101,6 +101,16 @@ def execute(fn, data, trial, topic=None):
     return out
 
 
+def finished(res):
+    """``res`` (a ``TrainResult``) if its run went to the end; KeyboardInterrupt if Ctrl-C or
+    SIGTERM stopped it (a trial that runs ``train`` in the main thread, as without Dask): a
+    partial run is not a result, and the sweep stops, as it does on Ctrl-C anywhere else."""
+    if res.interrupted:
+        raise KeyboardInterrupt(f"the trial's training stopped after step {res.state.step:,} "
+                                f"of {res.steps:,}")
+    return res
+
+
 def run_trial(data, trial, keep_history=False):
     """Train the trial's ``CharMLP`` on ``data`` (a ``fastbn.data.Dataset`` of the trial's
     block size) and return its result columns.
@@ -116,7 +126,7 @@ def run_trial(data, trial, keep_history=False):
                          f"{data.block_size}")
     init, batches = seed_streams(trial.seed)
     model = CharMLP(data.vocab, seed=np.random.default_rng(init), **model_kw)
-    res = train(model, data, seed=batches, quiet=True, fused="auto", **run_kw)
+    res = finished(train(model, data, seed=batches, quiet=True, fused="auto", **run_kw))
     out = {"train_loss": res.losses["train"], "val_loss": res.losses["val"],
            "test_loss": res.losses.get("test"), "steps": res.steps, "wall_time": res.wall_time,
            "path": res.path}
