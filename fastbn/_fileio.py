@@ -95,7 +95,9 @@ def atomic_write(path, mode="wb", *, encoding="utf-8", newline=None):
         os.replace(tmp, path)
     except OSError as e:
         _unlink(tmp)
-        if e.filename is None:      # a failed write (a full disk, a file-size limit): say where
+        if e.filename is None and e.errno is not None:
+            # a failed write (a full disk, a file-size limit) names no file: say where (an
+            # error of the caller's own, errno None, goes on as it is)
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     except BaseException:
