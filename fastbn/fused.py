@@ -42,6 +42,7 @@ import threading
 
 import numpy as np
 
+from . import _divergence
 from . import _kernels as K
 from . import nn
 from .ops import _index_array
@@ -188,6 +189,7 @@ class FusedTrainer:
         if B < 2:
             raise ValueError(f"batch_size must be >= 2 with batch norm, got {batch_size}")
         self.model, self.batch_size = model, B
+        self.divergence = None                   # of the last step or run (see run)
         self._lock = threading.Lock()            # one call at a time: shared workspaces
         self._bind()
 
@@ -319,21 +321,42 @@ class FusedTrainer:
     def step(self, X, Y, lr, rows=None):
         """One SGD step on ``X[rows], Y[rows]`` (rows (B,) int, default all of X when len(X) == B).
 
-        Returns the loss before the update (a float); a non-finite loss is returned without any
-        update applied.
+        Returns the loss before the update (a float). ``divergence`` is then None, or what
+        diverged, as ``CharMLP.train_step`` has it: a non-finite pre-activation, logit or loss
+        returns without any update applied; a step that leaves a parameter or a running
+        statistic non-finite is applied.
         """
         lr = _lr(lr)
         with self._lock:
             self._check_bound()
             X, Y = self._batch(X, Y, rows)
-            return self._net.step(X, Y, self._rows, lr)
+            loss = self._net.step(X, Y, self._rows, lr)
+            self.divergence = self._divergence(loss)
+            return loss
+
+    def _divergence(self, loss):
+        """The Divergence of the net's last step (None: it did not diverge), in the model's
+        terms (the net's hidden layer l is the model's BatchNorm1d at layer 2 + 3 l)."""
+        kind, layer = self._net.fault
+        if kind == "none":
+            return None
+        if kind == "pre-activation":
+            return _divergence.preactivation(self.model, 2 + 3 * layer)
+        if kind == "logits":
+            return _divergence.logits(self.model)
+        if kind == "loss":
+            return _divergence.loss(self.model, loss)
+        return _divergence.after_update(self.model) or \
+            _divergence.Divergence("parameter", "a parameter was not finite in the step")
 
     def run(self, X, Y, steps, lr, sampler, losses=None):
         """``steps`` SGD steps at learning rate ``lr``, minibatches drawn by ``sampler``.
 
         ``losses`` (steps,) float64 receives each step's loss (allocated when None). Returns
-        ``(done, losses)``: done == steps, or the index of the first step whose loss was not
-        finite (that step was not applied; the model holds the state after step done - 1).
+        ``(done, losses)``: done == steps, or the index of the first step that diverged, and
+        ``divergence`` says what (see ``step``): the model then holds the state after step
+        done - 1, or, when ``divergence.applied``, after step done. The sampler has drawn the
+        rows of steps 0 .. done, no more.
         """
         with self._lock:
             X, Y = self._data(X, Y)
@@ -366,10 +389,13 @@ class FusedTrainer:
                             f"{type(sampler).__name__}")
         with sampler.lock:
             state = _state(sampler)
+            self.divergence = None
             if steps == 0:
                 return 0, losses
-            done = self._net.train(X, Y, steps, lr, state, losses)
-        return int(done), losses
+            done = int(self._net.train(X, Y, steps, lr, state, losses))
+        if done < steps:
+            self.divergence = self._divergence(losses[done])
+        return done, losses
 
     def time_phases(self, X, Y, steps, lr, sampler):
         """``run``, with the time of each phase of the compiled step measured.
