@@ -53,7 +53,11 @@ def logits(model):
 
 
 def loss(model, value):
-    return Divergence("loss", f"the loss is {model.dtype.type(value)}")
+    """The loss, in the model's dtype (a float32 loss beyond its range is inf), is not
+    finite."""
+    with np.errstate(over="ignore"):
+        value = model.dtype.type(value)
+    return Divergence("loss", f"the loss is {value}")
 
 
 def preactivation_layers(model):

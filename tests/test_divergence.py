@@ -12,6 +12,7 @@ import pytest
 
 import fastbn
 from fastbn import CharMLP, data
+from fastbn.cli import main
 from fastbn.fused import BatchSampler
 from fastbn.training import TrainingDiverged, train
 
@@ -111,6 +112,7 @@ def test_a_hidden_preactivation_overflow_mid_run(dtype, fused):
     assert m.training                       # the mode it was in
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")     # the float32 loss
 @pytest.mark.parametrize("fused", PATHS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_the_loss_alone_not_finite(dtype, fused):
@@ -290,3 +292,31 @@ def test_sample_and_evaluate_refuse_a_non_finite_model_folded_too():
         folded.sample(3)
     with pytest.raises(ValueError, match="evaluate: the model's parameter"):
         folded.evaluate(X, Y)
+
+
+# ----------------------------------------------------------------------------------------------
+# the command line
+
+def test_a_diverged_cli_run_keeps_the_folders_good_checkpoint(tmp_path, capsys):
+    """`fastbn train --out r` over a folder holding a good checkpoint: the run diverges at step
+    20 (lr 1e39 is +inf in float32: every parameter is non-finite after that update, on every
+    CPU), exits 1 with one line and no traceback, and r/model.npz is the good one, untouched."""
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(["anna", "bob", "otto", "ada", "abba", "nan"] * 20) + "\n")
+    out = tmp_path / "r"
+    common = ["train", "--data", str(words), "--steps", "40", "--batch-size", "8",
+              "--n-hidden", "16", "--out", str(out), "--quiet", "--no-plot"]
+    assert main(common) == 0
+    capsys.readouterr()
+    good = (out / "model.npz").read_bytes()
+    assert main(common[:-4] + ["--lr-schedule", "0:0.1,20:1e39", "--out", str(out), "--quiet",
+                               "--no-plot"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("fastbn train: error: training diverged at step 20 (lr 1e+39): "
+                          "weight of layer 0 is not finite")
+    assert f"{out / 'model.npz'} is left as it was" in err
+    assert (out / "model.npz").read_bytes() == good
+    m = fastbn.load(out / "model.npz")
+    assert m.meta["complete"] and np.isfinite(m.evaluate(*data.load_dataset(
+        words, block_size=3).split("train")))
