@@ -24,6 +24,14 @@ model is not.
 (``PHASES``: the first layer, batch norm and tanh, the output layer, softmax and the loss, each
 forward and backward, SGD, ...); ``bench/phases.py`` in the repository prints the shares.
 
+Divergence (``fastbn.train``'s definition, the per-layer path's too): the compiled step raises
+flags in the passes that already touch the values, at no extra pass: the batch-norm + tanh pass
+checks every pre-activation, the softmax's max pass every logit, the running-statistics update
+and SGD every value they write (``x - x`` is 0 for a finite x, NaN otherwise, and the comparisons
+are ANDed, which vectorizes). A non-finite pre-activation, logit or loss (rounded to the model's
+dtype) stops the step before its update; a parameter or running statistic left non-finite stops
+the loop after it. ``FusedTrainer.divergence`` says which.
+
 Minibatch rows come from :class:`BatchSampler` (PCG32, unbiased bounded integers), which the
 per-layer training path uses too, so both paths see the same minibatches for the same seed.
 
