@@ -89,7 +89,7 @@ typedef void (*fb_dgemm_t)(char *ta, char *tb, int *m, int *n, int *k, double *a
     X(acc1,   F64,  ONE,   WORK,  HMAX, NONE, NONE)     /* double accumulators */               \
     X(acc2,   F64,  ONE,   WORK,  HMAX, NONE, NONE)                                             \
     X(kfac,   REAL, ONE,   WORK,  HMAX, NONE, NONE)     /* gamma invstd / B, BN backward */     \
-    X(gfac,   REAL, ONE,   WORK,  HMAX, NONE, NONE)     /* (B / n) dgamma, BN backward */       \
+    X(gfac,   REAL, ONE,   WORK,  HMAX, NONE, NONE)     /* (B / n) dgamma; forward: flags */    \
     X(rows,   I64,  ONE,   WORK,  2,  B,     NONE)      /* this step's rows and the next's */   \
     X(ctx,    I64,  ONE,   WORK,  B,  T,     NONE)      /* X[rows] */                           \
     X(tgt,    I64,  ONE,   WORK,  B,  NONE,  NONE)      /* Y[rows] */                           \

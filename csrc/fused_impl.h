@@ -19,20 +19,19 @@ static inline void SFX(fb_gemm)(const fb_net *net, int ta, int tb, int M, int N,
 }
 
 /* One row of batch norm and tanh: xhat = (x - mean) invstd, h = tanh(gamma xhat + beta).
- * Returns whether every pre-activation gamma xhat + beta of the row is finite. */
-static inline int SFX(fb_bn_tanh_row)(const REAL *restrict x, REAL *restrict xhat,
-                                      REAL *restrict h, const REAL *restrict mean,
-                                      const REAL *restrict invstd, const REAL *restrict gamma,
-                                      const REAL *restrict beta, int H) {
-    int ok = 1;
+ * fin[j] += u - u for each pre-activation u = gamma xhat + beta: 0 while every u of column j
+ * is finite, NaN from the first that is not (a column accumulator, so no reduction per row) */
+static inline void SFX(fb_bn_tanh_row)(const REAL *restrict x, REAL *restrict xhat,
+                                       REAL *restrict h, const REAL *restrict mean,
+                                       const REAL *restrict invstd, const REAL *restrict gamma,
+                                       const REAL *restrict beta, REAL *restrict fin, int H) {
     for (int j = 0; j < H; j++) {
         const REAL z = (x[j] - mean[j]) * invstd[j];
         xhat[j] = z;
         const REAL u = gamma[j] * z + beta[j];
         h[j] = TANH(u);
-        ok &= FB_FINITE(u);
+        fin[j] += u - u;
     }
-    return ok;
 }
 
 /* Sums over the rows of a (B, H) array, per column. The columns go in blocks of FB_W (one
@@ -264,12 +263,16 @@ static FB_INLINE int SFX(fb_bn_act_forward)(fb_net *net, int l, int training) {
             invstd[j] = (REAL)(1.0 / sqrt((double)rv[j] + net->eps));
         }
     }
-    /* one pass: normalize, scale and shift, tanh; whether every pre-activation is finite */
-    int ok = 1;
+    /* one pass: normalize, scale and shift, tanh; whether every pre-activation is finite, in
+     * gfac (free until batch norm's backward) */
+    REAL *restrict fin = (REAL *)net->gfac;
+    for (int j = 0; j < H; j++) fin[j] = 0;
     for (int b = 0; b < B; b++) {
         const int64_t o = (int64_t)b * H;
-        ok &= SFX(fb_bn_tanh_row)(hpre + o, xhat + o, h + o, mean, invstd, gamma, beta, H);
+        SFX(fb_bn_tanh_row)(hpre + o, xhat + o, h + o, mean, invstd, gamma, beta, fin, H);
     }
+    int ok = 1;
+    for (int j = 0; j < H; j++) ok &= fin[j] == 0;
     return ok;
 }
 
