@@ -316,7 +316,7 @@ class CharMLP:
         saved = self._copy_buffers(buffers) if buffers else None
         loss = float(self.forward(X, Y))
         # the forward's values, then the running statistics it updated: one compiled call
-        pre = _divergence.preactivation_layers(self)
+        pre = self._preactivations()
         k = _kernels.all_finite([self.layers[i].out for i in pre] + [self.layers[-1].out]
                                 + buffers)
         if 0 <= k <= len(pre) or not math.isfinite(loss):
@@ -337,6 +337,15 @@ class CharMLP:
         if k >= 0 or not finite:
             self.divergence = _divergence.after_update(self)
         return loss
+
+    def _preactivations(self):
+        """The indices of the layers whose output is a pre-activation (the layer before each
+        nonlinearity), computed again when the layer list changes."""
+        key = (id(self.layers), len(self.layers))
+        cached = getattr(self, "_preact_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._preact_cache = (key, _divergence.preactivation_layers(self))
+        return cached[1]
 
     def _buffers(self):
         """The running statistics, as ``named_buffers`` lists them (without the names)."""
