@@ -27,8 +27,8 @@ forward and backward, SGD, ...); ``bench/phases.py`` in the repository prints th
 Divergence (``fastbn.train``'s definition, the per-layer path's too): the compiled step raises
 flags in the passes that already touch the values, at no extra pass: the batch-norm + tanh pass
 checks every pre-activation, the softmax's max pass every logit, the running-statistics update
-and SGD every value they write (``x - x`` is 0 for a finite x, NaN otherwise, and the comparisons
-are ANDed, which vectorizes). A non-finite pre-activation, logit or loss (rounded to the model's
+and SGD every value they write (``x - x`` is 0 for a finite x and NaN otherwise: the comparisons
+with 0 are ANDed, or, in the batch-norm pass, summed per column; both vectorize). A non-finite pre-activation, logit or loss (rounded to the model's
 dtype) stops the step before its update; a parameter or running statistic left non-finite stops
 the loop after it. ``FusedTrainer.divergence`` says which.
 

@@ -513,6 +513,9 @@ class TrainingDiverged(FloatingPointError):
         super().__init__(f"training diverged at step {self.step} (lr {self.lr:g}): "
                          f"{divergence.what}; {after}")
 
+    def __reduce__(self):                  # pickles (e.g. from a worker) with its attributes
+        return type(self), (self.step, self.lr, self.divergence)
+
 
 class TrainingInterrupted(UserWarning):
     """``train`` was stopped by Ctrl-C (or a Jupyter interrupt) between two steps."""

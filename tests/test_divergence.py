@@ -7,6 +7,8 @@ any summation order and with or without FMA, never by one CPU's overflow pattern
 injected at a known step, sums of all-positive terms that exceed the largest float, variances
 beyond it by many orders of magnitude, or a learning rate that is +inf once rounded to float32.
 """
+import pickle
+
 import numpy as np
 import pytest
 
@@ -224,6 +226,8 @@ def test_a_huge_learning_rate_raises():
         m = model(np.float32)
         e = run(m, XY, fused, lr_schedule=1e39)
         assert e.step == 0 and isinstance(e, FloatingPointError)
+        again = pickle.loads(pickle.dumps(e))           # as from a worker process
+        assert (again.step, again.lr, str(again)) == (0, 1e39, str(e))
         with pytest.raises(ValueError, match="sample: the model's parameter 0.weight holds NaN"):
             m.sample(5)
         with pytest.raises(ValueError, match="evaluate: the model's parameter 0.weight"):
