@@ -28,9 +28,10 @@ Divergence (``fastbn.train``'s definition, the per-layer path's too): the compil
 flags in the passes that already touch the values, at no extra pass: the batch-norm + tanh pass
 checks every pre-activation, the softmax's max pass every logit, the running-statistics update
 and SGD every value they write (``x - x`` is 0 for a finite x and NaN otherwise: the comparisons
-with 0 are ANDed, or, in the batch-norm pass, summed per column; both vectorize). A non-finite pre-activation, logit or loss (rounded to the model's
-dtype) stops the step before its update; a parameter or running statistic left non-finite stops
-the loop after it. ``FusedTrainer.divergence`` says which.
+with 0 are ANDed, or, in the batch-norm pass, summed per column; both vectorize). A non-finite
+pre-activation, logit or loss (rounded to the model's dtype) stops the step before its update; a
+parameter or running statistic left non-finite stops the loop after it. ``FusedTrainer.divergence``
+says which.
 
 Minibatch rows come from :class:`BatchSampler` (PCG32, unbiased bounded integers), which the
 per-layer training path uses too, so both paths see the same minibatches for the same seed.
@@ -50,9 +51,8 @@ import threading
 
 import numpy as np
 
-from . import _divergence
+from . import _divergence, nn
 from . import _kernels as K
-from . import nn
 from .ops import _index_array
 
 __all__ = ["FusedTrainer", "BatchSampler", "supports", "MAX_LAYERS", "PHASES"]
