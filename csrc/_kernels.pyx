@@ -52,8 +52,10 @@ cdef extern from "layers.h" nogil:
     # every CPU), each following the arithmetic of its kernel below
     void fb_tanh_backward_f32(const float *dout, const float *t, float *dx, int64_t n)
     void fb_tanh_backward_f64(const double *dout, const double *t, double *dx, int64_t n)
-    void fb_layer_sgd_f32(float *p, const float *g, float lr, int64_t n)
-    void fb_layer_sgd_f64(double *p, const double *g, double lr, int64_t n)
+    int fb_layer_sgd_f32(float *p, const float *g, float lr, int64_t n)
+    int fb_layer_sgd_f64(double *p, const double *g, double lr, int64_t n)
+    int fb_all_finite_f32(const float *x, int64_t n)
+    int fb_all_finite_f64(const double *x, int64_t n)
     void fb_layer_running_f32(float *r, const float *batch, float keep, float take,
                               int64_t n)
     void fb_layer_running_f64(double *r, const double *batch, double keep, double take,
@@ -842,6 +844,7 @@ cdef extern from "fused.h" nogil:
         fb_dgemm_t dgemm
         int profile
         uint64_t phase_ns[FB_NPHASES]
+        int fault, fault_layer
     ctypedef enum fb_dtype:
         FB_DTYPE_REAL
         FB_DTYPE_F64
@@ -875,6 +878,8 @@ cdef extern from "fused.h" nogil:
 
 
 MAX_LAYERS = FB_MAX_LAYERS
+# fb_fault (csrc/fused.h), in its order
+FAULTS = ("none", "pre-activation", "logits", "loss", "update")
 # the phases of a step the per-phase timing reports, in their order (FB_PHASES in fused.h)
 PHASES = tuple([fb_phase_names[i].decode() for i in range(FB_NPHASES)])
 
@@ -1052,6 +1057,14 @@ cdef class FusedNet:
     def phase_times(self):
         """{phase: seconds} spent in each phase (``PHASES``) while ``profile`` was on."""
         return {PHASES[i]: self.net.phase_ns[i] * 1e-9 for i in range(FB_NPHASES)}
+
+    @property
+    def fault(self):
+        """What stopped the last call, as (kind, layer): kind one of FAULTS (fb_fault in
+        csrc/fused.h): "none", "pre-activation" (of hidden layer ``layer``), "logits", "loss"
+        (these three: that step was not applied) or "update" (it was applied, and left a
+        parameter or a running statistic non-finite)."""
+        return FAULTS[self.net.fault], self.net.fault_layer
 
     def reset_phase_times(self):
         cdef int i

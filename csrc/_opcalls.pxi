@@ -828,7 +828,22 @@ def cross_entropy_backward_fast(dloss, cache):
 
 def sgd_update(list params, list grads, lr):
     """``p -= lr * g`` for every pair of the two lists, in one call: True when done; False, with
-    nothing updated, unless every pair is the common case (see below).
+    nothing updated, unless every pair is the common case (see below). (``sgd_update_finite``
+    also says whether the parameters are finite afterwards.)"""
+    return _sgd_update(params, grads, lr) >= 0
+
+
+def sgd_update_finite(list params, list grads, lr):
+    """``sgd_update``, and whether every updated parameter is finite: None (not the common
+    case, nothing updated), else True, or False when some parameter holds a NaN or an infinity
+    after the update (a flag the update loop raises as it writes, no second pass)."""
+    cdef int r = _sgd_update(params, grads, lr)
+    return None if r < 0 else r == 1
+
+
+cdef int _sgd_update(list params, list grads, lr) except -2:
+    """-1: declined, nothing updated; 1: done, every parameter finite afterwards; 0: done,
+    some not finite.
 
     The common case: ``lr`` a Python float; each p an ndarray (not a subclass) of float32 or
     float64, C-contiguous, aligned and writeable, its g of the same dtype and shape, C-contiguous
@@ -844,21 +859,22 @@ def sgd_update(list params, list grads, lr):
     cdef void** ptr                         # (2 n,) the parameters' data, then the gradients'
     cdef int64_t* size                      # (n,)
     cdef char* f32                          # (n,) float32 (1) or float64 (0)
+    cdef int ok = 1
     if len(grads) != n or type(lr) is not float:
-        return False
+        return -1
     r = <double>lr
     for k in range(n):
         p = _floats(params[k], -1)
         if p is None or not cnp.PyArray_CHKFLAGS(p, cnp.NPY_ARRAY_WRITEABLE):
-            return False
+            return -1
         g = _array(grads[k], _dtype(p), cnp.PyArray_NDIM(p))
         if (g is None or not _dims_are(g, cnp.PyArray_NDIM(p), cnp.PyArray_DIMS(p))
                 or _overlap(p, g)):
-            return False
+            return -1
         for j in range(k):                  # every pair of a parameter and another array
             if (_overlap(p, <cnp.ndarray>ps[j]) or _overlap(p, <cnp.ndarray>gs[j])
                     or _overlap(g, <cnp.ndarray>ps[j])):
-                return False
+                return -1
         ps.append(p)
         gs.append(g)
     ptr = <void**>malloc(max(n, 1) * (2 * sizeof(void*) + sizeof(int64_t) + 1))
@@ -874,12 +890,48 @@ def sgd_update(list params, list grads, lr):
     with nogil:
         for k in range(n):
             if f32[k]:
-                fb_layer_sgd_f32(<float*>ptr[k], <const float*>ptr[n + k], <float>r,
-                                 size[k])
+                ok &= fb_layer_sgd_f32(<float*>ptr[k], <const float*>ptr[n + k], <float>r,
+                                       size[k])
             else:
-                fb_layer_sgd_f64(<double*>ptr[k], <const double*>ptr[n + k], r, size[k])
+                ok &= fb_layer_sgd_f64(<double*>ptr[k], <const double*>ptr[n + k], r, size[k])
     free(ptr)
-    return True
+    return ok
+
+
+def all_finite(list arrays):
+    """The index of the first array of ``arrays`` that holds a NaN or an infinity, or -1 when
+    every one is finite: one call for the lot. Float32 and float64 ndarrays, C-contiguous and
+    aligned, are read by a compiled loop (their pointers and sizes taken with the GIL held, the
+    arrays kept referenced, the loops run without it); anything else goes through NumPy
+    (``np.isfinite``; an array of integers or booleans is finite)."""
+    cdef Py_ssize_t k, n = len(arrays)
+    cdef cnp.ndarray a
+    cdef list held = []
+    cdef const void* data
+    cdef int64_t size
+    cdef int ok
+    cdef bint f32
+    for k in range(n):
+        a = _floats(arrays[k], -1)
+        if a is None:
+            x = np.asarray(arrays[k])
+            if x.dtype.kind in "fc" and not np.isfinite(x).all():
+                return k
+            continue
+        held.append(a)                      # alive while the loop reads it
+        data, size, f32 = cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a), _dtype(a) is _F32
+        if size < 65536:                    # a few microseconds at most: keep the GIL
+            ok = fb_all_finite_f32(<const float*>data, size) if f32 else \
+                fb_all_finite_f64(<const double*>data, size)
+        else:
+            with nogil:
+                if f32:
+                    ok = fb_all_finite_f32(<const float*>data, size)
+                else:
+                    ok = fb_all_finite_f64(<const double*>data, size)
+        if not ok:
+            return k
+    return -1
 
 
 def copy_arrays(list src, list dst):

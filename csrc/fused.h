@@ -89,7 +89,7 @@ typedef void (*fb_dgemm_t)(char *ta, char *tb, int *m, int *n, int *k, double *a
     X(acc1,   F64,  ONE,   WORK,  HMAX, NONE, NONE)     /* double accumulators */               \
     X(acc2,   F64,  ONE,   WORK,  HMAX, NONE, NONE)                                             \
     X(kfac,   REAL, ONE,   WORK,  HMAX, NONE, NONE)     /* gamma invstd / B, BN backward */     \
-    X(gfac,   REAL, ONE,   WORK,  HMAX, NONE, NONE)     /* (B / n) dgamma, BN backward */       \
+    X(gfac,   REAL, ONE,   WORK,  HMAX, NONE, NONE)     /* (B / n) dgamma; forward: flags */    \
     X(rows,   I64,  ONE,   WORK,  2,  B,     NONE)      /* this step's rows and the next's */   \
     X(ctx,    I64,  ONE,   WORK,  B,  T,     NONE)      /* X[rows] */                           \
     X(tgt,    I64,  ONE,   WORK,  B,  NONE,  NONE)      /* Y[rows] */                           \
@@ -142,6 +142,18 @@ typedef int64_t fb_ptr_I64;
 #define FB_COUNT_LAYER [FB_MAX_LAYERS]
 #define FB_NET_FIELD(name, dtype, count, owner, d0, d1, d2) fb_ptr_##dtype *name FB_COUNT_##count;
 
+/* What stopped the last step (fb_net.fault), in the order a step computes them: the first
+ * non-finite value among a hidden layer's pre-activations (the batch-norm output, the input of
+ * the tanh; fault_layer says which layer), the logits, the loss rounded to REAL (these three:
+ * the step is not applied), or, once the step is applied, a parameter or a running statistic
+ * (every one is written by the SGD and running-statistics passes, which raise the flag). */
+typedef enum {
+    FB_FAULT_NONE, FB_FAULT_PREACT, FB_FAULT_LOGITS, FB_FAULT_LOSS, FB_FAULT_UPDATE
+} fb_fault;
+
+/* x is finite: x - x is 0 for a finite x and NaN for an infinity or a NaN (no -ffinite-math) */
+#define FB_FINITE(x) ((x) - (x) == 0)
+
 typedef struct {
     int B, T, D, V, L;
     int H[FB_MAX_LAYERS];
@@ -152,6 +164,8 @@ typedef struct {
     fb_dgemm_t dgemm;
     int profile;                /* 1: time the phases into phase_ns (a few clock reads a step) */
     uint64_t phase_ns[FB_NPHASES];
+    int fault;                  /* fb_fault of the last step (fb_step, fb_train, fb_loss) */
+    int fault_layer;            /* the hidden layer of FB_FAULT_PREACT */
     FB_NET_ARRAYS(FB_NET_FIELD)
 } fb_net;
 
@@ -179,8 +193,10 @@ void fb_pcg32_seed(uint64_t *state, uint64_t seed);
 /* B rows drawn uniformly (unbiased, Lemire's method) from [0, n) */
 void fb_draw_rows(uint64_t *state, int64_t n, int64_t B, int64_t *rows);
 
-/* One step on rows (B,) of X (N, T) / Y (N,): returns the loss before the update. A non-finite
- * loss returns before backward, leaving parameters and buffers untouched. */
+/* One step on rows (B,) of X (N, T) / Y (N,): returns the loss before the update and sets
+ * net->fault. A non-finite pre-activation, logit or loss returns before backward, leaving
+ * parameters and buffers untouched; FB_FAULT_UPDATE: the step was applied, and left a parameter
+ * or a running statistic non-finite. */
 double fb_step_f32(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows, float lr);
 double fb_step_f64(fb_net *net, const int64_t *X, const int64_t *Y, const int64_t *rows,
                    double lr);
@@ -191,8 +207,8 @@ double fb_loss_f64(fb_net *net, const int64_t *X, const int64_t *Y, const int64_
                    int training);
 
 /* steps steps with minibatches drawn from [0, n); losses[s] receives step s's loss.
- * Returns the number of steps done: steps, or the index of the first non-finite loss (that
- * step is not applied). */
+ * Returns steps, or the index s of the first step that diverged (net->fault says how: not
+ * applied, or, FB_FAULT_UPDATE, applied; the rows of step s are drawn, no later ones). */
 int64_t fb_train_f32(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n, int64_t steps,
                      float lr, uint64_t *rng, double *losses);
 int64_t fb_train_f64(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n, int64_t steps,

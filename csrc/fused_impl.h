@@ -18,15 +18,19 @@ static inline void SFX(fb_gemm)(const fb_net *net, int ta, int tb, int M, int N,
     SFX(fb_gemm_ld)(net, ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta, C, N);
 }
 
-/* One row of batch norm and tanh: xhat = (x - mean) invstd, h = tanh(gamma xhat + beta). */
+/* One row of batch norm and tanh: xhat = (x - mean) invstd, h = tanh(gamma xhat + beta).
+ * fin[j] += u - u for each pre-activation u = gamma xhat + beta: 0 while every u of column j
+ * is finite, NaN from the first that is not (a column accumulator, so no reduction per row) */
 static inline void SFX(fb_bn_tanh_row)(const REAL *restrict x, REAL *restrict xhat,
                                        REAL *restrict h, const REAL *restrict mean,
                                        const REAL *restrict invstd, const REAL *restrict gamma,
-                                       const REAL *restrict beta, int H) {
+                                       const REAL *restrict beta, REAL *restrict fin, int H) {
     for (int j = 0; j < H; j++) {
         const REAL z = (x[j] - mean[j]) * invstd[j];
         xhat[j] = z;
-        h[j] = TANH(gamma[j] * z + beta[j]);
+        const REAL u = gamma[j] * z + beta[j];
+        h[j] = TANH(u);
+        fin[j] += u - u;
     }
 }
 
@@ -224,7 +228,7 @@ static FB_INLINE void SFX(fb_first_layer_backward)(fb_net *net) {
  * unbiased variance into var for the running statistics), else the running statistics (never
  * changed here) */
 
-static FB_INLINE void SFX(fb_bn_act_forward)(fb_net *net, int l, int training) {
+static FB_INLINE int SFX(fb_bn_act_forward)(fb_net *net, int l, int training) {
     const int B = net->B, H = net->H[l];
     const REAL *restrict hpre = (const REAL *)net->hpre[l];
     REAL *restrict xhat = (REAL *)net->xhat[l], *restrict h = (REAL *)net->h[l];
@@ -259,28 +263,38 @@ static FB_INLINE void SFX(fb_bn_act_forward)(fb_net *net, int l, int training) {
             invstd[j] = (REAL)(1.0 / sqrt((double)rv[j] + net->eps));
         }
     }
-    /* one pass: normalize, scale and shift, tanh */
+    /* one pass: normalize, scale and shift, tanh; whether every pre-activation is finite, in
+     * gfac (free until batch norm's backward) */
+    REAL *restrict fin = (REAL *)net->gfac;
+    for (int j = 0; j < H; j++) fin[j] = 0;
     for (int b = 0; b < B; b++) {
         const int64_t o = (int64_t)b * H;
-        SFX(fb_bn_tanh_row)(hpre + o, xhat + o, h + o, mean, invstd, gamma, beta, H);
+        SFX(fb_bn_tanh_row)(hpre + o, xhat + o, h + o, mean, invstd, gamma, beta, fin, H);
     }
+    int ok = 1;
+    for (int j = 0; j < H; j++) ok &= fin[j] == 0;
+    return ok;
 }
 
 /* running_mean = (1 - momentum) running_mean + momentum mean, and running_var the same with
  * the unbiased batch variance, every layer (as BatchNorm1d does in forward; a step does it
- * once its loss is known to be finite) */
-static FB_INLINE void SFX(fb_running_stats)(fb_net *net) {
+ * once its forward is known to be finite). Returns whether every new value is finite. */
+static FB_INLINE int SFX(fb_running_stats)(fb_net *net) {
     const REAL m = (REAL)net->momentum;
+    int ok = 1;
     for (int l = 0; l < net->L; l++) {
         const int H = net->H[l];
         REAL *restrict rm = (REAL *)net->rmean[l], *restrict rv = (REAL *)net->rvar[l];
         const REAL *restrict mean = (const REAL *)net->mean[l];
         const REAL *restrict var = (const REAL *)net->var[l];
         for (int j = 0; j < H; j++) {
-            rm[j] = rm[j] * (1 - m) + m * mean[j];
-            rv[j] = rv[j] * (1 - m) + m * var[j];
+            const REAL a = rm[j] * (1 - m) + m * mean[j];
+            const REAL v = rv[j] * (1 - m) + m * var[j];
+            rm[j] = a, rv[j] = v;
+            ok &= FB_FINITE(a) & FB_FINITE(v);
         }
     }
+    return ok;
 }
 
 /* From dh (B, H_l), the gradient of h: tanh backward, dy = dh (1 - h^2), with the batch sums of
@@ -364,22 +378,26 @@ static FB_INLINE void SFX(fb_output_backward)(fb_net *net) {
  * times pscale, in place; returns the loss: the sum over b of max_b + log s_b - logit_b[target],
  * with one log of a product of sums s_b (each in [1, V]) in double per block instead of one
  * log per example, over B */
-static FB_INLINE double SFX(fb_softmax_loss)(fb_net *net, double pscale) {
+static FB_INLINE double SFX(fb_softmax_loss)(fb_net *net, double pscale, int *logits_ok) {
     const int B = net->B, V = net->V;
     REAL *restrict lg = (REAL *)net->logits;
     const int64_t *restrict tgt = net->tgt;
     double total = 0;
+    int ok = 1;
     for (int b0 = 0; b0 < B; b0 += FB_SB) {
         const int w = B - b0 < FB_SB ? B - b0 : FB_SB;
         REAL *restrict blk = lg + b0;        /* blk[c * B + k]: class c of example b0 + k */
         REAL m[FB_SB], sum[FB_SB];
-        for (int k = 0; k < w; k++) m[k] = blk[k], sum[k] = 0;
+        int fin[FB_SB];                      /* every logit of example b0 + k is finite */
+        for (int k = 0; k < w; k++) m[k] = blk[k], sum[k] = 0, fin[k] = FB_FINITE(blk[k]);
         for (int k = 0; k < w; k++) total -= blk[tgt[b0 + k] * B + k];
         for (int c = 1; c < V; c++)
             for (int k = 0; k < w; k++) {
                 const REAL x = blk[(int64_t)c * B + k];
                 m[k] = x > m[k] ? x : m[k];
+                fin[k] &= FB_FINITE(x);
             }
+        for (int k = 0; k < w; k++) ok &= fin[k];
         for (int c = 0; c < V; c++)
             for (int k = 0; k < w; k++) {
                 const REAL e = EXP(blk[(int64_t)c * B + k] - m[k]);
@@ -397,6 +415,7 @@ static FB_INLINE double SFX(fb_softmax_loss)(fb_net *net, double pscale) {
         for (int c = 0; c < V; c++)
             for (int k = 0; k < w; k++) blk[(int64_t)c * B + k] *= sum[k];
     }
+    *logits_ok = ok;
     return total / B;
 }
 
@@ -412,22 +431,31 @@ static FB_INLINE void SFX(fb_softmax_loss_backward)(fb_net *net) {
 /* ---------------------------------------------------------------------------------------------
  * SGD on every parameter: p -= lr * dp (the output weight in its step layout, WoutT) */
 
-static inline void SFX(fb_sgd)(REAL *restrict p, const REAL *restrict g, int64_t n, REAL lr) {
-    for (int64_t i = 0; i < n; i++) p[i] -= lr * g[i];
+/* p -= lr * dp; returns whether every new p is finite */
+static inline int SFX(fb_sgd)(REAL *restrict p, const REAL *restrict g, int64_t n, REAL lr) {
+    int ok = 1;
+    for (int64_t i = 0; i < n; i++) {
+        const REAL v = p[i] - lr * g[i];
+        p[i] = v;
+        ok &= FB_FINITE(v);
+    }
+    return ok;
 }
 
-static FB_INLINE void SFX(fb_sgd_update)(fb_net *net, REAL lr) {
+/* every parameter; returns whether all are finite afterwards */
+static FB_INLINE int SFX(fb_sgd_update)(fb_net *net, REAL lr) {
     const int V = net->V, D = net->D, Hl = net->H[net->L - 1];
-    SFX(fb_sgd)((REAL *)net->C, (const REAL *)net->dC, (int64_t)V * D, lr);
+    int ok = SFX(fb_sgd)((REAL *)net->C, (const REAL *)net->dC, (int64_t)V * D, lr);
     for (int l = 0; l < net->L; l++) {
         const int H = net->H[l];
         const int I = fb_fan_in(net, l);
-        SFX(fb_sgd)((REAL *)net->W[l], (const REAL *)net->dW[l], (int64_t)I * H, lr);
-        SFX(fb_sgd)((REAL *)net->gamma[l], (const REAL *)net->dgamma[l], H, lr);
-        SFX(fb_sgd)((REAL *)net->beta[l], (const REAL *)net->dbeta[l], H, lr);
+        ok &= SFX(fb_sgd)((REAL *)net->W[l], (const REAL *)net->dW[l], (int64_t)I * H, lr);
+        ok &= SFX(fb_sgd)((REAL *)net->gamma[l], (const REAL *)net->dgamma[l], H, lr);
+        ok &= SFX(fb_sgd)((REAL *)net->beta[l], (const REAL *)net->dbeta[l], H, lr);
     }
-    SFX(fb_sgd)((REAL *)net->WoutT, (const REAL *)net->dWoutT, (int64_t)Hl * V, lr);
-    SFX(fb_sgd)((REAL *)net->bout, (const REAL *)net->dbout, V, lr);
+    ok &= SFX(fb_sgd)((REAL *)net->WoutT, (const REAL *)net->dWoutT, (int64_t)Hl * V, lr);
+    ok &= SFX(fb_sgd)((REAL *)net->bout, (const REAL *)net->dbout, V, lr);
+    return ok;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -460,7 +488,9 @@ static inline void SFX(fb_copy_out)(fb_net *net) {
 
 /* The forward pass to the loss on rows (B,) of X (N, T) / Y (N,): batch statistics when
  * training, else the running statistics. Leaves softmax^T (V, B) times pscale in net->logits (a
- * step asks for softmax / B, the first term of dlogits). */
+ * step asks for softmax / B, the first term of dlogits). Sets net->fault to the first of a
+ * layer's pre-activations, the logits and the loss (rounded to REAL) that is not finite, or
+ * FB_FAULT_NONE (the flags come from the passes that compute or first read each). */
 static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int64_t *Y,
                                         const int64_t *rows, int training, double pscale) {
     uint64_t t = fb_clock(net);
@@ -468,17 +498,24 @@ static FB_INLINE double SFX(fb_forward)(fb_net *net, const int64_t *X, const int
     t = fb_lap(net, FB_PHASE_BATCH, t);
     SFX(fb_first_layer_forward)(net);
     t = fb_lap(net, FB_PHASE_FIRST_LAYER_FORWARD, t);
+    net->fault = FB_FAULT_NONE;
     for (int l = 0; l < net->L; l++) {
         if (l) {
             SFX(fb_linear_forward)(net, l);
             t = fb_lap(net, FB_PHASE_LINEAR_FORWARD, t);
         }
-        SFX(fb_bn_act_forward)(net, l, training);
+        if (!SFX(fb_bn_act_forward)(net, l, training) && !net->fault)
+            net->fault = FB_FAULT_PREACT, net->fault_layer = l;
         t = fb_lap(net, FB_PHASE_BN_ACT_FORWARD, t);
     }
     SFX(fb_output_forward)(net);
     t = fb_lap(net, FB_PHASE_OUTPUT_FORWARD, t);
-    const double loss = SFX(fb_softmax_loss)(net, pscale);
+    int logits_ok;
+    const double loss = SFX(fb_softmax_loss)(net, pscale, &logits_ok);
+    if (!logits_ok && !net->fault) net->fault = FB_FAULT_LOGITS;
+    /* the loss in the model's dtype, as the per-layer path has it (a float32 loss of 1e39 is
+     * not finite, though its double is) */
+    if (!isfinite((REAL)loss) && !net->fault) net->fault = FB_FAULT_LOSS;
     fb_lap(net, FB_PHASE_SOFTMAX_LOSS, t);
     return loss;
 }
@@ -489,13 +526,15 @@ FB_CLONES double SFX(fb_loss)(fb_net *net, const int64_t *X, const int64_t *Y,
     return SFX(fb_forward)(net, X, Y, rows, training, 1.0);
 }
 
-/* forward, backward, SGD; a non-finite loss returns before backward, changing nothing */
+/* forward, backward, SGD; a non-finite forward (net->fault set) returns before backward,
+ * changing nothing; a step that leaves a parameter or a running statistic non-finite sets
+ * FB_FAULT_UPDATE, applied */
 static FB_INLINE double SFX(fb_step_impl)(fb_net *net, const int64_t *X, const int64_t *Y,
                                           const int64_t *rows, REAL lr) {
     const double loss = SFX(fb_forward)(net, X, Y, rows, 1, 1.0 / net->B);
-    if (!isfinite(loss)) return loss;
+    if (net->fault) return loss;
     uint64_t t = fb_clock(net);
-    SFX(fb_running_stats)(net);
+    int ok = SFX(fb_running_stats)(net);
     t = fb_lap(net, FB_PHASE_RUNNING_STATS, t);
     SFX(fb_softmax_loss_backward)(net);
     t = fb_lap(net, FB_PHASE_SOFTMAX_LOSS_BACKWARD, t);
@@ -511,8 +550,9 @@ static FB_INLINE double SFX(fb_step_impl)(fb_net *net, const int64_t *X, const i
     }
     SFX(fb_first_layer_backward)(net);
     t = fb_lap(net, FB_PHASE_FIRST_LAYER_BACKWARD, t);
-    SFX(fb_sgd_update)(net, lr);
+    ok &= SFX(fb_sgd_update)(net, lr);
     fb_lap(net, FB_PHASE_SGD, t);
+    if (!ok) net->fault = FB_FAULT_UPDATE;
     return loss;
 }
 
@@ -520,12 +560,13 @@ FB_CLONES double SFX(fb_step)(fb_net *net, const int64_t *X, const int64_t *Y,
                               const int64_t *rows, REAL lr) {
     SFX(fb_copy_in)(net);
     const double loss = SFX(fb_step_impl)(net, X, Y, rows, lr);
-    if (isfinite(loss)) SFX(fb_copy_out)(net);
+    if (!net->fault || net->fault == FB_FAULT_UPDATE) SFX(fb_copy_out)(net);    /* applied */
     return loss;
 }
 
 FB_CLONES int64_t SFX(fb_train)(fb_net *net, const int64_t *X, const int64_t *Y, int64_t n,
                                 int64_t steps, REAL lr, uint64_t *rng, double *losses) {
+    net->fault = FB_FAULT_NONE;
     if (steps <= 0) return 0;
     const int B = net->B, T = net->T;
     int64_t *cur = net->rows, *next = net->rows + B;
@@ -548,9 +589,10 @@ FB_CLONES int64_t SFX(fb_train)(fb_net *net, const int64_t *X, const int64_t *Y,
         fb_lap(net, FB_PHASE_BATCH, t);
         double loss = SFX(fb_step_impl)(net, X, Y, cur, lr);
         losses[s] = loss;
-        if (!isfinite(loss)) {
+        if (net->fault) {
             if (s + 1 < steps) rng[0] = before[0], rng[1] = before[1];   /* undraw the next */
-            if (s) SFX(fb_copy_out)(net);
+            /* the state after step s (applied) or s - 1 */
+            if (s || net->fault == FB_FAULT_UPDATE) SFX(fb_copy_out)(net);
             return s;
         }
         int64_t *tmp = cur;

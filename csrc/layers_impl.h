@@ -15,12 +15,25 @@ FB_CLONES FB_EXACT void SFX(fb_tanh_backward)(const REAL *dout, const REAL *t, R
 }
 
 /* p -= lr * g, rounded as NumPy's `p -= lr * g` for a Python float lr: lr rounded to the dtype
- * (by the caller), the product rounded, then the difference */
-FB_CLONES FB_EXACT void SFX(fb_layer_sgd)(REAL *p, const REAL *g, REAL lr, int64_t n) {
+ * (by the caller), the product rounded, then the difference. Returns whether every new p is
+ * finite (p - p is 0 for a finite p, NaN for an infinity or a NaN: an integer AND of the
+ * comparisons, which vectorizes and changes no value) */
+FB_CLONES FB_EXACT int SFX(fb_layer_sgd)(REAL *p, const REAL *g, REAL lr, int64_t n) {
+    int ok = 1;
     for (int64_t i = 0; i < n; i++) {
         const REAL step = lr * g[i];
-        p[i] = p[i] - step;
+        const REAL v = p[i] - step;
+        p[i] = v;
+        ok &= v - v == 0;
     }
+    return ok;
+}
+
+/* whether every x[i] is finite (neither NaN nor an infinity) */
+FB_CLONES int SFX(fb_all_finite)(const REAL *x, int64_t n) {
+    int ok = 1;
+    for (int64_t i = 0; i < n; i++) ok &= x[i] - x[i] == 0;
+    return ok;
 }
 
 /* r = r * keep + take * batch, rounded as NumPy's `r *= 1 - m; r += m * batch` for a Python

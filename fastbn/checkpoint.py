@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _divergence
 from ._fileio import atomic_write
 from .data import Vocab
 from .folding import FoldedCharMLP, folded_layout
@@ -57,6 +58,10 @@ def save(model, path, meta=None, state=None):
     ``state``, a ``fastbn.training.TrainState``, makes the checkpoint resumable. The folder is
     created if needed. ``path`` is used as given (no ".npz" is appended). A folded model
     (``fastbn.fold_batchnorm``) is saved as such, without a training state.
+
+    A model that ``load`` would refuse is not written (ValueError, and ``path`` is left as it
+    was): one with a NaN or an infinity in a parameter or a running statistic (what a diverged
+    training run leaves), or a negative running variance.
     """
     if not isinstance(model, CharMLP):
         raise TypeError(f"save expects a CharMLP, got {type(model).__name__}")
@@ -64,6 +69,15 @@ def save(model, path, meta=None, state=None):
         raise ValueError("a folded model (fastbn.fold_batchnorm) is for inference only: it is "
                          "saved without a training state (save the unfolded model to resume)")
     path = Path(path)
+    bad = _divergence.first_non_finite(model)
+    if bad is not None:
+        raise ValueError(f"cannot save {path}: the model's {bad[0]} {bad[1]} holds NaN or "
+                         "infinite values (training diverged?), and load refuses such a "
+                         "checkpoint")
+    neg = _divergence.negative_variance(model)
+    if neg is not None:
+        raise ValueError(f"cannot save {path}: the model's running statistic {neg} has negative "
+                         "variances, and load refuses such a checkpoint")
     entries = {
         "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
         "config": np.array(json.dumps(model.config, sort_keys=True)),

@@ -268,11 +268,14 @@ def _cmd_train(args):
               f"{run['steps']:,} steps of batch {run['batch_size']}, lr {run['lr_schedule']}, "
               f"seed {run['seed']}" + (f"; resuming at step {state.step:,}" if state else ""))
 
+    saved = []                           # the steps this run checkpointed
+
     def save(st, **extra):
         try:
             checkpoint.save(model, ckpt, meta={"run": run, **extra}, state=st)
         except OSError as e:
             raise _Fail(f"cannot save the checkpoint {ckpt} at step {st.step:,}: {e}") from e
+        saved.append(st.step)
 
     try:
         with warnings.catch_warnings():      # an interrupt is reported below, as a line
@@ -281,9 +284,10 @@ def _cmd_train(args):
                         lr_schedule=run["lr_schedule"], seed=batch_ss, quiet=args.quiet,
                         calibrate=run["calibrate"], resume=state, checkpoint=save,
                         checkpoint_every=args.checkpoint_every)
-    except FloatingPointError as e:    # the loss diverged: the last checkpoint stays as it was
-        kept = f"the last good checkpoint is {ckpt}" if ckpt.exists() else \
-            "no checkpoint was written"
+    except FloatingPointError as e:    # diverged: no checkpoint since, the last one stays
+        kept = (f"the last good checkpoint is {ckpt} (step {saved[-1]})" if saved
+                else f"{ckpt} is left as it was" if ckpt.exists()
+                else "no checkpoint was written")
         raise _Fail(f"{e}; {kept} (try a smaller --lr-schedule)") from e
     if res.interrupted:
         _print_losses(res.losses, f"loss after step {res.state.step:,}")

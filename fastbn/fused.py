@@ -24,6 +24,15 @@ model is not.
 (``PHASES``: the first layer, batch norm and tanh, the output layer, softmax and the loss, each
 forward and backward, SGD, ...); ``bench/phases.py`` in the repository prints the shares.
 
+Divergence (``fastbn.train``'s definition, the per-layer path's too): the compiled step raises
+flags in the passes that already touch the values, at no extra pass: the batch-norm + tanh pass
+checks every pre-activation, the softmax's max pass every logit, the running-statistics update
+and SGD every value they write (``x - x`` is 0 for a finite x and NaN otherwise: the comparisons
+with 0 are ANDed, or, in the batch-norm pass, summed per column; both vectorize). A non-finite
+pre-activation, logit or loss (rounded to the model's dtype) stops the step before its update; a
+parameter or running statistic left non-finite stops the loop after it. ``FusedTrainer.divergence``
+says which.
+
 Minibatch rows come from :class:`BatchSampler` (PCG32, unbiased bounded integers), which the
 per-layer training path uses too, so both paths see the same minibatches for the same seed.
 
@@ -35,15 +44,15 @@ are checked in the copies, so another thread writing the caller's arrays during 
 nothing it reads. A trainer's
 workspaces serve one call at a time: calls on one trainer from several threads are serialized
 (a lock per trainer), each one whole. A sampler is locked around every draw, including those of
-``run``, which holds it for the whole loop. Two trainers of one model, run at once, race on the
-model's float arrays (wrong numbers, never an out-of-bounds access), as any racy NumPy code.
+``run``, which holds it for the whole loop. Two trainers of one model cannot run at once: the second
+call, from another thread, raises RuntimeError (one model trains in one thread at a time).
 """
 import threading
 
 import numpy as np
 
+from . import _divergence, nn
 from . import _kernels as K
-from . import nn
 from ._busy import training_model
 from .ops import _index_array
 
@@ -189,6 +198,7 @@ class FusedTrainer:
         if B < 2:
             raise ValueError(f"batch_size must be >= 2 with batch norm, got {batch_size}")
         self.model, self.batch_size = model, B
+        self.divergence = None                   # of the last step or run (see run)
         self._lock = threading.Lock()            # one call at a time: shared workspaces
         self._bind()
 
@@ -320,21 +330,42 @@ class FusedTrainer:
     def step(self, X, Y, lr, rows=None):
         """One SGD step on ``X[rows], Y[rows]`` (rows (B,) int, default all of X when len(X) == B).
 
-        Returns the loss before the update (a float); a non-finite loss is returned without any
-        update applied.
+        Returns the loss before the update (a float). ``divergence`` is then None, or what
+        diverged, as ``CharMLP.train_step`` has it: a non-finite pre-activation, logit or loss
+        returns without any update applied; a step that leaves a parameter or a running
+        statistic non-finite is applied.
         """
         lr = _lr(lr)
         with training_model(self.model, "FusedTrainer.step"), self._lock:
             self._check_bound()
             X, Y = self._batch(X, Y, rows)
-            return self._net.step(X, Y, self._rows, lr)
+            loss = self._net.step(X, Y, self._rows, lr)
+            self.divergence = self._divergence(loss)
+            return loss
+
+    def _divergence(self, loss):
+        """The Divergence of the net's last step (None: it did not diverge), in the model's
+        terms (the net's hidden layer l is the model's BatchNorm1d at layer 2 + 3 l)."""
+        kind, layer = self._net.fault
+        if kind == "none":
+            return None
+        if kind == "pre-activation":
+            return _divergence.preactivation(self.model, 2 + 3 * layer)
+        if kind == "logits":
+            return _divergence.logits(self.model)
+        if kind == "loss":
+            return _divergence.loss(self.model, loss)
+        return _divergence.after_update(self.model) or \
+            _divergence.Divergence("parameter", "a parameter was not finite in the step")
 
     def run(self, X, Y, steps, lr, sampler, losses=None):
         """``steps`` SGD steps at learning rate ``lr``, minibatches drawn by ``sampler``.
 
         ``losses`` (steps,) float64 receives each step's loss (allocated when None). Returns
-        ``(done, losses)``: done == steps, or the index of the first step whose loss was not
-        finite (that step was not applied; the model holds the state after step done - 1).
+        ``(done, losses)``: done == steps, or the index of the first step that diverged, and
+        ``divergence`` says what (see ``step``): the model then holds the state after step
+        done - 1, or, when ``divergence.applied``, after step done. The sampler has drawn the
+        rows of steps 0 .. done, no more.
         """
         with training_model(self.model, "FusedTrainer.run"), self._lock:
             X, Y = self._data(X, Y)
@@ -367,10 +398,13 @@ class FusedTrainer:
                             f"{type(sampler).__name__}")
         with sampler.lock:
             state = _state(sampler)
+            self.divergence = None
             if steps == 0:
                 return 0, losses
-            done = self._net.train(X, Y, steps, lr, state, losses)
-        return int(done), losses
+            done = int(self._net.train(X, Y, steps, lr, state, losses))
+        if done < steps:
+            self.divergence = self._divergence(losses[done])
+        return done, losses
 
     def time_phases(self, X, Y, steps, lr, sampler):
         """``run``, with the time of each phase of the compiled step measured.

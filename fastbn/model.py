@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from . import _kernels, nn, ops, registry
+from . import _divergence, _kernels, nn, ops, registry
 from . import init as _init
 from ._busy import holds_model
 from ._validate import positive_int as _pos_int
@@ -213,6 +213,7 @@ class CharMLP:
         self._ce_cache = None
         self._buffer_copies = []       # train_step's copies of the running statistics
         self.meta = {}
+        self.divergence = None         # why the last train_step diverged (see train_step)
 
     # ------------------------------------------------------------------------------------------
     # parameters and mode
@@ -289,8 +290,14 @@ class CharMLP:
     def train_step(self, X, Y, lr):
         """One step of minibatch SGD: forward, backward, ``p -= lr * grad``. Returns the loss.
 
-        A non-finite loss is returned before backward: nothing is updated (the running
-        statistics included), as in the fused step (``fastbn.fused``).
+        Divergence, as ``fastbn.train`` defines it and the fused step (``fastbn.fused``) detects
+        it: ``self.divergence`` is None after a good step, else a ``Divergence`` saying what was
+        not finite. A non-finite pre-activation of a hidden layer (the input of its
+        nonlinearity), logit or loss (in the model's dtype) returns before backward: nothing is
+        updated (the running statistics included; ``divergence.applied`` is False). A step
+        that leaves a parameter or a running statistic non-finite is applied (``applied`` is
+        True). The checks cost one compiled pass over the pre-activations, the logits and the
+        running statistics, and a flag the compiled update raises as it writes.
 
         The model must be in training mode (batch statistics, running statistics updated): in
         eval mode this raises RuntimeError rather than train with frozen batch norm.
@@ -306,20 +313,41 @@ class CharMLP:
                 "would normalize with its running statistics and never update them): call "
                 "model.train() first")
         # BatchNorm updates its running statistics in forward: keep them to restore
+        self.divergence = None
         buffers = self._buffers()
         saved = self._copy_buffers(buffers) if buffers else None
         loss = float(self.forward(X, Y))
-        if not math.isfinite(loss):
+        # the forward's values, then the running statistics it updated: one compiled call
+        pre = self._preactivations()
+        k = _kernels.all_finite([self.layers[i].out for i in pre] + [self.layers[-1].out]
+                                + buffers)
+        if 0 <= k <= len(pre) or not math.isfinite(loss):
             for b, old in zip(buffers, saved or ()):
                 b[...] = old
+            self.divergence = (_divergence.preactivation(self, pre[k]) if 0 <= k < len(pre)
+                               else _divergence.logits(self) if k == len(pre)
+                               else _divergence.loss(self, loss))
             return loss
         self.backward()
         params, grads = [], []
         self.net._collect(params, grads)
-        if not _kernels.sgd_update(params, grads, lr):
+        finite = _kernels.sgd_update_finite(params, grads, lr)
+        if finite is None:
             for p, g in zip(params, grads):
                 p -= lr * g
+            finite = _kernels.all_finite(params) < 0
+        if k >= 0 or not finite:
+            self.divergence = _divergence.after_update(self)
         return loss
+
+    def _preactivations(self):
+        """The indices of the layers whose output is a pre-activation (the layer before each
+        nonlinearity), computed again when the layer list changes."""
+        key = (id(self.layers), len(self.layers))
+        cached = getattr(self, "_preact_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._preact_cache = (key, _divergence.preactivation_layers(self))
+        return cached[1]
 
     def _buffers(self):
         """The running statistics, as ``named_buffers`` lists them (without the names)."""
@@ -379,8 +407,12 @@ class CharMLP:
         training step), not the running statistics. The loss is the layers' eval-mode loss up to
         rounding: a chunk's GEMMs may round differently from those of another row count, and
         each chunk's mean is kept in float64.
+
+        A model whose parameters or running statistics are not finite (a diverged training run
+        leaves one) is refused with a ValueError (checked once per call).
         """
         X = self._check_X(X)
+        _divergence.check_finite(self, "evaluate")
         return self.plan(X.shape[0]).loss(X, Y, chunk)
 
     def calibrate_batchnorm(self, X, chunk=16384):
@@ -424,9 +456,13 @@ class CharMLP:
         softmax(logits) by inverse CDF with one uniform number per name from
         ``numpy.random.default_rng(seed)``; a name ends at the token ``"."`` or after ``max_len``
         characters. Same model, n and seed -> same names. Returns a list of str (token removed).
+
+        As ``evaluate``, refuses (ValueError) a model whose parameters or running statistics are
+        not finite (checked once per call).
         """
         n = _pos_int("n", n)
         max_len = _pos_int("max_len", max_len)
+        _divergence.check_finite(self, "sample")
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         ctx = np.zeros((n, self.block_size), dtype=np.int64)
         out = np.zeros((n, max_len), dtype=np.int64)

@@ -8,9 +8,19 @@
 That is the per-layer path (the teaching path: one ``model.train_step`` per step). For the models
 it supports (batch norm + tanh, the default), ``train`` runs the compiled loop of
 ``fastbn.fused`` instead: the same steps on the same minibatches, many at a time without returning
-to Python, coming back every ``every`` steps (at most ``CHUNK``) for progress, the callback and the
-non-finite check. Both paths draw the minibatches from the same seeded generator, so a run is
-bit-for-bit reproducible for the same seed, dtype, path and machine.
+to Python, coming back every ``every`` steps (at most ``CHUNK``) for progress and the callback.
+Both paths draw the minibatches from the same seeded generator, so a run is bit-for-bit
+reproducible for the same seed, dtype, path and machine.
+
+Divergence, one definition for both paths (``train`` raises ``TrainingDiverged``, a
+``FloatingPointError``): a run diverges at step s when step s's loss (in the model's dtype), or an
+intermediate that feeds it, is not finite: a hidden layer's pre-activation (the input of its
+nonlinearity: the batch-norm output with batch norm, the Linear's output without) or the logits;
+or when, after step s's update, a parameter or a running statistic is not finite. The compiled
+step raises flags in the passes that compute those values, ``CharMLP.train_step`` checks them in
+compiled calls: the same step is found on both paths, on every CPU, whatever an overflow does
+downstream (an infinite pre-activation through tanh is a finite +-1 and a zero gradient, and the
+loss stays finite).
 
 After the loop: optionally the lecture's BatchNorm calibration over the whole training set, then
 the loss of each split in eval mode.
@@ -34,6 +44,7 @@ __all__ = [
     "DEFAULT_SEED",
     "TrainResult",
     "TrainState",
+    "TrainingDiverged",
     "TrainingInterrupted",
     "default_lr_schedule",
     "format_lr_schedule",
@@ -351,8 +362,8 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=None,
         e.g. from its checkpoint); the result is that of the uninterrupted run.
     checkpoint : callable, optional
         ``checkpoint(state)`` with a :class:`TrainState`, after every ``checkpoint_every``-th step
-        and when Ctrl-C stops the run; never after a non-finite loss, so the last file it wrote
-        stays the last good state.
+        and when Ctrl-C stops the run; never once the run has diverged, so the last file it
+        wrote stays the last good state.
 
     Ctrl-C does not abort mid-step: the run stops after the step (or compiled chunk) under way,
     warns (``TrainingInterrupted``), evaluates the model as it stands and returns with
@@ -373,14 +384,27 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=None,
     One model trains in one thread at a time: a second ``train`` (or ``train_step``, or fused
     run) of the same model from another thread while this one runs raises RuntimeError at once.
 
+    Divergence. The run diverges at step s when step s's loss (in the model's dtype), or an
+    intermediate that feeds the loss, is not finite: the pre-activation of any hidden layer (the
+    input of its nonlinearity: the batch-norm output with batch norm, the Linear's output
+    without) or the logits. Step s is then not applied: the model holds the state after step
+    s - 1. It also diverges at step s when, after step s's update, a parameter or a running
+    statistic is not finite: the model then holds the state after that update, non-finite
+    values included (``fastbn.save`` refuses to write it; reload the last checkpoint to go on).
+    The definition is the same on the compiled and the per-layer path, which find the same step.
+    Either way ``train`` raises ``TrainingDiverged``, the model is put back in the mode it was
+    in, and ``checkpoint`` is not called again.
+
     Returns
     -------
     TrainResult
 
     Raises
     ------
-    FloatingPointError
-        The loss became NaN or infinite; the message names the step.
+    TrainingDiverged (a FloatingPointError)
+        The run diverged; the message names the step, the learning rate and what was not
+        finite ("training diverged at step 1234 (lr 1e+06): running_var of layer 2 is not
+        finite; ..."), and the exception has them as ``step``, ``lr`` and ``divergence``.
     """
     if getattr(model, "folded", False):      # fastbn.fold_batchnorm's inference-only model
         raise RuntimeError("fastbn.train cannot train a folded model (its batch norm is folded "
@@ -460,12 +484,12 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=None,
             else:
                 ix = sampler.draw(N, batch_size)
                 losses = np.array([model.train_step(Xtr[ix], Ytr[ix], lr)])
-                n, done = 1, int(math.isfinite(losses[0]))
+                n, done = 1, int(model.divergence is None)
             if done < n:
                 bar.close()
-                bad = out[done] if use_fused else losses[0]
-                raise FloatingPointError(f"the loss is {bad} at step {step + done} (lr {lr:g}); "
-                                         "training stopped before applying that step")
+                model.train(was_training)
+                raise TrainingDiverged(step + done, lr, trainer.divergence if use_fused
+                                       else model.divergence)
             history[step:step + n] = losses
             for loss in losses:
                 if progress != "off":
@@ -507,6 +531,22 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=None,
         plot_history(history[:step], plot, schedule=schedule)
         result.plot_path = Path(plot)
     return result
+
+
+class TrainingDiverged(FloatingPointError):
+    """``train`` stopped: the run diverged (see ``train``). ``step`` and ``lr`` are those of the
+    step that diverged, ``divergence`` (a ``fastbn._divergence.Divergence``) what was not finite
+    (``kind``, ``what``) and whether that step was applied (``applied``)."""
+
+    def __init__(self, step, lr, divergence):
+        self.step, self.lr, self.divergence = int(step), float(lr), divergence
+        after = ("the model holds the state after this step's update" if divergence.applied
+                 else "the step was not applied")
+        super().__init__(f"training diverged at step {self.step} (lr {self.lr:g}): "
+                         f"{divergence.what}; {after}")
+
+    def __reduce__(self):                  # pickles (e.g. from a worker) with its attributes
+        return type(self), (self.step, self.lr, self.divergence)
 
 
 class TrainingInterrupted(UserWarning):

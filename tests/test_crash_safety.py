@@ -322,8 +322,9 @@ for p, q in zip(m.parameters(), before):       # a non-finite loss applies no up
     ("fused_run_with_a_huge_lr_stops", "RETURNED", """
 m, t = trainer()
 done, losses = t.run(X, Y, 300, 1e38, BatchSampler(0))
-assert done < 300 and not np.isfinite(losses[done])
-assert all(np.isfinite(p).all() for p in m.parameters())
+assert done < 300 and t.divergence is not None
+# a divergence found in the forward applies nothing; one found after the update applies it
+assert t.divergence.applied or all(np.isfinite(p).all() for p in m.parameters())
 """),
     ("fused_step_with_nan_lr", "ValueError",
      "trainer()[1].step(X, Y, float('nan'), ROWS)"),

@@ -71,15 +71,31 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, data, fused):
         np.testing.assert_array_equal(a, b)
 
 
-def test_divergence_keeps_the_last_good_checkpoint(tmp_path, words):
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path, words, capsys, batchnorm):
+    """lr 1e39 is +inf in float32: step 2500's update makes every parameter +-inf or NaN on
+    every CPU, so the run diverges at step 2500 exactly (the fused path with batch norm, the
+    per-layer one without); the checkpoint of step 2000 stays, and resuming from it diverges at
+    step 2500 again, leaving it as it was."""
     out = tmp_path / "run"
-    rc = main(["train", "--data", str(words), "--no-batchnorm", "--steps", "5000",
-               "--batch-size", "16", "--lr-schedule", "0:0.1,2500:1e30",
-               "--checkpoint-every", "1000", "--out", str(out), "--quiet", "--no-plot"])
+    rc = main(["train", "--data", str(words), "--steps", "5000", "--batch-size", "16",
+               "--lr-schedule", "0:0.1,2500:1e39", "--checkpoint-every", "1000",
+               "--out", str(out), "--quiet", "--no-plot"]
+              + ([] if batchnorm else ["--no-batchnorm"]))
     assert rc == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("fastbn train: error: training diverged at step 2500 (lr 1e+39)")
+    assert f"the last good checkpoint is {out / 'model.npz'} (step 2000)" in err
     m = checkpoint.load(out / "model.npz")  # loads: finite parameters, consistent state
     assert m.train_state.step == 2000 and not m.meta.get("complete")
     assert all(np.all(np.isfinite(p)) for p in m.parameters())
+    saved = (out / "model.npz").read_bytes()
+    assert main(["train", "--resume", str(out / "model.npz"), "--quiet", "--no-plot"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("fastbn train: error: training diverged at step 2500 (lr 1e+39)")
+    assert (out / "model.npz").read_bytes() == saved
 
 
 TRAIN_ARGS = ["--steps", "400000", "--batch-size", "16", "--n-hidden", "24",

@@ -11,9 +11,10 @@ the losses of the three splits. ``execute`` is what every trial goes through on 
 - it runs the trial with BLAS on one thread, restoring the worker's setting afterwards
   (``one_blas_thread``): a worker process runs one trial per thread, and a cluster's workers
   may belong to other work too, so the limit is held only while trials run;
-- it turns an exception into a result: ``FloatingPointError`` (a loss that became NaN or
-  infinite) is ``"diverged"``, any other ``Exception`` is ``"failed"``, with the message; the
-  sweep goes on.
+- it turns an exception into a result: ``FloatingPointError`` (the run diverged, as
+  ``fastbn.train`` defines it: a non-finite loss, hidden pre-activation or logit, or a parameter
+  or running statistic left non-finite by an update; the message names the step) is
+  ``"diverged"``, any other ``Exception`` is ``"failed"``, with the message; the sweep goes on.
 
 The result is a dict: ``status``, ``train_loss``/``val_loss``/``test_loss``, ``steps``,
 ``wall_time`` (the training loop, as ``TrainResult.wall_time``), ``path`` ("fused" or
