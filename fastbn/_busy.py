@@ -7,6 +7,9 @@ therefore hold the model for their whole duration; a second call on the same mod
 thread, while the first runs, raises RuntimeError at once instead of waiting (waiting would
 silently serialize two runs the caller meant to overlap, whose order would decide the result).
 
+Calls on one ``FusedTrainer`` from several threads wait for each other instead (the trainer's
+own lock, taken first, serializes them, each one whole), as its documentation says.
+
 The same thread may enter again (``train`` calls ``train_step`` or the fused trainer; a
 callback may take a step of its own). The hold is per model object, kept in this module (a lock
 on the model itself could not be pickled or copied with it).

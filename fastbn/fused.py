@@ -336,7 +336,7 @@ class FusedTrainer:
         statistic non-finite is applied.
         """
         lr = _lr(lr)
-        with training_model(self.model, "FusedTrainer.step"), self._lock:
+        with self._lock, training_model(self.model, "FusedTrainer.step"):
             self._check_bound()
             X, Y = self._batch(X, Y, rows)
             loss = self._net.step(X, Y, self._rows, lr)
@@ -367,14 +367,14 @@ class FusedTrainer:
         done - 1, or, when ``divergence.applied``, after step done. The sampler has drawn the
         rows of steps 0 .. done, no more.
         """
-        with training_model(self.model, "FusedTrainer.run"), self._lock:
+        with self._lock, training_model(self.model, "FusedTrainer.run"):
             X, Y = self._data(X, Y)
             return self._run_locked(X, Y, steps, lr, sampler, losses)
 
     def _run(self, X, Y, steps, lr, sampler, losses=None):
         """``run`` on X and Y that ``_data`` returned (private, checked): ``fastbn.train``
         copies and checks its data once instead of once per chunk."""
-        with training_model(self.model, "FusedTrainer.run"), self._lock:
+        with self._lock, training_model(self.model, "FusedTrainer.run"):
             return self._run_locked(X, Y, steps, lr, sampler, losses)
 
     def _run_locked(self, X, Y, steps, lr, sampler, losses):
@@ -419,7 +419,7 @@ class FusedTrainer:
         A phase that does not occur (``linear_*`` in a net of one hidden layer) reads 0. Each
         phase costs a clock read, some tens of nanoseconds; bench/phases.py reports the shares.
         """
-        with training_model(self.model, "FusedTrainer.time_phases"), self._lock:
+        with self._lock, training_model(self.model, "FusedTrainer.time_phases"):
             X, Y = self._data(X, Y)
             self._check_bound()
             net = self._net

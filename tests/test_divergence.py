@@ -109,7 +109,7 @@ def test_a_hidden_preactivation_overflow_mid_run(dtype, fused):
                              "layer 2 (BatchNorm1d), the input of the tanh, is not finite")
     ref = prepare(model(dtype))
     train(ref, XY, steps=expect, batch_size=B, seed=SEED, quiet=True, fused=fused,
-          evaluate=False)
+          evaluate=False, lr_schedule=0.1)
     assert_same(state(m), state(ref))       # the state after step expect - 1
     assert m.training                       # the mode it was in
 
@@ -302,7 +302,8 @@ def test_sample_and_evaluate_refuse_a_non_finite_model_folded_too():
 # the command line
 
 def test_a_diverged_cli_run_keeps_the_folders_good_checkpoint(tmp_path, capsys):
-    """`fastbn train --out r` over a folder holding a good checkpoint: the run diverges at step
+    """`fastbn train --out r --force` over a folder holding a good checkpoint (--force lets the
+    run replace it when it ends well, never before): the run diverges at step
     20 (lr 1e39 is +inf in float32: every parameter is non-finite after that update, on every
     CPU), exits 1 with one line and no traceback, and r/model.npz is the good one, untouched."""
     words = tmp_path / "words.txt"
@@ -313,8 +314,8 @@ def test_a_diverged_cli_run_keeps_the_folders_good_checkpoint(tmp_path, capsys):
     assert main(common) == 0
     capsys.readouterr()
     good = (out / "model.npz").read_bytes()
-    assert main(common[:-4] + ["--lr-schedule", "0:0.1,20:1e39", "--out", str(out), "--quiet",
-                               "--no-plot"]) == 1
+    assert main(common[:-4] + ["--lr-schedule", "0:0.1,20:1e39", "--out", str(out), "--force",
+                               "--quiet", "--no-plot"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("fastbn train: error: training diverged at step 20 (lr 1e+39): "
