@@ -34,7 +34,7 @@ class Row:
     """One gradient of yours against its reference.
 
     ``shape``/``dtype`` are yours, ``expected`` the reference's shape; ``worst`` is the index of
-    the largest |difference| (a non-finite one first), ``value``/``reference`` the two numbers
+    the largest ``|difference|`` (a non-finite one first), ``value``/``reference`` the two numbers
     there. ``fd`` and ``fd_ok`` are :func:`compare`'s finite-difference check of your function.
     """
 

@@ -265,16 +265,23 @@ class Gradients(dict):
 def forward(params, Xb, Yb):
     """The lecture's forward pass, "chunkated" into the steps of the module docstring's table.
 
-    Inputs:
-    - params: dict of C (V, E), W1 (T*E, H), b1 (H,), W2 (H, V), b2 (V,), bngain and bnbias
-      ((1, H), or (H,)), one float dtype (see :func:`init_params`)
-    - Xb: integer array of shape (n, T), n >= 2, values in [0, V)
-    - Yb: integer array of shape (n,), values in [0, V)
+    Parameters
+    ----------
+    params
+        dict of C (V, E), W1 (T*E, H), b1 (H,), W2 (H, V), b2 (V,), bngain and bnbias
+        ((1, H), or (H,)), one float dtype (see :func:`init_params`)
+    Xb : integer ndarray of shape (n, T)
+        n >= 2, values in [0, V)
+    Yb : integer ndarray of shape (n,)
+        values in [0, V)
 
-    Returns a :class:`Forward` dict of the intermediates ``INTERMEDIATES`` (``emb`` (n, T, E),
-    ``embcat`` (n, T*E), ``hprebn`` ... ``logprobs`` (n, V)) and ``loss`` (a scalar of the
-    params' dtype), computed in the params' dtype with the lecture's expressions in its order (so
-    that the same expressions give bit-identical results).
+    Returns
+    -------
+    Forward
+        A dict of the intermediates ``INTERMEDIATES`` (``emb`` (n, T, E),
+        ``embcat`` (n, T*E), ``hprebn`` ... ``logprobs`` (n, V)) and ``loss`` (a scalar of the
+        params' dtype), computed in the params' dtype with the lecture's expressions in its order
+        (so that the same expressions give bit-identical results).
     """
     p = _params(params)
     V, E = p["C"].shape
@@ -346,14 +353,20 @@ def _cached(fwd, params):
 def backward(fwd, params):
     """The gradient of the loss for every intermediate and parameter, by hand, step by step.
 
-    Inputs:
-    - fwd: :func:`forward`'s result (or a dict of the same arrays with ``"Xb"`` and ``"Yb"``)
-    - params: the parameters the forward ran with
+    Parameters
+    ----------
+    fwd
+        :func:`forward`'s result (or a dict of the same arrays with ``"Xb"`` and ``"Yb"``)
+    params
+        the parameters the forward ran with
 
-    Returns a :class:`Gradients` dict: ``"d" + name`` for every name of ``INTERMEDIATES`` and
-    ``PARAMS``, each of its tensor's shape and dtype, plus the one-step exercises
-    ``dlogits_fast`` (n, V) and ``dhprebn_fast`` (n, H). Each line is the lecture's: the module
-    docstring gives every step's local derivative. No autograd anywhere.
+    Returns
+    -------
+    Gradients
+        A dict: ``"d" + name`` for every name of ``INTERMEDIATES`` and
+        ``PARAMS``, each of its tensor's shape and dtype, plus the one-step exercises
+        ``dlogits_fast`` (n, V) and ``dhprebn_fast`` (n, H). Each line is the lecture's: the module
+        docstring gives every step's local derivative. No autograd anywhere.
     """
     f, p, Xb, Yb, n = _cached(fwd, params)
     C, W1, W2 = p["C"], p["W1"], p["W2"]
@@ -429,21 +442,30 @@ def _reference_for(dtype):
 def check(student, reference=None, *, rtol=1e-5, atol=1e-8, verbose=True):
     """Compare your gradients with the reference, the lecture's ``cmp`` for every name you give.
 
-    Inputs:
-    - student: dict ``{name: gradient}``; names as :func:`backward`'s (``"dlogprobs"``, ``"dC"``,
-      ``"dlogits_fast"``, ...), the ``d`` may be left out (``"logprobs"``, as ``cmp`` labels them).
-      Values: NumPy arrays (or torch tensors).
-    - reference: :func:`backward`'s result for the forward pass you differentiated. None means the
-      standard :func:`problem` (its defaults), computed in the dtype of each of your entries:
-      float32 entries are held to the float32 run, bit for bit, as the lecture's float32 ``cmp``.
-    - rtol, atol: "approximate" is ``np.allclose(yours, reference, rtol, atol)``, torch.allclose's
-      defaults.
-    - verbose: print the table (the lecture's format) before returning it.
+    Parameters
+    ----------
+    student
+        dict ``{name: gradient}``; names as :func:`backward`'s (``"dlogprobs"``, ``"dC"``,
+        ``"dlogits_fast"``, ...), the ``d`` may be left out (``"logprobs"``, as ``cmp`` labels
+        them). Values: NumPy arrays (or torch tensors).
+    reference
+        :func:`backward`'s result for the forward pass you differentiated. None means the
+        standard :func:`problem` (its defaults), computed in the dtype of each of your entries:
+        float32 entries are held to the float32 run, bit for bit, as the lecture's float32 ``cmp``.
+    rtol, atol
+        "approximate" is ``np.allclose(yours, reference, rtol, atol)``, torch.allclose's
+        defaults.
+    verbose
+        print the table (the lecture's format) before returning it.
 
-    Returns a :class:`fastbn.comparison.Report`: one row per name you gave, with ``exact``
-    (bit-identical), ``approximate``, ``maxdiff`` (max |yours - reference|) and a note for a wrong
-    shape, an unknown name, a value that is not an array, a dtype other than the reference's.
-    ``report.ok`` is True when every row is approximately right and of the right shape.
+    Returns
+    -------
+    fastbn.comparison.Report
+        One row per name you gave, with ``exact``
+        (bit-identical), ``approximate``, ``maxdiff`` (``max |yours - reference|``) and a note for a
+        wrong shape, an unknown name, a value that is not an array, a dtype other than the
+        reference's. ``report.ok`` is True when every row is approximately right and of the right
+        shape.
     """
     if not isinstance(student, Mapping):
         raise TypeError(f"check needs a dict of gradients {{name: array}}, got "

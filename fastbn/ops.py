@@ -43,9 +43,13 @@ thread writing one during a call gives wrong numbers, as with any racy NumPy cod
 
 Shapes use: B batch, T context length, D features, V vocabulary, I fan_in, O fan_out, C classes.
 """
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _kernels as K
 from ._kernels import Cache
@@ -62,6 +66,9 @@ __all__ = [
     "batchnorm_eval_forward", "batchnorm_eval_backward",
     "cross_entropy_forward", "cross_entropy_backward",
 ]
+
+# a backward's out=: None, or one array (or None, for a new one) per gradient it returns
+_Out = Sequence["np.ndarray | None"] | None
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _BLAS_MAX = 2**31 - 1  # BLAS takes 32-bit int dimensions
@@ -221,16 +228,21 @@ def _short_type(v):
 # ----------------------------------------------------------------------------------------------
 # embedding
 
-def embedding_forward(weight, idx):
+def embedding_forward(weight: ArrayLike, idx: ArrayLike) -> tuple[np.ndarray, Cache]:
     """Look up rows of an embedding table and concatenate the T context vectors.
 
-    Inputs:
-    - weight: array of shape (V, D), the embedding table
-    - idx: integer array of shape (B, T) with values in [0, V); a 1-D (B,) is read as T = 1
+    Parameters
+    ----------
+    weight : ndarray of shape (V, D)
+        the embedding table
+    idx : integer ndarray of shape (B, T)
+        with values in [0, V); a 1-D (B,) is read as T = 1
 
-    Returns (out, cache):
-    - out: array of shape (B, T*D), ``out[b, t*D:(t+1)*D] = weight[idx[b, t]]``
-      (the lecture's ``C[X].view(B, -1)``); shape (B, D) for a 1-D idx.
+    Returns
+    -------
+    out, cache
+        out: array of shape (B, T*D), ``out[b, t*D:(t+1)*D] = weight[idx[b, t]]``
+        (the lecture's ``C[X].view(B, -1)``); shape (B, D) for a 1-D idx.
     """
     res = K.embedding_forward_fast(weight, idx)
     if res is not None:
@@ -250,17 +262,25 @@ def embedding_forward(weight, idx):
                       out_shape=out.shape)
 
 
-def embedding_backward(dout, cache, *, out=None):
+def embedding_backward(dout: ArrayLike, cache: Cache, *,
+                       out: np.ndarray | None = None) -> np.ndarray:
     """Gradient of the embedding table.
 
-    Inputs:
-    - dout: array of shape (B, T*D), upstream gradient
-    - cache: from embedding_forward
-    - out: an array of shape (V, D) and the cache's dtype to write dweight into, or None
+    Parameters
+    ----------
+    dout : ndarray of shape (B, T*D)
+        upstream gradient
+    cache
+        from embedding_forward
+    out
+        an array of shape (V, D) and the cache's dtype to write dweight into, or None
 
-    Returns dweight, array of shape (V, D): a scatter-add,
-    ``dweight[v] = sum over (b, t) with idx[b, t] == v of dout[b, t*D:(t+1)*D]``, so an index that
-    appears many times in the batch accumulates all of its gradients.
+    Returns
+    -------
+    dweight : ndarray of shape (V, D)
+        a scatter-add,
+        ``dweight[v] = sum over (b, t) with idx[b, t] == v of dout[b, t*D:(t+1)*D]``, so an index
+        that appears many times in the batch accumulates all of its gradients.
     """
     res = K.embedding_backward_fast(dout, cache, out)
     if res is not None:
@@ -281,16 +301,24 @@ def embedding_backward(dout, cache, *, out=None):
 # ----------------------------------------------------------------------------------------------
 # linear
 
-def linear_forward(x, w, b=None):
+def linear_forward(x: ArrayLike, w: ArrayLike,
+                   b: ArrayLike | None = None) -> tuple[np.ndarray, Cache]:
     """Affine map ``out = x @ w + b`` (the lecture's L = H·W + B).
 
-    Inputs:
-    - x: array of shape (B, I)
-    - w: array of shape (I, O) — fan_in rows, fan_out columns, as in the lecture
-      (torch.nn.Linear stores the transpose, (O, I))
-    - b: array of shape (O,), or None for no bias
+    Parameters
+    ----------
+    x : ndarray of shape (B, I)
+    w : ndarray of shape (I, O)
+        — fan_in rows, fan_out columns, as in the lecture
+        (torch.nn.Linear stores the transpose, (O, I))
+    b : ndarray of shape (O,)
+        or None for no bias
 
-    Returns (out, cache) with out of shape (B, O).
+    Returns
+    -------
+    out : ndarray of shape (B, O)
+    cache : Cache
+        What ``linear_backward`` reads (x and w).
     """
     res = K.linear_forward_fast(x, w, b)
     if res is not None:
@@ -314,17 +342,24 @@ def linear_forward(x, w, b=None):
     return out, Cache(op="linear", dtype=x.dtype, x=x, w=w, has_bias=b is not None)
 
 
-def linear_backward(dout, cache, *, out=None):
+def linear_backward(dout: ArrayLike, cache: Cache, *, out: _Out = None,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of the affine map.
 
-    Inputs:
-    - dout: array of shape (B, O)
-    - cache: from linear_forward
-    - out: None, or a tuple (dx, dw, db) of arrays to write the gradients into, each None for a
-      new array (db None when the forward had no bias)
+    Parameters
+    ----------
+    dout : ndarray of shape (B, O)
+    cache
+        from linear_forward
+    out
+        None, or a tuple (dx, dw, db) of arrays to write the gradients into, each None for a
+        new array (db None when the forward had no bias)
 
-    Returns (dx, dw, db): ``dx = dout @ w.T`` (B, I), ``dw = x.T @ dout`` (I, O),
-    ``db = dout.sum(0)`` (O,), or None when the forward had no bias.
+    Returns
+    -------
+    dx, dw, db
+        ``dx = dout @ w.T`` (B, I), ``dw = x.T @ dout`` (I, O),
+        ``db = dout.sum(0)`` (O,), or None when the forward had no bias.
     """
     res = K.linear_backward_fast(dout, cache, out)
     if res is not None:
@@ -350,7 +385,7 @@ def linear_backward(dout, cache, *, out=None):
 # ----------------------------------------------------------------------------------------------
 # elementwise nonlinearities
 
-def tanh_forward(x):
+def tanh_forward(x: ArrayLike) -> tuple[np.ndarray, Cache]:
     """``t = tanh(x)`` elementwise. x: array of any shape. Returns (t, cache)."""
     res = K.tanh_forward_fast(x)
     if res is not None:
@@ -361,7 +396,7 @@ def tanh_forward(x):
     return t, Cache(op="tanh", dtype=x.dtype, out=t)
 
 
-def tanh_backward(dout, cache):
+def tanh_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     """``dx = dout * (1 - t**2)``, from the saved output t = tanh(x). Returns dx, shape of x."""
     res = K.tanh_backward_fast(dout, cache)
     if res is not None:
@@ -397,7 +432,7 @@ def _leaky_backward(dout, cache, op):
     return dx
 
 
-def relu_forward(x):
+def relu_forward(x: ArrayLike) -> tuple[np.ndarray, Cache]:
     """``out = max(x, 0)`` elementwise (NaN propagates). x: array of any shape.
 
     Returns (out, cache).
@@ -405,17 +440,18 @@ def relu_forward(x):
     return _leaky(x, 0.0, "relu")
 
 
-def relu_backward(dout, cache):
+def relu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     """``dx = dout * (x > 0)``: zero where x <= 0, as torch. Returns dx, shape of x."""
     return _leaky_backward(dout, cache, "relu")
 
 
-def leaky_relu_forward(x, negative_slope=0.01):
+def leaky_relu_forward(x: ArrayLike, negative_slope: float = 0.01,
+                       ) -> tuple[np.ndarray, Cache]:
     """``out = x if x >= 0 else negative_slope * x`` elementwise. Returns (out, cache)."""
     return _leaky(x, negative_slope, "leaky_relu")
 
 
-def leaky_relu_backward(dout, cache):
+def leaky_relu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     """``dx = dout`` where x > 0, ``negative_slope * dout`` elsewhere. Returns dx, shape of x."""
     return _leaky_backward(dout, cache, "leaky_relu")
 
@@ -430,7 +466,7 @@ def _elu_alpha(alpha):
     return alpha
 
 
-def elu_forward(x, alpha=1.0):
+def elu_forward(x: ArrayLike, alpha: float = 1.0) -> tuple[np.ndarray, Cache]:
     """ELU (Clevert et al. 2015), elementwise: ``out = x`` where x > 0, ``alpha * (exp(x) - 1)``
     elsewhere (computed as ``alpha * expm1(x)``, exact near 0). x: array of any shape.
 
@@ -448,13 +484,13 @@ def elu_forward(x, alpha=1.0):
     return out, Cache(op="elu", dtype=x.dtype, out=out, alpha=alpha)
 
 
-def elu_backward(dout, cache):
+def elu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     """``dx = dout`` where out > 0 (x > 0), ``dout * (out + alpha)`` elsewhere, from the saved
     output: d/dx alpha (e^x - 1) = alpha e^x = out + alpha. Returns dx, shape of x.
 
     At x = 0 the slope is alpha, as torch. Where x is NaN, dx is NaN (torch gives dout there: its
     backward tests x <= 0). Like tanh's 1 - t**2, out + alpha loses relative precision where
-    out -> -alpha (x << 0): its absolute error is about one ulp of alpha, times |dout|.
+    out -> -alpha (x << 0): its absolute error is about one ulp of alpha, times ``|dout|``.
     """
     res = K.elu_backward_fast(dout, cache)
     if res is not None:
@@ -490,7 +526,8 @@ def _check_unbiased(unbiased):
     return bool(unbiased)
 
 
-def batchnorm_forward(x, gamma, beta, eps=1e-5, unbiased=False):
+def batchnorm_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = 1e-5,
+                      unbiased: bool = False) -> tuple[np.ndarray, Cache]:
     """Batch normalization in training mode, over the batch axis.
 
     ``mean = x.mean(0)``, ``var = ((x - mean)**2).sum(0) / n``,
@@ -500,17 +537,24 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, unbiased=False):
     (the Bessel-corrected variance, its ``hpreact.std(0)`` and ``1/(n-1)``), as
     ``(x - mean) / sqrt(torch.var(x, 0, unbiased=True) + eps)``.
 
-    Inputs:
-    - x: array of shape (B, D), B >= 2
-    - gamma, beta: arrays of shape (D,)
-    - eps: float >= 0
-    - unbiased: bool, which variance normalizes (above)
+    Parameters
+    ----------
+    x : ndarray of shape (B, D)
+        B >= 2
+    gamma, beta : ndarray of shape (D,)
+    eps : float
+        >= 0
+    unbiased : bool
+        which variance normalizes (above)
 
-    Returns (out, cache): out of shape (B, D). The cache exposes ``cache.mean`` (D,), the batch
-    mean, and ``cache.var`` (D,), the **unbiased** batch variance (/ (B - 1)) whatever the variant,
-    which is what ``torch.nn.BatchNorm1d`` feeds into ``running_var``; also ``xhat`` (B, D),
-    ``invstd`` (D,) (``1 / sqrt(var_n + eps)``, of the variance that normalized) and
-    ``unbiased``, the variant, which ``batchnorm_backward`` reads.
+    Returns
+    -------
+    out, cache
+        out of shape (B, D). The cache exposes ``cache.mean`` (D,), the batch
+        mean, and ``cache.var`` (D,), the **unbiased** batch variance (/ (B - 1)) whatever the
+        variant, which is what ``torch.nn.BatchNorm1d`` feeds into ``running_var``; also ``xhat``
+        (B, D), ``invstd`` (D,) (``1 / sqrt(var_n + eps)``, of the variance that normalized) and
+        ``unbiased``, the variant, which ``batchnorm_backward`` reads.
     """
     res = K.batchnorm_forward_fast(x, gamma, beta, eps, unbiased)
     if res is not None:
@@ -530,22 +574,29 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, unbiased=False):
                       mean=mean, var=var, eps=eps, unbiased=unbiased)
 
 
-def batchnorm_backward(dout, cache, *, out=None):
+def batchnorm_backward(dout: ArrayLike, cache: Cache, *, out: _Out = None,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of training-mode batch normalization, of the variant the forward ran
     (``cache.unbiased``).
 
-    Inputs:
-    - dout: array of shape (B, D)
-    - cache: from batchnorm_forward
-    - out: None, or a tuple (dx, dgamma, dbeta) of arrays to write the gradients into, each None
-      for a new array
+    Parameters
+    ----------
+    dout : ndarray of shape (B, D)
+    cache
+        from batchnorm_forward
+    out
+        None, or a tuple (dx, dgamma, dbeta) of arrays to write the gradients into, each None
+        for a new array
 
-    Returns (dx, dgamma, dbeta), of shapes (B, D), (D,), (D,):
-    ``dbeta = dout.sum(0)``, ``dgamma = (dout * xhat).sum(0)`` and, with the paths through the
-    batch mean and variance folded into one closed form (``d var / dx = 2 (x - mean) / n``),
-    ``dx = gamma * invstd / B * (B * dout - dbeta - (B / n) * xhat * dgamma)``: ``B / n`` is 1 for
-    the biased variance and ``B / (B - 1)`` for the unbiased one (the lecture's one-line
-    ``dhprebn``, its ``n/(n-1) * bnraw * (dhpreact*bnraw).sum(0)``).
+    Returns
+    -------
+    dx, dgamma, dbeta
+        of shapes (B, D), (D,), (D,):
+        ``dbeta = dout.sum(0)``, ``dgamma = (dout * xhat).sum(0)`` and, with the paths through the
+        batch mean and variance folded into one closed form (``d var / dx = 2 (x - mean) / n``),
+        ``dx = gamma * invstd / B * (B * dout - dbeta - (B / n) * xhat * dgamma)``: ``B / n`` is 1
+        for the biased variance and ``B / (B - 1)`` for the unbiased one (the lecture's one-line
+        ``dhprebn``, its ``n/(n-1) * bnraw * (dhpreact*bnraw).sum(0)``).
     """
     res = K.batchnorm_backward_fast(dout, cache, out)
     if res is not None:
@@ -567,17 +618,26 @@ def batchnorm_backward(dout, cache, *, out=None):
     return _written(out, (dx, dgamma, dbeta), ("dx", "dgamma", "dbeta"))
 
 
-def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
+def batchnorm_eval_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike,
+                           running_mean: ArrayLike, running_var: ArrayLike,
+                           eps: float = 1e-5) -> tuple[np.ndarray, Cache]:
     """Batch normalization in eval mode: given statistics, so an affine map per feature.
 
     ``out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``
 
-    Inputs:
-    - x: array of shape (B, D) (any B >= 0)
-    - gamma, beta, running_mean, running_var: arrays of shape (D,); running_var >= 0
-    - eps: float >= 0
+    Parameters
+    ----------
+    x : ndarray of shape (B, D)
+        (any B >= 0)
+    gamma, beta, running_mean, running_var : ndarray of shape (D,)
+        running_var >= 0
+    eps : float
+        >= 0
 
-    Returns (out, cache), out of shape (B, D).
+    Returns
+    -------
+    out, cache
+        out of shape (B, D).
     """
     res = K.batchnorm_eval_forward_fast(x, gamma, beta, running_mean, running_var, eps)
     if res is not None:
@@ -594,7 +654,8 @@ def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
     return out, Cache(op="batchnorm_eval", dtype=x.dtype, xhat=xhat, gamma=gamma, invstd=invstd)
 
 
-def batchnorm_eval_backward(dout, cache, *, out=None):
+def batchnorm_eval_backward(dout: ArrayLike, cache: Cache, *, out: _Out = None,
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of eval-mode batch normalization (statistics held constant).
 
     Returns (dx, dgamma, dbeta): ``dx = dout * gamma * invstd`` (B, D),
@@ -617,18 +678,24 @@ def batchnorm_eval_backward(dout, cache, *, out=None):
 # ----------------------------------------------------------------------------------------------
 # softmax cross-entropy
 
-def cross_entropy_forward(logits, target):
+def cross_entropy_forward(logits: ArrayLike, target: ArrayLike) -> tuple[np.floating, Cache]:
     """Mean softmax cross-entropy, ``mean_b -log softmax(logits[b])[target[b]]``.
 
     Computed stably: ``logsumexp(l) = m + log(sum(exp(l - m)))`` with ``m = max(l)``, so no
     exponent is positive and logits of +-1e4 give a finite loss and finite gradients.
 
-    Inputs:
-    - logits: array of shape (B, C), B >= 1, C >= 1
-    - target: integer array of shape (B,), values in [0, C)
+    Parameters
+    ----------
+    logits : ndarray of shape (B, C)
+        B >= 1, C >= 1
+    target : integer ndarray of shape (B,)
+        values in [0, C)
 
-    Returns (loss, cache): loss is a NumPy scalar of the logits' dtype. The cache holds the
-    softmax probabilities ``cache.probs`` (B, C).
+    Returns
+    -------
+    loss, cache
+        loss is a NumPy scalar of the logits' dtype. The cache holds the
+        softmax probabilities ``cache.probs`` (B, C).
     """
     res = K.cross_entropy_forward_fast(logits, target)
     if res is not None:
@@ -650,14 +717,20 @@ def cross_entropy_forward(logits, target):
                                           target=t)
 
 
-def cross_entropy_backward(dloss, cache):
+def cross_entropy_backward(dloss: ArrayLike, cache: Cache) -> np.ndarray:
     """Gradient of the mean cross-entropy with respect to the logits.
 
-    Inputs:
-    - dloss: scalar, the upstream gradient of the loss (1.0 when the loss is the objective)
-    - cache: from cross_entropy_forward
+    Parameters
+    ----------
+    dloss : scalar
+        the upstream gradient of the loss (1.0 when the loss is the objective)
+    cache
+        from cross_entropy_forward
 
-    Returns dlogits, array of shape (B, C): ``dloss * (softmax(logits) - onehot(target)) / B``.
+    Returns
+    -------
+    dlogits : ndarray of shape (B, C)
+        ``dloss * (softmax(logits) - onehot(target)) / B``.
     """
     res = K.cross_entropy_backward_fast(dloss, cache)
     if res is not None:
