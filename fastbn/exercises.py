@@ -72,10 +72,14 @@ The two one-step exercises are in :func:`backward`'s result too:
   the closed form of ``fastbn.ops.batchnorm_backward`` on a cache of
   ``batchnorm_forward(..., unbiased=True)`` (the biased variant, the default, has no ``n/(n-1)``).
 """
+from __future__ import annotations
+
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .comparison import Report, as_array, compare_arrays, name_row
 
@@ -128,8 +132,9 @@ def _draw_params(rng, V, E, H, T, dtype):
     return {k: v.astype(dtype) for k, v in p.items()}
 
 
-def init_params(vocab_size=27, n_embd=10, n_hidden=64, block_size=3, seed=SEED,
-                dtype=np.float64):
+def init_params(vocab_size: int = 27, n_embd: int = 10, n_hidden: int = 64, block_size: int = 3,
+                seed: int | np.random.Generator | None = SEED,
+                dtype: DTypeLike = np.float64) -> dict[str, np.ndarray]:
     """The lecture's part-4 parameters, drawn as the lecture draws them, with NumPy.
 
     Every parameter is small and non-zero, so that no gradient is trivially zero and a wrong
@@ -153,8 +158,9 @@ def init_params(vocab_size=27, n_embd=10, n_hidden=64, block_size=3, seed=SEED,
     return _draw_params(np.random.default_rng(seed), V, E, H, T, _float_dtype(dtype))
 
 
-def problem(batch_size=32, *, vocab_size=27, n_embd=10, n_hidden=64, block_size=3, seed=SEED,
-            dtype=np.float64):
+def problem(batch_size: int = 32, *, vocab_size: int = 27, n_embd: int = 10, n_hidden: int = 64,
+            block_size: int = 3, seed: int | np.random.Generator | None = SEED,
+            dtype: DTypeLike = np.float64) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """The exercise's standard problem: ``(params, Xb, Yb)``.
 
     ``params`` is :func:`init_params` with the same arguments; the minibatch is drawn after it from
@@ -262,7 +268,7 @@ class Gradients(dict):
 # ----------------------------------------------------------------------------------------------
 # forward and backward, the lecture's way
 
-def forward(params, Xb, Yb):
+def forward(params: Mapping[str, ArrayLike], Xb: ArrayLike, Yb: ArrayLike) -> Forward:
     """The lecture's forward pass, "chunkated" into the steps of the module docstring's table.
 
     Parameters
@@ -350,7 +356,7 @@ def _cached(fwd, params):
     return f, p, Xb, Yb, n
 
 
-def backward(fwd, params):
+def backward(fwd: Mapping[str, Any], params: Mapping[str, ArrayLike]) -> Gradients:
     """The gradient of the loss for every intermediate and parameter, by hand, step by step.
 
     Parameters
@@ -439,7 +445,8 @@ def _reference_for(dtype):
     return backward(forward(params, Xb, Yb), params)
 
 
-def check(student, reference=None, *, rtol=1e-5, atol=1e-8, verbose=True):
+def check(student: Mapping[str, Any], reference: Mapping[str, Any] | None = None, *,
+          rtol: float = 1e-5, atol: float = 1e-8, verbose: bool = True) -> Report:
     """Compare your gradients with the reference, the lecture's ``cmp`` for every name you give.
 
     Parameters
