@@ -1,7 +1,7 @@
 """fastbn's public API is typed (PEP 561: fastbn/py.typed, a stub for the compiled module):
 mypy --strict on a user script that calls it finds no error, and finds the wrong calls."""
 import pathlib
-import shutil
+import sys
 import textwrap
 
 import pytest
@@ -19,7 +19,7 @@ def _mypy(path, tmp_path):
     # only the script's own errors: fastbn's modules are read for their types, not checked
     return mypy_api.run([str(path), "--strict", "--follow-imports=silent",
                          "--cache-dir", str(tmp_path / ".mypy_cache"), "--no-color-output",
-                         "--python-executable", shutil.which("python") or "python"])
+                         "--python-executable", sys.executable])
 
 
 def test_the_package_is_marked_typed():
