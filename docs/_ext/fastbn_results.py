@@ -99,7 +99,28 @@ class ResultsMd(_Results):
         return self._parse(_demote(lines))
 
 
+class ResultsSeeds(_Results):
+    """A seeds file of ``bench/seeds.sh`` (one ``seed S loss: train T  val V  test X`` line per
+    seed) as a table of the losses' mean, standard deviation, minimum and maximum."""
+
+    def run(self):
+        import statistics
+        path = self._path()
+        runs = [dict(re.findall(r"(train|val|test) (\d+\.\d+)", ln))
+                for ln in path.read_text().splitlines() if ln.startswith("seed")]
+        if not runs:
+            raise self.error(f"no seed lines in {path}")
+        lines = [f"{len(runs)} seeds, losses in eval mode after the full run:", "",
+                 "| split | mean | sd | min | max |", "|---|---:|---:|---:|---:|"]
+        for split in ("train", "val", "test"):
+            v = [float(r[split]) for r in runs]
+            lines.append(f"| {split} | {statistics.mean(v):.4f} | {statistics.stdev(v):.4f} | "
+                         f"{min(v):.4f} | {max(v):.4f} |")
+        return self._parse(lines + [""])
+
+
 def setup(app):
+    app.add_directive("results-seeds", ResultsSeeds)
     app.add_directive("results-json", ResultsJson)
     app.add_directive("results-md", ResultsMd)
     return {"parallel_read_safe": True, "version": "1"}
