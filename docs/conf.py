@@ -77,7 +77,7 @@ API_MODULES = {
     "fastbn.nn": "Torch-like layers built on the ops.",
     "fastbn.init": "Gains and Kaiming-normal initialization.",
     "fastbn.data": "The names dataset: finding, verifying and encoding it.",
-    "fastbn.reference": "The same ops in plain NumPy: the test oracle and the benchmark's baseline.",
+    "fastbn.reference": "The same ops in plain NumPy: the test oracle, the NumPy baseline.",
     "fastbn.exercises": "The lecture's backprop exercise: every intermediate, by hand.",
     "fastbn.comparison": "Grading your backward of one op against fastbn's.",
     "fastbn.registry": "One entry per op: sample inputs, options, the torch equivalent.",
