@@ -107,3 +107,16 @@ def test_every_page_is_in_the_site():
     for page in ["backprop", "exercise", "model", "lab", "batchnorm", "sweeps", "speed"]:
         assert page in (docs / "guide" / "index.md").read_text(), page
     assert "notebooks/backprop_by_hand" in text and "notebooks/makemore_part3_batchnorm" in text
+
+
+def test_executed_pages_train_briefly():
+    """The site builds on CI's two cores: an executed page trains a few thousand steps at most
+    (the lecture's 200,000 are said, not run)."""
+    for page in (ROOT / "docs").rglob("*.md"):
+        text = page.read_text()
+        if "{code-cell}" not in text:
+            continue
+        cells = re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", text, re.S)
+        for cell in cells:
+            for steps in re.findall(r"steps\W{1,3}(\d[\d_]*)", cell):
+                assert int(steps.replace("_", "")) <= 5000, (page.name, steps)
