@@ -260,6 +260,15 @@ def gradcheck(fn: Any, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float 
     -------
     GradcheckReport
         ``report.passed`` is True when every checked element of every input passed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import gradcheck, ops
+    >>> x = np.random.default_rng(0).standard_normal((3, 4))
+    >>> report = gradcheck((ops.tanh_forward, ops.tanh_backward), (x,))
+    >>> report.passed
+    True
     """
     if isinstance(inputs, np.ndarray) or not isinstance(inputs, (tuple, list)):
         inputs = (inputs,)

@@ -319,6 +319,21 @@ def linear_forward(x: ArrayLike, w: ArrayLike,
     out : ndarray of shape (B, O)
     cache : Cache
         What ``linear_backward`` reads (x and w).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import ops
+    >>> x, w = np.arange(12.0).reshape(4, 3), np.ones((3, 2))
+    >>> out, cache = ops.linear_forward(x, w, np.zeros(2))
+    >>> print(out)
+    [[ 3.  3.]
+     [12. 12.]
+     [21. 21.]
+     [30. 30.]]
+    >>> dx, dw, db = ops.linear_backward(np.ones_like(out), cache)
+    >>> print(dx.shape, dw.shape, db)
+    (4, 3) (3, 2) [4. 4.]
     """
     res = K.linear_forward_fast(x, w, b)
     if res is not None:
@@ -386,7 +401,16 @@ def linear_backward(dout: ArrayLike, cache: Cache, *, out: _Out = None,
 # elementwise nonlinearities
 
 def tanh_forward(x: ArrayLike) -> tuple[np.ndarray, Cache]:
-    """``t = tanh(x)`` elementwise. x: array of any shape. Returns (t, cache)."""
+    """``t = tanh(x)`` elementwise. x: array of any shape. Returns (t, cache).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import ops
+    >>> t, cache = ops.tanh_forward(np.array([0.0, 1.0]))
+    >>> print(t, ops.tanh_backward(np.ones(2), cache))    # 1 - t**2
+    [0.         0.76159416] [1.         0.41997434]
+    """
     res = K.tanh_forward_fast(x)
     if res is not None:
         return res
@@ -555,6 +579,18 @@ def batchnorm_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: floa
         variant, which is what ``torch.nn.BatchNorm1d`` feeds into ``running_var``; also ``xhat``
         (B, D), ``invstd`` (D,) (``1 / sqrt(var_n + eps)``, of the variance that normalized) and
         ``unbiased``, the variant, which ``batchnorm_backward`` reads.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import ops
+    >>> x = np.arange(12.0).reshape(4, 3)
+    >>> out, cache = ops.batchnorm_forward(x, np.ones(3), np.zeros(3))
+    >>> print(out.mean(0).round(6), out.std(0).round(4))     # each feature normalized
+    [0. 0. 0.] [1. 1. 1.]
+    >>> dx, dgamma, dbeta = ops.batchnorm_backward(np.ones_like(out), cache)
+    >>> print(dx.shape, bool(np.abs(dx).max() < 1e-9), dbeta)   # a shift of out moves no x
+    (4, 3) True [4. 4. 4.]
     """
     res = K.batchnorm_forward_fast(x, gamma, beta, eps, unbiased)
     if res is not None:
@@ -696,6 +732,16 @@ def cross_entropy_forward(logits: ArrayLike, target: ArrayLike) -> tuple[np.floa
     loss, cache
         loss is a NumPy scalar of the logits' dtype. The cache holds the
         softmax probabilities ``cache.probs`` (B, C).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import ops
+    >>> loss, cache = ops.cross_entropy_forward(np.zeros((2, 27)), np.array([0, 5]))
+    >>> print(round(float(loss), 4))                         # ln 27: a uniform guess
+    3.2958
+    >>> print(ops.cross_entropy_backward(1.0, cache).shape)
+    (2, 27)
     """
     res = K.cross_entropy_forward_fast(logits, target)
     if res is not None:
