@@ -46,9 +46,12 @@ def test_mypy_sees_the_annotations(tmp_path):
         gradcheck_all(seed="zero")
         ops.leaky_relu_forward(np.zeros(3), negative_slope="steep")
         ops.batchnorm_backward(np.zeros((2, 3)), cache=None)
+        import fastbn
+        fastbn.gradcheck_al()
     """))
     out, err, status = _mypy(bad, tmp_path)
     assert status == 1, out + err
     assert "GradcheckSuite" in out, out
     assert "tuple[numpy.ndarray" in out and "fastbn._kernels.Cache" in out, out
-    assert out.count("error:") == 3, out
+    assert out.count("error:") == 4, out
+    assert 'has no attribute "gradcheck_al"' in out, out
