@@ -120,3 +120,32 @@ def test_executed_pages_train_briefly():
         for cell in cells:
             for steps in re.findall(r"steps\W{1,3}(\d[\d_]*)", cell):
                 assert int(steps.replace("_", "")) <= 5000, (page.name, steps)
+
+
+def _renderer():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "fastbn_results", ROOT / "docs" / "_ext" / "fastbn_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    pytest.importorskip("sphinx", reason="the docs' extension needs Sphinx: pip install .[docs]")
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rendered_results_carry_no_narrative():
+    """bench/results/ files keep their full record (targets, commit, clock time); what the docs
+    render from them keeps the date and the machine, and no tracker numbers or times of runs."""
+    mod = _renderer()
+    results = ROOT / "bench" / "results"
+    shown = {p.name: "\n".join(mod.render_md(p.read_text())) for p in results.glob("*.md")}
+    shown.update({p.name: "\n".join(mod.render_md(p.read_text()))
+                  for p in (ROOT / "docs" / "lab").glob("*.md")})
+    if (results / "results.json").exists():
+        shown["results.json"] = "\n".join(mod.render_json(
+            json.loads((results / "results.json").read_text())))
+    assert shown
+    bad = {name: _hits(text) for name, text in shown.items() if _hits(text)}
+    assert not bad, bad
+    clock = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
+    assert not [n for n, t in shown.items() if clock.search(t)]
+    assert "2026-11-29" in shown.get("results.json", "2026-11-29")   # the date stays

@@ -37,7 +37,28 @@ def _without_section(lines, prefix):
 
 def _clean(text):
     # a build's short commit hash after a version ("fastbn 0.1.0 (a7f86fe)") is not for readers
+    # and the clock time of a run is in the file; a reader needs its date
+    text = re.sub(r"(\d{4}-\d{2}-\d{2}) \d{2}:\d{2}(?::\d{2})?(?: ?[+-]\d{4}| UTC)?", r"\1", text)
     return re.sub(r" \([0-9a-f]{7,40}\)", "", text)
+
+
+def render_md(text):
+    """The lines of a results file as a page shows them: no comments, no title, no targets."""
+    text = re.sub(r"<!--.*?-->\n?", "", text, flags=re.S)
+    lines = [ln for ln in _clean(text).splitlines() if not ln.startswith("# ")]
+    lines = _without_section(lines, "Targets")
+    return [ln for ln in lines if "us_per_step.png" not in ln]
+
+
+def render_json(res):
+    """The lines of results.json as the benchmarks page shows them (without the chart)."""
+    from fastbn.bench import report
+    shown = copy.deepcopy(res)
+    shown["targets"] = []
+    shown["chart"] = None
+    shown["machine"]["fastbn_git"] = None
+    lines = _clean(report.markdown(shown)).splitlines()
+    return _demote([ln for ln in lines if not ln.startswith("# ")])
 
 
 class _Results(SphinxDirective):
@@ -59,15 +80,10 @@ class _Results(SphinxDirective):
 
 class ResultsJson(_Results):
     def run(self):
-        from fastbn.bench import chart, report
+        from fastbn.bench import chart
         path = self._path()
         res = json.loads(path.read_text())
-        shown = copy.deepcopy(res)
-        shown["targets"] = []
-        shown["chart"] = None
-        shown["machine"]["fastbn_git"] = None
-        lines = _clean(report.markdown(shown)).splitlines()
-        lines = _demote([ln for ln in lines if not ln.startswith("# ")])
+        lines = render_json(res)
         out = Path(self.env.srcdir) / GENERATED
         out.mkdir(exist_ok=True)
         png = out / (path.stem + "_us_per_step.png")
@@ -80,10 +96,7 @@ class ResultsJson(_Results):
 class ResultsMd(_Results):
     def run(self):
         path = self._path()
-        text = re.sub(r"<!--.*?-->\n?", "", path.read_text(), flags=re.S)
-        lines = [ln for ln in _clean(text).splitlines() if not ln.startswith("# ")]
-        lines = _without_section(lines, "Targets")
-        lines = [ln for ln in lines if "us_per_step.png" not in ln]
+        lines = render_md(path.read_text())
         src = Path(self.env.srcdir).resolve()
         try:
             rel = path.parent.relative_to(src).as_posix()
