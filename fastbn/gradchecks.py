@@ -226,7 +226,7 @@ def _as_vjp(fn):
 def gradcheck(fn: Any, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float = 1e-5,
               rtol: float = 1e-3, max_elements: int | None = 2000, seed: int = 0,
               name: str | None = None, raise_exception: bool = True,
-              constants: Sequence[int] = (), input_names: Sequence[str] | None = None,
+              constants: Sequence[str | int] = (), input_names: Sequence[str] | None = None,
               ) -> GradcheckReport:
     """Check a hand-written backward against central finite differences.
 
