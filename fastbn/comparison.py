@@ -44,18 +44,18 @@ class Row:
     """
 
     name: str
-    shape: tuple = None
-    expected: tuple = None
+    shape: tuple | None = None
+    expected: tuple | None = None
     dtype: str = ""
     exact: bool = False
     approximate: bool = False
-    maxdiff: float = None
-    worst: tuple = None
-    value: float = None
-    reference: float = None
+    maxdiff: float | None = None
+    worst: tuple | None = None
+    value: float | None = None
+    reference: float | None = None
     note: str = ""
     fd: str = ""
-    fd_ok: bool = None
+    fd_ok: bool | None = None
 
     @property
     def shape_ok(self) -> bool:
@@ -247,9 +247,9 @@ class OpEntry:
     floating inputs that get no gradient (``constants``). Made from the op's entry in
     ``fastbn.registry``."""
 
-    forward: object
-    backward: object
-    inputs: object
+    forward: Any
+    backward: Any
+    inputs: Any
     dims: dict
     constants: tuple = ()
 
@@ -404,7 +404,7 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
     out, cache = entry.forward(*fresh(), **op_kwargs)
     student_cache = _with_inputs(cache, inputs)
     if np.ndim(out) == 0:
-        dout = dt.type(rng.uniform(0.5, 2.0))
+        dout = dt.type(rng.uniform(0.5, 2.0))  # type: ignore[call-overload]
     else:
         dout = rng.standard_normal(np.shape(out)).astype(dt)
     ref = [np.array(g, copy=True) for g in _grads(entry.backward(np.copy(dout), cache))]

@@ -217,7 +217,7 @@ def _params(params):
     return p
 
 
-def _indices(name, a, shape, V):
+def _indices(name, a, shape, V) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
@@ -252,6 +252,9 @@ class Forward(dict):
     Also carries the minibatch as ``.Xb`` (n, T) and ``.Yb`` (n,) (read-only copies), which
     :func:`backward` needs. The arrays are read-only: copy one before changing it.
     """
+
+    Xb: np.ndarray
+    Yb: np.ndarray
 
     def __repr__(self):
         return _short(self, "Forward").replace(

@@ -302,7 +302,7 @@ def gradcheck(fn: Any, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float 
                 raise TypeError(
                     f"gradcheck needs float64 inputs: {names[i]} is {a.dtype}. Finite differences "
                     f"in {a.dtype} are dominated by rounding error; cast with .astype(np.float64)")
-            inputs[i] = np.array(a, dtype=np.float64, copy=True, order="C")
+            inputs[i] = np.array(a, dtype=np.float64, copy=True, order="C")  # type: ignore[index]  # a list
             float_pos.append(i)
     if not float_pos:
         raise ValueError("gradcheck found no float64 array among the inputs to differentiate")
@@ -432,7 +432,7 @@ def standard_checks(seed: int = 0) -> list[tuple[str, Any, tuple[Any, ...]]]:
     """
     from .registry import OPS
 
-    checks = []
+    checks: list[tuple[str, Any, tuple[Any, ...]]] = []
     for op in OPS.values():
         for label, arrays, options in op.cases(seed):
             bound = {k: arrays.pop(k) for k in op.constants}

@@ -74,7 +74,8 @@ class Module:
     """Base class: mode, parameter bookkeeping, and the forward/backward protocol."""
 
     training = True
-    _param_names = ()          # attribute names of parameters; gradients live at "d" + name
+    # attribute names of parameters; gradients live at "d" + name
+    _param_names: tuple[str, ...] = ()
 
     def __call__(self, x: ArrayLike) -> np.ndarray:
         self.out, self._cache = self.forward(x)
@@ -243,7 +244,7 @@ class BatchNorm1d(Module):
             dx, _, _ = ops.batchnorm_eval_backward(dout, cache, out=out)
         return dx
 
-    def buffers(self) -> dict[str, np.ndarray]:
+    def buffers(self) -> list[np.ndarray]:
         """The running statistics, [running_mean, running_var]."""
         return [self.running_mean, self.running_var]
 
@@ -324,10 +325,11 @@ class Sequential(Module):
         self.layers = list(layers)
 
     def __call__(self, x: ArrayLike) -> np.ndarray:
+        out: Any = x
         for layer in self.layers:
-            x = layer(x)
-        self.out = x
-        return x
+            out = layer(out)
+        self.out = out
+        return out
 
     def backward(self, dout: ArrayLike) -> Any:
         for layer in reversed(self.layers):
@@ -353,7 +355,7 @@ class Sequential(Module):
     def grads(self) -> list[np.ndarray]:
         return [g for layer in self.layers for g in layer.grads()]
 
-    def train(self: _M, mode: bool = True) -> _M:
+    def train(self, mode: bool = True) -> Sequential:
         self.training = bool(mode)
         for layer in self.layers:
             layer.train(mode)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -77,7 +78,7 @@ _BLAS_MAX = 2**31 - 1  # BLAS takes 32-bit int dimensions
 # ----------------------------------------------------------------------------------------------
 # validation
 
-def _float_array(name, a, dtype=None, ndim=None, shape=None, contiguous=True):
+def _float_array(name, a, dtype=None, ndim=None, shape=None, contiguous=True) -> np.ndarray:
     """``a`` as a C-contiguous float32/float64 array; ``dtype`` pins the dtype of the call.
 
     Every check runs before the copy that makes ``a`` contiguous, so a refused input (say a
@@ -98,7 +99,7 @@ def _float_array(name, a, dtype=None, ndim=None, shape=None, contiguous=True):
     return _contiguous(a) if contiguous else a
 
 
-def _contiguous(a):
+def _contiguous(a) -> np.ndarray:
     """``a`` itself when C-contiguous and aligned, else a C-contiguous (aligned) copy. Unlike
     np.ascontiguousarray, a 0-d array stays 0-d (so tanh of a scalar array has the shape of its
     input). The kernels read through typed pointers: an unaligned one is undefined in C."""
@@ -115,7 +116,7 @@ def _check_range(name, a, bound, what):
             raise IndexError(f"{name} holds {bad}, outside [0, {bound}) ({what})")
 
 
-def _index_array(name, a, bound, what):
+def _index_array(name, a, bound, what) -> np.ndarray:
     """A fresh, read-only, C-contiguous int64 copy of ``a``, every value in [0, bound).
 
     Copied first, checked after: the kernels index with it unchecked and without the GIL, so the
@@ -145,12 +146,12 @@ def _same_shape(name, a, shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
 
 
-def _dout(dout, cache, shape):
+def _dout(dout, cache, shape) -> np.ndarray:
     """The upstream gradient of a backward: the forward output's shape and dtype."""
     return _float_array("dout", dout, dtype=cache.dtype, shape=shape)
 
 
-def _cached(cache, name, shape=None, dtype=None, bound=None, what=""):
+def _cached(cache, name, shape=None, dtype=None, bound=None, what="") -> np.ndarray:
     """``cache.<name>`` as the kernel will read it; every backward reads its cache through here.
 
     The attribute must be a C-contiguous, aligned array of ``shape`` (any shape when None) and
@@ -175,14 +176,14 @@ def _cached(cache, name, shape=None, dtype=None, bound=None, what=""):
     return a
 
 
-def _cache(cache, op):
+def _cache(cache, op) -> Cache:
     if not isinstance(cache, Cache) or getattr(cache, "op", None) != op:
         got = getattr(cache, "op", type(cache).__name__)
         raise TypeError(f"{op}_backward needs the cache returned by {op}_forward, got {got!r}")
     return cache
 
 
-def _check_eps(eps):
+def _check_eps(eps) -> float:
     eps = float(eps)
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
@@ -194,7 +195,7 @@ def _blas_dims(*dims):
         raise ValueError(f"dimensions {dims} exceed the 32-bit limit of BLAS")
 
 
-def _written(out, grads, names):
+def _written(out, grads, names) -> Any:
     """``grads`` (a tuple; None where there is no gradient) copied into the arrays of a
     backward's ``out=`` tuple, and returned in them; ``grads`` as they are for ``out=None``."""
     if out is None:
@@ -206,7 +207,7 @@ def _written(out, grads, names):
                  for i, (n, o, g) in enumerate(zip(names, out, grads)))
 
 
-def _write(name, o, g):
+def _write(name, o, g) -> np.ndarray:
     """``o[...] = g`` for an ``out=`` array of g's shape and dtype, writeable; returns o."""
     if g is None:
         raise ValueError(f"{name} must be None: the forward had no bias")
@@ -433,7 +434,7 @@ def tanh_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     return dx
 
 
-def _leaky(x, slope, op):
+def _leaky(x, slope, op) -> tuple[np.ndarray, Cache]:
     res = K.leaky_relu_forward_fast(x, slope, op)
     if res is not None:
         return res
@@ -444,7 +445,7 @@ def _leaky(x, slope, op):
     return out, Cache(op=op, dtype=x.dtype, x=x, negative_slope=slope)
 
 
-def _leaky_backward(dout, cache, op):
+def _leaky_backward(dout, cache, op) -> np.ndarray:
     res = K.leaky_relu_backward_fast(dout, cache, op)
     if res is not None:
         return res
@@ -480,7 +481,7 @@ def leaky_relu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     return _leaky_backward(dout, cache, "leaky_relu")
 
 
-def _elu_alpha(alpha):
+def _elu_alpha(alpha) -> float:
     """``alpha`` of an ELU as a float: a real number (TypeError), finite and >= 0 (ValueError)."""
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(f"alpha must be a real number, got {type(alpha).__name__}")
@@ -530,7 +531,7 @@ def elu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # batch normalization
 
-def _bn_params(x, gamma, beta):
+def _bn_params(x, gamma, beta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = _float_array("x", x, ndim=2, contiguous=False)
     D = x.shape[1]
     gamma = _float_array("gamma", gamma, dtype=x.dtype, ndim=1, shape=(D,))
@@ -538,13 +539,13 @@ def _bn_params(x, gamma, beta):
     return x, gamma, beta
 
 
-def _bn_cache(c):
+def _bn_cache(c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(xhat (B, D), gamma (D,), invstd (D,)) of a batch-norm cache, shapes checked."""
     B, D = np.shape(c.xhat) if np.ndim(c.xhat) == 2 else (-1, -1)
     return _cached(c, "xhat", (B, D)), _cached(c, "gamma", (D,)), _cached(c, "invstd", (D,))
 
 
-def _check_unbiased(unbiased):
+def _check_unbiased(unbiased) -> bool:
     if not isinstance(unbiased, (bool, np.bool_)):
         raise TypeError(f"unbiased must be True or False, got {unbiased!r}")
     return bool(unbiased)
