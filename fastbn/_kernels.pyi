@@ -20,6 +20,8 @@ _BLAS_LIBRARY: CDLL
 _sgemm_address: int
 _dgemm_address: int
 
+def _load_blas() -> tuple[CDLL, int, int]: ...
+
 class Cache:
     """What a forward keeps for its backward: named arrays, plus ``op``."""
     op: str

@@ -68,3 +68,23 @@ def test_the_typed_modules_type_check(tmp_path):
                                      "--no-color-output", "--python-executable",
                                      sys.executable])
     assert status == 0, out + err
+
+
+def test_the_stub_covers_the_compiled_module():
+    """Every name of fastbn._kernels is in its stub, and the stub names nothing it lacks."""
+    import ast
+
+    from fastbn import _kernels
+    tree = ast.parse((PKG / "_kernels.pyi").read_text())
+    stub = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    stub |= {t.id for n in tree.body if isinstance(n, ast.AnnAssign)
+             for t in [n.target] if isinstance(t, ast.Name)}
+    have = {n for n in vars(_kernels) if not n.startswith("__") and n != "np"}
+    assert sorted(have - stub) == [], "names of fastbn._kernels missing from _kernels.pyi"
+    assert sorted(stub - have) == [], "names in _kernels.pyi that fastbn._kernels does not have"
+    for cls in ("Cache", "FusedNet"):
+        node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+        methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+        public = {n for n in vars(getattr(_kernels, cls)) if not n.startswith("_")}
+        attrs = {t.target.id for t in node.body if isinstance(t, ast.AnnAssign)}
+        assert public <= methods | attrs, (cls, sorted(public - methods - attrs))
