@@ -26,8 +26,6 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "lab/*.md", "lab/robustness/**",
                     "_generated/*.md"]
-templates_path = ["_templates"]
-html_static_path = ["_static"]
 
 # MyST
 myst_enable_extensions = ["colon_fence", "dollarmath", "deflist"]
