@@ -17,6 +17,8 @@
 - ``fastbn.registry``: one entry per op (sample inputs, torch equivalent, and for activations the
   layer, gain and flat region) that gradcheck, the tests, the model and the lab read.
 """
+from typing import TYPE_CHECKING
+
 try:
     from . import _kernels  # noqa: F401
 except ImportError as e:  # pragma: no cover - only without a build
@@ -38,12 +40,17 @@ from .training import TrainResult, train
 __version__ = "0.1.0"
 
 
-def __getattr__(name):
-    """``fastbn.lab`` on first use: the laboratory loads its modules only when asked for."""
-    if name == "lab":
-        import importlib
-        return importlib.import_module(".lab", __name__)
-    raise AttributeError(f"module 'fastbn' has no attribute {name!r}")
+# for type checkers fastbn.lab is a plain submodule, and there is no __getattr__: a misspelt
+# name of fastbn is then an error, not Any
+if TYPE_CHECKING:
+    from . import lab
+else:
+    def __getattr__(name):
+        """``fastbn.lab`` on first use: the laboratory loads its modules only when asked for."""
+        if name == "lab":
+            import importlib
+            return importlib.import_module(".lab", __name__)
+        raise AttributeError(f"module 'fastbn' has no attribute {name!r}")
 
 __all__ = [
     "CharMLP",

@@ -5,7 +5,7 @@ inside their wheels, published on its own. Depending on it directly, instead of 
 copy through ``scipy.linalg.cython_blas``, lets fastbn require a release whose small GEMMs are
 fast: the copy inside scipy 1.17.1 (OpenBLAS 0.3.30) took about 35 % longer than 0.3.31 and 0.3.34
 on the (32, 30) @ (30, 200)-sized products a training step is made of, with identical results
-(measured, side by side in one process; README, "The teaching path").
+(measured side by side in one process).
 
 The library is opened with ``RTLD_LOCAL``: its symbols (``scipy_sgemm_``, ...) serve the kernels
 alone and stand in for no other library's. threadpoolctl finds it like any OpenBLAS, so

@@ -321,8 +321,8 @@ def _folded(model):
     rounding: float64 losses agree to ~1e-15, float32 to ~1e-7, below the 4 decimals printed
     unless a loss lies that close to a rounding boundary of its last digit; a sampled character
     differs only when its uniform draw lands within that rounding of a boundary of the
-    cumulative distribution (none in 20,000 names of the lecture's model in either dtype: see the
-    README's "Batch norm folded for inference")."""
+    cumulative distribution (none in 20,000 names of the lecture's model in either dtype; the
+    docs' user guide, "Batch norm: conventions and the folded model")."""
     from .folding import fold_batchnorm
     if model.folded:
         return model

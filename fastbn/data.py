@@ -23,6 +23,7 @@ import random
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def cache_path() -> Path:
     return Path(root) / "fastbn" / "names.txt"
 
 
-def sha256_file(path) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of the file at ``path``."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -74,7 +75,8 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def download(url, dest, sha256=NAMES_SHA256, timeout=30) -> Path:
+def download(url: str, dest: str | os.PathLike[str], sha256: str | None = NAMES_SHA256,
+             timeout: float = 30) -> Path:
     """Download ``url`` to ``dest`` atomically, after checking its SHA-256.
 
     The body is streamed into a temporary file next to ``dest`` (``fastbn._fileio.atomic_write``:
@@ -157,7 +159,8 @@ def _how_to_provide(cached: Path, url: str) -> str:
     )
 
 
-def locate_names(path=None, *, download=True, url=NAMES_URL) -> Path:
+def locate_names(path: str | os.PathLike[str] | None = None, *, download: bool = True,
+                 url: str = NAMES_URL) -> Path:
     """Find names.txt, downloading it into the user cache if needed.
 
     Lookup order:
@@ -233,7 +236,7 @@ def locate_names(path=None, *, download=True, url=NAMES_URL) -> Path:
 # words and vocabulary
 
 
-def load_words(path, *, max_len=1000) -> list[str]:
+def load_words(path: str | os.PathLike[str], *, max_len: int = 1000) -> list[str]:
     """Read a word list: UTF-8 text, one word per line.
 
     Each line is stripped of surrounding whitespace (so ``\\r\\n`` endings are fine) and blank
@@ -322,7 +325,7 @@ class Vocab:
         self.size = len(itos)
 
     @classmethod
-    def from_words(cls, words) -> Vocab:
+    def from_words(cls, words: Iterable[str]) -> Vocab:
         """Vocabulary of every character in ``words``, sorted, after the token."""
         chars = sorted(set("".join(words)))
         if TOKEN in chars:
@@ -330,7 +333,7 @@ class Vocab:
         return cls([TOKEN, *chars])
 
     @classmethod
-    def from_chars(cls, chars) -> Vocab:
+    def from_chars(cls, chars: str) -> Vocab:
         """Rebuild from ``chars`` (as saved from ``Vocab.chars``: the token first, then the
         rest)."""
         return cls(chars)
@@ -349,7 +352,7 @@ class Vocab:
     def __repr__(self) -> str:
         return f"Vocab({self.chars!r})"
 
-    def encode(self, word) -> list[int]:
+    def encode(self, word: str) -> list[int]:
         """Ids of the characters of ``word``. ``"."`` encodes to 0; unknown characters raise."""
         try:
             return [self.stoi[ch] for ch in word]
@@ -358,7 +361,7 @@ class Vocab:
                 f"character {e.args[0]!r} of {word!r} is not in the vocabulary {self.chars!r}"
             ) from None
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int]) -> str:
         """Characters of ``ids``, one per id: 0 becomes ``"."`` (nothing is stripped or cut).
 
         So ``decode([0, 0, 5])`` is ``"..e"`` (a context), and ``decode(encode(w)) == w``.
@@ -377,7 +380,8 @@ class Vocab:
 # examples and splits
 
 
-def build_dataset(words, vocab, block_size=3):
+def build_dataset(words: Sequence[str], vocab: Vocab, block_size: int = 3,
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Next-character examples from ``words``, exactly as in the lecture.
 
     Equivalent to (vectorized here, linear in the number of characters)::
@@ -442,7 +446,8 @@ def _encode_array(text, vocab):
     return ids.astype(np.int64)
 
 
-def split_words(words, seed=42):
+def split_words(words: Sequence[str], seed: int = 42,
+                ) -> tuple[list[str], list[str], list[str]]:
     """Shuffle a copy of ``words`` and cut it 80% / 10% / 10%, as the lecture does.
 
     The shuffle is ``random.Random(seed).shuffle``, which gives the same order as the lecture's
@@ -491,7 +496,7 @@ class Dataset:
                 f", block_size {self.block_size}; examples train {len(self.Xtr):,} / val "
                 f"{len(self.Xdev):,} / test {len(self.Xte):,})")
 
-    def split(self, name):
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``(X, Y)`` of ``"train"``, ``"val"`` (same as ``"dev"``), ``"dev"`` or ``"test"``."""
         try:
             suffix = _SPLITS[name]
@@ -500,7 +505,8 @@ class Dataset:
         return getattr(self, "X" + suffix), getattr(self, "Y" + suffix)
 
 
-def load_dataset(path=None, block_size=3, *, download=True) -> Dataset:
+def load_dataset(path: str | os.PathLike[str] | None = None, block_size: int = 3, *,
+                 download: bool = True) -> Dataset:
     """Locate, read, split and encode names.txt; the lecture's setup in one call.
 
     ``path`` and ``download`` are as in ``locate_names``. The vocabulary comes from all words,

@@ -72,10 +72,14 @@ The two one-step exercises are in :func:`backward`'s result too:
   the closed form of ``fastbn.ops.batchnorm_backward`` on a cache of
   ``batchnorm_forward(..., unbiased=True)`` (the biased variant, the default, has no ``n/(n-1)``).
 """
+from __future__ import annotations
+
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .comparison import Report, as_array, compare_arrays, name_row
 
@@ -128,8 +132,9 @@ def _draw_params(rng, V, E, H, T, dtype):
     return {k: v.astype(dtype) for k, v in p.items()}
 
 
-def init_params(vocab_size=27, n_embd=10, n_hidden=64, block_size=3, seed=SEED,
-                dtype=np.float64):
+def init_params(vocab_size: int = 27, n_embd: int = 10, n_hidden: int = 64, block_size: int = 3,
+                seed: int | np.random.Generator | None = SEED,
+                dtype: DTypeLike = np.float64) -> dict[str, np.ndarray]:
     """The lecture's part-4 parameters, drawn as the lecture draws them, with NumPy.
 
     Every parameter is small and non-zero, so that no gradient is trivially zero and a wrong
@@ -153,8 +158,9 @@ def init_params(vocab_size=27, n_embd=10, n_hidden=64, block_size=3, seed=SEED,
     return _draw_params(np.random.default_rng(seed), V, E, H, T, _float_dtype(dtype))
 
 
-def problem(batch_size=32, *, vocab_size=27, n_embd=10, n_hidden=64, block_size=3, seed=SEED,
-            dtype=np.float64):
+def problem(batch_size: int = 32, *, vocab_size: int = 27, n_embd: int = 10, n_hidden: int = 64,
+            block_size: int = 3, seed: int | np.random.Generator | None = SEED,
+            dtype: DTypeLike = np.float64) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """The exercise's standard problem: ``(params, Xb, Yb)``.
 
     ``params`` is :func:`init_params` with the same arguments; the minibatch is drawn after it from
@@ -211,7 +217,7 @@ def _params(params):
     return p
 
 
-def _indices(name, a, shape, V):
+def _indices(name, a, shape, V) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
@@ -247,6 +253,9 @@ class Forward(dict):
     :func:`backward` needs. The arrays are read-only: copy one before changing it.
     """
 
+    Xb: np.ndarray
+    Yb: np.ndarray
+
     def __repr__(self):
         return _short(self, "Forward").replace(
             "Forward(", f"Forward(loss {float(self['loss']):.4f}, n={len(self.Yb)}, ", 1)
@@ -262,19 +271,26 @@ class Gradients(dict):
 # ----------------------------------------------------------------------------------------------
 # forward and backward, the lecture's way
 
-def forward(params, Xb, Yb):
+def forward(params: Mapping[str, ArrayLike], Xb: ArrayLike, Yb: ArrayLike) -> Forward:
     """The lecture's forward pass, "chunkated" into the steps of the module docstring's table.
 
-    Inputs:
-    - params: dict of C (V, E), W1 (T*E, H), b1 (H,), W2 (H, V), b2 (V,), bngain and bnbias
-      ((1, H), or (H,)), one float dtype (see :func:`init_params`)
-    - Xb: integer array of shape (n, T), n >= 2, values in [0, V)
-    - Yb: integer array of shape (n,), values in [0, V)
+    Parameters
+    ----------
+    params
+        dict of C (V, E), W1 (T*E, H), b1 (H,), W2 (H, V), b2 (V,), bngain and bnbias
+        ((1, H), or (H,)), one float dtype (see :func:`init_params`)
+    Xb : integer ndarray of shape (n, T)
+        n >= 2, values in [0, V)
+    Yb : integer ndarray of shape (n,)
+        values in [0, V)
 
-    Returns a :class:`Forward` dict of the intermediates ``INTERMEDIATES`` (``emb`` (n, T, E),
-    ``embcat`` (n, T*E), ``hprebn`` ... ``logprobs`` (n, V)) and ``loss`` (a scalar of the
-    params' dtype), computed in the params' dtype with the lecture's expressions in its order (so
-    that the same expressions give bit-identical results).
+    Returns
+    -------
+    Forward
+        A dict of the intermediates ``INTERMEDIATES`` (``emb`` (n, T, E),
+        ``embcat`` (n, T*E), ``hprebn`` ... ``logprobs`` (n, V)) and ``loss`` (a scalar of the
+        params' dtype), computed in the params' dtype with the lecture's expressions in its order
+        (so that the same expressions give bit-identical results).
     """
     p = _params(params)
     V, E = p["C"].shape
@@ -343,17 +359,23 @@ def _cached(fwd, params):
     return f, p, Xb, Yb, n
 
 
-def backward(fwd, params):
+def backward(fwd: Mapping[str, Any], params: Mapping[str, ArrayLike]) -> Gradients:
     """The gradient of the loss for every intermediate and parameter, by hand, step by step.
 
-    Inputs:
-    - fwd: :func:`forward`'s result (or a dict of the same arrays with ``"Xb"`` and ``"Yb"``)
-    - params: the parameters the forward ran with
+    Parameters
+    ----------
+    fwd
+        :func:`forward`'s result (or a dict of the same arrays with ``"Xb"`` and ``"Yb"``)
+    params
+        the parameters the forward ran with
 
-    Returns a :class:`Gradients` dict: ``"d" + name`` for every name of ``INTERMEDIATES`` and
-    ``PARAMS``, each of its tensor's shape and dtype, plus the one-step exercises
-    ``dlogits_fast`` (n, V) and ``dhprebn_fast`` (n, H). Each line is the lecture's: the module
-    docstring gives every step's local derivative. No autograd anywhere.
+    Returns
+    -------
+    Gradients
+        A dict: ``"d" + name`` for every name of ``INTERMEDIATES`` and
+        ``PARAMS``, each of its tensor's shape and dtype, plus the one-step exercises
+        ``dlogits_fast`` (n, V) and ``dhprebn_fast`` (n, H). Each line is the lecture's: the module
+        docstring gives every step's local derivative. No autograd anywhere.
     """
     f, p, Xb, Yb, n = _cached(fwd, params)
     C, W1, W2 = p["C"], p["W1"], p["W2"]
@@ -426,24 +448,34 @@ def _reference_for(dtype):
     return backward(forward(params, Xb, Yb), params)
 
 
-def check(student, reference=None, *, rtol=1e-5, atol=1e-8, verbose=True):
+def check(student: Mapping[str, Any], reference: Mapping[str, Any] | None = None, *,
+          rtol: float = 1e-5, atol: float = 1e-8, verbose: bool = True) -> Report:
     """Compare your gradients with the reference, the lecture's ``cmp`` for every name you give.
 
-    Inputs:
-    - student: dict ``{name: gradient}``; names as :func:`backward`'s (``"dlogprobs"``, ``"dC"``,
-      ``"dlogits_fast"``, ...), the ``d`` may be left out (``"logprobs"``, as ``cmp`` labels them).
-      Values: NumPy arrays (or torch tensors).
-    - reference: :func:`backward`'s result for the forward pass you differentiated. None means the
-      standard :func:`problem` (its defaults), computed in the dtype of each of your entries:
-      float32 entries are held to the float32 run, bit for bit, as the lecture's float32 ``cmp``.
-    - rtol, atol: "approximate" is ``np.allclose(yours, reference, rtol, atol)``, torch.allclose's
-      defaults.
-    - verbose: print the table (the lecture's format) before returning it.
+    Parameters
+    ----------
+    student
+        dict ``{name: gradient}``; names as :func:`backward`'s (``"dlogprobs"``, ``"dC"``,
+        ``"dlogits_fast"``, ...), the ``d`` may be left out (``"logprobs"``, as ``cmp`` labels
+        them). Values: NumPy arrays (or torch tensors).
+    reference
+        :func:`backward`'s result for the forward pass you differentiated. None means the
+        standard :func:`problem` (its defaults), computed in the dtype of each of your entries:
+        float32 entries are held to the float32 run, bit for bit, as the lecture's float32 ``cmp``.
+    rtol, atol
+        "approximate" is ``np.allclose(yours, reference, rtol, atol)``, torch.allclose's
+        defaults.
+    verbose
+        print the table (the lecture's format) before returning it.
 
-    Returns a :class:`fastbn.comparison.Report`: one row per name you gave, with ``exact``
-    (bit-identical), ``approximate``, ``maxdiff`` (max |yours - reference|) and a note for a wrong
-    shape, an unknown name, a value that is not an array, a dtype other than the reference's.
-    ``report.ok`` is True when every row is approximately right and of the right shape.
+    Returns
+    -------
+    fastbn.comparison.Report
+        One row per name you gave, with ``exact``
+        (bit-identical), ``approximate``, ``maxdiff`` (``max |yours - reference|``) and a note for a
+        wrong shape, an unknown name, a value that is not an array, a dtype other than the
+        reference's. ``report.ok`` is True when every row is approximately right and of the right
+        shape.
     """
     if not isinstance(student, Mapping):
         raise TypeError(f"check needs a dict of gradients {{name: array}}, got "

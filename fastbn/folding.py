@@ -20,26 +20,13 @@ per context position (``fastbn.inference``, the table)::
 so the first layer is T row gathers and adds instead of a gather and a GEMM of depth T*D (D times
 fewer operations), at the price of T*V*H entries against the pair's V*D + T*D*H, and of making
 the table (T*V*D*H multiply-adds in float64) each time a plan is made: per ``evaluate``,
-``logits`` or ``sample`` call, from the model's arrays as they are then (0.05-0.15 ms for the
-lecture's model on this machine). It is not stored: the parameters, the checkpoint and ``net``
-are those of the folded Embedding and Linear. The rule (``fastbn.inference.table_pays``): the
-table is used when it has at most 4 times the entries of the pair, or takes at most 256 KiB,
-and only by calls of at least 8 V rows (216 for V = 27: a call of fewer is faster without it;
-the break-even measured for the lecture's model was 130-250 rows). ``fold_batchnorm(model,
-table=...)`` overrides the rule. Measured on one thread, eval over 22,655 rows of random
-contexts, the folded model's examples/s with the table over without it (2026-11-30, this
-machine, the load low; single runs, ~5 % noise):
-
-    (T, V, D, H)         entries/pair  float32 table  rate with / without: f32 / f64
-    (3, 27, 10, 200)          2.6         63 KiB       1.24x / 1.23x   the lecture's model
-    (3, 100, 24, 512)         3.9        600 KiB       1.18x / 1.30x
-    (3, 100, 30, 2000)        3.3        2.3 MiB       1.35x / 1.34x
-    (8, 27, 32, 512)          0.8        432 KiB       2.14x / 2.47x
-    (3, 27, 2, 200)          12.9         63 KiB       1.07x / 1.09x   by the cache bound
-    (3, 60, 10, 200)          5.5        141 KiB       1.13x / 1.10x   float64 (281 KiB) declined
-    (3, 200, 10, 200)        15.0        469 KiB       1.00x / 1.01x   declined
-    (3, 1000, 10, 200)       37.5        2.3 MiB       0.99x / 0.99x   declined
-    (3, 200, 2, 400)         85.7        938 KiB       0.88x / 0.92x   declined
+``logits`` or ``sample`` call, from the model's arrays as they are then. It is not stored: the
+parameters, the checkpoint and ``net`` are those of the folded Embedding and Linear. The rule
+(``fastbn.inference.table_pays``): the table is used when it has at most 4 times the entries of
+the pair, or takes at most 256 KiB, and only by calls of at least 8 V rows (216 for V = 27: a
+call of fewer is faster without it). ``fold_batchnorm(model, table=...)`` overrides the rule.
+The measurements behind the rule, for several model sizes, are in the benchmarks
+(``bench/results/fold_table.md``).
 
 So the folded model skips batch norm's pass over the activations and the first GEMM; its
 inference path (``fastbn.inference``, also what ``CharMLP.evaluate`` and ``sample`` run) keeps

@@ -70,12 +70,18 @@ def kaiming_std(fan_in, gain=1.0):
 def kaiming_normal(shape_or_array, gain=1.0, fan_in=None, generator=None, dtype=None):
     """Draw ``N(0, 1) * gain / sqrt(fan_in)``.
 
-    Inputs:
-    - shape_or_array: a shape (returns a new array) or a float array (filled in place, returned)
-    - gain: e.g. ``calculate_gain("tanh")``
-    - fan_in: default ``shape[0]`` (fastbn's (fan_in, fan_out) layout); for a 1-D shape, its size
-    - generator: ``numpy.random.Generator``, int seed, or None
-    - dtype: of a new array (float32 by default); an array keeps its own dtype
+    Parameters
+    ----------
+    shape_or_array
+        a shape (returns a new array) or a float array (filled in place, returned)
+    gain
+        e.g. ``calculate_gain("tanh")``
+    fan_in
+        default ``shape[0]`` (fastbn's (fan_in, fan_out) layout); for a 1-D shape, its size
+    generator
+        ``numpy.random.Generator``, int seed, or None
+    dtype
+        of a new array (float32 by default); an array keeps its own dtype
 
     The draw is made in float64 and cast, so a seed gives the same values in float32 and float64
     up to rounding.

@@ -16,10 +16,17 @@ Every layer has the same small interface:
 Layers take ``dtype=`` (float32 by default) and, where they initialize weights, ``generator=``: a
 ``numpy.random.Generator``, an int seed, or None for fresh entropy.
 """
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _kernels, ops
 from ._validate import positive_int as _positive_int
+
+_M = TypeVar("_M", bound="Module")
 
 __all__ = ["Module", "Embedding", "Linear", "BatchNorm1d", "Tanh", "ReLU", "LeakyReLU", "ELU",
            "Sequential"]
@@ -32,7 +39,8 @@ def _dtype(dtype):
     return dt
 
 
-def aligned_empty(shape, dtype, align=64):
+def aligned_empty(shape: int | tuple[int, ...], dtype: DTypeLike, align: int = 64,
+                  ) -> np.ndarray:
     """An uninitialized C-contiguous array whose data starts on an ``align``-byte boundary.
 
     Parameters, gradients and buffers are allocated this way: the fused step's vector loads and
@@ -66,17 +74,18 @@ class Module:
     """Base class: mode, parameter bookkeeping, and the forward/backward protocol."""
 
     training = True
-    _param_names = ()          # attribute names of parameters; gradients live at "d" + name
+    # attribute names of parameters; gradients live at "d" + name
+    _param_names: tuple[str, ...] = ()
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> np.ndarray:
         self.out, self._cache = self.forward(x)
         return self.out
 
-    def forward(self, x):      # pragma: no cover - every layer defines it
+    def forward(self, x: ArrayLike) -> tuple[np.ndarray, Any]:  # pragma: no cover - each has one
         """Return (out, cache)."""
         raise NotImplementedError
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> Any:
         """Gradient of the input given the gradient of the output; stores parameter grads."""
         cache = getattr(self, "_cache", None)
         if cache is None:
@@ -87,13 +96,13 @@ class Module:
     def _backward(self, dout, cache):  # pragma: no cover
         raise NotImplementedError
 
-    def named_parameters(self):
+    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
         return [(n, getattr(self, n)) for n in self._param_names]
 
-    def parameters(self):
+    def parameters(self) -> list[np.ndarray]:
         return [p for _, p in self.named_parameters()]
 
-    def grads(self):
+    def grads(self) -> list[np.ndarray]:
         return [getattr(self, "d" + n) for n in self._param_names]
 
     def _collect(self, params, grads):
@@ -103,15 +112,15 @@ class Module:
             params.append(getattr(self, n))
             grads.append(getattr(self, "d" + n))
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for g in self.grads():
             g[...] = 0
 
-    def train(self, mode=True):
+    def train(self: _M, mode: bool = True) -> _M:
         self.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self: _M) -> _M:
         return self.train(False)
 
     def _init_grads(self):
@@ -130,13 +139,14 @@ class Embedding(Module):
 
     _param_names = ("weight",)
 
-    def __init__(self, num_embeddings, embedding_dim, *, dtype=np.float32, generator=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype: DTypeLike = np.float32,
+                 generator: int | np.random.Generator | None = None) -> None:
         V = _positive_int("num_embeddings", num_embeddings)
         D = _positive_int("embedding_dim", embedding_dim)
         self.weight = _aligned(_rng(generator).standard_normal((V, D)).astype(_dtype(dtype)))
         self._init_grads()
 
-    def forward(self, idx):
+    def forward(self, idx: ArrayLike) -> tuple[np.ndarray, Any]:
         return ops.embedding_forward(self.weight, idx)
 
     def _backward(self, dout, cache):
@@ -154,7 +164,9 @@ class Linear(Module):
     rescales for other schemes. Input (B, fan_in), output (B, fan_out).
     """
 
-    def __init__(self, fan_in, fan_out, bias=True, *, dtype=np.float32, generator=None):
+    def __init__(self, fan_in: int, fan_out: int, bias: bool = True, *,
+                 dtype: DTypeLike = np.float32,
+                 generator: int | np.random.Generator | None = None) -> None:
         fan_in = _positive_int("fan_in", fan_in)
         fan_out = _positive_int("fan_out", fan_out)
         dt = _dtype(dtype)
@@ -164,7 +176,7 @@ class Linear(Module):
         self._param_names = ("weight", "bias") if bias else ("weight",)
         self._init_grads()
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> tuple[np.ndarray, Any]:
         return ops.linear_forward(x, self.weight, self.bias)
 
     def _backward(self, dout, cache):
@@ -191,7 +203,8 @@ class BatchNorm1d(Module):
 
     _param_names = ("gamma", "beta")
 
-    def __init__(self, dim, eps=1e-5, momentum=0.1, *, unbiased=False, dtype=np.float32):
+    def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1, *,
+                 unbiased: bool = False, dtype: DTypeLike = np.float32) -> None:
         dim = _positive_int("dim", dim)
         eps, momentum = float(eps), float(momentum)
         if not eps >= 0:
@@ -207,7 +220,7 @@ class BatchNorm1d(Module):
         self.running_var = _aligned(np.ones(dim, dtype=dt))
         self._init_grads()
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> tuple[np.ndarray, Any]:
         if not self.training:
             return ops.batchnorm_eval_forward(x, self.gamma, self.beta, self.running_mean,
                                               self.running_var, self.eps)
@@ -231,7 +244,7 @@ class BatchNorm1d(Module):
             dx, _, _ = ops.batchnorm_eval_backward(dout, cache, out=out)
         return dx
 
-    def buffers(self):
+    def buffers(self) -> list[np.ndarray]:
         """The running statistics, [running_mean, running_var]."""
         return [self.running_mean, self.running_var]
 
@@ -243,7 +256,7 @@ class BatchNorm1d(Module):
 class Tanh(Module):
     """``tanh`` elementwise; backward ``dout * (1 - out**2)``."""
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> tuple[np.ndarray, Any]:
         return ops.tanh_forward(x)
 
     def _backward(self, dout, cache):
@@ -256,7 +269,7 @@ class Tanh(Module):
 class ReLU(Module):
     """``max(x, 0)`` elementwise."""
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> tuple[np.ndarray, Any]:
         return ops.relu_forward(x)
 
     def _backward(self, dout, cache):
@@ -269,10 +282,10 @@ class ReLU(Module):
 class LeakyReLU(Module):
     """``x if x >= 0 else negative_slope * x`` elementwise."""
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         self.negative_slope = float(negative_slope)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> tuple[np.ndarray, Any]:
         return ops.leaky_relu_forward(x, self.negative_slope)
 
     def _backward(self, dout, cache):
@@ -286,10 +299,10 @@ class ELU(Module):
     """``x if x > 0 else alpha * (exp(x) - 1)`` elementwise (Clevert et al. 2015): no dead units,
     as LeakyReLU, and a smooth negative side that saturates at -alpha. ``alpha`` finite, >= 0."""
 
-    def __init__(self, alpha=1.0):
+    def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = ops._elu_alpha(alpha)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> tuple[np.ndarray, Any]:
         return ops.elu_forward(x, self.alpha)
 
     def _backward(self, dout, cache):
@@ -305,28 +318,29 @@ class Sequential(Module):
     Parameters are named ``"<index>.<name>"`` as in torch (``"1.weight"``).
     """
 
-    def __init__(self, *layers):
+    def __init__(self, *layers: Module) -> None:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"layer {i} is not a fastbn.nn.Module: {layer!r}")
         self.layers = list(layers)
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> np.ndarray:
+        out: Any = x
         for layer in self.layers:
-            x = layer(x)
-        self.out = x
-        return x
+            out = layer(out)
+        self.out = out
+        return out
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> Any:
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         return dout
 
-    def named_parameters(self):
+    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
         return [(f"{i}.{n}", p) for i, layer in enumerate(self.layers)
                 for n, p in layer.named_parameters()]
 
-    def parameters(self):
+    def parameters(self) -> list[np.ndarray]:
         return [p for layer in self.layers for p in layer.parameters()]
 
     def _collect(self, params, grads):
@@ -338,10 +352,10 @@ class Sequential(Module):
                 params.append(getattr(layer, n))
                 grads.append(getattr(layer, "d" + n))
 
-    def grads(self):
+    def grads(self) -> list[np.ndarray]:
         return [g for layer in self.layers for g in layer.grads()]
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Sequential:
         self.training = bool(mode)
         for layer in self.layers:
             layer.train(mode)

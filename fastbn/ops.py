@@ -43,9 +43,14 @@ thread writing one during a call gives wrong numbers, as with any racy NumPy cod
 
 Shapes use: B batch, T context length, D features, V vocabulary, I fan_in, O fan_out, C classes.
 """
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _kernels as K
 from ._kernels import Cache
@@ -63,6 +68,9 @@ __all__ = [
     "cross_entropy_forward", "cross_entropy_backward",
 ]
 
+# a backward's out=: None, or one array (or None, for a new one) per gradient it returns
+_Out = Sequence["np.ndarray | None"] | None
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _BLAS_MAX = 2**31 - 1  # BLAS takes 32-bit int dimensions
 
@@ -70,7 +78,7 @@ _BLAS_MAX = 2**31 - 1  # BLAS takes 32-bit int dimensions
 # ----------------------------------------------------------------------------------------------
 # validation
 
-def _float_array(name, a, dtype=None, ndim=None, shape=None, contiguous=True):
+def _float_array(name, a, dtype=None, ndim=None, shape=None, contiguous=True) -> np.ndarray:
     """``a`` as a C-contiguous float32/float64 array; ``dtype`` pins the dtype of the call.
 
     Every check runs before the copy that makes ``a`` contiguous, so a refused input (say a
@@ -91,7 +99,7 @@ def _float_array(name, a, dtype=None, ndim=None, shape=None, contiguous=True):
     return _contiguous(a) if contiguous else a
 
 
-def _contiguous(a):
+def _contiguous(a) -> np.ndarray:
     """``a`` itself when C-contiguous and aligned, else a C-contiguous (aligned) copy. Unlike
     np.ascontiguousarray, a 0-d array stays 0-d (so tanh of a scalar array has the shape of its
     input). The kernels read through typed pointers: an unaligned one is undefined in C."""
@@ -108,7 +116,7 @@ def _check_range(name, a, bound, what):
             raise IndexError(f"{name} holds {bad}, outside [0, {bound}) ({what})")
 
 
-def _index_array(name, a, bound, what):
+def _index_array(name, a, bound, what) -> np.ndarray:
     """A fresh, read-only, C-contiguous int64 copy of ``a``, every value in [0, bound).
 
     Copied first, checked after: the kernels index with it unchecked and without the GIL, so the
@@ -138,12 +146,12 @@ def _same_shape(name, a, shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
 
 
-def _dout(dout, cache, shape):
+def _dout(dout, cache, shape) -> np.ndarray:
     """The upstream gradient of a backward: the forward output's shape and dtype."""
     return _float_array("dout", dout, dtype=cache.dtype, shape=shape)
 
 
-def _cached(cache, name, shape=None, dtype=None, bound=None, what=""):
+def _cached(cache, name, shape=None, dtype=None, bound=None, what="") -> np.ndarray:
     """``cache.<name>`` as the kernel will read it; every backward reads its cache through here.
 
     The attribute must be a C-contiguous, aligned array of ``shape`` (any shape when None) and
@@ -168,14 +176,14 @@ def _cached(cache, name, shape=None, dtype=None, bound=None, what=""):
     return a
 
 
-def _cache(cache, op):
+def _cache(cache, op) -> Cache:
     if not isinstance(cache, Cache) or getattr(cache, "op", None) != op:
         got = getattr(cache, "op", type(cache).__name__)
         raise TypeError(f"{op}_backward needs the cache returned by {op}_forward, got {got!r}")
     return cache
 
 
-def _check_eps(eps):
+def _check_eps(eps) -> float:
     eps = float(eps)
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
@@ -187,7 +195,7 @@ def _blas_dims(*dims):
         raise ValueError(f"dimensions {dims} exceed the 32-bit limit of BLAS")
 
 
-def _written(out, grads, names):
+def _written(out, grads, names) -> Any:
     """``grads`` (a tuple; None where there is no gradient) copied into the arrays of a
     backward's ``out=`` tuple, and returned in them; ``grads`` as they are for ``out=None``."""
     if out is None:
@@ -199,7 +207,7 @@ def _written(out, grads, names):
                  for i, (n, o, g) in enumerate(zip(names, out, grads)))
 
 
-def _write(name, o, g):
+def _write(name, o, g) -> np.ndarray:
     """``o[...] = g`` for an ``out=`` array of g's shape and dtype, writeable; returns o."""
     if g is None:
         raise ValueError(f"{name} must be None: the forward had no bias")
@@ -221,16 +229,21 @@ def _short_type(v):
 # ----------------------------------------------------------------------------------------------
 # embedding
 
-def embedding_forward(weight, idx):
+def embedding_forward(weight: ArrayLike, idx: ArrayLike) -> tuple[np.ndarray, Cache]:
     """Look up rows of an embedding table and concatenate the T context vectors.
 
-    Inputs:
-    - weight: array of shape (V, D), the embedding table
-    - idx: integer array of shape (B, T) with values in [0, V); a 1-D (B,) is read as T = 1
+    Parameters
+    ----------
+    weight : ndarray of shape (V, D)
+        the embedding table
+    idx : integer ndarray of shape (B, T)
+        with values in [0, V); a 1-D (B,) is read as T = 1
 
-    Returns (out, cache):
-    - out: array of shape (B, T*D), ``out[b, t*D:(t+1)*D] = weight[idx[b, t]]``
-      (the lecture's ``C[X].view(B, -1)``); shape (B, D) for a 1-D idx.
+    Returns
+    -------
+    out, cache
+        out: array of shape (B, T*D), ``out[b, t*D:(t+1)*D] = weight[idx[b, t]]``
+        (the lecture's ``C[X].view(B, -1)``); shape (B, D) for a 1-D idx.
     """
     res = K.embedding_forward_fast(weight, idx)
     if res is not None:
@@ -250,17 +263,25 @@ def embedding_forward(weight, idx):
                       out_shape=out.shape)
 
 
-def embedding_backward(dout, cache, *, out=None):
+def embedding_backward(dout: ArrayLike, cache: Cache, *,
+                       out: np.ndarray | None = None) -> np.ndarray:
     """Gradient of the embedding table.
 
-    Inputs:
-    - dout: array of shape (B, T*D), upstream gradient
-    - cache: from embedding_forward
-    - out: an array of shape (V, D) and the cache's dtype to write dweight into, or None
+    Parameters
+    ----------
+    dout : ndarray of shape (B, T*D)
+        upstream gradient
+    cache
+        from embedding_forward
+    out
+        an array of shape (V, D) and the cache's dtype to write dweight into, or None
 
-    Returns dweight, array of shape (V, D): a scatter-add,
-    ``dweight[v] = sum over (b, t) with idx[b, t] == v of dout[b, t*D:(t+1)*D]``, so an index that
-    appears many times in the batch accumulates all of its gradients.
+    Returns
+    -------
+    dweight : ndarray of shape (V, D)
+        a scatter-add,
+        ``dweight[v] = sum over (b, t) with idx[b, t] == v of dout[b, t*D:(t+1)*D]``, so an index
+        that appears many times in the batch accumulates all of its gradients.
     """
     res = K.embedding_backward_fast(dout, cache, out)
     if res is not None:
@@ -281,16 +302,39 @@ def embedding_backward(dout, cache, *, out=None):
 # ----------------------------------------------------------------------------------------------
 # linear
 
-def linear_forward(x, w, b=None):
+def linear_forward(x: ArrayLike, w: ArrayLike,
+                   b: ArrayLike | None = None) -> tuple[np.ndarray, Cache]:
     """Affine map ``out = x @ w + b`` (the lecture's L = H·W + B).
 
-    Inputs:
-    - x: array of shape (B, I)
-    - w: array of shape (I, O) — fan_in rows, fan_out columns, as in the lecture
-      (torch.nn.Linear stores the transpose, (O, I))
-    - b: array of shape (O,), or None for no bias
+    Parameters
+    ----------
+    x : ndarray of shape (B, I)
+    w : ndarray of shape (I, O)
+        — fan_in rows, fan_out columns, as in the lecture
+        (torch.nn.Linear stores the transpose, (O, I))
+    b : ndarray of shape (O,)
+        or None for no bias
 
-    Returns (out, cache) with out of shape (B, O).
+    Returns
+    -------
+    out : ndarray of shape (B, O)
+    cache : Cache
+        What ``linear_backward`` reads (x and w).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import ops
+    >>> x, w = np.arange(12.0).reshape(4, 3), np.ones((3, 2))
+    >>> out, cache = ops.linear_forward(x, w, np.zeros(2))
+    >>> print(out)
+    [[ 3.  3.]
+     [12. 12.]
+     [21. 21.]
+     [30. 30.]]
+    >>> dx, dw, db = ops.linear_backward(np.ones_like(out), cache)
+    >>> print(dx.shape, dw.shape, db)
+    (4, 3) (3, 2) [4. 4.]
     """
     res = K.linear_forward_fast(x, w, b)
     if res is not None:
@@ -314,17 +358,24 @@ def linear_forward(x, w, b=None):
     return out, Cache(op="linear", dtype=x.dtype, x=x, w=w, has_bias=b is not None)
 
 
-def linear_backward(dout, cache, *, out=None):
+def linear_backward(dout: ArrayLike, cache: Cache, *, out: _Out = None,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of the affine map.
 
-    Inputs:
-    - dout: array of shape (B, O)
-    - cache: from linear_forward
-    - out: None, or a tuple (dx, dw, db) of arrays to write the gradients into, each None for a
-      new array (db None when the forward had no bias)
+    Parameters
+    ----------
+    dout : ndarray of shape (B, O)
+    cache
+        from linear_forward
+    out
+        None, or a tuple (dx, dw, db) of arrays to write the gradients into, each None for a
+        new array (db None when the forward had no bias)
 
-    Returns (dx, dw, db): ``dx = dout @ w.T`` (B, I), ``dw = x.T @ dout`` (I, O),
-    ``db = dout.sum(0)`` (O,), or None when the forward had no bias.
+    Returns
+    -------
+    dx, dw, db
+        ``dx = dout @ w.T`` (B, I), ``dw = x.T @ dout`` (I, O),
+        ``db = dout.sum(0)`` (O,), or None when the forward had no bias.
     """
     res = K.linear_backward_fast(dout, cache, out)
     if res is not None:
@@ -350,8 +401,17 @@ def linear_backward(dout, cache, *, out=None):
 # ----------------------------------------------------------------------------------------------
 # elementwise nonlinearities
 
-def tanh_forward(x):
-    """``t = tanh(x)`` elementwise. x: array of any shape. Returns (t, cache)."""
+def tanh_forward(x: ArrayLike) -> tuple[np.ndarray, Cache]:
+    """``t = tanh(x)`` elementwise. x: array of any shape. Returns (t, cache).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import ops
+    >>> t, cache = ops.tanh_forward(np.array([0.0, 1.0]))
+    >>> print(t, ops.tanh_backward(np.ones(2), cache))    # 1 - t**2
+    [0.         0.76159416] [1.         0.41997434]
+    """
     res = K.tanh_forward_fast(x)
     if res is not None:
         return res
@@ -361,7 +421,7 @@ def tanh_forward(x):
     return t, Cache(op="tanh", dtype=x.dtype, out=t)
 
 
-def tanh_backward(dout, cache):
+def tanh_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     """``dx = dout * (1 - t**2)``, from the saved output t = tanh(x). Returns dx, shape of x."""
     res = K.tanh_backward_fast(dout, cache)
     if res is not None:
@@ -374,7 +434,7 @@ def tanh_backward(dout, cache):
     return dx
 
 
-def _leaky(x, slope, op):
+def _leaky(x, slope, op) -> tuple[np.ndarray, Cache]:
     res = K.leaky_relu_forward_fast(x, slope, op)
     if res is not None:
         return res
@@ -385,7 +445,7 @@ def _leaky(x, slope, op):
     return out, Cache(op=op, dtype=x.dtype, x=x, negative_slope=slope)
 
 
-def _leaky_backward(dout, cache, op):
+def _leaky_backward(dout, cache, op) -> np.ndarray:
     res = K.leaky_relu_backward_fast(dout, cache, op)
     if res is not None:
         return res
@@ -397,7 +457,7 @@ def _leaky_backward(dout, cache, op):
     return dx
 
 
-def relu_forward(x):
+def relu_forward(x: ArrayLike) -> tuple[np.ndarray, Cache]:
     """``out = max(x, 0)`` elementwise (NaN propagates). x: array of any shape.
 
     Returns (out, cache).
@@ -405,22 +465,23 @@ def relu_forward(x):
     return _leaky(x, 0.0, "relu")
 
 
-def relu_backward(dout, cache):
+def relu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     """``dx = dout * (x > 0)``: zero where x <= 0, as torch. Returns dx, shape of x."""
     return _leaky_backward(dout, cache, "relu")
 
 
-def leaky_relu_forward(x, negative_slope=0.01):
+def leaky_relu_forward(x: ArrayLike, negative_slope: float = 0.01,
+                       ) -> tuple[np.ndarray, Cache]:
     """``out = x if x >= 0 else negative_slope * x`` elementwise. Returns (out, cache)."""
     return _leaky(x, negative_slope, "leaky_relu")
 
 
-def leaky_relu_backward(dout, cache):
+def leaky_relu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     """``dx = dout`` where x > 0, ``negative_slope * dout`` elsewhere. Returns dx, shape of x."""
     return _leaky_backward(dout, cache, "leaky_relu")
 
 
-def _elu_alpha(alpha):
+def _elu_alpha(alpha) -> float:
     """``alpha`` of an ELU as a float: a real number (TypeError), finite and >= 0 (ValueError)."""
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(f"alpha must be a real number, got {type(alpha).__name__}")
@@ -430,7 +491,7 @@ def _elu_alpha(alpha):
     return alpha
 
 
-def elu_forward(x, alpha=1.0):
+def elu_forward(x: ArrayLike, alpha: float = 1.0) -> tuple[np.ndarray, Cache]:
     """ELU (Clevert et al. 2015), elementwise: ``out = x`` where x > 0, ``alpha * (exp(x) - 1)``
     elsewhere (computed as ``alpha * expm1(x)``, exact near 0). x: array of any shape.
 
@@ -448,13 +509,13 @@ def elu_forward(x, alpha=1.0):
     return out, Cache(op="elu", dtype=x.dtype, out=out, alpha=alpha)
 
 
-def elu_backward(dout, cache):
+def elu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     """``dx = dout`` where out > 0 (x > 0), ``dout * (out + alpha)`` elsewhere, from the saved
     output: d/dx alpha (e^x - 1) = alpha e^x = out + alpha. Returns dx, shape of x.
 
     At x = 0 the slope is alpha, as torch. Where x is NaN, dx is NaN (torch gives dout there: its
     backward tests x <= 0). Like tanh's 1 - t**2, out + alpha loses relative precision where
-    out -> -alpha (x << 0): its absolute error is about one ulp of alpha, times |dout|.
+    out -> -alpha (x << 0): its absolute error is about one ulp of alpha, times ``|dout|``.
     """
     res = K.elu_backward_fast(dout, cache)
     if res is not None:
@@ -470,7 +531,7 @@ def elu_backward(dout, cache):
 # ----------------------------------------------------------------------------------------------
 # batch normalization
 
-def _bn_params(x, gamma, beta):
+def _bn_params(x, gamma, beta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = _float_array("x", x, ndim=2, contiguous=False)
     D = x.shape[1]
     gamma = _float_array("gamma", gamma, dtype=x.dtype, ndim=1, shape=(D,))
@@ -478,19 +539,20 @@ def _bn_params(x, gamma, beta):
     return x, gamma, beta
 
 
-def _bn_cache(c):
+def _bn_cache(c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(xhat (B, D), gamma (D,), invstd (D,)) of a batch-norm cache, shapes checked."""
     B, D = np.shape(c.xhat) if np.ndim(c.xhat) == 2 else (-1, -1)
     return _cached(c, "xhat", (B, D)), _cached(c, "gamma", (D,)), _cached(c, "invstd", (D,))
 
 
-def _check_unbiased(unbiased):
+def _check_unbiased(unbiased) -> bool:
     if not isinstance(unbiased, (bool, np.bool_)):
         raise TypeError(f"unbiased must be True or False, got {unbiased!r}")
     return bool(unbiased)
 
 
-def batchnorm_forward(x, gamma, beta, eps=1e-5, unbiased=False):
+def batchnorm_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = 1e-5,
+                      unbiased: bool = False) -> tuple[np.ndarray, Cache]:
     """Batch normalization in training mode, over the batch axis.
 
     ``mean = x.mean(0)``, ``var = ((x - mean)**2).sum(0) / n``,
@@ -500,17 +562,36 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, unbiased=False):
     (the Bessel-corrected variance, its ``hpreact.std(0)`` and ``1/(n-1)``), as
     ``(x - mean) / sqrt(torch.var(x, 0, unbiased=True) + eps)``.
 
-    Inputs:
-    - x: array of shape (B, D), B >= 2
-    - gamma, beta: arrays of shape (D,)
-    - eps: float >= 0
-    - unbiased: bool, which variance normalizes (above)
+    Parameters
+    ----------
+    x : ndarray of shape (B, D)
+        B >= 2
+    gamma, beta : ndarray of shape (D,)
+    eps : float
+        >= 0
+    unbiased : bool
+        which variance normalizes (above)
 
-    Returns (out, cache): out of shape (B, D). The cache exposes ``cache.mean`` (D,), the batch
-    mean, and ``cache.var`` (D,), the **unbiased** batch variance (/ (B - 1)) whatever the variant,
-    which is what ``torch.nn.BatchNorm1d`` feeds into ``running_var``; also ``xhat`` (B, D),
-    ``invstd`` (D,) (``1 / sqrt(var_n + eps)``, of the variance that normalized) and
-    ``unbiased``, the variant, which ``batchnorm_backward`` reads.
+    Returns
+    -------
+    out, cache
+        out of shape (B, D). The cache exposes ``cache.mean`` (D,), the batch
+        mean, and ``cache.var`` (D,), the **unbiased** batch variance (/ (B - 1)) whatever the
+        variant, which is what ``torch.nn.BatchNorm1d`` feeds into ``running_var``; also ``xhat``
+        (B, D), ``invstd`` (D,) (``1 / sqrt(var_n + eps)``, of the variance that normalized) and
+        ``unbiased``, the variant, which ``batchnorm_backward`` reads.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import ops
+    >>> x = np.arange(12.0).reshape(4, 3)
+    >>> out, cache = ops.batchnorm_forward(x, np.ones(3), np.zeros(3))
+    >>> print(out.mean(0).round(6), out.std(0).round(4))     # each feature normalized
+    [0. 0. 0.] [1. 1. 1.]
+    >>> dx, dgamma, dbeta = ops.batchnorm_backward(np.ones_like(out), cache)
+    >>> print(dx.shape, bool(np.abs(dx).max() < 1e-9), dbeta)   # a shift of out moves no x
+    (4, 3) True [4. 4. 4.]
     """
     res = K.batchnorm_forward_fast(x, gamma, beta, eps, unbiased)
     if res is not None:
@@ -530,22 +611,29 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, unbiased=False):
                       mean=mean, var=var, eps=eps, unbiased=unbiased)
 
 
-def batchnorm_backward(dout, cache, *, out=None):
+def batchnorm_backward(dout: ArrayLike, cache: Cache, *, out: _Out = None,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of training-mode batch normalization, of the variant the forward ran
     (``cache.unbiased``).
 
-    Inputs:
-    - dout: array of shape (B, D)
-    - cache: from batchnorm_forward
-    - out: None, or a tuple (dx, dgamma, dbeta) of arrays to write the gradients into, each None
-      for a new array
+    Parameters
+    ----------
+    dout : ndarray of shape (B, D)
+    cache
+        from batchnorm_forward
+    out
+        None, or a tuple (dx, dgamma, dbeta) of arrays to write the gradients into, each None
+        for a new array
 
-    Returns (dx, dgamma, dbeta), of shapes (B, D), (D,), (D,):
-    ``dbeta = dout.sum(0)``, ``dgamma = (dout * xhat).sum(0)`` and, with the paths through the
-    batch mean and variance folded into one closed form (``d var / dx = 2 (x - mean) / n``),
-    ``dx = gamma * invstd / B * (B * dout - dbeta - (B / n) * xhat * dgamma)``: ``B / n`` is 1 for
-    the biased variance and ``B / (B - 1)`` for the unbiased one (the lecture's one-line
-    ``dhprebn``, its ``n/(n-1) * bnraw * (dhpreact*bnraw).sum(0)``).
+    Returns
+    -------
+    dx, dgamma, dbeta
+        of shapes (B, D), (D,), (D,):
+        ``dbeta = dout.sum(0)``, ``dgamma = (dout * xhat).sum(0)`` and, with the paths through the
+        batch mean and variance folded into one closed form (``d var / dx = 2 (x - mean) / n``),
+        ``dx = gamma * invstd / B * (B * dout - dbeta - (B / n) * xhat * dgamma)``: ``B / n`` is 1
+        for the biased variance and ``B / (B - 1)`` for the unbiased one (the lecture's one-line
+        ``dhprebn``, its ``n/(n-1) * bnraw * (dhpreact*bnraw).sum(0)``).
     """
     res = K.batchnorm_backward_fast(dout, cache, out)
     if res is not None:
@@ -567,17 +655,26 @@ def batchnorm_backward(dout, cache, *, out=None):
     return _written(out, (dx, dgamma, dbeta), ("dx", "dgamma", "dbeta"))
 
 
-def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
+def batchnorm_eval_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike,
+                           running_mean: ArrayLike, running_var: ArrayLike,
+                           eps: float = 1e-5) -> tuple[np.ndarray, Cache]:
     """Batch normalization in eval mode: given statistics, so an affine map per feature.
 
     ``out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``
 
-    Inputs:
-    - x: array of shape (B, D) (any B >= 0)
-    - gamma, beta, running_mean, running_var: arrays of shape (D,); running_var >= 0
-    - eps: float >= 0
+    Parameters
+    ----------
+    x : ndarray of shape (B, D)
+        (any B >= 0)
+    gamma, beta, running_mean, running_var : ndarray of shape (D,)
+        running_var >= 0
+    eps : float
+        >= 0
 
-    Returns (out, cache), out of shape (B, D).
+    Returns
+    -------
+    out, cache
+        out of shape (B, D).
     """
     res = K.batchnorm_eval_forward_fast(x, gamma, beta, running_mean, running_var, eps)
     if res is not None:
@@ -594,7 +691,8 @@ def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
     return out, Cache(op="batchnorm_eval", dtype=x.dtype, xhat=xhat, gamma=gamma, invstd=invstd)
 
 
-def batchnorm_eval_backward(dout, cache, *, out=None):
+def batchnorm_eval_backward(dout: ArrayLike, cache: Cache, *, out: _Out = None,
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of eval-mode batch normalization (statistics held constant).
 
     Returns (dx, dgamma, dbeta): ``dx = dout * gamma * invstd`` (B, D),
@@ -617,18 +715,34 @@ def batchnorm_eval_backward(dout, cache, *, out=None):
 # ----------------------------------------------------------------------------------------------
 # softmax cross-entropy
 
-def cross_entropy_forward(logits, target):
+def cross_entropy_forward(logits: ArrayLike, target: ArrayLike) -> tuple[np.floating, Cache]:
     """Mean softmax cross-entropy, ``mean_b -log softmax(logits[b])[target[b]]``.
 
     Computed stably: ``logsumexp(l) = m + log(sum(exp(l - m)))`` with ``m = max(l)``, so no
     exponent is positive and logits of +-1e4 give a finite loss and finite gradients.
 
-    Inputs:
-    - logits: array of shape (B, C), B >= 1, C >= 1
-    - target: integer array of shape (B,), values in [0, C)
+    Parameters
+    ----------
+    logits : ndarray of shape (B, C)
+        B >= 1, C >= 1
+    target : integer ndarray of shape (B,)
+        values in [0, C)
 
-    Returns (loss, cache): loss is a NumPy scalar of the logits' dtype. The cache holds the
-    softmax probabilities ``cache.probs`` (B, C).
+    Returns
+    -------
+    loss, cache
+        loss is a NumPy scalar of the logits' dtype. The cache holds the
+        softmax probabilities ``cache.probs`` (B, C).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import ops
+    >>> loss, cache = ops.cross_entropy_forward(np.zeros((2, 27)), np.array([0, 5]))
+    >>> print(round(float(loss), 4))                         # ln 27: a uniform guess
+    3.2958
+    >>> print(ops.cross_entropy_backward(1.0, cache).shape)
+    (2, 27)
     """
     res = K.cross_entropy_forward_fast(logits, target)
     if res is not None:
@@ -650,14 +764,20 @@ def cross_entropy_forward(logits, target):
                                           target=t)
 
 
-def cross_entropy_backward(dloss, cache):
+def cross_entropy_backward(dloss: ArrayLike, cache: Cache) -> np.ndarray:
     """Gradient of the mean cross-entropy with respect to the logits.
 
-    Inputs:
-    - dloss: scalar, the upstream gradient of the loss (1.0 when the loss is the objective)
-    - cache: from cross_entropy_forward
+    Parameters
+    ----------
+    dloss : scalar
+        the upstream gradient of the loss (1.0 when the loss is the objective)
+    cache
+        from cross_entropy_forward
 
-    Returns dlogits, array of shape (B, C): ``dloss * (softmax(logits) - onehot(target)) / B``.
+    Returns
+    -------
+    dlogits : ndarray of shape (B, C)
+        ``dloss * (softmax(logits) - onehot(target)) / B``.
     """
     res = K.cross_entropy_backward_fast(dloss, cache)
     if res is not None:

@@ -19,7 +19,7 @@ An :class:`OpInfo` names the op; its forward and backward are ``fastbn.ops.<name
   fastbn never imports it), for the parity tests; a variant's ``options`` are passed to it too;
 - ``elementwise``: the op takes an array of any shape;
 - ``grad_from_output``: the backward reads the forward's output (tanh: 1 - t²), so a forward a
-  few ulp away from another implementation's moves the gradient by a few ulp of |dout|;
+  few ulp away from another implementation's moves the gradient by a few ulp of ``|dout|``;
 - ``nonlinearity`` (:class:`Nonlinearity`, for activations): the ``fastbn.nn`` layer class, the
   Kaiming gain (``fastbn.init.calculate_gain`` reads it) and the lab's flat region, the outputs
   where the local derivative is about 0 (``fastbn.lab.activation_stats``).
@@ -74,7 +74,7 @@ class Nonlinearity:
       attributes of the layer, by the same names);
     - ``gain(*options)``: the Kaiming gain, ``sigma_W = gain / sqrt(fan_in)``;
     - ``flat(t, threshold, **options)``: boolean array, where the output ``t`` sits in the flat
-      region (local derivative about 0). ``threshold`` is the lab's tanh threshold on |t| (0.97
+      region (local derivative about 0). ``threshold`` is the lab's tanh threshold on ``|t|`` (0.97
       for "saturated", 0.99 for "dead"); an activation whose derivative varies says its flat
       region by the same gradient factor, ``1 - threshold**2`` (0.059, 0.020);
     - ``flat_text(threshold)``: the flat region in words, for figures and reports.

@@ -1,4 +1,4 @@
-"""Training a ``CharMLP``: minibatch SGD with a step learning-rate schedule, as in the lecture.
+"""Training a ``CharMLP``: minibatch SGD with a step learning-rate schedule, as in the lecture::
 
     sampler = BatchSampler(seed)                          # PCG32, in compiled code
     for step in range(steps):

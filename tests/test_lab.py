@@ -213,7 +213,7 @@ def test_gain_option_scales_the_kaiming_weights():
 
 
 def test_measure_overhead_reports_the_cost_of_recording():
-    # what it costs is a measurement (the README's figure), not a test: here, that it measures
+    # what it costs is a measurement (the docs' figure), not a test: here, that it measures
     m = CharMLP(data.Vocab(".abcdefghijklmnopqrstuvwxyz"), seed=0)     # the default model
     rng = np.random.default_rng(0)
     X, Y = rng.integers(0, 27, (5000, 3)), rng.integers(0, 27, 5000)

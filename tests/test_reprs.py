@@ -69,3 +69,28 @@ def test_gradcheck_exercises_and_compare_reports():
     ref = exercises.backward(exercises.forward(params, Xb, Yb), params)
     _short(exercises.check({"dlogits": ref["dlogits"], "dh": ref["dh"]}, verbose=False))
     _short(fastbn.compare(ops.tanh_backward, "tanh"))
+
+
+def test_reports_print_their_table_in_a_terminal(names, capsys):
+    """What returns a report prints it: ``print(x)`` (``str``) is the table a notebook shows,
+    while ``repr`` stays a short summary."""
+    suite = fastbn.gradcheck_all()
+    text = str(suite)
+    assert text.splitlines()[0].split()[:3] == ["op", "input", "checked"]
+    assert "batchnorm" in text and "bn-mlp stack" in text and text.endswith("all pass")
+    assert len(text.splitlines()) == sum(len(r.rows) for _, r in suite.checks) + 4
+    report = fastbn.compare(ops.tanh_backward, "tanh")
+    assert str(report).startswith("compare tanh_backward with fastbn tanh")
+    assert str(report).splitlines()[-1] == "  -> ok"
+
+    from fastbn.sweep import Space, sweep
+    space = Space({"lr": [0.05, 0.1], "steps": 50}, seeds=2)
+    res = sweep(space, names, workers=0, quiet=True)            # in this process, no Dask
+    lines = str(res).splitlines()
+    assert lines[0] == space.describe()
+    assert lines[1].startswith("4 of 4 trials finished (4 ok)")
+    assert lines[2] == "best configurations (val loss, mean ± sd over seeds):"
+    assert lines[3].startswith("  1. lr=") and "(2 of 2 seeds)" in lines[3]
+    assert len(lines) == 5
+    print(res)
+    assert capsys.readouterr().out.splitlines() == lines

@@ -1,4 +1,4 @@
-"""The per-op table: one call of each op, fastbn against NumPy and PyTorch (issue 14).
+"""The per-op table: one call of each op, fastbn against NumPy and PyTorch.
 
 Teaching code calls ``fastbn.ops`` one op at a time, so what one call costs is what it pays. For
 each op at the model's shapes (width 200, a vocabulary of 27, 3 characters of context, 10

@@ -5,9 +5,9 @@ The failure modes a student must learn to see, and what each instrument measures
 - **confidently wrong at init**: the initial loss against ln(C), the loss of a uniform guess over
   C classes (``initial_loss_check``);
 - **saturated tanh, vanishing gradients**: per nonlinearity layer, the mean, std and fraction of
-  saturated outputs, |t| > 0.97 (``activation_stats``), and the histograms of the outputs and of
+  saturated outputs, ``|t| > 0.97`` (``activation_stats``), and the histograms of the outputs and of
   their gradients dL/dt (the layer's ``.dout``);
-- **dead units**: a unit whose output is flat for every example of a batch, |t| > 0.99 for tanh,
+- **dead units**: a unit whose output is flat for every example of a batch, ``|t| > 0.99`` for tanh,
   exactly 0 for ReLU (``dead_map``, ``dead_units``; ``dead_units_on_split`` over a whole split);
 - **layers that are not homogeneous**: per 2-D parameter the std of its gradient and the
   grad:data ratio std(grad) / std(param) (``grad_data_ratio``);

@@ -114,7 +114,7 @@ def _lab_figures(probe, history):
 def run_lab(ds, out=None, *, steps=1000, every=100, batch_size=32,
             lr_schedule=None, seed=DEFAULT_SEED, init_batch=1000, fmt="png",
             quiet=True, **model_kw):
-    """Build a CharMLP(``ds.vocab``, **model_kw), train it ``steps`` steps on the per-layer path
+    """Build a ``CharMLP(ds.vocab, **model_kw)``, train it ``steps`` steps on the per-layer path
     with a Probe recording every ``every`` steps, and return a :class:`LabResult` with its
     figures, tables and findings.
 

@@ -62,7 +62,7 @@ def activation_stats(t, kind="tanh", threshold=SATURATED, options=None):
     """Mean, std and fraction in the flat region of a nonlinearity's output ``t`` (any shape).
 
     The flat region, where the local derivative is about 0, is each activation's own
-    (``fastbn.registry``, ``FLAT_REGION``): e.g. |t| > ``threshold`` for tanh (the gradient
+    (``fastbn.registry``, ``FLAT_REGION``): e.g. ``|t| > threshold`` for tanh (the gradient
     factor 1 - t**2 is below 1 - 0.97**2 = 0.06 there), t == 0 for ReLU (gradient 0), t < 0 for
     leaky ReLU (gradient ``negative_slope``); an activation whose slope varies is flat where it
     is under 1 - threshold**2. ``options`` are the layer's (``{"negative_slope": 0.01}``), for a
@@ -76,7 +76,7 @@ def activation_stats(t, kind="tanh", threshold=SATURATED, options=None):
 
 
 def dead_map(t, kind="tanh", threshold=DEAD, options=None):
-    """Boolean (B, H): example b drives unit h into the flat region (tanh |t| > 0.99, ReLU 0).
+    """Boolean (B, H): example b drives unit h into the flat region (tanh ``|t| > 0.99``, ReLU 0).
 
     Shown as an image (rows examples, columns units, white = flat) it is the lecture's
     ``plt.imshow(h.abs() > 0.99, cmap="gray")``; an all-white column is a dead unit.

@@ -93,6 +93,25 @@ class SweepResult:
     def _repr_markdown_(self):
         return self.markdown(embed=True)
 
+    def __str__(self):
+        """The summary ``fastbn sweep`` prints: trials finished, then the best configurations."""
+        counts = ", ".join(f"{v} {k}" for k, v in self.counts().items()) or "none"
+        stop = " (interrupted)" if self.interrupted else ""
+        lines = [self.description,
+                 f"{len(self.rows)} of {len(self.trials)} trials finished{stop} ({counts})"
+                 + (f" in {self.wall_time:.1f} s on {self.cluster}" if self.cluster else "")]
+        ranked = [p for p in self.points() if p.val]
+        if ranked:
+            lines.append("best configurations (val loss, mean ± sd over seeds):")
+            for i, p in enumerate(ranked[:5], start=1):
+                sd = f" ± {p.val_sd:.4f}" if len(p.val) > 1 else ""
+                lines.append(f"  {i}. {p.label()}: val {p.val_mean:.4f}{sd} ({len(p.val)} of "
+                             f"{len(p.trials)} seeds)")
+        bad = [r for r in self.rows.values() if r["status"] != "ok"]
+        for r in bad[:5]:
+            lines.append(f"  {r['status']}: {r.get('trial', '')} {r.get('error', '')}".rstrip())
+        return "\n".join(lines)
+
     def __repr__(self):
         c = ", ".join(f"{v} {k}" for k, v in self.counts().items()) or "none finished"
         best = self.best(1)

@@ -1,0 +1,90 @@
+"""fastbn's public API is typed (PEP 561: fastbn/py.typed, a stub for the compiled module):
+mypy --strict on a user script that calls it finds no error, and finds the wrong calls."""
+import pathlib
+import sys
+import textwrap
+
+import pytest
+
+import fastbn
+
+mypy_api = pytest.importorskip("mypy.api", reason="mypy is not installed: pip install mypy")
+
+HERE = pathlib.Path(__file__).resolve().parent
+SCRIPT = HERE / "typing" / "user_script.py"
+PKG = pathlib.Path(fastbn.__file__).resolve().parent
+
+
+def _mypy(path, tmp_path):
+    # only the script's own errors: fastbn's modules are read for their types, not checked
+    return mypy_api.run([str(path), "--strict", "--follow-imports=silent",
+                         "--cache-dir", str(tmp_path / ".mypy_cache"), "--no-color-output",
+                         "--python-executable", sys.executable])
+
+
+def test_the_package_is_marked_typed():
+    assert (PKG / "py.typed").exists()
+    assert (PKG / "_kernels.pyi").exists()
+
+
+def test_a_user_script_type_checks(tmp_path):
+    out, err, status = _mypy(SCRIPT, tmp_path)
+    assert status == 0, out + err
+
+
+def test_mypy_sees_the_annotations(tmp_path):
+    """The check has teeth: wrong calls of the API are errors, and the return types are the
+    documented classes (not Any)."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(textwrap.dedent("""
+        import numpy as np
+        from fastbn import gradcheck_all, ops, exercises
+
+        reveal_type(gradcheck_all())
+        reveal_type(ops.tanh_forward(np.zeros(3)))
+        reveal_type(exercises.problem())
+        gradcheck_all(seed="zero")
+        ops.leaky_relu_forward(np.zeros(3), negative_slope="steep")
+        ops.batchnorm_backward(np.zeros((2, 3)), cache=None)
+        import fastbn
+        fastbn.gradcheck_al()
+    """))
+    out, err, status = _mypy(bad, tmp_path)
+    assert status == 1, out + err
+    assert "GradcheckSuite" in out, out
+    assert "tuple[numpy.ndarray" in out and "fastbn._kernels.Cache" in out, out
+    assert out.count("error:") == 4, out
+    assert 'has no attribute "gradcheck_al"' in out, out
+
+
+TYPED = ["ops.py", "nn.py", "gradchecks.py", "comparison.py", "exercises.py", "data.py",
+         "reference.py"]
+
+
+def test_the_typed_modules_type_check(tmp_path):
+    """The annotated modules agree with their own annotations (mypy's default checks)."""
+    out, err, status = mypy_api.run([*(str(PKG / m) for m in TYPED), "--follow-imports=silent",
+                                     "--cache-dir", str(tmp_path / ".mypy_cache"),
+                                     "--no-color-output", "--python-executable",
+                                     sys.executable])
+    assert status == 0, out + err
+
+
+def test_the_stub_covers_the_compiled_module():
+    """Every name of fastbn._kernels is in its stub, and the stub names nothing it lacks."""
+    import ast
+
+    from fastbn import _kernels
+    tree = ast.parse((PKG / "_kernels.pyi").read_text())
+    stub = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    stub |= {t.id for n in tree.body if isinstance(n, ast.AnnAssign)
+             for t in [n.target] if isinstance(t, ast.Name)}
+    have = {n for n in vars(_kernels) if not n.startswith("__") and n != "np"}
+    assert sorted(have - stub) == [], "names of fastbn._kernels missing from _kernels.pyi"
+    assert sorted(stub - have) == [], "names in _kernels.pyi that fastbn._kernels does not have"
+    for cls in ("Cache", "FusedNet"):
+        node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+        methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+        public = {n for n in vars(getattr(_kernels, cls)) if not n.startswith("_")}
+        attrs = {t.target.id for t in node.body if isinstance(t, ast.AnnAssign)}
+        assert public <= methods | attrs, (cls, sorted(public - methods - attrs))

@@ -1,0 +1,57 @@
+"""A student's script over fastbn's typed public API; tests/test_typing.py runs mypy --strict on
+it (it is never imported by the tests)."""
+import numpy as np
+from numpy.typing import NDArray
+
+import fastbn
+from fastbn import compare, exercises, gradcheck, gradcheck_all, nn, ops, reference
+from fastbn.comparison import Report
+from fastbn.data import Dataset, Vocab, load_dataset
+from fastbn.gradchecks import GradcheckReport, GradcheckSuite
+
+
+def my_tanh_backward(dout: NDArray[np.float64], cache: ops.Cache) -> NDArray[np.float64]:
+    t: NDArray[np.float64] = cache.out
+    return dout * (1 - t**2)
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 4))
+    out, cache = ops.batchnorm_forward(x, np.ones(4), np.zeros(4), eps=1e-5, unbiased=True)
+    dx, dgamma, dbeta = ops.batchnorm_backward(np.ones_like(out), cache)
+    print(dx.shape, dgamma.shape, dbeta.shape)
+    logits, c1 = ops.linear_forward(x, rng.standard_normal((4, 3)))
+    loss, c2 = ops.cross_entropy_forward(logits, np.array([0, 1, 2, 0, 1, 2, 0, 1]))
+    dlogits = ops.cross_entropy_backward(1.0, c2)
+    dh, dw, db = ops.linear_backward(dlogits, c1)
+    print(float(loss), dh.shape, dw.shape, db is None)
+    ref_out, _ = reference.tanh_forward(x)
+
+    report: GradcheckReport = gradcheck((ops.tanh_forward, my_tanh_backward), (x,),
+                                        raise_exception=False)
+    suite: GradcheckSuite = gradcheck_all(seed=0)
+    print(report.passed, suite.passed, str(suite).splitlines()[0], ref_out.shape)
+
+    layer = nn.BatchNorm1d(4, dtype=np.float64).train()
+    y = layer(x)
+    grads: list[np.ndarray] = layer.grads()
+    print(y.shape, len(grads), len(layer.parameters()))
+
+    params, Xb, Yb = exercises.problem(batch_size=32)
+    fwd = exercises.forward(params, Xb, Yb)
+    ref = exercises.backward(fwd, params)
+    graded: Report = exercises.check({"dlogprobs": ref["dlogprobs"]}, verbose=False)
+    one: Report = compare(my_tanh_backward, "tanh", shapes={"B": 2})
+    print(graded.ok, one.ok, one.verdict())
+
+    vocab: Vocab = Vocab.from_words(["emma", "olivia"])
+    ids: list[int] = vocab.encode("emma")
+    print(vocab.decode(ids), fastbn.__version__)
+    ds: Dataset = load_dataset(download=False)
+    X, Y = ds.split("val")
+    print(X.shape, Y.shape)
+
+
+if __name__ == "__main__":
+    main()
