@@ -37,6 +37,7 @@ def _cache_from_dict(cls: type[Cache], attrs: dict[str, Any]) -> Cache: ...
 class FusedNet:
     refs: Any
     profile: bool
+    fault: tuple[str, int]
     def __init__(self, arrays: dict[str, Any], B: int, T: int, D: int, V: int, H: list[int],
                  momentum: float, eps: float, f64: bool, table: bool,
                  unbiased: bool = ...) -> None: ...
