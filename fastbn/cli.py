@@ -236,6 +236,10 @@ def _cmd_train(args):
             raise _Fail(f"{args.resume} holds no training state to resume (it was not written "
                         "by a 'fastbn train' that stopped early)")
         run = _check_run(run, model, state, args.resume)
+        if state.step == run["steps"]:      # nothing left: a "resume" would only overwrite it
+            raise _Fail(f"{args.resume} holds a complete run ({run['steps']:,} steps): nothing "
+                        f"to resume (its losses: fastbn eval {args.resume}; to train longer, "
+                        "start a new run with more --steps)")
         ds = _resume_data(args, run, model.block_size)
         if ds.vocab != model.vocab:
             raise _Fail(f"the data's vocabulary {ds.vocab.chars!r} is not the checkpoint's")

@@ -481,6 +481,23 @@ def test_a_closed_pipe_ends_sample_quietly(tmp_path, monkeypatch, capsys):
     assert main(["sample", str(tmp_path / "model.npz")]) == 128 + signal.SIGPIPE
 
 
+def test_resuming_a_complete_run_is_refused_and_leaves_it(tmp_path, capsys):
+    """It went through a 0-step "run": "wall time 0.0 s (nan us/step)", and the checkpoint
+    rewritten with that wall time."""
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(words_file(tmp_path)), "--steps", "10", "--batch-size",
+                 "4", "--n-hidden", "8", "--quiet", "--no-plot", "--out", str(out)]) == 0
+    ckpt = out / "model.npz"
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ckpt), "--quiet", "--no-plot"]) == 1
+    out_, err = capsys.readouterr()
+    assert out_ == "" and err == (f"fastbn train: error: {ckpt} holds a complete run (10 steps): "
+                                  f"nothing to resume (its losses: fastbn eval {ckpt}; to train "
+                                  "longer, start a new run with more --steps)\n")
+    assert ckpt.read_bytes() == before
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
