@@ -236,6 +236,10 @@ def _cmd_train(args):
             raise _Fail(f"{args.resume} holds no training state to resume (it was not written "
                         "by a 'fastbn train' that stopped early)")
         run = _check_run(run, model, state, args.resume)
+        if state.step == run["steps"]:      # nothing left: a "resume" would only overwrite it
+            raise _Fail(f"{args.resume} holds a complete run ({run['steps']:,} steps): nothing "
+                        f"to resume (its losses: fastbn eval {args.resume}; to train longer, "
+                        "start a new run with more --steps)")
         ds = _resume_data(args, run, model.block_size)
         if ds.vocab != model.vocab:
             raise _Fail(f"the data's vocabulary {ds.vocab.chars!r} is not the checkpoint's")
@@ -878,13 +882,27 @@ def _blas_threads(command):
 
 def main(argv=None):
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args, unknown = parser.parse_known_args(words)
     if unknown:     # the subcommand's usage and error, not fastbn's
+        at = words.index(args.command) if args.command in words else len(words)
+        known = getattr(args, "parser", parser)._option_string_actions
+        early = [w for w in unknown if w in words[:at]]
+        if early and all(w.split("=", 1)[0] in known for w in early):
+            # `fastbn --quiet train`: an option of the command, put before its name
+            parser.error(f"{' '.join(early)} before '{args.command}': the command's options go "
+                         f"after its name: fastbn {args.command} {' '.join(early)} ...")
         getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     _validate(args)
     try:
         with _blas_threads(args.command):
             return args.run(args)
+    except BrokenPipeError:     # `fastbn sample | head`: the reader has gone, nothing to report
+        try:                    # and nothing more to write (nor a traceback at exit's flush)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 128 + signal.SIGPIPE
     except _Fail as e:
         print(f"{args.parser.prog}: error: {e}", file=sys.stderr)
         return 1

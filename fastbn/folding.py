@@ -65,7 +65,7 @@ import copy
 
 import numpy as np
 
-from . import nn
+from . import _divergence, nn
 from .inference import TABLE_CACHE_BYTES, TABLE_MAX_RATIO, TABLE_MIN_ROWS_PER_V, Plan, table_pays
 from .model import CharMLP
 
@@ -291,6 +291,9 @@ def fold_batchnorm(model, table=None):
         (T, V, H): True always, False never, None (the default) when
         ``fastbn.inference.table_pays`` (by the table's size and the rows of a call).
 
+    Raises ValueError, naming the array, when a parameter or a running statistic of ``model``
+    is not finite (a diverged training run leaves such a model).
+
     Returns
     -------
     FoldedCharMLP
@@ -299,6 +302,8 @@ def fold_batchnorm(model, table=None):
     """
     if not isinstance(model, CharMLP):
         raise TypeError(f"fold_batchnorm expects a fastbn.CharMLP, got {type(model).__name__}")
+    # a diverged model: say so, rather than what its NaN does to a folded value
+    _divergence.check_finite(model, "fold_batchnorm")
     folded = FoldedCharMLP(model.vocab, _folded_params(model.layers), dtype=model.dtype,
                            table=table, **model.config)
     folded.meta = copy.deepcopy(model.meta)

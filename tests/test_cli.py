@@ -446,6 +446,58 @@ def test_an_unknown_option_shows_the_subcommands_usage(capsys):
         "fastbn train: error: unrecognized arguments: --setps 100"
 
 
+@pytest.mark.parametrize("argv, hint", [
+    (["--quiet", "train", "--steps", "5"], "--quiet before 'train'"),
+    (["--no-plot", "--quiet", "train"], "--no-plot --quiet before 'train'"),
+    (["-n=3", "sample"], "-n=3 before 'sample'"),
+])
+def test_a_commands_option_before_its_name_says_where_it_goes(argv, hint, capsys):
+    """Not "fastbn train: error: unrecognized arguments: --quiet" (train knows --quiet)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"fastbn: error: {hint}: the command's options go after its name")
+
+
+def test_an_unknown_option_before_the_command_is_unrecognized(capsys):
+    with pytest.raises(SystemExit):
+        main(["--bogus", "train"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "fastbn train: error: unrecognized arguments: --bogus"
+
+
+def test_a_closed_pipe_ends_sample_quietly(tmp_path, monkeypatch, capsys):
+    """`fastbn sample | head -2`: the reader leaves; 141 (128 + SIGPIPE), no traceback."""
+    import signal
+
+    assert main(["train", "--data", str(words_file(tmp_path)), "--steps", "10", "--batch-size",
+                 "4", "--n-hidden", "8", "--quiet", "--no-plot", "--out", str(tmp_path)]) == 0
+
+    def closed(*a, **k):
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr("builtins.print", closed)
+    monkeypatch.setattr(os, "dup2", lambda *a: None)    # keep the test's own stdout
+    assert main(["sample", str(tmp_path / "model.npz")]) == 128 + signal.SIGPIPE
+
+
+def test_resuming_a_complete_run_is_refused_and_leaves_it(tmp_path, capsys):
+    """It went through a 0-step "run": "wall time 0.0 s (nan us/step)", and the checkpoint
+    rewritten with that wall time."""
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(words_file(tmp_path)), "--steps", "10", "--batch-size",
+                 "4", "--n-hidden", "8", "--quiet", "--no-plot", "--out", str(out)]) == 0
+    ckpt = out / "model.npz"
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ckpt), "--quiet", "--no-plot"]) == 1
+    out_, err = capsys.readouterr()
+    assert out_ == "" and err == (f"fastbn train: error: {ckpt} holds a complete run (10 steps): "
+                                  f"nothing to resume (its losses: fastbn eval {ckpt}; to train "
+                                  "longer, start a new run with more --steps)\n")
+    assert ckpt.read_bytes() == before
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])

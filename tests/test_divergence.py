@@ -289,13 +289,24 @@ def test_sample_and_evaluate_refuse_a_non_finite_model_folded_too():
         m.sample(3)
     with pytest.raises(ValueError, match="evaluate: .*2.running_var"):
         m.evaluate(X, Y)
-    m = model(np.float32)
-    m.layers[-1].bias[2] = np.nan
-    folded = fastbn.fold_batchnorm(m)
+    folded = fastbn.fold_batchnorm(model(np.float32))   # fold_batchnorm refuses a NaN model
+    bias = folded.layers[-1].bias                        # (read-only: inference only)
+    bias.setflags(write=True)
+    bias[2] = np.nan
     with pytest.raises(ValueError, match="sample: the model's parameter"):
         folded.sample(3)
     with pytest.raises(ValueError, match="evaluate: the model's parameter"):
         folded.evaluate(X, Y)
+
+
+@pytest.mark.parametrize("layer, attr", [(2, "gamma"), (2, "running_mean"), (4, "bias")])
+def test_fold_batchnorm_names_what_is_not_finite(layer, attr):
+    """Folding a diverged model says which array is not finite (a NaN gamma was reported as
+    "running_var + eps is 1.00001 for feature 0", a finite value)."""
+    m = model(np.float32)
+    getattr(m.layers[layer], attr)[1] = np.nan
+    with pytest.raises(ValueError, match=rf"fold_batchnorm: the model's .* {layer}.{attr} holds"):
+        fastbn.fold_batchnorm(m)
 
 
 # ----------------------------------------------------------------------------------------------
