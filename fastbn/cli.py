@@ -91,14 +91,12 @@ def _load_data(path, block_size):
 
 
 def _check_trainable(ds):
-    """The data must leave something to train on: its training split (80 % of the words, the
-    lecture's split) may not be empty."""
-    if not len(ds.Xtr):
-        n = len(ds.words)
-        raise _Fail(f"{ds.path} holds {n} word{'s' if n != 1 else ''}: too few for a training "
-                    "split (the split is 80/10/10 % of the words, so the training split is "
-                    "empty); give it more words")
-    return ds
+    """The data must leave something to train on and a validation loss to report: its training
+    and validation splits (80 % and 10 % of the words, the lecture's split) may not be empty."""
+    try:
+        return ds.require_splits("train", "val")
+    except ValueError as e:
+        raise _Fail(str(e)) from e
 
 
 def _check_writable(out):
@@ -315,6 +313,9 @@ def _cmd_train(args):
         except OSError as e:
             raise _Fail(f"cannot write the loss plot {png}: {e} (the checkpoint is saved)") from e
         print(f"loss plot {png}")
+    else:       # a loss plot left by the run this one replaced (--force) is not this run's
+        with contextlib.suppress(FileNotFoundError):
+            png.unlink()
     return 0
 
 

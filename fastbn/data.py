@@ -414,6 +414,7 @@ def build_dataset(words: Sequence[str], vocab: Vocab, block_size: int = 3,
     words = list(words)
     if not words:
         return np.zeros((0, block_size), np.int64), np.zeros(0, np.int64)
+    _check_memory(words, block_size)
     # One stream, each word preceded by T tokens and followed by one: "...emma." "...olivia." ...
     pad = TOKEN * block_size
     stream = "".join(pad + w + TOKEN for w in words)
@@ -429,6 +430,29 @@ def build_dataset(words: Sequence[str], vocab: Vocab, block_size: int = 3,
     X = windows[pos - block_size]  # fancy indexing copies: (N, T)
     Y = ids[pos]
     return X, Y
+
+
+def _physical_memory():
+    """Bytes of memory of this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(words, block_size):
+    """ValueError before anything is allocated when the examples of ``words`` at ``block_size``
+    would not fit in this machine's memory (X alone is N x T int64; the padded stream, its UTF-32
+    encoding and its ids come first), rather than let the OS end the process."""
+    n = sum(len(w) + 1 for w in words)                # N examples
+    length = n + block_size * len(words)              # L, the padded stream
+    need = 8 * n * block_size + 16 * length
+    have = _physical_memory()
+    if have is not None and need > have:
+        raise ValueError(
+            f"block_size {block_size:,} needs about {need / 2**30:,.0f} GiB for the "
+            f"{n:,} contexts of {len(words):,} words, more than this machine's "
+            f"{have / 2**30:,.0f} GiB: choose a smaller context")
 
 
 def _encode_array(text, vocab):
@@ -495,6 +519,21 @@ class Dataset:
                 f"{self.vocab.size} {self.vocab.chars[:8]!r}{'...' if self.vocab.size > 8 else ''}"
                 f", block_size {self.block_size}; examples train {len(self.Xtr):,} / val "
                 f"{len(self.Xdev):,} / test {len(self.Xte):,})")
+
+    def require_splits(self, *names: str) -> Dataset:
+        """``self`` if each named split (default: train and val) holds examples; ValueError
+        naming the empty ones otherwise (a file of a few words leaves the 10 % splits empty:
+        there would be nothing to train on, or no validation loss to report or rank by)."""
+        names = names or ("train", "val")
+        empty = [n for n in names if not len(self.split(n)[0])]
+        if empty:
+            n = len(self.words)
+            raise ValueError(
+                f"{self.path} holds {n:,} word{'s' if n != 1 else ''}: too few to split 80/10/10 "
+                f"% (the lecture's split) with examples in every split: its "
+                f"{' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty; give "
+                "it more words")
+        return self
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``(X, Y)`` of ``"train"``, ``"val"`` (same as ``"dev"``), ``"dev"`` or ``"test"``."""

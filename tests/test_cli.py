@@ -396,9 +396,12 @@ def test_train_refuses_an_out_that_holds_a_run_before_training(tmp_path, capsys,
 
 def test_train_force_replaces_the_run(tmp_path):
     out = tmp_path / "run"
-    assert main(_small_run(tmp_path, out)) == 0
+    assert main([*_small_run(tmp_path, out)[:-4], "--quiet", "--out", str(out)]) == 0
+    assert (out / "loss.png").exists()          # the first run plots
     assert main(_small_run(tmp_path, out, "--seed", "5", "--force")) == 0
     assert fastbn.load(out / "model.npz").meta["run"]["seed"] == 5
+    # --no-plot: the replaced run's plot does not stay beside the new checkpoint
+    assert not (out / "loss.png").exists()
 
 
 def _parsers(parser):
@@ -589,6 +592,8 @@ def _inputs(tmp_path):
     words = words_file(tmp_path)
     one = tmp_path / "one-word.txt"
     one.write_text("anna\n")
+    five = tmp_path / "five-words.txt"          # 4 / 0 / 1 words: no validation split
+    five.write_text("anna\nbob\notto\nada\nabba\n")
     garbage = tmp_path / "garbage.npz"
     garbage.write_text("not a checkpoint")
     good = fastbn.save(fastbn.CharMLP(".abdnot", n_embd=4, n_hidden=8, seed=0),
@@ -606,7 +611,8 @@ def _inputs(tmp_path):
     bench = tmp_path / "a-bench"
     bench.mkdir()
     (bench / "results.json").write_text("{}")
-    return {"BENCH": bench, "WORDS": words, "ONE": one, "GARBAGE": garbage, "TRUNCATED": truncated,
+    return {"BENCH": bench, "WORDS": words, "ONE": one, "FIVE": five, "GARBAGE": garbage,
+            "TRUNCATED": truncated,
             "OVERFLOW": _overflowing_checkpoint(tmp_path), "GOOD": good, "DIR": tmp_path,
             "FILE": afile, "RUN": run, "LAB": lab_out, "MISSING": tmp_path / "missing.txt",
             "OUT": tmp_path / "out"}
@@ -616,7 +622,10 @@ BAD_INPUTS = [
     # (argv with placeholders, exit status, a part of the error line)
     (["train", "--data", "MISSING", "--out", "OUT"], 2, "--data MISSING: no such file"),
     (["train", "--data", "DIR", "--out", "OUT"], 2, "--data DIR: is a directory, not a file"),
-    (["train", "--data", "ONE", "--out", "OUT"], 1, "too few for a training split"),
+    (["train", "--data", "ONE", "--out", "OUT"], 1, "its train and val splits are empty"),
+    (["train", "--data", "FIVE", "--out", "OUT"], 1, "its val split is empty"),
+    (["train", "--data", "WORDS", "--block-size", "1000000000", "--out", "OUT"], 1,
+     "more than this machine's"),
     (["train", "--data", "WORDS", "--out", "FILE"], 2, "exists and is not a folder"),
     (["train", "--data", "WORDS", "--out", "RUN"], 2, "already holds a run"),
     (["train", "--resume", "MISSING"], 2, "--resume MISSING: no such file"),
@@ -642,7 +651,7 @@ BAD_INPUTS = [
                                                      "folder"),
     (["lab", "--data", "WORDS", "--out", "LAB"], 2, "already holds a report (report.md)"),
     (["lab", "--data", "DIR"], 2, "--data DIR: is a directory"),
-    (["lab", "--data", "ONE", "--out", "OUT"], 1, "too few for a training split"),
+    (["lab", "--data", "ONE", "--out", "OUT"], 1, "its train and val splits are empty"),
     (["lab", "--every", "0"], 2, "--every: must be > 0"),
     (["lab", "ladder", "--data", "WORDS", "--out", "FILE"], 2, "exists and is not a folder"),
     (["lab", "ladder", "--data", "MISSING"], 2, "no such file"),

@@ -243,6 +243,29 @@ def test_build_dataset_edge_cases():
         data.build_dataset(["abc"], vocab, 3)
 
 
+def test_build_dataset_refuses_a_context_beyond_the_machines_memory(monkeypatch):
+    """The estimate comes before any allocation: a context that would need more memory than the
+    machine has is a ValueError saying so, not a process the OS ends."""
+    vocab = data.Vocab.from_words(["ab"])
+    monkeypatch.setattr(data, "_physical_memory", lambda: 2**30)      # a 1 GiB machine
+    with pytest.raises(ValueError, match=r"needs about 7 GiB .* more than this machine's 1 GiB"):
+        data.build_dataset(["ab"] * 1000, vocab, 180_000)   # 3,000 contexts of 180,000 ids
+    X, _ = data.build_dataset(["ab"] * 1000, vocab, 8)       # the usual sizes are untouched
+    assert X.shape == (3000, 8)
+
+
+def test_require_splits_names_the_empty_ones(tmp_path):
+    f = tmp_path / "w.txt"
+    f.write_text("anna\nbob\notto\nada\nabba\n")          # 4 / 0 / 1 words
+    ds = data.load_dataset(f)
+    assert ds.require_splits("train", "test") is ds
+    with pytest.raises(ValueError, match="holds 5 words: .* its val split is empty"):
+        ds.require_splits()
+    f.write_text("anna\n")
+    with pytest.raises(ValueError, match="its train and val splits are empty"):
+        data.load_dataset(f).require_splits()
+
+
 def test_split_words_is_random_seed_42_shuffle():
     words = [f"w{i}" for i in range(1000)]
     state = random.getstate()

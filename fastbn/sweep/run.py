@@ -128,9 +128,8 @@ class SweepResult:
 
 def _load_data(data):
     from ..data import Dataset, load_dataset
-    if isinstance(data, Dataset):
-        return data
-    return load_dataset(data)
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    return ds.require_splits("train", "val")       # trials are ranked by their val loss
 
 
 def dataset_for(ds, block_size):
