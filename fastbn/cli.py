@@ -337,9 +337,24 @@ def _folded(model):
         raise _Fail(f"cannot run the model of this checkpoint: {e}") from e
 
 
+def _trained_on(model):
+    """The names file the checkpoint's run trained on, when it is still there and unchanged (its
+    SHA-256 is the one the run stored), else None."""
+    run = model.meta.get("run") if isinstance(model.meta, dict) else None
+    path, digest = (run.get("data"), run.get("data_sha256")) if isinstance(run, dict) else (None,
+                                                                                            None)
+    if not (isinstance(path, str) and isinstance(digest, str) and Path(path).is_file()):
+        return None
+    from .data import sha256_file
+    try:
+        return path if sha256_file(path) == digest else None
+    except OSError:
+        return None
+
+
 def _cmd_eval(args):
     model = _load_checkpoint(args.checkpoint)
-    ds = _load_data(args.data, model.block_size)
+    ds = _load_data(args.data or _trained_on(model), model.block_size)
     if ds.vocab != model.vocab:
         raise _Fail(f"the data's vocabulary {ds.vocab.chars!r} is not the checkpoint's "
                     f"{model.vocab.chars!r}")
@@ -752,7 +767,10 @@ def build_parser():
                        description="The train/val/test losses of a checkpoint, in eval mode. "
                                    + folded)
     checkpoint_arguments(e)
-    e.add_argument("--data", metavar="PATH", help=data_help)
+    e.add_argument("--data", metavar="PATH",
+                   help="names file (default: the file the checkpoint's run trained on, if it "
+                        "is still there unchanged; else $FASTBN_DATA, then the user cache, then "
+                        "a verified download)")
     e.add_argument("--calibrate", action="store_true",
                    help="also report the losses with BN statistics from the whole training set")
     e.set_defaults(parser=e, run=_cmd_eval)

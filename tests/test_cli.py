@@ -535,6 +535,24 @@ def test_sample_and_eval_take_the_checkpoint_positionally_or_from_the_default_fo
     assert "give the checkpoint once" in capsys.readouterr().err
 
 
+def test_eval_reads_the_data_its_run_trained_on(tmp_path, capsys, monkeypatch):
+    """Without --data, `fastbn eval` uses the file the checkpoint's run trained on (not the
+    default names.txt, which may be other data or not there); once that file has changed, the
+    default lookup again (here: FASTBN_DATA pointing at a missing file, a one-line error)."""
+    words = words_file(tmp_path)
+    out = tmp_path / "r"
+    assert main(_small_run(tmp_path, out)) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("FASTBN_DATA", str(tmp_path / "not-there.txt"))
+    assert main(["eval", str(out / "model.npz")]) == 0
+    assert main(["eval", str(out / "model.npz"), "--data", str(words)]) == 0
+    got, given = capsys.readouterr().out.splitlines()
+    assert got == given and got.startswith("loss: train ")
+    words.write_text(words.read_text() + "anna\n")         # no longer the run's data
+    assert main(["eval", str(out / "model.npz")]) == 1
+    assert "not-there.txt" in capsys.readouterr().err
+
+
 def test_lab_options_before_the_subcommand_are_refused(capsys):
     """`fastbn lab --steps 2000 ladder` trained 200,000 steps per row: the ladder's own default
     replaced the lab's option. Options go after the word; before it they are refused."""
