@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -44,6 +44,9 @@ from ._divergence import Divergence
 from ._validate import positive_int as _pos_int
 from .data import Vocab
 from .inference import CHUNK, Plan
+
+if TYPE_CHECKING:
+    from .training import TrainState
 
 __all__ = ["ACTIVATIONS", "INIT_SCHEMES", "LADDER", "CharMLP"]
 
@@ -130,6 +133,7 @@ class CharMLP:
     """
 
     folded = False          # a fastbn.folding.FoldedCharMLP (inference only) says True
+    train_state: TrainState | None      # set by fastbn.load: the checkpoint's training state
 
     def __init__(self, vocab: Vocab | str, block_size: int = 3, n_embd: int = 10,
                  n_hidden: int = 200, n_layers: int = 1, *,
