@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -47,6 +47,8 @@ from .inference import CHUNK, Plan
 
 if TYPE_CHECKING:
     from .training import TrainState
+
+_M = TypeVar("_M", bound="CharMLP")
 
 __all__ = ["ACTIVATIONS", "INIT_SCHEMES", "LADDER", "CharMLP"]
 
@@ -263,12 +265,12 @@ class CharMLP:
     def training(self) -> bool:
         return self.net.training
 
-    def train(self, mode: bool = True) -> CharMLP:
+    def train(self: _M, mode: bool = True) -> _M:
         """Training mode: BatchNorm normalizes with batch statistics and updates its buffers."""
         self.net.train(mode)
         return self
 
-    def eval(self) -> CharMLP:
+    def eval(self: _M) -> _M:
         """Eval mode: BatchNorm normalizes with its running statistics and changes nothing."""
         return self.train(False)
 
