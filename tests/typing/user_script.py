@@ -1,13 +1,27 @@
 """A student's script over fastbn's typed public API; tests/test_typing.py runs mypy --strict on
 it (it is never imported by the tests)."""
+import pathlib
+
 import numpy as np
 from numpy.typing import NDArray
 
 import fastbn
-from fastbn import compare, exercises, gradcheck, gradcheck_all, nn, ops, reference
+from fastbn import (
+    CharMLP,
+    TrainResult,
+    compare,
+    exercises,
+    gradcheck,
+    gradcheck_all,
+    nn,
+    ops,
+    reference,
+)
 from fastbn.comparison import Report
 from fastbn.data import Dataset, Vocab, load_dataset
+from fastbn.folding import FoldedCharMLP
 from fastbn.gradchecks import GradcheckReport, GradcheckSuite
+from fastbn.training import TrainState, parse_lr_schedule
 
 
 def my_tanh_backward(dout: NDArray[np.float64], cache: ops.Cache) -> NDArray[np.float64]:
@@ -51,6 +65,21 @@ def main() -> None:
     ds: Dataset = load_dataset(download=False)
     X, Y = ds.split("val")
     print(X.shape, Y.shape)
+
+    model: CharMLP = CharMLP(ds.vocab, block_size=3, n_hidden=50, seed=0)
+    result: TrainResult = fastbn.train(model, ds, steps=100, batch_size=32,
+                                       lr_schedule=parse_lr_schedule("0:0.1,50:0.01"),
+                                       quiet=True, fused="auto")
+    state: TrainState | None = result.state
+    val: float = model.evaluate(X, Y)
+    names: list[str] = model.sample(5, seed=0)
+    step_loss: float = model.train(True).train_step(X[:32], Y[:32], lr=0.1)
+    print(result.losses.get("val"), result.us_per_step, val, names, step_loss)
+
+    path: pathlib.Path = fastbn.save(model, "model.npz", meta={"note": "typed"}, state=state)
+    back: CharMLP = fastbn.load(path)
+    folded: FoldedCharMLP = fastbn.fold_batchnorm(back, table=None)
+    print(folded.fold_summary(), folded.eval().evaluate(X, Y), back.train_state)
 
 
 if __name__ == "__main__":
