@@ -21,6 +21,8 @@ from fastbn.comparison import Report
 from fastbn.data import Dataset, Vocab, load_dataset
 from fastbn.folding import FoldedCharMLP
 from fastbn.gradchecks import GradcheckReport, GradcheckSuite
+from fastbn.lab import LossCheck, Probe, Snapshot, initial_loss_check
+from fastbn.sweep import Space, SweepResult, sweep
 from fastbn.training import TrainState, parse_lr_schedule
 
 
@@ -80,6 +82,16 @@ def main() -> None:
     back: CharMLP = fastbn.load(path)
     folded: FoldedCharMLP = fastbn.fold_batchnorm(back, table=None)
     print(folded.fold_summary(), folded.eval().evaluate(X, Y), back.train_state)
+
+
+def lab_and_sweep(ds: Dataset, model: CharMLP) -> None:
+    """The laboratory's probe and a sweep over two learning rates (not run by main)."""
+    probe = Probe(model, every=10)
+    fastbn.train(model, ds, steps=20, callback=probe, every=probe.every, fused=False)
+    last: Snapshot = probe.last
+    check: LossCheck = initial_loss_check(3.3, ds.vocab.size)
+    result: SweepResult = sweep(Space({"lr": [0.03, 0.1]}, seeds=2), ds, workers=0, quiet=True)
+    print(last.step, check.verdict, [p.label() for p in result.best(2)])
 
 
 if __name__ == "__main__":
