@@ -90,8 +90,7 @@ def test_mypy_sees_the_model_and_training_annotations(tmp_path):
 TYPED = ["ops.py", "nn.py", "gradchecks.py", "comparison.py", "exercises.py", "data.py",
          "reference.py", "model.py", "training.py", "checkpoint.py", "folding.py", "fused.py",
          "inference.py", "sweep/space.py", "sweep/trial.py", "sweep/run.py", "sweep/report.py",
-         "lab/stats.py",
-         "lab/probe.py", "lab/plots.py", "lab/report.py", "lab/experiments.py",
+         "lab/stats.py", "lab/probe.py", "lab/plots.py", "lab/report.py", "lab/experiments.py",
          "lab/robustness.py", "bench/flops.py", "bench/peers.py", "bench/verify.py",
          "bench/timing.py", "bench/targets.py", "bench/runner.py", "bench/command.py"]
 
