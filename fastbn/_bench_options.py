@@ -3,6 +3,8 @@
 They live outside ``fastbn.bench`` so that building the ``fastbn`` parser (every command,
 ``--help`` included) does not import the benchmark; ``fastbn.bench`` takes its defaults from here.
 """
+from __future__ import annotations
+
 import argparse
 from pathlib import Path
 
@@ -39,7 +41,8 @@ def dtypes(text):
     return vals
 
 
-def add_arguments(p, out=DEFAULT_OUT, targets=None):
+def add_arguments(p: argparse.ArgumentParser, out: str | Path = DEFAULT_OUT,
+                  targets: str | Path | None = None) -> argparse.ArgumentParser:
     """Add the benchmark's options to the argparse parser ``p``; returns ``p``.
 
     ``out`` and ``targets`` are the defaults of ``--out`` and ``--targets`` (``bench/run.py``

@@ -14,18 +14,26 @@ The same thread may enter again (``train`` calls ``train_step`` or the fused tra
 callback may take a step of its own). The hold is per model object, kept in this module (a lock
 on the model itself could not be pickled or copied with it).
 """
+from __future__ import annotations
+
 import contextlib
 import functools
 import threading
+from collections.abc import Callable, Iterator
+from typing import Concatenate, ParamSpec, TypeVar
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_S = TypeVar("_S")
 
 __all__ = ["holds_model", "training_model"]
 
 _guard = threading.Lock()
-_holders = {}           # id(model) -> [thread ident, depth]
+_holders: dict[int, list[int]] = {}           # id(model) -> [thread ident, depth]
 
 
 @contextlib.contextmanager
-def training_model(model, what):
+def training_model(model: object, what: str) -> Iterator[None]:
     """Hold ``model`` for ``what`` (a name for the message) in this thread; RuntimeError if
     another thread holds it."""
     key, me = id(model), threading.get_ident()
@@ -49,12 +57,13 @@ def training_model(model, what):
                 del _holders[key]
 
 
-def holds_model(what):
+def holds_model(what: str) -> Callable[[Callable[Concatenate[_S, _P], _R]],
+                                        Callable[Concatenate[_S, _P], _R]]:
     """Decorator: the function's first argument (the model, or ``self``) is held while it runs
     (``training_model``)."""
-    def decorate(fn):
+    def decorate(fn: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
         @functools.wraps(fn)
-        def held(model, *args, **kwargs):
+        def held(model: _S, *args: _P.args, **kwargs: _P.kwargs) -> _R:
             with training_model(model, what):
                 return fn(model, *args, **kwargs)
         return held

@@ -33,7 +33,7 @@ class Divergence:
     what: str
 
     @property
-    def applied(self):
+    def applied(self) -> bool:
         """Whether the step's update was applied (the after-update kinds)."""
         return self.kind in ("parameter", "running statistic")
 

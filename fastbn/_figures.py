@@ -5,10 +5,17 @@ no global matplotlib state and opens no window, and a notebook shows it inline a
 cell (``_repr_png_``, so no inline backend is needed). ``save_figure`` writes one atomically, SVG
 for a path ending in ``.svg`` and PNG otherwise. matplotlib is imported on first use only.
 """
+from __future__ import annotations
+
 import io
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._fileio import atomic_save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["new_figure", "save_figure"]
 
@@ -44,7 +51,7 @@ def new_figure(w=8.0, h=4.5, rows=1, cols=1, **subplots_kw):
     return fig, fig.subplots(rows, cols, squeeze=False, **subplots_kw)
 
 
-def save_figure(fig, path):
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` to ``path`` (SVG when it ends in .svg, else PNG), creating its folder, and
     return the path. The file appears whole or not at all (``fastbn._fileio.atomic_write``)."""
     path = Path(path)

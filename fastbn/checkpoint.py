@@ -31,12 +31,15 @@ before any array is read), non-finite values. It builds the model last, from a c
 known to agree with the stored arrays, so a hostile file cannot make it allocate more than what
 the file holds (up to 100 times the stored bytes of a compressed member).
 """
+from __future__ import annotations
+
 import inspect
 import json
 import math
 import reprlib
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,13 +49,19 @@ from .data import Vocab
 from .folding import FoldedCharMLP, folded_layout
 from .model import ACTIVATIONS, INIT_SCHEMES, CharMLP
 
+if TYPE_CHECKING:
+    import os
+
+    from .training import TrainState
+
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
 FORMAT_VERSION = 1
 _HEADER = ("format_version", "config", "chars", "dtype", "meta")
 
 
-def save(model, path, meta=None, state=None):
+def save(model: CharMLP, path: str | os.PathLike[str], meta: dict[str, Any] | None = None,
+         state: TrainState | None = None) -> Path:
     """Write ``model`` (and JSON-serializable ``meta``) to ``path`` atomically. Returns the Path.
 
     ``state``, a ``fastbn.training.TrainState``, makes the checkpoint resumable. The folder is
@@ -78,7 +87,7 @@ def save(model, path, meta=None, state=None):
     if neg is not None:
         raise ValueError(f"cannot save {path}: the model's running statistic {neg} has negative "
                          "variances, and load refuses such a checkpoint")
-    entries = {
+    entries: dict[str, Any] = {
         "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
         "config": np.array(json.dumps(model.config, sort_keys=True)),
         "chars": np.array(model.vocab.chars),
@@ -259,7 +268,7 @@ def _layout(config, V):
     return [(f"param/{n}", s) for n, s in params] + [(f"buffer/{n}", s) for n, s in buffers]
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> CharMLP:
     """Read a checkpoint written by ``save``. Returns the ``CharMLP``, in eval mode (a
     ``fastbn.folding.FoldedCharMLP`` when a folded model was saved).
 
@@ -338,6 +347,7 @@ def load(path):
         if key.endswith("running_var") and np.any(a < 0):
             raise _bad(path, f"{key} has negative variances")
 
+    model: CharMLP
     try:
         if folded:
             model = FoldedCharMLP(vocab, [arrays[k] for k, _ in layout], dtype=dtype, **checked)

@@ -61,13 +61,21 @@ Decisions:
   ``fastbn.train`` and ``fastbn train --resume`` refuse it with a ``RuntimeError`` saying to train
   the unfolded model. Its parameters are read-only arrays.
 """
+from __future__ import annotations
+
 import copy
+from collections.abc import Sequence
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _divergence, nn
+from .data import Vocab
 from .inference import TABLE_CACHE_BYTES, TABLE_MAX_RATIO, TABLE_MIN_ROWS_PER_V, Plan, table_pays
 from .model import CharMLP
+
+_F = TypeVar("_F", bound="FoldedCharMLP")
 
 __all__ = ["FoldedCharMLP", "fold_batchnorm", "fold_linear_bn", "folded_layout"]
 
@@ -76,7 +84,8 @@ _REFUSED = ("this CharMLP is folded for inference (its batch norm is folded into
             "fold it again")
 
 
-def fold_linear_bn(weight, bias, bn):
+def fold_linear_bn(weight: ArrayLike, bias: ArrayLike | None,
+                   bn: nn.BatchNorm1d) -> tuple[np.ndarray, np.ndarray]:
     """``(W', b')``: a Linear (``weight`` (I, O), ``bias`` (O,) or None) followed by the eval-mode
     BatchNorm1d ``bn`` (O features), as one Linear (the formula of the module docstring).
 
@@ -102,10 +111,10 @@ def fold_linear_bn(weight, bias, bn):
     return new_w, new_b
 
 
-def _folded_params(layers):
+def _folded_params(layers: Sequence[nn.Module]) -> list[np.ndarray]:
     """The folded model's parameters, in its ``named_parameters`` order, from the layers of a
     CharMLP (folded or not)."""
-    params = []
+    params: list[np.ndarray] = []
     for i, layer in enumerate(layers):
         nxt = layers[i + 1] if i + 1 < len(layers) else None
         if isinstance(layer, nn.Embedding):
@@ -123,19 +132,20 @@ def _folded_params(layers):
     return params
 
 
-def folded_layout(config, V):
+def folded_layout(config: dict[str, Any], V: int) -> list[tuple[str, tuple[int, ...]]]:
     """[(name, shape)] of a folded model's parameters, for a CharMLP ``config`` and a vocabulary
     of V characters: Embedding ``0.weight`` (V, D); per block a Linear with a bias, then the
     activation; the output Linear with a bias (the names ``named_parameters`` gives them)."""
     T, D, H = config["block_size"], config["n_embd"], config["n_hidden"]
-    out, fan_in, i = [("0.weight", (V, D))], T * D, 1
+    out: list[tuple[str, tuple[int, ...]]] = [("0.weight", (V, D))]
+    fan_in, i = T * D, 1
     for _ in range(config["n_layers"]):
         out += [(f"{i}.weight", (fan_in, H)), (f"{i}.bias", (H,))]
         i, fan_in = i + 2, H
     return out + [(f"{i}.weight", (H, V)), (f"{i}.bias", (V,))]
 
 
-def _frozen(a):
+def _frozen(a: np.ndarray) -> np.ndarray:
     out = nn._aligned(a)
     out.flags.writeable = False
     return out
@@ -167,7 +177,9 @@ class FoldedCharMLP(CharMLP):
 
     folded = True
 
-    def __init__(self, vocab, params, *, dtype=np.float32, table=None, **config):
+    def __init__(self, vocab: Vocab | str, params: Sequence[np.ndarray], *,
+                 dtype: DTypeLike = np.float32, table: bool | None = None,
+                 **config: Any) -> None:
         # CharMLP builds (and checks) the unfolded structure; its layers are then replaced
         super().__init__(vocab, dtype=dtype, seed=0, **config)
         layout = folded_layout(self.config, self.vocab.size)
@@ -181,7 +193,7 @@ class FoldedCharMLP(CharMLP):
                 raise ValueError(f"parameter {name} must be {self.dtype} of shape {shape}, got "
                                  f"{got}")
         it = iter(params)
-        layers = []
+        layers: list[nn.Module] = []
         for layer in self.layers:
             if isinstance(layer, nn.Embedding):
                 layer.weight = _frozen(next(it))
@@ -199,20 +211,20 @@ class FoldedCharMLP(CharMLP):
         self.net.eval()
         if table is not None and not isinstance(table, (bool, np.bool_)):
             raise TypeError(f"table must be True, False or None, got {table!r}")
-        self.table = None if table is None else bool(table)
+        self.table: bool | None = None if table is None else bool(table)
 
-    def _table_dims(self):
+    def _table_dims(self) -> tuple[int, int, int, int]:
         c = self.config
         return c["block_size"], self.vocab.size, c["n_embd"], c["n_hidden"]
 
-    def uses_table(self, rows=None):
+    def uses_table(self, rows: int | None = None) -> bool:
         """Whether a call of ``rows`` rows (None: of many rows) runs the table: ``self.table``
         if it was set, else ``fastbn.inference.table_pays``."""
         if self.table is not None:
             return self.table
         return table_pays(*self._table_dims(), self.dtype.itemsize, rows)
 
-    def fold_summary(self):
+    def fold_summary(self) -> str:
         """What was folded, in words: the batch norms, and the table or why there is none."""
         c = self.config
         n_bn = c["n_layers"] * c["batchnorm"] + c["final_bn"]
@@ -235,13 +247,13 @@ class FoldedCharMLP(CharMLP):
     # ------------------------------------------------------------------------------------------
     # inference: through fastbn.inference
 
-    def plan(self, rows=None):
+    def plan(self, rows: int | None = None) -> Plan:
         """A ``fastbn.inference.Plan`` of this model, its arrays as they are now, for a call of
         ``rows`` rows (None: many): with the embedding and the first Linear as one table when
         ``uses_table(rows)``. ``evaluate`` and ``sample`` (``CharMLP``'s) run it."""
         return Plan(self, table=self.uses_table(rows))
 
-    def logits(self, X):
+    def logits(self, X: ArrayLike) -> np.ndarray:
         """Logits (B, V) of contexts X (B, T) (the eval-mode logits of the unfolded model)."""
         X = self._check_X(X)
         return self.plan(X.shape[0]).logits(X)
@@ -249,34 +261,34 @@ class FoldedCharMLP(CharMLP):
     # ------------------------------------------------------------------------------------------
     # no training
 
-    def train(self, mode=True):
+    def train(self: _F, mode: bool = True) -> _F:
         """Eval mode is all a folded model has: ``train()`` (training mode) raises."""
         if mode:
             raise RuntimeError(f"train(): {_REFUSED}")
         return super().train(False)
 
-    def train_step(self, X, Y, lr):
+    def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float) -> NoReturn:
         raise RuntimeError(f"train_step: {_REFUSED}")
 
-    def backward(self, dloss=1.0):
+    def backward(self, dloss: float = 1.0) -> NoReturn:
         raise RuntimeError(f"backward: {_REFUSED}")
 
-    def calibrate_batchnorm(self, X, chunk=16384):
+    def calibrate_batchnorm(self, X: ArrayLike, chunk: int = 16384) -> NoReturn:
         raise RuntimeError("calibrate_batchnorm: this CharMLP is folded (by "
                            "fastbn.fold_batchnorm): its batch norm statistics are part of its "
                            "Linears now. Calibrate the unfolded model, then fold it again")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         head, tree = super().__repr__().split("\n", 1)
         return (f"{head.rsplit(', ', 1)[0]}, folded\n"      # (the mode is always eval)
                 f"  folded: {self.fold_summary()}\n{tree}")
 
 
-def _bytes(n):
+def _bytes(n: float) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
-def fold_batchnorm(model, table=None):
+def fold_batchnorm(model: CharMLP, table: bool | None = None) -> FoldedCharMLP:
     """A new, inference-only model: ``model`` with every BatchNorm1d folded into the Linear
     before it, and for inference its embedding and first Linear folded into a table (see the
     module docstring for the formulas and the decisions).

@@ -47,14 +47,21 @@ workspaces serve one call at a time: calls on one trainer from several threads a
 ``run``, which holds it for the whole loop. Two trainers of one model cannot run at once: the second
 call, from another thread, raises RuntimeError (one model trains in one thread at a time).
 """
+from __future__ import annotations
+
 import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _divergence, nn
 from . import _kernels as K
 from ._busy import training_model
 from .ops import _index_array
+
+if TYPE_CHECKING:
+    from .model import CharMLP
 
 __all__ = ["FusedTrainer", "BatchSampler", "supports", "MAX_LAYERS", "PHASES"]
 
@@ -77,7 +84,7 @@ class BatchSampler:
     while other threads draw.
     """
 
-    def __init__(self, seed=0):
+    def __init__(self, seed: int = 0) -> None:
         seed = int(seed)
         if not 0 <= seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
@@ -86,12 +93,12 @@ class BatchSampler:
         K.pcg32_seed(self._state, np.uint64(seed))
 
     @property
-    def state(self):
+    def state(self) -> NDArray[np.uint64]:
         """The generator state, (2,) uint64 (this sampler's own array)."""
         return self._state
 
     @state.setter
-    def state(self, value):
+    def state(self, value: ArrayLike) -> None:
         v = np.asarray(value)
         if v.dtype != np.uint64 or v.shape != (2,):
             raise ValueError(f"the sampler state must be a uint64 array of shape (2,), got "
@@ -99,7 +106,8 @@ class BatchSampler:
         with self.lock:
             self._state = np.array(v, order="C", copy=True)
 
-    def draw(self, n, batch_size, out=None):
+    def draw(self, n: int, batch_size: int,
+             out: NDArray[np.int64] | None = None) -> NDArray[np.int64]:
         """``batch_size`` rows from [0, n) as int64 (into ``out``, (batch_size,), when given)."""
         if not 0 < n < 2**32:
             raise ValueError(f"n must be in [1, 2**32), got {n}")
@@ -112,10 +120,11 @@ class BatchSampler:
             K.draw_rows(_state(self), int(n), out)
         return out
 
-    def __getstate__(self):                  # pickle and copy: the state, not the lock
+    # pickle and copy: the state, not the lock
+    def __getstate__(self) -> dict[str, Any]:
         return {"state": self._state.copy()}
 
-    def __setstate__(self, d):
+    def __setstate__(self, d: dict[str, Any]) -> None:
         self.lock = threading.Lock()
         self._state = np.zeros(2, dtype=np.uint64)
         self.state = d["state"]
@@ -133,7 +142,7 @@ def _state(sampler):
     return st
 
 
-def supports(model):
+def supports(model: object) -> tuple[bool, str]:
     """``(True, "")`` when the fused path can train ``model``, else ``(False, reason)``."""
     cfg = getattr(model, "config", None)
     if cfg is None or not hasattr(model, "layers"):
@@ -189,7 +198,7 @@ class FusedTrainer:
         by batch size (``TABLE_MIN_BATCH``).
     """
 
-    def __init__(self, model, batch_size, table=None):
+    def __init__(self, model: CharMLP, batch_size: int, table: bool | None = None) -> None:
         self.table = table
         ok, why = supports(model)
         if not ok:
@@ -198,7 +207,8 @@ class FusedTrainer:
         if B < 2:
             raise ValueError(f"batch_size must be >= 2 with batch norm, got {batch_size}")
         self.model, self.batch_size = model, B
-        self.divergence = None                   # of the last step or run (see run)
+        # of the last step or run (see run)
+        self.divergence: _divergence.Divergence | None = None
         self._lock = threading.Lock()            # one call at a time: shared workspaces
         self._bind()
 
@@ -272,7 +282,7 @@ class FusedTrainer:
         self._vocab, self._T, self._table = V, T, table
 
     @property
-    def uses_table(self):
+    def uses_table(self) -> bool:
         """True when the first layer goes through the table (see ``table``)."""
         return self._table
 
@@ -327,7 +337,7 @@ class FusedTrainer:
         return (_index_array("X", X[rows], self._vocab, what),
                 _index_array("Y", Y[rows], self._vocab, what))
 
-    def step(self, X, Y, lr, rows=None):
+    def step(self, X: ArrayLike, Y: ArrayLike, lr: float, rows: ArrayLike | None = None) -> float:
         """One SGD step on ``X[rows], Y[rows]`` (rows (B,) int, default all of X when len(X) == B).
 
         Returns the loss before the update (a float). ``divergence`` is then None, or what
@@ -358,7 +368,8 @@ class FusedTrainer:
         return _divergence.after_update(self.model) or \
             _divergence.Divergence("parameter", "a parameter was not finite in the step")
 
-    def run(self, X, Y, steps, lr, sampler, losses=None):
+    def run(self, X: ArrayLike, Y: ArrayLike, steps: int, lr: float, sampler: BatchSampler,
+            losses: NDArray[np.float64] | None = None) -> tuple[int, NDArray[np.float64]]:
         """``steps`` SGD steps at learning rate ``lr``, minibatches drawn by ``sampler``.
 
         ``losses`` (steps,) float64 receives each step's loss (allocated when None). Returns
@@ -371,7 +382,8 @@ class FusedTrainer:
             X, Y = self._data(X, Y)
             return self._run_locked(X, Y, steps, lr, sampler, losses)
 
-    def _run(self, X, Y, steps, lr, sampler, losses=None):
+    def _run(self, X: np.ndarray, Y: np.ndarray, steps: int, lr: float, sampler: BatchSampler,
+             losses: NDArray[np.float64] | None = None) -> tuple[int, NDArray[np.float64]]:
         """``run`` on X and Y that ``_data`` returned (private, checked): ``fastbn.train``
         copies and checks its data once instead of once per chunk."""
         with self._lock, training_model(self.model, "FusedTrainer.run"):
@@ -406,7 +418,8 @@ class FusedTrainer:
             self.divergence = self._divergence(losses[done])
         return done, losses
 
-    def time_phases(self, X, Y, steps, lr, sampler):
+    def time_phases(self, X: ArrayLike, Y: ArrayLike, steps: int, lr: float,
+                    sampler: BatchSampler) -> tuple[int, NDArray[np.float64], dict[str, float]]:
         """``run``, with the time of each phase of the compiled step measured.
 
         The steps are those ``run`` takes (they update the model, to the same values: the clock
@@ -431,7 +444,8 @@ class FusedTrainer:
                 net.profile = False
             return done, losses, net.phase_times()
 
-    def loss(self, X, Y, rows=None, training=False):
+    def loss(self, X: ArrayLike, Y: ArrayLike, rows: ArrayLike | None = None,
+             training: bool = False) -> float:
         """The loss on ``X[rows], Y[rows]`` (B rows) without updating anything."""
         with self._lock:
             self._check_bound()

@@ -50,10 +50,19 @@ plan's arrays are copies made when it is built (read-only), the ids are copied a
 (``fastbn.ops._index_array``), the buffers are allocated per call. A plan can be used from several
 threads at once; the model it was made from can change meanwhile without affecting it.
 """
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _kernels as K
 from . import nn, ops, registry
+
+if TYPE_CHECKING:
+    from .model import CharMLP
 
 __all__ = ["CHUNK", "TABLE_CACHE_BYTES", "TABLE_MAX_RATIO", "TABLE_MIN_ROWS_PER_V", "Plan",
            "table_pays"]
@@ -73,7 +82,7 @@ TABLE_CACHE_BYTES = 256 * 1024
 TABLE_MIN_ROWS_PER_V = 8
 
 
-def table_pays(T, V, D, H, itemsize, rows=None):
+def table_pays(T: int, V: int, D: int, H: int, itemsize: int, rows: int | None = None) -> bool:
     """Whether the embedding (V, D) and the Linear (T*D, H) after it are worth composing into a
     table (T, V, H) of ``itemsize``-byte floats (the module docstring), for a call of ``rows``
     rows (None: by size only).
@@ -259,21 +268,22 @@ class Plan:
     ``table``, the table (T, V, H) or None.
     """
 
-    def __init__(self, model, table=False):
+    def __init__(self, model: CharMLP, table: bool = False) -> None:
         dt = np.dtype(model.dtype)
         if dt not in ops.FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
         self.dtype, self.block_size = dt, int(model.block_size)
         self.steps = _steps(list(model.layers), dt, self.block_size, bool(table))
-        self.table = getattr(self.steps[0], "tab", None)            # (T, V, H) or None
+        self.table: np.ndarray | None = getattr(self.steps[0], "tab", None)    # (T, V, H) or None
         self.vocab_size = self.steps[0].vocab_size
-        width, self.widths = self.block_size, []
+        self.widths: list[int] = []
+        width = self.block_size
         for s in self.steps:
             width = s.width(width) if hasattr(s, "width") else width    # tanh, _Layer: same
             self.widths.append(width)
         self.classes = width
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         names = ", ".join(type(s).__name__.strip("_").lower() for s in self.steps)
         return (f"Plan({names}; {self.dtype.name}, T={self.block_size}, V={self.vocab_size}, "
                 f"{self.classes} classes)")
@@ -301,7 +311,7 @@ class Plan:
             h = s.run(h) if buf is None else s.run(h, buf[:k])
         return h
 
-    def logits(self, X, chunk=CHUNK):
+    def logits(self, X: ArrayLike, chunk: int = CHUNK) -> np.ndarray:
         """Logits (B, classes) of contexts X (B, T), in chunks of ``chunk`` rows; a new array."""
         ids = self._ids(X)
         chunk = _chunk(chunk)
@@ -315,14 +325,14 @@ class Plan:
             out[a:b] = self._forward(ids[a:b], buffers)
         return out
 
-    def logits_fn(self, rows):
+    def logits_fn(self, rows: int) -> Callable[[ArrayLike], np.ndarray]:
         """A function X (k, T) -> logits (k, classes), k <= ``rows``, whose buffers are
         allocated once: for a loop over batches of one size (``CharMLP.sample``'s steps). Each
         call returns a new array. One call at a time (the buffers are shared between calls)."""
         rows = _chunk(rows)
         buffers = self._buffers(rows)
 
-        def logits(X):
+        def logits(X: ArrayLike) -> np.ndarray:
             ids = self._ids(X)
             if ids.shape[0] > rows:
                 raise ValueError(f"this function takes at most {rows} rows, got {ids.shape[0]}")
@@ -331,7 +341,7 @@ class Plan:
             return self._forward(ids, buffers).copy()
         return logits
 
-    def loss(self, X, Y, chunk=CHUNK):
+    def loss(self, X: ArrayLike, Y: ArrayLike, chunk: int = CHUNK) -> float:
         """Mean cross-entropy (a Python float) of predicting Y (B,) from X (B, T), B >= 1.
 
         Each chunk's mean comes from the cross-entropy kernel in float64 and is summed in

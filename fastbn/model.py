@@ -27,17 +27,28 @@ only scales them, so the configurations differ only by their scales.
 
 Shapes: B batch, T = block_size, V = vocabulary size, D = n_embd, H = n_hidden.
 """
+from __future__ import annotations
+
 import contextlib
 import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _divergence, _kernels, nn, ops, registry
 from . import init as _init
 from ._busy import holds_model
+from ._divergence import Divergence
 from ._validate import positive_int as _pos_int
 from .data import Vocab
 from .inference import CHUNK, Plan
+
+if TYPE_CHECKING:
+    from .training import TrainState
+
+_M = TypeVar("_M", bound="CharMLP")
 
 __all__ = ["ACTIVATIONS", "INIT_SCHEMES", "LADDER", "CharMLP"]
 
@@ -46,7 +57,7 @@ INIT_SCHEMES = ("original", "fix_softmax", "fix_tanh", "kaiming")
 ACTIVATIONS = registry.NONLINEARITIES
 
 # The lecture's ladder (part 3): each step fixes one thing; the last adds batch normalization.
-LADDER = {
+LADDER: dict[str, dict[str, Any]] = {
     "original": {"init": "original", "batchnorm": False},
     "fix_softmax": {"init": "fix_softmax", "batchnorm": False},
     "fix_tanh": {"init": "fix_tanh", "batchnorm": False},
@@ -55,7 +66,7 @@ LADDER = {
 }
 
 # scale of N(0,1) for: hidden W (None = Kaiming), hidden b, output W, output b
-_SCALES = {
+_SCALES: dict[str, tuple[float | None, float, float, float]] = {
     "original": (1.0, 1.0, 1.0, 1.0),
     "fix_softmax": (1.0, 1.0, 0.01, 0.0),
     "fix_tanh": (0.2, 0.01, 0.01, 0.0),
@@ -66,7 +77,7 @@ MAX_SAMPLE_LEN = 50
 _LAYER_STATE = ("out", "dout", "_cache")      # what a forward/backward leaves on a layer
 
 
-def _as_vocab(vocab):
+def _as_vocab(vocab: Vocab | str) -> Vocab:
     if isinstance(vocab, Vocab):
         return vocab
     if isinstance(vocab, str):
@@ -124,11 +135,15 @@ class CharMLP:
     """
 
     folded = False          # a fastbn.folding.FoldedCharMLP (inference only) says True
+    train_state: TrainState | None      # set by fastbn.load: the checkpoint's training state
 
-    def __init__(self, vocab, block_size=3, n_embd=10, n_hidden=200, n_layers=1, *,
-                 batchnorm=True, final_bn=False, bn_momentum=0.001, bn_eps=1e-5,
-                 bn_unbiased=False, activation="tanh", negative_slope=0.01, init="kaiming",
-                 gain=None, dtype=np.float32, seed=None):
+    def __init__(self, vocab: Vocab | str, block_size: int = 3, n_embd: int = 10,
+                 n_hidden: int = 200, n_layers: int = 1, *,
+                 batchnorm: bool = True, final_bn: bool = False, bn_momentum: float = 0.001,
+                 bn_eps: float = 1e-5, bn_unbiased: bool = False, activation: str = "tanh",
+                 negative_slope: float = 0.01, init: str = "kaiming", gain: float | None = None,
+                 dtype: DTypeLike = np.float32,
+                 seed: int | np.random.Generator | None = None) -> None:
         self.vocab = _as_vocab(vocab)
         V = self.vocab.size
         T = _pos_int("block_size", block_size)
@@ -158,7 +173,7 @@ class CharMLP:
             gain = float(gain)
             if not (np.isfinite(gain) and gain > 0):
                 raise ValueError(f"gain must be finite and > 0, got {gain}")
-        self.config = {"block_size": T, "n_embd": D, "n_hidden": H, "n_layers": L,
+        self.config: dict[str, Any] = {"block_size": T, "n_embd": D, "n_hidden": H, "n_layers": L,
                        "batchnorm": bool(batchnorm), "final_bn": bool(final_bn),
                        "bn_momentum": bn_momentum, "bn_eps": bn_eps,
                        "bn_unbiased": bool(bn_unbiased), "activation": activation,
@@ -175,25 +190,27 @@ class CharMLP:
         w_scale, b_scale, out_w_scale, out_b_scale = _SCALES[init]
         dummy = np.random.default_rng(0)   # nn layers draw their own init; we overwrite it
 
-        def linear(fan_in, fan_out, w_std, b_std=None):
+        def linear(fan_in: int, fan_out: int, w_std: float,
+                   b_std: float | None = None) -> nn.Linear:
             """A Linear with W ~ N(0,1) * w_std and, unless b_std is None, b ~ N(0,1) * b_std."""
             layer = nn.Linear(fan_in, fan_out, bias=b_std is not None, dtype=dt, generator=dummy)
             layer.weight[...] = rng.standard_normal(layer.weight.shape) * w_std
             if b_std is not None:
-                layer.bias[...] = rng.standard_normal(fan_out) * b_std
+                # bias=True above: bias is an array (nn.Linear types it Optional)
+                layer.bias[...] = rng.standard_normal(fan_out) * b_std  # type: ignore[index]
             return layer
 
-        def hidden_std(fan_in):
+        def hidden_std(fan_in: int) -> float:
             return _init.kaiming_std(fan_in, gain) if w_scale is None else w_scale
 
-        def bn(dim):
+        def bn(dim: int) -> nn.BatchNorm1d:
             return nn.BatchNorm1d(dim, eps=bn_eps, momentum=bn_momentum,
                                   unbiased=bool(bn_unbiased), dtype=dt)
 
-        def act():
+        def act() -> nn.Module:
             return op.nonlinearity.layer(**act_options)
 
-        layers = [nn.Embedding(V, D, dtype=dt, generator=rng)]
+        layers: list[nn.Module] = [nn.Embedding(V, D, dtype=dt, generator=rng)]
         fan_in = T * D
         for _ in range(L):
             layers.append(linear(fan_in, H, hidden_std(fan_in), None if batchnorm else b_scale))
@@ -210,69 +227,71 @@ class CharMLP:
             layers.append(linear(H, V, out_w_scale, out_b_scale))
         self.net = nn.Sequential(*layers)
         self.layers = self.net.layers
-        self._ce_cache = None
-        self._buffer_copies = []       # train_step's copies of the running statistics
-        self.meta = {}
-        self.divergence = None         # why the last train_step diverged (see train_step)
+        self._ce_cache: _kernels.Cache | None = None
+        # train_step's copies of the running statistics
+        self._buffer_copies: list[np.ndarray] = []
+        self.meta: dict[str, Any] = {}
+        # why the last train_step diverged (see train_step)
+        self.divergence: Divergence | None = None
 
     # ------------------------------------------------------------------------------------------
     # parameters and mode
 
-    def named_parameters(self):
+    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
         """[(name, array)]: the net's parameter names (``"0.weight"`` is the embedding)."""
         return self.net.named_parameters()
 
-    def parameters(self):
+    def parameters(self) -> list[np.ndarray]:
         """The parameter arrays, aligned with ``grads()``; update them in place."""
         return self.net.parameters()
 
-    def grads(self):
+    def grads(self) -> list[np.ndarray]:
         """The gradient arrays of the last ``backward()``, aligned with ``parameters()``."""
         return self.net.grads()
 
-    def num_parameters(self):
+    def num_parameters(self) -> int:
         return int(sum(p.size for p in self.parameters()))
 
-    def batchnorms(self):
+    def batchnorms(self) -> list[nn.BatchNorm1d]:
         """The BatchNorm1d layers, in order."""
         return [layer for layer in self.layers if isinstance(layer, nn.BatchNorm1d)]
 
-    def named_buffers(self):
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
         """[(name, array)] of the running statistics: ``"2.running_mean"``, ``"2.running_var"``."""
         return [(f"{i}.{n}", getattr(layer, n)) for i, layer in enumerate(self.layers)
                 if isinstance(layer, nn.BatchNorm1d) for n in ("running_mean", "running_var")]
 
     @property
-    def training(self):
+    def training(self) -> bool:
         return self.net.training
 
-    def train(self, mode=True):
+    def train(self: _M, mode: bool = True) -> _M:
         """Training mode: BatchNorm normalizes with batch statistics and updates its buffers."""
         self.net.train(mode)
         return self
 
-    def eval(self):
+    def eval(self: _M) -> _M:
         """Eval mode: BatchNorm normalizes with its running statistics and changes nothing."""
         return self.train(False)
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         self.net.zero_grad()
 
     # ------------------------------------------------------------------------------------------
     # forward / backward / one SGD step
 
-    def _check_X(self, X):
+    def _check_X(self, X: ArrayLike) -> np.ndarray:
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.block_size:
             raise ValueError(f"X must have shape (B, {self.block_size}) (block_size "
                              f"{self.block_size}), got {X.shape}")
         return X
 
-    def logits(self, X):
+    def logits(self, X: ArrayLike) -> np.ndarray:
         """Logits (B, V) of contexts X (B, T), in the current mode."""
         return self.net(self._check_X(X))
 
-    def forward(self, X, Y):
+    def forward(self, X: ArrayLike, Y: ArrayLike) -> np.floating[Any]:
         """Mean cross-entropy of predicting Y (B,) from contexts X (B, T), in the current mode.
 
         Returns the loss as a NumPy scalar of the model's dtype and keeps what ``backward`` needs.
@@ -280,14 +299,14 @@ class CharMLP:
         loss, self._ce_cache = ops.cross_entropy_forward(self.logits(X), Y)
         return loss
 
-    def backward(self, dloss=1.0):
+    def backward(self, dloss: float = 1.0) -> None:
         """Backpropagate from the loss of the last ``forward``; fills ``grads()``."""
         if self._ce_cache is None:
             raise RuntimeError("CharMLP.backward called before forward")
         self.net.backward(ops.cross_entropy_backward(dloss, self._ce_cache))
 
     @holds_model("CharMLP.train_step")
-    def train_step(self, X, Y, lr):
+    def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float) -> float:
         """One step of minibatch SGD: forward, backward, ``p -= lr * grad``. Returns the loss.
 
         Divergence, as ``fastbn.train`` defines it and the fused step (``fastbn.fused``) detects
@@ -329,7 +348,8 @@ class CharMLP:
                                else _divergence.loss(self, loss))
             return loss
         self.backward()
-        params, grads = [], []
+        params: list[np.ndarray] = []
+        grads: list[np.ndarray] = []
         self.net._collect(params, grads)
         finite = _kernels.sgd_update_finite(params, grads, lr)
         if finite is None:
@@ -340,7 +360,7 @@ class CharMLP:
             self.divergence = _divergence.after_update(self)
         return loss
 
-    def _preactivations(self):
+    def _preactivations(self) -> list[int]:
         """The indices of the layers whose output is a pre-activation (the layer before each
         nonlinearity), computed again when the layer list changes."""
         key = (id(self.layers), len(self.layers))
@@ -349,12 +369,12 @@ class CharMLP:
             cached = self._preact_cache = (key, _divergence.preactivation_layers(self))
         return cached[1]
 
-    def _buffers(self):
+    def _buffers(self) -> list[np.ndarray]:
         """The running statistics, as ``named_buffers`` lists them (without the names)."""
         return [b for layer in self.layers if isinstance(layer, nn.BatchNorm1d)
                 for b in (layer.running_mean, layer.running_var)]
 
-    def _copy_buffers(self, buffers):
+    def _copy_buffers(self, buffers: list[np.ndarray]) -> list[np.ndarray]:
         """Copies of ``buffers``, in arrays the model keeps for the purpose (one compiled copy
         when they are as the last step left them)."""
         copies = getattr(self, "_buffer_copies", [])
@@ -365,12 +385,12 @@ class CharMLP:
     # ------------------------------------------------------------------------------------------
     # evaluation, calibration, sampling
 
-    def _chunks(self, n, chunk):
+    def _chunks(self, n: int, chunk: int) -> Iterator[tuple[int, int]]:
         chunk = _pos_int("chunk", chunk)
         return ((i, min(i + chunk, n)) for i in range(0, n, chunk))
 
     @contextlib.contextmanager
-    def _aside(self):
+    def _aside(self) -> Iterator[None]:
         """Run the net in eval mode, then put back the mode and what the layers hold: their
         ``.out``, ``.dout`` and caches, and the loss's cache. So calibrating between a training
         step and a look at the activations (or a ``backward``) changes nothing there.
@@ -391,13 +411,13 @@ class CharMLP:
                         vars(m).pop(k, None)
             self._ce_cache = ce_cache
 
-    def plan(self, rows=None):
+    def plan(self, rows: int | None = None) -> Plan:
         """``fastbn.inference.Plan(self)``: the eval-mode function of the model as it is now (a
         snapshot of its arrays), for inference. ``rows``, the rows of the call it is for, is for
         a folded model (``fastbn.folding``), which decides its table by it."""
         return Plan(self)
 
-    def evaluate(self, X, Y, chunk=CHUNK):
+    def evaluate(self, X: ArrayLike, Y: ArrayLike, chunk: int = CHUNK) -> float:
         """Mean cross-entropy over all of (X, Y) in eval mode (running statistics), in chunks of
         ``chunk`` rows. Returns a Python float.
 
@@ -415,7 +435,7 @@ class CharMLP:
         _divergence.check_finite(self, "evaluate")
         return self.plan(X.shape[0]).loss(X, Y, chunk)
 
-    def calibrate_batchnorm(self, X, chunk=16384):
+    def calibrate_batchnorm(self, X: ArrayLike, chunk: int = 16384) -> None:
         """Set every BatchNorm's running statistics from all of X (the lecture's "calibrate the
         batch norm at the end of training").
 
@@ -448,7 +468,8 @@ class CharMLP:
                 layer.running_mean[...] = mean
                 layer.running_var[...] = m2 / (n - 1)
 
-    def sample(self, n=20, seed=None, max_len=MAX_SAMPLE_LEN):
+    def sample(self, n: int = 20, seed: int | np.random.Generator | None = None,
+               max_len: int = MAX_SAMPLE_LEN) -> list[str]:
         """Generate ``n`` names in eval mode (running statistics), through the inference path
         (``self.plan()``, as ``evaluate``: nothing on the model changes).
 
@@ -487,7 +508,7 @@ class CharMLP:
             names.append(self.vocab.decode(ids))
         return names
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         """A torch-like tree: the layers with their shapes and parameter counts (the full
         configuration is ``model.config``)."""
         mode = "training" if self.training else "eval"

@@ -25,19 +25,37 @@ loss stays finite).
 After the loop: optionally the lecture's BatchNorm calibration over the whole training set, then
 the loss of each split in eval mode.
 """
+from __future__ import annotations
+
 import math
+import os
 import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from ._busy import holds_model
 from ._figures import new_figure, save_figure
 from .fused import BatchSampler, FusedTrainer, supports
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ._divergence import Divergence
+    from .data import Dataset
+    from .model import CharMLP
+
+# a checked learning-rate schedule: (step, lr) pairs, steps increasing from 0
+Schedule = tuple[tuple[int, float], ...]
+# what train and the schedule functions accept: a constant lr, (step, lr) pairs or their text
+ScheduleLike = float | str | Sequence[tuple[int, float]]
 
 __all__ = [
     "DEFAULT_LR_SCHEDULE",
@@ -63,20 +81,21 @@ CHUNK = 1000                # the compiled loop returns to Python at least every
 # ----------------------------------------------------------------------------------------------
 # learning-rate schedule
 
-def _check_schedule(schedule):
+def _check_schedule(schedule: ScheduleLike) -> Schedule:
     """A validated step schedule: a tuple of (step, lr), steps increasing from 0, lr > 0."""
     if isinstance(schedule, str):
         return parse_lr_schedule(schedule)
     if isinstance(schedule, (int, float)) and not isinstance(schedule, bool):
         schedule = ((0, schedule),)
     try:
-        pairs = [(s, lr) for s, lr in schedule]
+        # a bool is not iterable: the TypeError below refuses it
+        pairs = [(s, lr) for s, lr in schedule]  # type: ignore[union-attr]
     except (TypeError, ValueError):
         raise ValueError(f"lr schedule must be a number or (step, lr) pairs, got {schedule!r}") \
             from None
     if not pairs:
         raise ValueError("lr schedule is empty")
-    out = []
+    out: list[tuple[int, float]] = []
     for s, lr in pairs:
         if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
             raise ValueError(f"lr schedule steps must be integers >= 0, got {s!r}")
@@ -91,7 +110,7 @@ def _check_schedule(schedule):
     return tuple(out)
 
 
-def parse_lr_schedule(text):
+def parse_lr_schedule(text: str) -> Schedule:
     """``"0:0.1,100000:0.01"`` -> ((0, 0.1), (100000, 0.01)); a bare ``"0.05"`` is constant.
 
     Steps may use underscores (``100_000``). Raises ValueError on anything else.
@@ -99,6 +118,7 @@ def parse_lr_schedule(text):
     text = str(text).strip()
     if not text:
         raise ValueError("lr schedule is empty")
+    lr: float | str
     if ":" not in text and "," not in text:
         try:
             lr = float(text)
@@ -118,12 +138,12 @@ def parse_lr_schedule(text):
     return _check_schedule(pairs)
 
 
-def format_lr_schedule(schedule):
+def format_lr_schedule(schedule: ScheduleLike) -> str:
     """The inverse of ``parse_lr_schedule``: ``"0:0.1,100000:0.01"``."""
     return ",".join(f"{s}:{lr:g}" for s, lr in _check_schedule(schedule))
 
 
-def default_lr_schedule(steps):
+def default_lr_schedule(steps: int) -> Schedule:
     """The lecture's schedule scaled to a run of ``steps``: lr 0.1, then 0.01 from step
     ``steps // 2`` on (the lecture decays at step 100,000 of 200,000, so its run gets exactly
     ``DEFAULT_LR_SCHEDULE``); a run of one step keeps 0.1. The default of ``train`` and of
@@ -133,7 +153,7 @@ def default_lr_schedule(steps):
     return ((0, 0.1), (half, 0.01)) if half >= 1 else ((0, 0.1),)
 
 
-def lr_at(schedule, step):
+def lr_at(schedule: ScheduleLike, step: int) -> float | None:
     """The learning rate at ``step``: that of the last entry whose step is <= ``step``."""
     lr = None
     for s, v in _check_schedule(schedule):
@@ -194,12 +214,12 @@ def _in_jupyter():
 def _tqdm_class(stream):
     if _in_jupyter() and stream in (sys.stderr, sys.stdout):
         try:
-            import ipywidgets  # noqa: F401  (tqdm.notebook's widget)
-            from tqdm.notebook import tqdm
+            import ipywidgets  # type: ignore[import-not-found]  # noqa: F401  (the widget)
+            from tqdm.notebook import tqdm  # type: ignore[import-untyped]  # (no stubs)
             return tqdm
         except ImportError:
             pass
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]  # (no stubs)
     return tqdm
 
 
@@ -225,8 +245,8 @@ class TrainState:
     """
 
     step: int
-    sampler_state: np.ndarray          # (2,) uint64, fastbn.fused.BatchSampler.state
-    history: np.ndarray                # (step,) float64
+    sampler_state: NDArray[np.uint64]        # (2,) uint64, fastbn.fused.BatchSampler.state
+    history: NDArray[np.float64]        # (step,) float64
 
 
 @dataclass(repr=False)
@@ -254,14 +274,14 @@ class TrainResult:
         Where the run stopped, to resume from.
     """
 
-    history: np.ndarray
-    losses: dict = field(default_factory=dict)
-    losses_running: dict | None = None
+    history: NDArray[np.float64]
+    losses: dict[str, float] = field(default_factory=dict)
+    losses_running: dict[str, float] | None = None
     wall_time: float = 0.0
     steps: int = 0
     batch_size: int = 0
     seed: object = None
-    lr_schedule: tuple = DEFAULT_LR_SCHEDULE
+    lr_schedule: Schedule = DEFAULT_LR_SCHEDULE
     calibrated: bool = False
     plot_path: Path | None = None
     path: str = "per-layer"
@@ -270,19 +290,21 @@ class TrainResult:
     interrupt_signal: int | None = None
 
     @property
-    def log10_history(self):
+    def log10_history(self) -> NDArray[np.float64]:
         """``log10`` of the per-step losses, as the lecture plots them."""
         return np.log10(self.history)
 
     @property
-    def us_per_step(self):
+    def us_per_step(self) -> float:
         """Wall time per step run in this call (a resumed run counts only its own steps)."""
         return 1e6 * self.wall_time / self.steps_run if self.steps_run else float("nan")
 
     steps_run: int = 0
 
-    def __repr__(self):
-        done = (f"{self.state.step:,} of {self.steps:,} steps (interrupted)" if self.interrupted
+    def __repr__(self) -> str:
+        # an interrupted result always has its state (train sets both)
+        done = (f"{self.state.step:,} of {self.steps:,} steps (interrupted)"  # type: ignore[union-attr]
+                if self.interrupted
                 else f"{self.steps:,} steps")
         losses = ", ".join(f"{k} {v:.4f}" for k, v in self.losses.items()) or "not evaluated"
         plot = f", plot={str(self.plot_path)!r}" if self.plot_path else ""
@@ -301,10 +323,16 @@ def _splits(data):
 
 
 @holds_model("fastbn.train")
-def train(model, data, steps=200_000, batch_size=32, lr_schedule=None,
-          seed=DEFAULT_SEED, *, quiet=False, calibrate=False, evaluate=True, callback=None,
-          every=1000, log_every=10_000, plot=None, stream=None, fused="auto", threads=None,
-          resume=None, checkpoint=None, checkpoint_every=None):
+def train(model: CharMLP, data: Dataset | tuple[ArrayLike, ArrayLike], steps: int = 200_000,
+          batch_size: int = 32, lr_schedule: ScheduleLike | None = None,
+          seed: int | np.random.SeedSequence | np.random.Generator | None = DEFAULT_SEED, *,
+          quiet: bool = False, calibrate: bool = False, evaluate: bool = True,
+          callback: Callable[[int, float, float], object] | None = None, every: int = 1000,
+          log_every: int = 10_000, plot: str | os.PathLike[str] | None = None,
+          stream: TextIO | None = None, fused: bool | Literal["auto"] = "auto",
+          threads: None = None, resume: TrainState | None = None,
+          checkpoint: Callable[[TrainState], object] | None = None,
+          checkpoint_every: int | None = None) -> TrainResult:
     """Train ``model`` by minibatch SGD and evaluate it.
 
     Parameters
@@ -488,8 +516,9 @@ def train(model, data, steps=200_000, batch_size=32, lr_schedule=None,
             if done < n:
                 bar.close()
                 model.train(was_training)
+                # done < n: the step that stopped the run recorded its divergence
                 raise TrainingDiverged(step + done, lr, trainer.divergence if use_fused
-                                       else model.divergence)
+                                       else model.divergence)  # type: ignore[arg-type]
             history[step:step + n] = losses
             for loss in losses:
                 if progress != "off":
@@ -538,14 +567,15 @@ class TrainingDiverged(FloatingPointError):
     step that diverged, ``divergence`` (a ``fastbn._divergence.Divergence``) what was not finite
     (``kind``, ``what``) and whether that step was applied (``applied``)."""
 
-    def __init__(self, step, lr, divergence):
+    def __init__(self, step: int, lr: float, divergence: Divergence) -> None:
         self.step, self.lr, self.divergence = int(step), float(lr), divergence
         after = ("the model holds the state after this step's update" if divergence.applied
                  else "the step was not applied")
         super().__init__(f"training diverged at step {self.step} (lr {self.lr:g}): "
                          f"{divergence.what}; {after}")
 
-    def __reduce__(self):                  # pickles (e.g. from a worker) with its attributes
+    # pickles (e.g. from a worker) with its attributes
+    def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.step, self.lr, self.divergence)
 
 
@@ -574,7 +604,7 @@ def _refresh_layers(model, X, Y, batch_size, sampler_state, steps):
         g[...] = old
 
 
-def seed_streams(seed):
+def seed_streams(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
     """The two independent seed streams of a run from one int seed: (parameters, minibatches).
 
     ``fastbn train --seed S`` and the benchmark's full run use this, so a seed means the same
@@ -662,7 +692,9 @@ def _use_fused(fused, model, callback=None):
 # ----------------------------------------------------------------------------------------------
 # the loss curve
 
-def plot_history(history, path=None, *, schedule=None, window=1000, title=None):
+def plot_history(history: ArrayLike, path: str | os.PathLike[str] | None = None, *,
+                 schedule: Schedule | None = None, window: int = 1000,
+                 title: str | None = None) -> Figure:
     """The loss curve: log10 of every step's loss, and its mean over ``window`` steps (the
     lecture's ``torch.tensor(lossi).view(-1, 1000).mean(1)``), with the learning-rate steps of
     ``schedule`` marked. Returns the ``matplotlib.figure.Figure`` (shown inline in a notebook);

@@ -1,6 +1,7 @@
 """fastbn's public API is typed (PEP 561: fastbn/py.typed, a stub for the compiled module):
 mypy --strict on a user script that calls it finds no error, and finds the wrong calls."""
 import pathlib
+import re
 import shutil
 import sys
 import textwrap
@@ -58,8 +59,41 @@ def test_mypy_sees_the_annotations(tmp_path):
     assert 'has no attribute "gradcheck_al"' in out, out
 
 
+def test_mypy_sees_the_model_and_training_annotations(tmp_path):
+    """The model, training, checkpoint and folding API: the documented return types, and the
+    wrong calls are errors."""
+    bad = tmp_path / "bad_model.py"
+    bad.write_text(textwrap.dedent("""
+        import fastbn
+        from fastbn import CharMLP
+
+        model = CharMLP(".abc")
+        reveal_type(model.sample(3))
+        reveal_type(fastbn.train(model, ([[0, 0, 0]], [1]), steps=1))
+        reveal_type(fastbn.load("m.npz"))
+        reveal_type(fastbn.fold_batchnorm(model))
+        model.sample(n="three")
+        CharMLP(".abc", n_hidden="wide")
+        fastbn.train(model, ([[0, 0, 0]], [1]), steps=1, batch_size=2, fused="yes")
+        fastbn.save(model, 3)
+    """))
+    out, err, status = _mypy(bad, tmp_path)
+    assert status == 1, out + err
+    # (mypy writes builtins.list[builtins.str] or list[str], by version)
+    assert re.search(r'Revealed type is "(builtins\.)?list\[(builtins\.)?str\]"', out), out
+    assert 'Revealed type is "fastbn.training.TrainResult"' in out, out
+    assert 'Revealed type is "fastbn.model.CharMLP"' in out, out
+    assert 'Revealed type is "fastbn.folding.FoldedCharMLP"' in out, out
+    assert out.count("error:") == 4, out
+    assert '"sample" of "CharMLP" has incompatible type "str"; expected "int"' in out, out
+
+
 TYPED = ["ops.py", "nn.py", "gradchecks.py", "comparison.py", "exercises.py", "data.py",
-         "reference.py"]
+         "reference.py", "model.py", "training.py", "checkpoint.py", "folding.py", "fused.py",
+         "inference.py", "sweep/space.py", "sweep/trial.py", "sweep/run.py", "sweep/report.py",
+         "lab/stats.py", "lab/probe.py", "lab/plots.py", "lab/report.py", "lab/experiments.py",
+         "lab/robustness.py", "bench/flops.py", "bench/peers.py", "bench/verify.py",
+         "bench/timing.py", "bench/targets.py", "bench/runner.py", "bench/command.py"]
 
 
 def test_the_typed_modules_type_check(tmp_path):

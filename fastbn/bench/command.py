@@ -1,6 +1,11 @@
 """The benchmark's command line: ``fastbn bench`` (through ``fastbn.cli``) and ``bench/run.py``."""
+from __future__ import annotations
+
 import argparse
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
 from .._bench_options import DEFAULT_OUT, DESCRIPTION, add_arguments
 from .runner import _STD, one_thread, run
@@ -10,7 +15,9 @@ from .verify import VerificationError
 __all__ = ["main", "run_from_args"]
 
 
-def run_from_args(args, stream=_STD, stdout=_STD, machine=None):
+def run_from_args(args: argparse.Namespace, stream: TextIO | None | object = _STD,
+                  stdout: TextIO | None | object = _STD,
+                  machine: dict[str, Any] | None = None) -> int:
     """Run with parsed ``add_arguments`` options; returns 0 (raises on failure).
 
     The targets file (``--targets``) is read and checked before anything runs: a bad one raises
@@ -18,7 +25,7 @@ def run_from_args(args, stream=_STD, stdout=_STD, machine=None):
     """
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
     targets = load_targets(args.targets)
-    torch_mod = None
+    torch_mod: Any = None
     if not args.no_torch:
         try:
             import torch as torch_mod
@@ -31,7 +38,9 @@ def run_from_args(args, stream=_STD, stdout=_STD, machine=None):
     return 0
 
 
-def main(argv=None, *, prog=None, out=DEFAULT_OUT, targets=None, machine=None):
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None,
+         out: str | Path = DEFAULT_OUT, targets: str | Path | None = None,
+         machine: dict[str, Any] | None = None) -> int:
     """Parse ``argv``, run; returns the exit status (1 with the message on a failure).
 
     ``out`` and ``targets`` are the defaults of ``--out`` and ``--targets``; ``machine`` is added

@@ -4,10 +4,12 @@ Shapes: B batch, T block size, D embedding size, H hidden width, V vocabulary si
 work, the softmax and the embedding gather are left out.
 """
 
+from __future__ import annotations
+
 __all__ = ["fused_flops", "step_flops"]
 
 
-def step_flops(B, T=3, D=10, H=200, V=27):
+def step_flops(B: int, T: int = 3, D: int = 10, H: int = 200, V: int = 27) -> int:
     """FLOPs of the six GEMMs of one step, ``2 M N K`` each: ``6 B H (T D + V)``.
 
     Forward ``x0 @ W1`` (B, TD)x(TD, H) and ``h @ W2`` (B, H)x(H, V); backward per Linear the
@@ -16,7 +18,8 @@ def step_flops(B, T=3, D=10, H=200, V=27):
     return 6 * B * H * (T * D + V)
 
 
-def fused_flops(B, table, T=3, D=10, H=200, V=27):
+def fused_flops(B: int, table: bool, T: int = 3, D: int = 10, H: int = 200,
+                V: int = 27) -> int:
     """GEMM FLOPs of one fused step: ``step_flops`` unless ``table``.
 
     With the table (``fastbn.fused``, large batches) the first Linear's three GEMMs become 3 T

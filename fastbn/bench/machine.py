@@ -45,7 +45,7 @@ def machine_info(torch_mod=None, extra=None):
     """
     from importlib.metadata import version
 
-    import threadpoolctl
+    import threadpoolctl  # type: ignore[import-untyped]  # (no stubs)
 
     from .. import __version__
     blas = threadpoolctl.threadpool_info()

@@ -24,18 +24,20 @@ and has ``step(rows, lr)`` (one step on the given rows, for verification), ``run
 steps on its own minibatches, for timing) and ``state()`` (its parameters and running
 statistics, by the net's names).
 """
+from typing import Any
+
 import numpy as np
 
 __all__ = ["IMPLS", "LR", "MODEL", "PEERS", "clone", "make_model", "model_state"]
 
-IMPLS = {
+IMPLS: dict[str, str] = {
     "fused": "fastbn fused loop",
     "per_layer": "fastbn per-layer API",
     "numpy": "NumPy (manual backprop)",
     "torch": "PyTorch eager + autograd",
 }
-MODEL = {"block_size": 3, "n_embd": 10, "n_hidden": 200, "n_layers": 1, "bn_momentum": 0.001,
-         "bn_eps": 1e-5, "init": "kaiming"}
+MODEL: dict[str, Any] = {"block_size": 3, "n_embd": 10, "n_hidden": 200, "n_layers": 1,
+                         "bn_momentum": 0.001, "bn_eps": 1e-5, "init": "kaiming"}
 LR = 0.1
 
 
@@ -229,4 +231,4 @@ class _Torch:
         return {_NAMES[k]: v.detach().numpy().copy() for k, v in arrays.items()}
 
 
-PEERS = {"fused": _Fused, "per_layer": _PerLayer, "numpy": _NumPy, "torch": _Torch}
+PEERS: dict[str, Any] = {"fused": _Fused, "per_layer": _PerLayer, "numpy": _NumPy, "torch": _Torch}

@@ -1,8 +1,13 @@
 """A benchmark run: verify every peer, time them, write the report (``run``)."""
+from __future__ import annotations
+
 import contextlib
+import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -17,6 +22,9 @@ from .report import write
 from .targets import judge, load_targets
 from .timing import full_training, gemm_peak, time_cell
 from .verify import LOSS_TOL, STATE_TOL, VERIFY_STEPS, verify_cell
+
+if TYPE_CHECKING:
+    from ..data import Dataset
 
 __all__ = ["run"]
 
@@ -48,11 +56,11 @@ def _log_to(stream):
 
 
 @contextlib.contextmanager
-def one_thread(torch_mod=None):
+def one_thread(torch_mod: Any = None) -> Iterator[None]:
     """Pin BLAS (threadpoolctl) and, given, torch to one thread within the block, and restore
     both after: what ``fastbn bench`` does for its whole run. These are settings of the whole
     process, so ``run`` leaves them to its caller (the command line owns its process)."""
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # (no stubs)
     before = torch_mod.get_num_threads() if torch_mod is not None else None
     try:
         with threadpool_limits(limits=1, user_api="blas"):
@@ -64,9 +72,14 @@ def one_thread(torch_mod=None):
             torch_mod.set_num_threads(before)
 
 
-def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=DEFAULT_OUT, *,
-        use_torch=True, full=False, quick=False, data=None, seed=None, block_seconds=None,
-        gemm_n=None, targets=None, machine=None, stream=_STD, stdout=_STD):
+def run(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dtypes: Sequence[str] = DEFAULT_DTYPES,
+        repeats: int = 5, out: str | os.PathLike[str] = DEFAULT_OUT, *, use_torch: bool = True,
+        full: bool = False, quick: bool = False,
+        data: Dataset | str | os.PathLike[str] | None = None, seed: int | None = None,
+        block_seconds: float | None = None, gemm_n: int | None = None,
+        targets: str | os.PathLike[str] | dict[str, Any] | list[Any] | None = None,
+        machine: dict[str, Any] | None = None, stream: TextIO | None | object = _STD,
+        stdout: TextIO | None | object = _STD) -> dict[str, Any]:
     """Verify, then time every peer at every batch size and dtype, the per-op calls
     (``fastbn.bench.opcalls``: float32, or the run's dtype without it; B = 32 and 1024, those the
     run has, else its smallest) and inference (eval and sampling: folded, unfolded, PyTorch;
@@ -136,7 +149,8 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
     seed = DEFAULT_SEED if seed is None else int(seed)
     ds = data if isinstance(data, fdata.Dataset) else fdata.load_dataset(data, block_size=3)
 
-    torch_mod, torch_note = None, None
+    torch_mod: Any = None
+    torch_note: str | None = None
     if use_torch:
         try:
             import torch as torch_mod
@@ -152,7 +166,7 @@ def run(batch_sizes=DEFAULT_BATCH_SIZES, dtypes=DEFAULT_DTYPES, repeats=5, out=D
     X, Y = ds.Xtr, ds.Ytr
     machine = machine_info(torch_mod, machine)
     # verify everything first
-    cells = {}
+    cells: dict[tuple[str, int], tuple[dict[str, Any], Any]] = {}
     for dt in dtypes:
         base = make_model(ds.vocab, dt, np.random.default_rng(init_ss))
         for B in batch_sizes:

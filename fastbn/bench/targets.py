@@ -35,9 +35,13 @@ B=32 float32: tanh forward >= 1x faster than NumPy"; ``{"metric": "inference_spe
 model's examples/s". A target the run did not measure (another batch size, no ``--full``, no
 torch) is reported as not measured.
 """
+from __future__ import annotations
+
 import json
 import math
+import os
 from pathlib import Path
+from typing import Any
 
 from . import inference
 from .opcalls import OPS as OPCALL_OPS
@@ -63,7 +67,8 @@ _SHORT = {"fused": "fused", "per_layer": "the per-layer API", "numpy": "NumPy",
 _OP_SHORT = {"numpy": "NumPy", "torch": "PyTorch"}
 
 
-def load_targets(source):
+def load_targets(source: str | os.PathLike[str] | dict[str, Any] | list[Any] | None,
+                 ) -> dict[str, Any] | None:
     """Targets from a JSON file (str or Path), a dict or a list as in the module docstring.
 
     Returns ``{"title": str, "targets": [dict, ...]}`` checked and completed (``peer`` filled
@@ -162,7 +167,7 @@ def _find(res, dt, B, name):
     return None
 
 
-def judge(res, targets):
+def judge(res: dict[str, Any], targets: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The run ``res`` (as ``run`` returns it) against ``load_targets``' targets.
 
     Returns [{"target": text, "measured": formatted or None, "value": float or None, "ok": bool,

@@ -12,13 +12,20 @@ The machine's single-core GEMM peak (:func:`gemm_peak`) is the best of several `
 ``dgemm`` calls on 2048 x 2048 matrices through fastbn's kernels (the OpenBLAS the fused step
 calls, fastbn/_blas.py) and through ``numpy.matmul`` (NumPy's own OpenBLAS).
 """
+from __future__ import annotations
+
 import gc
 import statistics
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .peers import IMPLS, LR, make_model
+
+if TYPE_CHECKING:
+    from ..data import Dataset
 
 __all__ = ["FULL_STEPS", "MIN_CPU_SHARE", "full_training", "gemm_peak", "time_cell"]
 
@@ -90,7 +97,7 @@ def time_cell(peers, repeats, block_seconds, lr=LR, log=None):
     return out
 
 
-def gemm_peak(n=2048, repeats=5, dtype="float32"):
+def gemm_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict[str, Any]:
     """Best GFLOP/s of an n x n x n GEMM (``2 n^3`` FLOPs) on the current thread settings.
 
     Returns {"n", "dtype", "fastbn": {"gflops", "gflops_median"}, "numpy": {...}, "gflops"}
@@ -105,7 +112,7 @@ def gemm_peak(n=2048, repeats=5, dtype="float32"):
     b = g.standard_normal((n, n)).astype(dt)
     c = np.zeros((n, n), dt)
     flops = 2.0 * n ** 3
-    res = {"n": n, "dtype": dt.name}
+    res: dict[str, Any] = {"n": n, "dtype": dt.name}
     for lib, fn in (("fastbn", lambda: _kernels.linear_forward(a, b, None, c)),
                     ("numpy", lambda: np.matmul(a, b, out=c))):
         fn()                                                     # warm-up
@@ -116,7 +123,8 @@ def gemm_peak(n=2048, repeats=5, dtype="float32"):
     return res
 
 
-def full_training(ds, seed, steps=FULL_STEPS, log=None):
+def full_training(ds: Dataset, seed: int, steps: int = FULL_STEPS,
+                  log: Callable[[str], object] | None = None) -> dict[str, Any]:
     """``fastbn train``'s default run, timed: the 200,000 steps of the lecture on the fused loop.
 
     As ``fastbn train --seed SEED`` does it: ``fastbn.training.seed_streams(seed)`` gives the

@@ -16,8 +16,10 @@ __all__ = ["LOSS_TOL", "STATE_TOL", "VERIFY_STEPS", "VerificationError", "verify
 
 VERIFY_STEPS = 3
 # |a - b| <= atol + rtol * |b|, b the fused step's value
-LOSS_TOL = {"float32": {"atol": 1e-5, "rtol": 0.0}, "float64": {"atol": 1e-10, "rtol": 0.0}}
-STATE_TOL = {"float32": {"atol": 2e-6, "rtol": 1e-5}, "float64": {"atol": 1e-10, "rtol": 1e-10}}
+LOSS_TOL: dict[str, dict[str, float]] = {"float32": {"atol": 1e-5, "rtol": 0.0},
+                                         "float64": {"atol": 1e-10, "rtol": 0.0}}
+STATE_TOL: dict[str, dict[str, float]] = {"float32": {"atol": 2e-6, "rtol": 1e-5},
+                                          "float64": {"atol": 1e-10, "rtol": 1e-10}}
 
 
 class VerificationError(RuntimeError):

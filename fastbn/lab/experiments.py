@@ -3,8 +3,13 @@ writes its figures, tables and report; ``run_ladder`` and ``run_deep`` (``fastbn
 the lecture's five initializations of the BN-MLP and its deep 5-layer net with and without batch
 norm at gains 1, 5/3 and 3; ``write_ladder`` writes their report.
 """
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -30,11 +35,15 @@ from .report import _when
 from .stats import LossCheck, initial_loss_check
 from .trials import DEEP_LR, _seeds, deep_trial, ladder_trial, run_sweep
 
+if TYPE_CHECKING:
+    from ..data import Dataset
+    from ..training import ScheduleLike
+
 __all__ = ["DEEP_GAINS", "DEEP_NET", "LabResult", "WriteError", "ladder_figures", "run_deep",
            "run_lab", "run_ladder", "write_lab", "write_ladder"]
 
 # The lecture's deep net (part 3, second half) and the gains it tries.
-DEEP_NET = {"n_hidden": 100, "n_layers": 5, "final_bn": True, "bn_momentum": 0.1}
+DEEP_NET: dict[str, Any] = {"n_hidden": 100, "n_layers": 5, "final_bn": True, "bn_momentum": 0.1}
 DEEP_GAINS = (1.0, 5 / 3, 3.0)
 
 
@@ -51,19 +60,19 @@ class LabResult:
     model: CharMLP
     probe: Probe
     loss_check: LossCheck
-    dead_init: dict
-    dead_final: dict
-    losses: dict
+    dead_init: dict[str, tuple[int, int]]
+    dead_final: dict[str, tuple[int, int]]
+    losses: dict[str, float]
     history: np.ndarray | None
     wall_time: float
     overhead: float
-    figures: dict
-    tables: list
-    settings: dict
-    files: dict = field(default_factory=dict)
+    figures: dict[str, Any]                 # name -> matplotlib Figure
+    tables: list[Any]
+    settings: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
     report: Path | None = None
 
-    def markdown(self, embed=True):
+    def markdown(self, embed: bool = True) -> str:
         """The report as markdown; figures embedded as PNG data URIs (``embed=True``, renders
         anywhere) or linked by the file names written next to ``report.md``."""
         if embed:
@@ -73,11 +82,11 @@ class LabResult:
             links = {k: p.name for k, p in self.files.items()}
         return report.lab_report(self, links)
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         return report.markdown_to_html(self.markdown(embed=True) + "\n## Tables\n\n"
                                        + report.tables_text(self.tables, markdown=True))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         c = self.loss_check
         losses = ", ".join(f"{k} {v:.4f}" for k, v in self.losses.items())
         where = f", report={str(self.report)!r}" if self.report else ""
@@ -86,7 +95,7 @@ class LabResult:
                 f"{len(self.figures)} figures{where})")
 
 
-def _init_batch(ds, n, seed):
+def _init_batch(ds: Dataset, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     ix = np.random.default_rng(seed).integers(0, len(ds.Xtr), size=n)
     return ds.Xtr[ix], ds.Ytr[ix]
 
@@ -111,9 +120,10 @@ def _lab_figures(probe, history):
     return figs
 
 
-def run_lab(ds, out=None, *, steps=1000, every=100, batch_size=32,
-            lr_schedule=None, seed=DEFAULT_SEED, init_batch=1000, fmt="png",
-            quiet=True, **model_kw):
+def run_lab(ds: Dataset, out: str | os.PathLike[str] | None = None, *, steps: int = 1000,
+            every: int = 100, batch_size: int = 32, lr_schedule: ScheduleLike | None = None,
+            seed: int = DEFAULT_SEED, init_batch: int = 1000, fmt: Literal["png", "svg"] = "png",
+            quiet: bool = True, **model_kw: Any) -> LabResult:
     """Build a ``CharMLP(ds.vocab, **model_kw)``, train it ``steps`` steps on the per-layer path
     with a Probe recording every ``every`` steps, and return a :class:`LabResult` with its
     figures, tables and findings.
@@ -133,7 +143,8 @@ def run_lab(ds, out=None, *, steps=1000, every=100, batch_size=32,
     init_rng, batch_rng = _seeds(seed)
     model = CharMLP(ds.vocab, seed=init_rng, **model_kw)
     probe = Probe(model, every=every)
-    check = initial_loss_check(probe.measure(*_init_batch(ds, init_batch, seed)).loss,
+    # (measure records the loss it computes: never None)
+    check = initial_loss_check(probe.measure(*_init_batch(ds, init_batch, seed)).loss,  # type: ignore[arg-type]
                                ds.vocab.size)
     dead_init = dead_units_on_split(model, ds.Xtr)
     history, wall = None, 0.0
@@ -162,7 +173,7 @@ class WriteError(OSError):
     """Writing a report's files failed part way; ``written`` are the files written before (the
     tables and the report come first, then the figures)."""
 
-    def __init__(self, error, path, written):
+    def __init__(self, error: OSError, path: object, written: Sequence[Path]) -> None:
         super().__init__(error.errno, error.strerror or str(error), str(path))
         self.written = list(written)
 
@@ -181,7 +192,7 @@ def _write_all(out, writers):
     return written
 
 
-def write_lab(result, out, fmt="png"):
+def write_lab(result: LabResult, out: str | os.PathLike[str], fmt: str = "png") -> LabResult:
     """Write a LabResult's tables (stats.txt, stats.md), report (report.md) and figures into the
     folder ``out``, in that order, so that a failure (WriteError, an OSError) loses the least:
     ``WriteError.written`` lists what was written."""
@@ -192,7 +203,7 @@ def write_lab(result, out, fmt="png"):
                (out / "stats.md",
                 lambda p: atomic_write_text(p, report.tables_text(result.tables, markdown=True))),
                (out / "report.md", lambda p: atomic_write_text(p, result.markdown(embed=False)))]
-    writers += [(path, lambda p, f=result.figures[k]: save_figure(f, p))
+    writers += [(path, lambda p, f=result.figures[k]: save_figure(f, p))  # type: ignore[misc]
                 for k, path in result.files.items()]
     _write_all(out, writers)
     result.report = out / "report.md"
@@ -206,11 +217,11 @@ class LadderRow:
 
     name: str
     init: Snapshot
-    losses: dict
+    losses: dict[str, float]
     history: np.ndarray | None = field(repr=False)
 
     @property
-    def tanh(self):
+    def tanh(self) -> dict[str, Any]:
         return next(iter(self.init.activations.values()))
 
 
@@ -222,15 +233,15 @@ class DeepRow:
     gain: float
     init: Snapshot
     final: Snapshot
-    losses: dict
+    losses: dict[str, float]
     diverged: str | None = None
 
     @property
-    def name(self):
+    def name(self) -> str:
         g = {1.0: "1", 5 / 3: "5/3", 3.0: "3"}.get(self.gain, f"{self.gain:g}")
         return f"{'BN' if self.batchnorm else 'no BN'}, gain {g}"
 
-    def verdict(self):
+    def verdict(self) -> str:
         """"gain too small / about right / too large", read from the statistics at init.
 
         The first tanh layer is left out: its input is the embedding (std 1), not a tanh. Too
@@ -245,8 +256,11 @@ class DeepRow:
         return "about right"
 
 
-def run_ladder(ds, steps=200_000, seed=DEFAULT_SEED, init_batch=1000, configs=None,
-               progress=None, *, client=None, scheduler=None, workers=None):
+def run_ladder(ds: Dataset, steps: int = 200_000, seed: int = DEFAULT_SEED,
+               init_batch: int = 1000, configs: Sequence[str] | None = None,
+               progress: Callable[[str], object] | None = None,
+               *, client: Any = None, scheduler: str | None = None,
+               workers: int | None = None) -> list[LadderRow]:
     """The lecture's five configurations of the BN-MLP (``fastbn.model.LADDER``), each trained
     ``steps`` steps on the per-layer path from the same seed (same N(0,1) draws, same
     minibatches), with ``fastbn.train``'s default schedule: the lecture's scaled to ``steps``
@@ -289,8 +303,11 @@ def _not_ok(name, row):
     return kind(f"{name}: {row['error']}")
 
 
-def run_deep(ds, steps=1000, seed=DEFAULT_SEED, gains=DEEP_GAINS, batch_size=32, progress=None,
-             *, client=None, scheduler=None, workers=None):
+def run_deep(ds: Dataset, steps: int = 1000, seed: int = DEFAULT_SEED,
+             gains: Sequence[float] = DEEP_GAINS, batch_size: int = 32,
+             progress: Callable[[str], object] | None = None,
+             *, client: Any = None, scheduler: str | None = None,
+             workers: int | None = None) -> list[DeepRow]:
     """The lecture's deep net (``DEEP_NET``) with and without batch norm at each gain.
 
     Without batch norm the net also has no final BatchNorm (the lecture removes both); its output
@@ -301,7 +318,7 @@ def run_deep(ds, steps=1000, seed=DEFAULT_SEED, gains=DEEP_GAINS, batch_size=32,
     """
     kws = [(bn, gain, dict(DEEP_NET, batchnorm=bn, final_bn=bn and DEEP_NET["final_bn"]))
            for bn in (True, False) for gain in gains]
-    done = [(None, None, {})] * len(kws)
+    done: list[Any] = [(None, None, {})] * len(kws)
     if steps:
         spaces = [Space({**kw, "gain": gain, "steps": steps}, seeds=[seed])
                   for _, gain, kw in kws]
@@ -317,7 +334,8 @@ def run_deep(ds, steps=1000, seed=DEFAULT_SEED, gains=DEEP_GAINS, batch_size=32,
             probe = Probe(model, every=max(steps, 1))
             probe.measure(*_init_batch(ds, batch_size, seed), keep=True, lr=DEEP_LR)
             first = last = probe.first
-        losses = {} if row is None or row["status"] != "ok" else {"val": row["val_loss"]}
+        losses: dict[str, float] = ({} if row is None or row["status"] != "ok"
+                                    else {"val": row["val_loss"]})
         diverged = row["error"] if row is not None and row["status"] == "diverged" else None
         r = DeepRow(bn, gain, first, last, losses, diverged)
         if progress:
@@ -326,7 +344,7 @@ def run_deep(ds, steps=1000, seed=DEFAULT_SEED, gains=DEEP_GAINS, batch_size=32,
     return rows
 
 
-def ladder_figures(rows, deep):
+def ladder_figures(rows: Sequence[LadderRow], deep: Sequence[DeepRow]) -> dict[str, Any]:
     """The figures of the ladder (``plot_ladder``) and of the deep net (``plot_deep``: tanh
     outputs and their gradients, at init and at the end), by name."""
     figs = plot_ladder(rows) if rows else {}
@@ -336,7 +354,9 @@ def ladder_figures(rows, deep):
     return figs
 
 
-def write_ladder(rows, deep, out, ext="png", steps=None, deep_steps=None):
+def write_ladder(rows: Sequence[LadderRow], deep: Sequence[DeepRow], out: str | os.PathLike[str],
+                 ext: str = "png", steps: int | None = None,
+                 deep_steps: int | None = None) -> dict[str, Path]:
     """ladder.txt, ladder.md (the report) and the figures into ``out``, in that order (a
     failure raises WriteError, an OSError, listing what was written); returns {kind: path}."""
     out = Path(out)

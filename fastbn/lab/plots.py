@@ -5,14 +5,26 @@ the value of a cell); given a ``path`` it also writes it there, SVG when the pat
 ``.svg``, PNG otherwise. Figures are made without pyplot (an Agg canvas each), so drawing one
 changes no global matplotlib state and no window opens.
 """
+from __future__ import annotations
+
+import os
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._figures import new_figure, save_figure
 from .report import _distinct, _pct, _when
 from .stats import DEAD, FLAT_REGION, SATURATED, UPDATE_GUIDE, flat_region
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .experiments import DeepRow, LadderRow
+    from .probe import Probe, Snapshot
 
 __all__ = [
     "plot_activations", "plot_activations_over_training", "plot_dead_units", "plot_deep",
@@ -55,7 +67,8 @@ def _histograms(path, curves, xlabel, title, legend_loc):
     return _done(fig, path)
 
 
-def plot_activations(snap, path=None, title=None):
+def plot_activations(snap: Snapshot, path: str | os.PathLike[str] | None = None,
+                     title: str | None = None) -> Figure:
     """Histogram (as density lines) of every nonlinearity layer's output, stats in the legend."""
     curves = [(a["hist"], f"{label}: mean {a['mean']:+.2f}, std {a['std']:.2f}, "
                           f"{FLAT_REGION[a['kind']]} {_pct(a['saturated'])}")
@@ -65,7 +78,8 @@ def plot_activations(snap, path=None, title=None):
                        "upper center")
 
 
-def plot_gradients(snap, path=None, title=None):
+def plot_gradients(snap: Snapshot, path: str | os.PathLike[str] | None = None,
+                   title: str | None = None) -> Figure:
     """Histogram of dL/d(output) of every nonlinearity layer: homogeneous layers overlap."""
     curves = [(g["hist"], f"{label}: mean {g['mean']:+.1e}, std {g['std']:.2e}")
               for label, g in snap.gradients.items()]
@@ -74,7 +88,8 @@ def plot_gradients(snap, path=None, title=None):
                                 "gradient", "upper right")
 
 
-def plot_weight_grads(snap, path=None, title=None):
+def plot_weight_grads(snap: Snapshot, path: str | os.PathLike[str] | None = None,
+                      title: str | None = None) -> Figure:
     """Histogram of the gradient of every 2-D parameter, with grad:data in the legend."""
     curves = [(w["hist"], f"{w.get('label', name)}, {'x'.join(map(str, w['shape']))}: grad std "
                           f"{w['std']:.1e}, grad:data {w['grad_data']:.1e}")
@@ -84,7 +99,8 @@ def plot_weight_grads(snap, path=None, title=None):
                                 "std(grad)/std(W))", "upper right")
 
 
-def plot_update_ratios(probe, path=None, title=None):
+def plot_update_ratios(probe: Probe, path: str | os.PathLike[str] | None = None,
+                       title: str | None = None) -> Figure:
     """log10(std(lr*grad)/std(param)) of every 2-D parameter over training, and the -3 guide."""
     fig, ax = _figure()
     ax = ax[0, 0]
@@ -103,7 +119,8 @@ def plot_update_ratios(probe, path=None, title=None):
     return _done(fig, path)
 
 
-def plot_dead_units(probe, path=None, title=None):
+def plot_dead_units(probe: Probe, path: str | os.PathLike[str] | None = None,
+                    title: str | None = None) -> Figure:
     """The units x examples maps (white: flat region) of the first and latest snapshot."""
     pairs = [(s, _when(s)) for s in _distinct(probe.first, probe.last)]
     labels = list(pairs[0][0].maps)
@@ -127,7 +144,8 @@ def plot_dead_units(probe, path=None, title=None):
     return _done(fig, path)
 
 
-def plot_activations_over_training(probe, path=None, title=None):
+def plot_activations_over_training(probe: Probe, path: str | os.PathLike[str] | None = None,
+                                   title: str | None = None) -> Figure:
     """Per layer: std and flat fraction of the output over the recorded steps."""
     fig, axes = _figure(9, 4, 1, 2)
     for label, _, _ in probe.nonlinear:
@@ -146,7 +164,8 @@ def plot_activations_over_training(probe, path=None, title=None):
     return _done(fig, path)
 
 
-def plot_loss(history, path=None, window=100, title=None):
+def plot_loss(history: ArrayLike, path: str | os.PathLike[str] | None = None, window: int = 100,
+              title: str | None = None) -> Figure:
     """log10 of the minibatch loss per step and its mean over ``window`` steps."""
     h = np.log10(np.asarray(history, dtype=np.float64))
     fig, ax = _figure()
@@ -163,7 +182,8 @@ def plot_loss(history, path=None, window=100, title=None):
     return _done(fig, path)
 
 
-def plot_deep(rows, path=None, section="activations", when="init", title=None):
+def plot_deep(rows: Sequence[DeepRow], path: str | os.PathLike[str] | None = None,
+              section: str = "activations", when: str = "init", title: str | None = None) -> Figure:
     """A grid: rows with / without batch norm, columns by gain; per panel the density of every
     tanh layer's output ("activations") or its gradient ("gradients"), at init or at the end."""
     gains = sorted({r.gain for r in rows})
@@ -191,7 +211,8 @@ def plot_deep(rows, path=None, section="activations", when="init", title=None):
     return _done(fig, path)
 
 
-def plot_ladder(rows, out=None, ext="png"):
+def plot_ladder(rows: Sequence[LadderRow], out: str | os.PathLike[str] | None = None,
+                ext: str = "png") -> dict[str, Figure]:
     """The ladder's figures, {"ladder_init": tanh histograms at init per configuration,
     "ladder_loss": the training losses (when every row has a history of 100 steps or more)};
     each also written to ``out/<name>.<ext>`` when ``out`` is given."""
@@ -212,7 +233,7 @@ def plot_ladder(rows, out=None, ext="png"):
         fig, ax = _figure()
         ax = ax[0, 0]
         for r in rows:
-            h = np.log10(r.history)
+            h = np.log10(r.history)  # type: ignore[arg-type]  # not None: checked above
             w = max(100, h.size // 200)
             n = h.size // w
             ax.plot((np.arange(n) + 0.5) * w, h[:n * w].reshape(n, w).mean(1),

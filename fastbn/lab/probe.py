@@ -4,10 +4,14 @@
 runs one forward and backward without an update. ``dead_units_on_split`` counts dead units over
 a whole split; ``measure_overhead`` times what recording costs.
 """
+from __future__ import annotations
+
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .stats import (
     BINS,
@@ -20,6 +24,9 @@ from .stats import (
     grad_data_ratio,
     update_data_ratio,
 )
+
+if TYPE_CHECKING:
+    from ..model import CharMLP
 
 __all__ = ["Probe", "Snapshot", "dead_units_on_split", "measure_overhead"]
 
@@ -39,13 +46,13 @@ class Snapshot:
     step: int
     loss: float | None
     lr: float | None
-    activations: dict = field(default_factory=dict)
-    gradients: dict = field(default_factory=dict)
-    weights: dict = field(default_factory=dict)
-    updates: dict = field(default_factory=dict)
-    maps: dict | None = None
+    activations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gradients: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weights: dict[str, dict[str, Any]] = field(default_factory=dict)
+    updates: dict[str, float] = field(default_factory=dict)
+    maps: dict[str, NDArray[np.bool_]] | None = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         loss = "" if self.loss is None else f", loss {self.loss:.4f}"
         acts = ", ".join(f"{k.split(' (')[0]} std {a['std']:.2f} flat {100 * a['saturated']:.1f}%"
                          for k, a in list(self.activations.items())[:3])
@@ -104,7 +111,7 @@ class Probe:
 
     reads_layers = True       # fastbn.train then takes the per-layer path (fused="auto")
 
-    def __init__(self, model, every=100, bins=BINS):
+    def __init__(self, model: CharMLP, every: int = 100, bins: int = BINS) -> None:
         every = int(every)
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
@@ -113,20 +120,21 @@ class Probe:
         self.labels = _param_labels(model) if hasattr(model, "layers") else {}
         names, params = zip(*model.named_parameters())
         self.params = list(zip(names, params, model.grads()))
-        self.snapshots = []
+        self.snapshots: list[Snapshot] = []
         self.seconds = 0.0
-        self._seen = None         # the .out arrays of the last record (to detect stale layers)
+        # the .out arrays of the last record (to detect stale layers)
+        self._seen: list[Any] | None = None
 
-    def __call__(self, step, loss=None, lr=None):
+    def __call__(self, step: int, loss: float | None = None, lr: float | None = None) -> Snapshot:
         return self.record(step, loss, lr)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         steps = [s.step for s in self.snapshots]
         span = f", steps {steps[0]}..{steps[-1]}" if steps else ""
         return (f"Probe(every={self.every}, {len(self.snapshots)} snapshots{span}, "
                 f"{len(self.nonlinear)} nonlinearity layers, {len(self.params)} parameters)")
 
-    def record(self, step, loss=None, lr=None):
+    def record(self, step: int, loss: float | None = None, lr: float | None = None) -> Snapshot:
         """Read the model now and append the Snapshot (returned)."""
         t0 = time.perf_counter()
         outs = [getattr(layer, "out", None) for _, _, layer in self.nonlinear]
@@ -138,13 +146,14 @@ class Probe:
         self.seconds += time.perf_counter() - t0
         return snap
 
-    def _append(self, snap):
+    def _append(self, snap: Snapshot) -> Snapshot:
         if len(self.snapshots) > 1:          # keep the maps of the first and the latest only
             self.snapshots[-1].maps = None
         self.snapshots.append(snap)
         return snap
 
-    def measure(self, X, Y, lr=None, keep=False):
+    def measure(self, X: ArrayLike, Y: ArrayLike, lr: float | None = None,
+                keep: bool = False) -> Snapshot:
         """One forward and backward in training mode on (X, Y), no update; returns the Snapshot
         (appended to ``snapshots`` when ``keep``).
 
@@ -195,7 +204,8 @@ class Probe:
                                   else float("nan"))
         return snap
 
-    def series(self, section, name, key=None):
+    def series(self, section: str, name: str,
+               key: str | None = None) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """(steps, values) over the snapshots, e.g. ``("activations", label, "std")`` or
         ``("updates", "1.weight")``."""
         steps = np.array([s.step for s in self.snapshots], dtype=np.int64)
@@ -205,15 +215,16 @@ class Probe:
         return steps, np.array(vals, dtype=np.float64)
 
     @property
-    def first(self):
+    def first(self) -> Snapshot:
         return self.snapshots[0]
 
     @property
-    def last(self):
+    def last(self) -> Snapshot:
         return self.snapshots[-1]
 
 
-def dead_units_on_split(model, X, chunk=8192):
+def dead_units_on_split(model: CharMLP, X: np.ndarray,
+                        chunk: int = 8192) -> dict[str, tuple[int, int]]:
     """Per nonlinearity layer, the number of units flat on every example of X (N, T).
 
     The forward runs in training mode, over chunks (batch statistics per chunk of ``chunk``
@@ -221,7 +232,7 @@ def dead_units_on_split(model, X, chunk=8192):
     afterwards. Returns {label: (dead, units)}. The layers' ``.out`` are left from the last chunk.
     """
     nonlinear = _nonlinear(model)
-    alive = {label: None for label, _, _ in nonlinear}
+    alive: dict[str, Any] = {label: None for label, _, _ in nonlinear}
     saved = [b.copy() for _, b in model.named_buffers()]
     was = model.training
     model.train()
@@ -238,7 +249,9 @@ def dead_units_on_split(model, X, chunk=8192):
     return {label: (int((~v).sum()), int(v.size)) for label, v in alive.items()}
 
 
-def measure_overhead(model, X, Y, every=100, steps=2000, repeats=3, lr=0.01, seed=0):
+def measure_overhead(model: CharMLP, X: np.ndarray, Y: np.ndarray, every: int = 100,
+                     steps: int = 2000, repeats: int = 3, lr: float = 0.01,
+                     seed: int = 0) -> dict[str, float]:
     """How much a Probe recording every ``every`` steps slows ``model.train_step``.
 
     Alternates ``repeats`` timed runs of ``steps`` steps with and without the probe (minibatches
@@ -248,7 +261,7 @@ def measure_overhead(model, X, Y, every=100, steps=2000, repeats=3, lr=0.01, see
     rng = np.random.default_rng(seed)
     probe = Probe(model, every=every)
 
-    def run(with_probe):
+    def run(with_probe: bool) -> float:
         ix = rng.integers(0, len(X), size=(steps, 32))
         t0 = time.perf_counter()
         for i in range(steps):

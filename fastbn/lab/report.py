@@ -3,26 +3,34 @@ the reports of ``run_lab`` and ``run_ladder`` (markdown that links figures by fi
 
 Fractions are shown as percents.
 """
+from __future__ import annotations
+
 import base64
 import html
 import io
 import math
 import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .stats import FLAT_REGION
 
+if TYPE_CHECKING:
+    from .experiments import DeepRow, LadderRow
+
 __all__ = ["LECTURE_LOSSES", "deep_table", "format_table", "ladder_table"]
 
 # The lecture's train / val losses after 200,000 steps (lecture-figures.md) and initial losses.
-LECTURE_LOSSES = {"original": (2.1245, 2.1682), "fix_softmax": (2.07, 2.13),
-                  "fix_tanh": (2.0356, 2.1027), "kaiming": (2.0377, 2.1070),
-                  "batchnorm": (2.0668, 2.1048)}
+LECTURE_LOSSES: dict[str, tuple[float, float]] = {
+    "original": (2.1245, 2.1682), "fix_softmax": (2.07, 2.13), "fix_tanh": (2.0356, 2.1027),
+    "kaiming": (2.0377, 2.1070), "batchnorm": (2.0668, 2.1048)}
 LECTURE_INIT_LOSS = {"original": 27.0}     # about 27; every fixed configuration: ln 27 = 3.29
 
 
-def format_table(headers, rows, markdown=False):
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
+                 markdown: bool = False) -> str:
     """Rows of strings as an aligned plain-text table, or a markdown table."""
     rows = [[str(c) for c in r] for r in rows]
     if markdown:
@@ -115,7 +123,7 @@ def _update_finding(probe, tail=10):
     return out
 
 
-def ladder_table(rows, markdown=False):
+def ladder_table(rows: Sequence[LadderRow], markdown: bool = False) -> str:
     headers = ["configuration", "initial loss", "tanh saturated", "tanh std", "train", "val",
                "lecture train", "lecture val", "lecture initial"]
     body = []
@@ -128,7 +136,8 @@ def ladder_table(rows, markdown=False):
     return format_table(headers, body, markdown)
 
 
-def deep_table(rows, markdown=False, steps=None):
+def deep_table(rows: Sequence[DeepRow], markdown: bool = False,
+               steps: int | None = None) -> str:
     after = f"after {steps}" if steps else "final"
     headers = ["net", "layer", "std init", "sat init", "grad std init", f"mean {after}",
                f"std {after}", f"sat {after}", f"grad std {after}", "gain (from init)"]

@@ -10,10 +10,15 @@ runs: a trial with seed S is ``fastbn train --seed S`` with those options). The 
 heatmaps side by side on one color scale, and a table; the *trainable region* of a net is the
 cells within ``tolerance`` of its best val loss.
 """
+from __future__ import annotations
+
 import math
+import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -21,6 +26,12 @@ from .._fileio import atomic_write_text
 from ..sweep.space import Space
 from .experiments import DEEP_NET, _write_all
 from .plots import _figure, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..data import Dataset
+    from ..sweep.run import SweepResult
 
 __all__ = ["GAINS", "LRS", "RobustnessMap", "plot_robustness", "robustness_spaces",
            "run_robustness", "write_robustness"]
@@ -34,7 +45,8 @@ def _net(bn):
     return dict(DEEP_NET, batchnorm=bn, final_bn=bn and DEEP_NET["final_bn"])
 
 
-def robustness_spaces(gains=GAINS, lrs=LRS, steps=10_000, seeds=1):
+def robustness_spaces(gains: Sequence[float] = GAINS, lrs: Sequence[float] = LRS,
+                      steps: int = 10_000, seeds: int | list[int] = 1) -> list[Space]:
     """The two spaces of the map: the deep net with batch norm, and without, over gains x lrs."""
     return [Space({**_net(bn), "gain": list(gains), "lr": list(lrs), "steps": steps},
                   seeds=seeds) for bn in (True, False)]
@@ -50,27 +62,27 @@ class RobustnessMap:
     seeds that finished (NaN where none did), ``sd[bn]`` their sample sd, ``diverged[bn]`` and
     ``failed[bn]`` trial counts; the sweep's result in ``sweep``."""
 
-    gains: tuple
-    lrs: tuple
+    gains: tuple[float, ...]
+    lrs: tuple[float, ...]
     steps: int
-    seeds: list
-    val: dict
-    sd: dict
-    diverged: dict
-    failed: dict
-    sweep: object = None
-    figure: object = None
-    files: dict = field(default_factory=dict)
+    seeds: list[int]
+    val: dict[bool, np.ndarray]
+    sd: dict[bool, np.ndarray]
+    diverged: dict[bool, np.ndarray]
+    failed: dict[bool, np.ndarray]
+    sweep: SweepResult | None = None
+    figure: Any = None                      # a matplotlib Figure, once drawn
+    files: dict[str, Path] = field(default_factory=dict)
     tolerance: float = TOLERANCE
 
-    def trainable(self, bn):
+    def trainable(self, bn: bool) -> tuple[int, int]:
         """Cells within ``tolerance`` of the net's best val loss: (count, cells)."""
         v = self.val[bn]
         best = np.nanmin(v) if np.isfinite(v).any() else np.nan
         ok = np.isfinite(v) & (v <= best + self.tolerance)
         return int(ok.sum()), v.size
 
-    def table(self, bn):
+    def table(self, bn: bool) -> str:
         """Markdown table of one net: rows gains, columns learning rates."""
         head = "| gain \\ lr | " + " | ".join(f"{lr:g}" for lr in self.lrs) + " |"
         lines = [head, "|---|" + "---:|" * len(self.lrs)]
@@ -88,7 +100,7 @@ class RobustnessMap:
             lines.append(f"| {_gain_label(g)} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
-    def markdown(self, figure_link=None):
+    def markdown(self, figure_link: str | None = None) -> str:
         n = len(self.gains) * len(self.lrs)
         with_bn, without = self.trainable(True)[0], self.trainable(False)[0]
         seeds = len(self.seeds)
@@ -108,7 +120,11 @@ class RobustnessMap:
         return "\n".join(md)
 
 
-def _collect(res, gains, lrs):
+_Arrays = dict[bool, np.ndarray]
+
+
+def _collect(res: SweepResult, gains: Sequence[float],
+             lrs: Sequence[float]) -> tuple[_Arrays, _Arrays, _Arrays, _Arrays]:
     """The map's arrays from a sweep result."""
     shape = (len(gains), len(lrs))
     val = {bn: np.full(shape, np.nan) for bn in (True, False)}
@@ -127,7 +143,8 @@ def _collect(res, gains, lrs):
     return val, sd, div, fail
 
 
-def plot_robustness(m, path=None, ceiling=None):
+def plot_robustness(m: RobustnessMap, path: str | os.PathLike[str] | None = None,
+                    ceiling: float | None = None) -> Figure:
     """The two heatmaps side by side (gain rows, lr columns), one color scale, stopped at
     ``ceiling`` (default: the loss of a uniform guess, ln of the vocabulary size)."""
     from ..sweep.figures import cell_text, draw_heatmap
@@ -156,9 +173,12 @@ def plot_robustness(m, path=None, ceiling=None):
     return fig
 
 
-def run_robustness(ds, out=None, *, gains=GAINS, lrs=LRS, steps=10_000, seeds=1, client=None,
-                   scheduler=None, workers=None, trial_timeout=None, resume=False, quiet=True,
-                   fmt="png"):
+def run_robustness(ds: Dataset, out: str | os.PathLike[str] | None = None, *,
+                   gains: Sequence[float] = GAINS, lrs: Sequence[float] = LRS,
+                   steps: int = 10_000, seeds: int | list[int] = 1, client: Any = None,
+                   scheduler: str | None = None, workers: int | None = None,
+                   trial_timeout: float | None = None, resume: bool = False,
+                   quiet: bool = True, fmt: Literal["png", "svg"] = "png") -> RobustnessMap:
     """Measure the map (a sweep of 2 x len(gains) x len(lrs) x seeds trials) and return a
     :class:`RobustnessMap` with its figure. With ``out``: the sweep's sweep.json and
     results.csv go into ``out/robustness/`` (``resume=True`` continues them), the figure and
@@ -181,7 +201,8 @@ def run_robustness(ds, out=None, *, gains=GAINS, lrs=LRS, steps=10_000, seeds=1,
     return m
 
 
-def write_robustness(m, out, fmt="png"):
+def write_robustness(m: RobustnessMap, out: str | os.PathLike[str],
+                     fmt: str = "png") -> dict[str, Path]:
     """``robustness.md``, then ``robustness.<fmt>``, into ``out`` (a failure raises
     ``WriteError``, an OSError, listing what was written); returns {kind: path}."""
     out = Path(out)

@@ -6,10 +6,15 @@ numbers or boolean arrays; nothing here knows about models, files or figures.
 Conventions: std is the population std (ddof 0; torch's ``.std()`` is unbiased, a difference of
 one part in 2*B*H here), computed in float64. Fractions are in [0, 1].
 """
+from __future__ import annotations
+
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .. import registry
 
@@ -25,7 +30,7 @@ UPDATE_GUIDE = -3.0     # log10 of the update:data ratio the rule of thumb aims 
 BINS = 60
 
 
-def flat_region(kind, threshold=SATURATED):
+def flat_region(kind: str, threshold: float = SATURATED) -> str:
     """The flat region of a nonlinearity in words ("|t| > 0.97", "t == 0", ...)."""
     return _nonlinearity(kind).flat_text(threshold)
 
@@ -58,7 +63,8 @@ def _flat(t, kind, threshold, options=None):
     return _nonlinearity(kind).flat(t, threshold, **(options or {}))
 
 
-def activation_stats(t, kind="tanh", threshold=SATURATED, options=None):
+def activation_stats(t: ArrayLike, kind: str = "tanh", threshold: float = SATURATED,
+                     options: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Mean, std and fraction in the flat region of a nonlinearity's output ``t`` (any shape).
 
     The flat region, where the local derivative is about 0, is each activation's own
@@ -75,7 +81,8 @@ def activation_stats(t, kind="tanh", threshold=SATURATED, options=None):
             "saturated": float(np.count_nonzero(_flat(t, kind, threshold, options))) / t.size}
 
 
-def dead_map(t, kind="tanh", threshold=DEAD, options=None):
+def dead_map(t: ArrayLike, kind: str = "tanh", threshold: float = DEAD,
+             options: Mapping[str, Any] | None = None) -> NDArray[np.bool_]:
     """Boolean (B, H): example b drives unit h into the flat region (tanh ``|t| > 0.99``, ReLU 0).
 
     Shown as an image (rows examples, columns units, white = flat) it is the lecture's
@@ -87,16 +94,18 @@ def dead_map(t, kind="tanh", threshold=DEAD, options=None):
     return _flat(t, kind, threshold, options)
 
 
-def dead_units(t, kind="tanh", threshold=DEAD, options=None):
+def dead_units(t: ArrayLike, kind: str = "tanh", threshold: float = DEAD,
+               options: Mapping[str, Any] | None = None) -> NDArray[np.bool_]:
     """Boolean (H,): units flat on every example of ``t`` (B, H), i.e. that pass no gradient."""
-    return dead_map(t, kind, threshold, options).all(axis=0)
+    # (B, H).all(axis=0) is an (H,) array (numpy types it as possibly a scalar)
+    return dead_map(t, kind, threshold, options).all(axis=0)  # type: ignore[return-value]
 
 
-def _std(x):
+def _std(x: ArrayLike) -> float:
     return float(np.asarray(x).std(dtype=np.float64))
 
 
-def grad_data_ratio(grad, param):
+def grad_data_ratio(grad: ArrayLike, param: ArrayLike) -> float:
     """std(grad) / std(param): how big the gradient is next to the values it changes.
 
     NaN when std(param) is 0 (a freshly zeroed bias or BatchNorm beta).
@@ -105,7 +114,7 @@ def grad_data_ratio(grad, param):
     return _std(grad) / s if s > 0 else float("nan")
 
 
-def update_data_ratio(grad, param, lr):
+def update_data_ratio(grad: ArrayLike, param: ArrayLike, lr: float) -> float:
     """log10(std(lr * grad) / std(param)): the relative size of one SGD update.
 
     Rule of thumb (the lecture): about -3, i.e. each step changes a parameter by a thousandth of
@@ -138,11 +147,11 @@ class LossCheck:
     tolerance: float = 0.1
 
     @property
-    def expected(self):
+    def expected(self) -> float:
         return math.log(self.n_classes)
 
     @property
-    def verdict(self):
+    def verdict(self) -> str:
         m, e = self.measured, self.expected
         if not math.isfinite(m):
             return "not a number"
@@ -152,7 +161,7 @@ class LossCheck:
             return "confidently wrong"
         return "too high" if m > e else "below chance level"
 
-    def explain(self):
+    def explain(self) -> str:
         m, e, C = self.measured, self.expected, self.n_classes
         head = f"initial loss {m:.4f}, expected ln({C}) = {e:.4f}: {self.verdict}."
         return head + " " + {
@@ -172,7 +181,7 @@ class LossCheck:
         }[self.verdict]
 
 
-def initial_loss_check(measured, n_classes, tolerance=0.1):
+def initial_loss_check(measured: float, n_classes: int, tolerance: float = 0.1) -> LossCheck:
     """``LossCheck(measured, n_classes)``: ``.expected`` ln(C), ``.verdict``, ``.explain()``."""
     return LossCheck(float(measured), int(n_classes), float(tolerance))
 

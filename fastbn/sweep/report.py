@@ -5,10 +5,14 @@ A configuration (a *point*) is a trial without its seed. Its val loss is the mea
 whose trial finished ("ok"); sd is the sample standard deviation over them (ddof 1; none for a
 single seed). Points where no seed finished rank last.
 """
+from __future__ import annotations
+
 import base64
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .space import PARAMS, _short
 
@@ -19,15 +23,15 @@ __all__ = ["Point", "markdown_report", "points_table", "summarize"]
 class Point:
     """One configuration of the sweep and its trials' outcome."""
 
-    params: dict                        # name -> value
-    trials: list = field(repr=False)    # [(Trial, row)], rows of the finished trials
-    val: list = field(default_factory=list)
-    train: list = field(default_factory=list)
+    params: dict[str, Any]              # name -> value
+    trials: list[Any] = field(repr=False)   # [(Trial, row)], rows of the finished trials
+    val: list[float] = field(default_factory=list)
+    train: list[float] = field(default_factory=list)
     diverged: int = 0
     failed: int = 0
 
     @staticmethod
-    def _ms(xs):
+    def _ms(xs: Sequence[float]) -> tuple[float, float]:
         if not xs:
             return math.nan, math.nan
         m = sum(xs) / len(xs)
@@ -36,22 +40,22 @@ class Point:
         return m, sd
 
     @property
-    def val_mean(self):
+    def val_mean(self) -> float:
         return self._ms(self.val)[0]
 
     @property
-    def val_sd(self):
+    def val_sd(self) -> float:
         return self._ms(self.val)[1]
 
     @property
-    def train_mean(self):
+    def train_mean(self) -> float:
         return self._ms(self.train)[0]
 
     @property
-    def train_sd(self):
+    def train_sd(self) -> float:
         return self._ms(self.train)[1]
 
-    def label(self):
+    def label(self) -> str:
         return " ".join(f"{k}={_short(PARAMS[k], v)}" for k, v in self.params.items()) or \
             "defaults"
 

@@ -11,13 +11,18 @@ What a sweep writes into its folder ``OUT``:
 
 A second client writing the same folder at the same time is refused (a lock on ``OUT/.lock``).
 """
+from __future__ import annotations
+
 import contextlib
 import json
 import math
+import os
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from .. import __version__
 from .._fileio import atomic_write_text
@@ -27,6 +32,11 @@ from .results import ResultsFile
 from .runner import cluster, require_dask, run_local, run_trials
 from .space import Space, resolve
 from .trial import run_trial
+
+if TYPE_CHECKING:
+    from ..data import Dataset
+    from .report import Point
+    from .space import Trial
 
 __all__ = ["SweepInterrupted", "SweepResult", "dataset_for", "load_sweep", "sweep"]
 
@@ -44,9 +54,9 @@ class SweepResult:
     floats), the configurations ranked (``points()``, ``best()``), the figures (name ->
     matplotlib Figure) and the files written. In Jupyter it shows itself as its report."""
 
-    spaces: list
-    trials: list
-    rows: dict
+    spaces: list[Space]
+    trials: list[Trial]
+    rows: dict[str, dict[str, Any]]
     cluster: str = ""
     wall_time: float = 0.0
     setup_time: float = 0.0
@@ -54,46 +64,46 @@ class SweepResult:
     out: Path | None = None
     data_text: str = ""
     vocab_size: int = 27
-    figures: dict = field(default_factory=dict)
-    files: dict = field(default_factory=dict)
-    extras: dict = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)       # name -> matplotlib Figure
+    files: dict[str, Path] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def description(self):
+    def description(self) -> str:
         return " + ".join(s.describe() for s in self.spaces)
 
-    def param_names(self):
+    def param_names(self) -> list[str]:
         return list(dict.fromkeys(n for s in self.spaces for n in s.params))
 
-    def swept(self):
+    def swept(self) -> list[str]:
         """The parameters whose value differs between trials."""
         return [n for n in self.param_names() if len({t.text(n) for t in self.trials}) > 1]
 
-    def points(self):
+    def points(self) -> list[Point]:
         """The configurations (``report.Point``), best mean val loss first."""
         return summarize(self.trials, self.rows)
 
-    def best(self, n=5):
+    def best(self, n: int = 5) -> list[Point]:
         return self.points()[:n]
 
-    def counts(self):
+    def counts(self) -> dict[str, int]:
         """{status: number of trials} of the finished trials (ok, diverged, failed)."""
-        out = {}
+        out: dict[str, int] = {}
         for s in ("ok", "diverged", "failed"):
             k = sum(r["status"] == s for r in self.rows.values())
             if k:
                 out[s] = k
         return out
 
-    def markdown(self, embed=True):
+    def markdown(self, embed: bool = True) -> str:
         """The report; figures embedded as PNG data URIs, or linked by the files written."""
         links = None if embed else {k: p.name for k, p in self.files.items() if k != "report"}
         return markdown_report(self, links)
 
-    def _repr_markdown_(self):
+    def _repr_markdown_(self) -> str:
         return self.markdown(embed=True)
 
-    def __str__(self):
+    def __str__(self) -> str:
         """The summary ``fastbn sweep`` prints: trials finished, then the best configurations."""
         counts = ", ".join(f"{v} {k}" for k, v in self.counts().items()) or "none"
         stop = " (interrupted)" if self.interrupted else ""
@@ -112,7 +122,7 @@ class SweepResult:
             lines.append(f"  {r['status']}: {r.get('trial', '')} {r.get('error', '')}".rstrip())
         return "\n".join(lines)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         c = ", ".join(f"{v} {k}" for k, v in self.counts().items()) or "none finished"
         best = self.best(1)
         b = f"; best {best[0].label()}: val {best[0].val_mean:.4f}" if best and best[0].val \
@@ -132,7 +142,7 @@ def _load_data(data):
     return ds.require_splits("train", "val")       # trials are ranked by their val loss
 
 
-def dataset_for(ds, block_size):
+def dataset_for(ds: Dataset, block_size: int) -> Dataset:
     """``ds`` at another block size: the same words, split and vocabulary (``load_dataset``'s
     recipe), contexts of ``block_size`` characters."""
     if ds.block_size == block_size:
@@ -178,7 +188,7 @@ def _locked(out):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def load_sweep(out):
+def load_sweep(out: str | os.PathLike[str]) -> tuple[list[Space], str | None, str | None]:
     """(spaces, data path, data SHA-256) stored in ``OUT/sweep.json`` by ``sweep``.
 
     Raises FileNotFoundError when there is none, ValueError when it cannot be read."""
@@ -197,9 +207,13 @@ def load_sweep(out):
 # ----------------------------------------------------------------------------------------------
 # the sweep
 
-def sweep(space, data=None, out=None, *, client=None, scheduler=None, workers=None,
-          trial_timeout=None, resume=False, retry_failed=False, quiet=False, fmt="png",
-          fn=None, stream=None, report=True):
+def sweep(space: Space | Sequence[Space], data: Dataset | str | os.PathLike[str] | None = None,
+          out: str | os.PathLike[str] | None = None, *, client: Any = None,
+          scheduler: str | None = None, workers: int | None = None,
+          trial_timeout: float | None = None, resume: bool = False, retry_failed: bool = False,
+          quiet: bool = False, fmt: Literal["png", "svg"] = "png",
+          fn: Callable[[Any, Trial], dict[str, Any] | None] | None = None,
+          stream: TextIO | None = None, report: bool = True) -> SweepResult:
     """Run every trial of ``space`` on Dask and return a :class:`SweepResult`.
 
     Parameters
@@ -272,7 +286,7 @@ def sweep(space, data=None, out=None, *, client=None, scheduler=None, workers=No
             progress.note(f"{results.path}, line {line}: not a complete row ({why}); "
                           + (f"trial {tid} runs again" if tid else "dropped"))
 
-        def record(trial, res, runs):
+        def record(trial: Trial, res: dict[str, Any], runs: int) -> None:
             row = results.add(trial, res, runs=runs, steps=resolve(trial.params)[1]["steps"])
             if res.get("extra") is not None:
                 result.extras[trial.id] = res["extra"]

@@ -21,12 +21,16 @@ hold commas themselves, so its values are separated by ``;``. A range is ``LOW:H
 
 This module imports no Dask.
 """
+from __future__ import annotations
+
 import hashlib
 import inspect
 import itertools
 import json
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +127,7 @@ class Param:
 
     name: str
     kind: str
-    convert: object = field(repr=False)
+    convert: Callable[[Any], Any] = field(repr=False)
     target: str
     help: str
 
@@ -174,7 +178,7 @@ def _defaults():
 DEFAULTS = _defaults()
 
 
-def default_seeds(k):
+def default_seeds(k: int) -> list[int]:
     """The seeds of ``seeds=k``: ``fastbn train``'s default seed, then 1, 2, ..., k-1 (so one seed
     is exactly ``fastbn train``, and ten are those of ``bench/seeds.sh``)."""
     k = _number(int, 1)(k)
@@ -193,7 +197,7 @@ class Range:
     high: float
     scale: str = "log"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.scale not in ("log", "lin"):
             raise ValueError(f"a range's scale is 'log' or 'lin', got {self.scale!r}")
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
@@ -202,7 +206,7 @@ class Range:
             raise ValueError(f"{self.low:g}:{self.high:g} is log-uniform, which needs LOW > 0; "
                              f"write {self.low:g}:{self.high:g}:lin for a uniform range")
 
-    def draw(self, rng, kind):
+    def draw(self, rng: np.random.Generator, kind: str) -> float:
         if self.scale == "log":
             x = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
         else:
@@ -210,7 +214,7 @@ class Range:
         return min(max(round(x), math.ceil(self.low)), math.floor(self.high)) if kind == "int" \
             else float(x)
 
-    def text(self):
+    def text(self) -> str:
         return f"{self.low:g}:{self.high:g}" + (":lin" if self.scale == "lin" else "")
 
 
@@ -255,7 +259,7 @@ def _values(param, values):
     return out
 
 
-def parse_param(text):
+def parse_param(text: str) -> tuple[str, list[Any] | Range]:
     """``"NAME=V1,V2,..."`` -> (name, [values]) or (name, Range) for ``"NAME=LOW:HIGH[:lin]"``.
 
     Raises ValueError, naming what is wrong: no ``=``, an unknown name, an empty list or value,
@@ -317,7 +321,7 @@ def _short(param, v):
     return _text(param, v)
 
 
-def trial_id(params, seed):
+def trial_id(params: Mapping[str, Any], seed: int) -> str:
     """12 hex digits of the SHA-256 of a trial's parameter values and seed (canonical JSON)."""
     blob = json.dumps({"params": {k: _canonical(PARAMS[k], v) for k, v in params.items()},
                        "seed": int(seed)}, sort_keys=True, separators=(",", ":"))
@@ -333,20 +337,20 @@ class Trial:
     ``trial_id(params, seed)``."""
 
     id: str
-    params: dict = field(hash=False)
+    params: dict[str, Any] = field(hash=False)
     seed: int
 
-    def text(self, name):
+    def text(self, name: str) -> str:
         """The value of parameter ``name`` as text."""
         return _text(PARAMS[name], self.params[name])
 
-    def label(self, seed=True):
+    def label(self, seed: bool = True) -> str:
         """``lr=0.1 n_hidden=200 seed=1``: the trial in words (``seed=False``: its point)."""
         words = [f"{k}={_short(PARAMS[k], v)}" for k, v in self.params.items()]
         return " ".join(words + ([f"seed={self.seed}"] if seed else [])) or "defaults"
 
 
-def resolve(params):
+def resolve(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(model keyword arguments, train keyword arguments) of a trial's ``params``, the defaults
     filled in. ``lr`` becomes a constant ``lr_schedule``; without either, the schedule is
     ``fastbn train``'s default, the lecture's scaled to the trial's steps
@@ -393,8 +397,9 @@ class Space:
     ``lr`` and ``lr_schedule``, a range in a grid, or a combination no model can take.
     """
 
-    def __init__(self, params=None, *, random=None, seeds=1, space_seed=0):
-        self.params = {}
+    def __init__(self, params: Mapping[str, Any] | None = None, *, random: int | None = None,
+                 seeds: int | list[int] | tuple[int, ...] = 1, space_seed: int = 0) -> None:
+        self.params: dict[str, Any] = {}      # name -> its list of values, or a Range
         for name, values in (params or {}).items():
             p = _param(name)
             if p.name in self.params:
@@ -409,20 +414,21 @@ class Space:
         if isinstance(seeds, (list, tuple)):
             if not seeds:
                 raise ValueError("seeds: empty list")
-            self.seeds = list(dict.fromkeys(_number(int, 0, 2**63 - 1)(s) for s in seeds))
+            self.seeds: list[int] = list(dict.fromkeys(_number(int, 0, 2**63 - 1)(s)
+                                                       for s in seeds))
         else:
             self.seeds = default_seeds(seeds)
         ranges = [n for n, v in self.params.items() if isinstance(v, Range)]
         if ranges and random is None:
             raise ValueError(f"{ranges[0]}={self.params[ranges[0]].text()} is a range: draw "
                              "from it with random=N (--random N); a grid takes lists of values")
-        self._trials = None
+        self._trials: list[Trial] | None = None
         self.trials()       # every combination checked now, not on a worker
 
     @classmethod
-    def parse(cls, specs, **kw):
+    def parse(cls, specs: Iterable[str], **kw: Any) -> Space:
         """A Space from ``["NAME=V1,V2", "NAME=LOW:HIGH", ...]`` (``parse_param`` each)."""
-        params = {}
+        params: dict[str, Any] = {}
         for text in specs:
             name, values = parse_param(text)
             if name in params:
@@ -431,20 +437,20 @@ class Space:
             params[name] = values
         return cls(params, **kw)
 
-    def swept(self):
+    def swept(self) -> list[str]:
         """The parameters that take more than one value (a list of several, or a range)."""
         return [n for n, v in self.params.items() if isinstance(v, Range) or len(v) > 1]
 
-    def points(self):
+    def points(self) -> list[dict[str, Any]]:
         """The points of the space (params dicts, without seeds), in order."""
         names = list(self.params)
         if self.random is None:
             return [dict(zip(names, combo))
                     for combo in itertools.product(*(self.params[n] for n in names))]
         rng = np.random.default_rng(self.space_seed)
-        pts = []
+        pts: list[dict[str, Any]] = []
         for _ in range(self.random):
-            pt = {}
+            pt: dict[str, Any] = {}
             for n in names:
                 v = self.params[n]
                 pt[n] = (v.draw(rng, PARAMS[n].kind) if isinstance(v, Range)
@@ -452,10 +458,11 @@ class Space:
             pts.append(pt)
         return pts
 
-    def trials(self):
+    def trials(self) -> list[Trial]:
         """Every trial: each point times each seed (seeds innermost), duplicates dropped."""
         if self._trials is None:
-            out, seen = [], set()
+            out: list[Trial] = []
+            seen: set[str] = set()
             for pt in self.points():
                 _check_combination(pt)
                 for s in self.seeds:
@@ -466,7 +473,7 @@ class Space:
             self._trials = out
         return list(self._trials)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """The space as JSON-able data (``OUT/sweep.json``); ``Space.from_dict`` reads it."""
         return {"params": {n: ({"range": [v.low, v.high, v.scale]} if isinstance(v, Range)
                                else [_canonical(PARAMS[n], x) for x in v])
@@ -474,8 +481,8 @@ class Space:
                 "random": self.random, "space_seed": self.space_seed, "seeds": self.seeds}
 
     @classmethod
-    def from_dict(cls, d):
-        params = {}
+    def from_dict(cls, d: Mapping[str, Any]) -> Space:
+        params: dict[str, Any] = {}
         for n, v in d["params"].items():
             if isinstance(v, dict):
                 params[n] = Range(*v["range"])
@@ -486,7 +493,7 @@ class Space:
         return cls(params, random=d.get("random"), seeds=list(d["seeds"]),
                    space_seed=d.get("space_seed", 0))
 
-    def describe(self):
+    def describe(self) -> str:
         """``"lr=0.01,0.1 n_hidden=100,200 x 2 seeds: 8 trials"``."""
         parts = []
         for n, v in self.params.items():
@@ -497,5 +504,5 @@ class Space:
         space = " ".join(parts) or "fastbn train's defaults"
         return f"{where}{space} x {seeds}: {len(self.trials())} trials"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Space({self.describe()})"

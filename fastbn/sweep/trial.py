@@ -23,15 +23,24 @@ The result is a dict: ``status``, ``train_loss``/``val_loss``/``test_loss``, ``s
 
 This module imports no Dask at import time (``execute`` asks for the worker it runs on, if any).
 """
+from __future__ import annotations
+
 import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..model import CharMLP
 from ..training import seed_streams, train
 from .space import resolve
+
+if TYPE_CHECKING:
+    from ..data import Dataset
+    from ..training import TrainResult
+    from .space import Trial
 
 __all__ = ["COLUMNS", "execute", "finished", "one_blas_thread", "run_trial"]
 
@@ -41,11 +50,11 @@ COLUMNS = ("status", "train_loss", "val_loss", "test_loss", "steps", "wall_time"
 
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_limiter = None
+_blas_limiter: Any = None      # a threadpoolctl.threadpool_limits while trials run
 
 
 @contextlib.contextmanager
-def one_blas_thread():
+def one_blas_thread() -> Iterator[None]:
     """BLAS on one thread while any trial of this process runs; the process's setting back
     when the last one ends.
 
@@ -54,7 +63,7 @@ def one_blas_thread():
     overlap in a worker with several threads never restore it under each other.
     """
     global _blas_users, _blas_limiter
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # (no stubs)
     with _blas_lock:
         if _blas_users == 0:
             _blas_limiter = threadpool_limits(1, user_api="blas")
@@ -78,7 +87,8 @@ def _worker():
         return None
 
 
-def execute(fn, data, trial, topic=None):
+def execute(fn: Callable[[Any, Trial], dict[str, Any] | None], data: Any, trial: Trial,
+            topic: str | None = None) -> dict[str, Any]:
     """Run ``fn(data, trial)`` as one trial and return its result dict (see the module).
 
     ``fn`` returns a dict of result columns (``status`` "ok" unless it says otherwise) and may
@@ -89,7 +99,7 @@ def execute(fn, data, trial, topic=None):
     if worker is not None and topic is not None:
         worker.log_event(topic, {"trial": trial.id, "worker": worker.address})
     t0 = time.perf_counter()
-    out = {"status": "ok"}
+    out: dict[str, Any] = {"status": "ok"}
     try:
         with one_blas_thread():
             out.update(fn(data, trial) or {})
@@ -102,17 +112,19 @@ def execute(fn, data, trial, topic=None):
     return out
 
 
-def finished(res):
+def finished(res: TrainResult) -> TrainResult:
     """``res`` (a ``TrainResult``) if its run went to the end; KeyboardInterrupt if Ctrl-C or
     SIGTERM stopped it (a trial that runs ``train`` in the main thread, as without Dask): a
     partial run is not a result, and the sweep stops, as it does on Ctrl-C anywhere else."""
     if res.interrupted:
-        raise KeyboardInterrupt(f"the trial's training stopped after step {res.state.step:,} "
+        # an interrupted result always has its state (train sets both)
+        raise KeyboardInterrupt(f"the trial's training stopped after step "
+                                f"{res.state.step:,} "  # type: ignore[union-attr]
                                 f"of {res.steps:,}")
     return res
 
 
-def run_trial(data, trial, keep_history=False):
+def run_trial(data: Dataset, trial: Trial, keep_history: bool = False) -> dict[str, Any]:
     """Train the trial's ``CharMLP`` on ``data`` (a ``fastbn.data.Dataset`` of the trial's
     block size) and return its result columns.
 
@@ -128,7 +140,7 @@ def run_trial(data, trial, keep_history=False):
     init, batches = seed_streams(trial.seed)
     model = CharMLP(data.vocab, seed=np.random.default_rng(init), **model_kw)
     res = finished(train(model, data, seed=batches, quiet=True, fused="auto", **run_kw))
-    out = {"train_loss": res.losses["train"], "val_loss": res.losses["val"],
+    out: dict[str, Any] = {"train_loss": res.losses["train"], "val_loss": res.losses["val"],
            "test_loss": res.losses.get("test"), "steps": res.steps, "wall_time": res.wall_time,
            "path": res.path}
     if keep_history:
@@ -136,6 +148,6 @@ def run_trial(data, trial, keep_history=False):
     return out
 
 
-def run_trial_with_history(data, trial):
+def run_trial_with_history(data: Dataset, trial: Trial) -> dict[str, Any]:
     """``run_trial(data, trial, keep_history=True)``, as a function a worker can be sent."""
     return run_trial(data, trial, keep_history=True)

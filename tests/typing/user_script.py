@@ -1,13 +1,29 @@
 """A student's script over fastbn's typed public API; tests/test_typing.py runs mypy --strict on
 it (it is never imported by the tests)."""
+import pathlib
+
 import numpy as np
 from numpy.typing import NDArray
 
 import fastbn
-from fastbn import compare, exercises, gradcheck, gradcheck_all, nn, ops, reference
+from fastbn import (
+    CharMLP,
+    TrainResult,
+    compare,
+    exercises,
+    gradcheck,
+    gradcheck_all,
+    nn,
+    ops,
+    reference,
+)
 from fastbn.comparison import Report
 from fastbn.data import Dataset, Vocab, load_dataset
+from fastbn.folding import FoldedCharMLP
 from fastbn.gradchecks import GradcheckReport, GradcheckSuite
+from fastbn.lab import LossCheck, Probe, Snapshot, initial_loss_check
+from fastbn.sweep import Space, SweepResult, sweep
+from fastbn.training import TrainState, parse_lr_schedule
 
 
 def my_tanh_backward(dout: NDArray[np.float64], cache: ops.Cache) -> NDArray[np.float64]:
@@ -51,6 +67,31 @@ def main() -> None:
     ds: Dataset = load_dataset(download=False)
     X, Y = ds.split("val")
     print(X.shape, Y.shape)
+
+    model: CharMLP = CharMLP(ds.vocab, block_size=3, n_hidden=50, seed=0)
+    result: TrainResult = fastbn.train(model, ds, steps=100, batch_size=32,
+                                       lr_schedule=parse_lr_schedule("0:0.1,50:0.01"),
+                                       quiet=True, fused="auto")
+    state: TrainState | None = result.state
+    val: float = model.evaluate(X, Y)
+    names: list[str] = model.sample(5, seed=0)
+    step_loss: float = model.train(True).train_step(X[:32], Y[:32], lr=0.1)
+    print(result.losses.get("val"), result.us_per_step, val, names, step_loss)
+
+    path: pathlib.Path = fastbn.save(model, "model.npz", meta={"note": "typed"}, state=state)
+    back: CharMLP = fastbn.load(path)
+    folded: FoldedCharMLP = fastbn.fold_batchnorm(back, table=None)
+    print(folded.fold_summary(), folded.eval().evaluate(X, Y), back.train_state)
+
+
+def lab_and_sweep(ds: Dataset, model: CharMLP) -> None:
+    """The laboratory's probe and a sweep over two learning rates (not run by main)."""
+    probe = Probe(model, every=10)
+    fastbn.train(model, ds, steps=20, callback=probe, every=probe.every, fused=False)
+    last: Snapshot = probe.last
+    check: LossCheck = initial_loss_check(3.3, ds.vocab.size)
+    result: SweepResult = sweep(Space({"lr": [0.03, 0.1]}, seeds=2), ds, workers=0, quiet=True)
+    print(last.step, check.verdict, [p.label() for p in result.best(2)])
 
 
 if __name__ == "__main__":
