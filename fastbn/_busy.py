@@ -16,10 +16,10 @@ on the model itself could not be pickled or copied with it).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from types import TracebackType
 from typing import Concatenate, ParamSpec, TypeVar
 
 _P = ParamSpec("_P")
@@ -32,29 +32,57 @@ _guard = threading.Lock()
 _holders: dict[int, list[int]] = {}           # id(model) -> [thread ident, depth]
 
 
-@contextlib.contextmanager
-def training_model(model: object, what: str) -> Iterator[None]:
-    """Hold ``model`` for ``what`` (a name for the message) in this thread; RuntimeError if
-    another thread holds it."""
+def _enter(model: object, what: str) -> tuple[int, list[int]]:
+    """Hold ``model`` in this thread (once more, if it holds it already); RuntimeError if another
+    thread holds it. Returns what ``_exit`` takes. Plain calls, not a generator: the per-layer
+    path enters once a step."""
     key, me = id(model), threading.get_ident()
+    held = _holders.get(key)
+    if held is not None and held[0] == me and held[1] > 0:
+        # held by this thread already (train -> train_step): no other thread takes a held
+        # model or changes its depth, so no lock is needed to go one deeper
+        held[1] += 1
+        return key, held
     with _guard:
         held = _holders.get(key)
-        if held is not None and held[0] != me:
+        if held is None:
+            held = _holders[key] = [me, 1]
+        elif held[0] == me:
+            held[1] += 1
+        else:
             raise RuntimeError(
                 f"{what}: this model is being trained by another thread right now; one model "
                 "trains in one thread at a time (two runs would mix their updates of the same "
                 "parameters). Wait for the other call to return, or train a copy "
                 "(copy.deepcopy(model))")
-        if held is None:
-            held = _holders[key] = [me, 0]
-        held[1] += 1
-    try:
-        yield
-    finally:
-        with _guard:
-            held[1] -= 1
-            if held[1] == 0:
-                del _holders[key]
+    return key, held
+
+
+def _exit(key: int, held: list[int]) -> None:
+    if held[1] > 1:          # still held by this thread after this: only it touches the depth
+        held[1] -= 1
+        return
+    with _guard:
+        held[1] -= 1
+        if held[1] == 0:
+            del _holders[key]
+
+
+class training_model:  # noqa: N801  (used as a function: ``with training_model(m, "x"):``)
+    """Hold ``model`` for ``what`` (a name for the message) in this thread for the block;
+    RuntimeError if another thread holds it."""
+
+    __slots__ = ("model", "what", "_held")
+
+    def __init__(self, model: object, what: str) -> None:
+        self.model, self.what = model, what
+
+    def __enter__(self) -> None:
+        self._held = _enter(self.model, self.what)
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        _exit(*self._held)
 
 
 def holds_model(what: str) -> Callable[[Callable[Concatenate[_S, _P], _R]],
@@ -64,7 +92,10 @@ def holds_model(what: str) -> Callable[[Callable[Concatenate[_S, _P], _R]],
     def decorate(fn: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
         @functools.wraps(fn)
         def held(model: _S, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-            with training_model(model, what):
+            token = _enter(model, what)
+            try:
                 return fn(model, *args, **kwargs)
+            finally:
+                _exit(*token)
         return held
     return decorate
