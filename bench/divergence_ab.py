@@ -294,7 +294,7 @@ def main(argv=None):
                             (fmt(load0), fmt(load1)), ", ".join(verified)))
     print("\n" + text)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
         print(f"results {args.out}")
 
 
