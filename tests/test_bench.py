@@ -324,6 +324,17 @@ def test_bench_script_help():
     assert "".join(f"default {TARGETS})".split()) in text
 
 
+def test_divergence_ab_script_help():
+    """bench/divergence_ab.py (the cost of the divergence check against a build before it)
+    imports and states its options; a real run needs a second build (--before)."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "divergence_ab.py"), "--help"],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    for opt in ("--before", "--dtypes", "--batch-sizes", "--repeats", "--block-seconds",
+                "--verify-steps", "--out"):
+        assert opt in r.stdout
+
+
 # ----------------------------------------------------------------------------------------------
 # the report and the targets, without running anything
 

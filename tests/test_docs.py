@@ -149,3 +149,30 @@ def test_rendered_results_carry_no_narrative():
     clock = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
     assert not [n for n, t in shown.items() if clock.search(t)]
     assert "2026-11-29" in shown.get("results.json", "2026-11-29")   # the date stays
+
+
+def test_results_change_renders_the_ratio_range_of_the_rows():
+    """{results-change}: a ratio column's range over the rows named, as a change in percent; each
+    use on a page names a file, rows and a column that exist."""
+    mod = _renderer()
+    table = ("| dtype | path | B | after / before |\n|---|---|---:|---:|\n"
+             "| float32 | a (x) | 32 | 1.010 |\n| float64 | a (x) | 32 | 0.995 |\n"
+             "| float32 | a, y | 32 | 1.500 |\n| float32 | b | 32 | 2.000 |\n")
+    assert mod.change_range(table, "a (", "after / before") == "−0.5 to +1.0 %"
+    assert mod.change_range(table, "b", "after / before") == "+100.0 %"
+    assert mod.change_range([table, table.replace("2.000", "0.900")], "b",
+                            "after / before") == "−10.0 to +100.0 %"
+    shares = ("| dtype | path | B | after / before | min CPU share |\n|---|---|---:|---:|---:|\n"
+              "| float32 | a (x) | 32 | 1.010 | 0.60 |\n| float64 | a (x) | 32 | 0.995 | 0.99 |\n")
+    assert mod.change_range(shares, "a (", "after / before") == "−0.5 %"   # 1.010: preempted
+    for row, column in (("c", "after / before"), ("a", "paired")):
+        with pytest.raises(ValueError):
+            mod.change_range(table, row, column)
+    uses = 0
+    for page in (ROOT / "docs").rglob("*.md"):
+        for text in re.findall(r"\{results-change\}`([^`]+)`", page.read_text()):
+            where, row, column = (" ".join(part.split()) for part in text.split(";"))
+            texts = [(page.parent / w.strip()).read_text() for w in where.split(",")]
+            assert mod.change_range(texts, row, column), text
+            uses += 1
+    assert uses

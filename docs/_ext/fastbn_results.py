@@ -6,6 +6,11 @@
 ``{results-md} ../bench/results/sweep.md``
     a recorded results file (Markdown) as it is, its headings one level down, without the run's
     pass/fail targets and without a chart it links beside it (the page draws its own).
+``{results-change}`../bench/results/divergence_check.md; compiled loop; paired```
+    inline: the range, over the rows of the file's table whose second cell begins with the
+    given text, of a ratio column, as a change in percent ("+0.2 to +1.1 %"); several files,
+    separated by commas, give the range over all of them. Rows whose "min CPU share" is below
+    the harness's 0.95 (a preempted call) are left out.
 
 Paths are relative to the page. Images a results file links are rewritten to its folder.
 """
@@ -132,7 +137,63 @@ class ResultsSeeds(_Results):
         return self._parse(lines + [""])
 
 
+# a table's column of the smallest share of a CPU a timed call got, and the share below which
+# the benchmark's harness counts a call as preempted (fastbn.bench.timing.MIN_CPU_SHARE)
+SHARE, MIN_SHARE = "min CPU share", 0.95
+
+
+def _ratios(text, row, column):
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("|")]
+    if not lines:
+        raise ValueError("no table")
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    head = cells[0]
+    if column not in head:
+        raise ValueError(f"no column {column!r} (the columns: {head})")
+    k = head.index(column)
+    rows = [c for c in cells[2:] if len(c) > 1 and c[1].startswith(row)]
+    if not rows:
+        raise ValueError(f"no row whose second cell begins with {row!r}")
+    if SHARE in head:                   # rows timed while the process was preempted: left out
+        j = head.index(SHARE)
+        rows = [c for c in rows if float(c[j]) >= MIN_SHARE]
+    return [float(c[k].rstrip("×")) for c in rows]
+
+
+def change_range(texts, row, column):
+    """The range of the ratio ``column`` over the rows of the Markdown table of each of
+    ``texts`` (one text or several) whose second cell begins with ``row``, as a change in
+    percent ("+0.2 to +1.1 %"). A row whose "min CPU share" (when the table has that column)
+    is below ``MIN_SHARE`` was timed while the process was preempted and is left out.
+    ValueError if a table has no such column or no such row, or no row is left."""
+    values = [v for t in ([texts] if isinstance(texts, str) else texts)
+              for v in _ratios(t, row, column)]
+    if not values:
+        raise ValueError(f"every row beginning with {row!r} has a {SHARE} below {MIN_SHARE}")
+    lo, hi = ((min(values) - 1) * 100, (max(values) - 1) * 100)
+
+    def pct(x):
+        return f"{x:+.1f}".replace("-", "−")
+    return f"{pct(lo)} %" if f"{lo:.1f}" == f"{hi:.1f}" else f"{pct(lo)} to {pct(hi)} %"
+
+
+def results_change_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    env = inliner.document.settings.env
+    try:
+        where, row, column = (" ".join(part.split()) for part in text.split(";"))
+        here = Path(env.doc2path(env.docname)).parent
+        paths = [(here / w.strip()).resolve() for w in where.split(",")]
+        for path in paths:
+            env.note_dependency(str(path))
+        shown = change_range([path.read_text() for path in paths], row, column)
+    except (ValueError, OSError) as e:
+        msg = inliner.reporter.error(f"results-change {text!r}: {e}", line=lineno)
+        return [inliner.problematic(rawtext, rawtext, msg)], [msg]
+    return [nodes.Text(shown)], []
+
+
 def setup(app):
+    app.add_role("results-change", results_change_role)
     app.add_directive("results-seeds", ResultsSeeds)
     app.add_directive("results-json", ResultsJson)
     app.add_directive("results-md", ResultsMd)
