@@ -4,7 +4,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(HERE / "_ext"))
+# `python -m sphinx` run from the repository root puts the root first on sys.path, where the
+# source folder fastbn/ (without its compiled kernels, unless built in place) would hide the
+# installed package: document the installed one then
+if not any((ROOT / "fastbn").glob("_kernels*.so")):
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
 
 import fastbn  # noqa: E402  (the installed package, with its compiled kernels)
 
