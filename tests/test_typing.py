@@ -100,10 +100,12 @@ def test_the_typed_modules_type_check(tmp_path):
     """The annotated modules agree with their own annotations (mypy's default checks). Checked
     in a copy of the package: given files inside site-packages (an installed fastbn), mypy takes
     site-packages for a source folder and stops at the first module there that shadows one of
-    its own (typing_extensions)."""
+    its own (typing_extensions). The optional peers (torch, in the benchmark) are Any when they
+    are not installed: their absence is no error of fastbn's annotations."""
     copy = tmp_path / "src" / "fastbn"
     shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     out, err, status = mypy_api.run([*(str(copy / m) for m in TYPED), "--follow-imports=silent",
+                                     "--ignore-missing-imports",
                                      "--cache-dir", str(tmp_path / ".mypy_cache"),
                                      "--no-color-output", "--python-executable",
                                      sys.executable])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ def run_from_args(args: argparse.Namespace, stream: TextIO | None | object = _ST
     torch_mod: Any = None
     if not args.no_torch:
         try:
-            import torch as torch_mod
+            torch_mod = importlib.import_module("torch")   # Any: optional
         except ImportError:
             pass                     # run() notes that PyTorch was skipped, and why
     with one_thread(torch_mod):      # the command owns its process: one thread everywhere

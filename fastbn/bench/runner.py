@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import time
@@ -153,7 +154,7 @@ def run(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dtypes: Sequence[str] 
     torch_note: str | None = None
     if use_torch:
         try:
-            import torch as torch_mod
+            torch_mod = importlib.import_module("torch")   # Any: optional
         except ImportError as e:
             torch_note = f"PyTorch skipped: not importable ({e})"
     else:
