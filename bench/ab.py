@@ -14,7 +14,8 @@ def load_before(checkout, tmp, submodules=()):
 
     The package is copied to ``tmp/fastbn_before`` (so both builds can be imported at once) and
     ``submodules`` (names such as ``"bench.peers"``) are imported with it. Exits with a one-line
-    message when ``checkout`` holds no built kernels.
+    message when ``checkout`` holds no built kernels. Import ``fastbn`` (this build) first: the
+    copied kernels import their package by its own name while they initialize.
     """
     src = Path(checkout) / "fastbn"
     if not any(src.glob("_kernels*.so")):
