@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from . import registry
+from . import _validate, registry
 
 __all__ = ["calculate_gain", "kaiming_normal", "kaiming_std"]
 
@@ -62,9 +62,7 @@ def calculate_gain(nonlinearity, param=None):
 
 def kaiming_std(fan_in, gain=1.0):
     """``gain / sqrt(fan_in)``, the standard deviation of a Kaiming-normal weight."""
-    if isinstance(fan_in, bool) or not isinstance(fan_in, (int, np.integer)) or fan_in < 1:
-        raise ValueError(f"fan_in must be a positive integer, got {fan_in!r}")
-    return float(gain) / math.sqrt(int(fan_in))
+    return float(gain) / math.sqrt(_validate.positive_int(fan_in, "fan_in"))
 
 
 def kaiming_normal(shape_or_array, gain=1.0, fan_in=None, generator=None, dtype=None):
