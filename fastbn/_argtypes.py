@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 __all__ = ["file_problem", "momentum", "nonnegative", "positive", "positive_floats", "schedule",
-           "sweep_param", "tolerance"]
+           "tolerance"]
 
 
 def file_problem(path):
@@ -83,16 +83,6 @@ def momentum(text):
     if not 0 <= v <= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return v
-
-
-def sweep_param(text):
-    """A sweep's ``NAME=V1,V2,...`` or ``NAME=LOW:HIGH[:lin]`` -> (name, values or Range)
-    (``fastbn.sweep.space.parse_param``; imports no Dask)."""
-    from .sweep.space import parse_param
-    try:
-        return parse_param(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def positive_floats(text):

@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._busy import holds_model
 from ._figures import new_figure, save_figure
+from ._progress import Progress, progress_mode
 from .fused import BatchSampler, FusedTrainer, supports
 
 if TYPE_CHECKING:
@@ -161,76 +162,6 @@ def lr_at(schedule: ScheduleLike, step: int) -> float | None:
             break
         lr = v
     return lr
-
-
-# ----------------------------------------------------------------------------------------------
-# progress
-
-class _Progress:
-    """Progress of a run: a tqdm bar (rate, ETA, running loss), periodic log lines, or nothing.
-
-    mode "bar": ``tqdm`` on a terminal, its widget in a Jupyter kernel (``tqdm.notebook``, when
-    ipywidgets is installed; the text bar otherwise), refreshed at most 10 times a second;
-    "lines": one line every ``log_every`` steps (the lecture's ``print(f'{i:7d}/{max_steps:7d}:
-    {loss:.4f}')``); "off": silent.
-    """
-
-    def __init__(self, total, mode, stream, log_every, initial=0):
-        self.total, self.mode, self.stream, self.log_every = total, mode, stream, log_every
-        self.avg = None
-        self.bar = None
-        if mode == "bar":
-            self.bar = _tqdm_class(stream)(total=total, initial=initial, file=stream,
-                                           unit="step", mininterval=0.1, smoothing=0.1,
-                                           dynamic_ncols=True, leave=True)
-
-    def update(self, step, loss, lr):
-        # running loss: exponential moving average over ~100 steps
-        self.avg = loss if self.avg is None else 0.99 * self.avg + 0.01 * loss
-        if self.bar is not None:
-            self.bar.update(1)
-            if self.bar.n == self.total or self.bar.n % 256 == 0:
-                self.bar.set_postfix_str(f"loss {self.avg:.4f} lr {lr:g}", refresh=False)
-        elif self.mode == "lines" and (step % self.log_every == 0 or step + 1 == self.total):
-            self.stream.write(f"{step:7d}/{self.total:7d}: loss {loss:.4f} "
-                              f"(running {self.avg:.4f}) lr {lr:g}\n")
-            self.stream.flush()
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _in_jupyter():
-    """True inside a Jupyter kernel (where stderr is not a terminal but a bar still renders)."""
-    ip = sys.modules.get("IPython")
-    try:
-        return ip is not None and "IPKernelApp" in ip.get_ipython().config
-    except Exception:                      # no running IPython
-        return False
-
-
-def _tqdm_class(stream):
-    if _in_jupyter() and stream in (sys.stderr, sys.stdout):
-        try:
-            import ipywidgets  # type: ignore[import-not-found]  # noqa: F401  (the widget)
-            from tqdm.notebook import tqdm  # type: ignore[import-untyped]  # (no stubs)
-            return tqdm
-        except ImportError:
-            pass
-    from tqdm import tqdm  # type: ignore[import-untyped]  # (no stubs)
-    return tqdm
-
-
-def _progress_mode(quiet, stream):
-    if quiet:
-        return "off"
-    isatty = getattr(stream, "isatty", None)
-    if (isatty is not None and isatty()) or (_in_jupyter() and stream in (sys.stderr,
-                                                                          sys.stdout)):
-        return "bar"
-    return "lines"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -469,8 +400,8 @@ def train(model: CharMLP, data: Dataset | tuple[ArrayLike, ArrayLike], steps: in
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     use_fused = _use_fused(fused, model, callback)
     stream = sys.stderr if stream is None else stream
-    progress = _progress_mode(quiet, stream)
-    bar = _Progress(steps, progress, stream, int(log_every),
+    progress = progress_mode(quiet, stream)
+    bar = Progress(steps, progress, stream, int(log_every),
                     initial=0 if resume is None else int(resume.step))
     if threads is not None:
         raise ValueError(

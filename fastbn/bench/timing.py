@@ -35,7 +35,7 @@ FULL_STEPS = 200_000
 MIN_CPU_SHARE = 0.95
 
 
-def _timed(fn, *args):
+def timed(fn, *args):
     """(wall seconds, CPU seconds of this process) of ``fn(*args)``, garbage collection off."""
     was = gc.isenabled()
     gc.disable()
@@ -52,7 +52,7 @@ def _block_size(peer, lr, block_seconds):
     """Steps per block so a block takes about block_seconds; the calibration runs warm up."""
     n = 1
     while True:
-        t, _ = _timed(peer.run, n, lr)
+        t, _ = timed(peer.run, n, lr)
         if t >= block_seconds / 4 or n >= 1 << 20:
             return max(1, round(block_seconds * n / max(t, 1e-9)))
         n *= 4 if t < block_seconds / 40 else 2
@@ -69,7 +69,7 @@ def time_cell(peers, repeats, block_seconds, lr=LR, log=None):
     blocks = {}
     for name, peer in peers.items():
         n = _block_size(peer, lr, block_seconds)
-        _timed(peer.run, n, lr)                                  # the warm-up block
+        timed(peer.run, n, lr)                                  # the warm-up block
         blocks[name] = n
     times = {name: [] for name in peers}
     shares = {name: [] for name in peers}
@@ -78,7 +78,7 @@ def time_cell(peers, repeats, block_seconds, lr=LR, log=None):
         for name, peer in peers.items():                         # peers take turns
             n = blocks[name]
             while True:
-                wall, cpu = _timed(peer.run, n, lr)
+                wall, cpu = timed(peer.run, n, lr)
                 if cpu >= MIN_CPU_SHARE * wall or discarded[name] >= repeats:
                     break
                 discarded[name] += 1
@@ -116,7 +116,7 @@ def gemm_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict[s
     for lib, fn in (("fastbn", lambda: _kernels.linear_forward(a, b, None, c)),
                     ("numpy", lambda: np.matmul(a, b, out=c))):
         fn()                                                     # warm-up
-        ts = [_timed(fn)[0] for _ in range(repeats)]
+        ts = [timed(fn)[0] for _ in range(repeats)]
         res[lib] = {"gflops": flops / min(ts) / 1e9,
                     "gflops_median": flops / statistics.median(ts) / 1e9}
     res["gflops"] = max(res["fastbn"]["gflops"], res["numpy"]["gflops"])
