@@ -316,7 +316,7 @@ TOO_LONG = {
     "model.py": "being reworked (a model description) in a change of its own",
     "gradchecks.py": "being reworked with the op registry in a change of its own",
     "exercises.py": "one exercise: every intermediate of the lecture's forward and its check",
-    "cli.py": "split next", "training.py": "split next", "data.py": "split next",
+    "cli.py": "split next", "data.py": "split next",
     "sweep/space.py": "split next",
 }
 
