@@ -316,8 +316,7 @@ TOO_LONG = {
     "model.py": "being reworked (a model description) in a change of its own",
     "gradchecks.py": "being reworked with the op registry in a change of its own",
     "exercises.py": "one exercise: every intermediate of the lecture's forward and its check",
-    "cli.py": "split next", "data.py": "split next",
-    "sweep/space.py": "split next",
+    "sweep/space.py": "its value checks are being edited in a change of their own",
 }
 
 
@@ -327,6 +326,8 @@ def test_no_module_is_over_max_lines():
     long = {f: n for f, n in lengths.items() if n > MAX_LINES and f not in TOO_LONG}
     assert not long, f"modules over {MAX_LINES} lines (split them by job): {long}"
     assert set(TOO_LONG) <= set(lengths)
+    short = [f for f in TOO_LONG if lengths[f] <= MAX_LINES]
+    assert not short, f"no longer over {MAX_LINES} lines, remove from TOO_LONG: {short}"
 
 
 # ----------------------------------------------------------------------------------------------
