@@ -37,7 +37,6 @@ import argparse
 import datetime
 import functools
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -48,6 +47,7 @@ if any((ROOT / "fastbn").glob("_kernels*.so")):
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from ab import load_before  # noqa: E402  (bench/ab.py)
 
 import fastbn  # noqa: E402  (after choosing which fastbn to import)
 from fastbn.bench.inference import _time  # noqa: E402
@@ -60,20 +60,6 @@ from fastbn.data import load_dataset  # noqa: E402
 PATHS = {"fused": "compiled loop (`FusedTrainer._run`)",
          "per_layer": "per-layer (`CharMLP.train_step`)",
          "per_layer_unheld": "per-layer, after without the one-thread hold"}
-
-
-def load_before(checkout, tmp):
-    """The fastbn built in place in ``checkout``, imported as ``fastbn_before``."""
-    src = Path(checkout) / "fastbn"
-    if not any(src.glob("_kernels*.so")):
-        raise SystemExit(f"{src}: no built _kernels (python setup.py build_ext --inplace there)")
-    shutil.copytree(src, Path(tmp) / "fastbn_before")
-    sys.path.insert(1, str(tmp))
-    import fastbn_before
-    import fastbn_before.bench.peers  # noqa: F401
-    import fastbn_before.data  # noqa: F401
-    import fastbn_before.fused  # noqa: F401
-    return fastbn_before
 
 
 class _Loop:
@@ -249,7 +235,7 @@ def main(argv=None):
     unset = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if os.environ.get(k) is None]
     command = " ".join((["env"] + [f"-u {k}" for k in unset] if unset else []) + shown)
     with tempfile.TemporaryDirectory() as tmp, one_thread():
-        before = load_before(args.before, tmp)
+        before = load_before(args.before, tmp, ("bench.peers", "data", "fused"))
         print(f"after:  {Path(fastbn.__file__).parent}\nbefore: {args.before} (as "
               f"{before.__name__})", flush=True)
         ds = load_dataset(args.data)

@@ -23,7 +23,6 @@ GEMM speed of the machine (1024³, one thread) is printed before and after the t
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/inference_ab.py --before DIR
 """
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +32,7 @@ if any((ROOT / "fastbn").glob("_kernels*.so")):
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from ab import load_before  # noqa: E402  (bench/ab.py)
 
 import fastbn  # noqa: E402  (after choosing which fastbn to import)
 from fastbn.bench.inference import SAMPLE_N, TRAIN_STEPS, _time, _trained  # noqa: E402
@@ -40,19 +40,6 @@ from fastbn.bench.runner import one_thread  # noqa: E402
 from fastbn.bench.timing import gemm_peak  # noqa: E402
 from fastbn.data import load_dataset  # noqa: E402
 from fastbn.inference import CHUNK  # noqa: E402
-
-
-def load_before(checkout, tmp):
-    """The fastbn built in place in ``checkout``, imported as ``fastbn_before``."""
-    src = Path(checkout) / "fastbn"
-    if not any(src.glob("_kernels*.so")):
-        raise SystemExit(f"{src}: no built _kernels (python setup.py build_ext --inplace there)")
-    shutil.copytree(src, Path(tmp) / "fastbn_before")
-    sys.path.insert(1, str(tmp))
-    import fastbn_before
-    import fastbn_before.bench.inference  # noqa: F401  (its _trained)
-    import fastbn_before.data  # noqa: F401
-    return fastbn_before
 
 
 def same_model(a, b):
@@ -115,7 +102,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=2147483647)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, one_thread():
-        before = load_before(args.before, tmp)
+        before = load_before(args.before, tmp, ("bench.inference", "data"))
         print(f"after:  {Path(fastbn.__file__).parent}\nbefore: {args.before} (as "
               f"{before.__name__})")
         ds = load_dataset(args.data)
