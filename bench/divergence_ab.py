@@ -7,9 +7,10 @@ there), as the package ``fastbn_before`` (a copy of its ``fastbn/`` in a tempora
 next to the fastbn of this checkout. Per dtype and batch size, two paths of a training step of
 the benchmark's model (``fastbn.bench.peers.MODEL``):
 
-- **the compiled loop**: ``FusedTrainer._run`` (what ``fastbn.train`` calls per chunk: the data
-  copied and checked once, then ``FusedNet.train``, every step in C); the check is flags raised
-  in the batch-norm pass, the softmax's max pass, the running statistics and the SGD update;
+- **the compiled loop**: ``FusedTrainer.run_loaded`` (``_run`` in a build before it), what
+  ``fastbn.train`` calls per chunk: the data copied and checked once, then ``FusedNet.train``,
+  every step in C; the check is flags raised in the batch-norm pass, the softmax's max pass,
+  the running statistics and the SGD update;
 - **the per-layer step**: ``CharMLP.train_step`` on a random minibatch, through the benchmark's
   ``per_layer`` peer (``fastbn.bench.peers``); the check is one ``all_finite`` call and
   ``sgd_update_finite``'s flag. A third row times this checkout's ``train_step`` without the
@@ -62,18 +63,24 @@ PATHS = {"fused": "compiled loop (`FusedTrainer._run`)",
 
 
 class _Loop:
-    """The compiled loop as ``fastbn.train`` runs it: data checked once, ``_run`` per call."""
+    """The compiled loop as ``fastbn.train`` runs it: data checked once, ``run_loaded`` per
+    call (``_run`` in a build from before it)."""
 
     def __init__(self, pkg, model, B, X, Y, seed):
         self.trainer = pkg.fused.FusedTrainer(model, B)
         self.sampler = pkg.fused.BatchSampler(seed)
-        self.X, self.Y = self.trainer._data(X, Y)
+        if hasattr(self.trainer, "load_data"):
+            self.trainer.load_data(X, Y)
+            self.steps = lambda n, lr, losses: self.trainer.run_loaded(n, lr, self.sampler, losses)
+        else:
+            X, Y = self.trainer._data(X, Y)
+            self.steps = lambda n, lr, losses: self.trainer._run(X, Y, n, lr, self.sampler, losses)
         self.model, self.losses = model, None
 
     def run(self, n, lr):
         if self.losses is None or self.losses.shape != (n,):
             self.losses = np.empty(n, np.float64)
-        done, _ = self.trainer._run(self.X, self.Y, n, lr, self.sampler, self.losses)
+        done, _ = self.steps(n, lr, self.losses)
         if done != n:
             raise SystemExit(f"the compiled loop diverged at step {done} of a timed call")
         return self.losses

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import _validate
 
 __all__ = ["file_problem", "momentum", "nonnegative", "positive", "positive_floats", "schedule",
-           "sweep_param", "tolerance"]
+           "tolerance"]
 
 
 def file_problem(path):
@@ -84,16 +84,6 @@ def momentum(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
     return _checked(_validate.momentum, v)
-
-
-def sweep_param(text):
-    """A sweep's ``NAME=V1,V2,...`` or ``NAME=LOW:HIGH[:lin]`` -> (name, values or Range)
-    (``fastbn.sweep.space.parse_param``; imports no Dask)."""
-    from .sweep.space import parse_param
-    try:
-        return parse_param(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def positive_floats(text):

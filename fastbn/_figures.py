@@ -12,12 +12,17 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 from ._fileio import atomic_save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["new_figure", "save_figure"]
+    from ._schedule import Schedule
+
+__all__ = ["new_figure", "plot_history", "save_figure"]
 
 _FIGURE = None
 
@@ -56,3 +61,38 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     return the path. The file appears whole or not at all (``fastbn._fileio.atomic_write``)."""
     path = Path(path)
     return atomic_save_figure(fig, path, format="svg" if path.suffix.lower() == ".svg" else "png")
+
+
+# ----------------------------------------------------------------------------------------------
+# the loss curve
+
+def plot_history(history: ArrayLike, path: str | os.PathLike[str] | None = None, *,
+                 schedule: Schedule | None = None, window: int = 1000,
+                 title: str | None = None) -> Figure:
+    """The loss curve: log10 of every step's loss, and its mean over ``window`` steps (the
+    lecture's ``torch.tensor(lossi).view(-1, 1000).mean(1)``), with the learning-rate steps of
+    ``schedule`` marked. Returns the ``matplotlib.figure.Figure`` (shown inline in a notebook);
+    with ``path`` it is also written there, atomically (PNG, or SVG for ``.svg``).
+    """
+    h = np.log10(np.asarray(history, dtype=np.float64))
+    fig, ax = new_figure()
+    ax = ax[0, 0]
+    steps = np.arange(h.size)
+    ax.plot(steps, h, lw=0.3, alpha=0.35, color="tab:blue", label="minibatch loss")
+    if h.size >= window:
+        n = h.size // window
+        means = h[: n * window].reshape(n, window).mean(1)
+        ax.plot((np.arange(n) + 0.5) * window, means, lw=1.8, color="tab:red",
+                label=f"mean over {window} steps")
+    for s, lr in (schedule or ())[1:]:
+        if s < h.size:
+            ax.axvline(s, color="gray", ls="--", lw=0.8)
+            ax.text(s, ax.get_ylim()[1], f" lr {lr:g}", va="top", fontsize=8, color="gray")
+    ax.set_xlabel("step")
+    ax.set_ylabel("log10(loss)")
+    ax.set_title(title or "training loss")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -209,6 +209,7 @@ class FusedTrainer:
         # of the last step or run (see run)
         self.divergence: _divergence.Divergence | None = None
         self._lock = threading.Lock()            # one call at a time: shared workspaces
+        self._loaded: tuple[np.ndarray, np.ndarray] | None = None    # (X, Y) of load_data
         self._bind()
 
     def _bind(self):
@@ -382,12 +383,24 @@ class FusedTrainer:
             X, Y = self._data(X, Y)
             return self._run_locked(X, Y, steps, lr, sampler, losses)
 
-    def _run(self, X: np.ndarray, Y: np.ndarray, steps: int, lr: float, sampler: BatchSampler,
-             losses: NDArray[np.float64] | None = None) -> tuple[int, NDArray[np.float64]]:
-        """``run`` on X and Y that ``_data`` returned (private, checked): ``fastbn.train``
-        copies and checks its data once instead of once per chunk."""
+    def load_data(self, X: ArrayLike, Y: ArrayLike) -> tuple[NDArray[np.int64],
+                                                             NDArray[np.int64]]:
+        """Check X (N, T) and Y (N,) as ``run`` does, once, and keep copies of them: the data
+        of ``run_loaded``, which then neither checks nor copies them again (``fastbn.train``
+        runs its chunks on one data set). Returns read-only views of the copies."""
+        with self._lock:
+            X, Y = (np.array(a, copy=True) for a in self._data(X, Y))
+            X.flags.writeable = Y.flags.writeable = False
+            self._loaded = (X, Y)
+            return X.view(), Y.view()     # read-only for good: their base is
+
+    def run_loaded(self, steps: int, lr: float, sampler: BatchSampler,
+                   losses: NDArray[np.float64] | None = None) -> tuple[int, NDArray[np.float64]]:
+        """``run`` on the data of the last ``load_data``."""
         with self._lock, training_model(self.model, "FusedTrainer.run"):
-            return self._run_locked(X, Y, steps, lr, sampler, losses)
+            if self._loaded is None:
+                raise RuntimeError("run_loaded needs data: call load_data(X, Y) first")
+            return self._run_locked(*self._loaded, steps, lr, sampler, losses)
 
     def _run_locked(self, X, Y, steps, lr, sampler, losses):
         self._check_bound()

@@ -32,7 +32,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
@@ -40,22 +40,27 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _validate
 from ._busy import holds_model
-from ._figures import new_figure, save_figure
+from ._figures import plot_history
+from ._interrupt import CatchInterrupt
+from ._progress import Progress, progress_mode
+from ._schedule import (
+    DEFAULT_LR_SCHEDULE,
+    Schedule,
+    ScheduleLike,
+    check_schedule,
+    default_lr_schedule,
+    format_lr_schedule,
+    lr_at,
+    parse_lr_schedule,
+)
 from .fused import BatchSampler, FusedTrainer, supports
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
     from ._divergence import Divergence
     from .data import Dataset
     from .model import CharMLP
-
-# a checked learning-rate schedule: (step, lr) pairs, steps increasing from 0
-Schedule = tuple[tuple[int, float], ...]
-# what train and the schedule functions accept: a constant lr, (step, lr) pairs or their text
-ScheduleLike = float | str | Sequence[tuple[int, float]]
 
 __all__ = [
     "DEFAULT_LR_SCHEDULE",
@@ -73,166 +78,8 @@ __all__ = [
     "train",
 ]
 
-DEFAULT_LR_SCHEDULE = ((0, 0.1), (100_000, 0.01))    # the lecture's, for its 200,000 steps
 DEFAULT_SEED = 2147483647   # the lecture's torch.Generator seed (our generators draw differently)
 CHUNK = 1000                # the compiled loop returns to Python at least every CHUNK steps
-
-
-# ----------------------------------------------------------------------------------------------
-# learning-rate schedule
-
-def _check_schedule(schedule: ScheduleLike) -> Schedule:
-    """A validated step schedule: a tuple of (step, lr), steps increasing from 0, lr > 0."""
-    if isinstance(schedule, str):
-        return parse_lr_schedule(schedule)
-    if isinstance(schedule, (int, float)) and not isinstance(schedule, bool):
-        schedule = ((0, schedule),)
-    try:
-        # a bool is not iterable: the TypeError below refuses it
-        pairs = [(s, lr) for s, lr in schedule]  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ValueError(f"lr schedule must be a number or (step, lr) pairs, got {schedule!r}") \
-            from None
-    if not pairs:
-        raise ValueError("lr schedule is empty")
-    out: list[tuple[int, float]] = []
-    for s, lr in pairs:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
-            raise ValueError(f"lr schedule steps must be integers >= 0, got {s!r}")
-        lr = float(lr)
-        try:
-            _validate.finite_positive(lr, "learning rates")
-        except ValueError as e:
-            raise ValueError(f"{e} at step {s}") from None
-        if out and s <= out[-1][0]:
-            raise ValueError(f"lr schedule steps must increase, got {s} after {out[-1][0]}")
-        out.append((int(s), lr))
-    if out[0][0] != 0:
-        raise ValueError(f"lr schedule must start at step 0, got {out[0][0]}")
-    return tuple(out)
-
-
-def parse_lr_schedule(text: str) -> Schedule:
-    """``"0:0.1,100000:0.01"`` -> ((0, 0.1), (100000, 0.01)); a bare ``"0.05"`` is constant.
-
-    Steps may use underscores (``100_000``). Raises ValueError on anything else.
-    """
-    text = str(text).strip()
-    if not text:
-        raise ValueError("lr schedule is empty")
-    lr: float | str
-    if ":" not in text and "," not in text:
-        try:
-            lr = float(text)
-        except ValueError:
-            raise ValueError(f"cannot read lr schedule {text!r}; expected e.g. 0.1 or "
-                             "'0:0.1,100000:0.01'") from None
-        return _check_schedule(lr)
-    pairs = []
-    for part in text.split(","):
-        try:
-            s, lr = part.split(":")
-            pairs.append((int(s.strip()), float(lr)))
-        except ValueError:
-            raise ValueError(f"cannot read {part.strip()!r} in lr schedule {text!r}; expected "
-                             "STEP:LR pairs separated by commas, e.g. '0:0.1,100000:0.01'") \
-                from None
-    return _check_schedule(pairs)
-
-
-def format_lr_schedule(schedule: ScheduleLike) -> str:
-    """The inverse of ``parse_lr_schedule``: ``"0:0.1,100000:0.01"``."""
-    return ",".join(f"{s}:{lr:g}" for s, lr in _check_schedule(schedule))
-
-
-def default_lr_schedule(steps: int) -> Schedule:
-    """The lecture's schedule scaled to a run of ``steps``: lr 0.1, then 0.01 from step
-    ``steps // 2`` on (the lecture decays at step 100,000 of 200,000, so its run gets exactly
-    ``DEFAULT_LR_SCHEDULE``); a run of one step keeps 0.1. The default of ``train`` and of
-    ``fastbn train``, so that a shorter run decays too."""
-    steps = int(steps)
-    half = steps // 2
-    return ((0, 0.1), (half, 0.01)) if half >= 1 else ((0, 0.1),)
-
-
-def lr_at(schedule: ScheduleLike, step: int) -> float | None:
-    """The learning rate at ``step``: that of the last entry whose step is <= ``step``."""
-    lr = None
-    for s, v in _check_schedule(schedule):
-        if s > step:
-            break
-        lr = v
-    return lr
-
-
-# ----------------------------------------------------------------------------------------------
-# progress
-
-class _Progress:
-    """Progress of a run: a tqdm bar (rate, ETA, running loss), periodic log lines, or nothing.
-
-    mode "bar": ``tqdm`` on a terminal, its widget in a Jupyter kernel (``tqdm.notebook``, when
-    ipywidgets is installed; the text bar otherwise), refreshed at most 10 times a second;
-    "lines": one line every ``log_every`` steps (the lecture's ``print(f'{i:7d}/{max_steps:7d}:
-    {loss:.4f}')``); "off": silent.
-    """
-
-    def __init__(self, total, mode, stream, log_every, initial=0):
-        self.total, self.mode, self.stream, self.log_every = total, mode, stream, log_every
-        self.avg = None
-        self.bar = None
-        if mode == "bar":
-            self.bar = _tqdm_class(stream)(total=total, initial=initial, file=stream,
-                                           unit="step", mininterval=0.1, smoothing=0.1,
-                                           dynamic_ncols=True, leave=True)
-
-    def update(self, step, loss, lr):
-        # running loss: exponential moving average over ~100 steps
-        self.avg = loss if self.avg is None else 0.99 * self.avg + 0.01 * loss
-        if self.bar is not None:
-            self.bar.update(1)
-            if self.bar.n == self.total or self.bar.n % 256 == 0:
-                self.bar.set_postfix_str(f"loss {self.avg:.4f} lr {lr:g}", refresh=False)
-        elif self.mode == "lines" and (step % self.log_every == 0 or step + 1 == self.total):
-            self.stream.write(f"{step:7d}/{self.total:7d}: loss {loss:.4f} "
-                              f"(running {self.avg:.4f}) lr {lr:g}\n")
-            self.stream.flush()
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _in_jupyter():
-    """True inside a Jupyter kernel (where stderr is not a terminal but a bar still renders)."""
-    ip = sys.modules.get("IPython")
-    try:
-        return ip is not None and "IPKernelApp" in ip.get_ipython().config
-    except Exception:                      # no running IPython
-        return False
-
-
-def _tqdm_class(stream):
-    if _in_jupyter() and stream in (sys.stderr, sys.stdout):
-        try:
-            import ipywidgets  # type: ignore[import-not-found]  # noqa: F401  (the widget)
-            from tqdm.notebook import tqdm  # type: ignore[import-untyped]  # (no stubs)
-            return tqdm
-        except ImportError:
-            pass
-    from tqdm import tqdm  # type: ignore[import-untyped]  # (no stubs)
-    return tqdm
-
-
-def _progress_mode(quiet, stream):
-    if quiet:
-        return "off"
-    isatty = getattr(stream, "isatty", None)
-    if (isatty is not None and isatty()) or (_in_jupyter() and stream in (sys.stderr,
-                                                                          sys.stdout)):
-        return "bar"
-    return "lines"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -452,7 +299,7 @@ def train(model: CharMLP, data: Dataset | tuple[ArrayLike, ArrayLike], steps: in
     every = int(every)
     if every < 1 or int(log_every) < 1:
         raise ValueError("every and log_every must be >= 1")
-    schedule = _check_schedule(default_lr_schedule(steps) if lr_schedule is None else lr_schedule)
+    schedule = check_schedule(default_lr_schedule(steps) if lr_schedule is None else lr_schedule)
     (Xtr, Ytr), evals = _splits(data)
     N = Xtr.shape[0]
     if N == 0:
@@ -471,8 +318,8 @@ def train(model: CharMLP, data: Dataset | tuple[ArrayLike, ArrayLike], steps: in
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     use_fused = _use_fused(fused, model, callback)
     stream = sys.stderr if stream is None else stream
-    progress = _progress_mode(quiet, stream)
-    bar = _Progress(steps, progress, stream, int(log_every),
+    progress = progress_mode(quiet, stream)
+    bar = Progress(steps, progress, stream, int(log_every),
                     initial=0 if resume is None else int(resume.step))
     if threads is not None:
         raise ValueError(
@@ -485,8 +332,9 @@ def train(model: CharMLP, data: Dataset | tuple[ArrayLike, ArrayLike], steps: in
     last_chunk = None          # (sampler state before the last compiled chunk, its steps)
     if use_fused:
         trainer = FusedTrainer(model, batch_size)
-        # checked once, into arrays of our own (a callback cannot change them under the loop)
-        Xtr, Ytr = (np.array(a, copy=True) for a in trainer._data(Xtr, Ytr))
+        # checked once, into the trainer's own arrays (a callback cannot change them under the
+        # loop); Xtr, Ytr: read-only views of them
+        Xtr, Ytr = trainer.load_data(Xtr, Ytr)
         chunk_losses = np.empty(CHUNK, dtype=np.float64)
 
     def state():
@@ -501,14 +349,14 @@ def train(model: CharMLP, data: Dataset | tuple[ArrayLike, ArrayLike], steps: in
         return min(stops) - step
 
     first = step
-    with _CatchInterrupt() as interrupt:
+    with CatchInterrupt() as interrupt:
         t0 = time.perf_counter()
         while step < steps and not interrupt.caught:
             lr = next(v for s, v in reversed(schedule) if s <= step)   # checked above
             if use_fused:
                 n = next_stop(step)
                 before = sampler.state.copy()
-                done, out = trainer._run(Xtr, Ytr, n, lr, sampler, chunk_losses[:n])
+                done, out = trainer.run_loaded(n, lr, sampler, chunk_losses[:n])
                 last_chunk = (before, done)
                 losses = out[:done]
             else:
@@ -617,48 +465,6 @@ def seed_streams(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSeque
     return init, batches
 
 
-class _CatchInterrupt:
-    """Within the block, SIGINT and SIGTERM set ``caught`` (and ``signum``, the first signal
-    caught) instead of raising KeyboardInterrupt or ending the process, so the loop can stop
-    between steps (a step cut in half would leave the model half updated).
-
-    Only in the main thread (``signal.signal`` refuses elsewhere), and only where the signal
-    would otherwise interrupt the run by default: SIGINT under Python's
-    ``signal.default_int_handler`` (a terminal, a Jupyter cell), SIGTERM under ``SIG_DFL`` (the
-    operating system's default, which kills the process). Any other handler (the caller's own,
-    SIG_IGN, SIG_DFL for SIGINT, one installed from C) is left alone. On exit each previous
-    handler is put back if ours is still the one installed, so nested or overlapping blocks
-    restore in order and never leave ours behind.
-    """
-
-    SIGNALS = ((signal.SIGINT, lambda h: h is signal.default_int_handler),
-               (signal.SIGTERM, lambda h: h == signal.SIG_DFL))
-
-    def __enter__(self):
-        self.caught = False
-        self.signum = None
-        self._previous = {}
-
-        def handler(signum, frame):
-            if self.signum is None:
-                self.signum = signum
-            self.caught = True
-        self._handler = handler
-        try:
-            for signum, ours_to_replace in self.SIGNALS:
-                if ours_to_replace(signal.getsignal(signum)):
-                    self._previous[signum] = signal.signal(signum, handler)
-        except ValueError:      # not the main thread (of the main interpreter)
-            pass
-        return self
-
-    def __exit__(self, *exc):
-        for signum, previous in self._previous.items():
-            if signal.getsignal(signum) is self._handler:
-                signal.signal(signum, previous)
-        return False
-
-
 def _sampler_seed(seed):
     """A 64-bit seed for the BatchSampler from an int, SeedSequence, Generator or None."""
     if isinstance(seed, np.random.Generator):
@@ -689,38 +495,3 @@ def _use_fused(fused, model, callback=None):
     if fused is False:
         return False
     raise ValueError(f"fused must be 'auto', True or False, got {fused!r}")
-
-
-# ----------------------------------------------------------------------------------------------
-# the loss curve
-
-def plot_history(history: ArrayLike, path: str | os.PathLike[str] | None = None, *,
-                 schedule: Schedule | None = None, window: int = 1000,
-                 title: str | None = None) -> Figure:
-    """The loss curve: log10 of every step's loss, and its mean over ``window`` steps (the
-    lecture's ``torch.tensor(lossi).view(-1, 1000).mean(1)``), with the learning-rate steps of
-    ``schedule`` marked. Returns the ``matplotlib.figure.Figure`` (shown inline in a notebook);
-    with ``path`` it is also written there, atomically (PNG, or SVG for ``.svg``).
-    """
-    h = np.log10(np.asarray(history, dtype=np.float64))
-    fig, ax = new_figure()
-    ax = ax[0, 0]
-    steps = np.arange(h.size)
-    ax.plot(steps, h, lw=0.3, alpha=0.35, color="tab:blue", label="minibatch loss")
-    if h.size >= window:
-        n = h.size // window
-        means = h[: n * window].reshape(n, window).mean(1)
-        ax.plot((np.arange(n) + 0.5) * window, means, lw=1.8, color="tab:red",
-                label=f"mean over {window} steps")
-    for s, lr in (schedule or ())[1:]:
-        if s < h.size:
-            ax.axvline(s, color="gray", ls="--", lw=0.8)
-            ax.text(s, ax.get_ylim()[1], f" lr {lr:g}", va="top", fontsize=8, color="gray")
-    ax.set_xlabel("step")
-    ax.set_ylabel("log10(loss)")
-    ax.set_title(title or "training loss")
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig

@@ -13,6 +13,14 @@ in a package's ``__init__`` is an edge to that package.
   imports A inside a function) works only because it is deferred, and means the layers are
   tangled (as ``fastbn.cli`` and ``fastbn.bench`` once were). The message lists the deferred
   imports that go back up.
+- The graph of the subpackages stands on its own too: with each subpackage (``fastbn.lab``,
+  ``fastbn.sweep``, ...) taken as one node, and each top-level module as its own, it is acyclic:
+  the laboratory may run sweeps, but then the sweep may not draw with the laboratory's code
+  (what both need lives in a module below both).
+- No module imports another module's private names (``from .x import _name``, ``x._name``):
+  what modules share has a public name, in a private module (``fastbn._figures``) if it is not
+  part of the API.
+- No module of fastbn is over ``MAX_LINES`` lines.
 """
 import ast
 import importlib.machinery
@@ -171,6 +179,153 @@ def test_no_deferred_import_goes_back_up():
                        + _explain(comps, edges))
 
 
+def package_of(module, root="fastbn"):
+    """The node of ``module`` in the graph of subpackages: its subpackage right below ``root``
+    (``fastbn.lab.plots`` -> ``fastbn.lab``), or the module itself at the top level."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 else module
+
+
+def package_edges(pkg_dir):
+    """The import edges between subpackages (and top-level modules), within one left out."""
+    root = Path(pkg_dir).name
+    subpackages = {name for name, (_, is_pkg) in _modules(Path(pkg_dir)).items()
+                   if is_pkg and name.count(".") == 1}
+    out = []
+    for a, b, kind, where in import_edges(pkg_dir):
+        pa, pb = package_of(a, root), package_of(b, root)
+        if pa != pb:
+            out.append((pa, pb, kind, f"{where} ({a} -> {b})"))
+    assert subpackages, "no subpackage found"
+    return out
+
+
+def test_subpackages_do_not_import_each_other_both_ways():
+    edges = package_edges(PKG)
+    assert ("fastbn.lab", "fastbn.sweep") in {(a, b) for a, b, _, _ in edges}   # (it reads)
+    comps = cycles(edges)
+    assert not comps, ("subpackages that import each other (move what both use into a module "
+                       "below both, e.g. fastbn/_figures.py):\n" + _explain(comps, edges))
+
+
+def test_the_sweep_stands_without_the_laboratory():
+    """The laboratory runs its experiments as sweeps; the sweep never imports the laboratory."""
+    bad = [e for e in import_edges(PKG)
+           if e[0].startswith("fastbn.sweep") and e[1].startswith("fastbn.lab")]
+    assert not bad, bad
+
+
+# ----------------------------------------------------------------------------------------------
+# private names stay in their module
+
+# (module, name) pairs still imported from outside their module while a change removes them;
+# empty: every shared name is public (in a private module where it is not API)
+PENDING: set[tuple[str, str]] = set()
+
+
+def _private(name):
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_reach_ins(pkg_dir):
+    """[(importer, (module, name), "file:line")]: every private name of one of the package's
+    modules that another module uses, by ``from module import _name`` or as ``module._name``
+    after binding the module (``import p.module as m``, ``from p import module``). A private
+    *module* (``from . import _kernels``, ``from ._figures import new_figure``) is no reach-in:
+    its public names are what it is for."""
+    pkg_dir = Path(pkg_dir)
+    root = pkg_dir.name
+    mods = _modules(pkg_dir)
+
+    def is_module(dotted):
+        return dotted in mods or _is_extension(pkg_dir, dotted)
+
+    out = []
+    for name, (path, is_pkg) in mods.items():
+        here = name if is_pkg else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        bound = {}                                  # local name -> module of the package
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = here.split(".")[:len(here.split(".")) - (node.level - 1)]
+                    src = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    src = node.module or ""
+                if src != root and not src.startswith(root + "."):
+                    continue
+                for alias in node.names:
+                    if is_module(f"{src}.{alias.name}"):
+                        bound[alias.asname or alias.name] = f"{src}.{alias.name}"
+                    elif _private(alias.name):
+                        out.append((name, (src, alias.name), f"{path.name}:{node.lineno}"))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name == root or alias.name.startswith(root + "."):
+                        if alias.asname:
+                            bound[alias.asname] = alias.name
+                        else:                       # `import p.x` binds p
+                            bound[root] = root
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and _private(node.attr)):
+                continue
+            chain, value = [node.attr], node.value     # p.x._name: the chain x, _name
+            while isinstance(value, ast.Attribute):
+                chain.insert(0, value.attr)
+                value = value.value
+            if not (isinstance(value, ast.Name) and value.id in bound):
+                continue
+            module = bound[value.id]
+            for attr in chain:
+                if not _private(attr):
+                    if is_module(f"{module}.{attr}"):
+                        module = f"{module}.{attr}"
+                        continue
+                    break                                 # a public object: its attributes
+                if not is_module(f"{module}.{attr}") and module != name:
+                    out.append((name, (module, attr), f"{path.name}:{node.lineno}"))
+                break
+    return out
+
+
+def test_no_module_imports_the_private_names_of_another():
+    found = private_reach_ins(PKG)
+    bad = [r for r in found if r[1] not in PENDING]
+    assert not bad, ("private names used outside their module (give what modules share a "
+                     "public name, in a private module if it is not API):\n"
+                     + "\n".join(f"    {a} uses {m}.{n} ({w})" for a, (m, n), w in bad))
+    # the allowlist holds only what is still there (it shrinks to nothing)
+    assert PENDING >= {r[1] for r in found}
+    stale = PENDING - {r[1] for r in found}
+    assert not stale, f"no longer reached into, remove from PENDING: {sorted(stale)}"
+
+
+# ----------------------------------------------------------------------------------------------
+# module size
+
+MAX_LINES = 500
+# Modules still over MAX_LINES, each with its reason; a module leaves the list when it is split.
+TOO_LONG = {
+    "ops.py": "being split into its op families in a change of its own",
+    "model.py": "being reworked (a model description) in a change of its own",
+    "gradchecks.py": "being reworked with the op registry in a change of its own",
+    "nn.py": "its scalar checks are being edited in a change of their own (then: by layer family)",
+    "comparison.py": "grading one op, with its numpydoc examples; to split after the op registry",
+    "exercises.py": "one exercise: every intermediate of the lecture's forward and its check",
+    "sweep/space.py": "its value checks are being edited in a change of their own",
+}
+
+
+def test_no_module_is_over_max_lines():
+    lengths = {str(f.relative_to(PKG)): len(f.read_text(encoding="utf-8").splitlines())
+               for f in PKG.rglob("*.py")}
+    long = {f: n for f, n in lengths.items() if n > MAX_LINES and f not in TOO_LONG}
+    assert not long, f"modules over {MAX_LINES} lines (split them by job): {long}"
+    assert set(TOO_LONG) <= set(lengths)
+    short = [f for f in TOO_LONG if lengths[f] <= MAX_LINES]
+    assert not short, f"no longer over {MAX_LINES} lines, remove from TOO_LONG: {short}"
+
+
 # ----------------------------------------------------------------------------------------------
 # the detector itself, on a package with known cycles
 
@@ -211,6 +366,43 @@ def test_the_detector_finds_top_level_and_deferred_cycles(tmp_path):
     # a module importing a name that p/__init__ defines, while p/__init__ imports it: a cycle
     _write_pkg(pkg, {"__init__.py": "from .a import f\nfrom .sub import z\nVERSION = 1\n"})
     assert ["p", "p.sub", "p.sub.m"] in cycles(import_edges(pkg))
+
+
+def test_the_detector_finds_subpackages_that_import_each_other(tmp_path):
+    pkg = _write_pkg(tmp_path / "p", {
+        "__init__.py": "",
+        "top.py": "from .one import a\n",
+        "one/__init__.py": "",
+        "one/a.py": "from ..two.b import f\n",                   # one -> two
+        "one/c.py": "",
+        "two/__init__.py": "",
+        "two/b.py": "def f():\n    from ..one import c\n",    # two -> one (deferred)
+    })
+    assert not cycles(import_edges(pkg))              # no cycle between the modules themselves
+    edges = package_edges(pkg)
+    assert ("p.top", "p.one", "top", "top.py:1 (p.top -> p.one.a)") in edges
+    assert cycles(edges) == [["p.one", "p.two"]]
+
+
+def test_the_detector_finds_private_reach_ins(tmp_path):
+    pkg = _write_pkg(tmp_path / "p", {
+        "__init__.py": "from . import a\n",
+        "a.py": "_x = 1\ny = 2\n\ndef _f():\n    return _x\n",
+        "_priv.py": "name = 1\n_hidden = 2\n",
+        "ok.py": ("from . import _priv, a\nfrom ._priv import name\nfrom .a import y\n"
+                  "import p.a as pa\nprint(a.y, pa.y, _priv.name, a.__name__, y._z)\n"),
+        "bad.py": ("from .a import _x\nfrom ._priv import _hidden\nfrom . import a\n"
+                   "import p.a\nimport p._priv as pp\n"
+                   "print(a._f, p.a._x, pp._hidden)\n"),
+        "sub/__init__.py": "",
+        "sub/m.py": "from .. import a as b\nfrom ..a import _f\nprint(b._x)\n",
+    })
+    found = private_reach_ins(pkg)
+    assert not [r for r in found if r[0] == "p.ok"]
+    assert sorted((a, m, n) for a, (m, n), _ in found) == [
+        ("p.bad", "p._priv", "_hidden"), ("p.bad", "p._priv", "_hidden"), ("p.bad", "p.a", "_f"),
+        ("p.bad", "p.a", "_x"), ("p.bad", "p.a", "_x"),
+        ("p.sub.m", "p.a", "_f"), ("p.sub.m", "p.a", "_x")]
 
 
 # ----------------------------------------------------------------------------------------------

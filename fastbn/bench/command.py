@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .._bench_options import DEFAULT_OUT, DESCRIPTION, add_arguments
-from .runner import _STD, one_thread, run
+from .runner import STD, one_thread, run
 from .targets import load_targets
 from .verify import VerificationError
 
 __all__ = ["main", "run_from_args"]
 
 
-def run_from_args(args: argparse.Namespace, stream: TextIO | None | object = _STD,
-                  stdout: TextIO | None | object = _STD,
+def run_from_args(args: argparse.Namespace, stream: TextIO | None | object = STD,
+                  stdout: TextIO | None | object = STD,
                   machine: dict[str, Any] | None = None) -> int:
     """Run with parsed ``add_arguments`` options; returns 0 (raises on failure).
 

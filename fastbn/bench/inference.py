@@ -41,7 +41,7 @@ from .. import _validate
 from ..inference import CHUNK
 from ..model import MAX_SAMPLE_LEN
 from .peers import make_model
-from .timing import MIN_CPU_SHARE, _timed
+from .timing import MIN_CPU_SHARE, timed
 
 __all__ = ["IMPLS", "LOSS_TOL", "SAMPLE_N", "TARGET_METRICS", "TASKS", "TRAIN_STEPS",
            "check_target", "judge_target", "markdown", "run_inference"]
@@ -185,14 +185,14 @@ def _time(fns, repeats, block_seconds):
     calls = {}
     for name, fn in fns.items():
         fn()                                                     # warm-up
-        t, _ = _timed(fn)
+        t, _ = timed(fn)
         calls[name] = max(1, round(block_seconds / max(t, 1e-9)))
 
     def block(fn, n):
         for _ in range(n):
             fn()
     for name, fn in fns.items():
-        _timed(block, fn, calls[name])                           # a warm-up block
+        timed(block, fn, calls[name])                           # a warm-up block
     times = {k: [] for k in fns}
     shares = {k: [] for k in fns}
     discarded = dict.fromkeys(fns, 0)
@@ -201,7 +201,7 @@ def _time(fns, repeats, block_seconds):
         for name in (order if r % 2 == 0 else order[::-1]):
             fn = fns[name]
             while True:
-                wall, cpu = _timed(block, fn, calls[name])
+                wall, cpu = timed(block, fn, calls[name])
                 if cpu >= MIN_CPU_SHARE * wall or discarded[name] >= repeats:
                     break
                 discarded[name] += 1

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["run"]
 
-_STD = object()     # "sys.stdout / sys.stderr as they are at call time"
+STD = object()     # "sys.stdout / sys.stderr as they are at call time"
 
 
 def _seeds(seed):
@@ -47,10 +47,10 @@ def _seeds(seed):
 def _bar(total, stream):
     """A tqdm bar over the timed cells (rate and ETA) where ``fastbn.train`` would show one (a
     terminal, a Jupyter kernel); None elsewhere (the log lines say it all)."""
-    from ..training import _progress_mode, _tqdm_class
-    if stream is None or _progress_mode(False, stream) != "bar":
+    from .._progress import progress_mode, tqdm_class
+    if stream is None or progress_mode(False, stream) != "bar":
         return None
-    return _tqdm_class(stream)(total=total, file=stream, unit="cell", leave=True)
+    return tqdm_class(stream)(total=total, file=stream, unit="cell", leave=True)
 
 
 def _log_to(stream):
@@ -83,8 +83,8 @@ def run(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dtypes: Sequence[str] 
         data: Dataset | str | os.PathLike[str] | None = None, seed: int | None = None,
         block_seconds: float | None = None, gemm_n: int | None = None,
         targets: str | os.PathLike[str] | dict[str, Any] | list[Any] | None = None,
-        machine: dict[str, Any] | None = None, stream: TextIO | None | object = _STD,
-        stdout: TextIO | None | object = _STD) -> dict[str, Any]:
+        machine: dict[str, Any] | None = None, stream: TextIO | None | object = STD,
+        stdout: TextIO | None | object = STD) -> dict[str, Any]:
     """Verify, then time every peer at every batch size and dtype, the per-op calls
     (``fastbn.bench.opcalls``: float32, or the run's dtype without it; B = 32 and 1024, those the
     run has, else its smallest) and inference (eval and sampling: folded, unfolded, PyTorch;
@@ -139,8 +139,8 @@ def run(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dtypes: Sequence[str] 
     from .. import data as fdata
     from ..training import DEFAULT_SEED
 
-    log = _log_to(sys.stderr if stream is _STD else stream)
-    stdout = sys.stdout if stdout is _STD else stdout
+    log = _log_to(sys.stderr if stream is STD else stream)
+    stdout = sys.stdout if stdout is STD else stdout
     batch_sizes = [int(b) for b in batch_sizes]
     if not batch_sizes or min(batch_sizes) < 2:
         raise ValueError(f"batch sizes must be >= 2 (batch norm), got {batch_sizes}")
@@ -198,7 +198,7 @@ def run(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dtypes: Sequence[str] 
         log(f"GEMM peak ({gemm_n}^3, one thread) ...")
         peaks = {dt: gemm_peak(gemm_n, 2 if quick else 5, dt) for dt in dtypes}
         rows = []
-        log_stream = sys.stderr if stream is _STD else stream
+        log_stream = sys.stderr if stream is STD else stream
         bar = _bar(len(cells), log_stream)
         if bar is not None:                # log lines above the bar, not through it
 

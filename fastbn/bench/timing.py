@@ -35,7 +35,7 @@ FULL_STEPS = 200_000
 MIN_CPU_SHARE = 0.95
 
 
-def _timed(fn, *args):
+def timed(fn, *args):
     """(wall seconds, CPU seconds of this process) of ``fn(*args)``, garbage collection off."""
     was = gc.isenabled()
     gc.disable()
@@ -52,7 +52,7 @@ def _timed_run(peer, n, lr):
     """(wall, CPU seconds) of ``n`` steps of ``peer``: measured by the peer itself when it runs
     in a process of its own (``peer.timed_run``), else here."""
     timed_run = getattr(peer, "timed_run", None)
-    return timed_run(n, lr) if timed_run is not None else _timed(peer.run, n, lr)
+    return timed_run(n, lr) if timed_run is not None else timed(peer.run, n, lr)
 
 
 def _block_size(peer, lr, block_seconds):
@@ -127,7 +127,7 @@ def gemm_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict[s
     for lib, fn in (("fastbn", lambda: _kernels.linear_forward(a, b, None, c)),
                     ("numpy", lambda: np.matmul(a, b, out=c))):
         fn()                                                     # warm-up
-        ts = [_timed(fn)[0] for _ in range(repeats)]
+        ts = [timed(fn)[0] for _ in range(repeats)]
         res[lib] = {"gflops": flops / min(ts) / 1e9,
                     "gflops_median": flops / statistics.median(ts) / 1e9}
     res["gflops"] = max(res["fastbn"]["gflops"], res["numpy"]["gflops"])

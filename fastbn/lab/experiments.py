@@ -31,9 +31,9 @@ from .plots import (
     save_figure,
 )
 from .probe import Probe, Snapshot, dead_units_on_split
-from .report import _when
+from .report import when_taken
 from .stats import LossCheck, initial_loss_check
-from .trials import DEEP_LR, _seeds, deep_trial, ladder_trial, run_sweep
+from .trials import DEEP_LR, deep_trial, ladder_trial, run_sweep, seed_generators
 
 if TYPE_CHECKING:
     from ..data import Dataset
@@ -102,7 +102,7 @@ def _init_batch(ds: Dataset, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]
 
 def _lab_figures(probe, history):
     """The figures of a lab run, by name (the file stem each is saved under)."""
-    last, when = probe.last, _when(probe.last)
+    last, when = probe.last, when_taken(probe.last)
     figs = {
         "activations": plot_activations(
             last, None, f"Forward pass {when}: distribution of each nonlinearity's output"),
@@ -140,7 +140,7 @@ def run_lab(ds: Dataset, out: str | os.PathLike[str] | None = None, *, steps: in
     """
     if fmt not in ("png", "svg"):
         raise ValueError(f"fmt must be 'png' or 'svg', got {fmt!r}")
-    init_rng, batch_rng = _seeds(seed)
+    init_rng, batch_rng = seed_generators(seed)
     model = CharMLP(ds.vocab, seed=init_rng, **model_kw)
     probe = Probe(model, every=every)
     # (measure records the loss it computes: never None)
@@ -178,7 +178,7 @@ class WriteError(OSError):
         self.written = list(written)
 
 
-def _write_all(out, writers):
+def write_all(out, writers):
     """Call ``writers`` [(path, write(path))] in order; a failure raises WriteError."""
     written = []
     try:
@@ -205,7 +205,7 @@ def write_lab(result: LabResult, out: str | os.PathLike[str], fmt: str = "png") 
                (out / "report.md", lambda p: atomic_write_text(p, result.markdown(embed=False)))]
     writers += [(path, lambda p, f=result.figures[k]: save_figure(f, p))  # type: ignore[misc]
                 for k, path in result.files.items()]
-    _write_all(out, writers)
+    write_all(out, writers)
     result.report = out / "report.md"
     return result
 
@@ -276,7 +276,7 @@ def run_ladder(ds: Dataset, steps: int = 200_000, seed: int = DEFAULT_SEED,
     names = list(configs or LADDER)
     snaps, models = {}, {}
     for name in names:
-        init_rng, _ = _seeds(seed)
+        init_rng, _ = seed_generators(seed)
         models[name] = CharMLP(ds.vocab, seed=init_rng, **LADDER[name])
         snaps[name] = Probe(models[name]).measure(Xi, Yi)
         if progress:
@@ -330,7 +330,7 @@ def run_deep(ds: Dataset, steps: int = 1000, seed: int = DEFAULT_SEED,
         if row is not None and row["status"] == "failed":
             raise _not_ok(f"deep net, {'BN' if bn else 'no BN'}, gain {gain:g}", row)
         if first is None:
-            model = CharMLP(ds.vocab, seed=_seeds(seed)[0], gain=gain, **kw)
+            model = CharMLP(ds.vocab, seed=seed_generators(seed)[0], gain=gain, **kw)
             probe = Probe(model, every=max(steps, 1))
             probe.measure(*_init_batch(ds, batch_size, seed), keep=True, lr=DEEP_LR)
             first = last = probe.first
@@ -364,7 +364,7 @@ def write_ladder(rows: Sequence[LadderRow], deep: Sequence[DeepRow], out: str | 
     files = {k: out / f"{k}.{ext}" for k in figs}
     text, md = report.ladder_report(rows, deep, {k: p.name for k, p in files.items()}, steps,
                                     deep_steps, DEEP_NET)
-    _write_all(out, [(out / "ladder.txt", lambda p: atomic_write_text(p, text)),
+    write_all(out, [(out / "ladder.txt", lambda p: atomic_write_text(p, text)),
                      (out / "ladder.md", lambda p: atomic_write_text(p, md))]
                + [(path, lambda p, f=figs[k]: save_figure(f, p)) for k, path in files.items()])
     return {"report": out / "ladder.md", **files}

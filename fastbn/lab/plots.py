@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._figures import new_figure, save_figure
-from .report import _distinct, _pct, _when
+from .report import distinct, percent, when_taken
 from .stats import DEAD, FLAT_REGION, SATURATED, UPDATE_GUIDE, flat_region
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ __all__ = [
 MAP_ROWS = 32           # examples shown in the units x examples map (the lecture's batch)
 
 
-_figure = new_figure          # the name the lab's plots (and the sweep's) use
+_figure = new_figure          # the name the lab's plots use
 
 
 def _done(fig, path):
@@ -71,7 +71,7 @@ def plot_activations(snap: Snapshot, path: str | os.PathLike[str] | None = None,
                      title: str | None = None) -> Figure:
     """Histogram (as density lines) of every nonlinearity layer's output, stats in the legend."""
     curves = [(a["hist"], f"{label}: mean {a['mean']:+.2f}, std {a['std']:.2f}, "
-                          f"{FLAT_REGION[a['kind']]} {_pct(a['saturated'])}")
+                          f"{FLAT_REGION[a['kind']]} {percent(a['saturated'])}")
               for label, a in snap.activations.items()]
     return _histograms(path, curves, "activation value (layer output)",
                        title or "Forward pass: distribution of each nonlinearity's output",
@@ -122,7 +122,7 @@ def plot_update_ratios(probe: Probe, path: str | os.PathLike[str] | None = None,
 def plot_dead_units(probe: Probe, path: str | os.PathLike[str] | None = None,
                     title: str | None = None) -> Figure:
     """The units x examples maps (white: flat region) of the first and latest snapshot."""
-    pairs = [(s, _when(s)) for s in _distinct(probe.first, probe.last)]
+    pairs = [(s, when_taken(s)) for s in distinct(probe.first, probe.last)]
     labels = list(pairs[0][0].maps)
     width = max(8.0, 4.5 * len(pairs))
     fig, axes = _figure(width, 1.2 + 1.6 * len(labels), len(labels), len(pairs))
@@ -194,7 +194,7 @@ def plot_deep(rows: Sequence[DeepRow], path: str | os.PathLike[str] | None = Non
         snap = r.init if when == "init" else r.final
         for label, st in getattr(snap, section).items():
             if section == "activations":
-                text = f"std {st['std']:.2f}, sat {_pct(st['saturated'])}"
+                text = f"std {st['std']:.2f}, sat {percent(st['saturated'])}"
             else:
                 text = f"std {st['std']:.1e}"
             _density(ax, st["hist"], f"{label.split(' (')[0]}: {text}", lw=1)
@@ -206,8 +206,8 @@ def plot_deep(rows: Sequence[DeepRow], path: str | os.PathLike[str] | None = Non
         ax.legend(fontsize=6)
     what = "tanh outputs" if section == "activations" else "gradients of the tanh outputs"
     snap = rows[0].init if when == "init" else rows[0].final
-    fig.suptitle(title or f"5-layer tanh net {_when(snap)}: {what} per layer, by gain (columns), "
-                          "with and without batch norm (rows)", fontsize=10)
+    fig.suptitle(title or f"5-layer tanh net {when_taken(snap)}: {what} per layer, by gain "
+                          "(columns), with and without batch norm (rows)", fontsize=10)
     return _done(fig, path)
 
 
@@ -221,7 +221,7 @@ def plot_ladder(rows: Sequence[LadderRow], out: str | os.PathLike[str] | None = 
     for r, ls in zip(rows, ["-", "--", "-", "-", "-", ":"]):
         t = r.tanh
         _density(ax, t["hist"], f"{r.name}: std {t['std']:.2f}, "
-                               f"|t| > {SATURATED} {_pct(t['saturated'])}", ls=ls)
+                               f"|t| > {SATURATED} {percent(t['saturated'])}", ls=ls)
     ax.set_xlabel("tanh output at initialization")
     ax.set_ylabel("density")
     ax.set_yscale("log")

@@ -15,13 +15,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from .stats import (
     BINS,
-    _hist,
-    _kind,
-    _options,
-    _std,
     activation_stats,
     dead_map,
+    float_std,
     grad_data_ratio,
+    histogram,
+    nonlinearity_kind,
+    nonlinearity_options,
     update_data_ratio,
 )
 
@@ -63,8 +63,8 @@ class Snapshot:
 def _nonlinear(model):
     """[(label, kind, layer)] of the model's nonlinearity layers, labelled by hidden block:
     "hidden layer 1 (Tanh)", ..., "hidden layer N (Tanh)" (one nonlinearity per block)."""
-    layers = [layer for layer in model.layers if _kind(layer)]
-    return [(f"hidden layer {k} ({type(layer).__name__})", _kind(layer), layer)
+    layers = [layer for layer in model.layers if nonlinearity_kind(layer)]
+    return [(f"hidden layer {k} ({type(layer).__name__})", nonlinearity_kind(layer), layer)
             for k, layer in enumerate(layers, start=1)]
 
 
@@ -185,21 +185,21 @@ class Probe:
             if t is None or d is None:
                 raise RuntimeError(f"{label} has no output or output gradient yet: record after "
                                    "a forward and backward")
-            options = _options(layer)
+            options = nonlinearity_options(layer)
             stats = activation_stats(t, kind, options=options)
             flat = dead_map(t, kind, options=options)
             stats.update(kind=kind, dead=int(flat.all(0).sum()), units=int(t.shape[1]),
-                         hist=_hist(t, kind, self.bins))
+                         hist=histogram(t, kind, self.bins))
             snap.activations[label] = stats
             snap.maps[label] = flat
-            snap.gradients[label] = {"mean": float(d.mean(dtype=np.float64)), "std": _std(d),
-                                     "hist": _hist(d, None, self.bins)}
+            snap.gradients[label] = {"mean": float(d.mean(dtype=np.float64)), "std": float_std(d),
+                                     "hist": histogram(d, None, self.bins)}
         for name, p, g in self.params:
             if p.ndim == 2:
                 snap.weights[name] = {"label": self.labels.get(name, name), "shape": p.shape,
                                       "mean": float(g.mean(dtype=np.float64)),
-                                      "std": _std(g), "grad_data": grad_data_ratio(g, p),
-                                      "hist": _hist(g, None, self.bins)}
+                                      "std": float_std(g), "grad_data": grad_data_ratio(g, p),
+                                      "hist": histogram(g, None, self.bins)}
             snap.updates[name] = (update_data_ratio(g, p, lr) if lr is not None
                                   else float("nan"))
         return snap
@@ -240,7 +240,7 @@ def dead_units_on_split(model: CharMLP, X: np.ndarray,
         for a in range(0, len(X), chunk):
             model.logits(X[a:a + chunk])
             for label, kind, layer in nonlinear:
-                flat = dead_map(layer.out, kind, options=_options(layer)).all(0)
+                flat = dead_map(layer.out, kind, options=nonlinearity_options(layer)).all(0)
                 alive[label] = ~flat if alive[label] is None else alive[label] | ~flat
     finally:
         for (_, b), s in zip(model.named_buffers(), saved):

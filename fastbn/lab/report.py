@@ -42,7 +42,7 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
     return "\n".join(lines + [fmt.format(*r) for r in rows]) + "\n"
 
 
-def _pct(x):
+def percent(x):
     return f"{100 * x:.1f}%"
 
 
@@ -51,7 +51,7 @@ def _activation_rows(snap, dead_split=None):
     for label, a in snap.activations.items():
         g = snap.gradients[label]
         d = dead_split.get(label) if dead_split else None
-        rows.append([label, f"{a['mean']:+.3f}", f"{a['std']:.3f}", _pct(a["saturated"]),
+        rows.append([label, f"{a['mean']:+.3f}", f"{a['std']:.3f}", percent(a["saturated"]),
                      f"{a['dead']}/{a['units']}", "-" if d is None else f"{d[0]}/{d[1]}",
                      f"{g['mean']:+.2e}", f"{g['std']:.2e}"])
     return rows
@@ -69,7 +69,7 @@ def _weight_rows(snap):
             for n, w in snap.weights.items()]
 
 
-def _distinct(*items):
+def distinct(*items):
     """The items without repeats (by identity), in order."""
     out = []
     for x in items:
@@ -78,7 +78,7 @@ def _distinct(*items):
     return out
 
 
-def _when(snap):
+def when_taken(snap):
     return "at initialization" if snap.step == 0 else f"at step {snap.step}"
 
 
@@ -86,15 +86,15 @@ def _activation_finding(label, a):
     s, f = a["std"], a["saturated"]
     if a["kind"] == "tanh":
         if f > 0.10:
-            return (f"{label}: {_pct(f)} of outputs saturated (std {s:.2f}): too many; the "
+            return (f"{label}: {percent(f)} of outputs saturated (std {s:.2f}): too many; the "
                     "gradient through those is nearly killed (1 - t² ≈ 0). Shrink the weights "
                     "before it or normalize (batch norm).")
         if s < 0.4:
             return (f"{label}: std {s:.2f}, outputs squashed toward 0: the signal shrinks; the "
                     "gain before it is too small.")
-        return (f"{label}: std {s:.2f}, {_pct(f)} saturated: healthy (the guide: std ≈ 0.65, "
+        return (f"{label}: std {s:.2f}, {percent(f)} saturated: healthy (the guide: std ≈ 0.65, "
                 "≤ 5 % saturated).")
-    return (f"{label}: {_pct(f)} of outputs in the flat region ({FLAT_REGION[a['kind']]}), std "
+    return (f"{label}: {percent(f)} of outputs in the flat region ({FLAT_REGION[a['kind']]}), std "
             f"{s:.2f}.")
 
 
@@ -130,7 +130,7 @@ def ladder_table(rows: Sequence[LadderRow], markdown: bool = False) -> str:
     for r in rows:
         t = r.tanh
         lt, lv = LECTURE_LOSSES.get(r.name, (float("nan"),) * 2)
-        body.append([r.name, f"{r.init.loss:.4f}", _pct(t["saturated"]), f"{t['std']:.3f}",
+        body.append([r.name, f"{r.init.loss:.4f}", percent(t["saturated"]), f"{t['std']:.3f}",
                      f"{r.losses['train']:.4f}", f"{r.losses['val']:.4f}", f"{lt:.4f}",
                      f"{lv:.4f}", f"≈{LECTURE_INIT_LOSS.get(r.name, math.log(27)):.2f}"])
     return format_table(headers, body, markdown)
@@ -146,8 +146,8 @@ def deep_table(rows: Sequence[DeepRow], markdown: bool = False,
         for j, (k, a) in enumerate(r.final.activations.items()):
             a0, g, g0 = r.init.activations[k], r.final.gradients[k], r.init.gradients[k]
             body.append([r.name, k.replace(" (Tanh)", ""), f"{a0['std']:.3f}",
-                         _pct(a0["saturated"]), f"{g0['std']:.2e}", f"{a['mean']:+.3f}",
-                         f"{a['std']:.3f}", _pct(a["saturated"]), f"{g['std']:.2e}",
+                         percent(a0["saturated"]), f"{g0['std']:.2e}", f"{a['mean']:+.3f}",
+                         f"{a['std']:.3f}", percent(a["saturated"]), f"{g['std']:.2e}",
                          r.verdict() if j == 0 else ""])
     return format_table(headers, body, markdown)
 
@@ -161,12 +161,12 @@ def lab_tables(check, losses, first, last, dead_init, dead_final, init_batch, st
                 ["verdict", check.verdict],
                 *([["first minibatch loss", f"{first.loss:.4f}"]] if steps else []),
                 *[[f"{k} loss (final)", f"{v:.4f}"] for k, v in losses.items()]])]
-    for snap in _distinct(last, first):
+    for snap in distinct(last, first):
         dead = dead_final if snap is last else dead_init
-        tables.append((f"Activations and their gradients {_when(snap)}", ACT_HEADERS,
+        tables.append((f"Activations and their gradients {when_taken(snap)}", ACT_HEADERS,
                        _activation_rows(snap, dead)))
-    for snap in _distinct(last, first):
-        tables.append((f"Weight gradients {_when(snap)}", WEIGHT_HEADERS, _weight_rows(snap)))
+    for snap in distinct(last, first):
+        tables.append((f"Weight gradients {when_taken(snap)}", WEIGHT_HEADERS, _weight_rows(snap)))
     return tables
 
 
@@ -197,8 +197,8 @@ def lab_report(result, links):
             md.append(f"\n![{alt}]({links[key]})\n\n")
     md.append("\n## Forward pass: activations\n")
     fig("activations", "activation histograms")
-    for snap in _distinct(last, first):
-        md.append(f"{_when(snap).capitalize()}:\n\n")
+    for snap in distinct(last, first):
+        md.append(f"{when_taken(snap).capitalize()}:\n\n")
         md += [f"- {_activation_finding(k, a)}\n" for k, a in snap.activations.items()]
         md.append("\n")
     md.append("\n## Backward pass: gradients of the activations\n")
@@ -206,11 +206,11 @@ def lab_report(result, links):
     md.append(_gradient_finding(last) + "\n")
     md.append("\n## Weight gradients\n")
     fig("weight_grads", "weight gradient histograms")
-    for snap in _distinct(last, first):
+    for snap in distinct(last, first):
         gd = {w.get("label", n): w["grad_data"] for n, w in snap.weights.items()}
         hi, lo = max(gd, key=gd.get), min(gd, key=gd.get)
-        md.append(f"- {_when(snap)}: grad:data from {gd[lo]:.1e} ({lo}) to {gd[hi]:.1e} ({hi}), "
-                  f"×{gd[hi] / gd[lo]:.0f}.\n")
+        md.append(f"- {when_taken(snap)}: grad:data from {gd[lo]:.1e} ({lo}) to {gd[hi]:.1e} "
+                  f"({hi}), ×{gd[hi] / gd[lo]:.0f}.\n")
     md.append("\nA parameter whose gradient is large next to its values moves faster than the "
               "others under one learning rate, and plain SGD cannot compensate: a good init and "
               "batch norm keep the layers alike. An output layer scaled down on purpose at init "

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .._figures import new_figure, save_figure
 from .._fileio import atomic_write_text
 from ..sweep.space import Space
-from .experiments import DEEP_NET, _write_all
-from .plots import _figure, save_figure
+from .experiments import DEEP_NET, write_all
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -153,7 +153,7 @@ def plot_robustness(m: RobustnessMap, path: str | os.PathLike[str] | None = None
     finite = np.concatenate([v[np.isfinite(v)] for v in m.val.values()])
     vmin = float(finite.min()) if finite.size else 0.0
     vmax = max(min(float(finite.max()) if finite.size else 1.0, ceiling), vmin + 1e-3)
-    fig, axes = _figure(5.2 * 2 + 1.2, 1.8 + 0.5 * len(m.gains), 1, 2)
+    fig, axes = new_figure(5.2 * 2 + 1.2, 1.8 + 0.5 * len(m.gains), 1, 2)
     fig.set_layout_engine("constrained")
     for ax, bn in zip(axes[0], (True, False)):
         text = np.empty(m.val[bn].shape, dtype=object)
@@ -207,7 +207,7 @@ def write_robustness(m: RobustnessMap, out: str | os.PathLike[str],
     ``WriteError``, an OSError, listing what was written); returns {kind: path}."""
     out = Path(out)
     figure, report = out / f"robustness.{fmt}", out / "robustness.md"
-    _write_all(out, [(report, lambda p: atomic_write_text(p, m.markdown(figure.name))),
+    write_all(out, [(report, lambda p: atomic_write_text(p, m.markdown(figure.name))),
                      (figure, lambda p: save_figure(m.figure, p))])
     m.files.update(figure=figure, report=report)
     return m.files

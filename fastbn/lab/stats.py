@@ -46,13 +46,13 @@ def _nonlinearity(kind):
 FLAT_REGION = {kind: flat_region(kind) for kind in registry.NONLINEARITIES}
 
 
-def _kind(layer):
+def nonlinearity_kind(layer):
     """The kind of nonlinearity a layer computes ("tanh", ...), or None."""
     op = registry.nonlinearity_of(layer)
     return None if op is None else op.name
 
 
-def _options(layer):
+def nonlinearity_options(layer):
     """The options of a nonlinearity layer ({} for tanh, {"negative_slope": ...}, ...)."""
     op = registry.nonlinearity_of(layer)
     return {} if op is None else registry.layer_options(op, layer)
@@ -101,7 +101,7 @@ def dead_units(t: ArrayLike, kind: str = "tanh", threshold: float = DEAD,
     return dead_map(t, kind, threshold, options).all(axis=0)  # type: ignore[return-value]
 
 
-def _std(x: ArrayLike) -> float:
+def float_std(x: ArrayLike) -> float:
     return float(np.asarray(x).std(dtype=np.float64))
 
 
@@ -110,8 +110,8 @@ def grad_data_ratio(grad: ArrayLike, param: ArrayLike) -> float:
 
     NaN when std(param) is 0 (a freshly zeroed bias or BatchNorm beta).
     """
-    s = _std(param)
-    return _std(grad) / s if s > 0 else float("nan")
+    s = float_std(param)
+    return float_std(grad) / s if s > 0 else float("nan")
 
 
 def update_data_ratio(grad: ArrayLike, param: ArrayLike, lr: float) -> float:
@@ -125,7 +125,7 @@ def update_data_ratio(grad: ArrayLike, param: ArrayLike, lr: float) -> float:
     return math.log10(r) if r > 0 else float("nan")
 
 
-def _hist(x, kind=None, bins=BINS):
+def histogram(x, kind=None, bins=BINS):
     """(counts int32, lo, hi) of ``x`` over ``bins`` equal bins ([-1, 1] for tanh outputs)."""
     x = np.asarray(x).ravel()
     if kind == "tanh":

@@ -3,7 +3,7 @@ LocalCluster with a worker per core, or a cluster by address), one trial per con
 
 The ladder and the deep net keep the laboratory's own recipe, so their numbers are those of the
 one-after-another runs they replace, to the bit: the parameters and minibatches from
-``_seeds(seed)`` (generators of ``seed_streams(seed)``), the per-layer path, the
+``seed_generators(seed)`` (generators of ``seed_streams(seed)``), the per-layer path, the
 losses of the splits they report. ``ladder_trial`` and ``deep_trial`` are those runs as trial
 functions (module-level, so Dask workers import them by name). ``run_sweep`` runs trials and
 returns their rows: on Dask when it is installed, else one after another in this process.
@@ -24,7 +24,7 @@ __all__ = ["deep_trial", "lab_cluster", "ladder_trial", "run_sweep"]
 DEEP_LR = 0.1       # the deep net trains at the lecture's lr 0.1 throughout (its 1,000 steps)
 
 
-def _seeds(seed):
+def seed_generators(seed):
     """Generators of ``train.seed_streams(seed)``: (parameters, minibatches)."""
     return tuple(np.random.default_rng(s) for s in seed_streams(seed))
 
@@ -42,7 +42,7 @@ def ladder_trial(data, trial):
     """One configuration of the init ladder (``run_ladder``): train and val loss and the loss
     of every step (``extra["history"]``)."""
     model_kw, run_kw = resolve(trial.params)
-    init_rng, batch_rng = _seeds(trial.seed)
+    init_rng, batch_rng = seed_generators(trial.seed)
     model = CharMLP(data.vocab, seed=init_rng, **model_kw)
     history, losses = _train_quiet(model, data, run_kw["steps"], batch_rng)
     return {"train_loss": losses["train"], "val_loss": losses["val"], "steps": run_kw["steps"],
@@ -54,7 +54,7 @@ def deep_trial(data, trial):
     probe's snapshots of the first and the last step (``extra``). A diverging run keeps the
     snapshots it has (status "diverged")."""
     model_kw, run_kw = resolve(trial.params)
-    init_rng, batch_rng = _seeds(trial.seed)
+    init_rng, batch_rng = seed_generators(trial.seed)
     model = CharMLP(data.vocab, seed=init_rng, **model_kw)
     steps = run_kw["steps"]
     probe = Probe(model, every=max(steps, 1))

@@ -3,12 +3,13 @@
 (``run_from_args``). Usage errors exit with status 2 (``parser.error``); a sweep that cannot run
 (no Dask, no scheduler at the address, workers without fastbn) raises ``SweepError``, which the
 command line prints as an error (status 1). Imports no Dask until a sweep runs."""
+import argparse
 import sys
 import warnings
 from pathlib import Path
 
-from .._argtypes import nonnegative, positive, sweep_param
-from .space import PARAMS, Space
+from .._argtypes import nonnegative, positive
+from .space import PARAMS, Space, parse_param
 
 __all__ = ["DESCRIPTION", "SweepError", "add_arguments", "run_from_args"]
 
@@ -19,6 +20,15 @@ DESCRIPTION = (
     "(one row per trial); at the end OUT/report.md ranks the configurations by val loss (mean "
     "± sd over seeds) with a figure per parameter and heatmaps. Needs Dask: pip install "
     "'fastbn[sweep]'.")
+
+
+def sweep_param(text):
+    """A sweep's ``NAME=V1,V2,...`` or ``NAME=LOW:HIGH[:lin]`` -> (name, values or Range)
+    (``fastbn.sweep.space.parse_param``; an argparse ``type=``)."""
+    try:
+        return parse_param(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_arguments(s):

@@ -1,8 +1,8 @@
 """The figures of a sweep: val loss against each swept parameter, and heatmaps of two.
 
-Drawn with the laboratory's helpers (``fastbn.lab.plots._figure``: matplotlib Figures without
-pyplot, which a notebook shows inline; ``save_figure`` writes them atomically). matplotlib is
-imported when a figure is drawn.
+Drawn with ``fastbn._figures`` (``new_figure``: matplotlib Figures without pyplot, which a
+notebook shows inline; ``save_figure`` writes them atomically), as the laboratory's are.
+matplotlib is imported when a figure is drawn.
 
 Colors and axes stop at a ``ceiling``, ln(vocabulary size) in a sweep: the loss of a uniform
 guess, above which a configuration has learned nothing (a diverging or saturated net can be far
@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from ..lab.plots import _figure
-from .space import PARAMS, Range, _short
+from .._figures import new_figure, save_figure
+from .space import PARAMS, Range, short_label
 
 __all__ = ["draw_heatmap", "pair_heatmap", "sweep_figures", "val_against"]
 
@@ -27,7 +27,7 @@ def _axis_values(values, param):
         xs = np.array([float(v) for v in values])
         log = bool(np.all(xs > 0) and xs.max() / xs.min() >= 10)
         return xs, None, log
-    labels = [_short(param, v) for v in values]
+    labels = [short_label(param, v) for v in values]
     return np.arange(len(values), dtype=float), labels, False
 
 
@@ -41,7 +41,7 @@ def val_against(points, name, values=None, ceiling=None, path=None, max_lines=8)
     above ``ceiling``, orange triangles there.
     """
     param = PARAMS[name]
-    fig, ax = _figure(7, 4.2)
+    fig, ax = new_figure(7, 4.2)
     ax = ax[0, 0]
     rng_param = isinstance(values, Range)
     present = _present(points, name)
@@ -55,7 +55,7 @@ def val_against(points, name, values=None, ceiling=None, path=None, max_lines=8)
         top = min(top, ceiling)
     groups = {}
     for p in points:
-        others = tuple((k, _short(PARAMS[k], v)) for k, v in p.params.items() if k != name)
+        others = tuple((k, short_label(PARAMS[k], v)) for k, v in p.params.items() if k != name)
         groups.setdefault(others, []).append(p)
     keys = [k for k in points[0].params if k != name] if points else []
     varying = [k for k in keys if len({dict(g).get(k) for g in groups}) > 1]
@@ -102,7 +102,6 @@ def val_against(points, name, values=None, ceiling=None, path=None, max_lines=8)
         ax.legend(fontsize=7)
     fig.tight_layout()
     if path is not None:
-        from ..lab.plots import save_figure
         save_figure(fig, path)
     return fig
 
@@ -159,22 +158,21 @@ def pair_heatmap(points, a, b, values_a, values_b, ceiling=None, path=None):
     if ceiling is not None:
         vmax = min(vmax, ceiling)
     vmax = max(vmax, vmin + 1e-3)
-    fig, ax = _figure(2.4 + 0.75 * len(values_b), 1.6 + 0.45 * len(values_a))
+    fig, ax = new_figure(2.4 + 0.75 * len(values_b), 1.6 + 0.45 * len(values_a))
     fig.set_layout_engine("constrained")
     ax = ax[0, 0]
-    img = draw_heatmap(ax, cells, text, [_short(pb, v) for v in values_b],
-                       [_short(pa, v) for v in values_a], vmin, vmax, b, a,
+    img = draw_heatmap(ax, cells, text, [short_label(pb, v) for v in values_b],
+                       [short_label(pa, v) for v in values_a], vmin, vmax, b, a,
                        f"Val loss: {a} x {b}")
     fig.colorbar(img, ax=ax, label="val loss")
     if path is not None:
-        from ..lab.plots import save_figure
         save_figure(fig, path)
     return fig
 
 
 def _scatter_pair(points, a, b, space_values, ceiling):
     """A random search's pair: every point at (b, a), colored by its mean val loss."""
-    fig, ax = _figure(6, 4.5)
+    fig, ax = new_figure(6, 4.5)
     ax = ax[0, 0]
     ok = [p for p in points if p.val]
     vals = np.array([p.val_mean for p in ok])

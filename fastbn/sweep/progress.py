@@ -1,13 +1,13 @@
 """The progress of a sweep: trials done, running, failed, and the time left.
 
-As ``fastbn.train`` chooses (``training._progress_mode``): a tqdm bar on a terminal (its widget in
-Jupyter) with the counts in its postfix and tqdm's ETA; a log line per finished trial when the
-stream is neither (a file, a CI log); nothing when quiet.
+As ``fastbn.train`` chooses (``fastbn._progress.progress_mode``): a tqdm bar on a terminal (its
+widget in Jupyter) with the counts in its postfix and tqdm's ETA; a log line per finished trial
+when the stream is neither (a file, a CI log); nothing when quiet.
 """
 import sys
 import time
 
-from ..training import _progress_mode, _tqdm_class
+from .._progress import progress_mode, tqdm_class
 
 __all__ = ["SweepProgress"]
 
@@ -18,15 +18,15 @@ class SweepProgress:
 
     def __init__(self, total, done=0, quiet=False, stream=None):
         self.stream = sys.stderr if stream is None else stream
-        self.mode = _progress_mode(quiet, self.stream)
+        self.mode = progress_mode(quiet, self.stream)
         self.total, self.done0, self.done = total, done, done
         self.running, self.counts, self.reruns = set(), {}, 0
         self.t0 = time.monotonic()
         self.bar = None
         if self.mode == "bar":
-            self.bar = _tqdm_class(self.stream)(total=total, initial=done, file=self.stream,
-                                                unit="trial", dynamic_ncols=True, leave=True,
-                                                smoothing=0.1, mininterval=0.2)
+            self.bar = tqdm_class(self.stream)(total=total, initial=done, file=self.stream,
+                                               unit="trial", dynamic_ncols=True, leave=True,
+                                               smoothing=0.1, mininterval=0.2)
             self._postfix()
 
     def _postfix(self):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .space import PARAMS, _short
+from .space import PARAMS, short_label
 
 __all__ = ["Point", "markdown_report", "points_table", "summarize"]
 
@@ -56,7 +56,7 @@ class Point:
         return self._ms(self.train)[1]
 
     def label(self) -> str:
-        return " ".join(f"{k}={_short(PARAMS[k], v)}" for k, v in self.params.items()) or \
+        return " ".join(f"{k}={short_label(PARAMS[k], v)}" for k, v in self.params.items()) or \
             "defaults"
 
 
@@ -93,7 +93,7 @@ def points_table(points, names, limit=None):
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join("---:" if h not in names else "---" for h in head) + "|"]
     for i, p in enumerate(points[:limit] if limit else points, start=1):
-        vals = [_short(PARAMS[n], p.params[n]) if n in p.params else "" for n in names]
+        vals = [short_label(PARAMS[n], p.params[n]) if n in p.params else "" for n in names]
         lines.append("| " + " | ".join([
             str(i), *vals, f"{len(p.val)}/{len(p.trials)}", _pm(p.val_mean, p.val_sd),
             _pm(p.train_mean, p.train_sd), str(p.diverged), str(p.failed)]) + " |")

@@ -369,7 +369,7 @@ def _report(result, out, fmt):
                                    ceiling=math.log(result.vocab_size))
     if out is None:
         return
-    from ..lab.plots import save_figure
+    from .._figures import save_figure
     for name, fig in result.figures.items():
         result.files[name] = save_figure(fig, out / f"{name}.{fmt}")
     result.files["report"] = atomic_write_text(out / REPORT_FILE, result.markdown(embed=False))

@@ -319,7 +319,7 @@ def _text(param, v):
     return str(v)
 
 
-def _short(param, v):
+def short_label(param, v):
     """A value as a short label (``0.1``, ``1.667``, ``true``)."""
     if param.kind == "float":
         return f"{v:.4g}"
@@ -351,7 +351,7 @@ class Trial:
 
     def label(self, seed: bool = True) -> str:
         """``lr=0.1 n_hidden=200 seed=1``: the trial in words (``seed=False``: its point)."""
-        words = [f"{k}={_short(PARAMS[k], v)}" for k, v in self.params.items()]
+        words = [f"{k}={short_label(PARAMS[k], v)}" for k, v in self.params.items()]
         return " ".join(words + ([f"seed={self.seed}"] if seed else [])) or "defaults"
 
 
