@@ -71,6 +71,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from . import _divergence, nn
+from .blocks import structure
 from .data import Vocab
 from .inference import TABLE_CACHE_BYTES, TABLE_MAX_RATIO, TABLE_MIN_ROWS_PER_V, Plan, table_pays
 from .model import CharMLP
@@ -113,22 +114,19 @@ def fold_linear_bn(weight: ArrayLike, bias: ArrayLike | None,
 
 def _folded_params(layers: Sequence[nn.Module]) -> list[np.ndarray]:
     """The folded model's parameters, in its ``named_parameters`` order, from the layers of a
-    CharMLP (folded or not)."""
-    params: list[np.ndarray] = []
-    for i, layer in enumerate(layers):
-        nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if isinstance(layer, nn.Embedding):
-            params.append(layer.weight.copy())
-        elif isinstance(layer, nn.Linear):
-            if isinstance(nxt, nn.BatchNorm1d):
-                params.extend(fold_linear_bn(layer.weight, layer.bias, nxt))
-            else:
-                b = np.zeros(layer.weight.shape[1], layer.weight.dtype) if layer.bias is None \
-                    else layer.bias.copy()
-                params.extend([layer.weight.copy(), b])
-        elif isinstance(layer, nn.BatchNorm1d):
-            if not isinstance(layers[i - 1] if i else None, nn.Linear):   # not in a CharMLP
-                raise ValueError(f"layer {i}, a BatchNorm1d, does not follow a Linear")
+    CharMLP (folded or not), by their description (``fastbn.blocks.structure``): the
+    embedding, then each block's Linear with its BatchNorm1d folded in (or with its bias, zero
+    when it has none)."""
+    d = structure(layers)
+    params: list[np.ndarray] = [d.embedding.layer.weight.copy()]
+    for block in (*d.hidden, d.output):
+        lin = block.linear.layer
+        if block.batchnorm is not None:
+            params.extend(fold_linear_bn(lin.weight, lin.bias, block.batchnorm.layer))
+        else:
+            b = np.zeros(lin.weight.shape[1], lin.weight.dtype) if lin.bias is None \
+                else lin.bias.copy()
+            params.extend([lin.weight.copy(), b])
     return params
 
 

@@ -42,6 +42,7 @@ from . import init as _init
 from ._busy import holds_model
 from ._divergence import Divergence
 from ._validate import positive_int as _pos_int
+from .blocks import Description, structure
 from .data import Vocab
 from .inference import CHUNK, Plan
 
@@ -251,6 +252,13 @@ class CharMLP:
 
     def num_parameters(self) -> int:
         return int(sum(p.size for p in self.parameters()))
+
+    def blocks(self) -> Description:
+        """The model's description (``fastbn.blocks``): its Embedding, its hidden blocks
+        (Linear, BatchNorm1d or None, activation) and its output block (Linear, BatchNorm1d or
+        None), each part naming its layer and the layer's index. What the fused step, the
+        inference plan and folding read, rather than the layer list."""
+        return structure(self.layers)
 
     def batchnorms(self) -> list[nn.BatchNorm1d]:
         """The BatchNorm1d layers, in order."""
