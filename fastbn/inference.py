@@ -63,7 +63,7 @@ from . import ops
 from .blocks import describe
 
 if TYPE_CHECKING:
-    from .model import CharMLP
+    from .model import _EvalModel
 
 __all__ = ["CHUNK", "TABLE_CACHE_BYTES", "TABLE_MAX_RATIO", "TABLE_MIN_BATCH",
            "TABLE_MIN_ROWS_PER_V", "Plan", "table_pays"]
@@ -271,7 +271,7 @@ class Plan:
     ``table``, the table (T, V, H) or None.
     """
 
-    def __init__(self, model: CharMLP, table: bool = False) -> None:
+    def __init__(self, model: _EvalModel, table: bool = False) -> None:
         dt = np.dtype(model.dtype)
         if dt not in ops.FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
