@@ -7,6 +7,7 @@
 
 #include "clones.h"
 #include "fused.h"
+#include "layers.h"      /* the SGD and running-statistics loops, shared */
 
 /* per-CPU clones (FB_CLONES): see clones.h */
 #define FB_INLINE inline __attribute__((always_inline))

@@ -278,21 +278,18 @@ static FB_INLINE int SFX(fb_bn_act_forward)(fb_net *net, int l, int training) {
 
 /* running_mean = (1 - momentum) running_mean + momentum mean, and running_var the same with
  * the unbiased batch variance, every layer (as BatchNorm1d does in forward; a step does it
- * once its forward is known to be finite). Returns whether every new value is finite. */
+ * once its forward is known to be finite), by the per-layer path's loop (layers_impl.h:
+ * fb_layer_running, no FMA) with its roundings: keep = 1 - momentum in double, then both
+ * rounded to REAL. Returns whether every new value is finite. */
 static FB_INLINE int SFX(fb_running_stats)(fb_net *net) {
-    const REAL m = (REAL)net->momentum;
+    const REAL keep = (REAL)(1.0 - net->momentum), take = (REAL)net->momentum;
     int ok = 1;
     for (int l = 0; l < net->L; l++) {
         const int H = net->H[l];
-        REAL *restrict rm = (REAL *)net->rmean[l], *restrict rv = (REAL *)net->rvar[l];
-        const REAL *restrict mean = (const REAL *)net->mean[l];
-        const REAL *restrict var = (const REAL *)net->var[l];
-        for (int j = 0; j < H; j++) {
-            const REAL a = rm[j] * (1 - m) + m * mean[j];
-            const REAL v = rv[j] * (1 - m) + m * var[j];
-            rm[j] = a, rv[j] = v;
-            ok &= FB_FINITE(a) & FB_FINITE(v);
-        }
+        ok &= SFX(fb_layer_running)((REAL *)net->rmean[l], (const REAL *)net->mean[l], keep,
+                                    take, H);
+        ok &= SFX(fb_layer_running)((REAL *)net->rvar[l], (const REAL *)net->var[l], keep,
+                                    take, H);
     }
     return ok;
 }
@@ -429,32 +426,23 @@ static FB_INLINE void SFX(fb_softmax_loss_backward)(fb_net *net) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * SGD on every parameter: p -= lr * dp (the output weight in its step layout, WoutT) */
-
-/* p -= lr * dp; returns whether every new p is finite */
-static inline int SFX(fb_sgd)(REAL *restrict p, const REAL *restrict g, int64_t n, REAL lr) {
-    int ok = 1;
-    for (int64_t i = 0; i < n; i++) {
-        const REAL v = p[i] - lr * g[i];
-        p[i] = v;
-        ok &= FB_FINITE(v);
-    }
-    return ok;
-}
+ * SGD on every parameter: p -= lr * dp (the output weight in its step layout, WoutT), by the
+ * per-layer path's loop (layers_impl.h: fb_layer_sgd, no FMA): NumPy's `p -= lr * g`, bit for
+ * bit, as CharMLP.train_step's update */
 
 /* every parameter; returns whether all are finite afterwards */
 static FB_INLINE int SFX(fb_sgd_update)(fb_net *net, REAL lr) {
     const int V = net->V, D = net->D, Hl = net->H[net->L - 1];
-    int ok = SFX(fb_sgd)((REAL *)net->C, (const REAL *)net->dC, (int64_t)V * D, lr);
+    int ok = SFX(fb_layer_sgd)((REAL *)net->C, (const REAL *)net->dC, lr, (int64_t)V * D);
     for (int l = 0; l < net->L; l++) {
         const int H = net->H[l];
         const int I = fb_fan_in(net, l);
-        ok &= SFX(fb_sgd)((REAL *)net->W[l], (const REAL *)net->dW[l], (int64_t)I * H, lr);
-        ok &= SFX(fb_sgd)((REAL *)net->gamma[l], (const REAL *)net->dgamma[l], H, lr);
-        ok &= SFX(fb_sgd)((REAL *)net->beta[l], (const REAL *)net->dbeta[l], H, lr);
+        ok &= SFX(fb_layer_sgd)((REAL *)net->W[l], (const REAL *)net->dW[l], lr, (int64_t)I * H);
+        ok &= SFX(fb_layer_sgd)((REAL *)net->gamma[l], (const REAL *)net->dgamma[l], lr, H);
+        ok &= SFX(fb_layer_sgd)((REAL *)net->beta[l], (const REAL *)net->dbeta[l], lr, H);
     }
-    ok &= SFX(fb_sgd)((REAL *)net->WoutT, (const REAL *)net->dWoutT, (int64_t)Hl * V, lr);
-    ok &= SFX(fb_sgd)((REAL *)net->bout, (const REAL *)net->dbout, V, lr);
+    ok &= SFX(fb_layer_sgd)((REAL *)net->WoutT, (const REAL *)net->dWoutT, lr, (int64_t)Hl * V);
+    ok &= SFX(fb_layer_sgd)((REAL *)net->bout, (const REAL *)net->dbout, lr, V);
     return ok;
 }
 

@@ -14,7 +14,7 @@
     void fb_tanh_backward_##SFX(const REAL *dout, const REAL *t, REAL *dx, int64_t n);          \
     int fb_layer_sgd_##SFX(REAL *p, const REAL *g, REAL lr, int64_t n);                         \
     int fb_all_finite_##SFX(const REAL *x, int64_t n);                                          \
-    void fb_layer_running_##SFX(REAL *r, const REAL *batch, REAL keep, REAL take, int64_t n);   \
+    int fb_layer_running_##SFX(REAL *r, const REAL *batch, REAL keep, REAL take, int64_t n);    \
     void fb_bn_forward_##SFX(const REAL *x, const REAL *gamma, const REAL *beta, double eps,    \
                              int unbiased, REAL *out, REAL *xhat, REAL *mean, REAL *invstd,     \
                              REAL *var_unbiased, double *acc, int64_t B, int64_t D);            \

@@ -38,14 +38,19 @@ FB_CLONES int SFX(fb_all_finite)(const REAL *x, int64_t n) {
 
 /* r = r * keep + take * batch, rounded as NumPy's `r *= 1 - m; r += m * batch` for a Python
  * float m: keep = 1 - m and take = m rounded to the dtype (by the caller), each product
- * rounded, then the sum */
-FB_CLONES FB_EXACT void SFX(fb_layer_running)(REAL *r, const REAL *batch, REAL keep, REAL take,
-                                              int64_t n) {
+ * rounded, then the sum. Returns whether every new r is finite (as fb_layer_sgd). The fused
+ * step (fused_impl.h) runs this loop too, and fb_layer_sgd: one update for both paths. */
+FB_CLONES FB_EXACT int SFX(fb_layer_running)(REAL *r, const REAL *batch, REAL keep, REAL take,
+                                             int64_t n) {
+    int ok = 1;
     for (int64_t i = 0; i < n; i++) {
         const REAL kept = r[i] * keep;
         const REAL taken = take * batch[i];
-        r[i] = kept + taken;
+        const REAL v = kept + taken;
+        r[i] = v;
+        ok &= v - v == 0;
     }
+    return ok;
 }
 
 /* batch norm in training mode (_kernels.pyx: _batchnorm_forward). acc (2 D) is a zeroed

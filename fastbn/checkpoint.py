@@ -60,8 +60,8 @@ FORMAT_VERSION = 1
 _HEADER = ("format_version", "config", "chars", "dtype", "meta")
 
 
-def save(model: CharMLP, path: str | os.PathLike[str], meta: dict[str, Any] | None = None,
-         state: TrainState | None = None) -> Path:
+def save(model: CharMLP | FoldedCharMLP, path: str | os.PathLike[str],
+         meta: dict[str, Any] | None = None, state: TrainState | None = None) -> Path:
     """Write ``model`` (and JSON-serializable ``meta``) to ``path`` atomically. Returns the Path.
 
     ``state``, a ``fastbn.training.TrainState``, makes the checkpoint resumable. The folder is
@@ -109,7 +109,7 @@ def save(model: CharMLP, path: str | os.PathLike[str], meta: dict[str, Any] | No
     ...                        for a, b in zip(model.parameters(), back.parameters()))
     ('init', True)
     """
-    if not isinstance(model, CharMLP):
+    if not isinstance(model, (CharMLP, FoldedCharMLP)):
         raise TypeError(f"save expects a CharMLP, got {type(model).__name__}")
     if model.folded and state is not None:
         raise ValueError("a folded model (fastbn.fold_batchnorm) is for inference only: it is "
@@ -305,7 +305,7 @@ def _layout(config, V):
     return [(f"param/{n}", s) for n, s in params] + [(f"buffer/{n}", s) for n, s in buffers]
 
 
-def load(path: str | os.PathLike[str]) -> CharMLP:
+def load(path: str | os.PathLike[str]) -> CharMLP | FoldedCharMLP:
     """Read a checkpoint written by ``save``. Returns the ``CharMLP``, in eval mode (a
     ``fastbn.folding.FoldedCharMLP`` when a folded model was saved).
 
@@ -403,7 +403,7 @@ def load(path: str | os.PathLike[str]) -> CharMLP:
         if key.endswith("running_var") and np.any(a < 0):
             raise _bad(path, f"{key} has negative variances")
 
-    model: CharMLP
+    model: CharMLP | FoldedCharMLP
     try:
         if folded:
             model = FoldedCharMLP(vocab, [arrays[k] for k, _ in layout], dtype=dtype, **checked)

@@ -1,4 +1,4 @@
-"""Batch norm folded for inference: ``fold_batchnorm(model)`` and the folded ``CharMLP``.
+"""Batch norm folded for inference: ``fold_batchnorm(model)`` and the folded model.
 
 In eval mode a BatchNorm1d is an affine map per feature with constants, its running statistics:
 ``BN(z) = gamma * (z - mean) / sqrt(var + eps) + beta``. After a Linear, ``z = x @ W + b``, the two
@@ -55,33 +55,39 @@ Decisions:
   same parameters bit for bit; its embedding and first Linear become a table as any folded
   model's (by the rule), so its logits are the same up to rounding (bit for bit without the
   table).
-- A folded model is for inference only: it can ``logits``, ``forward`` (the loss), ``evaluate``,
-  ``sample``, be saved with ``fastbn.save`` and loaded back folded (the checkpoint records it),
-  but ``train_step``, ``backward``, ``train()`` (training mode), ``calibrate_batchnorm``,
-  ``fastbn.train`` and ``fastbn train --resume`` refuse it with a ``RuntimeError`` saying to train
-  the unfolded model. Its parameters are read-only arrays.
+- A folded model is for inference only, by construction: not a ``CharMLP`` but an object that
+  holds the folded parameters and runs them through an inference plan. It can ``logits``,
+  ``forward`` (the loss), ``evaluate``, ``sample`` (``CharMLP``'s methods, shared), be saved
+  with ``fastbn.save`` and loaded back folded (the checkpoint records it); it has no
+  ``train``, ``train_step``, ``backward`` or ``calibrate_batchnorm``, and ``fastbn.train`` and
+  ``fastbn train --resume`` refuse it with a ``RuntimeError`` saying to train the unfolded
+  model. Its parameters are read-only arrays.
 """
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import _arrays, _divergence, nn
+from . import _arrays, _divergence, nn, ops
+from .blocks import structure
 from .data import Vocab
-from .inference import TABLE_CACHE_BYTES, TABLE_MAX_RATIO, TABLE_MIN_ROWS_PER_V, Plan, table_pays
-from .model import CharMLP
+from .inference import (
+    CHUNK,
+    TABLE_CACHE_BYTES,
+    TABLE_MAX_RATIO,
+    TABLE_MIN_ROWS_PER_V,
+    Plan,
+    table_pays,
+)
+from .model import MAX_SAMPLE_LEN, CharMLP, EvalModel
 
 _F = TypeVar("_F", bound="FoldedCharMLP")
 
 __all__ = ["FoldedCharMLP", "fold_batchnorm", "fold_linear_bn", "folded_layout"]
-
-_REFUSED = ("this CharMLP is folded for inference (its batch norm is folded into the Linears, "
-            "by fastbn.fold_batchnorm): it cannot be trained. Train the unfolded model, then "
-            "fold it again")
 
 
 def fold_linear_bn(weight: ArrayLike, bias: ArrayLike | None,
@@ -113,22 +119,19 @@ def fold_linear_bn(weight: ArrayLike, bias: ArrayLike | None,
 
 def _folded_params(layers: Sequence[nn.Module]) -> list[np.ndarray]:
     """The folded model's parameters, in its ``named_parameters`` order, from the layers of a
-    CharMLP (folded or not)."""
-    params: list[np.ndarray] = []
-    for i, layer in enumerate(layers):
-        nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if isinstance(layer, nn.Embedding):
-            params.append(layer.weight.copy())
-        elif isinstance(layer, nn.Linear):
-            if isinstance(nxt, nn.BatchNorm1d):
-                params.extend(fold_linear_bn(layer.weight, layer.bias, nxt))
-            else:
-                b = np.zeros(layer.weight.shape[1], layer.weight.dtype) if layer.bias is None \
-                    else layer.bias.copy()
-                params.extend([layer.weight.copy(), b])
-        elif isinstance(layer, nn.BatchNorm1d):
-            if not isinstance(layers[i - 1] if i else None, nn.Linear):   # not in a CharMLP
-                raise ValueError(f"layer {i}, a BatchNorm1d, does not follow a Linear")
+    CharMLP (folded or not), by their description (``fastbn.blocks.structure``): the
+    embedding, then each block's Linear with its BatchNorm1d folded in (or with its bias, zero
+    when it has none)."""
+    d = structure(layers)
+    params: list[np.ndarray] = [d.embedding.layer.weight.copy()]
+    for block in (*d.hidden, d.output):
+        lin = block.linear.layer
+        if block.batchnorm is not None:
+            params.extend(fold_linear_bn(lin.weight, lin.bias, block.batchnorm.layer))
+        else:
+            b = np.zeros(lin.weight.shape[1], lin.weight.dtype) if lin.bias is None \
+                else lin.bias.copy()
+            params.extend([lin.weight.copy(), b])
     return params
 
 
@@ -151,15 +154,19 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return out
 
 
-class FoldedCharMLP(CharMLP):
+class FoldedCharMLP(EvalModel):
     """A ``CharMLP`` with its batch norm folded into its Linears: inference only.
 
-    Made by :func:`fold_batchnorm` (or by ``fastbn.load`` from a folded checkpoint). ``config``
-    is the unfolded model's (what it was trained as); ``layers`` are Embedding, per block
-    Linear (with a bias) and the activation, and the output Linear (with a bias), their arrays
-    read-only. ``logits``, ``evaluate`` and ``sample`` run ``fastbn.inference.Plan``, with the
-    embedding and the first Linear as one table when ``table``; ``net`` still runs the layers
-    (``model.net(X)`` fills their ``.out``).
+    Made by :func:`fold_batchnorm` (or by ``fastbn.load`` from a folded checkpoint). Not a
+    ``CharMLP``: it holds the folded parameters and runs them through an inference plan
+    (``fastbn.inference.Plan``), and has what eval needs (``CharMLP``'s ``evaluate``,
+    ``sample``, ``named_parameters``, ... : the same methods) and no training method at all
+    (no ``train``, ``train_step``, ``backward``, ``calibrate_batchnorm``). ``config`` is the
+    unfolded model's (what it was trained as); ``layers`` are Embedding, per block Linear (with
+    a bias) and the activation, and the output Linear (with a bias), their arrays read-only.
+    ``logits``, ``evaluate`` and ``sample`` run the plan, with the embedding and the first
+    Linear as one table when ``table``; ``net`` still runs the layers (``model.net(X)`` fills
+    their ``.out``).
 
     Parameters
     ----------
@@ -180,8 +187,11 @@ class FoldedCharMLP(CharMLP):
     def __init__(self, vocab: Vocab | str, params: Sequence[np.ndarray], *,
                  dtype: DTypeLike = np.float32, table: bool | None = None,
                  **config: Any) -> None:
-        # CharMLP builds (and checks) the unfolded structure; its layers are then replaced
-        super().__init__(vocab, dtype=dtype, seed=0, **config)
+        # CharMLP builds (and checks) the unfolded structure, whose layers, folded, are ours
+        unfolded = CharMLP(vocab, dtype=dtype, seed=0, **config)
+        self.vocab, self.config = unfolded.vocab, unfolded.config
+        self.dtype, self.block_size = unfolded.dtype, unfolded.block_size
+        self.meta: dict[str, Any] = {}
         layout = folded_layout(self.config, self.vocab.size)
         params = list(params)
         if len(params) != len(layout):
@@ -193,25 +203,33 @@ class FoldedCharMLP(CharMLP):
                 raise ValueError(f"parameter {name} must be {self.dtype} of shape {shape}, got "
                                  f"{got}")
         it = iter(params)
-        layers: list[nn.Module] = []
-        for layer in self.layers:
-            if isinstance(layer, nn.Embedding):
-                layer.weight = _frozen(next(it))
-            elif isinstance(layer, nn.Linear):
-                if layer.bias is None:
-                    layer.bias = _arrays.aligned_copy(np.zeros(layer.weight.shape[1], self.dtype))
-                    layer._param_names = ("weight", "bias")
-                layer.weight, layer.bias = _frozen(next(it)), _frozen(next(it))
-                layer._init_grads()
-            elif isinstance(layer, nn.BatchNorm1d):
-                continue
-            layers.append(layer)
+        d = unfolded.blocks()
+        emb = d.embedding.layer
+        emb.weight = _frozen(next(it))
+        layers: list[nn.Module] = [emb]
+        for block in (*d.hidden, d.output):
+            lin = block.linear.layer
+            if lin.bias is None:
+                lin.bias = _arrays.aligned_copy(np.zeros(lin.weight.shape[1], self.dtype))
+                lin._param_names = ("weight", "bias")
+            lin.weight, lin.bias = _frozen(next(it)), _frozen(next(it))
+            lin._init_grads()
+            layers += [lin] if block.activation is None else [lin, block.activation.layer]
         self.net = nn.Sequential(*layers)
         self.layers = self.net.layers
         self.net.eval()
         if table is not None and not isinstance(table, (bool, np.bool_)):
             raise TypeError(f"table must be True, False or None, got {table!r}")
         self.table: bool | None = None if table is None else bool(table)
+
+    @property
+    def training(self) -> bool:
+        """Always False: eval mode is all a folded model has."""
+        return False
+
+    def eval(self: _F) -> _F:
+        """Eval mode, which a folded model is always in: returns the model."""
+        return self
 
     def _table_dims(self) -> tuple[int, int, int, int]:
         c = self.config
@@ -250,7 +268,7 @@ class FoldedCharMLP(CharMLP):
     def plan(self, rows: int | None = None) -> Plan:
         """A ``fastbn.inference.Plan`` of this model, its arrays as they are now, for a call of
         ``rows`` rows (None: many): with the embedding and the first Linear as one table when
-        ``uses_table(rows)``. ``evaluate`` and ``sample`` (``CharMLP``'s) run it."""
+        ``uses_table(rows)``. ``evaluate`` and ``sample`` run it."""
         return Plan(self, table=self.uses_table(rows))
 
     def logits(self, X: ArrayLike) -> np.ndarray:
@@ -258,37 +276,35 @@ class FoldedCharMLP(CharMLP):
         X = self._check_X(X)
         return self.plan(X.shape[0]).logits(X)
 
-    # ------------------------------------------------------------------------------------------
-    # no training
+    def evaluate(self, X: ArrayLike, Y: ArrayLike, chunk: int = CHUNK) -> float:
+        """Mean cross-entropy over all of (X, Y), a Python float: ``CharMLP.evaluate``, through
+        this model's plan (the table when ``uses_table(len(X))``)."""
+        return self._evaluate(X, Y, chunk)
 
-    def train(self: _F, mode: bool = True) -> _F:
-        """Eval mode is all a folded model has: ``train()`` (training mode) raises."""
-        if mode:
-            raise RuntimeError(f"train(): {_REFUSED}")
-        return super().train(False)
+    def sample(self, n: int = 20, seed: int | np.random.Generator | None = None,
+               max_len: int = MAX_SAMPLE_LEN) -> list[str]:
+        """``n`` names (a list of str): ``CharMLP.sample``, through this model's plan (the
+        same names from the same seed as the unfolded model, up to rounding)."""
+        return self._sample(n, seed, max_len)
 
-    def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float) -> NoReturn:
-        raise RuntimeError(f"train_step: {_REFUSED}")
-
-    def backward(self, dloss: float = 1.0) -> NoReturn:
-        raise RuntimeError(f"backward: {_REFUSED}")
-
-    def calibrate_batchnorm(self, X: ArrayLike, chunk: int = 16384) -> NoReturn:
-        raise RuntimeError("calibrate_batchnorm: this CharMLP is folded (by "
-                           "fastbn.fold_batchnorm): its batch norm statistics are part of its "
-                           "Linears now. Calibrate the unfolded model, then fold it again")
+    def forward(self, X: ArrayLike, Y: ArrayLike) -> np.floating[Any]:
+        """Mean cross-entropy of predicting Y (B,) from contexts X (B, T), as ``CharMLP.forward``
+        in eval mode computes it from ``logits(X)`` (a NumPy scalar of the model's dtype);
+        nothing is kept (there is no backward)."""
+        loss, _ = ops.cross_entropy_forward(self.logits(X), Y)
+        return loss
 
     def __repr__(self) -> str:
-        head, tree = super().__repr__().split("\n", 1)
-        return (f"{head.rsplit(', ', 1)[0]}, folded\n"      # (the mode is always eval)
-                f"  folded: {self.fold_summary()}\n{tree}")
+        """``CharMLP``'s repr with "folded" for the mode (always eval) and what was folded."""
+        return (f"CharMLP(vocab={self.vocab.size}, {self.num_parameters():,} parameters, "
+                f"{self.dtype.name}, folded\n  folded: {self.fold_summary()}\n{self._tree()}")
 
 
 def _bytes(n: float) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
-def fold_batchnorm(model: CharMLP, table: bool | None = None) -> FoldedCharMLP:
+def fold_batchnorm(model: CharMLP | FoldedCharMLP, table: bool | None = None) -> FoldedCharMLP:
     """A new, inference-only model: ``model`` with every BatchNorm1d folded into the Linear
     before it, and for inference its embedding and first Linear folded into a table (see the
     module docstring for the formulas and the decisions).
@@ -312,7 +328,7 @@ def fold_batchnorm(model: CharMLP, table: bool | None = None) -> FoldedCharMLP:
         Its ``meta`` is a copy of the model's; its eval-mode logits equal the model's up to
         rounding (to ~1e-15 of the logits' scale in float64, ~1e-6 in float32).
     """
-    if not isinstance(model, CharMLP):
+    if not isinstance(model, (CharMLP, FoldedCharMLP)):
         raise TypeError(f"fold_batchnorm expects a fastbn.CharMLP, got {type(model).__name__}")
     # a diverged model: say so, rather than what its NaN does to a folded value
     _divergence.check_finite(model, "fold_batchnorm")

@@ -55,9 +55,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _arrays, _divergence, _validate, nn
+from . import _arrays, _divergence, _validate
 from . import _kernels as K
 from ._busy import training_model
+from .blocks import structure
+from .inference import table_pays
 
 if TYPE_CHECKING:
     from .model import CharMLP
@@ -68,7 +70,6 @@ MAX_LAYERS = K.MAX_LAYERS
 # the phases of the compiled step, in their order, as FusedTrainer.time_phases reports them
 # (FB_PHASES in csrc/fused.h)
 PHASES = K.PHASES
-TABLE_MIN_BATCH = 48        # from this batch size on (for 27 classes) the table is faster
 
 
 class BatchSampler:
@@ -160,26 +161,32 @@ def supports(model: object) -> tuple[bool, str]:
 
 
 def _model_arrays(model):
-    """The model's arrays in the fused step's terms, after checking the layer structure."""
-    layers = model.layers
-    L = model.config["n_layers"]
-    emb, out = layers[0], layers[-1]
-    blocks = [layers[1 + 3 * i: 4 + 3 * i] for i in range(L)]
-    ok = (isinstance(emb, nn.Embedding) and isinstance(out, nn.Linear) and out.bias is not None
-          and len(layers) == 2 + 3 * L
-          and all(isinstance(a, nn.Linear) and a.bias is None and isinstance(b, nn.BatchNorm1d)
-                  and isinstance(c, nn.Tanh) for a, b, c in blocks))
+    """The model's arrays in the fused step's terms, from its description
+    (``fastbn.blocks.structure``), after checking it is one the step runs; and the hidden
+    blocks."""
+    d = structure(model.layers)
+    hidden, out = d.hidden, d.output.linear.layer
+    ok = (len(hidden) == model.config["n_layers"] and out.bias is not None
+          and d.output.batchnorm is None
+          and all(b.linear.layer.bias is None and b.batchnorm is not None
+                  and b.activation is not None and b.activation.activation == "tanh"
+                  for b in hidden))
     if not ok:
         raise ValueError("the model's layers are not Embedding, [Linear(no bias), BatchNorm1d, "
                          "Tanh] x n_layers, Linear")
+    emb = d.embedding.layer
     a = {"C": emb.weight, "dC": emb.dweight, "Wout": out.weight, "dWout": out.dweight,
          "bout": out.bias, "dbout": out.dbias}
-    for key, get in [("W", lambda b: b[0].weight), ("dW", lambda b: b[0].dweight),
-                     ("gamma", lambda b: b[1].gamma), ("dgamma", lambda b: b[1].dgamma),
-                     ("beta", lambda b: b[1].beta), ("dbeta", lambda b: b[1].dbeta),
-                     ("rmean", lambda b: b[1].running_mean), ("rvar", lambda b: b[1].running_var)]:
-        a[key] = [get(b) for b in blocks]
-    return a, [b[1] for b in blocks]
+    for key, get in [("W", lambda b: b.linear.layer.weight),
+                     ("dW", lambda b: b.linear.layer.dweight),
+                     ("gamma", lambda b: b.batchnorm.layer.gamma),
+                     ("dgamma", lambda b: b.batchnorm.layer.dgamma),
+                     ("beta", lambda b: b.batchnorm.layer.beta),
+                     ("dbeta", lambda b: b.batchnorm.layer.dbeta),
+                     ("rmean", lambda b: b.batchnorm.layer.running_mean),
+                     ("rvar", lambda b: b.batchnorm.layer.running_var)]:
+        a[key] = [get(b) for b in hidden]
+    return a, hidden
 
 
 class FusedTrainer:
@@ -194,7 +201,8 @@ class FusedTrainer:
     table : bool or None
         Compute the embedding and first Linear through the table ``E_t = C @ W_0[t*D:(t+1)*D]``
         (the same arithmetic, summed in another order): cheaper for large batches. None chooses
-        by batch size (``TABLE_MIN_BATCH``).
+        by batch size (``fastbn.inference.table_pays(..., training=True)``, the table rule of
+        both paths).
     """
 
     def __init__(self, model: CharMLP, batch_size: int, table: bool | None = None) -> None:
@@ -214,7 +222,8 @@ class FusedTrainer:
 
     def _bind(self):
         model, B = self.model, self.batch_size
-        arrays, bns = _model_arrays(model)
+        arrays, hidden = _model_arrays(model)
+        bns = [b.batchnorm.layer for b in hidden]
         dt = model.dtype
         for name, v in arrays.items():
             for arr in (v if isinstance(v, list) else [v]):
@@ -273,7 +282,7 @@ class FusedTrainer:
             if owner == "work":
                 arrays[name] = [_arrays.aligned_empty(s, dtype) for s in shape] \
                     if isinstance(shape, list) else _arrays.aligned_empty(shape, dtype)
-        table = self._use_table(B, V, D, H[0])
+        table = self._use_table(B, T, V, D, H[0])
         self._arrays = arrays
         self._rows = np.arange(B)                # the rows of a gathered batch (private)
         self._rows.flags.writeable = False
@@ -281,18 +290,20 @@ class FusedTrainer:
         self._net = K.FusedNet(arrays, B, T, D, V, H, moms.pop(), epss.pop(), dt == np.float64,
                                table, bool(unbiased.pop()))
         self._vocab, self._T, self._table = V, T, table
+        # the model's layer index of each hidden block's BatchNorm1d (its divergences' names)
+        self._bn_index = [b.batchnorm.index for b in hidden]
 
     @property
     def uses_table(self) -> bool:
         """True when the first layer goes through the table (see ``table``)."""
         return self._table
 
-    def _use_table(self, B, V, D, H):
-        """Whether the first layer goes through the table E_t = C @ W_0[t] (see csrc): its cost,
-        3 GEMMs of V*D*H per pass, does not grow with B; the direct GEMMs' B*D*H does."""
+    def _use_table(self, B, T, V, D, H):
+        """Whether the first layer goes through the table E_t = C @ W_0[t] (see csrc): ``table``
+        if set, else the table rule's training case (``fastbn.inference.table_pays``)."""
         if self.table is not None:
             return bool(self.table)
-        return B >= TABLE_MIN_BATCH * V / 27
+        return table_pays(T, V, D, H, self.model.dtype.itemsize, rows=B, training=True)
 
     def _identity(self):
         # each array's identity and layout (an in-place .shape assignment keeps the id), and the
@@ -356,12 +367,12 @@ class FusedTrainer:
 
     def _divergence(self, loss):
         """The Divergence of the net's last step (None: it did not diverge), in the model's
-        terms (the net's hidden layer l is the model's BatchNorm1d at layer 2 + 3 l)."""
+        terms (the net's hidden layer l is the BatchNorm1d of the model's hidden block l)."""
         kind, layer = self._net.fault
         if kind == "none":
             return None
         if kind == "pre-activation":
-            return _divergence.preactivation(self.model, 2 + 3 * layer)
+            return _divergence.preactivation(self.model, self._bn_index[layer])
         if kind == "logits":
             return _divergence.logits(self.model)
         if kind == "loss":

@@ -58,14 +58,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _arrays, _validate, nn, registry
+from . import _arrays, _validate
 from . import _kernels as K
+from .blocks import describe
 
 if TYPE_CHECKING:
-    from .model import CharMLP
+    from .model import EvalModel
 
-__all__ = ["CHUNK", "TABLE_CACHE_BYTES", "TABLE_MAX_RATIO", "TABLE_MIN_ROWS_PER_V", "Plan",
-           "table_pays"]
+__all__ = ["CHUNK", "TABLE_CACHE_BYTES", "TABLE_MAX_RATIO", "TABLE_MIN_BATCH",
+           "TABLE_MIN_ROWS_PER_V", "Plan", "table_pays"]
 
 # Rows per chunk. Measured on the default model over the val split (22,655 rows, float32, one
 # thread): 1024 to 2048 rows are fastest; 16384 (CharMLP.evaluate's chunk before it ran a plan)
@@ -73,32 +74,45 @@ __all__ = ["CHUNK", "TABLE_CACHE_BYTES", "TABLE_MAX_RATIO", "TABLE_MIN_ROWS_PER_
 CHUNK = 1024
 
 
-# The table rule (table_pays; measured, see fastbn.folding's docstring for the numbers): a
-# table of at most TABLE_MAX_RATIO times the entries of the embedding and the Linear it
-# replaces, or of at most TABLE_CACHE_BYTES, used by a call of at least TABLE_MIN_ROWS_PER_V * V
-# rows.
+# The table rule (table_pays; measured, see fastbn.folding's docstring for the numbers). For
+# inference: a table of at most TABLE_MAX_RATIO times the entries of the embedding and the
+# Linear it replaces, or of at most TABLE_CACHE_BYTES, used by a call of at least
+# TABLE_MIN_ROWS_PER_V * V rows. For training (the fused step): a batch of at least
+# TABLE_MIN_BATCH * V / 27 rows.
 TABLE_MAX_RATIO = 4
 TABLE_CACHE_BYTES = 256 * 1024
 TABLE_MIN_ROWS_PER_V = 8
+TABLE_MIN_BATCH = 48        # from this batch size on (for 27 classes) the fused table is faster
 
 
-def table_pays(T: int, V: int, D: int, H: int, itemsize: int, rows: int | None = None) -> bool:
+def table_pays(T: int, V: int, D: int, H: int, itemsize: int, rows: int | None = None,
+               training: bool = False) -> bool:
     """Whether the embedding (V, D) and the Linear (T*D, H) after it are worth composing into a
     table (T, V, H) of ``itemsize``-byte floats (the module docstring), for a call of ``rows``
-    rows (None: by size only).
+    rows (None: by size only), in inference (``training=False``: a ``Plan``) or in a training
+    step (``training=True``: ``fastbn.fused.FusedTrainer``, ``rows`` its batch size). The one
+    rule of both paths; the costs differ, so the case is a parameter.
 
-    By size. A row saves T*D*H multiply-adds for T*H adds, but reads T rows of the table in the
-    order of the ids. The table pays when it has at most ``TABLE_MAX_RATIO`` times the entries
-    of the pair it replaces, ``V*D + T*D*H`` (about V / D times when the Linear dominates: the
-    gathers then read little more than the GEMM would), or when it is small enough to stay in
-    the cache among the other arrays of a chunk, ``TABLE_CACHE_BYTES`` (half the L2 cache of a
-    core here). Beyond both (a large vocabulary with a small D) its reads cost what the GEMM
-    saved, or more.
+    Inference, by size. A row saves T*D*H multiply-adds for T*H adds, but reads T rows of the
+    table in the order of the ids. The table pays when it has at most ``TABLE_MAX_RATIO`` times
+    the entries of the pair it replaces, ``V*D + T*D*H`` (about V / D times when the Linear
+    dominates: the gathers then read little more than the GEMM would), or when it is small
+    enough to stay in the cache among the other arrays of a chunk, ``TABLE_CACHE_BYTES`` (half
+    the L2 cache of a core here). Beyond both (a large vocabulary with a small D) its reads cost
+    what the GEMM saved, or more.
 
-    By rows. The table is made per plan, T*V*D*H multiply-adds in float64 (and NumPy's
-    overhead), which a row pays back T*D*H of: a call of fewer than ``TABLE_MIN_ROWS_PER_V * V``
-    rows is faster without it.
+    Inference, by rows. The table is made per plan, T*V*D*H multiply-adds in float64 (and
+    NumPy's overhead), which a row pays back T*D*H of: a call of fewer than
+    ``TABLE_MIN_ROWS_PER_V * V`` rows is faster without it.
+
+    Training. The fused step makes the table at every step, and its backward, in compiled code:
+    3 GEMMs of V*D*H per step, against the direct GEMMs' B*T*D*H, so it pays from a batch of
+    ``TABLE_MIN_BATCH * V / 27`` rows (measured for the default model); ``rows`` is required.
     """
+    if training:
+        if rows is None:
+            raise ValueError("the training rule of the table needs the batch size (rows)")
+        return rows >= TABLE_MIN_BATCH * V / 27
     entries = T * V * H
     if entries > TABLE_MAX_RATIO * (V * D + T * D * H) and entries * itemsize > TABLE_CACHE_BYTES:
         return False
@@ -203,11 +217,6 @@ class _BatchNormEval:
         return x
 
 
-# the layer classes of the activations of fastbn.registry (every CharMLP activation): a _Layer
-# step each (tanh has a step of its own, in place)
-_ACTIVATION_LAYERS = tuple(registry.OPS[n].nonlinearity.layer for n in registry.NONLINEARITIES)
-
-
 class _Tanh:
     inplace = True
 
@@ -230,31 +239,25 @@ class _Layer:
 
 
 def _steps(layers, dt, T, table):
-    """The steps of a layer list [Embedding, ...]: one per layer, in order; with ``table``, the
-    Embedding and the Linear after it as one ``_Table`` step."""
-    if not layers:
-        raise ValueError("a plan needs at least an Embedding")
-    if not isinstance(layers[0], nn.Embedding):
-        raise ValueError(f"a plan starts with an Embedding, not {type(layers[0]).__name__}")
+    """The steps of a layer list [Embedding, ...] (its parts, ``fastbn.blocks.describe``): one
+    per layer, in order; with ``table``, the Embedding and the Linear after it as one
+    ``_Table`` step."""
+    parts = describe(layers)
     if not table:
-        steps, rest = [_Embed(layers[0], dt)], 1
-    elif len(layers) > 1 and isinstance(layers[1], nn.Linear):
-        steps, rest = [_Table(layers[0], layers[1], T, dt)], 2
+        steps, rest = [_Embed(parts[0].layer, dt)], 1
+    elif len(parts) > 1 and parts[1].kind == "linear":
+        steps, rest = [_Table(parts[0].layer, parts[1].layer, T, dt)], 2
     else:
         raise ValueError("a table needs a Linear right after the Embedding")
-    for i, layer in enumerate(layers[rest:], rest):
-        if isinstance(layer, nn.Embedding):
-            raise ValueError("an Embedding can only be the first layer of a plan")
-        elif isinstance(layer, nn.Linear):
-            steps.append(_Linear(layer, dt))
-        elif isinstance(layer, nn.BatchNorm1d):
-            steps.append(_BatchNormEval(layer, dt))
-        elif isinstance(layer, nn.Tanh):
+    for p in parts[rest:]:
+        if p.kind == "linear":
+            steps.append(_Linear(p.layer, dt))
+        elif p.kind == "batchnorm":
+            steps.append(_BatchNormEval(p.layer, dt))
+        elif p.activation == "tanh":
             steps.append(_Tanh())
-        elif isinstance(layer, _ACTIVATION_LAYERS):
-            steps.append(_Layer(layer))
-        else:
-            raise TypeError(f"no inference step for layer {i}, {type(layer).__name__}")
+        else:                                   # another activation (describe knows no other)
+            steps.append(_Layer(p.layer))
     return steps
 
 
@@ -269,7 +272,7 @@ class Plan:
     ``table``, the table (T, V, H) or None.
     """
 
-    def __init__(self, model: CharMLP, table: bool = False) -> None:
+    def __init__(self, model: EvalModel, table: bool = False) -> None:
         dt = _validate.float_dtype(model.dtype)
         self.dtype, self.block_size = dt, int(model.block_size)
         self.steps = _steps(list(model.layers), dt, self.block_size, bool(table))

@@ -41,6 +41,7 @@ from . import _divergence, _kernels, _validate, nn, ops, registry
 from . import init as _init
 from ._busy import holds_model
 from ._divergence import Divergence
+from .blocks import Description, structure
 from .data import Vocab
 from .inference import CHUNK, Plan
 
@@ -85,7 +86,93 @@ def _as_vocab(vocab: Vocab | str) -> Vocab:
                     f"(e.g. '.abc'), got {type(vocab).__name__}")
 
 
-class CharMLP:
+class EvalModel:
+    """What a model does in eval mode, through its inference plan (``plan()``): its parameters
+    and running statistics, and the bodies of ``evaluate`` and ``sample`` (each model's own
+    method, with its docstring, calls them). ``CharMLP`` adds training to it;
+    ``fastbn.folding.FoldedCharMLP``, inference only, nothing."""
+
+    folded = False          # a fastbn.folding.FoldedCharMLP (inference only) says True
+    train_state: TrainState | None      # set by fastbn.load: the checkpoint's training state
+    vocab: Vocab
+    block_size: int
+    dtype: np.dtype[Any]
+    config: dict[str, Any]
+    meta: dict[str, Any]
+    net: nn.Sequential
+    layers: list[nn.Module]
+
+    def plan(self, rows: int | None = None) -> Plan:
+        raise NotImplementedError
+
+    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
+        """[(name, array)]: the net's parameter names (``"0.weight"`` is the embedding)."""
+        return self.net.named_parameters()
+
+    def parameters(self) -> list[np.ndarray]:
+        """The parameter arrays, aligned with ``grads()``; update them in place."""
+        return self.net.parameters()
+
+    def num_parameters(self) -> int:
+        return int(sum(p.size for p in self.parameters()))
+
+    def batchnorms(self) -> list[nn.BatchNorm1d]:
+        """The BatchNorm1d layers, in order."""
+        return [layer for layer in self.layers if isinstance(layer, nn.BatchNorm1d)]
+
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        """[(name, array)] of the running statistics: ``"2.running_mean"``, ``"2.running_var"``."""
+        return [(f"{i}.{n}", getattr(layer, n)) for i, layer in enumerate(self.layers)
+                if isinstance(layer, nn.BatchNorm1d) for n in ("running_mean", "running_var")]
+
+    def _check_X(self, X: ArrayLike) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.block_size:
+            raise ValueError(f"X must have shape (B, {self.block_size}) (block_size "
+                             f"{self.block_size}), got {X.shape}")
+        return X
+
+    def _evaluate(self, X: ArrayLike, Y: ArrayLike, chunk: int) -> float:
+        """``evaluate``, for every model: through ``self.plan()``."""
+        X = self._check_X(X)
+        _divergence.check_finite(self, "evaluate")
+        return self.plan(X.shape[0]).loss(X, Y, chunk)
+
+    def _sample(self, n: int, seed: int | np.random.Generator | None, max_len: int) -> list[str]:
+        """``sample``, for every model: through ``self.plan()``."""
+        n = _validate.positive_int(n, "n")
+        max_len = _validate.positive_int(max_len, "max_len")
+        _divergence.check_finite(self, "sample")
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        ctx = np.zeros((n, self.block_size), dtype=np.int64)
+        out = np.zeros((n, max_len), dtype=np.int64)
+        done = np.zeros(n, dtype=bool)
+        forward = self.plan(n * max_len).logits_fn(n)   # the model is left as it is (evaluate)
+        for t in range(max_len):
+            logits = forward(ctx).astype(np.float64)
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            cdf = np.cumsum(p, axis=1)
+            u = rng.random(n) * cdf[:, -1]
+            ix = np.minimum((cdf <= u[:, None]).sum(1), cdf.shape[1] - 1)
+            ix[done] = 0
+            out[:, t] = ix
+            done |= ix == 0
+            if done.all():
+                break
+            ctx = np.concatenate([ctx[:, 1:], ix[:, None]], axis=1)
+        names = []
+        for row in out:
+            ids = row.tolist()
+            ids = ids[:ids.index(0)] if 0 in ids else ids
+            names.append(self.vocab.decode(ids))
+        return names
+
+    def _tree(self) -> str:
+        """The layers' rows of the repr: the Sequential's, with their shapes and counts."""
+        return repr(self.net).split("\n", 1)[1]          # the Sequential's rows and ")"
+
+
+class CharMLP(EvalModel):
     """Character-level MLP language model over ``fastbn.nn`` layers (no autograd).
 
     Parameters
@@ -132,9 +219,6 @@ class CharMLP:
     config : dict
         The constructor arguments (minus seed), as saved in checkpoints.
     """
-
-    folded = False          # a fastbn.folding.FoldedCharMLP (inference only) says True
-    train_state: TrainState | None      # set by fastbn.load: the checkpoint's training state
 
     def __init__(self, vocab: Vocab | str, block_size: int = 3, n_embd: int = 10,
                  n_hidden: int = 200, n_layers: int = 1, *,
@@ -226,29 +310,16 @@ class CharMLP:
     # ------------------------------------------------------------------------------------------
     # parameters and mode
 
-    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
-        """[(name, array)]: the net's parameter names (``"0.weight"`` is the embedding)."""
-        return self.net.named_parameters()
-
-    def parameters(self) -> list[np.ndarray]:
-        """The parameter arrays, aligned with ``grads()``; update them in place."""
-        return self.net.parameters()
-
     def grads(self) -> list[np.ndarray]:
         """The gradient arrays of the last ``backward()``, aligned with ``parameters()``."""
         return self.net.grads()
 
-    def num_parameters(self) -> int:
-        return int(sum(p.size for p in self.parameters()))
-
-    def batchnorms(self) -> list[nn.BatchNorm1d]:
-        """The BatchNorm1d layers, in order."""
-        return [layer for layer in self.layers if isinstance(layer, nn.BatchNorm1d)]
-
-    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
-        """[(name, array)] of the running statistics: ``"2.running_mean"``, ``"2.running_var"``."""
-        return [(f"{i}.{n}", getattr(layer, n)) for i, layer in enumerate(self.layers)
-                if isinstance(layer, nn.BatchNorm1d) for n in ("running_mean", "running_var")]
+    def blocks(self) -> Description:
+        """The model's description (``fastbn.blocks``): its Embedding, its hidden blocks
+        (Linear, BatchNorm1d or None, activation) and its output block (Linear, BatchNorm1d or
+        None), each part naming its layer and the layer's index. What the fused step, the
+        inference plan and folding read, rather than the layer list."""
+        return structure(self.layers)
 
     @property
     def training(self) -> bool:
@@ -268,13 +339,6 @@ class CharMLP:
 
     # ------------------------------------------------------------------------------------------
     # forward / backward / one SGD step
-
-    def _check_X(self, X: ArrayLike) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.block_size:
-            raise ValueError(f"X must have shape (B, {self.block_size}) (block_size "
-                             f"{self.block_size}), got {X.shape}")
-        return X
 
     def logits(self, X: ArrayLike) -> np.ndarray:
         """Logits (B, V) of contexts X (B, T), in the current mode."""
@@ -420,9 +484,7 @@ class CharMLP:
         A model whose parameters or running statistics are not finite (a diverged training run
         leaves one) is refused with a ValueError (checked once per call).
         """
-        X = self._check_X(X)
-        _divergence.check_finite(self, "evaluate")
-        return self.plan(X.shape[0]).loss(X, Y, chunk)
+        return self._evaluate(X, Y, chunk)
 
     def calibrate_batchnorm(self, X: ArrayLike, chunk: int = 16384) -> None:
         """Set every BatchNorm's running statistics from all of X (the lecture's "calibrate the
@@ -470,37 +532,11 @@ class CharMLP:
         As ``evaluate``, refuses (ValueError) a model whose parameters or running statistics are
         not finite (checked once per call).
         """
-        n = _validate.positive_int(n, "n")
-        max_len = _validate.positive_int(max_len, "max_len")
-        _divergence.check_finite(self, "sample")
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        ctx = np.zeros((n, self.block_size), dtype=np.int64)
-        out = np.zeros((n, max_len), dtype=np.int64)
-        done = np.zeros(n, dtype=bool)
-        forward = self.plan(n * max_len).logits_fn(n)   # the model is left as it is (evaluate)
-        for t in range(max_len):
-            logits = forward(ctx).astype(np.float64)
-            p = np.exp(logits - logits.max(1, keepdims=True))
-            cdf = np.cumsum(p, axis=1)
-            u = rng.random(n) * cdf[:, -1]
-            ix = np.minimum((cdf <= u[:, None]).sum(1), cdf.shape[1] - 1)
-            ix[done] = 0
-            out[:, t] = ix
-            done |= ix == 0
-            if done.all():
-                break
-            ctx = np.concatenate([ctx[:, 1:], ix[:, None]], axis=1)
-        names = []
-        for row in out:
-            ids = row.tolist()
-            ids = ids[:ids.index(0)] if 0 in ids else ids
-            names.append(self.vocab.decode(ids))
-        return names
+        return self._sample(n, seed, max_len)
 
     def __repr__(self) -> str:
         """A torch-like tree: the layers with their shapes and parameter counts (the full
         configuration is ``model.config``)."""
         mode = "training" if self.training else "eval"
-        tree = repr(self.net).split("\n", 1)[1]          # the Sequential's rows and ")"
         return (f"CharMLP(vocab={self.vocab.size}, {self.num_parameters():,} parameters, "
-                f"{self.dtype.name}, {mode} mode\n{tree}")
+                f"{self.dtype.name}, {mode} mode\n{self._tree()}")

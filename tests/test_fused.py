@@ -7,6 +7,7 @@ import pytest
 from fastbn import _kernels as K
 from fastbn.data import Vocab
 from fastbn.fused import BatchSampler, FusedTrainer, supports
+from fastbn.inference import table_pays
 from fastbn.model import CharMLP
 from fastbn.registry import NONLINEARITIES
 
@@ -112,6 +113,44 @@ def test_table_is_chosen_by_batch_size():
     model = CharMLP(VOCAB, seed=0)
     assert not FusedTrainer(model, 32).uses_table
     assert FusedTrainer(model, 1024).uses_table
+    # by the one table rule (fastbn.inference.table_pays), its training case
+    for B in (2, 47, 48, 49, 1024):
+        assert FusedTrainer(model, B).uses_table == table_pays(3, 27, 10, 200, 4, rows=B,
+                                                               training=True) == (B >= 48)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lr,momentum", [(0.1, 0.001), (0.0123, 0.1), (3.7, 0.37)])
+def test_fused_update_is_the_per_layer_update_bit_for_bit(data, dtype, lr, momentum):
+    """The fused step's SGD and running-statistics update run the per-layer path's compiled
+    loops (csrc/layers_impl.h): ``p - lr * g`` as NumPy rounds it, and, from the same running
+    statistics and batch statistics, the per-layer update (nn.BatchNorm1d's)."""
+    X, Y = data
+    model = CharMLP(VOCAB, n_layers=2, n_hidden=40, bn_momentum=momentum, dtype=dtype, seed=1)
+    trainer = FusedTrainer(model, 64)
+    for bn in model.batchnorms():            # not the initial (0, 1): every value counts
+        bn.running_mean[...] = np.linspace(-1, 1, bn.running_mean.size)
+        bn.running_var[...] = np.linspace(0.5, 2, bn.running_var.size)
+    rows = np.arange(64)
+    old = [p.copy() for p in model.parameters()]
+    old_buffers = [b.copy() for _, b in model.named_buffers()]
+    trainer.step(X[rows], Y[rows], lr)
+    for (name, p), p0, g in zip(model.named_parameters(), old, model.grads()):
+        np.testing.assert_array_equal(p, p0 - lr * g, err_msg=name)
+    # the running statistics: r (1 - m) + m batch, each product rounded, as nn.BatchNorm1d's
+    # compiled update (K.batchnorm_running_update) computes it from the fused step's batch
+    # statistics, recovered exactly with momentum 1 (keep 0, take 1) on a copy
+    ones = CharMLP(VOCAB, n_layers=2, n_hidden=40, bn_momentum=1.0, dtype=dtype, seed=1)
+    for p, q in zip(ones.parameters(), old):
+        p[...] = q
+    FusedTrainer(ones, 64).step(X[rows], Y[rows], lr)
+    batch = [b for _, b in ones.named_buffers()]
+    want = [b.copy() for b in old_buffers]
+    for i in range(0, len(want), 2):
+        assert K.batchnorm_running_update(want[i], want[i + 1], batch[i], batch[i + 1],
+                                          float(momentum))
+    for (name, got), w in zip(model.named_buffers(), want):
+        np.testing.assert_array_equal(got, w, err_msg=name)
 
 
 def test_run_is_reproducible_and_resumable(data):

@@ -82,7 +82,10 @@ def test_mypy_sees_the_model_and_training_annotations(tmp_path):
     # (mypy writes builtins.list[builtins.str] or list[str], by version)
     assert re.search(r'Revealed type is "(builtins\.)?list\[(builtins\.)?str\]"', out), out
     assert 'Revealed type is "fastbn.training.TrainResult"' in out, out
-    assert 'Revealed type is "fastbn.model.CharMLP"' in out, out
+    # load: a CharMLP, or the folded model (inference only, not a CharMLP) of a folded checkpoint
+    assert re.search(r'Revealed type is "(Union\[fastbn\.model\.CharMLP, '
+                     r'fastbn\.folding\.FoldedCharMLP\]|fastbn\.model\.CharMLP \| '
+                     r'fastbn\.folding\.FoldedCharMLP)"', out), out
     assert 'Revealed type is "fastbn.folding.FoldedCharMLP"' in out, out
     assert out.count("error:") == 4, out
     assert '"sample" of "CharMLP" has incompatible type "str"; expected "int"' in out, out
@@ -94,7 +97,7 @@ TYPED = ["ops.py", "nn.py", "gradchecks.py", "comparison.py", "exercises.py", "d
          "lab/stats.py", "lab/probe.py", "lab/plots.py", "lab/report.py", "lab/experiments.py",
          "lab/robustness.py", "bench/flops.py", "bench/peers.py", "bench/verify.py",
          "bench/timing.py", "bench/targets.py", "bench/runner.py", "bench/command.py",
-         "_schedule.py", "_figures.py", "_names_file.py"]
+         "_schedule.py", "_figures.py", "_names_file.py", "blocks.py"]
 
 
 def test_the_typed_modules_type_check(tmp_path):

@@ -79,7 +79,7 @@ def main() -> None:
     print(result.losses.get("val"), result.us_per_step, val, names, step_loss)
 
     path: pathlib.Path = fastbn.save(model, "model.npz", meta={"note": "typed"}, state=state)
-    back: CharMLP = fastbn.load(path)
+    back: CharMLP | FoldedCharMLP = fastbn.load(path)
     folded: FoldedCharMLP = fastbn.fold_batchnorm(back, table=None)
     print(folded.fold_summary(), folded.eval().evaluate(X, Y), back.train_state)
 
