@@ -6,7 +6,9 @@
 - :class:`Report` — rows with a short text repr, ``_repr_html_`` for Jupyter and ``.ok``
   (:func:`fastbn.exercises.check` returns one too);
 - :func:`compare` — your backward of one op of ``fastbn.ops`` against fastbn's, on inputs it
-  draws, with finite differences of your function as a second opinion.
+  draws, with finite differences of your function as a second opinion;
+- :func:`explain` — a wrong row's diagnosis: the error signature of ``fastbn.diagnosis`` that
+  explains the array (run only for wrong arrays).
 
 The ops :func:`compare` knows are the table ``OPS``, made from ``fastbn.registry`` (every op of
 ``fastbn.ops``): op name -> forward, backward, an input builder (seeded, the dimension letters of
@@ -567,10 +569,11 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
     -------
     Report
         One row per gradient (``dx``, ``dgamma``, ...; and ``out`` for a pair): exact,
-        approximate, maxdiff, the worst element's index, the finite-difference verdict.
-        ``report.ok`` when all pass. Your function's own exceptions propagate (with your
-        traceback); a missing gradient, a wrong shape or a failure of the finite differences is
-        reported.
+        approximate, maxdiff, the worst element's index, the finite-difference verdict, and for
+        a wrong one a diagnosis (``row.diagnosis``: the mistake that reproduces your array to
+        the tolerance, or where the error lives). ``report.ok`` when all pass. Your function's
+        own exceptions propagate (with your traceback); a missing gradient, a wrong shape or a
+        failure of the finite differences is reported.
 
     Examples
     --------

@@ -188,9 +188,9 @@ def wrong_axis(got, want, know, tol):
         for kd in (True, False):
             s = terms.sum(axis=other, keepdims=kd)
             if s.shape == got.shape and tol.close(got, s):
-                return (f"yours is the sum over axis {other} ({got.shape}); the gradient sums "
-                        f"the terms over axis {axis} ({want.shape}): the sum runs over the axis "
-                        f"the forward broadcast along")
+                return (f"yours is the sum over axis {other}, shape {got.shape}; the gradient "
+                        f"sums the terms over axis {axis}, shape {want.shape}: the sum runs over "
+                        f"the axis the forward broadcast along")
     return None
 
 

@@ -7,7 +7,12 @@ and checked line by line with ``cmp(name, dt, t)``. This module is that exercise
 - :func:`init_params` / :func:`problem` — the lecture's parameters (and a minibatch);
 - :func:`forward` — every intermediate, under the lecture's names;
 - :func:`backward` — the hand-derived gradient of the loss for every one of them, step by step;
-- :func:`check` — the lecture's ``cmp`` table for a dict of your own gradients.
+- :func:`check` — the lecture's ``cmp`` table for a dict of your own gradients, with a
+  diagnosis of every wrong one (``fastbn.diagnosis``) and the first wrong step of the chain.
+
+The backward is the table ``STEPS``: per gradient, its contributions by path (summed in order),
+the terms of a sum over a broadcast axis, and the known slips of its local derivative. The
+diagnosis reads the same table.
 
 Shapes: n batch (B elsewhere in fastbn), T ``block_size``, E ``n_embd``, H ``n_hidden``,
 V ``vocab_size``. Batch norm here is the lecture's: it normalizes with the Bessel-corrected
@@ -691,7 +696,12 @@ def check(student: Mapping[str, Any], reference: Mapping[str, Any] | None = None
         (bit-identical), ``approximate``, ``maxdiff`` (``max |yours - reference|``) and a note for a
         wrong shape, an unknown name, a value that is not an array, a dtype other than the
         reference's. ``report.ok`` is True when every row is approximately right and of the right
-        shape.
+        shape. A wrong row carries a diagnosis (``row.diagnosis``, ``row.kind``): the error
+        signature that explains your array to ``rtol``/``atol``, or "follows" when this step's
+        right backward applied to your upstream gradients gives it (``row.follows`` is then the
+        first wrong step), or "no known signature" and where the error lives. With a reference
+        from :func:`backward` (or None) ``report.summary`` names the first wrong step and what
+        follows from it, and ``report.figure()`` draws the chain.
     """
     if not isinstance(student, Mapping):
         raise TypeError(f"check needs a dict of gradients {{name: array}}, got "
@@ -833,7 +843,7 @@ def _explain_chain(given, ref_for, tol):
         row = given[first][0]
         lines.append(("first wrong step: " if i == 0 else "also wrong in its own step: ") +
                      f"{first}: {row.diagnosis}")
-        if i == 0:
+        if i == 0 and len(root) > 1:
             row.diagnosis = "first wrong step: " + row.diagnosis
         after = [k for k, r in root.items() if r == first and k != first]
         if after:
