@@ -107,7 +107,25 @@ def test_the_first_wrong_step_and_what_follows_from_it(dtype):
     assert "(first wrong step: dcounts)" in report["dh"].diagnosis
     assert report.summary[1].startswith("wrong only because of dcounts: dnorm_logits")
     assert report["dlogits_fast"].ok                          # independent of the chain
-    assert report.figure() is not None
+    page = report._repr_html_()
+    assert "<th>diagnosis</th>" in page and "wrong only because of dcounts" in page
+    assert page.count("<tr>") == len(report.rows) + 1
+    assert all(line.startswith(r.name) for line, r in zip(str(report).splitlines(),
+                                                          report.rows))
+
+
+def test_the_figure_colours_every_step():
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    report = graded({"dhpreact": lambda e: (1.0 - e.hpreact**2) * e.dh})
+    fig = report.figure()
+    assert isinstance(fig, Figure)
+    boxes = {t.get_text(): t.get_bbox_patch().get_facecolor() for t in fig.axes[0].texts}
+    assert set(boxes) == set(ex.GRADIENTS)
+    colours = {boxes["dh"], boxes["dhpreact"], boxes["dbnraw"]}
+    assert len(colours) == 3                         # right, wrong, follows
+    assert len(fig.axes[0].patches) == sum(len(v) for v in report.graph.values())
 
 
 def test_a_second_own_error_after_the_first_is_named_too():
