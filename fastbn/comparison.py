@@ -397,21 +397,22 @@ class Report:
         Parameters
         ----------
         ax : matplotlib.axes.Axes, optional
-            Where to draw; a new figure when None.
+            Where to draw; a new figure (made without pyplot) when None.
 
         Returns
         -------
         matplotlib.figure.Figure
             The figure (shown inline by Jupyter).
         """
-        import matplotlib.pyplot as plt
         from matplotlib.patches import FancyArrowPatch
+
+        from ._figures import new_figure
 
         given = {r.name: r for r in self.rows}
         names = list(self.graph) or [r.name for r in self.rows]
         reads = self.graph or {b: (a,) for a, b in zip(names, names[1:])}
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(3.6, 0.32 * len(names) + 0.6))
+        if ax is None:                   # a Figure of its own, without pyplot's global state
+            ax = new_figure(3.6, 0.32 * len(names) + 0.6)[1][0, 0]
         fig = ax.figure
         colour = {"exact": "#a6dba0", "approximate": "#d9f0d3", "follows": "#fdb863",
                   "wrong": "#e66101"}
@@ -427,7 +428,9 @@ class Report:
         ax.set_xlim(-1, 1.6)
         ax.set_ylim(-len(names), 1)
         ax.axis("off")
-        ax.set_title(self.verdict(), fontsize=9)
+        counts = [sum(r.status == k for r in self.rows) for k in ("wrong", "follows")]
+        ax.set_title(f"{len(self.rows) - sum(counts)} right, {counts[0]} wrong,\n"
+                     f"{counts[1]} wrong only through an earlier one", fontsize=8)
         return fig
 
 
