@@ -229,9 +229,7 @@ def missing_branch(got, want, know, tol):
 def slip(got, want, know, tol):
     """A known slip of this gradient: ``got ≈ know.slips[s]`` (its local derivative evaluated at
     the input instead of the output, a scatter into the wrong rows, ...)."""
-    if know is None:
-        return None
-    for sentence, value in know.slips.items():
+    for sentence, value in (know.slips if know is not None else {}).items():
         value = _f64(value)
         if value.shape == got.shape and tol.close(got, value):
             return sentence
@@ -401,7 +399,8 @@ def _linear(e):
     x, w, d = e.x, e.w, e.dout
     return {"dx": Knowledge(slips={"dx = dout @ w: the matmul needs w.T (dx = dout @ w.T)":
                                    d @ w} if w.shape[0] == w.shape[1] else {}),
-            "dw": Knowledge(summed=(x[:, :, None] * d[:, None, :], 0)),
+            "dw": Knowledge(summed=(x[:, :, None] * d[:, None, :], 0)  # (B, I, O), if small
+                            if x.size * d.shape[1] <= 2**24 else None),
             "db": Knowledge(summed=(d, 0))}
 
 

@@ -325,7 +325,11 @@ class Forward(dict):
 
 
 class Gradients(dict):
-    """:func:`backward`'s result: ``{"d" + name: array}`` (see ``GRADIENTS``)."""
+    """:func:`backward`'s result: ``{"d" + name: array}`` (see ``GRADIENTS``).
+
+    Also carries ``.steps``, the namespace the steps of ``STEPS`` ran in (the forward's values,
+    the parameters, every gradient), which :func:`check` reads to diagnose a wrong gradient.
+    """
 
     def __repr__(self):
         return _short(self, "Gradients")

@@ -311,3 +311,20 @@ def test_a_random_op_error_is_located():
     row = compare(off, "batchnorm")["dx"]
     assert row.kind == "unknown"
     assert "8 of 48 elements are off" in row.diagnosis and "columns 4 (1 of 6)" in row.diagnosis
+
+
+def test_nothing_is_diagnosed_for_right_answers(monkeypatch):
+    """The diagnosis runs only on wrong arrays: right answers cost what they did."""
+    import fastbn.comparison as comparison
+    import fastbn.diagnosis as diagnosis
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("diagnosed a right answer")
+    monkeypatch.setattr(comparison, "diagnose", refuse)
+    monkeypatch.setattr(comparison, "op_knowledge", refuse)
+    monkeypatch.setattr(diagnosis, "diagnose", refuse)
+    got, g = student({})
+    assert ex.check(got, verbose=False).ok
+    assert compare(lin, "linear").ok and compare(bn, "batchnorm").ok
+    with pytest.raises(AssertionError, match="diagnosed"):
+        compare(lambda d, c: (-lin(d, c)[0], *lin(d, c)[1:]), "linear")
