@@ -331,6 +331,8 @@ class Gradients(dict):
     the parameters, every gradient), which :func:`check` reads to diagnose a wrong gradient.
     """
 
+    steps: SimpleNamespace
+
     def __repr__(self):
         return _short(self, "Gradients")
 

@@ -242,6 +242,8 @@ OP_BUGS = [
     ("batchnorm", lambda d, c: (bn(d, c)[0], d * c.xhat, d.sum(0)), {}, "dgamma", "unsummed",
      "axis 0"),
     ("batchnorm", lambda d, c: (*bn(d, c)[:2], d[-1]), {}, "dbeta", "one_row", "row 7"),
+    ("batchnorm", lambda d, c: (bn(d, c)[0], bn(d, c)[1] * 8 / 7, d.sum(0)), {}, "dgamma",
+     "factor", "is B/(B-1) = 1.14286 × the reference everywhere: the unbiased variance's"),
     ("batchnorm", lambda d, c: (*bn(d, c)[:2], d.sum(0, keepdims=True)), {}, "dbeta",
      "keepdims", "an axis the tensor does not have"),
     ("tanh", lambda d, c: (1 - c.x**2) * d, {}, "dx", "slip", "1 - x**2"),

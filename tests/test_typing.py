@@ -93,7 +93,8 @@ TYPED = ["ops.py", "nn.py", "gradchecks.py", "comparison.py", "exercises.py", "d
          "inference.py", "sweep/space.py", "sweep/trial.py", "sweep/run.py", "sweep/report.py",
          "lab/stats.py", "lab/probe.py", "lab/plots.py", "lab/report.py", "lab/experiments.py",
          "lab/robustness.py", "bench/flops.py", "bench/peers.py", "bench/verify.py",
-         "bench/timing.py", "bench/targets.py", "bench/runner.py", "bench/command.py"]
+         "bench/timing.py", "bench/targets.py", "bench/runner.py", "bench/command.py",
+         "diagnosis.py"]
 
 
 def test_the_typed_modules_type_check(tmp_path):
