@@ -6,7 +6,9 @@
 - :class:`Report` — rows with a short text repr, ``_repr_html_`` for Jupyter and ``.ok``
   (:func:`fastbn.exercises.check` returns one too);
 - :func:`compare` — your backward of one op of ``fastbn.ops`` against fastbn's, on inputs it
-  draws, with finite differences of your function as a second opinion.
+  draws, with finite differences of your function as a second opinion;
+- :func:`explain` — a wrong row's diagnosis: the error signature of ``fastbn.diagnosis`` that
+  explains the array (run only for wrong arrays).
 
 The ops :func:`compare` knows are the table ``OPS``, made from ``fastbn.registry`` (every op of
 ``fastbn.ops``): op name -> forward, backward, an input builder (seeded, the dimension letters of
@@ -27,8 +29,9 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from . import _validate, registry
+from .diagnosis import Knowledge, Tolerance, diagnose, op_knowledge
 
-__all__ = ["Row", "Report", "compare_arrays", "compare", "OPS", "OpEntry"]
+__all__ = ["Row", "Report", "compare_arrays", "compare", "explain", "OPS", "OpEntry"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,6 +71,14 @@ class Row:
         The finite-difference verdict, as printed (``"pass 3.1e-10"``), or "" when not run.
     fd_ok : bool or None
         Whether the finite differences agree with your function (None when not run).
+    diagnosis : str
+        For a wrong array, what you most likely did (one sentence, see ``fastbn.diagnosis``),
+        or where the error lives when no known signature explains it; "" otherwise.
+    kind : str
+        The signature behind ``diagnosis`` (``"factor"``, ``"transposed"``, ...), ``"follows"``
+        when the error only follows from a wrong upstream gradient, ``"unknown"``, or "".
+    follows : str
+        For ``kind == "follows"``: the first wrong step it follows from, else "".
     """
 
     name: str
@@ -83,6 +94,9 @@ class Row:
     note: str = ""
     fd: str = ""
     fd_ok: bool | None = None
+    diagnosis: str = ""
+    kind: str = ""
+    follows: str = ""
 
     @property
     def shape_ok(self) -> bool:
@@ -93,6 +107,14 @@ class Row:
     def ok(self) -> bool:
         """Right shape, approximately right, and not failed by the finite differences."""
         return self.shape_ok and self.approximate and self.fd_ok is not False
+
+    @property
+    def status(self) -> str:
+        """``"exact"``, ``"approximate"``, ``"follows"`` (wrong only through an upstream
+        gradient) or ``"wrong"``."""
+        if self.ok:
+            return "exact" if self.exact else "approximate"
+        return "follows" if self.kind == "follows" else "wrong"
 
 
 def as_array(value: Any) -> np.ndarray | None:
@@ -176,6 +198,36 @@ def compare_arrays(name: str, got: Any, want: ArrayLike, *, rtol: float = 1e-5,
     return row
 
 
+def explain(row: Row, got: Any, want: ArrayLike, know: Knowledge | None = None, *,
+            rtol: float = 1e-5, atol: float = 1e-8) -> Row:
+    """Fill ``row.diagnosis`` and ``row.kind`` for a wrong numeric array (nothing otherwise).
+
+    Parameters
+    ----------
+    row : Row
+        :func:`compare_arrays`'s row of ``got`` against ``want``.
+    got : array_like
+        Your array.
+    want : array_like
+        The reference.
+    know : fastbn.diagnosis.Knowledge, optional
+        What is known of this gradient (see :func:`fastbn.diagnosis.diagnose`).
+    rtol, atol : float
+        The comparison's tolerances: a signature must explain ``got`` to them.
+
+    Returns
+    -------
+    Row
+        ``row``, changed in place.
+    """
+    a = as_array(got)
+    if row.ok or a is None or not a.size:
+        return row
+    d = diagnose(a, want, know, Tolerance(rtol, atol))
+    row.kind, row.diagnosis = d.kind, d.text
+    return row
+
+
 def name_row(name: str, known: Iterable[str]) -> Row:
     """The row of a name that has no reference."""
     close = difflib.get_close_matches(name, known, n=1) or \
@@ -214,6 +266,12 @@ class Report:
         a note fails the report.
     hint : str
         Printed last (where to look), or "".
+    summary : list of str
+        Lines printed after the table that do not fail the report (the first wrong step of a
+        chain, and which later errors follow from it).
+    graph : dict of str to tuple of str
+        For a chain: each gradient's name -> the names of the gradients its step reads (the
+        computation graph :meth:`figure` draws); empty otherwise.
     """
 
     title: str
@@ -221,6 +279,8 @@ class Report:
     style: str = "cmp"
     notes: list = field(default_factory=list)
     hint: str = ""
+    summary: list = field(default_factory=list)
+    graph: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -247,7 +307,8 @@ class Report:
         if self.style == "cmp":     # the lecture's: f'{s:15s} | exact: {str(ex):5s} | ...'
             line = (f"{r.name:15s} | exact: {str(r.exact):5s} | approximate: "
                     f"{str(r.approximate):5s} | maxdiff: {'-' if r.maxdiff is None else r.maxdiff}")
-            return line + (f" | {r.note}" if r.note else "")
+            line += f" | {r.note}" if r.note else ""
+            return line + (f" | {r.diagnosis}" if r.diagnosis else "")
         shape = str(r.shape) if r.shape is not None else "-"
         where = f" at {r.worst}" if r.worst is not None and not r.exact else ""
         line = (f"  {r.name:<8} {shape:<10} exact {str(r.exact):<5} approx "
@@ -256,7 +317,8 @@ class Report:
             line += f"  fd {r.fd}"
         if r.value is not None and not r.approximate and r.shape_ok:
             line += f"  yours {r.value:.6g}, fastbn {r.reference:.6g}"
-        return line + (f"  [{r.note}]" if r.note else "")
+        line += f"  [{r.note}]" if r.note else ""
+        return line + (f"\n      why: {r.diagnosis}" if r.diagnosis else "")
 
     def verdict(self) -> str:
         """``"ok"``, or ``"FAIL"`` with the names of the wrong rows.
@@ -277,7 +339,8 @@ class Report:
     def __str__(self) -> str:
         lines = [self.title] if self.style == "compare" else []
         lines += [self._line(r) for r in self.rows]
-        lines += [f"  {n}" for n in self.notes]
+        # the cmp table stays the lecture's lines: there the rows carry the summary
+        lines += [f"  {n}" for n in (self.summary if self.style == "compare" else []) + self.notes]
         if self.hint:
             lines.append(f"  hint: {self.hint}")
         if self.style == "compare":
@@ -305,6 +368,8 @@ class Report:
         head = ["name", "shape", "exact", "approximate", "maxdiff", "worst", "note"]
         if any(r.fd for r in self.rows):
             head.insert(6, "finite diff.")
+        if any(r.diagnosis for r in self.rows):
+            head += ["result", "diagnosis"]
         out = [f"<p><b>{html.escape(self.title)}</b>: {html.escape(self.verdict())}</p>",
                "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
         for r in self.rows:
@@ -314,10 +379,59 @@ class Report:
             if "finite diff." in head:
                 cells.append(cell(r.fd or "-", r.fd_ok))
             cells.append(cell(r.note))
+            if "diagnosis" in head:
+                cells += [cell(r.status, r.ok), cell(r.diagnosis)]
             out.append("<tr>" + "".join(cells) + "</tr>")
         out.append("</table>")
-        out += [f"<p>{html.escape(n)}</p>" for n in self.notes + ([self.hint] if self.hint else [])]
+        out += [f"<p>{html.escape(n)}</p>" for n in
+                self.summary + self.notes + ([self.hint] if self.hint else [])]
         return "\n".join(out)
+
+    def figure(self, ax: Any = None) -> Any:
+        """The rows as nodes of the computation graph, each coloured by its result.
+
+        Green: exact or approximate; red: wrong; orange: wrong only because of a wrong upstream
+        gradient; grey: a step of the graph you did not give. Edges run from a gradient to the
+        gradients its step reads (``graph``); without a graph the rows form a chain.
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, optional
+            Where to draw; a new figure (made without pyplot) when None.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure (shown inline by Jupyter).
+        """
+        from matplotlib.patches import FancyArrowPatch
+
+        from ._figures import new_figure
+
+        given = {r.name: r for r in self.rows}
+        names = list(self.graph) or [r.name for r in self.rows]
+        reads = self.graph or {b: (a,) for a, b in zip(names, names[1:])}
+        if ax is None:                   # a Figure of its own, without pyplot's global state
+            ax = new_figure(3.6, 0.32 * len(names) + 0.6)[1][0, 0]
+        fig = ax.figure
+        colour = {"exact": "#a6dba0", "approximate": "#d9f0d3", "follows": "#fdb863",
+                  "wrong": "#e66101"}
+        y = {n: -i for i, n in enumerate(names)}
+        for n in names:
+            r = given.get(n) or given.get(n.removeprefix("d"))     # cmp's labels drop the d
+            ax.text(0, y[n], n, ha="center", va="center", fontsize=8, bbox=dict(
+                boxstyle="round", fc=colour.get(r.status, "#eeeeee") if r else "#eeeeee"))
+            for k, up in enumerate(u for u in reads.get(n, ()) if u in y):
+                ax.add_patch(FancyArrowPatch((0.35, y[up]), (0.35, y[n]), arrowstyle="->",
+                                             connectionstyle=f"arc3,rad={-0.4 - 0.1 * k}",
+                                             mutation_scale=8, lw=0.6, color="#555555"))
+        ax.set_xlim(-1, 1.6)
+        ax.set_ylim(-len(names), 1)
+        ax.axis("off")
+        counts = [sum(r.status == k for r in self.rows) for k in ("wrong", "follows")]
+        ax.set_title(f"{len(self.rows) - sum(counts)} right, {counts[0]} wrong,\n"
+                     f"{counts[1]} wrong only through an earlier one", fontsize=8)
+        return fig
 
 
 # ----------------------------------------------------------------------------------------------
@@ -456,10 +570,11 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
     -------
     Report
         One row per gradient (``dx``, ``dgamma``, ...; and ``out`` for a pair): exact,
-        approximate, maxdiff, the worst element's index, the finite-difference verdict.
-        ``report.ok`` when all pass. Your function's own exceptions propagate (with your
-        traceback); a missing gradient, a wrong shape or a failure of the finite differences is
-        reported.
+        approximate, maxdiff, the worst element's index, the finite-difference verdict, and for
+        a wrong one a diagnosis (``row.diagnosis``: the mistake that reproduces your array to
+        the tolerance, or where the error lives). ``report.ok`` when all pass. Your function's
+        own exceptions propagate (with your traceback); a missing gradient, a wrong shape or a
+        failure of the finite differences is reported.
 
     Examples
     --------
@@ -519,6 +634,12 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
             rows.append(Row(name, expected=want.shape, note="not returned"))
         else:
             rows.append(compare_arrays(name, got[i], want, rtol=rtol, atol=atol))
+    if not all(r.ok for r in rows):
+        know = op_knowledge(op, inputs, cache, dout, op_kwargs, tuple(r.name for r in rows))
+        arrays = ([s_out] if pair else []) + got
+        wants = ([out] if pair else []) + ref
+        for r, a, w in zip(rows, arrays, wants):
+            explain(r, a, w, know.get(r.name), rtol=rtol, atol=atol)
     if len(got) > len(names):
         notes.append(f"returned {len(got)} gradients; {op} has {len(names)}: "
                      f"{', '.join(names)}")

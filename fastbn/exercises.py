@@ -7,7 +7,12 @@ and checked line by line with ``cmp(name, dt, t)``. This module is that exercise
 - :func:`init_params` / :func:`problem` — the lecture's parameters (and a minibatch);
 - :func:`forward` — every intermediate, under the lecture's names;
 - :func:`backward` — the hand-derived gradient of the loss for every one of them, step by step;
-- :func:`check` — the lecture's ``cmp`` table for a dict of your own gradients.
+- :func:`check` — the lecture's ``cmp`` table for a dict of your own gradients, with a
+  diagnosis of every wrong one (``fastbn.diagnosis``) and the first wrong step of the chain.
+
+The backward is the table ``STEPS``: per gradient, its contributions by path (summed in order),
+the terms of a sum over a broadcast axis, and the known slips of its local derivative. The
+diagnosis reads the same table.
 
 Shapes: n batch (B elsewhere in fastbn), T ``block_size``, E ``n_embd``, H ``n_hidden``,
 V ``vocab_size``. Batch norm here is the lecture's: it normalizes with the Bessel-corrected
@@ -75,17 +80,20 @@ The two one-step exercises are in :func:`backward`'s result too:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from . import _validate
-from .comparison import Report, as_array, compare_arrays, name_row
+from .comparison import Report, as_array, compare_arrays, explain, name_row
+from .diagnosis import Knowledge, Tolerance
 
 __all__ = ["SEED", "INTERMEDIATES", "PARAMS", "GRADIENTS", "init_params", "problem", "forward",
-           "backward", "check", "Forward", "Gradients"]
+           "backward", "check", "Forward", "Gradients", "STEPS", "Step"]
 
 SEED = 2147483647          # the lecture's torch.Generator seed, here for NumPy's default_rng
 EPS = 1e-5                 # the lecture's batch-norm eps
@@ -309,7 +317,13 @@ class Forward(dict):
 
 
 class Gradients(dict):
-    """:func:`backward`'s result: ``{"d" + name: array}`` (see ``GRADIENTS``)."""
+    """:func:`backward`'s result: ``{"d" + name: array}`` (see ``GRADIENTS``).
+
+    Also carries ``.steps``, the namespace the steps of ``STEPS`` ran in (the forward's values,
+    the parameters, every gradient), which :func:`check` reads to diagnose a wrong gradient.
+    """
+
+    steps: SimpleNamespace
 
     def __repr__(self):
         return _short(self, "Gradients")
@@ -406,6 +420,218 @@ def _cached(fwd, params):
     return f, p, Xb, Yb, n
 
 
+# ----------------------------------------------------------------------------------------------
+# the backward steps, as data: each gradient's local backward, its paths and its known slips
+
+@dataclass(frozen=True)
+class Step:
+    """One line of the backward: how the gradient of one tensor is made, and how it goes wrong.
+
+    Every function takes the chain's namespace ``e``: the forward's intermediates and the
+    parameters by name, ``n``, ``rows`` (``arange(n)``), ``Xb``, ``Yb``, and the gradients of
+    the steps before (``e.dprobs``, ...).
+
+    Parameters
+    ----------
+    parts : tuple of (str, callable)
+        The contributions, by the path they come along; the gradient is their sum, in order
+        (``+=``). A tensor used once has one part.
+    value : callable or None
+        The gradient, when it is not the sum of ``parts`` (the one-step exercises).
+    summed : callable or None
+        ``e -> (terms, axis)`` when the gradient is ``terms.sum(axis)``: the terms before the
+        sum over a broadcast axis.
+    slips : tuple of (str, callable)
+        Known wrong computations of this step: what was done, and ``e -> array``.
+    """
+
+    parts: tuple
+    value: Callable | None = None
+    summed: Callable | None = None
+    slips: tuple = ()
+
+    def __call__(self, e: Any) -> np.ndarray:
+        """The gradient from the namespace ``e``.
+
+        Parameters
+        ----------
+        e : types.SimpleNamespace
+            The forward's values, the parameters and the gradients before this step.
+
+        Returns
+        -------
+        numpy.ndarray
+            The gradient, of its tensor's shape.
+        """
+        if self.value is not None:
+            return self.value(e)
+        out = self.parts[0][1](e)
+        for _, part in self.parts[1:]:
+            out = out + part(e)
+        return out
+
+    def knowledge(self, e: Any) -> Knowledge:
+        """What the diagnosis knows of this gradient, evaluated on ``e``.
+
+        Parameters
+        ----------
+        e : types.SimpleNamespace
+            As for calling the step.
+
+        Returns
+        -------
+        fastbn.diagnosis.Knowledge
+            The paths (when more than one), the terms of a sum, the slips and ``n``.
+        """
+        def value(fn):
+            try:
+                with np.errstate(all="ignore"):
+                    return np.asarray(fn(e))
+            except (ValueError, IndexError, TypeError):
+                return None
+        parts = {label: value(fn) for label, fn in self.parts} if len(self.parts) > 1 else {}
+        slips = {text: value(fn) for text, fn in self.slips}
+        summed = None
+        if self.summed is not None:
+            terms, axis = self.summed(e)
+            summed = (np.asarray(terms), axis)
+        return Knowledge(parts={k: v for k, v in parts.items() if v is not None}, summed=summed,
+                         slips={k: v for k, v in slips.items() if v is not None},
+                         scalars={"n": e.n})
+
+
+def _pick(e):
+    d = np.zeros_like(e.logprobs)
+    d[e.rows, e.Yb] = -1.0 / e.n                           # loss = -mean of the picked ones
+    return d
+
+
+def _pick_columns(e):
+    d = np.zeros_like(e.logprobs)
+    d[:, e.Yb] = -1.0 / e.n
+    return d
+
+
+def _onehot_max(e):
+    onehot = np.zeros_like(e.logits)
+    onehot[e.rows, e.logits.argmax(1)] = 1
+    return onehot * e.dlogit_maxes                         # the max picks one
+
+
+def _embed(e, accumulate=True):
+    dC = np.zeros_like(e.C)
+    if accumulate:
+        np.add.at(dC, e.Xb, e.demb)                        # a repeated index accumulates
+    else:
+        dC[e.Xb] = e.demb
+    return dC
+
+
+def _softmax_minus_onehot(e, rows=None):
+    d = e.probs.copy()                                     # softmax(logits)
+    d[e.rows if rows is None else rows, e.Yb] -= 1
+    d /= e.n
+    return d
+
+
+def _outer(a, b):
+    return a[:, :, None] * b[:, None, :]                   # (n, I, O): one example's a.T @ b
+
+
+def _bn_k(e):
+    return e.bngain * e.bnvar_inv / e.n
+
+
+BN_PATHS = (                                      # the lecture's batch norm in one go, by path
+    ("directly", lambda e: _bn_k(e) * (e.n * e.dhpreact)),
+    ("through the mean", lambda e: -_bn_k(e) * e.dhpreact.sum(0, keepdims=True)),
+    ("through the variance", lambda e: -_bn_k(e) * (
+        e.n / (e.n - 1) * e.bnraw * (e.dhpreact * e.bnraw).sum(0, keepdims=True))))
+
+
+AT_OUTPUT = "the derivative was evaluated at the output {out} instead of the input {x}"
+STEPS = {
+    "dlogprobs": Step((("the loss", _pick),), slips=(
+        ("-1/n was written at [:, Yb] (every row, at every target's column) instead of "
+         "[range(n), Yb]: index the rows with range(n)", _pick_columns),
+        ("every element got -1/n: only the picked ones, [range(n), Yb], have a gradient",
+         lambda e: np.full_like(e.logprobs, -1.0 / e.n)))),
+    "dprobs": Step((("log", lambda e: (1.0 / e.probs) * e.dlogprobs),), slips=(
+        (AT_OUTPUT.format(out="logprobs", x="probs") + ": d log(x) = 1/x at x = probs",
+         lambda e: (1.0 / e.logprobs) * e.dlogprobs),)),
+    "dcounts_sum_inv": Step(
+        (("probs", lambda e: (e.counts * e.dprobs).sum(1, keepdims=True)),),
+        summed=lambda e: (e.counts * e.dprobs, 1)),
+    "dcounts_sum": Step((("inverse", lambda e: (-e.counts_sum**-2) * e.dcounts_sum_inv),), slips=(
+        (AT_OUTPUT.format(out="counts_sum_inv", x="counts_sum") + ": d x**-1 = -x**-2 at x = "
+         "counts_sum", lambda e: (-e.counts_sum_inv**-2) * e.dcounts_sum_inv),)),
+    "dcounts": Step((("through probs", lambda e: e.counts_sum_inv * e.dprobs),
+                     ("through counts_sum", lambda e: np.ones_like(e.counts) * e.dcounts_sum))),
+    "dnorm_logits": Step((("exp", lambda e: e.counts * e.dcounts),), slips=(
+        (AT_OUTPUT.format(out="counts", x="norm_logits") + ": d exp(x) = exp(x) = counts",
+         lambda e: np.exp(e.counts) * e.dcounts),)),
+    "dlogit_maxes": Step((("norm_logits", lambda e: (-e.dnorm_logits).sum(1, keepdims=True)),),
+                         summed=lambda e: (-e.dnorm_logits, 1)),
+    "dlogits": Step((("through norm_logits", lambda e: e.dnorm_logits.copy()),
+                     ("through logit_maxes", _onehot_max))),
+    "dh": Step((("logits", lambda e: e.dlogits @ e.W2.T),)),
+    "dW2": Step((("logits", lambda e: e.h.T @ e.dlogits),),
+                summed=lambda e: (_outer(e.h, e.dlogits), 0)),
+    "db2": Step((("logits", lambda e: e.dlogits.sum(0)),), summed=lambda e: (e.dlogits, 0)),
+    "dhpreact": Step((("tanh", lambda e: (1.0 - e.h**2) * e.dh),), slips=(
+        ("the tanh derivative was evaluated at its input: 1 - hpreact**2 for 1 - h**2 (h = "
+         "tanh(hpreact), the forward's output)", lambda e: (1.0 - e.hpreact**2) * e.dh),)),
+    "dbngain": Step((("hpreact", lambda e: (e.bnraw * e.dhpreact).sum(0, keepdims=True).reshape(
+        e.bngain.shape)),), summed=lambda e: ((e.bnraw * e.dhpreact)[:, None], 0)),
+    "dbnbias": Step((("hpreact", lambda e: e.dhpreact.sum(0, keepdims=True).reshape(
+        e.bnbias.shape)),), summed=lambda e: (e.dhpreact[:, None], 0)),
+    "dbnraw": Step((("hpreact", lambda e: e.bngain * e.dhpreact),), slips=(
+        ("the local derivative of bngain * bnraw for bnraw is bngain, not bnraw",
+         lambda e: e.bnraw * e.dhpreact),)),
+    "dbnvar_inv": Step((("bnraw", lambda e: (e.bndiff * e.dbnraw).sum(0, keepdims=True)),),
+                       summed=lambda e: ((e.bndiff * e.dbnraw)[:, None], 0)),
+    "dbnvar": Step((("power", lambda e: (-0.5 * (e.bnvar + EPS)**-1.5) * e.dbnvar_inv),), slips=(
+        (AT_OUTPUT.format(out="bnvar_inv", x="bnvar + eps") + ": d x**-0.5 = -0.5 x**-1.5 at "
+         "x = bnvar + 1e-5", lambda e: (-0.5 * e.bnvar_inv**-1.5) * e.dbnvar_inv),)),
+    "dbndiff2": Step((("bnvar", lambda e: (1.0 / (e.n - 1)) * np.ones_like(e.bndiff2) * e.dbnvar),
+                      )),
+    "dbndiff": Step((("through bnraw", lambda e: e.bnvar_inv * e.dbnraw),
+                     ("through bndiff2", lambda e: (2 * e.bndiff) * e.dbndiff2)), slips=(
+        ("d bndiff**2 = 2 * bndiff was taken as 2 * bndiff2 (the square, the output)",
+         lambda e: e.bnvar_inv * e.dbnraw + (2 * e.bndiff2) * e.dbndiff2),)),
+    "dbnmeani": Step((("bndiff", lambda e: (-e.dbndiff).sum(0, keepdims=True)),),
+                     summed=lambda e: (-e.dbndiff[:, None], 0)),
+    "dhprebn": Step((("through bndiff", lambda e: e.dbndiff.copy()),
+                     ("through bnmeani", lambda e: 1.0 / e.n * (np.ones_like(e.hprebn) *
+                                                                e.dbnmeani)))),
+    "dembcat": Step((("hprebn", lambda e: e.dhprebn @ e.W1.T),)),
+    "dW1": Step((("hprebn", lambda e: e.embcat.T @ e.dhprebn),),
+                summed=lambda e: (_outer(e.embcat, e.dhprebn), 0)),
+    "db1": Step((("hprebn", lambda e: e.dhprebn.sum(0)),), summed=lambda e: (e.dhprebn, 0)),
+    "demb": Step((("embcat", lambda e: e.dembcat.reshape(e.emb.shape)),)),
+    "dC": Step((("emb", _embed),), slips=(
+        ("dC[Xb] = demb (or +=) keeps one lookup of a repeated character: accumulate every "
+         "lookup with np.add.at(dC, Xb, demb)", lambda e: _embed(e, accumulate=False)),)),
+    "dlogits_fast": Step((("one step", _softmax_minus_onehot),), slips=(
+        ("1 was subtracted at [:, Yb] (every row, at every target's column) instead of "
+         "[range(n), Yb]", lambda e: _softmax_minus_onehot(e, rows=slice(None))),)),
+    "dhprebn_fast": Step(
+        BN_PATHS, value=lambda e: e.bngain * e.bnvar_inv / e.n * (
+            e.n * e.dhpreact - e.dhpreact.sum(0, keepdims=True)
+            - e.n / (e.n - 1) * e.bnraw * (e.dhpreact * e.bnraw).sum(0, keepdims=True)),
+        slips=(("the biased variance's backward (no n/(n-1) in front of bnraw * (dhpreact * "
+                "bnraw).sum(0)); the lecture's batch norm is unbiased",
+                lambda e: e.bngain * e.bnvar_inv / e.n * (
+                    e.n * e.dhpreact - e.dhpreact.sum(0, keepdims=True)
+                    - e.bnraw * (e.dhpreact * e.bnraw).sum(0, keepdims=True))),)),
+}
+assert tuple(STEPS) == GRADIENTS
+
+
+def _namespace(f, p, Xb, Yb, n):
+    return SimpleNamespace(**f, **p, Xb=Xb, Yb=Yb, n=n, rows=np.arange(n))
+
+
 def backward(fwd: Mapping[str, Any], params: Mapping[str, ArrayLike]) -> Gradients:
     """The gradient of the loss for every intermediate and parameter, by hand, step by step.
 
@@ -425,66 +651,12 @@ def backward(fwd: Mapping[str, Any], params: Mapping[str, ArrayLike]) -> Gradien
         docstring gives every step's local derivative. No autograd anywhere.
     """
     f, p, Xb, Yb, n = _cached(fwd, params)
-    C, W1, W2 = p["C"], p["W1"], p["W2"]
-    bngain = p["bngain"]
-    emb, embcat, hprebn, h = f["emb"], f["embcat"], f["hprebn"], f["h"]
-    bnvar, bnvar_inv, bnraw, bndiff = f["bnvar"], f["bnvar_inv"], f["bnraw"], f["bndiff"]
-    bndiff2, logits = f["bndiff2"], f["logits"]
-    counts, counts_sum, counts_sum_inv = f["counts"], f["counts_sum"], f["counts_sum_inv"]
-    probs, logprobs = f["probs"], f["logprobs"]
-    rows = np.arange(n)
-
-    # cross-entropy, step by step
-    dlogprobs = np.zeros_like(logprobs)
-    dlogprobs[rows, Yb] = -1.0 / n                         # loss = -mean of the picked ones
-    dprobs = (1.0 / probs) * dlogprobs                     # d log(p) = 1/p
-    dcounts_sum_inv = (counts * dprobs).sum(1, keepdims=True)   # broadcast over V: sum
-    dcounts = counts_sum_inv * dprobs                      # first use of counts
-    dcounts_sum = (-counts_sum**-2) * dcounts_sum_inv      # d x**-1 = -x**-2
-    dcounts += np.ones_like(counts) * dcounts_sum          # second use: the row sum
-    dnorm_logits = counts * dcounts                        # d exp(x) = exp(x)
-    dlogits = dnorm_logits.copy()                          # first use of logits
-    dlogit_maxes = (-dnorm_logits).sum(1, keepdims=True)
-    onehot = np.zeros_like(logits)
-    onehot[rows, logits.argmax(1)] = 1
-    dlogits += onehot * dlogit_maxes                       # second use: the max picks one
-    # second layer
-    dh = dlogits @ W2.T
-    dW2 = h.T @ dlogits
-    db2 = dlogits.sum(0)
-    dhpreact = (1.0 - h**2) * dh                           # d tanh = 1 - tanh**2
-    # batch norm, step by step
-    dbngain = (bnraw * dhpreact).sum(0, keepdims=True)
-    dbnraw = bngain * dhpreact
-    dbnbias = dhpreact.sum(0, keepdims=True)
-    dbndiff = bnvar_inv * dbnraw                           # first use of bndiff
-    dbnvar_inv = (bndiff * dbnraw).sum(0, keepdims=True)
-    dbnvar = (-0.5 * (bnvar + EPS)**-1.5) * dbnvar_inv
-    dbndiff2 = (1.0 / (n - 1)) * np.ones_like(bndiff2) * dbnvar
-    dbndiff += (2 * bndiff) * dbndiff2                     # second use, through the variance
-    dhprebn = dbndiff.copy()                               # first use of hprebn
-    dbnmeani = (-dbndiff).sum(0, keepdims=True)
-    dhprebn += 1.0 / n * (np.ones_like(hprebn) * dbnmeani)  # second use, through the mean
-    # first layer and the embedding
-    dembcat = dhprebn @ W1.T
-    dW1 = embcat.T @ dhprebn
-    db1 = dhprebn.sum(0)
-    demb = dembcat.reshape(emb.shape)
-    dC = np.zeros_like(C)
-    np.add.at(dC, Xb, demb)                                # a repeated index accumulates
-
-    # the one-step exercises
-    dlogits_fast = probs.copy()                            # softmax(logits)
-    dlogits_fast[rows, Yb] -= 1
-    dlogits_fast /= n
-    dhprebn_fast = bngain * bnvar_inv / n * (
-        n * dhpreact - dhpreact.sum(0, keepdims=True)
-        - n / (n - 1) * bnraw * (dhpreact * bnraw).sum(0, keepdims=True))
-
-    dbngain = dbngain.reshape(p["bngain"].shape)
-    dbnbias = dbnbias.reshape(p["bnbias"].shape)
-    names = locals()
-    return Gradients({k: names[k] for k in GRADIENTS})
+    e = _namespace(f, p, Xb, Yb, n)
+    for name, step in STEPS.items():            # the module docstring's table, line by line
+        setattr(e, name, step(e))
+    g = Gradients({k: getattr(e, k) for k in GRADIENTS})
+    g.steps = e
+    return g
 
 
 # ----------------------------------------------------------------------------------------------
@@ -522,7 +694,12 @@ def check(student: Mapping[str, Any], reference: Mapping[str, Any] | None = None
         (bit-identical), ``approximate``, ``maxdiff`` (``max |yours - reference|``) and a note for a
         wrong shape, an unknown name, a value that is not an array, a dtype other than the
         reference's. ``report.ok`` is True when every row is approximately right and of the right
-        shape.
+        shape. A wrong row carries a diagnosis (``row.diagnosis``, ``row.kind``): the error
+        signature that explains your array to ``rtol``/``atol``, or "follows" when this step's
+        right backward applied to your upstream gradients gives it (``row.follows`` is then the
+        first wrong step), or "no known signature" and where the error lives. With a reference
+        from :func:`backward` (or None) ``report.summary`` names the first wrong step and what
+        follows from it, and ``report.figure()`` draws the chain.
     """
     if not isinstance(student, Mapping):
         raise TypeError(f"check needs a dict of gradients {{name: array}}, got "
@@ -540,7 +717,7 @@ def check(student: Mapping[str, Any], reference: Mapping[str, Any] | None = None
     if reference is not None and not isinstance(reference, Mapping):
         raise TypeError(f"reference must be backward()'s result, got {type(reference).__name__}")
     known = tuple(reference) if reference is not None else GRADIENTS
-    rows = []
+    rows, given = [], {}
     for name, value in student.items():
         key = name if name in known else ("d" + str(name) if "d" + str(name) in known else None)
         if key is None:
@@ -549,8 +726,11 @@ def check(student: Mapping[str, Any], reference: Mapping[str, Any] | None = None
         arr = as_array(value)
         want = ref_for(None if arr is None else arr.dtype)[key]
         rows.append(compare_arrays(str(name), value, want, rtol=rtol, atol=atol))
+        given[key] = (rows[-1], arr)
     title = "check against " + ("problem()" if reference is None else "the given reference")
-    report = Report(title, rows, style="cmp")
+    report = Report(title, rows, style="cmp", graph=_graph())
+    if not all(r.ok for r in rows):
+        report.summary = _explain_chain(given, ref_for, Tolerance(rtol, atol))
     if reference is None and any(r.shape is not None and r.expected is not None
                                  and math.prod(r.shape) != math.prod(r.expected)
                                  for r in report.rows):
@@ -559,3 +739,112 @@ def check(student: Mapping[str, Any], reference: Mapping[str, Any] | None = None
     if verbose:
         print(report)
     return report
+
+
+# ----------------------------------------------------------------------------------------------
+# the diagnosis of a chain: the first wrong step, and what only follows from it
+
+class _Reads:
+    """A view of the chain's namespace that records the names a step reads."""
+
+    def __init__(self, e):
+        self._e, self.names = e, set()
+
+    def __getattr__(self, name):
+        self.names.add(name)
+        return getattr(self._e, name)
+
+
+def _reads(step, e):
+    rec = _Reads(e)
+    with np.errstate(all="ignore"):
+        value = step(rec)
+    return value, [u for u in GRADIENTS if u in rec.names]
+
+
+_GRAPH: dict = {}
+
+
+def _graph():
+    """Each gradient -> the gradients its step reads (from a tiny run of the steps)."""
+    if not _GRAPH:
+        params, Xb, Yb = problem(3, vocab_size=4, n_embd=2, n_hidden=3, block_size=2)
+        e = backward(forward(params, Xb, Yb), params).steps
+        _GRAPH.update({k: tuple(_reads(step, e)[1]) for k, step in STEPS.items()})
+    return dict(_GRAPH)
+
+
+def _with_yours(e, given, key, reshape):
+    """The namespace ``e`` with your gradients of the steps before ``key`` in place of its own."""
+    s = SimpleNamespace(**vars(e))
+    for u in GRADIENTS[:GRADIENTS.index(key)]:
+        a = given.get(u, (None, None))[1]
+        want = getattr(e, u)
+        if a is None or (reshape and a.size != want.size):
+            continue
+        setattr(s, u, a.reshape(want.shape) if reshape else a)
+    return s
+
+
+def _follows(step, e, given, key, got, tol, wrong):
+    """The wrong upstream gradient that explains ``got`` (this step's right backward applied to
+    your upstream gradients gives it), or None."""
+    for reshape in (False, True):
+        try:
+            value, reads = _reads(step, _with_yours(e, given, key, reshape))
+        except (ValueError, IndexError, TypeError):
+            continue
+        bad = [u for u in reads if u in wrong]
+        if bad and np.shape(value) == got.shape and tol.close(got, value):
+            return bad[0]
+    return None
+
+
+def _explain_chain(given, ref_for, tol):
+    """Diagnose every wrong gradient in backward order; returns the report's summary lines."""
+    root, order = {}, []
+    for key in (k for k in GRADIENTS if k in given):
+        row, got = given[key]
+        if row.ok or got is None or not got.size:
+            continue
+        ref = ref_for(got.dtype)
+        e = getattr(ref, "steps", None)
+        if e is None or key not in STEPS:
+            explain(row, got, ref[key], rtol=tol.rtol, atol=tol.atol)
+            root[key] = key
+            order.append(key)
+            continue
+        step = STEPS[key]
+        up = _follows(step, e, given, key, got, tol, root)
+        if up is not None:
+            row.kind, row.follows = "follows", root[up]
+            row.diagnosis = (f"follows from your {up}: this step's right backward applied to "
+                             f"it gives your {key} to tolerance" + (
+                                 f" (first wrong step: {root[up]})" if root[up] != up else ""))
+            root[key] = root[up]
+            continue
+        fixed = _with_yours(e, given, key, reshape=True)
+        try:
+            value, reads = _reads(step, fixed)
+            know = step.knowledge(fixed)
+        except (ValueError, IndexError, TypeError):    # your upstream arrays do not fit
+            fixed, know = e, step.knowledge(e)
+            value, reads = ref[key], ()
+        bad = [u for u in reads if u in root]
+        explain(row, got, value if bad else ref[key], know, rtol=tol.rtol, atol=tol.atol)
+        if bad:
+            row.diagnosis = f"besides your wrong {bad[0]}: {row.diagnosis}"
+        root[key] = key
+        order.append(key)
+    lines = []
+    for i, first in enumerate(order):
+        row = given[first][0]
+        lines.append(("first wrong step: " if i == 0 else "also wrong in its own step: ") +
+                     f"{first}: {row.diagnosis}")
+        if i == 0 and len(root) > 1:
+            row.diagnosis = "first wrong step: " + row.diagnosis
+        after = [k for k, r in root.items() if r == first and k != first]
+        if after:
+            lines.append(f"wrong only because of {first}: {', '.join(after)}")
+    return lines
+

@@ -92,6 +92,7 @@ def test_catches_a_missing_bessel_factor():
     assert not wrong.ok
     assert not wrong["dx"].approximate and wrong["dx"].fd_ok is False
     assert wrong["dgamma"].ok and wrong["dbeta"].ok
+    assert wrong["dx"].kind == "slip" and "B/(B-1)" in wrong["dx"].diagnosis
     assert wrong["dx"].worst is not None and "unbiased=True" in wrong.title
     assert not compare(lecture_bn_backward, "batchnorm").ok      # and the other way round
 
@@ -101,6 +102,7 @@ def test_catches_a_missing_sum_over_the_batch():
     assert not report.ok and report["dx"].ok and report["dbeta"].ok
     row = report["dgamma"]
     assert not row.ok and "shape (8, 6), expected (6,)" in row.note
+    assert row.kind == "unsummed" and "axis 0" in row.diagnosis
     assert any("finite differences could not run" in n for n in report.notes)
     assert "FAIL" in repr(report) and "dgamma" in repr(report)
 
@@ -113,6 +115,8 @@ def test_catches_a_transposed_weight_gradient():
     assert not square.ok and not square["dw"].approximate
     assert square["dw"].fd_ok is False                             # finite differences agree
     assert square["dx"].ok and square["db"].ok
+    assert square["dw"].kind == "transposed" and "square" in square["dw"].diagnosis
+    assert report["dw"].kind == "transposed" and not report["dx"].diagnosis
 
 
 def test_worst_index_and_values_point_at_the_wrong_element():

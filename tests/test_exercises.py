@@ -285,6 +285,11 @@ def test_check_reports_each_kind_of_mistake(capsys):
     assert "not a numeric array" in r["dC"].note and not r["dC"].ok
     assert r["logits"].ok and r["logits"].exact
     assert not report.ok
+    # each wrong row says what was most likely done (fastbn.diagnosis; tests/test_diagnosis.py)
+    assert r["dW1"].kind == "transposed" and r["dbnmeani"].kind == "keepdims"
+    assert r["dbnvar"].kind == "unknown" and "columns 5 (1 of 64)" in r["dbnvar"].diagnosis
+    assert all(not row.diagnosis for row in report.rows if row.ok)
+    assert report.summary[0].startswith("first wrong step: dbnvar")
     text = repr(report)
     assert len(text) < 300 and "FAIL" in text and "dbnvar" in text
     for line in str(report).splitlines():

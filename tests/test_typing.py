@@ -97,7 +97,8 @@ TYPED = ["ops.py", "nn.py", "gradchecks.py", "comparison.py", "exercises.py", "d
          "lab/stats.py", "lab/probe.py", "lab/plots.py", "lab/report.py", "lab/experiments.py",
          "lab/robustness.py", "bench/flops.py", "bench/peers.py", "bench/verify.py",
          "bench/timing.py", "bench/targets.py", "bench/runner.py", "bench/command.py",
-         "_schedule.py", "_figures.py", "_names_file.py", "blocks.py"]
+         "_schedule.py", "_figures.py", "_names_file.py", "blocks.py",
+         "diagnosis.py"]
 
 
 def test_the_typed_modules_type_check(tmp_path):
