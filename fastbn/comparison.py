@@ -8,7 +8,7 @@
 - :func:`compare` — your backward of one op of ``fastbn.ops`` against fastbn's, on inputs it
   draws, with finite differences of your function as a second opinion.
 
-The ops :func:`compare` knows are the table ``OPS``, made from ``fastbn.registry`` (every op of
+The ops :func:`compare` knows are the table ``OPS``, made from ``fastbn._opinfo`` (every op of
 ``fastbn.ops``): op name -> forward, backward, an input builder (seeded, the dimension letters of
 ``fastbn.ops``), and the inputs that get no gradient. Options of an op (``eps``,
 ``negative_slope``, batch norm's ``unbiased``) pass through ``**op_kwargs``.
@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import registry
-
-__all__ = ["Row", "Report", "compare_arrays", "compare", "OPS", "OpEntry"]
+# OPS is made by __getattr__ (from fastbn._opinfo, when first asked for)
+__all__ = ["Row", "Report", "compare_arrays", "compare", "OPS", "OpEntry"]  # noqa: F822
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,7 +244,7 @@ class OpEntry:
     """One op: its forward and backward, ``inputs(rng, dims) -> {name: value}`` in the forward's
     order (float64 arrays, cast to the requested dtype later), the default ``dims`` and the
     floating inputs that get no gradient (``constants``). Made from the op's entry in
-    ``fastbn.registry``."""
+    ``fastbn._opinfo``."""
 
     forward: Any
     backward: Any
@@ -254,9 +253,22 @@ class OpEntry:
     constants: tuple = ()
 
 
-# every op of fastbn.registry; batch norm also takes unbiased=True (the lecture's variant)
-OPS = {op.name: OpEntry(op.forward, op.backward, op.inputs, dict(op.dims), op.constants)
-       for op in registry.OPS.values()}
+def _table():
+    """``OPS``: every op of fastbn._opinfo, made when first asked for (``import fastbn`` does
+    not load the test metadata); batch norm also takes unbiased=True (the lecture's variant)."""
+    table = globals().get("OPS")
+    if table is None:
+        from . import _opinfo
+        table = {op.name: OpEntry(op.forward, op.backward, op.inputs, dict(op.dims), op.constants)
+                 for op in _opinfo.OPS.values()}
+        globals()["OPS"] = table
+    return table
+
+
+def __getattr__(name):
+    if name == "OPS":
+        return _table()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # "approximate" for compare: np.allclose's tolerances in float64. In float32 a sum over the batch
 # (dgamma, dbeta, db) computed two ways (fastbn's kernels, fastbn.reference's NumPy) differs by up
@@ -339,7 +351,7 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
         It returns the gradients of the op's floating inputs in the forward's order (one array,
         or a tuple): see ``OPS`` and ``fastbn.ops``.
     op : str
-        A key of ``OPS``: the name of an op of ``fastbn.ops`` (``fastbn.registry.OPS``), e.g.
+        A key of ``OPS``: the name of an op of ``fastbn.ops`` (``fastbn._opinfo.OPS``), e.g.
         "batchnorm", "linear", "tanh".
     shapes : dict, optional
         Dimension sizes, by the letters of ``fastbn.ops`` (``{"B": 2, "D": 5}`` for batch norm);
@@ -375,8 +387,9 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
     >>> print(report.ok, report.verdict())
     True ok
     """
-    if not isinstance(op, str) or op not in OPS:
-        raise ValueError(f"unknown op {op!r}; compare knows {', '.join(OPS)}")
+    table = _table()
+    if not isinstance(op, str) or op not in table:
+        raise ValueError(f"unknown op {op!r}; compare knows {', '.join(table)}")
     if call not in ("cache", "inputs"):
         raise ValueError(f"call must be 'cache' or 'inputs', got {call!r}")
     pair = isinstance(student, tuple)
@@ -387,7 +400,7 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
     dt = np.dtype(dtype)
     if dt not in TOLERANCES:
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    entry = OPS[op]
+    entry = table[op]
     dims = _dims(entry, op, shapes)
     rng = np.random.default_rng(seed)
     inputs = {k: (v.astype(dt) if _is_float(v) else v)

@@ -204,7 +204,7 @@ class _BatchNormEval:
 
 # the layer classes of the activations of fastbn.registry (every CharMLP activation): a _Layer
 # step each (tanh has a step of its own, in place)
-_ACTIVATION_LAYERS = tuple(registry.OPS[n].nonlinearity.layer for n in registry.NONLINEARITIES)
+_ACTIVATION_LAYERS = tuple(a.layer for a in registry.ACTIVATIONS.values())
 
 
 class _Tanh:
