@@ -13,7 +13,8 @@ from ._argtypes import nonnegative, positive
 __all__ = ["DEFAULT_BATCH_SIZES", "DEFAULT_DTYPES", "DEFAULT_OUT", "DESCRIPTION", "add_arguments"]
 
 DESCRIPTION = ("Verify, then time one training step of the default BN-MLP (fused loop, per-layer "
-               "API, NumPy, PyTorch eager), one call of each op (fastbn.ops, NumPy, PyTorch) and "
+               "API, NumPy, PyTorch eager, and the compiled peers torch.compile and JAX jit when "
+               "installed), one call of each op (fastbn.ops, NumPy, PyTorch) and "
                "inference (eval and sampling: batch norm folded, unfolded, PyTorch eager) on one "
                "thread; write results.md, results.json and a chart into --out.")
 DEFAULT_BATCH_SIZES = (32, 256, 1024, 4096)
@@ -64,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser, out: str | Path = DEFAULT_OUT,
                         "fastbn.bench.targets; default "
                         f"{'none' if targets is None else '%(default)s'})")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    p.add_argument("--no-compiled", action="store_true",
+                   help="do not time the compiled peers (torch.compile, JAX jit of a step and "
+                        "of a loop)")
     p.add_argument("--full", action="store_true",
                    help="also time the full 200,000-step training (a few seconds)")
     p.add_argument("--quick", action="store_true",

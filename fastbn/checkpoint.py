@@ -71,6 +71,43 @@ def save(model: CharMLP, path: str | os.PathLike[str], meta: dict[str, Any] | No
     A model that ``load`` would refuse is not written (ValueError, and ``path`` is left as it
     was): one with a NaN or an infinity in a parameter or a running statistic (what a diverged
     training run leaves), or a negative running variance.
+
+    Parameters
+    ----------
+    model : CharMLP or FoldedCharMLP
+        The model to write: its hyperparameters, parameters and running statistics.
+    path : str or os.PathLike
+        The file to write (conventionally ``*.npz``); replaced atomically if it exists.
+    meta : dict, optional
+        JSON-serializable metadata, read back as ``model.meta``.
+    state : fastbn.training.TrainState, optional
+        The training state (step, schedule, sampler), which makes the checkpoint resumable.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        For a model that is not finite (or has a negative running variance), or ``meta`` that
+        JSON cannot write.
+    OSError
+        When the file cannot be written (``path`` is then left as it was).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> import fastbn
+    >>> model = fastbn.CharMLP(".abcdefghijklmnopqrstuvwxyz", seed=0)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = fastbn.save(model, pathlib.Path(tmp) / "model.npz", meta={"note": "init"})
+    ...     back = fastbn.load(path)
+    >>> back.meta["note"], all(np.array_equal(a, b)
+    ...                        for a, b in zip(model.parameters(), back.parameters()))
+    ('init', True)
     """
     if not isinstance(model, CharMLP):
         raise TypeError(f"save expects a CharMLP, got {type(model).__name__}")
@@ -277,6 +314,23 @@ def load(path: str | os.PathLike[str]) -> CharMLP:
     file and ``ValueError`` if it is not a valid checkpoint (see the module docstring).
     Nothing in the file is executed: pickled objects are refused. Everything is checked before
     the model is built, and every array's size before it is read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`save`.
+
+    Returns
+    -------
+    CharMLP or FoldedCharMLP
+        The model, in eval mode, with ``meta`` and ``train_state`` set.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no file at ``path``.
+    ValueError
+        When the file is not a valid checkpoint (the message says what is wrong).
     """
     path = Path(path)
     if not path.is_file():

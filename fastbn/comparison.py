@@ -40,6 +40,33 @@ class Row:
     ``shape``/``dtype`` are yours, ``expected`` the reference's shape; ``worst`` is the index of
     the largest ``|difference|`` (a non-finite one first), ``value``/``reference`` the two numbers
     there. ``fd`` and ``fd_ok`` are :func:`compare`'s finite-difference check of your function.
+
+    Parameters
+    ----------
+    name : str
+        The gradient's name (``"dx"``, ``"dgamma"``, ...).
+    shape : tuple of int or None
+        The shape of your array (None when it is not a numeric array).
+    expected : tuple of int or None
+        The reference's shape.
+    dtype : str
+        The dtype of your array.
+    exact : bool
+        Every element equal to the reference's (compared in float64).
+    approximate : bool
+        ``|yours - reference| <= atol + rtol * |reference|`` everywhere.
+    maxdiff : float or None
+        ``max |yours - reference|``.
+    worst : tuple of int or None
+        The index of the largest difference.
+    value, reference : float or None
+        Your number and the reference's at ``worst``.
+    note : str
+        What else is wrong (a shape, non-finite values, a dtype), or "".
+    fd : str
+        The finite-difference verdict, as printed (``"pass 3.1e-10"``), or "" when not run.
+    fd_ok : bool or None
+        Whether the finite differences agree with your function (None when not run).
     """
 
     name: str
@@ -58,10 +85,12 @@ class Row:
 
     @property
     def shape_ok(self) -> bool:
+        """Your array has the reference's shape."""
         return self.shape is not None and self.shape == self.expected
 
     @property
     def ok(self) -> bool:
+        """Right shape, approximately right, and not failed by the finite differences."""
         return self.shape_ok and self.approximate and self.fd_ok is not False
 
 
@@ -85,6 +114,30 @@ def compare_arrays(name: str, got: Any, want: ArrayLike, *, rtol: float = 1e-5,
     ``|got - want| <= atol + rtol * |want|`` everywhere. ``maxdiff``: ``max |got - want|``.
     A shape other than the reference's is reported (``row.note``) and fails the row; when the
     sizes agree, the values are still compared (in the reference's shape).
+
+    Parameters
+    ----------
+    name : str
+        The row's name.
+    got : array_like
+        Your array (a NumPy array, a list, or a torch tensor).
+    want : array_like
+        The reference.
+    rtol, atol : float
+        The tolerances of ``approximate``.
+
+    Returns
+    -------
+    Row
+        The comparison.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.comparison import compare_arrays
+    >>> row = compare_arrays("dx", np.array([1.0, 2.0, 3.5]), np.array([1.0, 2.0, 3.0]))
+    >>> row.approximate, row.maxdiff, row.worst
+    (False, 0.5, (2,))
     """
     want = np.asarray(want)
     row = Row(name, expected=want.shape)
@@ -145,6 +198,21 @@ class Report:
     ``style="cmp"`` prints the lecture's ``cmp`` lines; ``style="compare"`` a compact table with
     the worst index and the finite-difference verdict. ``repr`` stays short: the table for
     ``compare`` (a few rows), a one-line summary for ``check`` (which has printed the table).
+    ``str(report)`` (and ``print(report)``) is the table; a notebook shows it as HTML.
+
+    Parameters
+    ----------
+    title : str
+        The first line.
+    rows : list of Row
+        The comparisons, in order.
+    style : {"cmp", "compare"}
+        How the table is printed.
+    notes : list of str
+        What else is wrong (extra gradients returned, finite differences that could not run);
+        a note fails the report.
+    hint : str
+        Printed last (where to look), or "".
     """
 
     title: str
@@ -155,6 +223,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """At least one row, every row ok, and no note."""
         return bool(self.rows) and all(r.ok for r in self.rows) and not self.notes
 
     def __getitem__(self, name: str) -> Row:
@@ -164,6 +233,13 @@ class Report:
         raise KeyError(name)
 
     def failures(self) -> list[Row]:
+        """The rows that are not ok.
+
+        Returns
+        -------
+        list of Row
+            In the order of ``rows``.
+        """
         return [r for r in self.rows if not r.ok]
 
     def _line(self, r):
@@ -182,6 +258,13 @@ class Report:
         return line + (f"  [{r.note}]" if r.note else "")
 
     def verdict(self) -> str:
+        """``"ok"``, or ``"FAIL"`` with the names of the wrong rows.
+
+        Returns
+        -------
+        str
+            For example ``"FAIL (wrong: dgamma, dbeta)"``.
+        """
         if self.ok:
             return "ok"
         bad = [r.name for r in self.failures()]
@@ -241,10 +324,20 @@ class Report:
 
 @dataclass(frozen=True)
 class OpEntry:
-    """One op: its forward and backward, ``inputs(rng, dims) -> {name: value}`` in the forward's
-    order (float64 arrays, cast to the requested dtype later), the default ``dims`` and the
-    floating inputs that get no gradient (``constants``). Made from the op's entry in
-    ``fastbn._opinfo``."""
+    """One op that :func:`compare` knows, made from its entry in ``fastbn._opinfo``.
+
+    Parameters
+    ----------
+    forward, backward : callable
+        The op's functions in ``fastbn.ops``.
+    inputs : callable
+        ``inputs(rng, dims) -> {name: value}``, in the forward's order (float64 arrays, cast to
+        the requested dtype later).
+    dims : dict
+        The default dimension sizes.
+    constants : tuple of str
+        The floating inputs that get no gradient.
+    """
 
     forward: Any
     backward: Any
@@ -370,6 +463,8 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
         The op's options (``eps=``, ``negative_slope=``; ``unbiased=True`` for the lecture's batch
         norm, normalized with the Bessel-corrected variance: ``fastbn.ops.batchnorm_forward``'s
         variant, whose backward has the factor ``B/(B-1)``).
+    call : {"cache", "inputs"}
+        How your backward is called (see ``student``).
 
     Returns
     -------

@@ -151,7 +151,39 @@ def init_params(vocab_size: int = 27, n_embd: int = 10, n_hidden: int = 64, bloc
     lecture's. They are drawn in float64 and cast, so float32 parameters are the float64 ones
     rounded.
 
-    Returns a dict ``{"C", "W1", "b1", "W2", "b2", "bngain", "bnbias"}`` of fresh arrays.
+    Parameters
+    ----------
+    vocab_size : int, default 27
+        V.
+    n_embd : int, default 10
+        E, the embedding size.
+    n_hidden : int, default 64
+        H, the hidden layer's width.
+    block_size : int, default 3
+        T, the context length.
+    seed : int, numpy.random.Generator or None, default 2147483647
+        The source of the draws.
+    dtype : {numpy.float64, numpy.float32}, default numpy.float64
+        The parameters' dtype.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``{"C", "W1", "b1", "W2", "b2", "bngain", "bnbias"}``, fresh arrays of the shapes above.
+
+    Examples
+    --------
+    >>> from fastbn import exercises
+    >>> p = exercises.init_params()
+    >>> for name, array in p.items():
+    ...     print(name, array.shape)
+    C (27, 10)
+    W1 (30, 64)
+    b1 (64,)
+    W2 (64, 27)
+    b2 (27,)
+    bngain (1, 64)
+    bnbias (1, 64)
     """
     V, E = _size("vocab_size", vocab_size), _size("n_embd", n_embd)
     H, T = _size("n_hidden", n_hidden), _size("block_size", block_size)
@@ -168,6 +200,29 @@ def problem(batch_size: int = 32, *, vocab_size: int = 27, n_embd: int = 10, n_h
     characters, not names: the gradients do not care). With n*T > V, as by default (96 > 27),
     some characters appear several times in ``Xb``, so ``dC`` must accumulate.
     :func:`check` compares against this problem when given no reference.
+
+    Parameters
+    ----------
+    batch_size : int, default 32
+        n, the minibatch size; >= 2 (the lecture's batch norm divides by n - 1).
+    vocab_size, n_embd, n_hidden, block_size, seed, dtype
+        As :func:`init_params`.
+
+    Returns
+    -------
+    params : dict of str to numpy.ndarray
+        :func:`init_params`'s parameters.
+    Xb : numpy.ndarray of int64, shape (n, T)
+        The minibatch's contexts.
+    Yb : numpy.ndarray of int64, shape (n,)
+        Its targets.
+
+    Examples
+    --------
+    >>> from fastbn import exercises
+    >>> params, Xb, Yb = exercises.problem()
+    >>> Xb.shape, Yb.shape, params["W1"].dtype
+    ((32, 3), (32,), dtype('float64'))
     """
     n = _size("batch_size", batch_size)
     if n < 2:

@@ -47,7 +47,15 @@ __all__ = ["gradcheck", "gradcheck_all", "GradcheckError", "GradcheckReport", "G
 
 
 class GradcheckError(RuntimeError):
-    """A backward disagrees with finite differences (carries the report as ``.report``)."""
+    """A backward disagrees with finite differences (carries the report as ``.report``).
+
+    Parameters
+    ----------
+    message : str
+        What failed: the op, the input, numerical against analytical.
+    report : GradcheckReport, optional
+        The whole check, kept as ``.report``.
+    """
 
     def __init__(self, message, report=None):
         super().__init__(message)
@@ -511,7 +519,27 @@ def gradcheck_all(*, seed: int = 0, eps: float = 1e-6, atol: float = 1e-5,
     the table of ``fastbn gradcheck``, from Python (for notebooks). Nothing is raised on failure:
     look at ``.passed``.
 
-    Returns a :class:`GradcheckSuite`.
+    Parameters
+    ----------
+    seed : int, default 0
+        Seeds every check's inputs and upstream gradients.
+    eps : float, default 1e-6
+        The central-difference step.
+    atol, rtol : float, default 1e-5, 1e-3
+        An element passes when ``|analytic - numeric| <= atol + rtol * |numeric|`` (PyTorch's
+        gradcheck defaults).
+
+    Returns
+    -------
+    GradcheckSuite
+        One report per check; ``print(suite)`` is the table, ``suite.passed`` the verdict.
+
+    Examples
+    --------
+    >>> import fastbn
+    >>> suite = fastbn.gradcheck_all()
+    >>> suite.passed
+    True
     """
     suite = GradcheckSuite(eps=float(eps), atol=float(atol), rtol=float(rtol))
     for label, fn, inputs in standard_checks(seed=seed):

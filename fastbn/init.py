@@ -12,9 +12,12 @@ Convention: fastbn's Linear weights are (fan_in, fan_out) (the lecture's ``x @ W
 fan-in of a 2-D weight is ``shape[0]``. ``torch.nn.init`` reads ``shape[1]``, because torch
 stores (out, in).
 """
+from __future__ import annotations
+
 import math
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from . import registry
 
@@ -23,7 +26,7 @@ __all__ = ["calculate_gain", "kaiming_normal", "kaiming_std"]
 _LINEAR = ("linear", "identity", "sigmoid")
 
 
-def calculate_gain(nonlinearity, param=None):
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """The recommended gain for a nonlinearity, with ``torch.nn.init.calculate_gain``'s values.
 
     ========================= ===========================================================
@@ -42,8 +45,32 @@ def calculate_gain(nonlinearity, param=None):
 
     The gains of the activations of ``fastbn.ops`` (tanh, relu, leaky_relu, ...) are their
     ``fastbn.registry`` entries'. ``param`` is the activation's option (leaky_relu's negative
-    slope, default 0.01; elu's alpha, default 1); nonlinearities without one ignore it. Raises
-    ``ValueError`` for an unknown nonlinearity or an option that is not a real number.
+    slope, default 0.01; elu's alpha, default 1); nonlinearities without one ignore it.
+
+    Parameters
+    ----------
+    nonlinearity : str
+        One of the names in the table.
+    param : float, optional
+        The activation's option (leaky_relu's ``negative_slope``, elu's ``alpha``).
+
+    Returns
+    -------
+    float
+        The gain.
+
+    Raises
+    ------
+    ValueError
+        For an unknown nonlinearity or an option that is not a real number.
+
+    Examples
+    --------
+    >>> from fastbn.init import calculate_gain
+    >>> round(calculate_gain("tanh"), 4), round(calculate_gain("relu"), 4)
+    (1.6667, 1.4142)
+    >>> round(calculate_gain("leaky_relu", 0.2), 4)
+    1.3868
     """
     if nonlinearity in _LINEAR:
         return 1.0
@@ -60,31 +87,74 @@ def calculate_gain(nonlinearity, param=None):
     return float(act.gain(float(param)))
 
 
-def kaiming_std(fan_in, gain=1.0):
-    """``gain / sqrt(fan_in)``, the standard deviation of a Kaiming-normal weight."""
+def kaiming_std(fan_in: int, gain: float = 1.0) -> float:
+    """``gain / sqrt(fan_in)``, the standard deviation of a Kaiming-normal weight.
+
+    Parameters
+    ----------
+    fan_in : int
+        The number of inputs of each output unit (a weight's ``shape[0]``); >= 1.
+    gain : float, default 1.0
+        For example ``calculate_gain("tanh")``.
+
+    Returns
+    -------
+    float
+        The standard deviation.
+
+    Examples
+    --------
+    >>> from fastbn.init import kaiming_std
+    >>> round(kaiming_std(30, 5 / 3), 4)   # the lecture's first Linear: (5/3) / sqrt(30)
+    0.3043
+    """
     if isinstance(fan_in, bool) or not isinstance(fan_in, (int, np.integer)) or fan_in < 1:
         raise ValueError(f"fan_in must be a positive integer, got {fan_in!r}")
     return float(gain) / math.sqrt(int(fan_in))
 
 
-def kaiming_normal(shape_or_array, gain=1.0, fan_in=None, generator=None, dtype=None):
+def kaiming_normal(shape_or_array: int | tuple[int, ...] | NDArray[np.floating],
+                   gain: float = 1.0, fan_in: int | None = None,
+                   generator: int | np.random.Generator | None = None,
+                   dtype: DTypeLike = None) -> NDArray[np.floating]:
     """Draw ``N(0, 1) * gain / sqrt(fan_in)``.
-
-    Parameters
-    ----------
-    shape_or_array
-        a shape (returns a new array) or a float array (filled in place, returned)
-    gain
-        e.g. ``calculate_gain("tanh")``
-    fan_in
-        default ``shape[0]`` (fastbn's (fan_in, fan_out) layout); for a 1-D shape, its size
-    generator
-        ``numpy.random.Generator``, int seed, or None
-    dtype
-        of a new array (float32 by default); an array keeps its own dtype
 
     The draw is made in float64 and cast, so a seed gives the same values in float32 and float64
     up to rounding.
+
+    Parameters
+    ----------
+    shape_or_array : int, tuple of int, or numpy.ndarray
+        A shape (a new array is returned) or a float32/float64 array (filled in place and
+        returned).
+    gain : float, default 1.0
+        For example ``calculate_gain("tanh")``.
+    fan_in : int, optional
+        Default ``shape[0]`` (fastbn's (fan_in, fan_out) layout); for a 1-D shape, its size.
+    generator : numpy.random.Generator, int or None, optional
+        The source of the draw (an int is a seed; None draws fresh entropy).
+    dtype : {numpy.float32, numpy.float64}, optional
+        The dtype of a new array (float32 by default); an array keeps its own dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        Of the given shape (or the array passed in), with standard deviation
+        ``gain / sqrt(fan_in)``.
+
+    Raises
+    ------
+    TypeError
+        For an array that is not float32 or float64.
+    ValueError
+        For a 0-D shape without ``fan_in``, or a ``fan_in`` that is not a positive integer.
+
+    Examples
+    --------
+    >>> from fastbn.init import calculate_gain, kaiming_normal
+    >>> w = kaiming_normal((30, 200), gain=calculate_gain("tanh"), generator=0)
+    >>> w.shape, w.dtype, round(float(w.std()), 2)
+    ((30, 200), dtype('float32'), 0.3)
     """
     rng = generator if isinstance(generator, np.random.Generator) else \
         np.random.default_rng(generator)

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,8 @@ def smoke(dataset, tmp_path_factory):
     torch = torch_or_none()
     with bench.one_thread(torch):                  # as `fastbn bench` runs it
         res = bench.run((32, 64), ("float32", "float64"), repeats=1, out=out, quick=True,
-                        data=dataset, targets=TARGETS, machine={"fastbn_git": "v0-test-describe"},
+                        use_compiled=False, data=dataset, targets=TARGETS,
+                        machine={"fastbn_git": "v0-test-describe"},
                         stream=None, stdout=printed)
     return res, out, printed.getvalue()
 
@@ -74,7 +76,7 @@ def _blas():
 def test_run_leaves_the_process_threads_alone_and_one_thread_restores_them(dataset, tmp_path):
     before = _blas()
     res = bench.run((32,), ("float32",), repeats=1, out=tmp_path, quick=True, data=dataset,
-                    use_torch=False, stream=None, stdout=None)
+                    use_torch=False, use_compiled=False, stream=None, stdout=None)
     assert _blas() == before
     assert res["machine"]["blas_threads"] == sorted({n for _, n in before})
     with bench.one_thread():
@@ -248,7 +250,7 @@ def test_a_wrong_peer_fails_verification_and_nothing_is_timed(dataset, tmp_path,
     who = breakage(monkeypatch)
     with pytest.raises(bench.VerificationError, match=who):
         bench.run((32,), (dtype,), repeats=1, out=tmp_path, quick=True, use_torch=False,
-                  data=dataset, stream=None, stdout=None)
+                  use_compiled=False, data=dataset, stream=None, stdout=None)
     assert not (tmp_path / "results.json").exists() and not (tmp_path / "results.md").exists()
 
 
@@ -257,7 +259,8 @@ def test_cli_bench_command(dataset, tmp_path, monkeypatch, capsys):
     --targets it judges nothing; the installed benchmark knows no git. It prints where it wrote
     its files, not the report (that is results.md)."""
     monkeypatch.chdir(tmp_path)
-    rc = main(["bench", "--quick", "--no-torch", "--batch-sizes", "32", "--dtypes", "float32",
+    rc = main(["bench", "--quick", "--no-torch", "--no-compiled", "--batch-sizes", "32",
+               "--dtypes", "float32",
                "--data", REAL_NAMES])
     assert rc == 0
     out = capsys.readouterr().out
@@ -302,7 +305,8 @@ def test_cli_bench_refuses_bad_targets_before_running(tmp_path, capsys):
 
 def test_cli_bench_reports_a_failed_verification(dataset, tmp_path, monkeypatch, capsys):
     _broken_backward(monkeypatch)
-    rc = main(["bench", "--quick", "--no-torch", "--batch-sizes", "32", "--dtypes", "float64",
+    rc = main(["bench", "--quick", "--no-torch", "--no-compiled", "--batch-sizes", "32",
+               "--dtypes", "float64",
                "--data", REAL_NAMES, "--out", str(tmp_path)])
     assert rc == 1
     assert "fastbn bench: error:" in capsys.readouterr().err
@@ -313,6 +317,7 @@ def test_bench_script_help():
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     for opt in ("--batch-sizes", "--dtypes", "--repeats", "--out", "--targets", "--no-torch",
+                "--no-compiled",
                 "--full", "--quick"):
         assert opt in r.stdout
     # the repository's script writes the repository's figures and judges the project's targets,
@@ -523,7 +528,77 @@ class _Terminal(io.StringIO):
 def test_a_terminal_gets_a_progress_bar_over_the_cells_and_the_log_above_it(dataset, tmp_path):
     term = _Terminal()
     bench.run((32,), ("float32",), repeats=1, out=tmp_path, quick=True, data=dataset,
-              use_torch=False, stream=term, stdout=None)
+              use_torch=False, use_compiled=False, stream=term, stdout=None)
     text = term.getvalue()
     assert "1/1" in text and "cell/s" in text and "100%" in text
     assert "NumPy (manual backprop)" in text          # the per-peer lines still show
+
+
+# ----------------------------------------------------------------------------------------------
+# the compiled peers: torch.compile and JAX jit (a step, and a loop of steps)
+
+@pytest.fixture(scope="module")
+def compiled_smoke(dataset, tmp_path_factory):
+    """A quick run at B = 32, both dtypes, with the compiled peers that are installed."""
+    from fastbn.bench import compiled
+    torch = torch_or_none()
+    names, notes = compiled.available(torch)
+    if not names:
+        pytest.skip("; ".join(notes + ["PyTorch is not installed"]))
+    out = tmp_path_factory.mktemp("bench-compiled")
+    with bench.one_thread(torch):        # (threadpoolctl's import sets KMP_DUPLICATE_LIB_OK)
+        env_before = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+        res = bench.run((32,), ("float32", "float64"), repeats=1, out=out, quick=True,
+                        data=dataset, stream=None, stdout=None)
+    return res, out, names, notes, env_before
+
+
+def test_the_compiled_peers_are_verified_timed_and_their_compile_time_reported(compiled_smoke):
+    res, out, names, notes, _ = compiled_smoke
+    assert list(res["implementations"])[-len(names):] == names
+    assert all(n in res["notes"] for n in notes)
+    for row in res["results"]:
+        tol = bench.LOSS_TOL[row["dtype"]]["atol"]
+        for name in names:
+            v = row["verification"][name]
+            assert len(v["losses"]) == bench.VERIFY_STEPS and v["max_loss_diff"] <= tol, name
+            t = row["impls"][name]
+            assert t["us_per_step"] > 0 and t["compile_seconds"] > 0, name
+        assert "compile_seconds" not in row["impls"]["fused"]
+    md = (out / "results.md").read_text(encoding="utf-8")
+    assert "Compile time, apart from the step times" in md
+    for name in names:
+        assert bench.IMPLS[name] + " µs" in md
+
+
+def test_the_compiled_peers_leave_no_process_and_the_environment_as_it_was(compiled_smoke):
+    from fastbn.bench import compiled
+    *_, names, _, env_before = compiled_smoke
+    assert not compiled._SERVERS                       # the JAX processes were ended
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    assert env == env_before          # XLA's settings went to them alone; torch's were undone
+    if "jax_jit" in names:
+        assert "jax" not in sys.modules                # JAX ran in its own processes
+
+
+def test_a_missing_jax_is_skipped_with_the_reason(monkeypatch):
+    from fastbn.bench import compiled
+    monkeypatch.setattr(compiled.importlib.util, "find_spec", lambda name: None)
+    names, notes = compiled.available(None)
+    assert names == [] and notes == ["JAX skipped: not installed (pip install jax)"]
+
+
+def test_a_wrong_compiled_peer_fails_verification(dataset, tmp_path, monkeypatch):
+    """The compiled peers are held to the fused step like every peer: a wrong learning rate in
+    one of them is caught before anything is timed."""
+    from fastbn.bench import compiled
+    names, _ = compiled.available(torch_or_none())
+    if not names:
+        pytest.skip("no compiled peer is installed (JAX, PyTorch)")
+    name = names[0]
+    cls = compiled.PEERS[name]
+    real_step = cls.step
+    monkeypatch.setattr(cls, "step", lambda self, rows, lr: real_step(self, rows, 2 * lr))
+    with pytest.raises(bench.VerificationError, match=re.escape(bench.IMPLS[name])):
+        bench.run((32,), ("float32",), repeats=1, out=tmp_path, quick=True, data=dataset,
+                  stream=None, stdout=None)

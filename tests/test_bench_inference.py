@@ -100,7 +100,8 @@ def test_bench_run_includes_the_inference_section(names, tmp_path):
          "min": 1e-9},
         {"metric": "inference_speedup", "dtype": "float64", "task": "eval", "min": 1.5}]}
     res = bench.run((32,), ("float32",), repeats=1, out=tmp_path, quick=True, data=names,
-                    use_torch=False, targets=targets, stream=None, stdout=printed)
+                    use_torch=False, use_compiled=False, targets=targets, stream=None,
+                    stdout=printed)
     assert res["inference"]["results"][0]["dtype"] == "float32"
     md = (tmp_path / "results.md").read_text(encoding="utf-8")
     assert "## Inference (eval mode)" in md and printed.getvalue() == md + "\n"

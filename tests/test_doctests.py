@@ -11,7 +11,8 @@ import fastbn
 MODULES = sorted(m.name for m in pkgutil.walk_packages(fastbn.__path__, "fastbn.")
                  if m.name.rsplit(".", 1)[-1] != "__main__")
 # these carry examples: a change that loses them fails here
-WITH_EXAMPLES = {"fastbn.ops", "fastbn.gradchecks", "fastbn.comparison", "fastbn.nn"}
+WITH_EXAMPLES = {"fastbn.ops", "fastbn.gradchecks", "fastbn.comparison", "fastbn.nn", "fastbn.init",
+                 "fastbn.checkpoint", "fastbn.exercises"}
 
 
 def test_the_modules_with_examples_are_walked():

@@ -17,7 +17,9 @@ def draw(res):
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(dts), sharey=True, squeeze=False)[0]
     styles = {"fused": ("tab:red", "o"), "per_layer": ("tab:orange", "s"),
-              "numpy": ("tab:blue", "^"), "torch": ("tab:green", "D")}
+              "numpy": ("tab:blue", "^"), "torch": ("tab:green", "D"),
+              "torch_compile": ("tab:olive", "v"), "jax_jit": ("tab:purple", "P"),
+              "jax_loop": ("tab:brown", "X")}
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
     for ax, dt in zip(axes, dts):
         rows = sorted((r for r in res["results"] if r["dtype"] == dt),

@@ -34,8 +34,8 @@ def run_from_args(args: argparse.Namespace, stream: TextIO | None | object = _ST
             pass                     # run() notes that PyTorch was skipped, and why
     with one_thread(torch_mod):      # the command owns its process: one thread everywhere
         run(args.batch_sizes, args.dtypes, repeats, args.out, use_torch=not args.no_torch,
-            full=args.full, quick=args.quick, data=args.data, seed=args.seed, targets=targets,
-            machine=machine, stream=stream, stdout=stdout)
+            use_compiled=not args.no_compiled, full=args.full, quick=args.quick, data=args.data,
+            seed=args.seed, targets=targets, machine=machine, stream=stream, stdout=stdout)
     return 0
 
 

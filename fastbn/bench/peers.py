@@ -18,6 +18,9 @@ torch      PyTorch eager + autograd (when torch is importable): ``C[Xb]``, ``@ W
            ``torch.randint`` per step, as in the lecture.
 ========== ======================================================================================
 
+and the compiled peers of :mod:`fastbn.bench.compiled` (``torch.compile``, JAX ``jit`` of one
+step and of a loop of steps), when their packages are installed.
+
 Every peer records each step's loss as the fused loop does (``loss.item()``, ``float(loss)``).
 A peer is built from the fused model's initial parameters (``PEERS[key](model, B, X, Y, seeds)``)
 and has ``step(rows, lr)`` (one step on the given rows, for verification), ``run(n, lr)`` (``n``
@@ -28,13 +31,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IMPLS", "LR", "MODEL", "PEERS", "clone", "make_model", "model_state"]
+__all__ = ["ARRAY_NAMES", "IMPLS", "LR", "MODEL", "PEERS", "TorchEager", "clone", "make_model",
+           "model_state"]
 
 IMPLS: dict[str, str] = {
     "fused": "fastbn fused loop",
     "per_layer": "fastbn per-layer API",
     "numpy": "NumPy (manual backprop)",
     "torch": "PyTorch eager + autograd",
+    # the compiled peers (fastbn.bench.compiled)
+    "torch_compile": "PyTorch torch.compile",
+    "jax_jit": "JAX jit (one step)",
+    "jax_loop": "JAX jit (loop of steps)",
 }
 MODEL: dict[str, Any] = {"block_size": 3, "n_embd": 10, "n_hidden": 200, "n_layers": 1,
                          "bn_momentum": 0.001, "bn_eps": 1e-5, "init": "kaiming"}
@@ -66,8 +74,8 @@ def model_state(model):
     return {n: np.array(a) for n, a in model.named_parameters() + model.named_buffers()}
 
 
-# names of the default model's arrays (nn.Sequential positions)
-_NAMES = {"C": "0.weight", "W1": "1.weight", "gamma": "2.gamma", "beta": "2.beta",
+#: the default model's arrays, by the lecture's names: their names in the net (nn.Sequential)
+ARRAY_NAMES = {"C": "0.weight", "W1": "1.weight", "gamma": "2.gamma", "beta": "2.beta",
           "W2": "4.weight", "b2": "4.bias", "rmean": "2.running_mean", "rvar": "2.running_var"}
 
 
@@ -137,7 +145,7 @@ class _NumPy(_PerLayer):
 
     def __init__(self, model, B, X, Y, seeds):
         st = model_state(model)
-        self.p = {k: st[n].copy() for k, n in _NAMES.items()}
+        self.p = {k: st[n].copy() for k, n in ARRAY_NAMES.items()}
         self.momentum, self.eps = model.config["bn_momentum"], model.config["bn_eps"]
         self.B, self.X, self.Y = B, X, Y
         self.rng = np.random.default_rng(seeds["numpy"])
@@ -171,11 +179,12 @@ class _NumPy(_PerLayer):
         return float(loss)
 
     def state(self):
-        return {_NAMES[k]: v.copy() for k, v in self.p.items()}
+        return {ARRAY_NAMES[k]: v.copy() for k, v in self.p.items()}
 
 
-class _Torch:
-    """PyTorch eager with autograd: the lecture's training step (part 3)."""
+class TorchEager:
+    """PyTorch eager with autograd: the lecture's training step (part 3). A peer of the run
+    (``PEERS["torch"]``)."""
 
     key = "torch"
 
@@ -184,7 +193,7 @@ class _Torch:
         import torch.nn.functional as F
         self.torch, self.F = torch, F
         st = model_state(model)
-        t = {k: torch.tensor(st[n]) for k, n in _NAMES.items()}
+        t = {k: torch.tensor(st[n]) for k, n in ARRAY_NAMES.items()}
         self.C, self.W1, self.gamma, self.beta, self.W2, self.b2 = (
             t[k].requires_grad_() for k in ("C", "W1", "gamma", "beta", "W2", "b2"))
         self.rmean, self.rvar = t["rmean"], t["rvar"]
@@ -228,7 +237,8 @@ class _Torch:
     def state(self):
         arrays = dict(zip(("C", "W1", "gamma", "beta", "W2", "b2"), self.params))
         arrays.update(rmean=self.rmean, rvar=self.rvar)
-        return {_NAMES[k]: v.detach().numpy().copy() for k, v in arrays.items()}
+        return {ARRAY_NAMES[k]: v.detach().numpy().copy() for k, v in arrays.items()}
 
 
-PEERS: dict[str, Any] = {"fused": _Fused, "per_layer": _PerLayer, "numpy": _NumPy, "torch": _Torch}
+PEERS: dict[str, Any] = {"fused": _Fused, "per_layer": _PerLayer, "numpy": _NumPy,
+                         "torch": TorchEager}

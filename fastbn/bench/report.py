@@ -68,6 +68,10 @@ def markdown(res):
         para(f"GEMM peak ({dt}, {peak['n']}³, one thread): **{peak['gflops']:.1f} GFLOP/s** ",
              f"({_peak_of_kernels(peak)}, numpy.matmul ",
              f"{peak['numpy']['gflops']:.1f}); floor µs = FLOPs / peak.")
+        compiles = _compile_times(res, dt, names)
+        if compiles:
+            para("Compile time, apart from the step times above (s, at each batch size): ",
+                 "; ".join(compiles), ".")
     flagged = any(min(t["cpu_share"]) < MIN_CPU_SHARE
                   for r in res["results"] for t in r["impls"].values())
     discarded = sum(t["discarded"] for r in res["results"] for t in r["impls"].values())
@@ -109,6 +113,19 @@ def markdown(res):
     if res.get("chart"):
         out += [f"![µs/step vs batch size]({res['chart']})", ""]
     return "\n".join(out)
+
+
+def _compile_times(res, dt, names):
+    """"<peer> 2.41, 0.95 (B = 32, 1024)" for each peer of ``names`` that compiled."""
+    rows = [r for r in res["results"] if r["dtype"] == dt]
+    out = []
+    for k in names:
+        secs = [(r["batch_size"], r["impls"][k]["compile_seconds"]) for r in rows
+                if "compile_seconds" in r["impls"].get(k, {})]
+        if secs:
+            out.append(f"{IMPLS[k]} {', '.join(f'{s:.2f}' for _, s in secs)} "
+                       f"(B = {', '.join(str(b) for b, _ in secs)})")
+    return out
 
 
 _IMPL_NAMES = {"fastbn": "fastbn", "numpy": "NumPy", "torch": "PyTorch"}

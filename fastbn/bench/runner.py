@@ -13,16 +13,20 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from .._bench_options import DEFAULT_BATCH_SIZES, DEFAULT_DTYPES, DEFAULT_OUT
+from . import compiled
+from . import peers as base_peers
 from .flops import fused_flops, step_flops
 from .inference import run_inference
 from .machine import loadavg, machine_info
 from .opcalls import prepare as prepare_opcalls
 from .opcalls import table_batch_sizes, time_opcalls
-from .peers import IMPLS, LR, MODEL, PEERS, make_model
+from .peers import IMPLS, LR, MODEL, make_model
 from .report import write
 from .targets import judge, load_targets
 from .timing import full_training, gemm_peak, time_cell
 from .verify import LOSS_TOL, STATE_TOL, VERIFY_STEPS, verify_cell
+
+PEERS: dict[str, Any] = {**base_peers.PEERS, **compiled.PEERS}    # every peer a run can time
 
 if TYPE_CHECKING:
     from ..data import Dataset
@@ -75,7 +79,7 @@ def one_thread(torch_mod: Any = None) -> Iterator[None]:
 
 def run(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dtypes: Sequence[str] = DEFAULT_DTYPES,
         repeats: int = 5, out: str | os.PathLike[str] = DEFAULT_OUT, *, use_torch: bool = True,
-        full: bool = False, quick: bool = False,
+        use_compiled: bool = True, full: bool = False, quick: bool = False,
         data: Dataset | str | os.PathLike[str] | None = None, seed: int | None = None,
         block_seconds: float | None = None, gemm_n: int | None = None,
         targets: str | os.PathLike[str] | dict[str, Any] | list[Any] | None = None,
@@ -100,6 +104,10 @@ def run(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dtypes: Sequence[str] 
         ``fastbn-bench``, is relative to the current folder.
     use_torch : bool
         Time PyTorch when it is importable (skipped with a note otherwise).
+    use_compiled : bool
+        Also time the compiled peers (``fastbn.bench.compiled``: ``torch.compile`` with PyTorch,
+        JAX ``jit`` of a step and of a loop when JAX is installed; skipped with a note
+        otherwise). Their compile time is reported apart from their step time.
     full : bool
         Also time the full 200,000-step training (about 3 s here).
     quick : bool
@@ -159,81 +167,93 @@ def run(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dtypes: Sequence[str] 
             torch_note = f"PyTorch skipped: not importable ({e})"
     else:
         torch_note = "PyTorch skipped (--no-torch)"
-    if torch_note:
-        log(torch_note)
-    names = [k for k in IMPLS if k != "torch" or torch_mod is not None]
+    notes = [torch_note] if torch_note else []
+    names = [k for k in ("fused", "per_layer", "numpy", "torch") if k != "torch" or torch_mod]
+    if use_compiled:
+        more, why = compiled.available(torch_mod)
+        names += more
+        notes += why
+    else:
+        notes.append("compiled peers skipped (--no-compiled)")
+    for note in notes:
+        log(note)
 
     init_ss, seeds = _seeds(seed)
     X, Y = ds.Xtr, ds.Ytr
     machine = machine_info(torch_mod, machine)
     # verify everything first
-    cells: dict[tuple[str, int], tuple[dict[str, Any], Any]] = {}
-    for dt in dtypes:
-        base = make_model(ds.vocab, dt, np.random.default_rng(init_ss))
-        for B in batch_sizes:
-            peers = {k: PEERS[k](base, B, X, Y, seeds) for k in names}
-            cells[dt, B] = (peers, verify_cell(peers, base, B, X, Y, dt, seeds))
-    log(f"verified: {len(names)} implementations agree with the fused step over "
-        f"{VERIFY_STEPS} steps at every batch size and dtype")
-    op_dtype = "float32" if "float32" in dtypes else dtypes[0]
-    op_cases, op_impls = prepare_opcalls(table_batch_sizes(batch_sizes), op_dtype, torch_mod)
-    log(f"verified: {len(op_cases)} per-op cases agree with fastbn.ops ({', '.join(op_impls)})")
-    log(f"GEMM peak ({gemm_n}^3, one thread) ...")
-    peaks = {dt: gemm_peak(gemm_n, 2 if quick else 5, dt) for dt in dtypes}
-    rows = []
-    log_stream = sys.stderr if stream is _STD else stream
-    bar = _bar(len(cells), log_stream)
-    if bar is not None:                # log lines above the bar, not through it
+    env_before = dict(os.environ)
+    try:                         # the compiled peers' processes end with the run
+        cells: dict[tuple[str, int], tuple[dict[str, Any], Any]] = {}
+        for dt in dtypes:
+            base = make_model(ds.vocab, dt, np.random.default_rng(init_ss))
+            for B in batch_sizes:
+                peers = {k: PEERS[k](base, B, X, Y, seeds) for k in names}
+                cells[dt, B] = (peers, verify_cell(peers, base, B, X, Y, dt, seeds))
+        log(f"verified: {len(names)} implementations agree with the fused step over "
+            f"{VERIFY_STEPS} steps at every batch size and dtype")
+        op_dtype = "float32" if "float32" in dtypes else dtypes[0]
+        op_cases, op_impls = prepare_opcalls(table_batch_sizes(batch_sizes), op_dtype, torch_mod)
+        log(f"verified: {len(op_cases)} per-op cases agree with fastbn.ops ({', '.join(op_impls)})")
+        log(f"GEMM peak ({gemm_n}^3, one thread) ...")
+        peaks = {dt: gemm_peak(gemm_n, 2 if quick else 5, dt) for dt in dtypes}
+        rows = []
+        log_stream = sys.stderr if stream is _STD else stream
+        bar = _bar(len(cells), log_stream)
+        if bar is not None:                # log lines above the bar, not through it
 
-        def log(msg):
-            bar.write(msg, file=log_stream)
-    for (dt, B), (peers, ver) in cells.items():
-        log(f"{dt}, B={B}:")
+            def log(msg):
+                bar.write(msg, file=log_stream)
+        for (dt, B), (peers, ver) in cells.items():
+            log(f"{dt}, B={B}:")
+            if bar is not None:
+                bar.set_description(f"{dt} B={B}")
+            timing = time_cell(peers, repeats, block_seconds, log=log)
+            rows.append(_row(dt, B, timing, ver, peaks[dt], peers["fused"].uses_table))
+            if bar is not None:
+                bar.update(1)
         if bar is not None:
-            bar.set_description(f"{dt} B={B}")
-        timing = time_cell(peers, repeats, block_seconds, log=log)
-        rows.append(_row(dt, B, timing, ver, peaks[dt], peers["fused"].uses_table))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    log(f"per-op calls ({op_dtype}):")
-    opcalls = time_opcalls(op_cases, op_impls, op_dtype, repeats, 0.005 if quick else 0.05,
-                           log=log)
-    inference = run_inference(ds, dtypes, seed, repeats, block_seconds, torch_mod, quick, log)
-    fulltrain = full_training(ds, seed, log=log) if full else None
-    machine["loadavg_at_end"] = loadavg()
+            bar.close()
+        log(f"per-op calls ({op_dtype}):")
+        opcalls = time_opcalls(op_cases, op_impls, op_dtype, repeats, 0.005 if quick else 0.05,
+                               log=log)
+        inference = run_inference(ds, dtypes, seed, repeats, block_seconds, torch_mod, quick, log)
+        fulltrain = full_training(ds, seed, log=log) if full else None
+        machine["loadavg_at_end"] = loadavg()
 
-    res = {
-        "title": "fastbn benchmark: one training step of the makemore BN-MLP",
-        "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "machine": machine,
-        "model": {"vocab": ds.vocab.size, **MODEL, "activation": "tanh",
-                  "parameters": make_model(ds.vocab, np.float32, 0).num_parameters(),
-                  "shapes": _shapes(ds.vocab.size)},
-        "data": {"path": str(ds.path), "train_examples": int(X.shape[0])},
-        "settings": {"batch_sizes": batch_sizes, "dtypes": dtypes, "repeats": repeats,
-                     "block_seconds": block_seconds, "lr": LR, "seed": seed,
-                     "verify_steps": VERIFY_STEPS, "loss_tol": LOSS_TOL, "state_tol": STATE_TOL,
-                     "quick": bool(quick), "statistic": "median over repeats of wall/steps",
-                     "speedup": "peer us/step / fused us/step"},
-        "implementations": {k: IMPLS[k] for k in names},
-        "notes": [torch_note] if torch_note else [],
-        "flops": {"formula": "6 * B * H * (T*D + V): the six GEMMs, 2*M*N*K each; elementwise "
-                             "work excluded",
-                  "fused_table_formula": "6 * T * V * D * H + 6 * B * H * V: the fused step "
-                                         "with the table E_t = C @ W1[t] (large B)",
-                  "per_step_b32": step_flops(32)},
-        "gemm_peak": peaks,
-        "results": rows,
-        "opcalls": opcalls,
-        "full_training": fulltrain,
-        "inference": inference,
-    }
-    res["targets"] = judge(res, targets)
-    res["targets_title"] = targets and targets["title"]
-    write(res, Path(out), stdout)
-    return res
+        res = {
+            "title": "fastbn benchmark: one training step of the makemore BN-MLP",
+            "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "machine": machine,
+            "model": {"vocab": ds.vocab.size, **MODEL, "activation": "tanh",
+                      "parameters": make_model(ds.vocab, np.float32, 0).num_parameters(),
+                      "shapes": _shapes(ds.vocab.size)},
+            "data": {"path": str(ds.path), "train_examples": int(X.shape[0])},
+            "settings": {"batch_sizes": batch_sizes, "dtypes": dtypes, "repeats": repeats,
+                         "block_seconds": block_seconds, "lr": LR, "seed": seed,
+                         "verify_steps": VERIFY_STEPS, "loss_tol": LOSS_TOL, "state_tol": STATE_TOL,
+                         "quick": bool(quick), "statistic": "median over repeats of wall/steps",
+                         "speedup": "peer us/step / fused us/step"},
+            "implementations": {k: IMPLS[k] for k in names},
+            "notes": notes,
+            "flops": {"formula": "6 * B * H * (T*D + V): the six GEMMs, 2*M*N*K each; elementwise "
+                                 "work excluded",
+                      "fused_table_formula": "6 * T * V * D * H + 6 * B * H * V: the fused step "
+                                             "with the table E_t = C @ W1[t] (large B)",
+                      "per_step_b32": step_flops(32)},
+            "gemm_peak": peaks,
+            "results": rows,
+            "opcalls": opcalls,
+            "full_training": fulltrain,
+            "inference": inference,
+        }
+        res["targets"] = judge(res, targets)
+        res["targets_title"] = targets and targets["title"]
+        write(res, Path(out), stdout)
+        return res
+    finally:
+        compiled.close_servers()
+        compiled.restore_environment(env_before)
 
 
 def _shapes(V, T=3, D=10, H=200):

@@ -48,11 +48,18 @@ def _timed(fn, *args):
             gc.enable()
 
 
+def _timed_run(peer, n, lr):
+    """(wall, CPU seconds) of ``n`` steps of ``peer``: measured by the peer itself when it runs
+    in a process of its own (``peer.timed_run``), else here."""
+    timed_run = getattr(peer, "timed_run", None)
+    return timed_run(n, lr) if timed_run is not None else _timed(peer.run, n, lr)
+
+
 def _block_size(peer, lr, block_seconds):
     """Steps per block so a block takes about block_seconds; the calibration runs warm up."""
     n = 1
     while True:
-        t, _ = _timed(peer.run, n, lr)
+        t, _ = _timed_run(peer, n, lr)
         if t >= block_seconds / 4 or n >= 1 << 20:
             return max(1, round(block_seconds * n / max(t, 1e-9)))
         n *= 4 if t < block_seconds / 40 else 2
@@ -69,7 +76,7 @@ def time_cell(peers, repeats, block_seconds, lr=LR, log=None):
     blocks = {}
     for name, peer in peers.items():
         n = _block_size(peer, lr, block_seconds)
-        _timed(peer.run, n, lr)                                  # the warm-up block
+        _timed_run(peer, n, lr)                                  # the warm-up block
         blocks[name] = n
     times = {name: [] for name in peers}
     shares = {name: [] for name in peers}
@@ -78,7 +85,7 @@ def time_cell(peers, repeats, block_seconds, lr=LR, log=None):
         for name, peer in peers.items():                         # peers take turns
             n = blocks[name]
             while True:
-                wall, cpu = _timed(peer.run, n, lr)
+                wall, cpu = _timed_run(peer, n, lr)
                 if cpu >= MIN_CPU_SHARE * wall or discarded[name] >= repeats:
                     break
                 discarded[name] += 1
@@ -90,10 +97,14 @@ def time_cell(peers, repeats, block_seconds, lr=LR, log=None):
         out[name] = {"us_per_step": statistics.median(times[name]), "us_all": times[name],
                      "steps_per_block": blocks[name], "cpu_share": shares[name],
                      "discarded": discarded[name]}
+        if hasattr(peer := peers[name], "compile_seconds"):
+            out[name]["compile_seconds"] = peer.compile_seconds
         if log:
             log(f"  {IMPLS[name]:<28} {out[name]['us_per_step']:10.1f} us/step "
                 f"({repeats} x {blocks[name]} steps; CPU share >= {min(shares[name]):.2f}, "
-                f"{discarded[name]} blocks discarded)")
+                f"{discarded[name]} blocks discarded)"
+                + (f"; compiled in {peer.compile_seconds:.2f} s"
+                   if hasattr(peer, "compile_seconds") else ""))
     return out
 
 
