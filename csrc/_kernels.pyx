@@ -198,7 +198,7 @@ cdef extern from *:
 def copy_ids(const int64_t[::1] src, int64_t[::1] dst, int64_t bound):
     """dst (N,) = src (N,); True when every value copied is in [0, bound) (fb_copy_ids).
 
-    fastbn.ops._index_array's copy and check in one pass: the values checked are those of dst,
+    fastbn._arrays.index_array's copy and check in one pass: the values checked are those of dst,
     a copy private to the caller, so another thread writing into src meanwhile can change what
     is copied, never what was checked.
     """

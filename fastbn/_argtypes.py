@@ -3,11 +3,14 @@ and the benchmark's options (``fastbn._bench_options``).
 
 Each takes the text of one option and returns its value, or raises
 ``argparse.ArgumentTypeError`` with a message argparse shows as a usage error (exit status 2).
+The rules are those of the library (``fastbn._validate``): an option is refused with the words
+the library uses for the same value.
 """
 import argparse
-import math
 import os
 from pathlib import Path
+
+from . import _validate
 
 __all__ = ["file_problem", "momentum", "nonnegative", "positive", "positive_floats", "schedule",
            "sweep_param", "tolerance"]
@@ -28,15 +31,21 @@ def file_problem(path):
     return None
 
 
+def _checked(check, v):
+    """``check(v, None)`` (a function of ``fastbn._validate``), its refusal as argparse's."""
+    try:
+        return check(v, None)
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def nonnegative(text):
     """An int >= 0."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
+    return _checked(_validate.nonnegative_int, v)
 
 
 def positive(kind=int):
@@ -46,11 +55,7 @@ def positive(kind=int):
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        if not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-        return v
+        return _checked(_validate.positive, v)
     return conv
 
 
@@ -60,9 +65,7 @@ def tolerance(text):
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return v
+    return _checked(_validate.tolerance, v)
 
 
 def schedule(text):
@@ -80,9 +83,7 @@ def momentum(text):
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return v
+    return _checked(_validate.momentum, v)
 
 
 def sweep_param(text):
@@ -105,7 +106,5 @@ def positive_floats(text):
         except (ValueError, ZeroDivisionError):
             raise argparse.ArgumentTypeError(f"invalid number {part.strip()!r} in {text!r}") \
                 from None
-        if not (v > 0 and math.isfinite(v)):
-            raise argparse.ArgumentTypeError(f"must be finite numbers > 0, got {part.strip()}")
-        out.append(v)
+        out.append(_checked(_validate.finite_positive, v))
     return tuple(dict.fromkeys(out))

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _divergence
+from . import _divergence, _validate
 from ._fileio import atomic_write
 from .data import Vocab
 from .folding import FoldedCharMLP, folded_layout
@@ -255,11 +255,11 @@ def _check_config(config):
     for k in ("batchnorm", "final_bn", "bn_unbiased"):
         if not isinstance(config[k], bool):
             return None, f"{k} must be true or false, got {reprlib.repr(config[k])}"
-    checks = {"bn_momentum": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-              "bn_eps": (lambda v: v >= 0, ">= 0"),
-              "negative_slope": (lambda v: True, "finite")}
-    for k, (ok, what) in checks.items():
-        if not (number(config[k]) and ok(config[k])):
+    checks = {"bn_momentum": (_validate.momentum, _validate.MOMENTUM_RULE),
+              "bn_eps": (_validate.eps, _validate.EPS_RULE),
+              "negative_slope": (_validate.negative_slope, _validate.SLOPE_RULE)}
+    for k, (check, what) in checks.items():
+        if not (number(config[k]) and _validate.accepts(check, config[k])):
             return None, f"{k} must be a number {what}, got {reprlib.repr(config[k])}"
     for k, choices in (("activation", ACTIVATIONS), ("init", INIT_SCHEMES)):
         if config[k] not in choices:
@@ -363,8 +363,10 @@ def load(path: str | os.PathLike[str]) -> CharMLP:
         if not isinstance(config, dict) or not isinstance(meta, dict):
             raise _bad(path, "config and meta must be JSON objects")
         dtype = _text(zf, heads, "dtype", path)
-        if dtype not in ("float32", "float64"):
-            raise _bad(path, f"dtype must be float32 or float64, got {dtype!r}")
+        try:
+            _validate.float_dtype_name(dtype)
+        except ValueError as e:
+            raise _bad(path, str(e)) from None
         chars = _text(zf, heads, "chars", path)
         try:
             vocab = Vocab.from_chars(chars)

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from . import _validate
+
 # OPS is made by __getattr__ (from fastbn._opinfo, when first asked for)
 __all__ = ["Row", "Report", "compare_arrays", "compare", "OPS", "OpEntry"]  # noqa: F822
 
@@ -406,9 +408,7 @@ def _dims(entry, op, shapes):
         raise ValueError(f"{op} has no dimension {', '.join(map(repr, unknown))}; its dimensions "
                          f"are {', '.join(dims)} (defaults {entry.dims})")
     for k, v in shapes.items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"shapes[{k!r}] must be a positive integer, got {v!r}")
-        dims[k] = int(v)
+        dims[k] = _validate.positive_int(v, f"shapes[{k!r}]")
     return dims
 
 
@@ -492,9 +492,7 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
         raise TypeError("student must be a backward function or a (forward, backward) pair")
     if not pair and not callable(student):
         raise TypeError(f"student must be callable, got {type(student).__name__}")
-    dt = np.dtype(dtype)
-    if dt not in TOLERANCES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    dt = _validate.float_dtype(dtype)
     entry = table[op]
     dims = _dims(entry, op, shapes)
     rng = np.random.default_rng(seed)

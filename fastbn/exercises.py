@@ -81,6 +81,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from . import _validate
 from .comparison import Report, as_array, compare_arrays, name_row
 
 __all__ = ["SEED", "INTERMEDIATES", "PARAMS", "GRADIENTS", "init_params", "problem", "forward",
@@ -105,17 +106,9 @@ GRADIENTS = ("dlogprobs", "dprobs", "dcounts_sum_inv", "dcounts_sum", "dcounts",
 # ----------------------------------------------------------------------------------------------
 # parameters and data
 
-def _float_dtype(dtype):
-    dt = np.dtype(dtype)
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-def _size(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
+def _sizes(**sizes):
+    """The sizes, each checked to be a positive integer, in their order."""
+    return [_validate.positive_int(v, name) for name, v in sizes.items()]
 
 
 def _draw_params(rng, V, E, H, T, dtype):
@@ -185,9 +178,9 @@ def init_params(vocab_size: int = 27, n_embd: int = 10, n_hidden: int = 64, bloc
     bngain (1, 64)
     bnbias (1, 64)
     """
-    V, E = _size("vocab_size", vocab_size), _size("n_embd", n_embd)
-    H, T = _size("n_hidden", n_hidden), _size("block_size", block_size)
-    return _draw_params(np.random.default_rng(seed), V, E, H, T, _float_dtype(dtype))
+    V, E, H, T = _sizes(vocab_size=vocab_size, n_embd=n_embd, n_hidden=n_hidden,
+                        block_size=block_size)
+    return _draw_params(np.random.default_rng(seed), V, E, H, T, _validate.float_dtype(dtype))
 
 
 def problem(batch_size: int = 32, *, vocab_size: int = 27, n_embd: int = 10, n_hidden: int = 64,
@@ -224,13 +217,13 @@ def problem(batch_size: int = 32, *, vocab_size: int = 27, n_embd: int = 10, n_h
     >>> Xb.shape, Yb.shape, params["W1"].dtype
     ((32, 3), (32,), dtype('float64'))
     """
-    n = _size("batch_size", batch_size)
+    n = _validate.positive_int(batch_size, "batch_size")
     if n < 2:
         raise ValueError("batch_size must be >= 2: the lecture's batch norm divides by n - 1")
-    V, E = _size("vocab_size", vocab_size), _size("n_embd", n_embd)
-    H, T = _size("n_hidden", n_hidden), _size("block_size", block_size)
+    V, E, H, T = _sizes(vocab_size=vocab_size, n_embd=n_embd, n_hidden=n_hidden,
+                        block_size=block_size)
     rng = np.random.default_rng(seed)
-    params = _draw_params(rng, V, E, H, T, _float_dtype(dtype))
+    params = _draw_params(rng, V, E, H, T, _validate.float_dtype(dtype))
     Xb = rng.integers(0, V, size=(n, T))
     Yb = rng.integers(0, V, size=n)
     return params, Xb, Yb
@@ -250,8 +243,7 @@ def _params(params):
     p = {k: np.asarray(params[k]) for k in PARAMS}
     dt = p["C"].dtype
     for k, a in p.items():
-        if a.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"params['{k}'] must be a float32 or float64 array, got {a.dtype}")
+        _validate.float_array_dtype(a.dtype, f"params['{k}']")
         if a.dtype != dt:
             raise TypeError(f"params['{k}'] is {a.dtype} but params['C'] is {dt}: use one dtype")
     if p["C"].ndim != 2 or p["W1"].ndim != 2 or p["W2"].ndim != 2:

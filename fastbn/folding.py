@@ -70,7 +70,7 @@ from typing import Any, NoReturn, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import _divergence, nn
+from . import _arrays, _divergence, nn
 from .data import Vocab
 from .inference import TABLE_CACHE_BYTES, TABLE_MAX_RATIO, TABLE_MIN_ROWS_PER_V, Plan, table_pays
 from .model import CharMLP
@@ -146,7 +146,7 @@ def folded_layout(config: dict[str, Any], V: int) -> list[tuple[str, tuple[int, 
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
-    out = nn._aligned(a)
+    out = _arrays.aligned_copy(a)
     out.flags.writeable = False
     return out
 
@@ -199,7 +199,7 @@ class FoldedCharMLP(CharMLP):
                 layer.weight = _frozen(next(it))
             elif isinstance(layer, nn.Linear):
                 if layer.bias is None:
-                    layer.bias = nn._aligned(np.zeros(layer.weight.shape[1], self.dtype))
+                    layer.bias = _arrays.aligned_copy(np.zeros(layer.weight.shape[1], self.dtype))
                     layer._param_names = ("weight", "bias")
                 layer.weight, layer.bias = _frozen(next(it)), _frozen(next(it))
                 layer._init_grads()

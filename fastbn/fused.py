@@ -55,10 +55,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _divergence, nn
+from . import _arrays, _divergence, _validate, nn
 from . import _kernels as K
 from ._busy import training_model
-from .ops import _index_array
 
 if TYPE_CHECKING:
     from .model import CharMLP
@@ -262,16 +261,17 @@ class FusedTrainer:
         if len(moms) != 1 or len(epss) != 1 or len(unbiased) != 1:
             raise ValueError("the fused step needs one momentum, one eps and one variance "
                              "(unbiased or not) for all BatchNorms")
-        if not isinstance(next(iter(unbiased)), (bool, np.bool_)):
-            raise ValueError(f"BatchNorm unbiased must be True or False, got {unbiased.pop()!r}")
-        if not (0 <= next(iter(moms)) <= 1 and next(iter(epss)) >= 0):
-            raise ValueError(f"BatchNorm momentum must be in [0, 1] and eps >= 0, got "
-                             f"{moms.pop()} and {epss.pop()}")
-        # the workspaces, as the list says, on 64-byte lines (nn.aligned_empty)
+        try:
+            _validate.unbiased(next(iter(unbiased)), "BatchNorm unbiased")
+        except TypeError as e:
+            raise ValueError(str(e)) from None
+        _validate.momentum(next(iter(moms)), "BatchNorm momentum")
+        _validate.eps(next(iter(epss)), "BatchNorm eps")
+        # the workspaces, as the list says, on 64-byte lines (_arrays.aligned_empty)
         for name, (dtype, owner, shape) in layout.items():
             if owner == "work":
-                arrays[name] = [nn.aligned_empty(s, dtype) for s in shape] \
-                    if isinstance(shape, list) else nn.aligned_empty(shape, dtype)
+                arrays[name] = [_arrays.aligned_empty(s, dtype) for s in shape] \
+                    if isinstance(shape, list) else _arrays.aligned_empty(shape, dtype)
         table = self._use_table(B, V, D, H[0])
         self._arrays = arrays
         self._rows = np.arange(B)                # the rows of a gathered batch (private)
@@ -310,8 +310,8 @@ class FusedTrainer:
         """Private copies of X (N, T) and Y (N,), the data of ``run``: read-only, C-contiguous
         int64, every id in [0, V), checked in the copies (see the module docstring)."""
         what = f"the vocabulary has {self._vocab} ids"
-        X = _index_array("X", X, self._vocab, what)
-        Y = _index_array("Y", Y, self._vocab, what)
+        X = _arrays.index_array("X", X, self._vocab, what)
+        Y = _arrays.index_array("Y", Y, self._vocab, what)
         self._check_data(X, Y)
         return X, Y
 
@@ -329,13 +329,13 @@ class FusedTrainer:
                 raise TypeError(f"{name} must be integer ids, got dtype {a.dtype}")
         self._check_data(X, Y)
         N = X.shape[0]
-        rows = _index_array("rows", np.arange(N) if rows is None else rows, N,
+        rows = _arrays.index_array("rows", np.arange(N) if rows is None else rows, N,
                             f"X has {N} rows")
         if rows.shape != (self.batch_size,):
             raise ValueError(f"rows must have shape ({self.batch_size},), got {rows.shape}")
         what = f"the vocabulary has {self._vocab} ids"
-        return (_index_array("X", X[rows], self._vocab, what),
-                _index_array("Y", Y[rows], self._vocab, what))
+        return (_arrays.index_array("X", X[rows], self._vocab, what),
+                _arrays.index_array("Y", Y[rows], self._vocab, what))
 
     def step(self, X: ArrayLike, Y: ArrayLike, lr: float, rows: ArrayLike | None = None) -> float:
         """One SGD step on ``X[rows], Y[rows]`` (rows (B,) int, default all of X when len(X) == B).
@@ -345,7 +345,7 @@ class FusedTrainer:
         returns without any update applied; a step that leaves a parameter or a running
         statistic non-finite is applied.
         """
-        lr = _lr(lr)
+        lr = _validate.lr(lr)
         with self._lock, training_model(self.model, "FusedTrainer.step"):
             self._check_bound()
             X, Y = self._batch(X, Y, rows)
@@ -394,10 +394,8 @@ class FusedTrainer:
         self._check_data(X, Y)
         if X.shape[0] >= 2**32:
             raise ValueError("at most 2**32 - 1 training examples")
-        lr = _lr(lr)
-        steps = int(steps)
-        if steps < 0:
-            raise ValueError(f"steps must be >= 0, got {steps}")
+        lr = _validate.lr(lr)
+        steps = _validate.nonnegative_int(int(steps), "steps")
         if losses is None:
             losses = np.empty(steps, dtype=np.float64)
         if (not isinstance(losses, np.ndarray) or losses.dtype != np.float64
@@ -452,9 +450,3 @@ class FusedTrainer:
             X, Y = self._batch(X, Y, rows)
             return self._net.loss(X, Y, self._rows, bool(training))
 
-
-def _lr(lr):
-    lr = float(lr)
-    if not np.isfinite(lr):
-        raise ValueError(f"the learning rate must be finite, got {lr}")
-    return lr

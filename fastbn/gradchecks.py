@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from . import _validate
+
 __all__ = ["gradcheck", "gradcheck_all", "GradcheckError", "GradcheckReport", "GradcheckRow",
            "GradcheckSuite"]
 
@@ -293,9 +295,7 @@ def gradcheck(fn: Any, inputs: Sequence[Any], *, eps: float = 1e-6, atol: float 
     if name is None:
         name = title
 
-    eps, atol, rtol = float(eps), float(atol), float(rtol)
-    if not (eps > 0 and np.isfinite(eps)):
-        raise ValueError(f"eps must be a finite number > 0, got {eps}")
+    eps, atol, rtol = _validate.positive(float(eps), "eps"), float(atol), float(rtol)
     if not (atol >= 0 and rtol >= 0):
         raise ValueError(f"atol and rtol must be >= 0, got {atol} and {rtol}")
     unknown = [c for c in constants if c not in names and not

@@ -47,8 +47,8 @@ the plan is. ``table_pays`` is the rule (by size, and by the rows of a call).
 
 Threads. Everything a kernel reads without the GIL is private to the call or to the plan: the
 plan's arrays are copies made when it is built (read-only), the ids are copied and checked
-(``fastbn.ops._index_array``), the buffers are allocated per call. A plan can be used from several
-threads at once; the model it was made from can change meanwhile without affecting it.
+(``fastbn._arrays.index_array``), the buffers are allocated per call. A plan can be used from
+several threads at once; the model it was made from can change meanwhile without affecting it.
 """
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import _arrays, _validate, nn, registry
 from . import _kernels as K
-from . import nn, ops, registry
 
 if TYPE_CHECKING:
     from .model import CharMLP
@@ -116,8 +116,9 @@ def _private(a, dtype):
     """A read-only, C-contiguous copy of the array ``a`` of dtype ``dtype``.
 
     NumPy's alignment (16 bytes), not the layers' 64: a plan is built per ``evaluate`` call, and
-    the 64-byte copy (``nn._aligned``) costs ~8x the plain one, while the eval throughput of a
-    plan whose arrays start 16 bytes off a cache line was measured the same (within noise)."""
+    the 64-byte copy (``fastbn._arrays.aligned_copy``) costs ~8x the plain one, while the eval
+    throughput of a plan whose arrays start 16 bytes off a cache line was measured the same
+    (within noise)."""
     out = np.array(_checked(a, dtype), order="C", copy=True)
     out.flags.writeable = False
     return out
@@ -189,7 +190,7 @@ class _BatchNormEval:
         self.gamma, self.beta = _private(layer.gamma, dt), _private(layer.beta, dt)
         self.mean = _private(layer.running_mean, dt)
         rv = layer.running_var.astype(np.float64)
-        self.invstd = _private((1.0 / np.sqrt(rv + ops._check_eps(layer.eps))).astype(dt), dt)
+        self.invstd = _private((1.0 / np.sqrt(rv + _validate.eps(layer.eps))).astype(dt), dt)
 
     def width(self, D):
         if D != self.gamma.shape[0]:
@@ -269,9 +270,7 @@ class Plan:
     """
 
     def __init__(self, model: CharMLP, table: bool = False) -> None:
-        dt = np.dtype(model.dtype)
-        if dt not in ops.FLOAT_DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        dt = _validate.float_dtype(model.dtype)
         self.dtype, self.block_size = dt, int(model.block_size)
         self.steps = _steps(list(model.layers), dt, self.block_size, bool(table))
         self.table: np.ndarray | None = getattr(self.steps[0], "tab", None)    # (T, V, H) or None
@@ -296,8 +295,8 @@ class Plan:
         if X.ndim != 2 or X.shape[1] != self.block_size:
             raise ValueError(f"X must have shape (B, {self.block_size}) (block_size "
                              f"{self.block_size}), got {X.shape}")
-        return ops._index_array("X", X, self.vocab_size,
-                                f"the vocabulary has {self.vocab_size} characters")
+        return _arrays.index_array("X", X, self.vocab_size,
+                                   f"the vocabulary has {self.vocab_size} characters")
 
     def _buffers(self, rows):
         """Per step: its output buffer (rows, width), or None for in-place steps."""
@@ -314,7 +313,7 @@ class Plan:
     def logits(self, X: ArrayLike, chunk: int = CHUNK) -> np.ndarray:
         """Logits (B, classes) of contexts X (B, T), in chunks of ``chunk`` rows; a new array."""
         ids = self._ids(X)
-        chunk = _chunk(chunk)
+        chunk = _validate.positive_int(chunk, "chunk")
         N = ids.shape[0]
         out = np.empty((N, self.classes), self.dtype)
         if N == 0:
@@ -329,7 +328,7 @@ class Plan:
         """A function X (k, T) -> logits (k, classes), k <= ``rows``, whose buffers are
         allocated once: for a loop over batches of one size (``CharMLP.sample``'s steps). Each
         call returns a new array. One call at a time (the buffers are shared between calls)."""
-        rows = _chunk(rows)
+        rows = _validate.positive_int(rows, "chunk")
         buffers = self._buffers(rows)
 
         def logits(X: ArrayLike) -> np.ndarray:
@@ -356,8 +355,9 @@ class Plan:
             raise ValueError(f"Y must have shape ({N},) to match X, got {Y.shape}")
         if N == 0:
             raise ValueError("cannot evaluate on zero examples")
-        target = ops._index_array("Y", Y, self.classes, f"the logits have {self.classes} classes")
-        chunk = _chunk(chunk)
+        target = _arrays.index_array("Y", Y, self.classes,
+                                     f"the logits have {self.classes} classes")
+        chunk = _validate.positive_int(chunk, "chunk")
         rows = min(chunk, N)
         buffers = self._buffers(rows)
         total = 0.0
@@ -367,8 +367,3 @@ class Plan:
             total += K.cross_entropy_forward(logits, target[a:b], None) * (b - a)
         return total / N
 
-
-def _chunk(chunk):
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-    return int(chunk)

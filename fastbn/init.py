@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from . import registry
+from . import _validate, registry
 
 __all__ = ["calculate_gain", "kaiming_normal", "kaiming_std"]
 
@@ -108,9 +108,7 @@ def kaiming_std(fan_in: int, gain: float = 1.0) -> float:
     >>> round(kaiming_std(30, 5 / 3), 4)   # the lecture's first Linear: (5/3) / sqrt(30)
     0.3043
     """
-    if isinstance(fan_in, bool) or not isinstance(fan_in, (int, np.integer)) or fan_in < 1:
-        raise ValueError(f"fan_in must be a positive integer, got {fan_in!r}")
-    return float(gain) / math.sqrt(int(fan_in))
+    return float(gain) / math.sqrt(_validate.positive_int(fan_in, "fan_in"))
 
 
 def kaiming_normal(shape_or_array: int | tuple[int, ...] | NDArray[np.floating],

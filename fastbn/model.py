@@ -37,11 +37,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import _divergence, _kernels, nn, ops, registry
+from . import _divergence, _kernels, _validate, nn, ops, registry
 from . import init as _init
 from ._busy import holds_model
 from ._divergence import Divergence
-from ._validate import positive_int as _pos_int
 from .data import Vocab
 from .inference import CHUNK, Plan
 
@@ -146,33 +145,23 @@ class CharMLP:
                  seed: int | np.random.Generator | None = None) -> None:
         self.vocab = _as_vocab(vocab)
         V = self.vocab.size
-        T = _pos_int("block_size", block_size)
-        D = _pos_int("n_embd", n_embd)
-        H = _pos_int("n_hidden", n_hidden)
-        L = _pos_int("n_layers", n_layers)
+        T = _validate.positive_int(block_size, "block_size")
+        D = _validate.positive_int(n_embd, "n_embd")
+        H = _validate.positive_int(n_hidden, "n_hidden")
+        L = _validate.positive_int(n_layers, "n_layers")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if init not in INIT_SCHEMES:
             raise ValueError(f"init must be one of {INIT_SCHEMES}, got {init!r}")
-        dt = np.dtype(dtype)
-        if dt not in ops.FLOAT_DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dt}")
-        bn_momentum, bn_eps = float(bn_momentum), float(bn_eps)
-        negative_slope = float(negative_slope)
-        if not 0 <= bn_momentum <= 1:
-            raise ValueError(f"bn_momentum must be in [0, 1], got {bn_momentum}")
-        if not bn_eps >= 0:
-            raise ValueError(f"bn_eps must be >= 0, got {bn_eps}")
-        if not isinstance(bn_unbiased, (bool, np.bool_)):
-            raise TypeError(f"bn_unbiased must be True or False, got {bn_unbiased!r}")
-        if not np.isfinite(negative_slope):
-            raise ValueError(f"negative_slope must be finite, got {negative_slope}")
+        dt = _validate.float_dtype(dtype)
+        bn_momentum = _validate.momentum(bn_momentum, "bn_momentum")
+        bn_eps = _validate.eps(bn_eps, "bn_eps")
+        _validate.unbiased(bn_unbiased, "bn_unbiased")
+        negative_slope = _validate.negative_slope(negative_slope)
         if gain is not None:
             if init != "kaiming":
                 raise ValueError(f"gain applies to the 'kaiming' init only, not {init!r}")
-            gain = float(gain)
-            if not (np.isfinite(gain) and gain > 0):
-                raise ValueError(f"gain must be finite and > 0, got {gain}")
+            gain = _validate.finite_positive(gain, "gain")
         self.config: dict[str, Any] = {"block_size": T, "n_embd": D, "n_hidden": H, "n_layers": L,
                        "batchnorm": bool(batchnorm), "final_bn": bool(final_bn),
                        "bn_momentum": bn_momentum, "bn_eps": bn_eps,
@@ -386,7 +375,7 @@ class CharMLP:
     # evaluation, calibration, sampling
 
     def _chunks(self, n: int, chunk: int) -> Iterator[tuple[int, int]]:
-        chunk = _pos_int("chunk", chunk)
+        chunk = _validate.positive_int(chunk, "chunk")
         return ((i, min(i + chunk, n)) for i in range(0, n, chunk))
 
     @contextlib.contextmanager
@@ -481,8 +470,8 @@ class CharMLP:
         As ``evaluate``, refuses (ValueError) a model whose parameters or running statistics are
         not finite (checked once per call).
         """
-        n = _pos_int("n", n)
-        max_len = _pos_int("max_len", max_len)
+        n = _validate.positive_int(n, "n")
+        max_len = _validate.positive_int(max_len, "max_len")
         _divergence.check_finite(self, "sample")
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         ctx = np.zeros((n, self.block_size), dtype=np.int64)

@@ -23,45 +23,14 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import _kernels, ops
-from ._validate import positive_int as _positive_int
+from . import _kernels, _validate, ops
+from ._arrays import aligned_copy
+from ._arrays import aligned_empty as aligned_empty  # nn.aligned_empty, public
 
 _M = TypeVar("_M", bound="Module")
 
 __all__ = ["Module", "Embedding", "Linear", "BatchNorm1d", "Tanh", "ReLU", "LeakyReLU", "ELU",
            "Sequential"]
-
-
-def _dtype(dtype):
-    dt = np.dtype(dtype)
-    if dt not in ops.FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-def aligned_empty(shape: int | tuple[int, ...], dtype: DTypeLike, align: int = 64,
-                  ) -> np.ndarray:
-    """An uninitialized C-contiguous array whose data starts on an ``align``-byte boundary.
-
-    Parameters, gradients and buffers are allocated this way: the fused step's vector loads and
-    BLAS run measurably faster on arrays that start on a cache line (NumPy guarantees 16 bytes).
-    In a sanitizer build the array is a plain ``np.empty`` of its exact size instead: slack
-    around it would hide a small overrun from AddressSanitizer.
-    """
-    if _kernels.SANITIZED:
-        return np.empty(shape, dtype)
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    buf = np.empty(nbytes + align, np.uint8)
-    start = -buf.ctypes.data % align
-    return buf[start:start + nbytes].view(dtype).reshape(shape)
-
-
-def _aligned(a):
-    """``a`` copied into a 64-byte aligned array (see ``aligned_empty``)."""
-    out = aligned_empty(a.shape, a.dtype)
-    out[...] = a
-    return out
 
 
 def _rng(generator):
@@ -203,7 +172,7 @@ class Module:
 
     def _init_grads(self):
         for n in self._param_names:
-            setattr(self, "d" + n, _aligned(np.zeros_like(getattr(self, n))))
+            setattr(self, "d" + n, aligned_copy(np.zeros_like(getattr(self, n))))
 
 
 class Embedding(Module):
@@ -238,9 +207,10 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype: DTypeLike = np.float32,
                  generator: int | np.random.Generator | None = None) -> None:
-        V = _positive_int("num_embeddings", num_embeddings)
-        D = _positive_int("embedding_dim", embedding_dim)
-        self.weight = _aligned(_rng(generator).standard_normal((V, D)).astype(_dtype(dtype)))
+        V = _validate.positive_int(num_embeddings, "num_embeddings")
+        D = _validate.positive_int(embedding_dim, "embedding_dim")
+        dt = _validate.float_dtype(dtype)
+        self.weight = aligned_copy(_rng(generator).standard_normal((V, D)).astype(dt))
         self._init_grads()
 
     def forward(self, idx: ArrayLike) -> tuple[np.ndarray, Any]:
@@ -301,12 +271,12 @@ class Linear(Module):
     def __init__(self, fan_in: int, fan_out: int, bias: bool = True, *,
                  dtype: DTypeLike = np.float32,
                  generator: int | np.random.Generator | None = None) -> None:
-        fan_in = _positive_int("fan_in", fan_in)
-        fan_out = _positive_int("fan_out", fan_out)
-        dt = _dtype(dtype)
+        fan_in = _validate.positive_int(fan_in, "fan_in")
+        fan_out = _validate.positive_int(fan_out, "fan_out")
+        dt = _validate.float_dtype(dtype)
         w = _rng(generator).standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)
-        self.weight = _aligned(w.astype(dt))
-        self.bias = _aligned(np.zeros(fan_out, dtype=dt)) if bias else None
+        self.weight = aligned_copy(w.astype(dt))
+        self.bias = aligned_copy(np.zeros(fan_out, dtype=dt)) if bias else None
         self._param_names = ("weight", "bias") if bias else ("weight",)
         self._init_grads()
 
@@ -379,19 +349,15 @@ class BatchNorm1d(Module):
 
     def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1, *,
                  unbiased: bool = False, dtype: DTypeLike = np.float32) -> None:
-        dim = _positive_int("dim", dim)
-        eps, momentum = float(eps), float(momentum)
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        dt = _dtype(dtype)
+        dim = _validate.positive_int(dim, "dim")
+        eps, momentum = _validate.eps(eps), _validate.momentum(momentum)
+        dt = _validate.float_dtype(dtype)
         self.eps, self.momentum = eps, momentum
-        self.unbiased = ops._check_unbiased(unbiased)
-        self.gamma = _aligned(np.ones(dim, dtype=dt))
-        self.beta = _aligned(np.zeros(dim, dtype=dt))
-        self.running_mean = _aligned(np.zeros(dim, dtype=dt))
-        self.running_var = _aligned(np.ones(dim, dtype=dt))
+        self.unbiased = _validate.unbiased(unbiased)
+        self.gamma = aligned_copy(np.ones(dim, dtype=dt))
+        self.beta = aligned_copy(np.zeros(dim, dtype=dt))
+        self.running_mean = aligned_copy(np.zeros(dim, dtype=dt))
+        self.running_var = aligned_copy(np.ones(dim, dtype=dt))
         self._init_grads()
 
     def forward(self, x: ArrayLike) -> tuple[np.ndarray, Any]:
@@ -552,7 +518,7 @@ class ELU(Module):
     """
 
     def __init__(self, alpha: float = 1.0) -> None:
-        self.alpha = ops._elu_alpha(alpha)
+        self.alpha = _validate.alpha(alpha)
 
     def forward(self, x: ArrayLike) -> tuple[np.ndarray, Any]:
         """``fastbn.ops.elu_forward(x, self.alpha)``.

@@ -47,13 +47,13 @@ Shapes use: B batch, T context length, D features, V vocabulary, I fan_in, O fan
 """
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import _arrays, _validate
 from . import _kernels as K
 from ._kernels import Cache
 
@@ -73,7 +73,6 @@ __all__ = [
 # a backward's out=: None, or one array (or None, for a new one) per gradient it returns
 _Out = Sequence["np.ndarray | None"] | None
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _BLAS_MAX = 2**31 - 1  # BLAS takes 32-bit int dimensions
 
 
@@ -88,8 +87,7 @@ def _float_array(name, a, dtype=None, ndim=None, shape=None, contiguous=True) ->
     the checked array is returned as given (the caller copies it once its other checks pass).
     """
     a = np.asarray(a)
-    if a.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
+    _validate.float_array_dtype(a.dtype, name)
     if dtype is not None and a.dtype != dtype:
         raise TypeError(
             f"{name} has dtype {a.dtype} but the other inputs are {np.dtype(dtype)}; "
@@ -107,7 +105,8 @@ def _entry_array(name, a) -> np.ndarray:
     viewed as it). The general path of an op normalizes its arguments so, then calls the same
     entry as the fast path: the output and the cache are made in one place."""
     a = _float_array(name, a)
-    canonical = FLOAT_DTYPES[1] if a.dtype == FLOAT_DTYPES[1] else FLOAT_DTYPES[0]
+    f32, f64 = _validate.FLOAT_DTYPES
+    canonical = f64 if a.dtype == f64 else f32
     return a if a.dtype is canonical else a.view(canonical)
 
 
@@ -118,39 +117,6 @@ def _contiguous(a) -> np.ndarray:
     if a.flags.c_contiguous and a.flags.aligned:
         return a
     return np.array(a, order="C", copy=True)
-
-
-def _check_range(name, a, bound, what):
-    if a.size:
-        lo, hi = a.min(), a.max()
-        if lo < 0 or hi >= bound:
-            bad = lo if lo < 0 else hi
-            raise IndexError(f"{name} holds {bad}, outside [0, {bound}) ({what})")
-
-
-def _index_array(name, a, bound, what) -> np.ndarray:
-    """A fresh, read-only, C-contiguous int64 copy of ``a``, every value in [0, bound).
-
-    Copied first, checked after: the kernels index with it unchecked and without the GIL, so the
-    values checked must be the values they read, whatever another thread writes into ``a``
-    meanwhile. The copy keeps ``a``'s dtype until checked (an error names the value as given),
-    and the cache keeps it for the backward (a caller refilling its index buffer between forward
-    and backward changes nothing).
-    """
-    a = np.asarray(a)
-    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
-    if a.dtype == np.int64 and a.flags.c_contiguous and a.flags.aligned:
-        out = np.empty(a.shape, np.int64)           # the copy and its check in one pass
-        if not K.copy_ids(a.reshape(-1), out.reshape(-1), bound):
-            _check_range(name, out, bound, what)    # raises, naming a value
-    else:
-        out = np.array(a, order="C", copy=True)
-        _check_range(name, out, bound, what)
-        if out.dtype != np.int64:
-            out = out.astype(np.int64)
-    out.flags.writeable = False
-    return out
 
 
 def _same_shape(name, a, shape):
@@ -171,7 +137,7 @@ def _cached(cache, name, shape=None, dtype=None, bound=None, what="") -> np.ndar
     inside), and one replaced or reshaped after the forward must give an error here, not an
     out-of-bounds read (another shape) or garbage (another layout) in a kernel. With ``bound``,
     an index array: a private copy, every value checked to be in [0, bound) (see
-    ``_index_array``; the attribute stays public and writeable by anyone).
+    ``fastbn._arrays.index_array``; the attribute stays public and writeable by anyone).
     """
     a = getattr(cache, name, None)
     dtype = cache.dtype if dtype is None else dtype
@@ -184,7 +150,7 @@ def _cached(cache, name, shape=None, dtype=None, bound=None, what="") -> np.ndar
         raise ValueError(f"cache.{name} must be a C-contiguous, aligned {np.dtype(dtype)} array"
                          f"{want}, got a {desc} (was the cache modified after the forward?)")
     if bound is not None:
-        return _index_array(f"cache.{name}", a, bound, what)
+        return _arrays.index_array(f"cache.{name}", a, bound, what)
     return a
 
 
@@ -193,13 +159,6 @@ def _cache(cache, op) -> Cache:
         got = getattr(cache, "op", type(cache).__name__)
         raise TypeError(f"{op}_backward needs the cache returned by {op}_forward, got {got!r}")
     return cache
-
-
-def _check_eps(eps) -> float:
-    eps = float(eps)
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    return eps
 
 
 def _blas_dims(*dims):
@@ -266,7 +225,7 @@ def embedding_forward(weight: ArrayLike, idx: ArrayLike) -> tuple[np.ndarray, Ca
         raise ValueError(f"idx must be of shape (B, T) or (B,), got shape {idx_in.shape}")
     V, D = weight.shape
     B, T = idx_in.shape[0], (idx_in.shape[1] if idx_in.ndim == 2 else 1)
-    idx2 = _index_array("idx", idx_in, V, f"the embedding table has {V} rows").reshape(B, T)
+    idx2 = _arrays.index_array("idx", idx_in, V, f"the embedding table has {V} rows").reshape(B, T)
     out = np.empty((B, T * D), dtype=weight.dtype)
     K.embedding_forward(weight, idx2, out)
     if idx_in.ndim == 1:
@@ -485,16 +444,6 @@ def leaky_relu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     return _leaky_backward(dout, cache, "leaky_relu")
 
 
-def _elu_alpha(alpha) -> float:
-    """``alpha`` of an ELU as a float: a real number (TypeError), finite and >= 0 (ValueError)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"alpha must be a real number, got {type(alpha).__name__}")
-    alpha = float(alpha)
-    if not (alpha >= 0 and np.isfinite(alpha)):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
-    return alpha
-
-
 def elu_forward(x: ArrayLike, alpha: float = 1.0) -> tuple[np.ndarray, Cache]:
     """ELU (Clevert et al. 2015), elementwise: ``out = x`` where x > 0, ``alpha * (exp(x) - 1)``
     elsewhere (computed as ``alpha * expm1(x)``, exact near 0). x: array of any shape.
@@ -507,7 +456,7 @@ def elu_forward(x: ArrayLike, alpha: float = 1.0) -> tuple[np.ndarray, Cache]:
     if res is not None:
         return res
     x = _entry_array("x", x)
-    return K.elu_forward_entry(x, _elu_alpha(alpha))
+    return K.elu_forward_entry(x, _validate.alpha(alpha))
 
 
 def elu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
@@ -525,7 +474,7 @@ def elu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     out = _cached(c, "out")
     d = _dout(dout, c, out.shape)
     dx = np.empty(out.shape, dtype=out.dtype)
-    K.elu_backward(d.reshape(-1), out.reshape(-1), _elu_alpha(c.alpha), dx.reshape(-1))
+    K.elu_backward(d.reshape(-1), out.reshape(-1), _validate.alpha(c.alpha), dx.reshape(-1))
     return dx
 
 
@@ -544,12 +493,6 @@ def _bn_cache(c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(xhat (B, D), gamma (D,), invstd (D,)) of a batch-norm cache, shapes checked."""
     B, D = np.shape(c.xhat) if np.ndim(c.xhat) == 2 else (-1, -1)
     return _cached(c, "xhat", (B, D)), _cached(c, "gamma", (D,)), _cached(c, "invstd", (D,))
-
-
-def _check_unbiased(unbiased) -> bool:
-    if not isinstance(unbiased, (bool, np.bool_)):
-        raise TypeError(f"unbiased must be True or False, got {unbiased!r}")
-    return bool(unbiased)
 
 
 def batchnorm_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = 1e-5,
@@ -598,8 +541,8 @@ def batchnorm_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: floa
     if res is not None:
         return res
     x, gamma, beta = _bn_params(x, gamma, beta)
-    eps = _check_eps(eps)
-    unbiased = _check_unbiased(unbiased)
+    eps = _validate.eps(eps)
+    unbiased = _validate.unbiased(unbiased)
     B, D = x.shape
     if B < 2:
         raise ValueError(f"Expected more than 1 value per channel when training, got input of "
@@ -641,10 +584,10 @@ def batchnorm_backward(dout: ArrayLike, cache: Cache, *, out: _Out = None,
         return res
     c = _cache(cache, "batchnorm")
     xhat, gamma, invstd = _bn_cache(c)
-    unbiased = getattr(c, "unbiased", None)
-    if not isinstance(unbiased, (bool, np.bool_)):
-        raise ValueError(f"cache.unbiased must be True or False, got {unbiased!r} (was the "
-                         "cache modified after the forward?)")
+    try:
+        unbiased = _validate.unbiased(getattr(c, "unbiased", None), "cache.unbiased")
+    except TypeError as e:
+        raise ValueError(f"{e} (was the cache modified after the forward?)") from None
     if xhat.shape[0] < 2:
         raise ValueError(f"cache.xhat must have at least 2 rows (a training-mode batch), got "
                          f"shape {xhat.shape} (was the cache modified after the forward?)")
@@ -681,7 +624,7 @@ def batchnorm_eval_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike,
     if res is not None:
         return res
     x, gamma, beta = _bn_params(x, gamma, beta)
-    eps = _check_eps(eps)
+    eps = _validate.eps(eps)
     D = x.shape[1]
     rm = _float_array("running_mean", running_mean, dtype=x.dtype, ndim=1, shape=(D,))
     rv = _float_array("running_var", running_var, dtype=x.dtype, ndim=1, shape=(D,))
@@ -757,7 +700,7 @@ def cross_entropy_forward(logits: ArrayLike, target: ArrayLike) -> tuple[np.floa
     if t.ndim != 1 or t.shape[0] != B:
         raise ValueError(f"target must have shape ({B},) to match logits {logits.shape}, "
                          f"got {t.shape}")
-    t = _index_array("target", t, C, f"logits have {C} classes")
+    t = _arrays.index_array("target", t, C, f"logits have {C} classes")
     logits = _contiguous(logits)
     probs = np.empty_like(logits)
     loss = K.cross_entropy_forward(logits, t, probs)

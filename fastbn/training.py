@@ -27,7 +27,6 @@ the loss of each split in eval mode.
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from . import _validate
 from ._busy import holds_model
 from ._figures import new_figure, save_figure
 from .fused import BatchSampler, FusedTrainer, supports
@@ -100,8 +100,10 @@ def _check_schedule(schedule: ScheduleLike) -> Schedule:
         if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
             raise ValueError(f"lr schedule steps must be integers >= 0, got {s!r}")
         lr = float(lr)
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"learning rates must be finite and > 0, got {lr} at step {s}")
+        try:
+            _validate.finite_positive(lr, "learning rates")
+        except ValueError as e:
+            raise ValueError(f"{e} at step {s}") from None
         if out and s <= out[-1][0]:
             raise ValueError(f"lr schedule steps must increase, got {s} after {out[-1][0]}")
         out.append((int(s), lr))

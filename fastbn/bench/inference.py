@@ -37,6 +37,7 @@ import time
 
 import numpy as np
 
+from .. import _validate
 from ..inference import CHUNK
 from ..model import MAX_SAMPLE_LEN
 from .peers import make_model
@@ -276,8 +277,10 @@ def check_target(t, where):
     missing = {"dtype", "task"} - set(t)
     if missing:
         raise ValueError(f"{where}: metric {t['metric']} needs {', '.join(sorted(missing))}")
-    if t["dtype"] not in ("float32", "float64"):
-        raise ValueError(f"{where}: dtype must be float32 or float64, got {t['dtype']!r}")
+    try:
+        _validate.float_dtype_name(t["dtype"])
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     if t["task"] not in TASKS:
         raise ValueError(f"{where}: task must be one of {', '.join(TASKS)}, got {t['task']!r}")
     out["peer"] = t.get("peer", "folded")

@@ -43,6 +43,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .. import _validate
 from . import inference
 from .opcalls import OPS as OPCALL_OPS
 from .opcalls import PASSES
@@ -122,8 +123,10 @@ def _check(t, where):
         missing = need - set(t)
         if missing:
             raise ValueError(f"{where}: metric {t['metric']} needs {', '.join(sorted(missing))}")
-        if t["dtype"] not in ("float32", "float64"):
-            raise ValueError(f"{where}: dtype must be float32 or float64, got {t['dtype']!r}")
+        try:
+            _validate.float_dtype_name(t["dtype"])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         B = t["batch_size"]
         if isinstance(B, bool) or not isinstance(B, int) or B < 2:
             raise ValueError(f"{where}: batch_size must be an integer >= 2, got {B!r}")

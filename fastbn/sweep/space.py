@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate
 from ..model import ACTIVATIONS, INIT_SCHEMES, CharMLP
 from ..training import (
     DEFAULT_SEED,
@@ -59,8 +60,10 @@ def _bool(text):
     raise ValueError(f"expected true or false, got {text!r}")
 
 
-def _number(kind, low=None, high=None, low_open=False):
-    """A converter of text or a number to a finite ``kind`` within [low, high] (or (low, ...)."""
+def _number(kind, low=None, high=None, check=None):
+    """A converter of text or a number to a ``kind`` taken by ``check`` (the library's check of
+    the option, a function of ``fastbn._validate``, which says why not first), finite, within
+    [low, high]."""
     def conv(v):
         if isinstance(v, bool):
             raise ValueError(f"expected a number, got {v!r}")
@@ -76,14 +79,20 @@ def _number(kind, low=None, high=None, low_open=False):
             x = int(v)
         else:
             x = kind(v)
+        if check is not None:
+            x = check(x, None)
         if not math.isfinite(x):
             raise ValueError(f"expected a finite number, got {v!r}")
-        if low is not None and (x <= low if low_open else x < low):
-            raise ValueError(f"must be {'>' if low_open else '>='} {low:g}, got {v!r}")
+        if low is not None and x < low:
+            raise ValueError(f"must be >= {low:g}, got {v!r}")
         if high is not None and x > high:
             raise ValueError(f"must be <= {high:g}, got {v!r}")
         return x
     return conv
+
+
+# a size or a count: an integer >= 1
+_count = _number(int, check=_validate.positive_int)
 
 
 def _choice(options):
@@ -108,13 +117,7 @@ def _schedule(v):
 
 
 def _dtype(v):
-    try:
-        name = np.dtype(v).name
-    except TypeError:
-        name = None
-    if name not in ("float32", "float64"):
-        raise ValueError(f"expected float32 or float64, got {v!r}")
-    return name
+    return _validate.float_dtype(v, None).name
 
 
 @dataclass(frozen=True)
@@ -133,30 +136,32 @@ class Param:
 
 
 PARAMS = {p.name: p for p in [
-    Param("lr", "float", _number(float, 0, low_open=True), "train",
+    Param("lr", "float", _number(float, check=_validate.finite_positive), "train",
           "one learning rate for the whole run (instead of lr_schedule)"),
     Param("lr_schedule", "schedule", _schedule, "train",
           "STEP:LR,... as fastbn train --lr-schedule; values separated by ';'"),
-    Param("steps", "int", _number(int, 1), "train", "SGD steps"),
-    Param("batch_size", "int", _number(int, 1), "train", "examples per step"),
+    Param("steps", "int", _count, "train", "SGD steps"),
+    Param("batch_size", "int", _count, "train", "examples per step"),
     Param("calibrate", "bool", _bool, "train", "BN statistics from the whole training set"),
     Param("init", "choice", _choice(INIT_SCHEMES), "model", "initialization scheme"),
-    Param("gain", "float", _number(float, 0, low_open=True), "model",
+    Param("gain", "float", _number(float, check=_validate.finite_positive), "model",
           "Kaiming gain of the hidden layers (init kaiming)"),
     Param("batchnorm", "bool", _bool, "model", "BatchNorm after each hidden Linear"),
     Param("final_bn", "bool", _bool, "model", "a BatchNorm on the logits"),
-    Param("bn_momentum", "float", _number(float, 0, 1), "model",
+    Param("bn_momentum", "float", _number(float, check=_validate.momentum), "model",
           "weight of the new batch in the running statistics"),
-    Param("bn_eps", "float", _number(float, 0), "model", "BatchNorm epsilon"),
+    Param("bn_eps", "float", _number(float, check=_validate.eps), "model",
+          "BatchNorm epsilon"),
     Param("bn_unbiased", "bool", _bool, "model",
           "BatchNorm normalizes with the unbiased batch variance, the lecture's (fastbn train "
           "--bn-variance unbiased)"),
-    Param("n_hidden", "int", _number(int, 1), "model", "hidden width"),
-    Param("n_embd", "int", _number(int, 1), "model", "embedding size"),
-    Param("block_size", "int", _number(int, 1), "model", "characters of context"),
-    Param("n_layers", "int", _number(int, 1), "model", "hidden blocks"),
+    Param("n_hidden", "int", _count, "model", "hidden width"),
+    Param("n_embd", "int", _count, "model", "embedding size"),
+    Param("block_size", "int", _count, "model", "characters of context"),
+    Param("n_layers", "int", _count, "model", "hidden blocks"),
     Param("activation", "choice", _choice(ACTIVATIONS), "model", "nonlinearity"),
-    Param("negative_slope", "float", _number(float), "model", "slope of leaky_relu below 0"),
+    Param("negative_slope", "float", _number(float, check=_validate.negative_slope), "model",
+          "slope of leaky_relu below 0"),
     Param("dtype", "choice", _dtype, "model", "float32 or float64"),
 ]}
 
