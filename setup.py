@@ -7,6 +7,7 @@ Environment switches (all off by default):
                      fatal); run it as .ci/sanitize does: LD_PRELOAD=libasan, detect_leaks=0
 """
 import os
+from pathlib import Path
 
 import numpy as np
 from setuptools import Extension, setup
@@ -49,7 +50,7 @@ extensions = [
         # the headers the C files include and the op calls _kernels.pyx includes: an edit to
         # one rebuilds the extension
         depends=["csrc/clones.h", "csrc/fused.h", "csrc/fused_impl.h", "csrc/layers.h",
-                 "csrc/layers_impl.h", "csrc/_opcalls.pxi"],
+                 "csrc/layers_impl.h", "csrc/_opcalls.pxi", "csrc/_elementwise.pxi.tp"],
         include_dirs=[np.get_include(), "csrc"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
@@ -59,6 +60,18 @@ extensions = [
 
 
 
+def expand_templates():
+    """csrc/<name>.tp -> csrc/<name> (Cython.Tempita, as scikit-learn builds its .pyx.tp): the
+    per-dtype code is generated, not written twice. A file is rewritten only when its text
+    changes, so an unchanged template does not rebuild the extension."""
+    from Cython import Tempita
+    for template in sorted(Path(__file__).parent.glob("csrc/*.tp")):
+        text = Tempita.sub(template.read_text(encoding="utf-8"))
+        target = template.with_suffix("")
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+
+
 class cython_build_ext(build_ext):
     """Cython runs here, when the extension is built: once per build. (Called at the top of
     setup.py, it ran every time setup.py was loaded: for the sdist, the wheel's requirements
@@ -66,6 +79,7 @@ class cython_build_ext(build_ext):
 
     def run(self):
         from Cython.Build import cythonize
+        expand_templates()
         # the same Extension objects (setuptools has prepared them), with Cython's C in place
         # of the .pyx
         for ext, cythonized in zip(self.extensions, cythonize(

@@ -25,6 +25,9 @@ layers.c, compiled per CPU with no FMA), called by two entry points: the kernel 
 ``<op>_backward`` over typed memoryviews (the general path of fastbn/ops.py calls these, after
 its checks and conversions), and ``<op>_forward_fast`` / ``<op>_backward_fast`` in _opcalls.pxi,
 ops.py's common case in one call (checks, outputs, loop and cache in C; None for anything else).
+The elementwise nonlinearities' entries are generated per dtype from one row each of the
+template _elementwise.pxi.tp (setup.py expands it with Cython.Tempita), and ops.py's general path
+of their forwards calls the same entry once it has normalized the arguments.
 """
 from cython cimport floating
 from libc.math cimport HUGE_VAL, log, sqrt

@@ -85,7 +85,7 @@ API_MODULES = {
     "fastbn.exercises": "The lecture's backprop exercise: every intermediate, by hand.",
     "fastbn.comparison": "Grading your backward of one op against fastbn's.",
     "fastbn.diagnosis": "Naming the mistake in a wrong gradient: the error signatures.",
-    "fastbn.registry": "One entry per op: sample inputs, options, the torch equivalent.",
+    "fastbn.registry": "One entry per activation: its layer, Kaiming gain and flat region.",
     "fastbn.model": "The makemore MLP, ``CharMLP``.",
     "fastbn.training": "``train``: minibatch SGD on either path, checkpoints and resume.",
     "fastbn.checkpoint": "Saving and loading models.",

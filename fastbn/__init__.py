@@ -14,8 +14,9 @@
 - ``fastbn.exercises``: the lecture's backprop exercise (every intermediate, by hand) and its
   ``check``; ``fastbn.compare`` (``fastbn.comparison``): your backward of one op against fastbn's.
 - ``fastbn.reference``: the same ops in plain NumPy (test oracle and benchmark baseline).
-- ``fastbn.registry``: one entry per op (sample inputs, torch equivalent, and for activations the
-  layer, gain and flat region) that gradcheck, the tests, the model and the lab read.
+- ``fastbn.registry``: one entry per activation (its layer, gain and flat region) that the model,
+  ``init`` and the lab read. (The test metadata of every op, read by gradcheck, the tests and
+  the benchmark, is ``fastbn._opinfo``, loaded when first needed.)
 """
 from typing import TYPE_CHECKING
 

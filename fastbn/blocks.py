@@ -29,7 +29,7 @@ from . import nn, registry
 __all__ = ["Block", "Description", "Part", "describe", "structure"]
 
 # the activation layer classes of fastbn.registry, by class: their names
-_ACTIVATIONS = {registry.OPS[n].nonlinearity.layer: n for n in registry.NONLINEARITIES}
+_ACTIVATIONS = {a.layer: name for name, a in registry.ACTIVATIONS.items()}
 KINDS = ("embedding", "linear", "batchnorm", "activation")
 _L = TypeVar("_L", bound=nn.Module)
 

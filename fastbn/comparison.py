@@ -10,7 +10,7 @@
 - :func:`explain` — a wrong row's diagnosis: the error signature of ``fastbn.diagnosis`` that
   explains the array (run only for wrong arrays).
 
-The ops :func:`compare` knows are the table ``OPS``, made from ``fastbn.registry`` (every op of
+The ops :func:`compare` knows are the table ``OPS``, made from ``fastbn._opinfo`` (every op of
 ``fastbn.ops``): op name -> forward, backward, an input builder (seeded, the dimension letters of
 ``fastbn.ops``), and the inputs that get no gradient. Options of an op (``eps``,
 ``negative_slope``, batch norm's ``unbiased``) pass through ``**op_kwargs``.
@@ -28,10 +28,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import _validate, registry
+from . import _validate
 from .diagnosis import Knowledge, Tolerance, diagnose, op_knowledge
 
-__all__ = ["Row", "Report", "compare_arrays", "compare", "explain", "OPS", "OpEntry"]
+# OPS is made by __getattr__ (from fastbn._opinfo, when first asked for)
+__all__ = ["Row", "Report", "compare_arrays", "compare", "explain", "OPS",  # noqa: F822
+           "OpEntry"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,7 +441,7 @@ class Report:
 
 @dataclass(frozen=True)
 class OpEntry:
-    """One op that :func:`compare` knows, made from its entry in ``fastbn.registry``.
+    """One op that :func:`compare` knows, made from its entry in ``fastbn._opinfo``.
 
     Parameters
     ----------
@@ -461,9 +463,22 @@ class OpEntry:
     constants: tuple = ()
 
 
-# every op of fastbn.registry; batch norm also takes unbiased=True (the lecture's variant)
-OPS = {op.name: OpEntry(op.forward, op.backward, op.inputs, dict(op.dims), op.constants)
-       for op in registry.OPS.values()}
+def _table():
+    """``OPS``: every op of fastbn._opinfo, made when first asked for (``import fastbn`` does
+    not load the test metadata); batch norm also takes unbiased=True (the lecture's variant)."""
+    table = globals().get("OPS")
+    if table is None:
+        from . import _opinfo
+        table = {op.name: OpEntry(op.forward, op.backward, op.inputs, dict(op.dims), op.constants)
+                 for op in _opinfo.OPS.values()}
+        globals()["OPS"] = table
+    return table
+
+
+def __getattr__(name):
+    if name == "OPS":
+        return _table()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # "approximate" for compare: np.allclose's tolerances in float64. In float32 a sum over the batch
 # (dgamma, dbeta, db) computed two ways (fastbn's kernels, fastbn.reference's NumPy) differs by up
@@ -544,7 +559,7 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
         It returns the gradients of the op's floating inputs in the forward's order (one array,
         or a tuple): see ``OPS`` and ``fastbn.ops``.
     op : str
-        A key of ``OPS``: the name of an op of ``fastbn.ops`` (``fastbn.registry.OPS``), e.g.
+        A key of ``OPS``: the name of an op of ``fastbn.ops`` (``fastbn._opinfo.OPS``), e.g.
         "batchnorm", "linear", "tanh".
     shapes : dict, optional
         Dimension sizes, by the letters of ``fastbn.ops`` (``{"B": 2, "D": 5}`` for batch norm);
@@ -583,8 +598,9 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
     >>> print(report.ok, report.verdict())
     True ok
     """
-    if not isinstance(op, str) or op not in OPS:
-        raise ValueError(f"unknown op {op!r}; compare knows {', '.join(OPS)}")
+    table = _table()
+    if not isinstance(op, str) or op not in table:
+        raise ValueError(f"unknown op {op!r}; compare knows {', '.join(table)}")
     if call not in ("cache", "inputs"):
         raise ValueError(f"call must be 'cache' or 'inputs', got {call!r}")
     pair = isinstance(student, tuple)
@@ -593,7 +609,7 @@ def compare(student: Any, op: str, *, shapes: Mapping[str, int] | None = None,
     if not pair and not callable(student):
         raise TypeError(f"student must be callable, got {type(student).__name__}")
     dt = _validate.float_dtype(dtype)
-    entry = OPS[op]
+    entry = table[op]
     dims = _dims(entry, op, shapes)
     rng = np.random.default_rng(seed)
     inputs = {k: (v.astype(dt) if _is_float(v) else v)

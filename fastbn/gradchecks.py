@@ -432,13 +432,13 @@ def mlp_stack(C: np.ndarray, W1: np.ndarray, gamma: np.ndarray, beta: np.ndarray
 def standard_checks(seed: int = 0) -> list[tuple[str, Any, tuple[Any, ...]]]:
     """Every op of ``fastbn.ops`` and the whole BN-MLP stack, on small float64 problems.
 
-    The ops and their inputs are the entries of ``fastbn.registry.OPS``: each op's sample arrays
+    The ops and their inputs are the entries of ``fastbn._opinfo.OPS``: each op's sample arrays
     (and its variants: ``"linear (no bias)"``, ``"batchnorm (B=2)"``, ``"batchnorm (unbiased)"``),
     its options at their sample values, a variant's own options and its constants (an eval batch
     norm's running statistics) bound to the forward.
     Returns a list of ``(label, fn, inputs)`` ready for :func:`gradcheck`.
     """
-    from .registry import OPS
+    from ._opinfo import OPS
 
     checks: list[tuple[str, Any, tuple[Any, ...]]] = []
     for op in OPS.values():

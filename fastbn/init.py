@@ -76,15 +76,15 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
         return 1.0
     if nonlinearity == "selu":
         return 3.0 / 4
-    op = registry.OPS.get(nonlinearity) if isinstance(nonlinearity, str) else None
-    if op is None or op.nonlinearity is None:
+    act = registry.ACTIVATIONS.get(nonlinearity) if isinstance(nonlinearity, str) else None
+    if act is None:
         raise ValueError(f"unsupported nonlinearity {nonlinearity!r}; expected one of "
                          f"{[*_LINEAR, *registry.NONLINEARITIES, 'selu']}")
-    if param is None or not op.options:
-        return float(op.nonlinearity.gain())
+    if param is None or not act.options:
+        return float(act.gain())
     if isinstance(param, bool) or not isinstance(param, (int, float)):
-        raise ValueError(f"{op.options[0].name} {param!r} is not a valid number")
-    return float(op.nonlinearity.gain(float(param)))
+        raise ValueError(f"{act.options[0]} {param!r} is not a valid number")
+    return float(act.gain(float(param)))
 
 
 def kaiming_std(fan_in: int, gain: float = 1.0) -> float:

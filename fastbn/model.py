@@ -255,9 +255,9 @@ class CharMLP(EvalModel):
         self.block_size = T
 
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        op = registry.OPS[activation]
         # the activation's options that are CharMLP parameters (negative_slope), by name
-        act_options = {o.name: self.config[o.name] for o in op.options if o.name in self.config}
+        act_options = {o: self.config[o] for o in registry.ACTIVATIONS[activation].options
+                       if o in self.config}
         if gain is None:
             gain = _init.calculate_gain(activation, *act_options.values())
         w_scale, b_scale, out_w_scale, out_b_scale = _SCALES[init]
@@ -281,7 +281,7 @@ class CharMLP(EvalModel):
                                   unbiased=bool(bn_unbiased), dtype=dt)
 
         def act() -> nn.Module:
-            return op.nonlinearity.layer(**act_options)
+            return registry.ACTIVATIONS[activation].layer(**act_options)
 
         layers: list[nn.Module] = [nn.Embedding(V, D, dtype=dt, generator=rng)]
         fan_in = T * D

@@ -18,7 +18,9 @@ op accepts - and checks, allocates, runs the kernel and builds the cache in one 
 (lists, other dtypes, strided views, bad shapes or options, indices out of range) comes back to
 the general path below, which converts what it may and raises the errors, so what is accepted,
 refused and computed is the same either way (``tests/test_opcalls.py`` holds the two paths to
-that).
+that). The elementwise forwards (tanh, relu, leaky_relu, elu) end their general path in the same
+compiled entry, given the normalized arguments (``<op>_forward_entry``, the ``_fast`` function by
+another name), so their output and cache are made in one place.
 
 ``out=``: the backwards that return parameter gradients (embedding, linear, batch norm) take
 ``out=``, the arrays to write them into, as ``fastbn.nn``'s layers do with their gradient arrays
@@ -95,6 +97,17 @@ def _float_array(name, a, dtype=None, ndim=None, shape=None, contiguous=True) ->
     if shape is not None:
         _same_shape(name, a, shape)
     return _contiguous(a) if contiguous else a
+
+
+def _entry_array(name, a) -> np.ndarray:
+    """``_float_array(name, a)`` as the compiled entry of an op takes it as it is: with numpy's
+    own float32/float64 descriptor (a dtype that only compares equal, one with metadata, is
+    viewed as it). The general path of an op normalizes its arguments so, then calls the same
+    entry as the fast path: the output and the cache are made in one place."""
+    a = _float_array(name, a)
+    f32, f64 = _validate.FLOAT_DTYPES
+    canonical = f64 if a.dtype == f64 else f32
+    return a if a.dtype is canonical else a.view(canonical)
 
 
 def _contiguous(a) -> np.ndarray:
@@ -371,12 +384,7 @@ def tanh_forward(x: ArrayLike) -> tuple[np.ndarray, Cache]:
     [0.         0.76159416] [1.         0.41997434]
     """
     res = K.tanh_forward_fast(x)
-    if res is not None:
-        return res
-    x = _float_array("x", x)
-    t = np.empty_like(x)
-    K.tanh_forward(x.reshape(-1), t.reshape(-1))
-    return t, Cache(op="tanh", dtype=x.dtype, out=t)
+    return res if res is not None else K.tanh_forward_entry(_entry_array("x", x))
 
 
 def tanh_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
@@ -396,11 +404,8 @@ def _leaky(x, slope, op) -> tuple[np.ndarray, Cache]:
     res = K.leaky_relu_forward_fast(x, slope, op)
     if res is not None:
         return res
-    x = _float_array("x", x)
-    slope = float(slope)
-    out = np.empty_like(x)
-    K.leaky_relu_forward(x.reshape(-1), slope, out.reshape(-1))
-    return out, Cache(op=op, dtype=x.dtype, x=x, negative_slope=slope)
+    x = _entry_array("x", x)
+    return K.leaky_relu_forward_entry(x, float(slope), op)
 
 
 def _leaky_backward(dout, cache, op) -> np.ndarray:
@@ -450,11 +455,8 @@ def elu_forward(x: ArrayLike, alpha: float = 1.0) -> tuple[np.ndarray, Cache]:
     res = K.elu_forward_fast(x, alpha)
     if res is not None:
         return res
-    x = _float_array("x", x)
-    alpha = _validate.alpha(alpha)
-    out = np.empty_like(x)
-    K.elu_forward(x.reshape(-1), alpha, out.reshape(-1))
-    return out, Cache(op="elu", dtype=x.dtype, out=out, alpha=alpha)
+    x = _entry_array("x", x)
+    return K.elu_forward_entry(x, _validate.alpha(alpha))
 
 
 def elu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:

@@ -26,9 +26,9 @@ import pytest
 
 import fastbn
 from fastbn import _kernels, ops
+from fastbn._opinfo import OPS as REGISTRY
 from fastbn.fused import BatchSampler, FusedTrainer
 from fastbn.model import CharMLP
-from fastbn.registry import OPS as REGISTRY
 
 TIMEOUT = 300
 
@@ -149,7 +149,7 @@ else:
 '''
 
 OPS_ARGS = '''
-from fastbn.registry import OPS as REGISTRY
+from fastbn._opinfo import OPS as REGISTRY
 ARGS = {name: op.args(seed=1, B=6, T=3, V=7, D=5, I=5, O=3, C=5)      # every op of fastbn.ops
         for name, op in REGISTRY.items()}
 

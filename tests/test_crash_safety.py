@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import fastbn
+from fastbn._opinfo import OPS as ENTRIES
 
 TIMEOUT = 120
 
@@ -81,7 +82,7 @@ def fwd_bwd(name, *args):
     grads = grads if isinstance(grads, tuple) else (grads,)
     return (np.asarray(out),) + tuple(g for g in grads if g is not None)
 
-from fastbn.registry import OPS as REGISTRY
+from fastbn._opinfo import OPS as REGISTRY
 OPS = list(REGISTRY)                     # every op of fastbn.ops
 
 def op_args(name, dtype=np.float64):
@@ -425,6 +426,21 @@ t.run(X, Y, 3, 0.1, BatchSampler(0))
 m = model()
 m.layers[{layer}].{attr} = np.zeros({shape}, np.float32)
 m.train_step(X[:8], Y[:8], 0.1)
+"""))
+
+# every error input of every op's entry, in a fresh interpreter: each raises its exception
+for name in ENTRIES:
+    CASES.append((f"error_inputs-{name}", "RETURNED", f"""
+import re
+from fastbn._opinfo import OPS as ENTRIES
+for label, args, options, exc, match in ENTRIES["{name}"].error_cases(B=6, T=3, V=7, D=5, I=5,
+                                                                     O=3, C=5):
+    try:
+        ops.{name}_forward(*args, **options)
+    except exc as e:
+        assert re.search(match, str(e)), (label, str(e))
+    else:
+        raise AssertionError(label + " returned")
 """))
 
 

@@ -11,7 +11,7 @@ from io import StringIO
 import numpy as np
 import pytest
 
-from fastbn import CharMLP, data, lab, registry
+from fastbn import CharMLP, data, lab, ops, registry
 from fastbn.cli import main
 from fastbn.registry import NONLINEARITIES
 
@@ -63,11 +63,10 @@ def test_the_flat_region_is_where_the_local_derivative_is_below_1_minus_threshol
     """Every activation of the registry, at its default options: its flat region holds the
     outputs whose derivative (the op's own backward of dout = 1) is under 1 - threshold**2
     (tanh's gradient factor at |t| = threshold); leaky ReLU's slope 0.01 is under both."""
-    op = registry.OPS[kind]
     x = np.linspace(-8, 8, 16_001)
     x = x[np.abs(x) > 1e-9]                              # off the kink
-    t, cache = op.forward(x)
-    slope = op.backward(np.ones_like(x), cache)
+    t, cache = getattr(ops, kind + "_forward")(x)
+    slope = getattr(ops, kind + "_backward")(np.ones_like(x), cache)
     flat = lab.dead_map(t[None, :], kind, threshold)[0]
     assert flat.any() and not flat.all()
     assert np.all(slope[flat] < 1 - threshold**2) and np.all(slope[~flat] >= 1 - threshold**2)
@@ -94,8 +93,8 @@ def test_the_probe_reads_every_activation_of_the_registry(kind):
     snap = probe.measure(*small_batch())
     assert [k for _, k, _ in probe.nonlinear] == [kind, kind]
     for (_, _, layer), a in zip(probe.nonlinear, snap.activations.values()):
-        options = registry.layer_options(registry.OPS[kind], layer)
-        want = registry.OPS[kind].nonlinearity.flat(layer.out, lab.SATURATED, **options)
+        options = registry.layer_options(registry.ACTIVATIONS[kind], layer)
+        want = registry.ACTIVATIONS[kind].flat(layer.out, lab.SATURATED, **options)
         assert a["kind"] == kind and a["saturated"] == want.mean()
         assert a["dead"] == lab.dead_units(layer.out, kind, options=options).sum()
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from fastbn import ops
+from fastbn._opinfo import OPS
 from fastbn.data import Vocab
 from fastbn.fused import BatchSampler, FusedTrainer
 from fastbn.model import CharMLP
-from fastbn.registry import OPS
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads the resident set size from /proc/self/statm")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from fastbn import CharMLP, data, init, nn
+from fastbn._opinfo import NONLINEARITIES, OPS
 from fastbn.gradchecks import GradcheckError, gradcheck
 from fastbn.model import ACTIVATIONS, INIT_SCHEMES, LADDER
-from fastbn.registry import NONLINEARITIES, OPS
 
 SMALL_VOCAB = data.Vocab(".abcdef")
 

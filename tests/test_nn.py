@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fastbn import _kernels, gradcheck, nn, ops
-from fastbn.registry import NONLINEARITIES, OPS
+from fastbn._opinfo import NONLINEARITIES, OPS
 
 
 def stack(dtype=np.float64, seed=0):

@@ -20,7 +20,7 @@ import pytest
 
 from fastbn import _kernels as K
 from fastbn import ops
-from fastbn.registry import OPS as REGISTRY
+from fastbn._opinfo import OPS as REGISTRY
 
 DTYPES = [np.float32, np.float64]
 OPS = list(REGISTRY)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fastbn import ops, reference
-from fastbn.registry import OPS
+from fastbn._opinfo import OPS
 
 RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 SLOW = [HealthCheck.too_slow]       # arrays are drawn element by element

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastbn import nn, ops
-from fastbn.registry import OPS
+from fastbn._opinfo import OPS
 
 F64 = dict(rtol=1e-10, atol=1e-12)
 F32_RTOL = 1e-5         # ~84 ulp: two libm's (ours, torch's vectorized one) of tanh, exp, log

@@ -14,39 +14,47 @@ torch     the same op in PyTorch without autograd: the forward function (``torch
           (``aten.tanh_backward``, ``aten.native_batch_norm_backward``, ...)
 ========= =======================================================================================
 
-Every case is verified first (the three agree, forward and backward, to float tolerance), then
-timed: blocks of calls (``timeit``, garbage collection off), the implementations taking turns block
-by block, the median of ``repeats`` blocks; a block in which this process got less than
-``MIN_CPU_SHARE`` of a CPU (preempted) is timed again, as the step timings do. On one thread (the
-caller pins BLAS and torch). Reported in µs per call.
+The rows are the ops' entries' (``fastbn._opinfo``, ``OpInfo.opcalls``: the shapes, the
+options, the NumPy and PyTorch calls), in their order; each implementation's call is a function
+of no arguments (the same one Python call around every implementation). Every case is verified
+first (the three agree, forward and backward, to float tolerance), then timed: blocks of calls
+(``timeit``, garbage collection off), the implementations taking turns block by block, the
+median of ``repeats`` blocks; a block in which this process got less than ``MIN_CPU_SHARE`` of a
+CPU (preempted) is timed again, as the step timings do. On one thread (the caller pins BLAS and
+torch). Reported in µs per call.
 """
 import statistics
 import time
 import timeit
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
 from .timing import MIN_CPU_SHARE
 from .verify import VerificationError
 
-__all__ = ["BATCH_SIZES", "OPS", "PASSES", "OpCallError", "cases", "prepare", "table_batch_sizes",
-           "time_opcalls"]
+# OPS is made by __getattr__ (from fastbn._opinfo, when first asked for)
+__all__ = ["BATCH_SIZES", "OPS", "PASSES", "OpCallError", "cases", "prepare",  # noqa: F822
+           "table_batch_sizes", "time_opcalls"]
 
 BATCH_SIZES = (32, 1024)          # the table's batch sizes (those of them the run has)
 PASSES = ("forward", "backward")
-# the rows, in order: {name: label}
-OPS = {"embedding": "embedding (27×10, 3 characters)",
-       "linear_hidden": "linear, hidden (30→200)",
-       "batchnorm": "batch norm (200)",
-       "tanh": "tanh (200)",
-       "relu": "relu (200)",
-       "leaky_relu": "leaky relu (200, slope 0.01)",
-       "elu": "elu (200, alpha 1)",
-       "linear_output": "linear, output (200→27, +b)",
-       "cross_entropy": "cross-entropy (27 classes)"}
-V, T, D, H = 27, 3, 10, 200
 TOL = {"float32": {"rtol": 1e-3, "atol": 1e-4}, "float64": {"rtol": 1e-9, "atol": 1e-10}}
+
+
+def _rows():
+    """The rows, in the order of the ops' entries: ``[(op entry, OpCall)]`` (``fastbn._opinfo``:
+    every op has at least one)."""
+    from .._opinfo import OPS as ENTRIES
+    return [(op, row) for op in ENTRIES.values() for row in op.opcalls]
+
+
+def __getattr__(name):
+    # OPS, {row name: label}: made from fastbn._opinfo when first asked for
+    if name == "OPS":
+        return {row.key: row.label for _, row in _rows()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OpCallError(VerificationError):
@@ -55,176 +63,46 @@ class OpCallError(VerificationError):
 
 @dataclass
 class Case:
-    """One op at one batch size: statements per pass and implementation, and the names they use.
-
-    ``stmts[pass][impl]`` is a statement for ``timeit``; ``check[pass][impl]`` an expression of
-    the same names whose value(s) verification compares (the output, or the gradients)."""
+    """One row at one batch size: per pass and implementation, a function of no arguments that
+    makes one call (``calls``) and its text (``texts``, for the report); verification compares
+    what the calls return."""
 
     name: str
+    label: str
     batch_size: int
-    ns: dict
-    stmts: dict = field(default_factory=dict)
-    check: dict = field(default_factory=dict)
+    calls: dict = field(default_factory=dict)
+    texts: dict = field(default_factory=dict)
 
 
-def _elementwise(name, B, dt, g, torch):
-    x = g.standard_normal((B, H)).astype(dt)
-    d = g.standard_normal((B, H)).astype(dt)
-    from .. import ops
-    ns = {"np": np, "ops": ops, "x": x, "d": d}
-    fwd = {"tanh": ("ops.tanh_forward(x)", "np.tanh(x)", "torch.tanh(xt)"),
-           "relu": ("ops.relu_forward(x)", "np.maximum(x, 0)", "torch.relu(xt)"),
-           "leaky_relu": ("ops.leaky_relu_forward(x, 0.01)", "np.where(x >= 0, x, 0.01 * x)",
-                          "F.leaky_relu(xt, 0.01)"),
-           "elu": ("ops.elu_forward(x, 1.0)",
-                   "np.where(x > 0, x, 1.0 * np.expm1(np.minimum(x, 0)))", "F.elu(xt, 1.0)")}
-    bwd = {"tanh": ("ops.tanh_backward(d, c)", "d * (1 - t**2)", "aten.tanh_backward(dt, tt)"),
-           "relu": ("ops.relu_backward(d, c)", "np.where(x > 0, d, 0)",
-                    "aten.threshold_backward(dt, xt, 0)"),
-           "leaky_relu": ("ops.leaky_relu_backward(d, c)", "np.where(x > 0, d, 0.01 * d)",
-                          "aten.leaky_relu_backward(dt, xt, 0.01, False)"),
-           "elu": ("ops.elu_backward(d, c)",
-                   "np.where(x > 0, d, d * 1.0 * np.exp(np.minimum(x, 0)))",
-                   "aten.elu_backward(dt, 1.0, 1, 1, False, xt)")}
-    ns["t"], ns["c"] = eval(fwd[name][0], ns)
+def _case(op, row, B, dt, torch, seed):
+    """The case of one row (``OpCall``) of op entry ``op`` at batch size B: its sample arrays at
+    the row's shapes (floats of ``dt``), the options, an upstream gradient ``d``; fastbn's calls,
+    then the peers the entry gives."""
+    arrays = {k: v for k, v in op.arrays(dt, seed, B=B, **row.dims).items() if k not in row.drop}
+    args = [*arrays.values(), *row.options.values()]
+    forward, backward = op.forward, op.backward
+    out, cache = forward(*args)
+    d = 1.0 if np.ndim(out) == 0 else \
+        np.random.default_rng(seed + 1).standard_normal(np.shape(out)).astype(dt)
+    a = SimpleNamespace(**arrays, **row.options, d=d, out=out)
+    text = ", ".join([*arrays, *map(str, row.options.values())])
+    peers = {"fastbn": {"forward": (lambda: forward(*args), f"ops.{op.name}_forward({text})"),
+                        "backward": (lambda: backward(d, cache), f"ops.{op.name}_backward(d, c)")},
+             "numpy": row.numpy(a)}
     if torch is not None:
-        ns.update(torch=torch, F=torch.nn.functional, aten=torch.ops.aten,
-                  xt=torch.from_numpy(x), dt=torch.from_numpy(d), tt=torch.from_numpy(ns["t"]))
-    case = Case(name, B, ns)
-    for p, table in (("forward", fwd), ("backward", bwd)):
-        case.stmts[p] = dict(zip(("fastbn", "numpy", "torch"), table[name]))
-    option = {"leaky_relu": ", 0.01", "elu": ", 1.0"}.get(name, "")
-    case.check["forward"] = {"fastbn": f"ops.{name}_forward(x{option})[0]",
-                             "numpy": fwd[name][1], "torch": fwd[name][2]}
-    case.check["backward"] = {"fastbn": bwd[name][0], "numpy": bwd[name][1], "torch": bwd[name][2]}
-    return case
-
-
-def _batchnorm(B, dt, g, torch):
-    from .. import ops
-    from .. import reference as R
-    x = (2 * g.standard_normal((B, H)) + 1).astype(dt)
-    gamma, beta = g.uniform(0.5, 2, H).astype(dt), g.standard_normal(H).astype(dt)
-    d = g.standard_normal((B, H)).astype(dt)
-    ns = {"ops": ops, "R": R, "x": x, "gamma": gamma, "beta": beta, "d": d}
-    ns["c"] = ops.batchnorm_forward(x, gamma, beta)[1]
-    ns["rc"] = R.batchnorm_forward(x, gamma, beta)[1]
-    case = Case("batchnorm", B, ns)
-    case.stmts["forward"] = {"fastbn": "ops.batchnorm_forward(x, gamma, beta)",
-                             "numpy": "R.batchnorm_forward(x, gamma, beta)",
-                             "torch": "aten.native_batch_norm(xt, gt, bt, None, None, True, 0.1, "
-                                      "1e-5)"}
-    case.stmts["backward"] = {"fastbn": "ops.batchnorm_backward(d, c)",
-                              "numpy": "R.batchnorm_backward(d, rc)",
-                              "torch": "aten.native_batch_norm_backward(dt, xt, gt, None, None, "
-                                       "sm, si, True, 1e-5, [True, True, True])"}
-    case.check["forward"] = {k: v + "[0]" for k, v in case.stmts["forward"].items()}
-    case.check["backward"] = dict(case.stmts["backward"])
-    if torch is not None:
-        aten = torch.ops.aten
-        xt, gt, bt = (torch.from_numpy(a) for a in (x, gamma, beta))
-        _, sm, si = aten.native_batch_norm(xt, gt, bt, None, None, True, 0.1, 1e-5)
-        ns.update(torch=torch, aten=aten, xt=xt, gt=gt, bt=bt, sm=sm, si=si,
-                  dt=torch.from_numpy(d))
-    return case
-
-
-def _linear(name, B, dt, g, torch):
-    from .. import ops
-    I, O, bias = (T * D, H, False) if name == "linear_hidden" else (H, V, True)
-    x = g.standard_normal((B, I)).astype(dt)
-    w = (g.standard_normal((I, O)) / np.sqrt(I)).astype(dt)
-    b = g.standard_normal(O).astype(dt) if bias else None
-    d = g.standard_normal((B, O)).astype(dt)
-    ns = {"ops": ops, "x": x, "w": w, "b": b, "d": d}
-    ns["c"] = ops.linear_forward(x, w, b)[1]
-    case = Case(name, B, ns)
-    case.stmts["forward"] = {"fastbn": "ops.linear_forward(x, w, b)",
-                             "numpy": "x @ w + b" if bias else "x @ w",
-                             "torch": "torch.addmm(bt, xt, wt)" if bias else "xt @ wt"}
-    case.stmts["backward"] = {"fastbn": "ops.linear_backward(d, c)",
-                              "numpy": "d @ w.T, x.T @ d" + (", d.sum(0)" if bias else ""),
-                              "torch": "dt @ wt.T, xt.T @ dt" + (", dt.sum(0)" if bias else "")}
-    case.check["forward"] = dict(case.stmts["forward"], fastbn="ops.linear_forward(x, w, b)[0]")
-    case.check["backward"] = dict(case.stmts["backward"],
-                                  fastbn=f"ops.linear_backward(d, c)[:{3 if bias else 2}]")
-    if torch is not None:
-        ns.update(torch=torch, xt=torch.from_numpy(x), wt=torch.from_numpy(w),
-                  bt=None if b is None else torch.from_numpy(b), dt=torch.from_numpy(d))
-    return case
-
-
-def _embedding(B, dt, g, torch):
-    from .. import ops
-    from .. import reference as R
-    C = g.standard_normal((V, D)).astype(dt)
-    idx = g.integers(0, V, (B, T))
-    d = g.standard_normal((B, T * D)).astype(dt)
-    ns = {"ops": ops, "R": R, "C": C, "idx": idx, "d": d, "B": B}
-    ns["c"] = ops.embedding_forward(C, idx)[1]
-    ns["rc"] = R.embedding_forward(C, idx)[1]
-    case = Case("embedding", B, ns)
-    case.stmts["forward"] = {"fastbn": "ops.embedding_forward(C, idx)",
-                             "numpy": "C[idx].reshape(B, -1)", "torch": "Ct[it].view(B, -1)"}
-    case.stmts["backward"] = {"fastbn": "ops.embedding_backward(d, c)",
-                              "numpy": "R.embedding_backward(d, rc)",
-                              "torch": f"aten.embedding_dense_backward(dt.view(B, {T}, {D}), it, "
-                                       f"{V}, -1, False)"}
-    case.check["forward"] = dict(case.stmts["forward"], fastbn="ops.embedding_forward(C, idx)[0]")
-    case.check["backward"] = dict(case.stmts["backward"])
-    if torch is not None:
-        ns.update(torch=torch, aten=torch.ops.aten, Ct=torch.from_numpy(C),
-                  it=torch.from_numpy(idx), dt=torch.from_numpy(d))
-    return case
-
-
-def _cross_entropy(B, dt, g, torch):
-    from .. import ops
-    from .. import reference as R
-    logits = (2 * g.standard_normal((B, V))).astype(dt)
-    y = g.integers(0, V, B)
-    ns = {"ops": ops, "R": R, "logits": logits, "y": y}
-    ns["c"] = ops.cross_entropy_forward(logits, y)[1]
-    ns["rc"] = R.cross_entropy_forward(logits, y)[1]
-    case = Case("cross_entropy", B, ns)
-    case.stmts["forward"] = {"fastbn": "ops.cross_entropy_forward(logits, y)",
-                             "numpy": "R.cross_entropy_forward(logits, y)",
-                             "torch": "F.cross_entropy(lt, yt)"}
-    case.stmts["backward"] = {"fastbn": "ops.cross_entropy_backward(1.0, c)",
-                              "numpy": "R.cross_entropy_backward(1.0, rc)",
-                              "torch": "aten._log_softmax_backward_data(aten.nll_loss_backward("
-                                       "one, ls, yt, None, 1, -100, tw), ls, 1, ls.dtype)"}
-    case.check["forward"] = {k: v + ("" if k == "torch" else "[0]")
-                             for k, v in case.stmts["forward"].items()}
-    case.check["backward"] = dict(case.stmts["backward"])
-    if torch is not None:
-        aten = torch.ops.aten
-        lt, yt = torch.from_numpy(logits), torch.from_numpy(y)
-        ls = aten._log_softmax(lt, 1, False)
-        _, tw = aten.nll_loss_forward(ls, yt, None, 1, -100)
-        ns.update(torch=torch, F=torch.nn.functional, aten=aten, lt=lt, yt=yt, ls=ls, tw=tw,
-                  one=torch.tensor(1.0, dtype=lt.dtype))
+        peers["torch"] = row.torch(torch, a)
+    case = Case(row.key, row.label, B)
+    for p in PASSES:
+        case.calls[p] = {k: v[p][0] for k, v in peers.items()}
+        case.texts[p] = {k: v[p][1] for k, v in peers.items()}
     return case
 
 
 def cases(B, dtype="float32", torch=None, seed=0):
-    """The table's cases at batch size ``B``: ``[Case]`` in the order of ``OPS`` (``torch`` the
-    module, or None to leave PyTorch out)."""
+    """The table's cases at batch size ``B``: ``[Case]``, a row per ``OpCall`` of the ops'
+    entries in their order (``torch`` the module, or None to leave PyTorch out)."""
     dt = np.dtype(dtype)
-    g = np.random.default_rng(seed)
-    out = []
-    for name in OPS:
-        if name in ("tanh", "relu", "leaky_relu", "elu"):
-            out.append(_elementwise(name, B, dt, g, torch))
-        elif name == "batchnorm":
-            out.append(_batchnorm(B, dt, g, torch))
-        elif name.startswith("linear"):
-            out.append(_linear(name, B, dt, g, torch))
-        elif name == "embedding":
-            out.append(_embedding(B, dt, g, torch))
-        else:
-            out.append(_cross_entropy(B, dt, g, torch))
-    return out
+    return [_case(op, row, B, dt, torch, seed) for op, row in _rows()]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,21 +116,27 @@ def _arrays(value):
             for v in items if v is not None]
 
 
+def _checked(value, p):
+    """What verification compares of a call's value: the output of a forward (the first item of
+    a tuple: fastbn's ``(out, cache)``), every gradient of a backward."""
+    return value[0] if p == "forward" and isinstance(value, tuple) else value
+
+
 def verify(case, impls, dtype):
     """Every implementation's output and gradients against fastbn's; OpCallError if they
     disagree beyond ``TOL``."""
     tol = TOL[np.dtype(dtype).name]
     for p in PASSES:
-        want = _arrays(eval(case.check[p]["fastbn"], case.ns))
+        want = _arrays(_checked(case.calls[p]["fastbn"](), p))
         for impl in impls:
             if impl == "fastbn":
                 continue
-            got = _arrays(eval(case.check[p][impl], case.ns))
+            got = _arrays(_checked(case.calls[p][impl](), p))
             if len(got) != len(want) or any(
                     a.shape != b.shape or not np.allclose(a, b, **tol, equal_nan=False)
                     for a, b in zip(got, want)):
                 raise OpCallError(f"{impl} {case.name} {p} at B={case.batch_size} disagrees "
-                                  f"with fastbn's ({case.check[p][impl]!r})")
+                                  f"with fastbn's ({case.texts[p][impl]!r})")
 
 
 def _block(timer, n):
@@ -274,7 +158,7 @@ def _calls_per_block(timer, block_seconds):
 def time_case(case, p, impls, repeats, block_seconds):
     """{impl: {"us": median µs per call, "us_all", "calls_per_block", "cpu_share",
     "discarded"}} of one pass of one case."""
-    timers = {k: timeit.Timer(case.stmts[p][k], globals=case.ns) for k in impls}
+    timers = {k: timeit.Timer(case.calls[p][k]) for k in impls}
     calls = {}
     for k, timer in timers.items():
         calls[k] = _calls_per_block(timer, block_seconds)
@@ -324,9 +208,9 @@ def time_opcalls(all_cases, impls, dtype, repeats=5, block_seconds=0.05, log=Non
     for case in all_cases:
         for p in PASSES:
             timing = time_case(case, p, impls, repeats, block_seconds)
-            rows.append({"op": case.name, "label": OPS[case.name], "pass": p,
+            rows.append({"op": case.name, "label": case.label, "pass": p,
                          "batch_size": case.batch_size, "impls": timing,
-                         "statements": {k: case.stmts[p][k] for k in impls}})
+                         "statements": {k: case.texts[p][k] for k in impls}})
         if log:
             us = {p: {k: r["impls"][k]["us"] for k in impls} for p, r in zip(PASSES, rows[-2:])}
             log(f"  B={case.batch_size} {case.name:<14} " + "  ".join(

@@ -36,10 +36,10 @@ def flat_region(kind: str, threshold: float = SATURATED) -> str:
 
 
 def _nonlinearity(kind):
-    op = registry.OPS.get(kind) if isinstance(kind, str) else None
-    if op is None or op.nonlinearity is None:
+    act = registry.ACTIVATIONS.get(kind) if isinstance(kind, str) else None
+    if act is None:
         raise ValueError(f"kind must be one of {registry.NONLINEARITIES}, got {kind!r}")
-    return op.nonlinearity
+    return act
 
 
 # What the "saturated" statistic counts for each kind of nonlinearity (fastbn.registry's).
@@ -48,14 +48,14 @@ FLAT_REGION = {kind: flat_region(kind) for kind in registry.NONLINEARITIES}
 
 def nonlinearity_kind(layer):
     """The kind of nonlinearity a layer computes ("tanh", ...), or None."""
-    op = registry.nonlinearity_of(layer)
-    return None if op is None else op.name
+    act = registry.nonlinearity_of(layer)
+    return None if act is None else act.name
 
 
 def nonlinearity_options(layer):
     """The options of a nonlinearity layer ({} for tanh, {"negative_slope": ...}, ...)."""
-    op = registry.nonlinearity_of(layer)
-    return {} if op is None else registry.layer_options(op, layer)
+    act = registry.nonlinearity_of(layer)
+    return {} if act is None else registry.layer_options(act, layer)
 
 
 def _flat(t, kind, threshold, options=None):
