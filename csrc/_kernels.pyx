@@ -59,9 +59,9 @@ cdef extern from "layers.h" nogil:
     int fb_layer_sgd_f64(double *p, const double *g, double lr, int64_t n)
     int fb_all_finite_f32(const float *x, int64_t n)
     int fb_all_finite_f64(const double *x, int64_t n)
-    void fb_layer_running_f32(float *r, const float *batch, float keep, float take,
+    int fb_layer_running_f32(float *r, const float *batch, float keep, float take,
                               int64_t n)
-    void fb_layer_running_f64(double *r, const double *batch, double keep, double take,
+    int fb_layer_running_f64(double *r, const double *batch, double keep, double take,
                               int64_t n)
     void fb_bn_forward_f32(const float *x, const float *gamma, const float *beta, double eps,
                            int unbiased, float *out, float *xhat, float *mean, float *invstd,
