@@ -73,6 +73,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import importlib  # noqa: E402
 import inspect  # noqa: E402
+import shutil  # noqa: E402
 import types  # noqa: E402
 
 API_MODULES = {
@@ -119,6 +120,9 @@ def _public(mod):
 
 def _write_api(out):
     out.mkdir(exist_ok=True)
+    # autosummary writes a page per public name here at every build: the pages of names that no
+    # longer exist must not linger (a stale page fails the build)
+    shutil.rmtree(out / "generated", ignore_errors=True)
     index = ["API reference", "=============", "",
              "Every public name (each module's ``__all__``), generated from its docstring.", "",
              ".. toctree::", "   :maxdepth: 1", ""]
