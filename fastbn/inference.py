@@ -108,6 +108,22 @@ def table_pays(T: int, V: int, D: int, H: int, itemsize: int, rows: int | None =
     Training. The fused step makes the table at every step, and its backward, in compiled code:
     3 GEMMs of V*D*H per step, against the direct GEMMs' B*T*D*H, so it pays from a batch of
     ``TABLE_MIN_BATCH * V / 27`` rows (measured for the default model); ``rows`` is required.
+
+    Parameters
+    ----------
+    T, V, D, H : int
+        Context length, vocabulary, embedding size, the Linear's width.
+    itemsize : int
+        Bytes per float (4 or 8).
+    rows : int, optional
+        The rows of the call (inference), or the batch size (training, required there).
+    training : bool, default False
+        The fused training step's rule instead of the inference plan's.
+
+    Returns
+    -------
+    bool
+        Whether to use the table.
     """
     if training:
         if rows is None:
@@ -270,6 +286,13 @@ class Plan:
     Attributes: ``dtype``, ``block_size`` (T), ``vocab_size`` (V, the embedding's rows),
     ``classes`` (the width of the logits), ``widths``, the width of each step's output, and
     ``table``, the table (T, V, H) or None.
+
+    Parameters
+    ----------
+    model : CharMLP or FoldedCharMLP
+        The model; its arrays are copied (a later change of the model does not reach the plan).
+    table : bool, default False
+        Compose the embedding and the first Linear into a table.
     """
 
     def __init__(self, model: EvalModel, table: bool = False) -> None:
@@ -314,7 +337,20 @@ class Plan:
         return h
 
     def logits(self, X: ArrayLike, chunk: int = CHUNK) -> np.ndarray:
-        """Logits (B, classes) of contexts X (B, T), in chunks of ``chunk`` rows; a new array."""
+        """Logits (B, classes) of contexts X (B, T), in chunks of ``chunk`` rows; a new array.
+
+        Parameters
+        ----------
+        X : array_like of int, shape (B, T)
+            Contexts (character ids).
+        chunk : int, optional
+            Rows per pass (the buffers' size).
+
+        Returns
+        -------
+        numpy.ndarray, shape (B, classes)
+            The logits, of the plan's dtype.
+        """
         ids = self._ids(X)
         chunk = _validate.positive_int(chunk, "chunk")
         N = ids.shape[0]
@@ -330,7 +366,18 @@ class Plan:
     def logits_fn(self, rows: int) -> Callable[[ArrayLike], np.ndarray]:
         """A function X (k, T) -> logits (k, classes), k <= ``rows``, whose buffers are
         allocated once: for a loop over batches of one size (``CharMLP.sample``'s steps). Each
-        call returns a new array. One call at a time (the buffers are shared between calls)."""
+        call returns a new array. One call at a time (the buffers are shared between calls).
+
+        Parameters
+        ----------
+        rows : int
+            The most rows a call takes.
+
+        Returns
+        -------
+        callable
+            ``logits(X)``: X (k, T) of int, k <= rows -> a new array (k, classes).
+        """
         rows = _validate.positive_int(rows, "chunk")
         buffers = self._buffers(rows)
 
@@ -350,6 +397,20 @@ class Plan:
         float64, weighted by its rows. The kernel computes the loss alone (``probs=None``): the
         loss of ``fastbn.ops.cross_entropy_forward``, bit for bit, without writing the
         probabilities.
+
+        Parameters
+        ----------
+        X : array_like of int, shape (B, T)
+            Contexts.
+        Y : array_like of int, shape (B,)
+            The next characters.
+        chunk : int, optional
+            Rows per pass.
+
+        Returns
+        -------
+        float
+            The mean cross-entropy.
         """
         ids = self._ids(X)
         N = ids.shape[0]

@@ -375,6 +375,18 @@ def linear_backward(dout: ArrayLike, cache: Cache, *, out: _Out = None,
 def tanh_forward(x: ArrayLike) -> tuple[np.ndarray, Cache]:
     """``t = tanh(x)`` elementwise. x: array of any shape. Returns (t, cache).
 
+    Parameters
+    ----------
+    x : array_like
+        Any shape, float32 or float64.
+
+    Returns
+    -------
+    t : numpy.ndarray
+        Of the shape and dtype of x.
+    cache : Cache
+        ``t`` (the backward reads the output).
+
     Examples
     --------
     >>> import numpy as np
@@ -388,7 +400,20 @@ def tanh_forward(x: ArrayLike) -> tuple[np.ndarray, Cache]:
 
 
 def tanh_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
-    """``dx = dout * (1 - t**2)``, from the saved output t = tanh(x). Returns dx, shape of x."""
+    """``dx = dout * (1 - t**2)``, from the saved output t = tanh(x). Returns dx, shape of x.
+
+    Parameters
+    ----------
+    dout : array_like
+        The gradient of the output, of its shape and dtype.
+    cache : Cache
+        The forward's.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``dx``, of the shape and dtype of x.
+    """
     res = K.tanh_backward_fast(dout, cache)
     if res is not None:
         return res
@@ -423,24 +448,75 @@ def _leaky_backward(dout, cache, op) -> np.ndarray:
 def relu_forward(x: ArrayLike) -> tuple[np.ndarray, Cache]:
     """``out = max(x, 0)`` elementwise (NaN propagates). x: array of any shape.
 
-    Returns (out, cache).
+    Parameters
+    ----------
+    x : array_like
+        Any shape, float32 or float64.
+
+    Returns
+    -------
+    out : numpy.ndarray
+        Of the shape and dtype of x.
+    cache : Cache
+        For the backward.
     """
     return _leaky(x, 0.0, "relu")
 
 
 def relu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
-    """``dx = dout * (x > 0)``: zero where x <= 0, as torch. Returns dx, shape of x."""
+    """``dx = dout * (x > 0)``: zero where x <= 0, as torch. Returns dx, shape of x.
+
+    Parameters
+    ----------
+    dout : array_like
+        The gradient of the output, of its shape and dtype.
+    cache : Cache
+        The forward's.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``dx``, of the shape and dtype of x.
+    """
     return _leaky_backward(dout, cache, "relu")
 
 
 def leaky_relu_forward(x: ArrayLike, negative_slope: float = 0.01,
                        ) -> tuple[np.ndarray, Cache]:
-    """``out = x if x >= 0 else negative_slope * x`` elementwise. Returns (out, cache)."""
+    """``out = x if x >= 0 else negative_slope * x`` elementwise. Returns (out, cache).
+
+    Parameters
+    ----------
+    x : array_like
+        Any shape, float32 or float64.
+    negative_slope : float, default 0.01
+        The slope of the negative side.
+
+    Returns
+    -------
+    out : numpy.ndarray
+        Of the shape and dtype of x.
+    cache : Cache
+        For the backward.
+    """
     return _leaky(x, negative_slope, "leaky_relu")
 
 
 def leaky_relu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
-    """``dx = dout`` where x > 0, ``negative_slope * dout`` elsewhere. Returns dx, shape of x."""
+    """``dx = dout`` where x > 0, ``negative_slope * dout`` elsewhere. Returns dx, shape of x.
+
+    Parameters
+    ----------
+    dout : array_like
+        The gradient of the output, of its shape and dtype.
+    cache : Cache
+        The forward's.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``dx``, of the shape and dtype of x.
+    """
     return _leaky_backward(dout, cache, "leaky_relu")
 
 
@@ -450,7 +526,20 @@ def elu_forward(x: ArrayLike, alpha: float = 1.0) -> tuple[np.ndarray, Cache]:
 
     ``alpha``: finite, >= 0 (default 1.0, torch's). The backward reads the branch from the sign
     of the output, which is the sign of x only for alpha >= 0; torch also takes a negative alpha.
-    Returns (out, cache).
+
+    Parameters
+    ----------
+    x : array_like
+        Any shape, float32 or float64.
+    alpha : float, default 1.0
+        The negative side saturates at ``-alpha``; finite, >= 0.
+
+    Returns
+    -------
+    out : numpy.ndarray
+        Of the shape and dtype of x.
+    cache : Cache
+        For the backward.
     """
     res = K.elu_forward_fast(x, alpha)
     if res is not None:
@@ -466,6 +555,18 @@ def elu_backward(dout: ArrayLike, cache: Cache) -> np.ndarray:
     At x = 0 the slope is alpha, as torch. Where x is NaN, dx is NaN (torch gives dout there: its
     backward tests x <= 0). Like tanh's 1 - t**2, out + alpha loses relative precision where
     out -> -alpha (x << 0): its absolute error is about one ulp of alpha, times ``|dout|``.
+
+    Parameters
+    ----------
+    dout : array_like
+        The gradient of the output, of its shape and dtype.
+    cache : Cache
+        The forward's.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``dx``, of the shape and dtype of x.
     """
     res = K.elu_backward_fast(dout, cache)
     if res is not None:
@@ -642,6 +743,20 @@ def batchnorm_eval_backward(dout: ArrayLike, cache: Cache, *, out: _Out = None,
     Returns (dx, dgamma, dbeta): ``dx = dout * gamma * invstd`` (B, D),
     ``dgamma = (dout * xhat).sum(0)`` (D,), ``dbeta = dout.sum(0)`` (D,); ``out`` as for
     ``batchnorm_backward``.
+
+    Parameters
+    ----------
+    dout : array_like, shape (B, D)
+        The gradient of the output.
+    cache : Cache
+        ``batchnorm_eval_forward``'s.
+    out : tuple of three arrays or None, optional
+        Arrays to write (dx, dgamma, dbeta) into, as for ``batchnorm_backward``.
+
+    Returns
+    -------
+    dx : numpy.ndarray, shape (B, D)
+    dgamma, dbeta : numpy.ndarray, shape (D,)
     """
     res = K.batchnorm_eval_backward_fast(dout, cache, out)
     if res is not None:

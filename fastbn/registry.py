@@ -34,6 +34,17 @@ class Nonlinearity:
       for "saturated", 0.99 for "dead"); an activation whose derivative varies says its flat
       region by the same gradient factor, ``1 - threshold**2`` (0.059, 0.020);
     - ``flat_text(threshold)``: the flat region in words, for figures and reports.
+
+    Parameters
+    ----------
+    name : str
+        The op's name.
+    layer : type
+        The ``fastbn.nn`` class.
+    gain, flat, flat_text : callable
+        As above.
+    options : tuple of str, optional
+        The names of the op's scalar options.
     """
 
     name: str
@@ -99,7 +110,18 @@ NONLINEARITIES = tuple(ACTIVATIONS)
 
 
 def nonlinearity_of(layer):
-    """The entry of the activation a ``fastbn.nn`` layer computes, or None (not an activation)."""
+    """The entry of the activation a ``fastbn.nn`` layer computes, or None (not an activation).
+
+    Parameters
+    ----------
+    layer : fastbn.nn.Module
+        A layer.
+
+    Returns
+    -------
+    Nonlinearity or None
+        Its entry.
+    """
     for a in _ACTIVATIONS:
         if isinstance(layer, a.layer):
             return a
@@ -107,5 +129,18 @@ def nonlinearity_of(layer):
 
 
 def layer_options(nonlinearity, layer):
-    """``{option name: value}`` of an activation layer (its attributes of the options' names)."""
+    """``{option name: value}`` of an activation layer (its attributes of the options' names).
+
+    Parameters
+    ----------
+    nonlinearity : Nonlinearity
+        The activation's entry.
+    layer : fastbn.nn.Module
+        A layer of that activation.
+
+    Returns
+    -------
+    dict of str to float
+        Its options, for example ``{"negative_slope": 0.01}``.
+    """
     return {name: getattr(layer, name) for name in nonlinearity.options}
