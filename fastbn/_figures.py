@@ -73,6 +73,24 @@ def plot_history(history: ArrayLike, path: str | os.PathLike[str] | None = None,
     lecture's ``torch.tensor(lossi).view(-1, 1000).mean(1)``), with the learning-rate steps of
     ``schedule`` marked. Returns the ``matplotlib.figure.Figure`` (shown inline in a notebook);
     with ``path`` it is also written there, atomically (PNG, or SVG for ``.svg``).
+
+    Parameters
+    ----------
+    history : array_like, shape (steps,)
+        Every step's loss (``TrainResult.history``).
+    path : str or os.PathLike, optional
+        Also write the figure there.
+    schedule : tuple of (int, float), optional
+        The learning-rate schedule, whose steps are marked.
+    window : int, default 1000
+        The steps of the running mean.
+    title : str, optional
+        The figure's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
     """
     h = np.log10(np.asarray(history, dtype=np.float64))
     fig, ax = new_figure()

@@ -57,7 +57,28 @@ def check_schedule(schedule: ScheduleLike) -> Schedule:
 def parse_lr_schedule(text: str) -> Schedule:
     """``"0:0.1,100000:0.01"`` -> ((0, 0.1), (100000, 0.01)); a bare ``"0.05"`` is constant.
 
-    Steps may use underscores (``100_000``). Raises ValueError on anything else.
+    Steps may use underscores (``100_000``).
+
+    Parameters
+    ----------
+    text : str
+        ``"STEP:LR,STEP:LR,..."`` from step 0, or one learning rate.
+
+    Returns
+    -------
+    tuple of (int, float)
+        The checked schedule.
+
+    Raises
+    ------
+    ValueError
+        On anything else (the message says what).
+
+    Examples
+    --------
+    >>> from fastbn.training import parse_lr_schedule
+    >>> parse_lr_schedule("0:0.1,100_000:0.01")
+    ((0, 0.1), (100000, 0.01))
     """
     text = str(text).strip()
     if not text:
@@ -83,7 +104,18 @@ def parse_lr_schedule(text: str) -> Schedule:
 
 
 def format_lr_schedule(schedule: ScheduleLike) -> str:
-    """The inverse of ``parse_lr_schedule``: ``"0:0.1,100000:0.01"``."""
+    """The inverse of ``parse_lr_schedule``: ``"0:0.1,100000:0.01"``.
+
+    Parameters
+    ----------
+    schedule : float, sequence of (int, float), or str
+        A schedule as ``train`` takes it.
+
+    Returns
+    -------
+    str
+        Its text form, which ``parse_lr_schedule`` reads back.
+    """
     return ",".join(f"{s}:{lr:g}" for s, lr in check_schedule(schedule))
 
 
@@ -91,14 +123,44 @@ def default_lr_schedule(steps: int) -> Schedule:
     """The lecture's schedule scaled to a run of ``steps``: lr 0.1, then 0.01 from step
     ``steps // 2`` on (the lecture decays at step 100,000 of 200,000, so its run gets exactly
     ``DEFAULT_LR_SCHEDULE``); a run of one step keeps 0.1. The default of ``train`` and of
-    ``fastbn train``, so that a shorter run decays too."""
+    ``fastbn train``, so that a shorter run decays too.
+
+    Parameters
+    ----------
+    steps : int
+        The run's length.
+
+    Returns
+    -------
+    tuple of (int, float)
+        The schedule, ``((0, 0.1), (steps // 2, 0.01))``.
+
+    Examples
+    --------
+    >>> from fastbn.training import default_lr_schedule
+    >>> default_lr_schedule(200_000)
+    ((0, 0.1), (100000, 0.01))
+    """
     steps = int(steps)
     half = steps // 2
     return ((0, 0.1), (half, 0.01)) if half >= 1 else ((0, 0.1),)
 
 
 def lr_at(schedule: ScheduleLike, step: int) -> float | None:
-    """The learning rate at ``step``: that of the last entry whose step is <= ``step``."""
+    """The learning rate at ``step``: that of the last entry whose step is <= ``step``.
+
+    Parameters
+    ----------
+    schedule : float, sequence of (int, float), or str
+        A schedule as ``train`` takes it.
+    step : int
+        A step of the run.
+
+    Returns
+    -------
+    float or None
+        The learning rate.
+    """
     lr = None
     for s, v in check_schedule(schedule):
         if s > step:

@@ -82,6 +82,11 @@ class BatchSampler:
     every draw, ``FusedTrainer.run``'s included, so threads sharing a sampler get whole draws, each
     a piece of the one sequence, and none is lost. Hold it yourself to read or write ``state``
     while other threads draw.
+
+    Parameters
+    ----------
+    seed : int, default 0
+        The generator's seed.
     """
 
     def __init__(self, seed: int = 0) -> None:
@@ -108,7 +113,22 @@ class BatchSampler:
 
     def draw(self, n: int, batch_size: int,
              out: NDArray[np.int64] | None = None) -> NDArray[np.int64]:
-        """``batch_size`` rows from [0, n) as int64 (into ``out``, (batch_size,), when given)."""
+        """``batch_size`` rows from [0, n) as int64 (into ``out``, (batch_size,), when given).
+
+        Parameters
+        ----------
+        n : int
+            The number of rows to draw from.
+        batch_size : int
+            How many rows.
+        out : numpy.ndarray of int64, shape (batch_size,), optional
+            Receives them.
+
+        Returns
+        -------
+        numpy.ndarray of int64, shape (batch_size,)
+            The rows.
+        """
         if not 0 < n < 2**32:
             raise ValueError(f"n must be in [1, 2**32), got {n}")
         if out is None:
@@ -143,7 +163,20 @@ def _state(sampler):
 
 
 def supports(model: object) -> tuple[bool, str]:
-    """``(True, "")`` when the fused path can train ``model``, else ``(False, reason)``."""
+    """``(True, "")`` when the fused path can train ``model``, else ``(False, reason)``.
+
+    Parameters
+    ----------
+    model : object
+        A model, usually a ``CharMLP``.
+
+    Returns
+    -------
+    ok : bool
+        Whether ``FusedTrainer`` can train it.
+    reason : str
+        Why not, or "".
+    """
     cfg = getattr(model, "config", None)
     if cfg is None or not hasattr(model, "layers"):
         return False, "not a fastbn.CharMLP"
@@ -356,6 +389,22 @@ class FusedTrainer:
         diverged, as ``CharMLP.train_step`` has it: a non-finite pre-activation, logit or loss
         returns without any update applied; a step that leaves a parameter or a running
         statistic non-finite is applied.
+
+        Parameters
+        ----------
+        X : array_like of int, shape (N, T)
+            The contexts of the training set.
+        Y : array_like of int, shape (N,)
+            Their next characters.
+        lr : float
+            The learning rate.
+        rows : array_like of int, shape (B,), optional
+            The minibatch's rows of X.
+
+        Returns
+        -------
+        float
+            The minibatch's loss before the update.
         """
         lr = _validate.lr(lr)
         with self._lock, training_model(self.model, "FusedTrainer.step"):
@@ -389,6 +438,28 @@ class FusedTrainer:
         ``divergence`` says what (see ``step``): the model then holds the state after step
         done - 1, or, when ``divergence.applied``, after step done. The sampler has drawn the
         rows of steps 0 .. done, no more.
+
+        Parameters
+        ----------
+        X : array_like of int, shape (N, T)
+            The contexts of the training set.
+        Y : array_like of int, shape (N,)
+            Their next characters.
+        steps : int
+            How many steps.
+        lr : float
+            The learning rate.
+        sampler : BatchSampler
+            Draws each step's rows.
+        losses : numpy.ndarray of float64, shape (steps,), optional
+            Receives each step's loss.
+
+        Returns
+        -------
+        done : int
+            The steps completed (``steps``, or the step that diverged).
+        losses : numpy.ndarray of float64, shape (steps,)
+            Each step's loss.
         """
         with self._lock, training_model(self.model, "FusedTrainer.run"):
             X, Y = self._data(X, Y)
@@ -398,7 +469,20 @@ class FusedTrainer:
                                                              NDArray[np.int64]]:
         """Check X (N, T) and Y (N,) as ``run`` does, once, and keep copies of them: the data
         of ``run_loaded``, which then neither checks nor copies them again (``fastbn.train``
-        runs its chunks on one data set). Returns read-only views of the copies."""
+        runs its chunks on one data set).
+
+        Parameters
+        ----------
+        X : array_like of int, shape (N, T)
+            The contexts of the training set.
+        Y : array_like of int, shape (N,)
+            Their next characters.
+
+        Returns
+        -------
+        X, Y : numpy.ndarray of int64
+            Read-only views of the trainer's copies.
+        """
         with self._lock:
             X, Y = (np.array(a, copy=True) for a in self._data(X, Y))
             X.flags.writeable = Y.flags.writeable = False
@@ -407,7 +491,20 @@ class FusedTrainer:
 
     def run_loaded(self, steps: int, lr: float, sampler: BatchSampler,
                    losses: NDArray[np.float64] | None = None) -> tuple[int, NDArray[np.float64]]:
-        """``run`` on the data of the last ``load_data``."""
+        """``run`` on the data of the last ``load_data``.
+
+        Parameters
+        ----------
+        steps, lr, sampler, losses
+            As ``run``.
+
+        Returns
+        -------
+        done : int
+            As ``run``.
+        losses : numpy.ndarray of float64, shape (steps,)
+            As ``run``.
+        """
         with self._lock, training_model(self.model, "FusedTrainer.run"):
             if self._loaded is None:
                 raise RuntimeError("run_loaded needs data: call load_data(X, Y) first")
@@ -453,6 +550,20 @@ class FusedTrainer:
         softmax and the loss, each ``_forward`` or ``_backward``, ``running_stats`` and ``sgd``.
         A phase that does not occur (``linear_*`` in a net of one hidden layer) reads 0. Each
         phase costs a clock read, some tens of nanoseconds; bench/phases.py reports the shares.
+
+        Parameters
+        ----------
+        X, Y, steps, lr, sampler
+            As ``run``.
+
+        Returns
+        -------
+        done : int
+            As ``run``.
+        losses : numpy.ndarray of float64, shape (steps,)
+            As ``run``.
+        seconds : dict of str to float
+            Seconds per phase.
         """
         with self._lock, training_model(self.model, "FusedTrainer.time_phases"):
             X, Y = self._data(X, Y)
@@ -468,7 +579,24 @@ class FusedTrainer:
 
     def loss(self, X: ArrayLike, Y: ArrayLike, rows: ArrayLike | None = None,
              training: bool = False) -> float:
-        """The loss on ``X[rows], Y[rows]`` (B rows) without updating anything."""
+        """The loss on ``X[rows], Y[rows]`` (B rows) without updating anything.
+
+        Parameters
+        ----------
+        X : array_like of int, shape (N, T)
+            The contexts of the training set.
+        Y : array_like of int, shape (N,)
+            Their next characters.
+        rows : array_like of int, shape (B,), optional
+            The rows (default all of X when len(X) == B).
+        training : bool, default False
+            Batch statistics (training mode) instead of the running ones.
+
+        Returns
+        -------
+        float
+            The mean cross-entropy.
+        """
         with self._lock:
             self._check_bound()
             X, Y = self._batch(X, Y, rows)

@@ -91,6 +91,15 @@ class TrainState:
 
     Enough, with the model's parameters and running statistics, to continue the run exactly as
     if it had not stopped (``train(..., resume=state)``).
+
+    Parameters
+    ----------
+    step : int
+        The steps done.
+    sampler_state : numpy.ndarray of uint64, shape (2,)
+        The minibatch generator's state (``fastbn.fused.BatchSampler.state``).
+    history : numpy.ndarray of float64, shape (step,)
+        Every step's loss so far.
     """
 
     step: int
@@ -102,7 +111,7 @@ class TrainState:
 class TrainResult:
     """What ``train`` returns.
 
-    Attributes
+    Parameters
     ----------
     history : ndarray of float64, shape (steps,)
         The minibatch loss of every step (training mode, batch statistics), raw.
@@ -121,6 +130,8 @@ class TrainResult:
         The signal that stopped it (``signal.SIGINT`` or ``signal.SIGTERM``), else None.
     state : TrainState
         Where the run stopped, to resume from.
+    steps_run : int
+        The steps this call ran (fewer than ``steps`` for a resumed or interrupted run).
     """
 
     history: NDArray[np.float64]
@@ -242,6 +253,29 @@ def train(model: CharMLP, data: Dataset | tuple[ArrayLike, ArrayLike], steps: in
         and when Ctrl-C stops the run; never once the run has diverged, so the last file it
         wrote stays the last good state.
 
+    every : int, default 1000
+        How often ``callback`` is called (in steps).
+    log_every : int, default 10000
+        How often a log line is written when the progress is not a bar.
+    stream : file, optional
+        Where the progress goes (default sys.stderr).
+    checkpoint_every : int, optional
+        How often ``checkpoint`` is called (in steps); None: only when the run is stopped.
+
+    Returns
+    -------
+    TrainResult
+        The losses, the history, the path taken and the state to resume from.
+
+    Raises
+    ------
+    TrainingDiverged (a FloatingPointError)
+        The run diverged; the message names the step, the learning rate and what was not
+        finite ("training diverged at step 1234 (lr 1e+06): running_var of layer 2 is not
+        finite; ..."), and the exception has them as ``step``, ``lr`` and ``divergence``.
+
+    Notes
+    -----
     Ctrl-C does not abort mid-step: the run stops after the step (or compiled chunk) under way,
     warns (``TrainingInterrupted``), evaluates the model as it stands and returns with
     ``interrupted=True`` (resume it from ``result.state``). That holds in the main thread while
@@ -271,17 +305,6 @@ def train(model: CharMLP, data: Dataset | tuple[ArrayLike, ArrayLike], steps: in
     The definition is the same on the compiled and the per-layer path, which find the same step.
     Either way ``train`` raises ``TrainingDiverged``, the model is put back in the mode it was
     in, and ``checkpoint`` is not called again.
-
-    Returns
-    -------
-    TrainResult
-
-    Raises
-    ------
-    TrainingDiverged (a FloatingPointError)
-        The run diverged; the message names the step, the learning rate and what was not
-        finite ("training diverged at step 1234 (lr 1e+06): running_var of layer 2 is not
-        finite; ..."), and the exception has them as ``step``, ``lr`` and ``divergence``.
     """
     if getattr(model, "folded", False):      # fastbn.fold_batchnorm's inference-only model
         raise RuntimeError("fastbn.train cannot train a folded model (its batch norm is folded "
@@ -415,7 +438,17 @@ def train(model: CharMLP, data: Dataset | tuple[ArrayLike, ArrayLike], steps: in
 class TrainingDiverged(FloatingPointError):
     """``train`` stopped: the run diverged (see ``train``). ``step`` and ``lr`` are those of the
     step that diverged, ``divergence`` (a ``fastbn._divergence.Divergence``) what was not finite
-    (``kind``, ``what``) and whether that step was applied (``applied``)."""
+    (``kind``, ``what``) and whether that step was applied (``applied``).
+
+    Parameters
+    ----------
+    step : int
+        The step that diverged.
+    lr : float
+        Its learning rate.
+    divergence : fastbn._divergence.Divergence
+        What was not finite, and whether the step was applied.
+    """
 
     def __init__(self, step: int, lr: float, divergence: Divergence) -> None:
         self.step, self.lr, self.divergence = int(step), float(lr), divergence
@@ -460,6 +493,16 @@ def seed_streams(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSeque
     ``fastbn train --seed S`` and the benchmark's full run use this, so a seed means the same
     run everywhere: ``CharMLP(..., seed=np.random.default_rng(init))`` and
     ``train(..., seed=batches)``.
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed.
+
+    Returns
+    -------
+    init, batches : numpy.random.SeedSequence
+        The parameters' stream and the minibatches' stream.
     """
     init, batches = np.random.SeedSequence(int(seed)).spawn(2)
     return init, batches

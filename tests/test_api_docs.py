@@ -31,7 +31,7 @@ MODULES = _api_modules()
 CHECKS = {"GL08", "PR01", "PR02", "RT01"}
 # modules whose docstrings are not yet complete (each must still have a gap: see the last test)
 PENDING = {"fastbn.data", "fastbn.model",
-           "fastbn.training", "fastbn.fused", "fastbn.folding", "fastbn.lab",
+           "fastbn.folding", "fastbn.lab",
            "fastbn.sweep", "fastbn.bench"}
 
 
