@@ -96,6 +96,25 @@ def fold_linear_bn(weight: ArrayLike, bias: ArrayLike | None,
     BatchNorm1d ``bn`` (O features), as one Linear (the formula of the module docstring).
 
     Computed in float64, returned as new arrays of ``weight``'s dtype.
+
+    Parameters
+    ----------
+    weight : array_like, shape (I, O)
+        The Linear's weight.
+    bias : array_like, shape (O,), or None
+        Its bias.
+    bn : fastbn.nn.BatchNorm1d
+        The batch norm after it (O features), whose running statistics are folded.
+
+    Returns
+    -------
+    weight, bias : numpy.ndarray
+        ``W'`` (I, O) and ``b'`` (O,).
+
+    Raises
+    ------
+    ValueError
+        When the shapes do not match or a folded value is not finite.
     """
     w = np.asarray(weight)
     O = w.shape[1] if w.ndim == 2 else -1
@@ -138,7 +157,20 @@ def _folded_params(layers: Sequence[nn.Module]) -> list[np.ndarray]:
 def folded_layout(config: dict[str, Any], V: int) -> list[tuple[str, tuple[int, ...]]]:
     """[(name, shape)] of a folded model's parameters, for a CharMLP ``config`` and a vocabulary
     of V characters: Embedding ``0.weight`` (V, D); per block a Linear with a bias, then the
-    activation; the output Linear with a bias (the names ``named_parameters`` gives them)."""
+    activation; the output Linear with a bias (the names ``named_parameters`` gives them).
+
+    Parameters
+    ----------
+    config : dict
+        A ``CharMLP.config``.
+    V : int
+        The vocabulary's size.
+
+    Returns
+    -------
+    list of (str, tuple of int)
+        The parameters' names and shapes.
+    """
     T, D, H = config["block_size"], config["n_embd"], config["n_hidden"]
     out: list[tuple[str, tuple[int, ...]]] = [("0.weight", (V, D))]
     fan_in, i = T * D, 1
@@ -228,7 +260,13 @@ class FoldedCharMLP(EvalModel):
         return False
 
     def eval(self: _F) -> _F:
-        """Eval mode, which a folded model is always in: returns the model."""
+        """Eval mode, which a folded model is always in: returns the model.
+
+        Returns
+        -------
+        FoldedCharMLP
+            The model itself.
+        """
         return self
 
     def _table_dims(self) -> tuple[int, int, int, int]:
@@ -237,13 +275,30 @@ class FoldedCharMLP(EvalModel):
 
     def uses_table(self, rows: int | None = None) -> bool:
         """Whether a call of ``rows`` rows (None: of many rows) runs the table: ``self.table``
-        if it was set, else ``fastbn.inference.table_pays``."""
+        if it was set, else ``fastbn.inference.table_pays``.
+
+        Parameters
+        ----------
+        rows : int, optional
+            The rows of the call.
+
+        Returns
+        -------
+        bool
+            Whether the plan for it runs the table.
+        """
         if self.table is not None:
             return self.table
         return table_pays(*self._table_dims(), self.dtype.itemsize, rows)
 
     def fold_summary(self) -> str:
-        """What was folded, in words: the batch norms, and the table or why there is none."""
+        """What was folded, in words: the batch norms, and the table or why there is none.
+
+        Returns
+        -------
+        str
+            One line.
+        """
         c = self.config
         n_bn = c["n_layers"] * c["batchnorm"] + c["final_bn"]
         bn = (f"{n_bn} BatchNorm1d into the Linear before {'it' if n_bn == 1 else 'each'}"
@@ -268,29 +323,94 @@ class FoldedCharMLP(EvalModel):
     def plan(self, rows: int | None = None) -> Plan:
         """A ``fastbn.inference.Plan`` of this model, its arrays as they are now, for a call of
         ``rows`` rows (None: many): with the embedding and the first Linear as one table when
-        ``uses_table(rows)``. ``evaluate`` and ``sample`` run it."""
+        ``uses_table(rows)``. ``evaluate`` and ``sample`` run it.
+
+        Parameters
+        ----------
+        rows : int, optional
+            The rows of the call it is for.
+
+        Returns
+        -------
+        fastbn.inference.Plan
+            A frozen copy of the model's function.
+        """
         return Plan(self, table=self.uses_table(rows))
 
     def logits(self, X: ArrayLike) -> np.ndarray:
-        """Logits (B, V) of contexts X (B, T) (the eval-mode logits of the unfolded model)."""
+        """Logits (B, V) of contexts X (B, T) (the eval-mode logits of the unfolded model).
+
+        Parameters
+        ----------
+        X : array_like of int, shape (B, T)
+            Contexts (character ids).
+
+        Returns
+        -------
+        numpy.ndarray, shape (B, V)
+            The logits, of the model's dtype.
+        """
         X = self._check_X(X)
         return self.plan(X.shape[0]).logits(X)
 
     def evaluate(self, X: ArrayLike, Y: ArrayLike, chunk: int = CHUNK) -> float:
         """Mean cross-entropy over all of (X, Y), a Python float: ``CharMLP.evaluate``, through
-        this model's plan (the table when ``uses_table(len(X))``)."""
+        this model's plan (the table when ``uses_table(len(X))``).
+
+        Parameters
+        ----------
+        X : array_like of int, shape (B, T)
+            Contexts (character ids).
+        Y : array_like of int, shape (B,)
+            The next characters.
+        chunk : int, optional
+            Rows per pass.
+
+        Returns
+        -------
+        float
+            The mean cross-entropy.
+        """
         return self._evaluate(X, Y, chunk)
 
     def sample(self, n: int = 20, seed: int | np.random.Generator | None = None,
                max_len: int = MAX_SAMPLE_LEN) -> list[str]:
         """``n`` names (a list of str): ``CharMLP.sample``, through this model's plan (the
-        same names from the same seed as the unfolded model, up to rounding)."""
+        same names from the same seed as the unfolded model, up to rounding).
+
+        Parameters
+        ----------
+        n : int, default 20
+            How many names.
+        seed : int, numpy.random.Generator or None, optional
+            The draws' source.
+        max_len : int, optional
+            The longest name.
+
+        Returns
+        -------
+        list of str
+            The names.
+        """
         return self._sample(n, seed, max_len)
 
     def forward(self, X: ArrayLike, Y: ArrayLike) -> np.floating[Any]:
         """Mean cross-entropy of predicting Y (B,) from contexts X (B, T), as ``CharMLP.forward``
         in eval mode computes it from ``logits(X)`` (a NumPy scalar of the model's dtype);
-        nothing is kept (there is no backward)."""
+        nothing is kept (there is no backward).
+
+        Parameters
+        ----------
+        X : array_like of int, shape (B, T)
+            Contexts (character ids).
+        Y : array_like of int, shape (B,)
+            The next characters.
+
+        Returns
+        -------
+        numpy.floating
+            The mean cross-entropy.
+        """
         loss, _ = ops.cross_entropy_forward(self.logits(X), Y)
         return loss
 
@@ -319,14 +439,17 @@ def fold_batchnorm(model: CharMLP | FoldedCharMLP, table: bool | None = None) ->
         (T, V, H): True always, False never, None (the default) when
         ``fastbn.inference.table_pays`` (by the table's size and the rows of a call).
 
-    Raises ValueError, naming the array, when a parameter or a running statistic of ``model``
-    is not finite (a diverged training run leaves such a model).
-
     Returns
     -------
     FoldedCharMLP
         Its ``meta`` is a copy of the model's; its eval-mode logits equal the model's up to
         rounding (to ~1e-15 of the logits' scale in float64, ~1e-6 in float32).
+
+    Raises
+    ------
+    ValueError
+        Naming the array, when a parameter or a running statistic of ``model`` is not finite
+        (a diverged training run leaves such a model).
     """
     if not isinstance(model, (CharMLP, FoldedCharMLP)):
         raise TypeError(f"fold_batchnorm expects a fastbn.CharMLP, got {type(model).__name__}")

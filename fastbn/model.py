@@ -311,49 +311,118 @@ class CharMLP(EvalModel):
     # parameters and mode
 
     def grads(self) -> list[np.ndarray]:
-        """The gradient arrays of the last ``backward()``, aligned with ``parameters()``."""
+        """The gradient arrays of the last ``backward()``, aligned with ``parameters()``.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One array per parameter, of its shape.
+        """
         return self.net.grads()
 
     def blocks(self) -> Description:
         """The model's description (``fastbn.blocks``): its Embedding, its hidden blocks
         (Linear, BatchNorm1d or None, activation) and its output block (Linear, BatchNorm1d or
         None), each part naming its layer and the layer's index. What the fused step, the
-        inference plan and folding read, rather than the layer list."""
+        inference plan and folding read, rather than the layer list.
+
+        Returns
+        -------
+        fastbn.blocks.Description
+            The parts, in order.
+        """
         return structure(self.layers)
 
     @property
     def training(self) -> bool:
+        """Whether the model is in training mode (its layers').
+
+        Returns
+        -------
+        bool
+            True in training mode.
+        """
         return self.net.training
 
     def train(self: _M, mode: bool = True) -> _M:
-        """Training mode: BatchNorm normalizes with batch statistics and updates its buffers."""
+        """Training mode: BatchNorm normalizes with batch statistics and updates its buffers.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            Training mode, or eval mode with False.
+
+        Returns
+        -------
+        CharMLP
+            The model itself.
+        """
         self.net.train(mode)
         return self
 
     def eval(self: _M) -> _M:
-        """Eval mode: BatchNorm normalizes with its running statistics and changes nothing."""
+        """Eval mode: BatchNorm normalizes with its running statistics and changes nothing.
+
+        Returns
+        -------
+        CharMLP
+            The model itself.
+        """
         return self.train(False)
 
     def zero_grad(self) -> None:
+        """Set every gradient to 0, in place.
+
+        The arrays of ``grads()`` stay the same objects.
+        """
         self.net.zero_grad()
 
     # ------------------------------------------------------------------------------------------
     # forward / backward / one SGD step
 
     def logits(self, X: ArrayLike) -> np.ndarray:
-        """Logits (B, V) of contexts X (B, T), in the current mode."""
+        """Logits (B, V) of contexts X (B, T), in the current mode.
+
+        Parameters
+        ----------
+        X : array_like of int, shape (B, T)
+            Contexts (character ids).
+
+        Returns
+        -------
+        numpy.ndarray, shape (B, V)
+            The logits, of the model's dtype; the layers keep what ``backward`` needs.
+        """
         return self.net(self._check_X(X))
 
     def forward(self, X: ArrayLike, Y: ArrayLike) -> np.floating[Any]:
         """Mean cross-entropy of predicting Y (B,) from contexts X (B, T), in the current mode.
 
         Returns the loss as a NumPy scalar of the model's dtype and keeps what ``backward`` needs.
+
+        Parameters
+        ----------
+        X : array_like of int, shape (B, T)
+            Contexts (character ids).
+        Y : array_like of int, shape (B,)
+            The next characters.
+
+        Returns
+        -------
+        numpy.floating
+            The mean cross-entropy.
         """
         loss, self._ce_cache = ops.cross_entropy_forward(self.logits(X), Y)
         return loss
 
     def backward(self, dloss: float = 1.0) -> None:
-        """Backpropagate from the loss of the last ``forward``; fills ``grads()``."""
+        """Backpropagate from the loss of the last ``forward``; fills ``grads()``.
+
+        Parameters
+        ----------
+        dloss : float, default 1.0
+            The gradient of the objective with respect to the loss.
+        """
         if self._ce_cache is None:
             raise RuntimeError("CharMLP.backward called before forward")
         self.net.backward(ops.cross_entropy_backward(dloss, self._ce_cache))
@@ -378,6 +447,20 @@ class CharMLP(EvalModel):
         and ``.dout`` are this step's afterwards. The update is one compiled call over all the
         parameters (``fastbn._kernels.sgd_update``) for a Python float ``lr``: NumPy's
         ``p -= lr * g``, bit for bit; NumPy does it for any other ``lr``.
+
+        Parameters
+        ----------
+        X : array_like of int, shape (B, T)
+            Contexts (character ids).
+        Y : array_like of int, shape (B,)
+            The next characters.
+        lr : float
+            The learning rate.
+
+        Returns
+        -------
+        float
+            The minibatch's loss before the update.
         """
         if not self.training:
             raise RuntimeError(
@@ -467,7 +550,18 @@ class CharMLP(EvalModel):
     def plan(self, rows: int | None = None) -> Plan:
         """``fastbn.inference.Plan(self)``: the eval-mode function of the model as it is now (a
         snapshot of its arrays), for inference. ``rows``, the rows of the call it is for, is for
-        a folded model (``fastbn.folding``), which decides its table by it."""
+        a folded model (``fastbn.folding``), which decides its table by it.
+
+        Parameters
+        ----------
+        rows : int, optional
+            The rows of the calls it will serve (read by a folded model only).
+
+        Returns
+        -------
+        fastbn.inference.Plan
+            A frozen copy of the model's eval-mode function.
+        """
         return Plan(self)
 
     def evaluate(self, X: ArrayLike, Y: ArrayLike, chunk: int = CHUNK) -> float:
@@ -483,6 +577,20 @@ class CharMLP(EvalModel):
 
         A model whose parameters or running statistics are not finite (a diverged training run
         leaves one) is refused with a ValueError (checked once per call).
+
+        Parameters
+        ----------
+        X : array_like of int, shape (B, T)
+            Contexts (character ids).
+        Y : array_like of int, shape (B,)
+            The next characters.
+        chunk : int, optional
+            Rows per pass.
+
+        Returns
+        -------
+        float
+            The mean cross-entropy.
         """
         return self._evaluate(X, Y, chunk)
 
@@ -494,6 +602,13 @@ class CharMLP(EvalModel):
         (fastbn's convention for running_var). Layers are calibrated in order: the input of a
         BatchNorm is computed in eval mode with the earlier BatchNorms already calibrated. Sums
         are in float64 (per chunk mean and M2, combined as Chan et al.).
+
+        Parameters
+        ----------
+        X : array_like of int, shape (N, T)
+            Contexts, usually the whole training split.
+        chunk : int, default 16384
+            Rows per pass.
         """
         X = self._check_X(X)
         N = X.shape[0]
@@ -531,6 +646,20 @@ class CharMLP(EvalModel):
 
         As ``evaluate``, refuses (ValueError) a model whose parameters or running statistics are
         not finite (checked once per call).
+
+        Parameters
+        ----------
+        n : int, default 20
+            How many names.
+        seed : int, numpy.random.Generator or None, optional
+            The draws' source.
+        max_len : int, optional
+            The longest name.
+
+        Returns
+        -------
+        list of str
+            The names.
         """
         return self._sample(n, seed, max_len)
 
