@@ -44,13 +44,29 @@ def cache_path() -> Path:
     """Where the downloaded names.txt lives: ``$XDG_CACHE_HOME/fastbn/names.txt``.
 
     ``XDG_CACHE_HOME`` defaults to ``~/.cache`` when unset or empty.
+
+    Returns
+    -------
+    pathlib.Path
+        The file's path (it may not exist yet).
     """
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "fastbn" / "names.txt"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of the file at ``path``."""
+    """Hex SHA-256 of the file at ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):

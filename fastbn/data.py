@@ -115,10 +115,15 @@ class Vocab:
     ``Vocab.from_words`` sorts the characters (by code point), as the lecture does:
     for names.txt, ``"."`` = 0, ``"a"`` = 1, ..., ``"z"`` = 26, size 27.
 
+    Parameters
+    ----------
+    itos : sequence of str
+        ``itos[i]`` is the character with id ``i``; ``itos[0] == "."``.
+
     Attributes
     ----------
     itos : list of str
-        ``itos[i]`` is the character with id ``i``; ``itos[0] == "."``.
+        As given.
     stoi : dict of str to int
         The inverse of ``itos``.
     size : int
@@ -167,7 +172,23 @@ class Vocab:
         return f"Vocab({self.chars!r})"
 
     def encode(self, word: str) -> list[int]:
-        """Ids of the characters of ``word``. ``"."`` encodes to 0; unknown characters raise."""
+        """Ids of the characters of ``word``. ``"."`` encodes to 0; unknown characters raise.
+
+        Parameters
+        ----------
+        word : str
+            Characters of the vocabulary.
+
+        Returns
+        -------
+        list of int
+            Their ids.
+
+        Raises
+        ------
+        ValueError
+            For a character that is not in the vocabulary.
+        """
         try:
             return [self.stoi[ch] for ch in word]
         except KeyError as e:
@@ -180,6 +201,16 @@ class Vocab:
 
         So ``decode([0, 0, 5])`` is ``"..e"`` (a context), and ``decode(encode(w)) == w``.
         Strip the token yourself when turning a sample into a name.
+
+        Parameters
+        ----------
+        ids : iterable of int
+            Ids of the vocabulary.
+
+        Returns
+        -------
+        str
+            The characters.
         """
         out = []
         for i in ids:
@@ -297,6 +328,13 @@ def split_words(words: Sequence[str], seed: int = 42,
     train, dev, test : list of str
         ``shuffled[:n1]``, ``shuffled[n1:n2]``, ``shuffled[n2:]`` with ``n1 = int(0.8 * n)`` and
         ``n2 = int(0.9 * n)``.
+
+    Parameters
+    ----------
+    words : sequence of str
+        The words.
+    seed : int, default 42
+        The shuffle's seed (the lecture's).
     """
     shuffled = list(words)
     random.Random(seed).shuffle(shuffled)
@@ -315,6 +353,19 @@ class Dataset:
     ``words`` are all words in file order; ``vocab`` is built from all of them. The splits are
     int64 arrays: ``Xtr`` of shape (Ntr, T) and ``Ytr`` of shape (Ntr,), likewise ``dev`` and
     ``te``.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The names file read.
+    words : list of str
+        All its words, in file order.
+    vocab : Vocab
+        The characters of all words.
+    block_size : int
+        T, the context length.
+    Xtr, Ytr, Xdev, Ydev, Xte, Yte : numpy.ndarray of int64
+        The train, val (dev) and test splits: contexts (N, T) and next characters (N,).
     """
 
     path: Path
@@ -337,7 +388,23 @@ class Dataset:
     def require_splits(self, *names: str) -> Dataset:
         """``self`` if each named split (default: train and val) holds examples; ValueError
         naming the empty ones otherwise (a file of a few words leaves the 10 % splits empty:
-        there would be nothing to train on, or no validation loss to report or rank by)."""
+        there would be nothing to train on, or no validation loss to report or rank by).
+
+        Parameters
+        ----------
+        *names : str
+            Split names (``"train"``, ``"val"``, ``"dev"``, ``"test"``).
+
+        Returns
+        -------
+        Dataset
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            Naming the empty splits.
+        """
         names = names or ("train", "val")
         empty = [n for n in names if not len(self.split(n)[0])]
         if empty:
@@ -350,7 +417,20 @@ class Dataset:
         return self
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(X, Y)`` of ``"train"``, ``"val"`` (same as ``"dev"``), ``"dev"`` or ``"test"``."""
+        """``(X, Y)`` of ``"train"``, ``"val"`` (same as ``"dev"``), ``"dev"`` or ``"test"``.
+
+        Parameters
+        ----------
+        name : {"train", "val", "dev", "test"}
+            The split.
+
+        Returns
+        -------
+        X : numpy.ndarray of int64, shape (N, T)
+            Contexts.
+        Y : numpy.ndarray of int64, shape (N,)
+            Next characters.
+        """
         try:
             suffix = _SPLITS[name]
         except KeyError:
@@ -365,6 +445,20 @@ def load_dataset(path: str | os.PathLike[str] | None = None, block_size: int = 3
     ``path`` and ``download`` are as in ``locate_names``. The vocabulary comes from all words,
     before the split (``split_words`` with seed 42). For names.txt at ``block_size=3`` the splits
     have 182,625 / 22,655 / 22,866 examples.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The names file (default: ``$FASTBN_DATA``, the user cache, or a verified download).
+    block_size : int, default 3
+        T, the context length.
+    download : bool, default True
+        Download (and verify) the file when it is nowhere else.
+
+    Returns
+    -------
+    Dataset
+        The splits, encoded.
     """
     p = locate_names(path, download=download)
     words = load_words(p)
