@@ -48,6 +48,20 @@ def add_arguments(p: argparse.ArgumentParser, out: str | Path = DEFAULT_OUT,
 
     ``out`` and ``targets`` are the defaults of ``--out`` and ``--targets`` (``bench/run.py``
     passes the repository's ``bench/results`` and ``bench/targets.json``).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The parser.
+    out : str or pathlib.Path, optional
+        The default of ``--out``.
+    targets : str or pathlib.Path, optional
+        The default of ``--targets``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        ``p``.
     """
     p.add_argument("--batch-sizes", type=batch_sizes, default=list(DEFAULT_BATCH_SIZES),
                    metavar="B,B,...", help="batch sizes (default 32,256,1024,4096)")

@@ -23,6 +23,20 @@ def run_from_args(args: argparse.Namespace, stream: TextIO | None | object = STD
 
     The targets file (``--targets``) is read and checked before anything runs: a bad one raises
     ValueError (OSError when unreadable). ``machine`` is passed on to ``run``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by a parser with ``add_arguments``.
+    stream, stdout : file or None, optional
+        As ``run``.
+    machine : dict, optional
+        Passed on to ``run``.
+
+    Returns
+    -------
+    int
+        0.
     """
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
     targets = load_targets(args.targets)
@@ -47,6 +61,22 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None,
     ``out`` and ``targets`` are the defaults of ``--out`` and ``--targets``; ``machine`` is added
     to the machine information (``bench/run.py`` passes the repository's folders and its
     ``git describe``).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default ``sys.argv[1:]``).
+    prog : str, optional
+        The program's name in the usage line.
+    out, targets : str or pathlib.Path, optional
+        The defaults of ``--out`` and ``--targets``.
+    machine : dict, optional
+        Added to the machine information.
+
+    Returns
+    -------
+    int
+        0, or 1 after a one-line message.
     """
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, allow_abbrev=False)
     args = add_arguments(p, out=out, targets=targets).parse_args(argv)

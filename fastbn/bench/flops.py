@@ -14,6 +14,18 @@ def step_flops(B: int, T: int = 3, D: int = 10, H: int = 200, V: int = 27) -> in
 
     Forward ``x0 @ W1`` (B, TD)x(TD, H) and ``h @ W2`` (B, H)x(H, V); backward per Linear the
     weight gradient (in^T @ dout) and the input gradient (dout @ W^T), the same M N K.
+
+    Parameters
+    ----------
+    B : int
+        The batch size.
+    T, D, H, V : int
+        Context, embedding size, hidden width, vocabulary (the benchmarked model's by default).
+
+    Returns
+    -------
+    int
+        The FLOPs.
     """
     return 6 * B * H * (T * D + V)
 
@@ -27,6 +39,20 @@ def fused_flops(B: int, table: bool, T: int = 3, D: int = 10, H: int = 200,
     ``dW1[t] = C^T @ S_t`` (D, V)x(V, H) and ``dC += S_t @ W1[t]^T`` (V, H)x(H, D), S_t the
     gradient rows summed per context id: ``6 T V D H``, whatever B; the output layer's stay,
     ``6 B H V``. (The gather and scatter of B T rows of H are elementwise work, not counted.)
+
+    Parameters
+    ----------
+    B : int
+        The batch size.
+    table : bool
+        Whether the fused step runs the table.
+    T, D, H, V : int
+        As ``step_flops``.
+
+    Returns
+    -------
+    int
+        The FLOPs.
     """
     if not table:
         return step_flops(B, T, D, H, V)

@@ -64,7 +64,13 @@ def _log_to(stream):
 def one_thread(torch_mod: Any = None) -> Iterator[None]:
     """Pin BLAS (threadpoolctl) and, given, torch to one thread within the block, and restore
     both after: what ``fastbn bench`` does for its whole run. These are settings of the whole
-    process, so ``run`` leaves them to its caller (the command line owns its process)."""
+    process, so ``run`` leaves them to its caller (the command line owns its process).
+
+    Parameters
+    ----------
+    torch_mod : module, optional
+        ``torch``, to pin it too.
+    """
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # (no stubs)
     before = torch_mod.get_num_threads() if torch_mod is not None else None
     try:
@@ -115,6 +121,10 @@ def run(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dtypes: Sequence[str] 
     data : path of names.txt, a fastbn.data.Dataset, or None ($FASTBN_DATA, cache, download)
     seed : int
         Parameters (as ``fastbn train --seed``) and minibatch streams; default the CLI's.
+    block_seconds : float, optional
+        The length of a timed block (default 0.3 s; 0.01 s with ``quick``).
+    gemm_n : int, optional
+        The GEMM size of the peak's measure (default 2048; 512 with ``quick``).
     targets : None, path of a JSON file, dict or list
         What to judge the run against (``fastbn.bench.targets``); checked before anything runs.
         results.json and results.md list the verdicts (none without targets).
@@ -122,8 +132,9 @@ def run(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dtypes: Sequence[str] 
         Added to the machine information of results.json (``bench/run.py`` adds the checkout's
         ``git describe`` as ``fastbn_git``, which results.md shows after the version).
     stream : file or None
-        Progress messages (default sys.stderr). ``stdout`` receives the markdown table (default
-        sys.stdout; None: not printed).
+        Progress messages (default sys.stderr).
+    stdout : file or None
+        Receives the markdown table (default sys.stdout; None: not printed).
 
     Returns
     -------

@@ -72,8 +72,23 @@ def load_targets(source: str | os.PathLike[str] | dict[str, Any] | list[Any] | N
                  ) -> dict[str, Any] | None:
     """Targets from a JSON file (str or Path), a dict or a list as in the module docstring.
 
-    Returns ``{"title": str, "targets": [dict, ...]}`` checked and completed (``peer`` filled
-    in), or None for None. Raises ValueError naming the bad entry, OSError for an unreadable file.
+    Parameters
+    ----------
+    source : str, os.PathLike, dict, list or None
+        The targets.
+
+    Returns
+    -------
+    dict or None
+        ``{"title": str, "targets": [dict, ...]}`` checked and completed (``peer`` filled in), or
+        None for None.
+
+    Raises
+    ------
+    ValueError
+        Naming the bad entry.
+    OSError
+        For an unreadable file.
     """
     if source is None:
         return None
@@ -173,8 +188,18 @@ def _find(res, dt, B, name):
 def judge(res: dict[str, Any], targets: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The run ``res`` (as ``run`` returns it) against ``load_targets``' targets.
 
-    Returns [{"target": text, "measured": formatted or None, "value": float or None, "ok": bool,
-    or None when not measured}], in the order of the targets; [] for None.
+    Parameters
+    ----------
+    res : dict
+        A run's results.
+    targets : dict or None
+        As ``load_targets`` returns them.
+
+    Returns
+    -------
+    list of dict
+        ``[{"target": text, "measured": formatted or None, "value": float or None, "ok": bool,
+        or None when not measured}]``, in the order of the targets; [] for None.
     """
     if targets is None:
         return []

@@ -115,6 +115,20 @@ def gemm_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict[s
     where fastbn is the kernels' GEMM (``fastbn._kernels.linear_forward`` without a bias: one
     ``[sd]gemm`` call of the OpenBLAS the fused step calls) and numpy is ``numpy.matmul``
     (NumPy's own OpenBLAS); "gflops" is the better of the two.
+
+    Parameters
+    ----------
+    n : int, default 2048
+        The matrices' size.
+    repeats : int, default 5
+        Calls per library.
+    dtype : {"float32", "float64"}
+        The GEMM's dtype.
+
+    Returns
+    -------
+    dict
+        As above.
     """
     from .. import _kernels
     dt = np.dtype(dtype)
@@ -143,6 +157,22 @@ def full_training(ds: Dataset, seed: int, steps: int = FULL_STEPS,
     (it must: the result records ``path == "fused"``), float32, batch 32, lr 0.1 then 0.01 from
     step 100,000, coming back to Python every 1,000 steps. Returns the loop's wall seconds (the time
     ``fastbn train`` prints), µs/step and the eval-mode losses afterwards (running statistics).
+
+    Parameters
+    ----------
+    ds : fastbn.data.Dataset
+        The names.
+    seed : int
+        As ``fastbn train --seed``.
+    steps : int, optional
+        The run's length (default 200,000).
+    log : callable, optional
+        Receives progress lines.
+
+    Returns
+    -------
+    dict
+        The timing and the losses.
     """
     from ..training import DEFAULT_LR_SCHEDULE, seed_streams, train
     attempts = []
