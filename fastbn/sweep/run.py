@@ -52,7 +52,35 @@ class SweepInterrupted(UserWarning):
 class SweepResult:
     """What ``sweep`` returns: the trials, their rows (trial id -> row of results.csv, losses as
     floats), the configurations ranked (``points()``, ``best()``), the figures (name ->
-    matplotlib Figure) and the files written. In Jupyter it shows itself as its report."""
+    matplotlib Figure) and the files written. In Jupyter it shows itself as its report.
+
+    Parameters
+    ----------
+    spaces : list of Space
+        The spaces swept.
+    trials : list of Trial
+        Their trials.
+    rows : dict of str to dict
+        Trial id -> its row of results.csv.
+    cluster : str
+        The cluster, in words.
+    wall_time, setup_time : float
+        Seconds of the sweep, and of starting the cluster.
+    interrupted : bool
+        Ctrl-C stopped it.
+    out : pathlib.Path or None
+        The folder written.
+    data_text : str
+        The data, in words.
+    vocab_size : int
+        The vocabulary's size.
+    figures : dict of str to matplotlib.figure.Figure
+        The figures, by name.
+    files : dict of str to pathlib.Path
+        The files written, by name.
+    extras : dict
+        What trial functions returned under ``extra``, by trial id.
+    """
 
     spaces: list[Space]
     trials: list[Trial]
@@ -70,24 +98,68 @@ class SweepResult:
 
     @property
     def description(self) -> str:
+        """The sweep in words: its spaces' descriptions.
+
+        Returns
+        -------
+        str
+            For example ``"lr=0.01,0.1 x 2 seeds: 4 trials"``.
+        """
         return " + ".join(s.describe() for s in self.spaces)
 
     def param_names(self) -> list[str]:
+        """Every parameter of the spaces.
+
+        Returns
+        -------
+        list of str
+            In the order of the spaces.
+        """
         return list(dict.fromkeys(n for s in self.spaces for n in s.params))
 
     def swept(self) -> list[str]:
-        """The parameters whose value differs between trials."""
+        """The parameters whose value differs between trials.
+
+        Returns
+        -------
+        list of str
+            Their names.
+        """
         return [n for n in self.param_names() if len({t.text(n) for t in self.trials}) > 1]
 
     def points(self) -> list[Point]:
-        """The configurations (``report.Point``), best mean val loss first."""
+        """The configurations (``report.Point``), best mean val loss first.
+
+        Returns
+        -------
+        list of fastbn.sweep.report.Point
+            One per configuration.
+        """
         return summarize(self.trials, self.rows)
 
     def best(self, n: int = 5) -> list[Point]:
+        """The ``n`` best configurations (lowest mean val loss).
+
+        Parameters
+        ----------
+        n : int, default 5
+            How many.
+
+        Returns
+        -------
+        list of fastbn.sweep.report.Point
+            The first ``n`` of ``points()``.
+        """
         return self.points()[:n]
 
     def counts(self) -> dict[str, int]:
-        """{status: number of trials} of the finished trials (ok, diverged, failed)."""
+        """{status: number of trials} of the finished trials (ok, diverged, failed).
+
+        Returns
+        -------
+        dict of str to int
+            The counts.
+        """
         out: dict[str, int] = {}
         for s in ("ok", "diverged", "failed"):
             k = sum(r["status"] == s for r in self.rows.values())
@@ -96,7 +168,18 @@ class SweepResult:
         return out
 
     def markdown(self, embed: bool = True) -> str:
-        """The report; figures embedded as PNG data URIs, or linked by the files written."""
+        """The report; figures embedded as PNG data URIs, or linked by the files written.
+
+        Parameters
+        ----------
+        embed : bool, default True
+            Embed the figures (else link the files).
+
+        Returns
+        -------
+        str
+            Markdown.
+        """
         links = None if embed else {k: p.name for k, p in self.files.items() if k != "report"}
         return markdown_report(self, links)
 
@@ -144,7 +227,20 @@ def _load_data(data):
 
 def dataset_for(ds: Dataset, block_size: int) -> Dataset:
     """``ds`` at another block size: the same words, split and vocabulary (``load_dataset``'s
-    recipe), contexts of ``block_size`` characters."""
+    recipe), contexts of ``block_size`` characters.
+
+    Parameters
+    ----------
+    ds : fastbn.data.Dataset
+        The data.
+    block_size : int
+        The context length wanted.
+
+    Returns
+    -------
+    fastbn.data.Dataset
+        ``ds`` itself when its block size is that one.
+    """
     if ds.block_size == block_size:
         return ds
     from ..data import Dataset, build_dataset, split_words
@@ -191,7 +287,27 @@ def _locked(out):
 def load_sweep(out: str | os.PathLike[str]) -> tuple[list[Space], str | None, str | None]:
     """(spaces, data path, data SHA-256) stored in ``OUT/sweep.json`` by ``sweep``.
 
-    Raises FileNotFoundError when there is none, ValueError when it cannot be read."""
+    Parameters
+    ----------
+    out : str or os.PathLike
+        A sweep's folder.
+
+    Returns
+    -------
+    spaces : list of Space
+        Its spaces.
+    data : str or None
+        The data file's path.
+    sha256 : str or None
+        Its SHA-256.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no ``sweep.json``.
+    ValueError
+        When it cannot be read.
+    """
     path = Path(out) / SWEEP_FILE
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
@@ -244,9 +360,18 @@ def sweep(space: Space | Sequence[Space], data: Dataset | str | os.PathLike[str]
         Figure format.
     fn : callable, optional
         The trial function (default ``trial.run_trial``), module-level so workers can import it.
+    stream : file, optional
+        Where the progress goes (default sys.stderr).
     report : bool
         Draw the figures and write report.md at the end.
 
+    Returns
+    -------
+    SweepResult
+        The trials, their results, the configurations ranked, the figures and the files.
+
+    Notes
+    -----
     Ctrl-C stops the sweep: the trials under way are cancelled, the results so far written,
     and it returns with ``interrupted=True`` (a ``SweepInterrupted`` warning says how to resume).
     """

@@ -185,7 +185,18 @@ DEFAULTS = _defaults()
 
 def default_seeds(k: int) -> list[int]:
     """The seeds of ``seeds=k``: ``fastbn train``'s default seed, then 1, 2, ..., k-1 (so one seed
-    is exactly ``fastbn train``, and ten are those of ``bench/seeds.sh``)."""
+    is exactly ``fastbn train``, and ten are those of ``bench/seeds.sh``).
+
+    Parameters
+    ----------
+    k : int
+        How many seeds.
+
+    Returns
+    -------
+    list of int
+        The seeds.
+    """
     k = _number(int, 1)(k)
     return [DEFAULT_SEED] + list(range(1, k))
 
@@ -196,7 +207,15 @@ def default_seeds(k: int) -> list[int]:
 @dataclass(frozen=True)
 class Range:
     """A continuous range of a numeric parameter, drawn from by a random search: log-uniform
-    (``scale="log"``, needs 0 < low) or uniform (``"lin"``); integers are rounded."""
+    (``scale="log"``, needs 0 < low) or uniform (``"lin"``); integers are rounded.
+
+    Parameters
+    ----------
+    low, high : float
+        The range.
+    scale : {"log", "lin"}, default "log"
+        Log-uniform or uniform.
+    """
 
     low: float
     high: float
@@ -212,6 +231,20 @@ class Range:
                              f"write {self.low:g}:{self.high:g}:lin for a uniform range")
 
     def draw(self, rng: np.random.Generator, kind: str) -> float:
+        """One value from the range.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The source.
+        kind : str
+            The parameter's kind (``"int"`` rounds, within the range).
+
+        Returns
+        -------
+        float or int
+            The value.
+        """
         if self.scale == "log":
             x = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
         else:
@@ -220,6 +253,13 @@ class Range:
             else float(x)
 
     def text(self) -> str:
+        """The range as ``--param`` takes it.
+
+        Returns
+        -------
+        str
+            ``"LOW:HIGH"``, or ``"LOW:HIGH:lin"``.
+        """
         return f"{self.low:g}:{self.high:g}" + (":lin" if self.scale == "lin" else "")
 
 
@@ -267,8 +307,23 @@ def _values(param, values):
 def parse_param(text: str) -> tuple[str, list[Any] | Range]:
     """``"NAME=V1,V2,..."`` -> (name, [values]) or (name, Range) for ``"NAME=LOW:HIGH[:lin]"``.
 
-    Raises ValueError, naming what is wrong: no ``=``, an unknown name, an empty list or value,
-    a value of the wrong type, a range of a non-numeric parameter or a log range with LOW <= 0.
+    Parameters
+    ----------
+    text : str
+        As ``fastbn sweep --param`` takes it.
+
+    Returns
+    -------
+    name : str
+        The parameter.
+    values : list or Range
+        Its values, converted.
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong: no ``=``, an unknown name, an empty list or value, a value of the
+        wrong type, a range of a non-numeric parameter or a log range with LOW <= 0.
     """
     name, sep, rest = str(text).partition("=")
     if not sep:
@@ -327,7 +382,20 @@ def short_label(param, v):
 
 
 def trial_id(params: Mapping[str, Any], seed: int) -> str:
-    """12 hex digits of the SHA-256 of a trial's parameter values and seed (canonical JSON)."""
+    """12 hex digits of the SHA-256 of a trial's parameter values and seed (canonical JSON).
+
+    Parameters
+    ----------
+    params : dict
+        Parameter name -> value.
+    seed : int
+        The seed.
+
+    Returns
+    -------
+    str
+        12 hexadecimal digits.
+    """
     blob = json.dumps({"params": {k: _canonical(PARAMS[k], v) for k, v in params.items()},
                        "seed": int(seed)}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -339,18 +407,50 @@ def trial_id(params: Mapping[str, Any], seed: int) -> str:
 @dataclass(frozen=True)
 class Trial:
     """One run: ``params`` (name -> value, the space's parameters) and ``seed``; ``id`` is
-    ``trial_id(params, seed)``."""
+    ``trial_id(params, seed)``.
+
+    Parameters
+    ----------
+    id : str
+        ``trial_id(params, seed)``.
+    params : dict
+        Parameter name -> value.
+    seed : int
+        The run's seed.
+    """
 
     id: str
     params: dict[str, Any] = field(hash=False)
     seed: int
 
     def text(self, name: str) -> str:
-        """The value of parameter ``name`` as text."""
+        """The value of parameter ``name`` as text.
+
+        Parameters
+        ----------
+        name : str
+            A parameter of the trial.
+
+        Returns
+        -------
+        str
+            Its value, as ``--param`` takes it.
+        """
         return _text(PARAMS[name], self.params[name])
 
     def label(self, seed: bool = True) -> str:
-        """``lr=0.1 n_hidden=200 seed=1``: the trial in words (``seed=False``: its point)."""
+        """``lr=0.1 n_hidden=200 seed=1``: the trial in words (``seed=False``: its point).
+
+        Parameters
+        ----------
+        seed : bool, default True
+            Include the seed.
+
+        Returns
+        -------
+        str
+            One line.
+        """
         words = [f"{k}={short_label(PARAMS[k], v)}" for k, v in self.params.items()]
         return " ".join(words + ([f"seed={self.seed}"] if seed else [])) or "defaults"
 
@@ -398,8 +498,11 @@ class Space:
     space_seed : int
         Seeds the random draws.
 
-    Raises ValueError for an unknown parameter, an empty list, a value of the wrong type, both
-    ``lr`` and ``lr_schedule``, a range in a grid, or a combination no model can take.
+    Raises
+    ------
+    ValueError
+        For an unknown parameter, an empty list, a value of the wrong type, both ``lr`` and
+        ``lr_schedule``, a range in a grid, or a combination no model can take.
     """
 
     def __init__(self, params: Mapping[str, Any] | None = None, *, random: int | None = None,
@@ -443,11 +546,23 @@ class Space:
         return cls(params, **kw)
 
     def swept(self) -> list[str]:
-        """The parameters that take more than one value (a list of several, or a range)."""
+        """The parameters that take more than one value (a list of several, or a range).
+
+        Returns
+        -------
+        list of str
+            Their names.
+        """
         return [n for n, v in self.params.items() if isinstance(v, Range) or len(v) > 1]
 
     def points(self) -> list[dict[str, Any]]:
-        """The points of the space (params dicts, without seeds), in order."""
+        """The points of the space (params dicts, without seeds), in order.
+
+        Returns
+        -------
+        list of dict
+            Parameter name -> value.
+        """
         names = list(self.params)
         if self.random is None:
             return [dict(zip(names, combo))
@@ -464,7 +579,13 @@ class Space:
         return pts
 
     def trials(self) -> list[Trial]:
-        """Every trial: each point times each seed (seeds innermost), duplicates dropped."""
+        """Every trial: each point times each seed (seeds innermost), duplicates dropped.
+
+        Returns
+        -------
+        list of Trial
+            The trials.
+        """
         if self._trials is None:
             out: list[Trial] = []
             seen: set[str] = set()
@@ -479,7 +600,13 @@ class Space:
         return list(self._trials)
 
     def to_dict(self) -> dict[str, Any]:
-        """The space as JSON-able data (``OUT/sweep.json``); ``Space.from_dict`` reads it."""
+        """The space as JSON-able data (``OUT/sweep.json``); ``Space.from_dict`` reads it.
+
+        Returns
+        -------
+        dict
+            JSON-able.
+        """
         return {"params": {n: ({"range": [v.low, v.high, v.scale]} if isinstance(v, Range)
                                else [_canonical(PARAMS[n], x) for x in v])
                            for n, v in self.params.items()},
@@ -499,7 +626,13 @@ class Space:
                    space_seed=d.get("space_seed", 0))
 
     def describe(self) -> str:
-        """``"lr=0.01,0.1 n_hidden=100,200 x 2 seeds: 8 trials"``."""
+        """``"lr=0.01,0.1 n_hidden=100,200 x 2 seeds: 8 trials"``.
+
+        Returns
+        -------
+        str
+            One line.
+        """
         parts = []
         for n, v in self.params.items():
             vals = v.text() if isinstance(v, Range) else ",".join(_text(PARAMS[n], x) for x in v)

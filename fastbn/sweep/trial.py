@@ -94,6 +94,22 @@ def execute(fn: Callable[[Any, Trial], dict[str, Any] | None], data: Any, trial:
     ``fn`` returns a dict of result columns (``status`` "ok" unless it says otherwise) and may
     put anything else under ``extra``. ``topic``: the Dask event topic on which the start is
     announced as ``{"trial": trial.id}``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(data, trial)``, the trial function.
+    data : object
+        What the sweep shipped to the workers (a ``fastbn.data.Dataset`` by default).
+    trial : Trial
+        The trial.
+    topic : str, optional
+        The Dask event topic.
+
+    Returns
+    -------
+    dict
+        The trial's result columns.
     """
     worker = _worker()
     if worker is not None and topic is not None:
@@ -132,6 +148,20 @@ def run_trial(data: Dataset, trial: Trial, keep_history: bool = False) -> dict[s
     ``default_rng(init)``, the minibatches from ``batches``, ``(init, batches) =
     seed_streams(S)``. ``keep_history``: also return the per-step losses (``extra["history"]``,
     float64 of shape (steps,)).
+
+    Parameters
+    ----------
+    data : fastbn.data.Dataset
+        Of the trial's block size.
+    trial : Trial
+        The trial.
+    keep_history : bool, default False
+        Also return the per-step losses.
+
+    Returns
+    -------
+    dict
+        The result columns.
     """
     model_kw, run_kw = resolve(trial.params)
     if data.block_size != model_kw["block_size"]:
