@@ -162,7 +162,9 @@ def test_every_entry_drives_the_generic_tests_and_the_benchmark_table():
     each op (elementwise ops share one); the benchmark's per-op table has a row of every op and
     no other, and bench/targets.json names only its rows."""
     root = Path(__file__).parent.parent
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p",
+    # -P: not the repository folder first on sys.path (its fastbn may be unbuilt: the tests
+    # import the installed package)
+    out = subprocess.run([sys.executable, "-P", "-m", "pytest", "--collect-only", "-q", "-p",
                           "no:cacheprovider", "tests/test_properties.py",
                           *{g.split("::")[0] for g in GENERIC}],
                          capture_output=True, text=True, cwd=root, check=True).stdout
