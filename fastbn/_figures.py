@@ -58,7 +58,20 @@ def new_figure(w=8.0, h=4.5, rows=1, cols=1, **subplots_kw):
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` to ``path`` (SVG when it ends in .svg, else PNG), creating its folder, and
-    return the path. The file appears whole or not at all (``fastbn._fileio.atomic_write``)."""
+    return the path. The file appears whole or not at all (``fastbn._fileio.atomic_write``).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure.
+    path : str or os.PathLike
+        Where to write it.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
     path = Path(path)
     return atomic_save_figure(fig, path, format="svg" if path.suffix.lower() == ".svg" else "png")
 

@@ -29,8 +29,6 @@ MODULES = _api_modules()
 # numpydoc's codes: no docstring, a parameter not documented, a documented one that does not
 # exist, no Returns section although it returns a value
 CHECKS = {"GL08", "PR01", "PR02", "RT01"}
-# modules whose docstrings are not yet complete (each must still have a gap: see the last test)
-PENDING = {"fastbn.lab"}
 
 
 def _names(module_name):
@@ -61,21 +59,14 @@ def _gaps(module_name):
     return gaps
 
 
-@pytest.mark.parametrize("module_name", [m for m in MODULES if m not in PENDING])
+@pytest.mark.parametrize("module_name", MODULES)
 def test_public_names_are_documented(module_name):
     gaps = _gaps(module_name)
     assert not gaps, "\n".join(gaps)
 
 
-@pytest.mark.parametrize("module_name", sorted(PENDING))
-def test_pending_modules_are_still_pending(module_name):
-    """A module documented in full leaves PENDING (so the list cannot go stale)."""
-    assert _gaps(module_name), f"{module_name} is documented in full: remove it from PENDING"
-
-
 def test_every_api_page_is_checked():
     assert {"fastbn.ops", "fastbn.nn", "fastbn.lab"} <= set(MODULES)
-    assert PENDING <= set(MODULES)
 
 
 def test_the_check_finds_a_gap():

@@ -55,6 +55,35 @@ class LabResult:
 
     In Jupyter a LabResult shows itself as the report: findings in words, the tables and the
     figures (embedded PNGs). ``markdown()`` is the same report as markdown.
+
+    Parameters
+    ----------
+    model : CharMLP
+        The trained model.
+    probe : Probe
+        Its records.
+    loss_check : LossCheck
+        The initial-loss check.
+    dead_init, dead_final : dict of str to (int, int)
+        Dead units per layer over the training split, at init and at the end.
+    losses : dict of str to float
+        The final losses.
+    history : numpy.ndarray or None
+        Every step's loss.
+    wall_time : float
+        Seconds of the run.
+    overhead : float
+        The share of the time the probe took.
+    figures : dict of str to matplotlib.figure.Figure
+        The figures, by name.
+    tables : list
+        The tables.
+    settings : dict
+        The run's settings.
+    files : dict of str to pathlib.Path
+        The files written.
+    report : pathlib.Path or None
+        report.md, when written.
     """
 
     model: CharMLP
@@ -74,7 +103,18 @@ class LabResult:
 
     def markdown(self, embed: bool = True) -> str:
         """The report as markdown; figures embedded as PNG data URIs (``embed=True``, renders
-        anywhere) or linked by the file names written next to ``report.md``."""
+        anywhere) or linked by the file names written next to ``report.md``.
+
+        Parameters
+        ----------
+        embed : bool, default True
+            Embed the figures (else link the files).
+
+        Returns
+        -------
+        str
+            Markdown.
+        """
         if embed:
             links = {k: "data:image/png;base64," + report.png_base64(f)
                      for k, f in self.figures.items()}
@@ -137,6 +177,36 @@ def run_lab(ds: Dataset, out: str | os.PathLike[str] | None = None, *, steps: in
     one minibatch of ``batch_size``. Dead units are counted over the whole training split at init
     and at the end. ``lr_schedule`` None is ``fastbn.train``'s default, the lecture's scaled to
     ``steps`` (``default_lr_schedule``).
+
+    Parameters
+    ----------
+    ds : fastbn.data.Dataset
+        The names.
+    out : str or os.PathLike, optional
+        A folder to write the report into.
+    steps : int, default 1000
+        Training steps.
+    every : int, default 100
+        The probe's interval.
+    batch_size : int, default 32
+        The minibatch size.
+    lr_schedule : float, sequence of (int, float), str or None
+        As ``fastbn.train``.
+    seed : int, optional
+        The run's seed.
+    init_batch : int, default 1000
+        Examples of the initial-loss measure.
+    fmt : {"png", "svg"}
+        The figures' format.
+    quiet : bool, default True
+        No progress output.
+    **model_kw
+        Options of ``CharMLP``.
+
+    Returns
+    -------
+    LabResult
+        The model, the records, the figures, tables and findings.
     """
     if fmt not in ("png", "svg"):
         raise ValueError(f"fmt must be 'png' or 'svg', got {fmt!r}")
@@ -171,7 +241,17 @@ def run_lab(ds: Dataset, out: str | os.PathLike[str] | None = None, *, steps: in
 
 class WriteError(OSError):
     """Writing a report's files failed part way; ``written`` are the files written before (the
-    tables and the report come first, then the figures)."""
+    tables and the report come first, then the figures).
+
+    Parameters
+    ----------
+    error : OSError
+        What failed.
+    path : path-like
+        The file being written.
+    written : sequence of pathlib.Path
+        The files written before.
+    """
 
     def __init__(self, error: OSError, path: object, written: Sequence[Path]) -> None:
         super().__init__(error.errno, error.strerror or str(error), str(path))
@@ -195,7 +275,22 @@ def write_all(out, writers):
 def write_lab(result: LabResult, out: str | os.PathLike[str], fmt: str = "png") -> LabResult:
     """Write a LabResult's tables (stats.txt, stats.md), report (report.md) and figures into the
     folder ``out``, in that order, so that a failure (WriteError, an OSError) loses the least:
-    ``WriteError.written`` lists what was written."""
+    ``WriteError.written`` lists what was written.
+
+    Parameters
+    ----------
+    result : LabResult
+        What ``run_lab`` made.
+    out : str or os.PathLike
+        The folder.
+    fmt : {"png", "svg"}
+        The figures' format.
+
+    Returns
+    -------
+    LabResult
+        ``result``, its ``files`` and ``report`` set.
+    """
     out = Path(out)
     result.files = {k: out / f"{k}.{fmt}" for k in result.figures}   # the report links them
     writers = [(out / "stats.txt",
@@ -213,7 +308,19 @@ def write_lab(result: LabResult, out: str | os.PathLike[str], fmt: str = "png") 
 
 @dataclass
 class LadderRow:
-    """One configuration of the init ladder: its init Snapshot, final losses, loss history."""
+    """One configuration of the init ladder: its init Snapshot, final losses, loss history.
+
+    Parameters
+    ----------
+    name : str
+        The configuration.
+    init : Snapshot
+        The statistics at init.
+    losses : dict of str to float
+        The final losses.
+    history : numpy.ndarray or None
+        Every step's loss.
+    """
 
     name: str
     init: Snapshot
@@ -222,12 +329,33 @@ class LadderRow:
 
     @property
     def tanh(self) -> dict[str, Any]:
+        """The first tanh layer's statistics at init.
+
+        Returns
+        -------
+        dict
+            ``{"mean", "std", "saturated", ...}``.
+        """
         return next(iter(self.init.activations.values()))
 
 
 @dataclass
 class DeepRow:
-    """The deep net at one gain, with or without batch norm: Snapshots at init and at the end."""
+    """The deep net at one gain, with or without batch norm: Snapshots at init and at the end.
+
+    Parameters
+    ----------
+    batchnorm : bool
+        With batch norm.
+    gain : float
+        The init gain.
+    init, final : Snapshot
+        The statistics at init and at the end.
+    losses : dict of str to float
+        The final losses.
+    diverged : str, optional
+        What diverged, when the run did.
+    """
 
     batchnorm: bool
     gain: float
@@ -238,6 +366,13 @@ class DeepRow:
 
     @property
     def name(self) -> str:
+        """The net in words.
+
+        Returns
+        -------
+        str
+            For example ``"BN, gain 5/3"``.
+        """
         g = {1.0: "1", 5 / 3: "5/3", 3.0: "3"}.get(self.gain, f"{self.gain:g}")
         return f"{'BN' if self.batchnorm else 'no BN'}, gain {g}"
 
@@ -247,6 +382,11 @@ class DeepRow:
         The first tanh layer is left out: its input is the embedding (std 1), not a tanh. Too
         large: more than 15 % saturated on average; too small: the std falls by more than 20 %
         from the second tanh layer to the last.
+
+        Returns
+        -------
+        str
+            The verdict.
         """
         acts = list(self.init.activations.values())[1:] or list(self.init.activations.values())
         if np.mean([a["saturated"] for a in acts]) > 0.15:
@@ -271,6 +411,29 @@ def run_ladder(ds: Dataset, steps: int = 200_000, seed: int = DEFAULT_SEED,
     in parallel on Dask (``client``, ``scheduler`` or ``workers``; by default a LocalCluster
     with a worker per core, or one after another here without Dask), with the same results as
     one after another. Returns a list of LadderRow.
+
+    Parameters
+    ----------
+    ds : fastbn.data.Dataset
+        The names.
+    steps : int, default 200000
+        Training steps per configuration.
+    seed : int, optional
+        The runs' seed.
+    init_batch : int, default 1000
+        Examples of the init statistics.
+    configs : sequence of str, optional
+        Names of ``fastbn.model.LADDER`` (default all five).
+    progress : callable, optional
+        Receives progress lines.
+    client, scheduler, workers : optional
+        The cluster, as ``fastbn.sweep.sweep`` takes it (default: a LocalCluster of a worker per
+        core, or ``workers=0`` one after another here).
+
+    Returns
+    -------
+    list of LadderRow
+        One per configuration.
     """
     Xi, Yi = _init_batch(ds, init_batch, seed)
     names = list(configs or LADDER)
@@ -315,6 +478,29 @@ def run_deep(ds: Dataset, steps: int = 1000, seed: int = DEFAULT_SEED,
     Each is trained ``steps`` steps (lr 0.1, the per-layer path), as a sweep like ``run_ladder``
     (``client``, ``scheduler``, ``workers``). Returns a list of DeepRow with the snapshots of the
     first minibatch (init) and the last (B = ``batch_size``, the lecture's).
+
+    Parameters
+    ----------
+    ds : fastbn.data.Dataset
+        The names.
+    steps : int, default 1000
+        Training steps per net.
+    seed : int, optional
+        The runs' seed (``fastbn train``'s default).
+    gains : sequence of float
+        The init gains.
+    batch_size : int, default 32
+        The minibatch size.
+    progress : callable, optional
+        Receives progress lines.
+    client, scheduler, workers : optional
+        The cluster, as ``fastbn.sweep.sweep`` takes it (default: a LocalCluster of a worker per
+        core, or ``workers=0`` one after another here).
+
+    Returns
+    -------
+    list of DeepRow
+        One per net and gain.
     """
     kws = [(bn, gain, dict(DEEP_NET, batchnorm=bn, final_bn=bn and DEEP_NET["final_bn"]))
            for bn in (True, False) for gain in gains]
@@ -346,7 +532,20 @@ def run_deep(ds: Dataset, steps: int = 1000, seed: int = DEFAULT_SEED,
 
 def ladder_figures(rows: Sequence[LadderRow], deep: Sequence[DeepRow]) -> dict[str, Any]:
     """The figures of the ladder (``plot_ladder``) and of the deep net (``plot_deep``: tanh
-    outputs and their gradients, at init and at the end), by name."""
+    outputs and their gradients, at init and at the end), by name.
+
+    Parameters
+    ----------
+    rows : sequence of LadderRow
+        The ladder (``run_ladder``).
+    deep : sequence of DeepRow
+        The deep nets (``run_deep``).
+
+    Returns
+    -------
+    dict of str to matplotlib.figure.Figure
+        The figures, by name.
+    """
     figs = plot_ladder(rows) if rows else {}
     for section in ("activations", "gradients") if deep else ():
         for when in ("init", "final"):
@@ -358,7 +557,26 @@ def write_ladder(rows: Sequence[LadderRow], deep: Sequence[DeepRow], out: str | 
                  ext: str = "png", steps: int | None = None,
                  deep_steps: int | None = None) -> dict[str, Path]:
     """ladder.txt, ladder.md (the report) and the figures into ``out``, in that order (a
-    failure raises WriteError, an OSError, listing what was written); returns {kind: path}."""
+    failure raises WriteError, an OSError, listing what was written); returns {kind: path}.
+
+    Parameters
+    ----------
+    rows : sequence of LadderRow
+        The ladder.
+    deep : sequence of DeepRow
+        The deep nets.
+    out : str or os.PathLike
+        The folder.
+    ext : {"png", "svg"}
+        The figures' format.
+    steps, deep_steps : int, optional
+        The runs' steps, for the report.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        The files written.
+    """
     out = Path(out)
     figs = ladder_figures(rows, deep)
     files = {k: out / f"{k}.{ext}" for k in figs}

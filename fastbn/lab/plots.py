@@ -69,7 +69,22 @@ def _histograms(path, curves, xlabel, title, legend_loc):
 
 def plot_activations(snap: Snapshot, path: str | os.PathLike[str] | None = None,
                      title: str | None = None) -> Figure:
-    """Histogram (as density lines) of every nonlinearity layer's output, stats in the legend."""
+    """Histogram (as density lines) of every nonlinearity layer's output, stats in the legend.
+
+    Parameters
+    ----------
+    snap : Snapshot
+        A probe's record.
+    path : str or os.PathLike, optional
+        Also write the figure there (PNG, or SVG for ``.svg``).
+    title : str, optional
+        The figure's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (shown inline in a notebook).
+    """
     curves = [(a["hist"], f"{label}: mean {a['mean']:+.2f}, std {a['std']:.2f}, "
                           f"{FLAT_REGION[a['kind']]} {percent(a['saturated'])}")
               for label, a in snap.activations.items()]
@@ -80,7 +95,22 @@ def plot_activations(snap: Snapshot, path: str | os.PathLike[str] | None = None,
 
 def plot_gradients(snap: Snapshot, path: str | os.PathLike[str] | None = None,
                    title: str | None = None) -> Figure:
-    """Histogram of dL/d(output) of every nonlinearity layer: homogeneous layers overlap."""
+    """Histogram of dL/d(output) of every nonlinearity layer: homogeneous layers overlap.
+
+    Parameters
+    ----------
+    snap : Snapshot
+        A probe's record.
+    path : str or os.PathLike, optional
+        Also write the figure there (PNG, or SVG for ``.svg``).
+    title : str, optional
+        The figure's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (shown inline in a notebook).
+    """
     curves = [(g["hist"], f"{label}: mean {g['mean']:+.1e}, std {g['std']:.2e}")
               for label, g in snap.gradients.items()]
     return _histograms(path, curves, "gradient of the loss w.r.t. the layer output, dL/dt",
@@ -90,7 +120,22 @@ def plot_gradients(snap: Snapshot, path: str | os.PathLike[str] | None = None,
 
 def plot_weight_grads(snap: Snapshot, path: str | os.PathLike[str] | None = None,
                       title: str | None = None) -> Figure:
-    """Histogram of the gradient of every 2-D parameter, with grad:data in the legend."""
+    """Histogram of the gradient of every 2-D parameter, with grad:data in the legend.
+
+    Parameters
+    ----------
+    snap : Snapshot
+        A probe's record.
+    path : str or os.PathLike, optional
+        Also write the figure there (PNG, or SVG for ``.svg``).
+    title : str, optional
+        The figure's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (shown inline in a notebook).
+    """
     curves = [(w["hist"], f"{w.get('label', name)}, {'x'.join(map(str, w['shape']))}: grad std "
                           f"{w['std']:.1e}, grad:data {w['grad_data']:.1e}")
               for name, w in snap.weights.items()]
@@ -101,7 +146,22 @@ def plot_weight_grads(snap: Snapshot, path: str | os.PathLike[str] | None = None
 
 def plot_update_ratios(probe: Probe, path: str | os.PathLike[str] | None = None,
                        title: str | None = None) -> Figure:
-    """log10(std(lr*grad)/std(param)) of every 2-D parameter over training, and the -3 guide."""
+    """log10(std(lr*grad)/std(param)) of every 2-D parameter over training, and the -3 guide.
+
+    Parameters
+    ----------
+    probe : Probe
+        The records.
+    path : str or os.PathLike, optional
+        Also write the figure there (PNG, or SVG for ``.svg``).
+    title : str, optional
+        The figure's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (shown inline in a notebook).
+    """
     fig, ax = _figure()
     ax = ax[0, 0]
     snaps = probe.snapshots
@@ -121,7 +181,22 @@ def plot_update_ratios(probe: Probe, path: str | os.PathLike[str] | None = None,
 
 def plot_dead_units(probe: Probe, path: str | os.PathLike[str] | None = None,
                     title: str | None = None) -> Figure:
-    """The units x examples maps (white: flat region) of the first and latest snapshot."""
+    """The units x examples maps (white: flat region) of the first and latest snapshot.
+
+    Parameters
+    ----------
+    probe : Probe
+        The records.
+    path : str or os.PathLike, optional
+        Also write the figure there (PNG, or SVG for ``.svg``).
+    title : str, optional
+        The figure's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (shown inline in a notebook).
+    """
     pairs = [(s, when_taken(s)) for s in distinct(probe.first, probe.last)]
     labels = list(pairs[0][0].maps)
     width = max(8.0, 4.5 * len(pairs))
@@ -146,7 +221,22 @@ def plot_dead_units(probe: Probe, path: str | os.PathLike[str] | None = None,
 
 def plot_activations_over_training(probe: Probe, path: str | os.PathLike[str] | None = None,
                                    title: str | None = None) -> Figure:
-    """Per layer: std and flat fraction of the output over the recorded steps."""
+    """Per layer: std and flat fraction of the output over the recorded steps.
+
+    Parameters
+    ----------
+    probe : Probe
+        The records.
+    path : str or os.PathLike, optional
+        Also write the figure there (PNG, or SVG for ``.svg``).
+    title : str, optional
+        The figure's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (shown inline in a notebook).
+    """
     fig, axes = _figure(9, 4, 1, 2)
     for label, _, _ in probe.nonlinear:
         steps, std = probe.series("activations", label, "std")
@@ -166,7 +256,24 @@ def plot_activations_over_training(probe: Probe, path: str | os.PathLike[str] | 
 
 def plot_loss(history: ArrayLike, path: str | os.PathLike[str] | None = None, window: int = 100,
               title: str | None = None) -> Figure:
-    """log10 of the minibatch loss per step and its mean over ``window`` steps."""
+    """log10 of the minibatch loss per step and its mean over ``window`` steps.
+
+    Parameters
+    ----------
+    history : array_like, shape (steps,)
+        Every step's loss.
+    path : str or os.PathLike, optional
+        Also write the figure there (PNG, or SVG for ``.svg``).
+    window : int, default 100
+        The steps of the running mean.
+    title : str, optional
+        The figure's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     h = np.log10(np.asarray(history, dtype=np.float64))
     fig, ax = _figure()
     ax = ax[0, 0]
@@ -185,7 +292,26 @@ def plot_loss(history: ArrayLike, path: str | os.PathLike[str] | None = None, wi
 def plot_deep(rows: Sequence[DeepRow], path: str | os.PathLike[str] | None = None,
               section: str = "activations", when: str = "init", title: str | None = None) -> Figure:
     """A grid: rows with / without batch norm, columns by gain; per panel the density of every
-    tanh layer's output ("activations") or its gradient ("gradients"), at init or at the end."""
+    tanh layer's output ("activations") or its gradient ("gradients"), at init or at the end.
+
+    Parameters
+    ----------
+    rows : sequence of DeepRow
+        The deep nets (``run_deep``).
+    path : str or os.PathLike, optional
+        Also write the figure there.
+    section : {"activations", "gradients"}
+        What to draw.
+    when : {"init", "final"}
+        At initialization or at the end of training.
+    title : str, optional
+        The figure's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     gains = sorted({r.gain for r in rows})
     nets = sorted({r.batchnorm for r in rows}, reverse=True)
     fig, axes = _figure(4.2 * len(gains), 3.3 * len(nets), len(nets), len(gains))
@@ -215,7 +341,22 @@ def plot_ladder(rows: Sequence[LadderRow], out: str | os.PathLike[str] | None = 
                 ext: str = "png") -> dict[str, Figure]:
     """The ladder's figures, {"ladder_init": tanh histograms at init per configuration,
     "ladder_loss": the training losses (when every row has a history of 100 steps or more)};
-    each also written to ``out/<name>.<ext>`` when ``out`` is given."""
+    each also written to ``out/<name>.<ext>`` when ``out`` is given.
+
+    Parameters
+    ----------
+    rows : sequence of LadderRow
+        The ladder (``run_ladder``).
+    out : str or os.PathLike, optional
+        A folder to write the figures into.
+    ext : {"png", "svg"}
+        Their format.
+
+    Returns
+    -------
+    dict of str to matplotlib.figure.Figure
+        The figures, by name.
+    """
     fig, ax = _figure()
     ax = ax[0, 0]
     for r, ls in zip(rows, ["-", "--", "-", "-", "-", ":"]):

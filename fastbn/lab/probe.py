@@ -41,6 +41,19 @@ class Snapshot:
     grad_data, hist}; ``updates``: parameter name -> log10 update:data (every parameter; NaN when
     lr is None). ``maps``: label -> (B, H) ``dead_map``, kept only by the first and the latest
     snapshot. A hist is (counts, lo, hi) over equal bins.
+
+    Parameters
+    ----------
+    step : int
+        The training step.
+    loss, lr : float or None
+        The step's loss and learning rate.
+    activations, gradients, weights : dict
+        As above, by layer label or parameter name.
+    updates : dict of str to float
+        As above.
+    maps : dict of str to numpy.ndarray, optional
+        As above.
     """
 
     step: int
@@ -100,6 +113,8 @@ class Probe:
     bins : int
         Histogram bins.
 
+    Notes
+    -----
     The probe is the callback: ``probe(step, loss, lr)`` reads the nonlinearity layers' ``.out``
     and ``.dout`` and the parameters' gradients of the step that just ran (the parameters already
     updated, as the lecture measures). Only the per-layer path runs the layers: a Probe says so
@@ -135,7 +150,26 @@ class Probe:
                 f"{len(self.nonlinear)} nonlinearity layers, {len(self.params)} parameters)")
 
     def record(self, step: int, loss: float | None = None, lr: float | None = None) -> Snapshot:
-        """Read the model now and append the Snapshot (returned)."""
+        """Read the model now and append the Snapshot (returned).
+
+        Parameters
+        ----------
+        step : int
+            The training step.
+        loss, lr : float, optional
+            The step's loss and learning rate.
+
+        Returns
+        -------
+        Snapshot
+            The record.
+
+        Raises
+        ------
+        RuntimeError
+            When the layers have not run since the last record (the compiled loop does not
+            run them).
+        """
         t0 = time.perf_counter()
         outs = [getattr(layer, "out", None) for _, _, layer in self.nonlinear]
         if self._seen is not None and all(o is s for o, s in zip(outs, self._seen)):
@@ -161,6 +195,22 @@ class Probe:
         layers' ``.out`` and gradients are those of this batch). ``lr``, when given, is the one
         the update:data ratios are computed for. Gradients are of the mean loss over the batch,
         so they scale as 1/B: compare snapshots of equal batch sizes.
+
+        Parameters
+        ----------
+        X : array_like of int, shape (B, T)
+            Contexts.
+        Y : array_like of int, shape (B,)
+            Next characters.
+        lr : float, optional
+            The learning rate the update:data ratios are for.
+        keep : bool, default False
+            Append the Snapshot to ``snapshots``.
+
+        Returns
+        -------
+        Snapshot
+            The record.
         """
         m = self.model
         saved = [b.copy() for _, b in m.named_buffers()]
@@ -207,7 +257,24 @@ class Probe:
     def series(self, section: str, name: str,
                key: str | None = None) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """(steps, values) over the snapshots, e.g. ``("activations", label, "std")`` or
-        ``("updates", "1.weight")``."""
+        ``("updates", "1.weight")``.
+
+        Parameters
+        ----------
+        section : str
+            ``"activations"``, ``"gradients"``, ``"weights"`` or ``"updates"``.
+        name : str
+            A layer label or a parameter name.
+        key : str, optional
+            The statistic (``"std"``, ``"saturated"``, ...), for a section of dicts.
+
+        Returns
+        -------
+        steps : numpy.ndarray of int64
+            The snapshots' steps.
+        values : numpy.ndarray of float64
+            The statistic at each.
+        """
         steps = np.array([s.step for s in self.snapshots], dtype=np.int64)
         vals = [getattr(s, section)[name] for s in self.snapshots]
         if key is not None:
@@ -216,10 +283,24 @@ class Probe:
 
     @property
     def first(self) -> Snapshot:
+        """The first snapshot.
+
+        Returns
+        -------
+        Snapshot
+            ``snapshots[0]``.
+        """
         return self.snapshots[0]
 
     @property
     def last(self) -> Snapshot:
+        """The latest snapshot.
+
+        Returns
+        -------
+        Snapshot
+            ``snapshots[-1]``.
+        """
         return self.snapshots[-1]
 
 
@@ -230,6 +311,20 @@ def dead_units_on_split(model: CharMLP, X: np.ndarray,
     The forward runs in training mode, over chunks (batch statistics per chunk of ``chunk``
     examples, what the net sees while it trains), with the BatchNorm running statistics restored
     afterwards. Returns {label: (dead, units)}. The layers' ``.out`` are left from the last chunk.
+
+    Parameters
+    ----------
+    model : CharMLP
+        The model (its running statistics are restored).
+    X : numpy.ndarray of int, shape (N, T)
+        Contexts, usually a whole split.
+    chunk : int, default 8192
+        Examples per forward.
+
+    Returns
+    -------
+    dict of str to (int, int)
+        Layer label -> (dead units, units).
     """
     nonlinear = _nonlinear(model)
     alive: dict[str, Any] = {label: None for label, _, _ in nonlinear}
@@ -257,6 +352,28 @@ def measure_overhead(model: CharMLP, X: np.ndarray, Y: np.ndarray, every: int = 
     Alternates ``repeats`` timed runs of ``steps`` steps with and without the probe (minibatches
     of 32 from (X, Y)) and compares medians. Returns {"plain_s", "probed_s", "overhead" (fraction),
     "record_ms" (median time of one record), "step_us"}. Trains the model.
+
+    Parameters
+    ----------
+    model : CharMLP
+        The model (it is trained).
+    X, Y : numpy.ndarray of int
+        Training contexts (N, T) and next characters (N,).
+    every : int, default 100
+        The probe's interval.
+    steps : int, default 2000
+        Steps per timed run.
+    repeats : int, default 3
+        Timed runs with and without the probe.
+    lr : float, default 0.01
+        The learning rate.
+    seed : int, default 0
+        The minibatches' seed.
+
+    Returns
+    -------
+    dict of str to float
+        As above.
     """
     rng = np.random.default_rng(seed)
     probe = Probe(model, every=every)

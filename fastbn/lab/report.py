@@ -31,7 +31,22 @@ LECTURE_INIT_LOSS = {"original": 27.0}     # about 27; every fixed configuration
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
                  markdown: bool = False) -> str:
-    """Rows of strings as an aligned plain-text table, or a markdown table."""
+    """Rows of strings as an aligned plain-text table, or a markdown table.
+
+    Parameters
+    ----------
+    headers : sequence of str
+        The column titles.
+    rows : iterable of sequences
+        The cells (converted with ``str``).
+    markdown : bool, default False
+        A markdown table instead of plain text.
+
+    Returns
+    -------
+    str
+        The table.
+    """
     rows = [[str(c) for c in r] for r in rows]
     if markdown:
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -124,6 +139,20 @@ def _update_finding(probe, tail=10):
 
 
 def ladder_table(rows: Sequence[LadderRow], markdown: bool = False) -> str:
+    """The init ladder as a table beside the lecture's numbers.
+
+    Parameters
+    ----------
+    rows : sequence of LadderRow
+        The ladder's rows (``run_ladder``).
+    markdown : bool, default False
+        A markdown table.
+
+    Returns
+    -------
+    str
+        The table.
+    """
     headers = ["configuration", "initial loss", "tanh saturated", "tanh std", "train", "val",
                "lecture train", "lecture val", "lecture initial"]
     body = []
@@ -138,6 +167,23 @@ def ladder_table(rows: Sequence[LadderRow], markdown: bool = False) -> str:
 
 def deep_table(rows: Sequence[DeepRow], markdown: bool = False,
                steps: int | None = None) -> str:
+    """The deep nets' activation and gradient statistics, layer by layer, at init and after
+    training.
+
+    Parameters
+    ----------
+    rows : sequence of DeepRow
+        The deep nets' rows (``run_deep``).
+    markdown : bool, default False
+        A markdown table.
+    steps : int, optional
+        The training steps, for the headers.
+
+    Returns
+    -------
+    str
+        The table.
+    """
     after = f"after {steps}" if steps else "final"
     headers = ["net", "layer", "std init", "sat init", "grad std init", f"mean {after}",
                f"std {after}", f"sat {after}", f"grad std {after}", "gain (from init)"]

@@ -60,7 +60,27 @@ def _gain_label(g):
 class RobustnessMap:
     """The map: for ``bn`` in (True, False), ``val[bn]`` (gains, lrs) mean val loss over the
     seeds that finished (NaN where none did), ``sd[bn]`` their sample sd, ``diverged[bn]`` and
-    ``failed[bn]`` trial counts; the sweep's result in ``sweep``."""
+    ``failed[bn]`` trial counts; the sweep's result in ``sweep``.
+
+    Parameters
+    ----------
+    gains, lrs : tuple of float
+        The map's rows and columns.
+    steps : int
+        Training steps per trial.
+    seeds : list of int
+        The seeds.
+    val, sd, diverged, failed : dict of bool to numpy.ndarray
+        As above, shape (len(gains), len(lrs)).
+    sweep : fastbn.sweep.SweepResult, optional
+        The sweep's result.
+    figure : matplotlib.figure.Figure, optional
+        The figure.
+    files : dict of str to pathlib.Path
+        The files written.
+    tolerance : float, default 0.05
+        How close to the best val loss a cell is "trainable".
+    """
 
     gains: tuple[float, ...]
     lrs: tuple[float, ...]
@@ -76,14 +96,36 @@ class RobustnessMap:
     tolerance: float = TOLERANCE
 
     def trainable(self, bn: bool) -> tuple[int, int]:
-        """Cells within ``tolerance`` of the net's best val loss: (count, cells)."""
+        """Cells within ``tolerance`` of the net's best val loss: (count, cells).
+
+        Parameters
+        ----------
+        bn : bool
+            The net with batch norm, or without.
+
+        Returns
+        -------
+        count, cells : int
+            The trainable cells and all cells.
+        """
         v = self.val[bn]
         best = np.nanmin(v) if np.isfinite(v).any() else np.nan
         ok = np.isfinite(v) & (v <= best + self.tolerance)
         return int(ok.sum()), v.size
 
     def table(self, bn: bool) -> str:
-        """Markdown table of one net: rows gains, columns learning rates."""
+        """Markdown table of one net: rows gains, columns learning rates.
+
+        Parameters
+        ----------
+        bn : bool
+            The net with batch norm, or without.
+
+        Returns
+        -------
+        str
+            Markdown.
+        """
         head = "| gain \\ lr | " + " | ".join(f"{lr:g}" for lr in self.lrs) + " |"
         lines = [head, "|---|" + "---:|" * len(self.lrs)]
         best = np.nanmin(self.val[bn]) if np.isfinite(self.val[bn]).any() else np.nan
@@ -101,6 +143,18 @@ class RobustnessMap:
         return "\n".join(lines)
 
     def markdown(self, figure_link: str | None = None) -> str:
+        """The report: what batch norm buys, the two tables and the figure.
+
+        Parameters
+        ----------
+        figure_link : str, optional
+            The figure's file name, linked at the top.
+
+        Returns
+        -------
+        str
+            Markdown.
+        """
         n = len(self.gains) * len(self.lrs)
         with_bn, without = self.trainable(True)[0], self.trainable(False)[0]
         seeds = len(self.seeds)
@@ -146,7 +200,22 @@ def _collect(res: SweepResult, gains: Sequence[float],
 def plot_robustness(m: RobustnessMap, path: str | os.PathLike[str] | None = None,
                     ceiling: float | None = None) -> Figure:
     """The two heatmaps side by side (gain rows, lr columns), one color scale, stopped at
-    ``ceiling`` (default: the loss of a uniform guess, ln of the vocabulary size)."""
+    ``ceiling`` (default: the loss of a uniform guess, ln of the vocabulary size).
+
+    Parameters
+    ----------
+    m : RobustnessMap
+        The map (``run_robustness``).
+    path : str or os.PathLike, optional
+        Also write the figure there.
+    ceiling : float, optional
+        The top of the color scale.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     from ..sweep.figures import cell_text, draw_heatmap
     ceiling = ceiling if ceiling is not None else math.log(m.sweep.vocab_size if m.sweep
                                                            else 27)
@@ -183,7 +252,37 @@ def run_robustness(ds: Dataset, out: str | os.PathLike[str] | None = None, *,
     :class:`RobustnessMap` with its figure. With ``out``: the sweep's sweep.json and
     results.csv go into ``out/robustness/`` (``resume=True`` continues them), the figure and
     robustness.md into ``out``. Ctrl-C raises KeyboardInterrupt once the sweep has stopped and
-    written what finished."""
+    written what finished.
+
+    Parameters
+    ----------
+    ds : fastbn.data.Dataset
+        The names.
+    out : str or os.PathLike, optional
+        The folder.
+    gains, lrs : sequence of float
+        The map's rows and columns.
+    steps : int, default 10000
+        Training steps per trial.
+    seeds : int or list of int, default 1
+        As ``fastbn.sweep.Space``.
+    client, scheduler, workers : optional
+        The cluster, as ``fastbn.sweep.sweep`` takes it (default: a LocalCluster of a worker per
+        core, or ``workers=0`` one after another here).
+    trial_timeout : float, optional
+        As ``fastbn.sweep.sweep``.
+    resume : bool, default False
+        Continue the sweep in ``out/robustness/``.
+    quiet : bool, default True
+        No progress output.
+    fmt : {"png", "svg"}
+        The figure's format.
+
+    Returns
+    -------
+    RobustnessMap
+        The map and its figure.
+    """
     from ..sweep import SweepInterrupted, sweep
     spaces = robustness_spaces(gains, lrs, steps, seeds)
     folder = None if out is None else Path(out) / "robustness"
@@ -204,7 +303,22 @@ def run_robustness(ds: Dataset, out: str | os.PathLike[str] | None = None, *,
 def write_robustness(m: RobustnessMap, out: str | os.PathLike[str],
                      fmt: str = "png") -> dict[str, Path]:
     """``robustness.md``, then ``robustness.<fmt>``, into ``out`` (a failure raises
-    ``WriteError``, an OSError, listing what was written); returns {kind: path}."""
+    ``WriteError``, an OSError, listing what was written); returns {kind: path}.
+
+    Parameters
+    ----------
+    m : RobustnessMap
+        The map.
+    out : str or os.PathLike
+        The folder.
+    fmt : {"png", "svg"}
+        The figure's format.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        The files written.
+    """
     out = Path(out)
     figure, report = out / f"robustness.{fmt}", out / "robustness.md"
     write_all(out, [(report, lambda p: atomic_write_text(p, m.markdown(figure.name))),

@@ -73,6 +73,22 @@ def activation_stats(t: ArrayLike, kind: str = "tanh", threshold: float = SATURA
     leaky ReLU (gradient ``negative_slope``); an activation whose slope varies is flat where it
     is under 1 - threshold**2. ``options`` are the layer's (``{"negative_slope": 0.01}``), for a
     flat region that depends on them. Returns ``{"mean", "std", "saturated"}`` as Python floats.
+
+    Parameters
+    ----------
+    t : array_like, any shape
+        A nonlinearity's output (the layer's ``.out``).
+    kind : str, default "tanh"
+        The activation (a name of ``fastbn.registry``).
+    threshold : float
+        The flat region's threshold (see ``activation_stats``).
+    options : dict, optional
+        The layer's options (``{"negative_slope": 0.01}``).
+
+    Returns
+    -------
+    dict of str to float
+        ``{"mean", "std", "saturated"}``.
     """
     t = np.asarray(t)
     if t.size == 0:
@@ -87,6 +103,22 @@ def dead_map(t: ArrayLike, kind: str = "tanh", threshold: float = DEAD,
 
     Shown as an image (rows examples, columns units, white = flat) it is the lecture's
     ``plt.imshow(h.abs() > 0.99, cmap="gray")``; an all-white column is a dead unit.
+
+    Parameters
+    ----------
+    t : array_like, shape (B, H)
+        A nonlinearity's output (the layer's ``.out``).
+    kind : str, default "tanh"
+        The activation (a name of ``fastbn.registry``).
+    threshold : float
+        The flat region's threshold (see ``activation_stats``).
+    options : dict, optional
+        The layer's options (``{"negative_slope": 0.01}``).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (B, H)
+        True where the example drives the unit into the flat region.
     """
     t = np.asarray(t)
     if t.ndim != 2:
@@ -96,7 +128,24 @@ def dead_map(t: ArrayLike, kind: str = "tanh", threshold: float = DEAD,
 
 def dead_units(t: ArrayLike, kind: str = "tanh", threshold: float = DEAD,
                options: Mapping[str, Any] | None = None) -> NDArray[np.bool_]:
-    """Boolean (H,): units flat on every example of ``t`` (B, H), i.e. that pass no gradient."""
+    """Boolean (H,): units flat on every example of ``t`` (B, H), i.e. that pass no gradient.
+
+    Parameters
+    ----------
+    t : array_like, shape (B, H)
+        A nonlinearity's output (the layer's ``.out``).
+    kind : str, default "tanh"
+        The activation (a name of ``fastbn.registry``).
+    threshold : float
+        The flat region's threshold (see ``activation_stats``).
+    options : dict, optional
+        The layer's options (``{"negative_slope": 0.01}``).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (H,)
+        True for a dead unit.
+    """
     # (B, H).all(axis=0) is an (H,) array (numpy types it as possibly a scalar)
     return dead_map(t, kind, threshold, options).all(axis=0)  # type: ignore[return-value]
 
@@ -109,6 +158,18 @@ def grad_data_ratio(grad: ArrayLike, param: ArrayLike) -> float:
     """std(grad) / std(param): how big the gradient is next to the values it changes.
 
     NaN when std(param) is 0 (a freshly zeroed bias or BatchNorm beta).
+
+    Parameters
+    ----------
+    grad : array_like
+        A parameter's gradient.
+    param : array_like
+        The parameter, of the same shape.
+
+    Returns
+    -------
+    float
+        The ratio.
     """
     s = float_std(param)
     return float_std(grad) / s if s > 0 else float("nan")
@@ -120,6 +181,20 @@ def update_data_ratio(grad: ArrayLike, param: ArrayLike, lr: float) -> float:
     Rule of thumb (the lecture): about -3, i.e. each step changes a parameter by a thousandth of
     its spread; much above means lr is too high for it, much below that it learns slowly. NaN when
     std(param) or the update is 0.
+
+    Parameters
+    ----------
+    grad : array_like
+        A parameter's gradient.
+    param : array_like
+        The parameter, of the same shape.
+    lr : float
+        The learning rate.
+
+    Returns
+    -------
+    float
+        The log10 ratio.
     """
     r = abs(float(lr)) * grad_data_ratio(grad, param)
     return math.log10(r) if r > 0 else float("nan")
@@ -140,7 +215,17 @@ def histogram(x, kind=None, bins=BINS):
 
 @dataclass
 class LossCheck:
-    """The initial-loss check: ``measured`` against ln(``n_classes``), with a verdict in words."""
+    """The initial-loss check: ``measured`` against ln(``n_classes``), with a verdict in words.
+
+    Parameters
+    ----------
+    measured : float
+        The initial loss.
+    n_classes : int
+        C, the number of classes.
+    tolerance : float, default 0.1
+        How far from ln(C) is "as expected".
+    """
 
     measured: float
     n_classes: int
@@ -148,10 +233,24 @@ class LossCheck:
 
     @property
     def expected(self) -> float:
+        """The loss of a uniform prediction, ln(C).
+
+        Returns
+        -------
+        float
+            ``ln(n_classes)``.
+        """
         return math.log(self.n_classes)
 
     @property
     def verdict(self) -> str:
+        """The check in words.
+
+        Returns
+        -------
+        str
+            "as expected", "too high", "confidently wrong", "below chance level" or "not a number".
+        """
         m, e = self.measured, self.expected
         if not math.isfinite(m):
             return "not a number"
@@ -162,6 +261,13 @@ class LossCheck:
         return "too high" if m > e else "below chance level"
 
     def explain(self) -> str:
+        """The check and what it means, in a few sentences.
+
+        Returns
+        -------
+        str
+            The measured and expected loss, the verdict, and what it means for training.
+        """
         m, e, C = self.measured, self.expected, self.n_classes
         head = f"initial loss {m:.4f}, expected ln({C}) = {e:.4f}: {self.verdict}."
         return head + " " + {
@@ -182,6 +288,21 @@ class LossCheck:
 
 
 def initial_loss_check(measured: float, n_classes: int, tolerance: float = 0.1) -> LossCheck:
-    """``LossCheck(measured, n_classes)``: ``.expected`` ln(C), ``.verdict``, ``.explain()``."""
+    """``LossCheck(measured, n_classes)``: ``.expected`` ln(C), ``.verdict``, ``.explain()``.
+
+    Parameters
+    ----------
+    measured : float
+        The initial loss.
+    n_classes : int
+        C, the number of classes.
+    tolerance : float, default 0.1
+        How far from ln(C) is "as expected".
+
+    Returns
+    -------
+    LossCheck
+        The check.
+    """
     return LossCheck(float(measured), int(n_classes), float(tolerance))
 
